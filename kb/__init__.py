@@ -1,0 +1,1 @@
+"""kgverify knowledge base: ingest, embed, FAISS index, manifest, fact store, CLI."""

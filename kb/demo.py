@@ -1,0 +1,39 @@
+"""The bundled demo knowledge base, built on first use into the cache directory."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+from pathlib import Path
+
+from .build import build_kb
+from .ingest import Document
+from .manifest import MANIFEST_NAME
+
+DEMO_FACTS = Path(__file__).parent / "demo" / "facts.jsonl"
+
+
+def demo_documents(path: Path = DEMO_FACTS) -> list[Document]:
+    docs = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                row = json.loads(line)
+                docs.append(Document(row["id"], row["text"], row.get("source", ""), row.get("title", "")))
+    return docs
+
+
+def ensure_demo_kb(cache_dir: Path, embedder, progress: bool = False) -> Path:
+    """The demo KB directory for this embedder, built once (safe across processes)."""
+    digest = hashlib.sha256(DEMO_FACTS.read_bytes()).hexdigest()[:12]
+    out = Path(cache_dir).expanduser() / f"demo-kb-{digest}-{embedder.weights_hash}"
+    if (out / MANIFEST_NAME).is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / ".demo-kb.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / MANIFEST_NAME).is_file():
+            build_kb(demo_documents(), out, embedder, chunk_chars=10_000, progress=progress,
+                     build_options={"input": "bundled demo facts"})
+    return out

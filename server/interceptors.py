@@ -1,0 +1,93 @@
+"""The one interceptor of kgverify calls: request ids, readiness, load shedding, error mapping.
+
+Health and reflection calls pass straight through: they are never shed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+
+from .admission import Admission
+from .context import new_request_id, request_id_var
+from .errors import grpc_status
+from .pipeline.errors import KgverifyError, NotReadyError
+
+log = logging.getLogger("kgverify.rpc")
+SERVICE_PREFIX = "/kgverify.v1."
+
+
+def _service_of(method: str) -> str:
+    return method.lstrip("/").split("/", 1)[0]
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, admission: Admission, ready):
+        self._admission = admission
+        self._ready = ready  # service name -> bool: has the service finished loading?
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or not details.method.startswith(SERVICE_PREFIX):
+            return handler
+        method = details.method
+        service = _service_of(method)
+        metadata = details.invocation_metadata
+        if handler.unary_unary is not None:
+            behavior = handler.unary_unary
+
+            async def unary(request, context):
+                request_id_var.set(new_request_id(metadata))
+                started = time.perf_counter()
+                code = "OK"
+                try:
+                    if not self._ready(service):
+                        raise NotReadyError(f"{service} is still loading its models; retry shortly")
+                    with self._admission:
+                        return await behavior(request, context)
+                except KgverifyError as exc:
+                    code = exc.code
+                    await context.abort_with_status(grpc_status(exc, request_id_var.get()))
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    code = "CANCELLED"
+                    raise
+                except Exception as exc:
+                    code = "INTERNAL"
+                    log.exception("unexpected error in %s", method)
+                    await context.abort_with_status(grpc_status(exc, request_id_var.get()))
+                finally:
+                    log.info("%s %s %.1f ms", method, code, (time.perf_counter() - started) * 1e3)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        if handler.stream_stream is not None:
+            behavior = handler.stream_stream
+
+            async def stream(request_iterator, context):
+                request_id_var.set(new_request_id(metadata))
+                started = time.perf_counter()
+                items = 0
+                try:
+                    if not self._ready(service):
+                        raise NotReadyError(f"{service} is still loading its models; retry shortly")
+                    async for response in behavior(request_iterator, context):
+                        items += 1
+                        yield response
+                except KgverifyError as exc:
+                    await context.abort_with_status(grpc_status(exc, request_id_var.get()))
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception as exc:
+                    log.exception("unexpected error in %s", method)
+                    await context.abort_with_status(grpc_status(exc, request_id_var.get()))
+                finally:
+                    log.info("%s stream ended after %d items, %.1f s", method, items, time.perf_counter() - started)
+
+            return grpc.stream_stream_rpc_method_handler(
+                stream, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        return handler

@@ -1,0 +1,52 @@
+"""The knowledge base currently served; swapped whole on reload, so in-flight requests keep theirs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .config import KbSettings
+from .pipeline.errors import KgverifyError, KnowledgeBaseUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+class KbHolder:
+    def __init__(self, settings: KbSettings):
+        self.settings = settings
+        self.current = None
+        self.error: KgverifyError | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.enabled
+
+    def get(self):
+        """The loaded KB, None when the server runs without one; raises the load error if loading failed."""
+        if self.error is not None:
+            raise self.error
+        return self.current
+
+    def require(self):
+        kb = self.get()
+        if kb is None:
+            raise KnowledgeBaseUnavailableError(
+                "this server runs without a knowledge base (KGV_KB__ENABLED=false)" if not self.enabled
+                else "the knowledge base is still loading; retry shortly")
+        return kb
+
+    def load(self, embedder) -> None:
+        """Loads (or reloads) the configured KB; blocking. On failure the previous KB stays."""
+        from kb.demo import ensure_demo_kb
+        from kb.knowledge_base import FaissKnowledgeBase
+
+        path = Path(self.settings.path) if self.settings.path else ensure_demo_kb(self.settings.cache_dir, embedder)
+        try:
+            kb = FaissKnowledgeBase.load(path, embedder)
+        except KgverifyError as exc:
+            log.error("knowledge base %s not loaded: %s", path, exc.message)
+            if self.current is None:
+                self.error = exc
+            raise
+        self.current, self.error = kb, None
+        log.info("knowledge base %s loaded from %s (%d facts)", kb.info.kb_id, path, kb.info.num_facts)

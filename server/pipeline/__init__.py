@@ -1,0 +1,1 @@
+"""Protobuf-free core of kgverify: splitting, Knowledge Index, InfoGain."""

@@ -1,0 +1,119 @@
+"""Domain errors: each carries its gRPC status code name and an ErrorInfo reason.
+
+This module imports neither grpc nor protobuf; server/errors.py maps these
+errors to gRPC statuses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One invalid request field (google.rpc.BadRequest.FieldViolation)."""
+
+    field: str
+    description: str
+
+
+class KgverifyError(Exception):
+    """Base of every error that reaches callers with a definite status."""
+
+    code = "INTERNAL"
+    reason = "INTERNAL"
+
+    def __init__(self, message: str, *, reason: str | None = None, metadata: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+        self.metadata = dict(metadata or {})
+
+
+class InvalidArgumentError(KgverifyError):
+    """The request is malformed or breaks an application limit."""
+
+    code = "INVALID_ARGUMENT"
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: list[FieldViolation], *, reason: str | None = None):
+        self.violations = list(violations)
+        summary = "; ".join(f"{v.field}: {v.description}" for v in self.violations[:5])
+        if len(self.violations) > 5:
+            summary += f"; and {len(self.violations) - 5} more"
+        super().__init__(f"invalid request: {summary}", reason=reason)
+
+    @classmethod
+    def single(cls, field: str, description: str, *, reason: str | None = None) -> "InvalidArgumentError":
+        return cls([FieldViolation(field, description)], reason=reason)
+
+
+class FailedPreconditionError(KgverifyError):
+    """The server is not in a state to answer this request (e.g. no KB)."""
+
+    code = "FAILED_PRECONDITION"
+    reason = "FAILED_PRECONDITION"
+
+
+class KnowledgeBaseUnavailableError(FailedPreconditionError):
+    """The request needs the knowledge base but none is loaded."""
+
+    reason = "KB_NOT_LOADED"
+
+
+class KnowledgeBaseMismatchError(FailedPreconditionError):
+    """The knowledge base was built with another embedder than the configured one."""
+
+    reason = "KB_EMBEDDER_MISMATCH"
+
+
+class KnowledgeBaseCorruptError(FailedPreconditionError):
+    """A knowledge base file is missing, truncated or fails its checksum."""
+
+    reason = "KB_CORRUPT"
+
+
+class BackendNotConfiguredError(FailedPreconditionError):
+    """The request asks for a backend this server was not configured with."""
+
+    reason = "BACKEND_NOT_CONFIGURED"
+
+
+class BackendUnavailableError(KgverifyError):
+    """A judge or LM backend cannot be reached (the only retryable error)."""
+
+    code = "UNAVAILABLE"
+    reason = "BACKEND_UNAVAILABLE"
+
+
+class BackendTimeoutError(KgverifyError):
+    """A backend did not answer within the RPC's remaining deadline."""
+
+    code = "DEADLINE_EXCEEDED"
+    reason = "BACKEND_TIMEOUT"
+
+
+class BackendResponseError(KgverifyError):
+    """A reachable backend returned unusable output (claims then get ERROR)."""
+
+    code = "INTERNAL"
+    reason = "BACKEND_BAD_RESPONSE"
+
+
+class OverloadedError(KgverifyError):
+    """The server is at its concurrency limit."""
+
+    code = "RESOURCE_EXHAUSTED"
+    reason = "OVERLOADED"
+
+    def __init__(self, message: str = "server overloaded, retry later", *, retry_after_s: float = 0.2):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class NotReadyError(KgverifyError):
+    """The service's dependencies are still loading."""
+
+    code = "UNAVAILABLE"
+    reason = "NOT_READY"

@@ -1,0 +1,109 @@
+"""The Knowledge Index of one chain: split, retrieve evidence, judge claims, aggregate."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from .aggregate import chain_scores, step_result
+from .chains import split_chain
+from .deadline import Deadline
+from .deps import PipelineDeps
+from .errors import KnowledgeBaseUnavailableError
+from .types import (
+    Claim,
+    ClaimResult,
+    Evidence,
+    EvidenceOrigin,
+    JudgeItem,
+    KnowledgeRequest,
+    KnowledgeResult,
+    Passage,
+    SplitResult,
+    Tier,
+    Verdict,
+)
+
+
+def _rank_context(claim_vecs: np.ndarray, passage_vecs: np.ndarray, passages: Sequence[Passage], top_k: int):
+    sims = claim_vecs @ passage_vecs.T
+    out = []
+    for row in sims:
+        order = np.argsort(-row, kind="stable")[:top_k]
+        out.append([
+            Evidence(passages[j].id, passages[j].text, passages[j].source, passages[j].title, float(row[j]),
+                     EvidenceOrigin.CONTEXT)
+            for j in order
+        ])
+    return out
+
+
+async def gather_evidence(claims: Sequence[str], req: KnowledgeRequest, deps: PipelineDeps):
+    """Evidence per claim (context passages first, then KB facts) and the KB searched (or None)."""
+    opts = req.options
+    top_k = opts.top_k or deps.default_top_k
+    use_kb = opts.use_knowledge_base if opts.use_knowledge_base is not None else not req.context
+    evidence: list[list[Evidence]] = [[] for _ in claims]
+    kb = None
+    if use_kb:
+        kb = deps.knowledge_base()
+        if kb is None:
+            raise KnowledgeBaseUnavailableError(
+                "this server has no knowledge base loaded; send context passages with "
+                "use_knowledge_base unset or false, or start the server with a KB"
+            )
+    if not claims:
+        return evidence, kb
+    if req.context:
+        embedder = deps.embedder()
+        vecs = await deps.blocking.run(embedder.encode, [*claims, *(p.text for p in req.context)])
+        ranked = _rank_context(vecs[: len(claims)], vecs[len(claims):], req.context, top_k)
+        for i, items in enumerate(ranked):
+            evidence[i].extend(items)
+    if kb is not None:
+        mode = opts.retrieval_mode or deps.default_retrieval_mode
+        hits = await deps.blocking.run(kb.search, list(claims), top_k, mode)
+        for i, row in enumerate(hits):
+            evidence[i].extend(h.as_evidence() for h in row)
+    return evidence, kb
+
+
+async def score_knowledge(
+    req: KnowledgeRequest, deps: PipelineDeps, deadline: Deadline, split: SplitResult | None = None
+) -> KnowledgeResult:
+    if split is None:
+        split = await split_chain(req.chain, deps, req.options.splitter)
+    judge = await deps.judge(req.options.judge)
+    to_judge: list[Claim] = [c for s in split.steps for c in s.claims if not c.no_knowledge]
+    unique_texts = list(dict.fromkeys(c.text for c in to_judge))
+    evidence, kb = await gather_evidence(unique_texts, req, deps)
+    judgements = await judge.judge([JudgeItem(t, tuple(ev)) for t, ev in zip(unique_texts, evidence)], deadline)
+    by_text = dict(zip(unique_texts, zip(judgements, evidence)))
+
+    steps = []
+    llm_calls = sum(j.llm_calls for j in judgements)
+    for step in split.steps:
+        claims = []
+        for claim in step.claims:
+            if claim.no_knowledge:
+                claims.append(ClaimResult(claim, Verdict.NO_KNOWLEDGE, None, Tier.NONE))
+                continue
+            judgement, ev = by_text[claim.text]
+            shown = judgement.evidence if judgement.evidence is not None else tuple(ev)
+            probs = judgement.probabilities if judgement.verdict is not Verdict.ERROR else None
+            claims.append(ClaimResult(claim, judgement.verdict, probs, judgement.tier, shown,
+                                      judgement.error, judgement.cached))
+        steps.append(step_result(step, claims))
+
+    provenance = dataclasses.replace(
+        deps.provenance,
+        kb_id=kb.info.kb_id if kb else "",
+        kb_checksum=kb.info.checksum if kb else "",
+        judge=judge.name,
+        judge_prompt_version=judge.prompt_version,
+        splitter=split.splitter,
+    )
+    return KnowledgeResult(chain_text=split.chain_text, steps=tuple(steps), llm_calls=llm_calls,
+                           provenance=provenance, **chain_scores(steps))

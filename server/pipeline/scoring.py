@@ -1,0 +1,63 @@
+"""Entry points the servicers call: validate, then score KI, InfoGain or both."""
+
+from __future__ import annotations
+
+import asyncio
+
+from .chains import split_chain
+from .deadline import Deadline
+from .deps import PipelineDeps
+from .info_gain import score_info_gain
+from .knowledge_index import score_knowledge
+from .types import (
+    ChainInput,
+    ChainRequest,
+    ChainResult,
+    InfoGainRequest,
+    InfoGainResult,
+    KnowledgeRequest,
+    KnowledgeResult,
+    SplitResult,
+)
+from .validation import validate_chain, validate_info_gain, validate_knowledge
+
+
+async def split(chain: ChainInput, splitter: str | None, deps: PipelineDeps) -> SplitResult:
+    from .errors import FieldViolation, InvalidArgumentError
+    from .validation import check_chain
+
+    violations: list[FieldViolation] = []
+    check_chain(chain, deps.limits, violations)
+    if violations:
+        raise InvalidArgumentError(violations)
+    return await split_chain(chain, deps, splitter)
+
+
+async def knowledge(req: KnowledgeRequest, deps: PipelineDeps, deadline: Deadline) -> KnowledgeResult:
+    validate_knowledge(req, deps.limits)
+    return await score_knowledge(req, deps, deadline)
+
+
+async def info_gain(req: InfoGainRequest, deps: PipelineDeps, deadline: Deadline) -> InfoGainResult:
+    validate_info_gain(req, deps.limits)
+    return await score_info_gain(req, deps, deadline)
+
+
+async def chain(req: ChainRequest, deps: PipelineDeps, deadline: Deadline) -> ChainResult:
+    """KI and InfoGain of one chain, concurrently, sharing one split of the chain."""
+    validate_chain(req, deps.limits)
+    base = req.knowledge or req.info_gain
+    splitter = req.knowledge.options.splitter if req.knowledge else None
+    shared = await split_chain(base.chain, deps, splitter)
+    jobs = []
+    if req.knowledge is not None:
+        jobs.append(score_knowledge(req.knowledge, deps, deadline, shared))
+    if req.info_gain is not None:
+        jobs.append(score_info_gain(req.info_gain, deps, deadline, shared))
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    ki = results.pop(0) if req.knowledge is not None else None
+    ig = results.pop(0) if req.info_gain is not None else None
+    return ChainResult(knowledge=ki, info_gain=ig)

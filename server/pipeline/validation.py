@@ -1,0 +1,124 @@
+"""Request validation against the application limits (INVALID_ARGUMENT with field violations)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import FieldViolation, InvalidArgumentError
+from .types import ChainInput, ChainRequest, InfoGainRequest, KnowledgeRequest
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_reasoning_chars: int = 100_000
+    max_steps: int = 256
+    max_step_chars: int = 8_000
+    max_question_chars: int = 20_000
+    max_answer_chars: int = 4_000
+    max_choices: int = 26
+    max_choice_chars: int = 2_000
+    max_context_passages: int = 64
+    max_passage_chars: int = 10_000
+    max_top_k: int = 50
+    max_window: int = 1_000
+    max_id_chars: int = 256
+
+
+def _too_long(field: str, value: str, limit: int, out: list[FieldViolation]) -> None:
+    if len(value) > limit:
+        out.append(FieldViolation(field, f"is {len(value)} characters long; the limit is {limit}"))
+
+
+def check_chain(chain: ChainInput, limits: Limits, out: list[FieldViolation]) -> None:
+    _too_long("question", chain.question, limits.max_question_chars, out)
+    has_text = chain.reasoning is not None and chain.reasoning.strip() != ""
+    has_steps = bool(chain.steps)
+    if has_text and has_steps:
+        out.append(FieldViolation("reasoning", "send either reasoning or steps, not both"))
+        return
+    if not has_text and not has_steps:
+        out.append(FieldViolation("reasoning", "the chain is empty: send reasoning text or steps"))
+        return
+    if has_text:
+        _too_long("reasoning", chain.reasoning, limits.max_reasoning_chars, out)
+        return
+    steps = chain.steps
+    if len(steps) > limits.max_steps:
+        out.append(FieldViolation("steps", f"has {len(steps)} steps; the limit is {limits.max_steps}"))
+        return
+    for i, step in enumerate(steps):
+        if not step.strip():
+            out.append(FieldViolation(f"steps[{i}]", "is empty"))
+        _too_long(f"steps[{i}]", step, limits.max_step_chars, out)
+    total = sum(len(s) for s in steps) + max(0, len(steps) - 1)
+    if total > limits.max_reasoning_chars:
+        out.append(FieldViolation("steps", f"total {total} characters; the limit is {limits.max_reasoning_chars}"))
+
+
+def check_knowledge(req: KnowledgeRequest, limits: Limits, out: list[FieldViolation], options: str = "options") -> None:
+    top_k = req.options.top_k
+    if top_k is not None and not 1 <= top_k <= limits.max_top_k:
+        out.append(FieldViolation(f"{options}.top_k", f"must be between 1 and {limits.max_top_k} (0 = default)"))
+    if len(req.context) > limits.max_context_passages:
+        out.append(FieldViolation(
+            f"context", f"has {len(req.context)} passages; the limit is {limits.max_context_passages}"))
+        return
+    ids = set()
+    for i, passage in enumerate(req.context):
+        if not passage.text.strip():
+            out.append(FieldViolation(f"context[{i}].text", "is empty"))
+        _too_long(f"context[{i}].text", passage.text, limits.max_passage_chars, out)
+        _too_long(f"context[{i}].id", passage.id, limits.max_id_chars, out)
+        if passage.id in ids:
+            out.append(FieldViolation(f"context[{i}].id", f"duplicate passage id {passage.id[:64]!r}"))
+        ids.add(passage.id)
+    if req.options.use_knowledge_base is False and not req.context:
+        out.append(FieldViolation(f"{options}.use_knowledge_base", "is false but no context passages were sent"))
+
+
+def check_info_gain(req: InfoGainRequest, limits: Limits, out: list[FieldViolation], options: str = "options") -> None:
+    _too_long(f"answer", req.answer, limits.max_answer_chars, out)
+    _too_long(f"gold_answer", req.gold_answer, limits.max_answer_chars, out)
+    if not req.gold_answer.strip() and not req.answer.strip():
+        out.append(FieldViolation(f"answer", "InfoGain needs a target: send answer or gold_answer"))
+    if len(req.choices) > limits.max_choices:
+        out.append(FieldViolation(f"choices", f"has {len(req.choices)} options; the limit is {limits.max_choices}"))
+    for i, choice in enumerate(req.choices[: limits.max_choices]):
+        if not choice.strip():
+            out.append(FieldViolation(f"choices[{i}]", "is empty"))
+        _too_long(f"choices[{i}]", choice, limits.max_choice_chars, out)
+    window = req.options.window
+    if not 0 <= window <= limits.max_window:
+        out.append(FieldViolation(f"{options}.window", f"must be between 0 (off) and {limits.max_window}"))
+    if req.options.paper and req.options.estimator == "nli":
+        out.append(FieldViolation(f"{options}.mode", "paper mode needs a causal LM; the nli estimator has none"))
+
+
+def _raise(out: list[FieldViolation]) -> None:
+    if out:
+        raise InvalidArgumentError(out)
+
+
+def validate_knowledge(req: KnowledgeRequest, limits: Limits) -> None:
+    out: list[FieldViolation] = []
+    check_chain(req.chain, limits, out)
+    check_knowledge(req, limits, out)
+    _raise(out)
+
+
+def validate_info_gain(req: InfoGainRequest, limits: Limits) -> None:
+    out: list[FieldViolation] = []
+    check_chain(req.chain, limits, out)
+    check_info_gain(req, limits, out)
+    _raise(out)
+
+
+def validate_chain(req: ChainRequest, limits: Limits) -> None:
+    out: list[FieldViolation] = []
+    chain = (req.knowledge or req.info_gain).chain
+    check_chain(chain, limits, out)
+    if req.knowledge is not None:
+        check_knowledge(req.knowledge, limits, out, "knowledge_options")
+    if req.info_gain is not None:
+        check_info_gain(req.info_gain, limits, out, "info_gain_options")
+    _raise(out)

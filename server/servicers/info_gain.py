@@ -1,0 +1,18 @@
+"""InfoGainService."""
+
+from __future__ import annotations
+
+from kgverify.v1 import info_gain_service_pb2_grpc as iggrpc
+
+from ..context import deadline_of
+from ..pipeline import scoring
+from . import convert
+
+
+class InfoGainServicer(iggrpc.InfoGainServiceServicer):
+    def __init__(self, runtime):
+        self.rt = runtime
+
+    async def ScoreInfoGain(self, request, context):
+        result = await scoring.info_gain(convert.info_gain_request(request), self.rt.deps, deadline_of(context))
+        return convert.info_gain_response(result)

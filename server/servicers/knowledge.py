@@ -1,0 +1,41 @@
+"""KnowledgeService: split, KI, KI + InfoGain, and the streaming RPC."""
+
+from __future__ import annotations
+
+from kgverify.v1 import knowledge_service_pb2_grpc as kgrpc
+
+from ..context import deadline_of
+from ..pipeline import scoring
+from ..streaming import run_stream
+from . import convert
+
+
+class KnowledgeServicer(kgrpc.KnowledgeServiceServicer):
+    def __init__(self, runtime):
+        self.rt = runtime
+
+    async def SplitReasoning(self, request, context):
+        chain, splitter = convert.split_request(request)
+        return convert.split_response(await scoring.split(chain, splitter, self.rt.deps))
+
+    async def ScoreKnowledge(self, request, context):
+        result = await scoring.knowledge(convert.knowledge_request(request), self.rt.deps, deadline_of(context))
+        return convert.knowledge_response(result)
+
+    async def ScoreChain(self, request, context):
+        return await self._score_chain(request, deadline_of(context))
+
+    async def StreamScoreChains(self, request_iterator, context):
+        stream_deadline = deadline_of(context)
+
+        async def process(chain):
+            return await self._score_chain(chain, self.rt.item_deadline(stream_deadline))
+
+        async for response in run_stream(request_iterator, process, self.rt.admission,
+                                         self.rt.settings.server.max_stream_inflight,
+                                         self.rt.settings.limits.max_id_chars):
+            yield response
+
+    async def _score_chain(self, request, deadline):
+        result = await scoring.chain(convert.chain_request(request), self.rt.deps, deadline)
+        return convert.chain_response(result)

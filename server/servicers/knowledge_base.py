@@ -1,0 +1,28 @@
+"""KnowledgeBaseService: search, manifest, hot reload."""
+
+from __future__ import annotations
+
+from kgverify.v1 import knowledge_base_service_pb2 as kbpb
+from kgverify.v1 import knowledge_base_service_pb2_grpc as kbgrpc
+
+from . import convert
+
+
+class KnowledgeBaseServicer(kbgrpc.KnowledgeBaseServiceServicer):
+    def __init__(self, runtime):
+        self.rt = runtime
+
+    async def SearchKnowledgeBase(self, request, context):
+        limits = self.rt.settings.limits
+        query, top_k, mode = convert.search_request(request, limits.max_step_chars, limits.max_top_k)
+        kb = self.rt.kb.require()
+        mode = mode or self.rt.deps.default_retrieval_mode
+        hits = await self.rt.deps.blocking.run(kb.search, [query], top_k or self.rt.deps.default_top_k, mode)
+        return convert.search_response(hits[0], kb.info.kb_id, mode)
+
+    async def GetKnowledgeBaseInfo(self, request, context):
+        return convert.kb_info_response(self.rt.kb.require().info, self.rt.deps.default_retrieval_mode)
+
+    async def ReloadKnowledgeBase(self, request, context):
+        previous, current = await self.rt.reload_kb()
+        return kbpb.ReloadKnowledgeBaseResponse(previous_kb_id=previous, kb_id=current)
