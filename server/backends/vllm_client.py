@@ -1,0 +1,141 @@
+"""The one client of vLLM's OpenAI-compatible server, shared by every feature that talks to vLLM.
+
+Bounded concurrency, timeouts inside the RPC deadline, retries on transient
+failures only, and vLLM failures mapped to domain errors:
+unreachable -> BackendUnavailableError, too slow -> BackendTimeoutError,
+answered but unusable -> BackendResponseError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import httpx
+
+from ..pipeline.deadline import NO_DEADLINE, Deadline
+from ..pipeline.errors import BackendResponseError, BackendTimeoutError, BackendUnavailableError
+
+log = logging.getLogger(__name__)
+TRANSIENT_STATUS = {502, 503, 504}
+VLLM_LOGPROB_FLOOR = -9999.0  # vLLM clamps -inf to this value
+
+
+class VllmClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        timeout_s: float = 30.0,
+        max_concurrency: int = 16,
+        max_retries: int = 2,
+        backoff_s: float = 0.2,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.root_url = self.base_url.removesuffix("/v1")
+        self.timeout_s = timeout_s
+        self.max_concurrency = max_concurrency
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(
+            headers=headers,
+            timeout=timeout_s,
+            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
+            transport=transport,
+        )
+        self._semaphore: asyncio.Semaphore | None = None
+        self.calls = 0
+
+    def _slot(self) -> asyncio.Semaphore:
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.max_concurrency)
+        return self._semaphore
+
+    async def chat_completions(self, body: dict[str, Any], deadline: Deadline = NO_DEADLINE) -> dict[str, Any]:
+        return await self._post(f"{self.base_url}/chat/completions", body, deadline)
+
+    async def completions(self, body: dict[str, Any], deadline: Deadline = NO_DEADLINE) -> dict[str, Any]:
+        return await self._post(f"{self.base_url}/completions", body, deadline)
+
+    async def tokenize(self, prompt: str, add_special_tokens: bool, model: str | None = None,
+                       deadline: Deadline = NO_DEADLINE) -> list[int]:
+        body: dict[str, Any] = {"prompt": prompt, "add_special_tokens": add_special_tokens}
+        if model:
+            body["model"] = model
+        data = await self._post(f"{self.root_url}/tokenize", body, deadline)
+        tokens = data.get("tokens")
+        if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
+            raise BackendResponseError("vLLM /tokenize returned no token list")
+        return tokens
+
+    async def models(self, deadline: Deadline = NO_DEADLINE) -> list[dict[str, Any]]:
+        data = await self._request("GET", f"{self.base_url}/models", None, deadline)
+        models = data.get("data")
+        if not isinstance(models, list):
+            raise BackendResponseError("vLLM /v1/models returned no model list")
+        return models
+
+    async def health(self, timeout_s: float = 2.0) -> bool:
+        """True when vLLM answers /health with 200 (it is up and its engine is not dead)."""
+        try:
+            response = await self._http.get(f"{self.root_url}/health", timeout=timeout_s)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _post(self, url: str, body: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
+        return await self._request("POST", url, body, deadline)
+
+    async def _request(self, method: str, url: str, body: dict[str, Any] | None, deadline: Deadline) -> dict:
+        attempt = 0
+        while True:
+            timeout = deadline.timeout(self.timeout_s)
+            if timeout <= 0:
+                raise BackendTimeoutError(f"no time left in the deadline for vLLM {url}")
+            try:
+                async with self._slot():
+                    self.calls += 1
+                    response = await self._http.request(method, url, json=body, timeout=timeout)
+            except httpx.TimeoutException as exc:
+                if isinstance(exc, httpx.ConnectTimeout) and attempt < self.max_retries:
+                    attempt += 1
+                    await asyncio.sleep(self.backoff_s * attempt)
+                    continue
+                raise BackendTimeoutError(f"vLLM at {url} did not answer within {timeout:.1f} s") from exc
+            except httpx.TransportError as exc:
+                if attempt < self.max_retries and deadline.timeout(self.timeout_s) > self.backoff_s * (attempt + 1):
+                    attempt += 1
+                    await asyncio.sleep(self.backoff_s * attempt)
+                    continue
+                raise BackendUnavailableError(f"vLLM at {url} is unreachable: {type(exc).__name__}") from exc
+            if response.status_code in TRANSIENT_STATUS:
+                if attempt < self.max_retries and deadline.timeout(self.timeout_s) > self.backoff_s * (attempt + 1):
+                    attempt += 1
+                    await asyncio.sleep(self.backoff_s * attempt)
+                    continue
+                raise BackendUnavailableError(f"vLLM at {url} answered HTTP {response.status_code}")
+            return _json_or_error(response, url)
+
+
+def _json_or_error(response: httpx.Response, url: str) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise BackendResponseError(f"vLLM at {url} returned non-JSON (HTTP {response.status_code})") from exc
+    if response.status_code != 200:
+        message = data.get("error", {}).get("message") if isinstance(data, dict) else None
+        if not message and isinstance(data, dict):
+            message = data.get("message") or data.get("detail")
+        raise BackendResponseError(
+            f"vLLM at {url} rejected the request (HTTP {response.status_code}): {str(message)[:300]}",
+            reason="BACKEND_REJECTED",
+        )
+    if not isinstance(data, dict):
+        raise BackendResponseError(f"vLLM at {url} returned JSON that is not an object")
+    return data

@@ -1,0 +1,107 @@
+"""The vLLM client against the fake vLLM server: shapes, error mapping, deadlines."""
+
+import asyncio
+import math
+
+import pytest
+
+from server.backends.vllm_client import VllmClient
+from server.pipeline.deadline import Deadline
+from server.pipeline.errors import BackendResponseError, BackendTimeoutError, BackendUnavailableError
+from tests.fakes.vllm_server import FakeVllmServer, label_choice_reply
+
+
+def _scorer(ids):
+    return [-0.5 * (i % 3) - (float("inf") if t == 13 else 0.0) for i, t in enumerate(ids[1:], 1)]
+
+
+@pytest.fixture
+def fake():
+    server = FakeVllmServer(
+        chat=lambda body: label_choice_reply({"A": 0.7, "B": 0.2, "C": 0.1}),
+        scorer=_scorer,
+        tokenizer=lambda text, special: ([1] if special else []) + [ord(c) % 50 + 2 for c in text],
+    )
+    with server:
+        yield server
+
+
+async def test_completions_prompt_logprobs_shape(fake):
+    client = VllmClient(fake.base_url)
+    try:
+        data = await client.completions({"model": "judge", "prompt": [[1, 5, 13, 7]], "max_tokens": 1,
+                                         "prompt_logprobs": 0})
+    finally:
+        await client.aclose()
+    entries = data["choices"][0]["prompt_logprobs"]
+    assert entries[0] is None
+    assert list(entries[2]) == ["13"]
+    assert entries[2]["13"]["logprob"] == -9999.0  # -inf clamped as vLLM does
+    assert math.isclose(entries[1]["5"]["logprob"], -0.5)
+
+
+async def test_chat_structured_choice_and_logprobs(fake):
+    client = VllmClient(fake.base_url)
+    try:
+        data = await client.chat_completions({
+            "model": "judge", "messages": [{"role": "user", "content": "x"}], "logprobs": True, "top_logprobs": 3,
+            "structured_outputs": {"choice": ["B", "C"]}})
+    finally:
+        await client.aclose()
+    choice = data["choices"][0]
+    assert choice["message"]["content"] == "B"  # constrained away from the unconstrained favourite "A"
+    tops = {t["token"]: t["logprob"] for t in choice["logprobs"]["content"][0]["top_logprobs"]}
+    assert set(tops) == {"A", "B", "C"}
+
+
+async def test_tokenize_and_models(fake):
+    client = VllmClient(fake.base_url)
+    try:
+        assert await client.tokenize("ab", add_special_tokens=True) == [1, ord("a") % 50 + 2, ord("b") % 50 + 2]
+        assert (await client.models())[0]["max_model_len"] == 2048
+        assert await client.health()
+        fake.faults.dead_engine = True
+        assert not await client.health()
+    finally:
+        await client.aclose()
+
+
+async def test_unreachable_is_unavailable():
+    server = FakeVllmServer().start()
+    url = server.base_url
+    server.stop()
+    client = VllmClient(url, max_retries=1, backoff_s=0.01)
+    try:
+        with pytest.raises(BackendUnavailableError):
+            await client.completions({"prompt": [1, 2]})
+    finally:
+        await client.aclose()
+
+
+async def test_slow_backend_times_out_within_deadline(fake):
+    fake.faults.delay_s = 1.0
+    client = VllmClient(fake.base_url, timeout_s=30)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        with pytest.raises(BackendTimeoutError):
+            await client.completions({"prompt": [1, 2]}, Deadline.after(0.2))
+    finally:
+        await client.aclose()
+    assert loop.time() - started < 0.9
+
+
+async def test_malformed_and_rejected_bodies(fake):
+    client = VllmClient(fake.base_url, max_retries=0)
+    try:
+        fake.faults.malformed_body = True
+        with pytest.raises(BackendResponseError):
+            await client.completions({"prompt": [1, 2], "max_tokens": 1})
+        fake.faults.malformed_body = False
+        with pytest.raises(BackendResponseError, match="maximum context length"):
+            await client.completions({"prompt": [1] * 5000, "max_tokens": 1})
+        fake.faults.http_status = 503
+        with pytest.raises(BackendUnavailableError):
+            await client.completions({"prompt": [1, 2], "max_tokens": 1})
+    finally:
+        await client.aclose()
