@@ -83,7 +83,7 @@ async def score_knowledge(
     by_text = dict(zip(unique_texts, zip(judgements, evidence)))
 
     steps = []
-    llm_calls = sum(j.llm_calls for j in judgements)
+    llm_calls = split.llm_calls + sum(j.llm_calls for j in judgements)
     for step in split.steps:
         claims = []
         for claim in step.claims:

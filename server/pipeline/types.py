@@ -118,6 +118,7 @@ class SplitResult:
     chain_text: str
     steps: tuple[Step, ...]
     splitter: str
+    llm_calls: int = 0  # calls made to an LLM decomposer
 
 
 @dataclass(frozen=True)
