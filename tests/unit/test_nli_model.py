@@ -1,0 +1,119 @@
+"""Fast tests of the embedded NLI judge's inference core (the shipped models/nli-judge)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from server.backends.judges.nli_model import DEFAULT_MODEL_DIR, LABELS, NliModel, NliModelError  # noqa: E402
+
+SHIPPED = Path(DEFAULT_MODEL_DIR)
+pytestmark = pytest.mark.skipif(
+    not (SHIPPED / "config.json").exists(), reason="the NLI judge artefact has not been exported yet"
+)
+
+ASPIRIN = "Aspirin irreversibly inhibits cyclooxygenase."
+PAIRS = [
+    (ASPIRIN, "Aspirin inhibits cyclooxygenase."),
+    ("The trial enrolled 120 adults with type 2 diabetes and followed them for two years. " * 6,
+     "The trial followed patients for two years."),
+    ("Paris is the capital of France.", "Paris is not the capital of France."),
+    ("A man is playing a guitar on stage.", "A woman is sleeping."),
+    ("Vitamin D deficiency is common in northern countries during winter.",
+     "The moon orbits the earth."),
+    ("Masks reduce transmission.", "Masks"),
+]
+
+
+@pytest.fixture(scope="module")
+def model() -> NliModel:
+    return NliModel.load(quantize=False)
+
+
+def test_config_declares_label_order_and_temperature():
+    cfg = json.loads((SHIPPED / "config.json").read_text())
+    assert tuple(cfg["labels"]) == LABELS == ("supported", "contradicted", "not_enough_info")
+    assert cfg["temperature"] > 0
+    assert cfg["max_length"] >= 128
+    assert cfg["base_weights_sha256"] and cfg["weights_sha256"] and cfg["training"]["data_sha256"]
+    size = sum(f.stat().st_size for f in SHIPPED.iterdir() if f.is_file())
+    assert size <= 25 * 1024 * 1024
+
+
+def test_shapes_and_rows_sum_to_one(model):
+    probs = model.predict_proba(PAIRS)
+    assert probs.shape == (len(PAIRS), 3)
+    assert np.all(probs >= 0) and np.all(probs <= 1)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    assert model.predict_proba([]).shape == (0, 3)
+
+
+def test_order_restored_under_length_bucketing(model):
+    one_by_one = np.vstack([model.predict_proba([p], batch_size=1) for p in PAIRS])
+    perm = [3, 1, 5, 0, 4, 2]
+    batched = model.predict_proba([PAIRS[i] for i in perm], batch_size=4)
+    np.testing.assert_allclose(batched, one_by_one[perm], atol=2e-4)
+
+
+def test_obvious_pairs(model):
+    probs = model.predict_proba([
+        (ASPIRIN, "Aspirin inhibits cyclooxygenase."),
+        ("Paris is the capital of France.", "Paris is not the capital of France."),
+    ])
+    assert LABELS[int(probs[0].argmax())] == "supported"
+    assert LABELS[int(probs[1].argmax())] == "contradicted"
+
+
+def test_model_id_names_weights(model):
+    cfg = json.loads((SHIPPED / "config.json").read_text())
+    assert model.model_id.startswith(cfg["name"])
+    assert cfg["weights_sha256"][:12] in model.model_id
+    assert model.name == model.model_id
+
+
+def test_temperature_file_is_honoured(model, tmp_path):
+    cfg = json.loads((SHIPPED / "config.json").read_text())
+    cfg["temperature"] = 2.5
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    shutil.copy(SHIPPED / cfg["weights_file"], tmp_path / cfg["weights_file"])
+    hot = NliModel.load(str(tmp_path), quantize=False)
+    assert hot.temperature == 2.5
+    logits = model.predict_logits(PAIRS[:3]).astype(np.float64) / 2.5
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(hot.predict_proba(PAIRS[:3]), expected, atol=1e-5)
+
+
+def test_thread_pool_calls_agree_with_serial(model):
+    serial = model.predict_proba(PAIRS)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: model.predict_proba(PAIRS), range(4)))
+    for r in results:
+        np.testing.assert_allclose(r, serial, atol=2e-4)
+
+
+def test_int8_model(model):
+    q = NliModel.load(quantize=True)
+    assert q.quantized and q.model_id.endswith("+int8")
+    probs = q.predict_proba(PAIRS[:2])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    assert LABELS[int(probs[0].argmax())] == "supported"
+
+
+def test_bad_artefacts_are_rejected(tmp_path):
+    with pytest.raises(NliModelError):
+        NliModel.load(str(tmp_path))
+    cfg = json.loads((SHIPPED / "config.json").read_text())
+    cfg["labels"] = list(reversed(cfg["labels"]))
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(NliModelError):
+        NliModel.load(str(tmp_path))

