@@ -50,6 +50,7 @@ class Runtime:
         self.admission = Admission(settings.server.max_inflight)
         self.kb = KbHolder(settings.kb)
         self._built: dict[tuple[str, str], object] = {}
+        self.load_errors: dict[str, str] = {}  # service -> why it did not become ready
         self._build_lock = asyncio.Lock()
         self.deps = PipelineDeps(
             limits=Limits(**settings.limits.model_dump()),
@@ -112,8 +113,10 @@ class Runtime:
             try:
                 await step()
             except KgverifyError as exc:
+                self.load_errors[service] = exc.message
                 log.error("%s not ready: %s", service, exc.message)
-            except Exception:
+            except Exception as exc:
+                self.load_errors[service] = f"{type(exc).__name__}: {exc}"
                 log.exception("%s failed to load", service)
 
     async def _load_kb(self) -> None:

@@ -1,0 +1,146 @@
+"""AsyncVerifierClient: the asyncio client (grpc.aio), retrying on UNAVAILABLE only."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any, AsyncIterable, AsyncIterator
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from kgverify.v1 import info_gain_service_pb2_grpc, knowledge_base_service_pb2, knowledge_base_service_pb2_grpc
+from kgverify.v1 import knowledge_service_pb2, knowledge_service_pb2_grpc
+
+from . import convert, requests
+from .errors import VerifierError
+from .types import ChainScore, SearchHit, SplitResult
+
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, Any]]:
+    return [("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes)]
+
+
+def backoff_s(attempt: int, base_s: float = 0.1, cap_s: float = 2.0) -> float:
+    """Exponential backoff with full jitter."""
+    return random.uniform(0, min(cap_s, base_s * 2 ** attempt))
+
+
+class AsyncVerifierClient:
+    """Calls every kgverify RPC; results are plain dataclasses, errors one VerifierError."""
+
+    def __init__(self, target: str, *, timeout_s: float = 120.0, retries: int = 3,
+                 credentials: grpc.ChannelCredentials | None = None, metadata: tuple = (),
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
+        self.target = target
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.metadata = tuple(metadata)
+        options = channel_options(max_message_bytes)
+        self._channel = (grpc.aio.secure_channel(target, credentials, options) if credentials
+                         else grpc.aio.insecure_channel(target, options))
+        self._knowledge = knowledge_service_pb2_grpc.KnowledgeServiceStub(self._channel)
+        self._info_gain = info_gain_service_pb2_grpc.InfoGainServiceStub(self._channel)
+        self._kb = knowledge_base_service_pb2_grpc.KnowledgeBaseServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    async def __aenter__(self) -> "AsyncVerifierClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _call(self, method, request, timeout_s: float | None):
+        deadline = time.monotonic() + (timeout_s or self.timeout_s)
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return await method(request, timeout=max(remaining, 0.001), metadata=self.metadata)
+            except grpc.aio.AioRpcError as exc:
+                error = VerifierError.from_rpc_error(exc)
+                pause = backoff_s(attempt)
+                if not error.retryable or attempt >= self.retries or deadline - time.monotonic() <= pause:
+                    raise error from None
+            attempt += 1
+            await asyncio.sleep(pause)
+
+    async def split(self, reasoning: str | None = None, *, steps=None, question: str = "",
+                    splitter: str | None = None, timeout_s: float | None = None) -> SplitResult:
+        request = requests.split_request(reasoning, steps, question, splitter)
+        return convert.split_result(await self._call(self._knowledge.SplitReasoning, request, timeout_s))
+
+    async def score_knowledge(self, *, timeout_s: float | None = None, **kwargs) -> ChainScore:
+        response = await self._call(self._knowledge.ScoreKnowledge, requests.score_knowledge_request(kwargs), timeout_s)
+        return convert.chain_score(response, None)
+
+    async def score_info_gain(self, *, timeout_s: float | None = None, **kwargs) -> ChainScore:
+        response = await self._call(self._info_gain.ScoreInfoGain, requests.score_info_gain_request(kwargs), timeout_s)
+        return convert.chain_score(None, response)
+
+    async def score_chain(self, *, timeout_s: float | None = None, **kwargs) -> ChainScore:
+        response = await self._call(self._knowledge.ScoreChain, requests.score_chain_request(kwargs), timeout_s)
+        return convert.chain_response(response)
+
+    async def stream_chains(
+        self, items: AsyncIterable[tuple[str, knowledge_service_pb2.ScoreChainRequest]],
+        timeout_s: float | None = None,
+    ) -> AsyncIterator[tuple[str, ChainScore | VerifierError]]:
+        """Scores (id, request) items over one StreamScoreChains call; yields (id, result or error) as they finish."""
+
+        async def outgoing():
+            async for item_id, request in items:
+                yield knowledge_service_pb2.StreamScoreChainsRequest(id=item_id, chain=request)
+
+        call = self._knowledge.StreamScoreChains(outgoing(), timeout=timeout_s, metadata=self.metadata)
+        try:
+            async for response in call:
+                if response.status.code == 0:
+                    yield response.id, convert.chain_response(response.result)
+                else:
+                    yield response.id, VerifierError.from_status(response.status)
+        except grpc.aio.AioRpcError as exc:
+            raise VerifierError.from_rpc_error(exc) from None
+
+    async def search(self, query: str, *, top_k: int = 0, mode: str | None = None,
+                     timeout_s: float | None = None) -> list[SearchHit]:
+        response = await self._call(self._kb.SearchKnowledgeBase, requests.search_request(query, top_k, mode), timeout_s)
+        return convert.search_hits(response)
+
+    async def kb_info(self, timeout_s: float | None = None) -> dict:
+        request = knowledge_base_service_pb2.GetKnowledgeBaseInfoRequest()
+        return convert.kb_info(await self._call(self._kb.GetKnowledgeBaseInfo, request, timeout_s))
+
+    async def reload_kb(self, timeout_s: float | None = None) -> tuple[str, str]:
+        request = knowledge_base_service_pb2.ReloadKnowledgeBaseRequest()
+        response = await self._call(self._kb.ReloadKnowledgeBase, request, timeout_s)
+        return response.previous_kb_id, response.kb_id
+
+    async def health(self, service: str = "", timeout_s: float = 5.0) -> str:
+        """SERVING, NOT_SERVING, SERVICE_UNKNOWN or UNKNOWN for a service ("" = the whole server)."""
+        try:
+            response = await self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise VerifierError.from_rpc_error(exc) from None
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+    async def wait_ready(self, service: str = "", timeout_s: float = 300.0) -> None:
+        """Waits until the server reports SERVING for the service."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if await self.health(service, timeout_s=2.0) == "SERVING":
+                    return
+            except VerifierError as exc:
+                if exc.code not in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+                    raise
+            if time.monotonic() > deadline:
+                raise VerifierError("DEADLINE_EXCEEDED", "NOT_READY", f"{self.target} not SERVING after {timeout_s} s")
+            await asyncio.sleep(0.2)

@@ -1,0 +1,317 @@
+"""`kgverify batch`: score a dataset over the streaming RPC into a resumable JSONL journal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from tqdm import tqdm
+
+from . import requests
+from .aio import AsyncVerifierClient, backoff_s
+from .errors import VerifierError
+
+log = logging.getLogger(__name__)
+RETRYABLE = {"UNAVAILABLE", "RESOURCE_EXHAUSTED"}
+PASSTHROUGH = ("group", "question_id")
+RECORD_KEYS = ("knowledge_index", "knowledge_index_paper", "coverage", "counts", "error_steps", "first_error_step",
+               "info_gain", "info_gain_total", "info_gain_paper", "target", "estimator", "steps", "llm_calls",
+               "provenance")
+
+
+class BatchError(RuntimeError):
+    """The run itself failed (as opposed to individual rows)."""
+
+
+@dataclass
+class BatchOptions:
+    input: Path
+    output: Path
+    servers: list[str] = field(default_factory=list)
+    concurrency: int = 8
+    metrics: tuple[str, ...] = ("ki", "infogain")
+    keep_order: bool = False
+    max_attempts: int = 6
+    stream_failures: int = 5
+    progress: bool = True
+    knowledge: dict[str, Any] = field(default_factory=dict)  # top_k, judge, retrieval_mode, ...
+    info_gain: dict[str, Any] = field(default_factory=dict)  # estimator, mode, units, window, per_token
+
+
+@dataclass
+class Item:
+    position: int
+    id: str
+    request: Any
+    extra: dict[str, Any]
+    attempts: int = 0
+
+
+@dataclass
+class BatchSummary:
+    total: int = 0
+    skipped: int = 0
+    written: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+
+
+def error_record(item_id: str, error: VerifierError, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    record = {"id": item_id, "status": error.to_status(), **{k: None for k in RECORD_KEYS}}
+    record["steps"], record["llm_calls"], record["provenance"] = [], 0, {}
+    record.update(extra or {})
+    return record
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed row or the parse error) for each non-empty line of a JSONL file."""
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    yield lineno, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield lineno, exc
+
+
+class Journal:
+    """Append-only JSONL output: each record is one write of a whole line, so a kill never tears a row."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.done = self._recover()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def _recover(self) -> set[str]:
+        """Ids already written; drops a torn last line left by a crash."""
+        if not self.path.exists():
+            return set()
+        data = self.path.read_bytes()
+        keep = data.rfind(b"\n") + 1
+        if keep < len(data):
+            with open(self.path, "r+b") as fh:
+                fh.truncate(keep)
+        done = set()
+        for line in data[:keep].splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("id"), str):
+                done.add(record["id"])
+        return done
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode()
+        os.write(self._fd, line)
+        self.done.add(record["id"])
+
+    def close(self) -> None:
+        os.fsync(self._fd)
+        os.close(self._fd)
+
+
+def plan_items(opts: BatchOptions, journal: Journal, summary: BatchSummary) -> list[tuple[int, Item | dict]]:
+    """(input position, item to send or error record of a row that is bad before any call), in input order."""
+    planned: list[tuple[int, Item | dict]] = []
+    seen: set[str] = set()
+    for position, (lineno, row) in enumerate(read_rows(opts.input)):
+        summary.total += 1
+        extra = {k: row[k] for k in PASSTHROUGH if isinstance(row, dict) and k in row}
+        raw_id = row.get("id") if isinstance(row, dict) else None
+        item_id = str(raw_id) if isinstance(raw_id, (str, int)) and str(raw_id) else f"#line-{lineno}"
+        if item_id in journal.done:
+            summary.skipped += 1
+            continue
+        problem = None
+        if isinstance(row, Exception):
+            problem = VerifierError("INVALID_ARGUMENT", "INVALID_JSON", f"line {lineno} is not valid JSON: {row}")
+        elif not isinstance(row, dict):
+            problem = VerifierError("INVALID_ARGUMENT", "INVALID_ROW", f"line {lineno} is not a JSON object")
+        elif raw_id is None or item_id.startswith("#line-"):
+            problem = VerifierError("INVALID_ARGUMENT", "MISSING_ID", f"line {lineno} has no 'id'")
+        elif item_id in seen:
+            problem = VerifierError("INVALID_ARGUMENT", "DUPLICATE_ID", f"id {item_id!r} appears more than once")
+        seen.add(item_id)
+        if problem is None:
+            try:
+                request = requests.chain_request(
+                    row, opts.metrics, requests.knowledge_options(**opts.knowledge),
+                    requests.info_gain_options(**opts.info_gain))
+            except VerifierError as exc:
+                problem = exc
+        planned.append((position, error_record(item_id, problem, extra) if problem
+                        else Item(position, item_id, request, extra)))
+    return planned
+
+
+class _Writer:
+    """Writes records as they finish, or in input order when asked (a reorder buffer)."""
+
+    def __init__(self, journal: Journal, summary: BatchSummary, keep_order: bool, positions: list[int], bar):
+        self.journal, self.summary, self.keep_order, self.bar = journal, summary, keep_order, bar
+        self._order = positions  # input positions still to write, ascending
+        self._next = 0
+        self._buffer: dict[int, dict] = {}
+
+    def put(self, position: int, record: dict[str, Any]) -> None:
+        if not self.keep_order:
+            self._write(record)
+            return
+        self._buffer[position] = record
+        while self._next < len(self._order) and self._order[self._next] in self._buffer:
+            self._write(self._buffer.pop(self._order[self._next]))
+            self._next += 1
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self.journal.write(record)
+        status = record["status"] if isinstance(record["status"], str) else record["status"]["code"]
+        self.summary.statuses[status] = self.summary.statuses.get(status, 0) + 1
+        self.summary.written += 1
+        if self.bar is not None:
+            self.bar.update(1)
+
+
+class _Scheduler:
+    """Feeds items to one stream per server, retries retryable item errors, reopens broken streams."""
+
+    def __init__(self, opts: BatchOptions, items: list[Item], writer: _Writer):
+        self.opts, self.writer = opts, writer
+        self.queue: asyncio.Queue = asyncio.Queue()
+        for item in items:
+            self.queue.put_nowait(item)
+        self.remaining = len(items)
+        self.finished = asyncio.Event()
+        if not items:
+            self.finished.set()
+
+    def _finish(self, item: Item, record: dict[str, Any]) -> None:
+        self.writer.put(item.position, record)
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.finished.set()
+
+    async def _retry_later(self, item: Item, error: VerifierError) -> None:
+        item.attempts += 1
+        if item.attempts >= self.opts.max_attempts:
+            self._finish(item, error_record(item.id, error, item.extra))
+            return
+        await asyncio.sleep(backoff_s(item.attempts, base_s=0.25, cap_s=5.0))
+        self.queue.put_nowait(item)
+
+    async def _stream_once(self, client: AsyncVerifierClient, window: int) -> None:
+        inflight: dict[str, Item] = {}
+        slots = asyncio.Semaphore(window)
+
+        async def outgoing():
+            while not self.finished.is_set():
+                await slots.acquire()
+                getter = asyncio.ensure_future(self.queue.get())
+                done_waiter = asyncio.ensure_future(self.finished.wait())
+                await asyncio.wait({getter, done_waiter}, return_when=asyncio.FIRST_COMPLETED)
+                done_waiter.cancel()
+                if not getter.done():
+                    getter.cancel()
+                    return
+                item = getter.result()
+                inflight[item.id] = item
+                yield item.id, item.request
+
+        try:
+            async for item_id, result in client.stream_chains(outgoing()):
+                item = inflight.pop(item_id, None)
+                slots.release()
+                if item is None:
+                    continue
+                if isinstance(result, VerifierError):
+                    if result.code in RETRYABLE:
+                        asyncio.ensure_future(self._retry_later(item, result))
+                    else:
+                        self._finish(item, error_record(item.id, result, item.extra))
+                else:
+                    self._finish(item, result.to_record(item.id, item.extra))
+        finally:
+            for item in inflight.values():  # the stream broke: these go back to the queue
+                self.queue.put_nowait(item)
+
+    async def worker(self, client: AsyncVerifierClient, window: int) -> None:
+        failures = 0
+        while not self.finished.is_set():
+            try:
+                await self._stream_once(client, window)
+                failures = 0
+            except VerifierError as exc:
+                failures += 1
+                log.warning("stream to %s failed (%s); %d of %d", client.target, exc, failures,
+                            self.opts.stream_failures)
+                if failures >= self.opts.stream_failures:
+                    raise BatchError(f"server {client.target} keeps failing: {exc}") from exc
+                await asyncio.sleep(backoff_s(failures, base_s=0.5, cap_s=10.0))
+
+    async def run(self, clients: list[AsyncVerifierClient]) -> None:
+        windows = [max(1, self.opts.concurrency // len(clients) + (i < self.opts.concurrency % len(clients)))
+                   for i in range(len(clients))]
+        workers = [asyncio.ensure_future(self.worker(c, w)) for c, w in zip(clients, windows)]
+        finished = asyncio.ensure_future(self.finished.wait())
+        try:
+            while not finished.done():
+                await asyncio.wait([finished, *workers], return_when=asyncio.FIRST_COMPLETED)
+                alive = [w for w in workers if not w.done()]
+                if not finished.done() and not alive:
+                    errors = [w.exception() for w in workers if w.exception()]
+                    raise BatchError(f"every server failed: {errors[0] if errors else 'streams ended'}")
+        finally:
+            for task in (*workers, finished):
+                task.cancel()
+            await asyncio.gather(*workers, finished, return_exceptions=True)
+
+
+async def _score(opts: BatchOptions, addresses: list[str], items: list[Item], writer: _Writer) -> None:
+    clients = [AsyncVerifierClient(address) for address in addresses]
+    try:
+        for client in clients:
+            await client.wait_ready("kgverify.v1.KnowledgeService", timeout_s=600)
+            if "infogain" in opts.metrics:
+                await client.wait_ready("kgverify.v1.InfoGainService", timeout_s=600)
+        await _Scheduler(opts, items, writer).run(clients)
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def run_batch(opts: BatchOptions, settings=None) -> BatchSummary:
+    """Scores every row not yet in the journal; rows that fail get an error status, the run goes on."""
+    from .embedded import EmbeddedServerError, embedded_server
+
+    if not opts.input.is_file():
+        raise BatchError(f"input {opts.input} does not exist")
+    summary = BatchSummary()
+    journal = Journal(opts.output)
+    try:
+        planned = plan_items(opts, journal, summary)
+        items = [p for _, p in planned if isinstance(p, Item)]
+        bar = tqdm(total=len(planned), unit="chain", desc="scoring", disable=not opts.progress, file=sys.stderr)
+        writer = _Writer(journal, summary, opts.keep_order, [position for position, _ in planned], bar)
+        for position, record in planned:
+            if isinstance(record, dict):
+                writer.put(position, record)
+        if items and opts.servers:
+            await _score(opts, opts.servers, items, writer)
+        elif items:
+            try:
+                required = ("kgverify.v1.KnowledgeService",) + (
+                    ("kgverify.v1.InfoGainService",) if "infogain" in opts.metrics else ())
+                async with embedded_server(settings, required=required) as address:
+                    await _score(opts, [address], items, writer)
+            except EmbeddedServerError as exc:
+                raise BatchError(str(exc)) from exc
+        bar.close()
+    finally:
+        journal.close()
+    return summary

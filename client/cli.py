@@ -1,0 +1,240 @@
+"""The `kgverify` command: serve, split, evaluate, batch, demo, kb, config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+
+def _settings(**overrides):
+    from server.config import Settings
+
+    return Settings(**{k: v for k, v in overrides.items() if v})
+
+
+def _add_server_options(parser: argparse.ArgumentParser, repeat: bool = False) -> None:
+    help_text = "verifier address (host:port or unix:///path); default: start an embedded server"
+    if repeat:
+        parser.add_argument("--server", action="append", default=[], help=help_text + "; repeat to balance")
+    else:
+        parser.add_argument("--server", default=None, help=help_text)
+
+
+def _add_scoring_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("scoring options (default: the server's settings)")
+    group.add_argument("--judge", choices=["baseline", "nli", "vllm", "cascade"])
+    group.add_argument("--top-k", type=int, default=0, help="facts retrieved per claim")
+    group.add_argument("--retrieval-mode", choices=["dense", "bm25", "hybrid"])
+    group.add_argument("--estimator", choices=["lm", "nli"], help="InfoGain estimator")
+    group.add_argument("--paper", action="store_true", help="also compute the paper's InfoGain formula")
+    group.add_argument("--units", choices=["nats", "bits"])
+    group.add_argument("--window", type=int, default=0, help="InfoGain window W (0 = full prefixes)")
+
+
+def _knowledge_kwargs(args) -> dict:
+    return {"top_k": args.top_k, "judge": args.judge, "retrieval_mode": args.retrieval_mode}
+
+
+def _info_gain_kwargs(args) -> dict:
+    return {"estimator": args.estimator, "mode": "paper" if args.paper else None, "units": args.units,
+            "window": args.window}
+
+
+async def _with_server(address: str | None, job):
+    if address:
+        return await job(address)
+    from .embedded import embedded_server
+
+    async with embedded_server() as embedded:
+        return await job(embedded)
+
+
+def _cmd_serve(args) -> int:
+    from server.app import serve
+    from server.context import configure_logging
+
+    kb = {"enabled": False} if args.no_kb else ({"path": args.kb} if args.kb else {})
+    settings = _settings(kb=kb)
+    configure_logging(settings.server.log_level)
+    asyncio.run(serve(settings, args.listen or None))
+    return 0
+
+
+def _cmd_split(args) -> int:
+    text = args.text if args.text is not None else sys.stdin.read()
+    if args.server:
+        from .sync import VerifierClient
+
+        with VerifierClient(args.server) as client:
+            print(json.dumps(client.split(text, question=args.question).to_dict(), ensure_ascii=False))
+        return 0
+    from server.pipeline.splitter import RuleSplitter
+
+    result = RuleSplitter().split(text, args.question)
+    steps = [{"text": s.text, "start": s.start, "end": s.end, "no_knowledge": s.no_knowledge,
+              "claims": [{"text": c.text, "start": c.start, "end": c.end} for c in s.claims]} for s in result.steps]
+    print(json.dumps({"steps": steps}, ensure_ascii=False))
+    return 0
+
+
+def _read_steps(path: Path) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        steps = json.loads(text)
+        if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
+            raise SystemExit(f"{path}: expected a JSON list of strings")
+        return steps
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _cmd_evaluate(args) -> int:
+    from .aio import AsyncVerifierClient
+    from .render import render_chain
+
+    row = {"question": args.question, "answer": args.answer or "", "gold_answer": args.gold_answer or ""}
+    if (args.reasoning is None) == (args.steps_file is None):
+        raise SystemExit("give exactly one of --reasoning and --steps-file")
+    if args.reasoning is not None:
+        row["reasoning"] = args.reasoning
+    else:
+        row["steps"] = _read_steps(args.steps_file)
+    if args.context_file:
+        row["context"] = _read_steps(args.context_file)
+    metrics = tuple(args.metrics.split(","))
+    if not (row["answer"] or row["gold_answer"]) and "infogain" in metrics:
+        metrics = tuple(m for m in metrics if m != "infogain")
+        print("no --answer or --gold-answer: scoring KI only", file=sys.stderr)
+
+    async def job(address: str):
+        async with AsyncVerifierClient(address) as client:
+            await client.wait_ready()
+            return await client.score_chain(metrics=metrics, **row, **_knowledge_kwargs(args), **_info_gain_kwargs(args))
+
+    score = asyncio.run(_with_server(args.server, job))
+    if args.json:
+        print(json.dumps(score.to_record(args.id), ensure_ascii=False, allow_nan=False))
+    else:
+        print(render_chain(score, args.question))
+    return 0
+
+
+def _cmd_batch(args) -> int:
+    from .batch import BatchError, BatchOptions, run_batch
+
+    opts = BatchOptions(
+        input=args.input, output=args.output, servers=args.server, concurrency=args.concurrency,
+        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()), keep_order=args.keep_order,
+        progress=not args.no_progress, knowledge=_knowledge_kwargs(args), info_gain=_info_gain_kwargs(args))
+    try:
+        summary = asyncio.run(run_batch(opts))
+    except BatchError as exc:
+        print(f"batch failed: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"rows": summary.total, "skipped_already_done": summary.skipped, "written": summary.written,
+                      "statuses": summary.statuses, "output": str(args.output)}), file=sys.stderr)
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .demo import DEMO_CHAINS, load_chains, run_demo
+
+    chains = load_chains(args.chains or DEMO_CHAINS)
+    asyncio.run(_with_server(args.server, lambda address: run_demo(address, chains)))
+    return 0
+
+
+def _cmd_config(args) -> int:
+    from server.config import settings_table
+
+    if args.table:
+        print(settings_table())
+    else:
+        print(_settings().model_dump_json(indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kgverify", description="Knowledge-grounded verifier for LLM reasoning.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gRPC server")
+    serve.add_argument("--listen", action="append", help="host:port or unix:///path (repeatable)")
+    serve.add_argument("--kb", type=Path, help="knowledge base directory (default: KGV_KB__PATH or the demo KB)")
+    serve.add_argument("--no-kb", action="store_true", help="serve without a knowledge base (context-only KI)")
+    serve.set_defaults(func=_cmd_serve)
+
+    split = sub.add_parser("split", help="split a reasoning chain into steps and claims (JSON)")
+    split.add_argument("--text", help="the chain (default: read stdin)")
+    split.add_argument("--question", default="", help="the question (helps spot restatements)")
+    split.add_argument("--server", help="split on a server instead of locally")
+    split.set_defaults(func=_cmd_split)
+
+    evaluate = sub.add_parser("evaluate", help="score one chain and print a per-step table")
+    evaluate.add_argument("--question", required=True)
+    evaluate.add_argument("--reasoning", help="the chain as free text")
+    evaluate.add_argument("--steps-file", type=Path, help="steps: a JSON list of strings, or one step per line")
+    evaluate.add_argument("--answer")
+    evaluate.add_argument("--gold-answer")
+    evaluate.add_argument("--context-file", type=Path, help="context passages (JSON list or one per line)")
+    evaluate.add_argument("--metrics", default="ki,infogain")
+    evaluate.add_argument("--id", default="chain", help="id in the --json record")
+    evaluate.add_argument("--json", action="store_true", help="print the batch output record")
+    _add_server_options(evaluate)
+    _add_scoring_options(evaluate)
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    batch = sub.add_parser("batch", help="score a JSONL dataset into a resumable JSONL journal")
+    batch.add_argument("--input", required=True, type=Path)
+    batch.add_argument("--output", required=True, type=Path)
+    batch.add_argument("--concurrency", type=int, default=8, help="chains in flight")
+    batch.add_argument("--metrics", default="ki,infogain", help="ki, infogain or both (comma-separated)")
+    batch.add_argument("--keep-order", action="store_true", help="write rows in input order")
+    batch.add_argument("--no-progress", action="store_true")
+    _add_server_options(batch, repeat=True)
+    _add_scoring_options(batch)
+    batch.set_defaults(func=_cmd_batch)
+
+    demo = sub.add_parser("demo", help="score the bundled example chains")
+    demo.add_argument("--chains", type=Path, help="chains JSONL (default: the bundled demo chains)")
+    _add_server_options(demo)
+    demo.set_defaults(func=_cmd_demo)
+
+    from kb.cli import add_parser as add_kb_parser
+
+    add_kb_parser(sub)
+
+    config = sub.add_parser("config", help="print the effective settings (or --table for all settings)")
+    config.add_argument("--table", action="store_true", help="Markdown table of every setting")
+    config.set_defaults(func=_cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a clear one-line error instead of a traceback for expected failures
+        from server.pipeline.errors import KgverifyError
+
+        from .embedded import EmbeddedServerError
+        from .errors import VerifierError
+
+        if isinstance(exc, (VerifierError, KgverifyError, EmbeddedServerError, FileNotFoundError, ValueError)):
+            print(f"kgverify: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""An in-process server on a private unix socket, for CLI commands run without --server."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import tempfile
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator
+
+
+class EmbeddedServerError(RuntimeError):
+    """A service the command needs failed to load."""
+
+
+@asynccontextmanager
+async def embedded_server(settings=None, load_timeout_s: float = 900.0,
+                          required: tuple[str, ...] | None = None) -> AsyncIterator[str]:
+    """Starts the verifier in this process and yields its address; stops it on exit.
+
+    Raises EmbeddedServerError when a required service (default: all the server
+    needs) did not load, with the reason, instead of waiting on it.
+    """
+    from server.app import start_server
+    from server.config import Settings
+
+    settings = settings or Settings()
+    for name in ("kgverify", "server", "kb"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    tmp = Path(tempfile.mkdtemp(prefix="kgverify-"))
+    address = f"unix://{tmp / 'kgverify.sock'}"
+    print("starting the embedded verifier (loading models)...", file=sys.stderr)
+    verifier = await start_server(settings, [address])
+    try:
+        await verifier.wait_ready(load_timeout_s)
+        runtime = verifier.runtime
+        missing = [name for name in (required or runtime.health.required) if not runtime.health.ready(name)]
+        if missing:
+            reasons = "; ".join(f"{name}: {runtime.load_errors.get(name, 'not ready')}" for name in missing)
+            raise EmbeddedServerError(f"the embedded verifier could not start: {reasons}")
+        yield address
+    finally:
+        await verifier.stop(0)
+        shutil.rmtree(tmp, ignore_errors=True)

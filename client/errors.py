@@ -1,0 +1,56 @@
+"""The one client error: a gRPC code name, the ErrorInfo reason, the message and details."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+
+@dataclass
+class VerifierError(Exception):
+    code: str  # gRPC status code name, e.g. "INVALID_ARGUMENT"
+    reason: str
+    message: str
+    metadata: dict[str, str] = field(default_factory=dict)
+    field_violations: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__init__(f"{self.code} [{self.reason}]: {self.message}")
+
+    @property
+    def retryable(self) -> bool:
+        return self.code == "UNAVAILABLE"
+
+    def to_status(self) -> dict[str, str]:
+        """The batch record form: {"code", "reason", "message"}."""
+        return {"code": self.code, "reason": self.reason, "message": self.message}
+
+    @classmethod
+    def from_status(cls, status: status_pb2.Status) -> "VerifierError":
+        reason, metadata, violations = "", {}, []
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason, metadata = info.reason, dict(info.metadata)
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                violations = [(v.field, v.description) for v in bad.field_violations]
+        code = next((c.name for c in grpc.StatusCode if c.value[0] == status.code), "UNKNOWN")
+        return cls(code, reason or code, status.message, metadata, violations)
+
+    @classmethod
+    def from_rpc_error(cls, error: grpc.RpcError) -> "VerifierError":
+        from grpc_status import rpc_status
+
+        try:
+            status = rpc_status.from_call(error)
+        except ValueError:
+            status = None
+        if status is not None:
+            return cls.from_status(status)
+        code = error.code().name if error.code() else "UNKNOWN"
+        return cls(code, code, error.details() or "")

@@ -1,0 +1,60 @@
+"""Readable per-step tables for `kgverify evaluate` and `kgverify demo`."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from typing import Sequence
+
+from .types import ChainScore, StepScore
+
+
+def _num(value: float | None, fmt: str = "{:+.2f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _probs(step: StepScore) -> str:
+    p = step.probabilities
+    return "-" if p is None else f"{p.supported:.2f}/{p.contradicted:.2f}/{p.not_enough_info:.2f}"
+
+
+def step_table(score: ChainScore, expected: Sequence[str] | None = None) -> str:
+    width = max(60, shutil.get_terminal_size((120, 20)).columns)
+    head = f"{'#':>2}  {'verdict':<16}{'P(s/c/n)':<16}{'gain':>7}  "
+    if expected:
+        head += f"{'expected':<16}"
+    text_width = max(20, width - len(head) - 1)
+    lines = [head + "step", "-" * min(width, len(head) + text_width)]
+    for i, step in enumerate(score.steps):
+        row = f"{step.index:>2}  {step.verdict or '-':<16}{_probs(step):<16}{_num(step.gain):>7}  "
+        if expected:
+            want = expected[i] if i < len(expected) else "?"
+            mark = "ok" if want == step.verdict else "!!"
+            row += f"{want + ' ' + mark:<16}"
+        evidence = f" [{step.evidence[0].fact_id}]" if step.evidence and step.verdict not in ("no_knowledge",) else ""
+        wrapped = textwrap.wrap(step.text + evidence, text_width) or [""]
+        lines.append(row + wrapped[0])
+        lines.extend(" " * len(row) + more for more in wrapped[1:3])
+    return "\n".join(lines)
+
+
+def summary_line(score: ChainScore) -> str:
+    parts = []
+    if score.counts is not None:
+        parts.append(f"KI {_num(score.knowledge_index, '{:.2f}')} (paper {_num(score.knowledge_index_paper, '{:.2f}')}, "
+                     f"coverage {_num(score.coverage, '{:.2f}')}), contradicted steps {score.counts['contradicted']}, "
+                     f"first error step {score.first_error_step}")
+    if score.estimator is not None:
+        parts.append(f"InfoGain {_num(score.info_gain)} {score.units}/step (total {_num(score.info_gain_total)}; "
+                     f"target {score.target} {score.target_text!r}; estimator {score.provenance.get('estimator', score.estimator)})")
+    parts.append(f"status {score.status}")
+    return " | ".join(parts)
+
+
+def render_chain(score: ChainScore, question: str = "", expected: Sequence[str] | None = None) -> str:
+    out = []
+    if question:
+        out.append("Q: " + textwrap.shorten(question, 200))
+    out.append(step_table(score, expected))
+    out.append(summary_line(score))
+    return "\n".join(out)

@@ -1,0 +1,140 @@
+"""Building kgverify.v1 requests from Python values and batch input rows."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+from kgverify.v1 import common_pb2 as pb
+from kgverify.v1 import info_gain_service_pb2 as igpb
+from kgverify.v1 import knowledge_base_service_pb2 as kbpb
+from kgverify.v1 import knowledge_service_pb2 as kpb
+
+from .errors import VerifierError
+
+JUDGES = {None: 0, "baseline": pb.JUDGE_BACKEND_BASELINE, "nli": pb.JUDGE_BACKEND_NLI,
+          "vllm": pb.JUDGE_BACKEND_VLLM, "cascade": pb.JUDGE_BACKEND_CASCADE}
+MODES = {None: 0, "dense": pb.RETRIEVAL_MODE_DENSE, "bm25": pb.RETRIEVAL_MODE_BM25,
+         "hybrid": pb.RETRIEVAL_MODE_HYBRID}
+SPLITTERS = {None: 0, "rules": pb.SPLITTER_RULES, "llm": pb.SPLITTER_LLM}
+ESTIMATORS = {None: 0, "lm": igpb.ESTIMATOR_LM, "nli": igpb.ESTIMATOR_NLI}
+IG_MODES = {None: 0, "answer_tokens": igpb.INFO_GAIN_MODE_ANSWER_TOKENS, "paper": igpb.INFO_GAIN_MODE_PAPER}
+UNITS = {None: 0, "nats": igpb.INFO_UNITS_NATS, "bits": igpb.INFO_UNITS_BITS}
+METRICS = {"ki": kpb.METRIC_KNOWLEDGE_INDEX, "infogain": kpb.METRIC_INFO_GAIN}
+
+
+def _bad(field: str, description: str) -> VerifierError:
+    return VerifierError("INVALID_ARGUMENT", "INVALID_ARGUMENT", f"invalid request: {field}: {description}",
+                         field_violations=[(field, description)])
+
+
+def _choice(table: Mapping, value, field: str) -> int:
+    if value not in table:
+        raise _bad(field, f"must be one of {sorted(k for k in table if k)}, not {value!r}")
+    return table[value]
+
+
+def _text(row: Mapping[str, Any], key: str) -> str:
+    value = row.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _bad(key, f"must be a string, not {type(value).__name__}")
+    return value
+
+
+def _strings(row: Mapping[str, Any], key: str) -> list[str]:
+    value = row.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _bad(key, "must be a list of strings")
+    return value
+
+
+def passages(value: Iterable[Any] | None) -> list[pb.Passage]:
+    """Context passages from strings or {"text", "id"?, "source"?, "title"?} objects."""
+    out = []
+    for i, item in enumerate(value or []):
+        if isinstance(item, str):
+            out.append(pb.Passage(text=item))
+        elif isinstance(item, Mapping) and isinstance(item.get("text"), str):
+            out.append(pb.Passage(id=str(item.get("id") or ""), text=item["text"],
+                                  source=str(item.get("source") or ""), title=str(item.get("title") or "")))
+        else:
+            raise _bad(f"context[{i}]", "must be a string or an object with a string 'text'")
+    return out
+
+
+def knowledge_options(top_k: int = 0, judge: str | None = None, retrieval_mode: str | None = None,
+                      use_knowledge_base: bool | None = None, splitter: str | None = None) -> kpb.KnowledgeOptions:
+    options = kpb.KnowledgeOptions(top_k=top_k, judge=_choice(JUDGES, judge, "judge"),
+                                   retrieval_mode=_choice(MODES, retrieval_mode, "retrieval_mode"),
+                                   splitter=_choice(SPLITTERS, splitter, "splitter"))
+    if use_knowledge_base is not None:
+        options.use_knowledge_base = use_knowledge_base
+    return options
+
+
+def info_gain_options(estimator: str | None = None, mode: str | None = None, units: str | None = None,
+                      window: int = 0, per_token: bool = False) -> igpb.InfoGainOptions:
+    return igpb.InfoGainOptions(estimator=_choice(ESTIMATORS, estimator, "estimator"),
+                                mode=_choice(IG_MODES, mode, "mode"), units=_choice(UNITS, units, "units"),
+                                window=window, per_token=per_token)
+
+
+def chain_request(row: Mapping[str, Any], metrics: Sequence[str] = ("ki", "infogain"),
+                  knowledge: kpb.KnowledgeOptions | None = None,
+                  info_gain: igpb.InfoGainOptions | None = None) -> kpb.ScoreChainRequest:
+    """A ScoreChainRequest from a batch input row (question, reasoning | steps, answer, gold_answer, ...)."""
+    if not isinstance(row, Mapping):
+        raise _bad("row", "must be a JSON object")
+    request = kpb.ScoreChainRequest(
+        question=_text(row, "question"), reasoning=_text(row, "reasoning"), steps=_strings(row, "steps"),
+        answer=_text(row, "answer"), gold_answer=_text(row, "gold_answer"), choices=_strings(row, "choices"),
+        context=passages(row.get("context")), metrics=[_choice(METRICS, m, "metrics") for m in metrics],
+    )
+    if knowledge is not None:
+        request.knowledge_options.CopyFrom(knowledge)
+    if info_gain is not None:
+        request.info_gain_options.CopyFrom(info_gain)
+    return request
+
+
+def split_request(reasoning: str | None = None, steps: Sequence[str] | None = None, question: str = "",
+                  splitter: str | None = None) -> kpb.SplitReasoningRequest:
+    return kpb.SplitReasoningRequest(reasoning=reasoning or "", steps=list(steps or []), question=question,
+                                     splitter=_choice(SPLITTERS, splitter, "splitter"))
+
+
+def search_request(query: str, top_k: int = 0, mode: str | None = None) -> kbpb.SearchKnowledgeBaseRequest:
+    return kbpb.SearchKnowledgeBaseRequest(query=query, top_k=top_k, mode=_choice(MODES, mode, "mode"))
+
+
+def score_chain_request(kwargs: dict[str, Any]) -> kpb.ScoreChainRequest:
+    """A ScoreChainRequest from client keyword arguments (the batch row fields plus options)."""
+    kwargs = dict(kwargs)
+    metrics = kwargs.pop("metrics", ("ki", "infogain"))
+    knowledge = knowledge_options(**{k: kwargs.pop(k) for k in KNOWLEDGE_KEYS if k in kwargs})
+    info_gain = info_gain_options(**{k: kwargs.pop(k) for k in INFO_GAIN_KEYS if k in kwargs})
+    unknown = set(kwargs) - ROW_KEYS
+    if unknown:
+        raise TypeError(f"unexpected arguments: {sorted(unknown)}")
+    return chain_request({k: v for k, v in kwargs.items() if v is not None}, metrics, knowledge, info_gain)
+
+
+def score_knowledge_request(kwargs: dict[str, Any]) -> kpb.ScoreKnowledgeRequest:
+    chain = score_chain_request({**kwargs, "metrics": ("ki",)})
+    return kpb.ScoreKnowledgeRequest(question=chain.question, reasoning=chain.reasoning, steps=chain.steps,
+                                     context=chain.context, options=chain.knowledge_options)
+
+
+def score_info_gain_request(kwargs: dict[str, Any]) -> igpb.ScoreInfoGainRequest:
+    chain = score_chain_request({**kwargs, "metrics": ("infogain",)})
+    return igpb.ScoreInfoGainRequest(question=chain.question, reasoning=chain.reasoning, steps=chain.steps,
+                                     answer=chain.answer, gold_answer=chain.gold_answer, choices=chain.choices,
+                                     options=chain.info_gain_options)
+
+
+KNOWLEDGE_KEYS = ("top_k", "judge", "retrieval_mode", "use_knowledge_base", "splitter")
+INFO_GAIN_KEYS = ("estimator", "mode", "units", "window", "per_token")
+ROW_KEYS = {"question", "reasoning", "steps", "answer", "gold_answer", "choices", "context"}

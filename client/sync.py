@@ -1,0 +1,123 @@
+"""VerifierClient: the blocking client, retrying on UNAVAILABLE only."""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable, Iterator
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from kgverify.v1 import info_gain_service_pb2_grpc, knowledge_base_service_pb2, knowledge_base_service_pb2_grpc
+from kgverify.v1 import knowledge_service_pb2, knowledge_service_pb2_grpc
+
+from . import convert, requests
+from .aio import DEFAULT_MAX_MESSAGE_BYTES, backoff_s, channel_options
+from .errors import VerifierError
+from .types import ChainScore, SearchHit, SplitResult
+
+
+class VerifierClient:
+    """Calls every kgverify RPC; results are plain dataclasses, errors one VerifierError."""
+
+    def __init__(self, target: str, *, timeout_s: float = 120.0, retries: int = 3,
+                 credentials: grpc.ChannelCredentials | None = None, metadata: tuple = (),
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
+        self.target = target
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.metadata = tuple(metadata)
+        options = channel_options(max_message_bytes)
+        self._channel = (grpc.secure_channel(target, credentials, options) if credentials
+                         else grpc.insecure_channel(target, options))
+        self._knowledge = knowledge_service_pb2_grpc.KnowledgeServiceStub(self._channel)
+        self._info_gain = info_gain_service_pb2_grpc.InfoGainServiceStub(self._channel)
+        self._kb = knowledge_base_service_pb2_grpc.KnowledgeBaseServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def __enter__(self) -> "VerifierClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, method, request, timeout_s: float | None):
+        deadline = time.monotonic() + (timeout_s or self.timeout_s)
+        attempt = 0
+        while True:
+            try:
+                return method(request, timeout=max(deadline - time.monotonic(), 0.001), metadata=self.metadata)
+            except grpc.RpcError as exc:
+                error = VerifierError.from_rpc_error(exc)
+                pause = backoff_s(attempt)
+                if not error.retryable or attempt >= self.retries or deadline - time.monotonic() <= pause:
+                    raise error from None
+            attempt += 1
+            time.sleep(pause)
+
+    def split(self, reasoning: str | None = None, *, steps=None, question: str = "",
+              splitter: str | None = None, timeout_s: float | None = None) -> SplitResult:
+        request = requests.split_request(reasoning, steps, question, splitter)
+        return convert.split_result(self._call(self._knowledge.SplitReasoning, request, timeout_s))
+
+    def score_knowledge(self, *, timeout_s: float | None = None, **kwargs) -> ChainScore:
+        response = self._call(self._knowledge.ScoreKnowledge, requests.score_knowledge_request(kwargs), timeout_s)
+        return convert.chain_score(response, None)
+
+    def score_info_gain(self, *, timeout_s: float | None = None, **kwargs) -> ChainScore:
+        response = self._call(self._info_gain.ScoreInfoGain, requests.score_info_gain_request(kwargs), timeout_s)
+        return convert.chain_score(None, response)
+
+    def score_chain(self, *, timeout_s: float | None = None, **kwargs) -> ChainScore:
+        response = self._call(self._knowledge.ScoreChain, requests.score_chain_request(kwargs), timeout_s)
+        return convert.chain_response(response)
+
+    def stream_chains(self, items: Iterable[tuple[str, knowledge_service_pb2.ScoreChainRequest]],
+                      timeout_s: float | None = None) -> Iterator[tuple[str, ChainScore | VerifierError]]:
+        """Scores (id, request) items over one StreamScoreChains call; yields results as they finish."""
+        outgoing = (knowledge_service_pb2.StreamScoreChainsRequest(id=i, chain=r) for i, r in items)
+        try:
+            for response in self._knowledge.StreamScoreChains(outgoing, timeout=timeout_s, metadata=self.metadata):
+                if response.status.code == 0:
+                    yield response.id, convert.chain_response(response.result)
+                else:
+                    yield response.id, VerifierError.from_status(response.status)
+        except grpc.RpcError as exc:
+            raise VerifierError.from_rpc_error(exc) from None
+
+    def search(self, query: str, *, top_k: int = 0, mode: str | None = None,
+               timeout_s: float | None = None) -> list[SearchHit]:
+        response = self._call(self._kb.SearchKnowledgeBase, requests.search_request(query, top_k, mode), timeout_s)
+        return convert.search_hits(response)
+
+    def kb_info(self, timeout_s: float | None = None) -> dict:
+        request = knowledge_base_service_pb2.GetKnowledgeBaseInfoRequest()
+        return convert.kb_info(self._call(self._kb.GetKnowledgeBaseInfo, request, timeout_s))
+
+    def reload_kb(self, timeout_s: float | None = None) -> tuple[str, str]:
+        response = self._call(self._kb.ReloadKnowledgeBase, knowledge_base_service_pb2.ReloadKnowledgeBaseRequest(),
+                              timeout_s)
+        return response.previous_kb_id, response.kb_id
+
+    def health(self, service: str = "", timeout_s: float = 5.0) -> str:
+        try:
+            response = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
+        except grpc.RpcError as exc:
+            raise VerifierError.from_rpc_error(exc) from None
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+    def wait_ready(self, service: str = "", timeout_s: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if self.health(service, timeout_s=2.0) == "SERVING":
+                    return
+            except VerifierError as exc:
+                if exc.code not in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+                    raise
+            if time.monotonic() > deadline:
+                raise VerifierError("DEADLINE_EXCEEDED", "NOT_READY", f"{self.target} not SERVING after {timeout_s} s")
+            time.sleep(0.2)
