@@ -117,6 +117,13 @@ def search_hits(msg: kbpb.SearchKnowledgeBaseResponse) -> list[SearchHit]:
 
 
 def kb_info(msg: kbpb.GetKnowledgeBaseInfoResponse) -> dict:
-    from google.protobuf.json_format import MessageToDict
-
-    return MessageToDict(msg, preserving_proto_field_name=True)
+    """The KB manifest as plain JSON types (enum names lower case)."""
+    mode = lambda value: _enum_name(pb.RetrievalMode, value, "RETRIEVAL_MODE_")  # noqa: E731
+    return {
+        "kb_id": msg.kb_id, "path": msg.path, "created_at": msg.created_at, "embedder": msg.embedder,
+        "embedder_hash": msg.embedder_hash, "dim": msg.dim,
+        "index": {"family": msg.index.family, "metric": msg.index.metric, "params": dict(msg.index.params)},
+        "num_facts": msg.num_facts, "num_documents": msg.num_documents, "checksum": msg.checksum,
+        "file_checksums": dict(msg.file_checksums), "modes": [mode(m) for m in msg.modes],
+        "default_mode": mode(msg.default_mode),
+    }

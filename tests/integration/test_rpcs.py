@@ -1,0 +1,140 @@
+"""Every RPC through the real clients against the real server, on TCP and on a unix socket."""
+
+import asyncio
+
+import grpc
+import pytest
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from client import AsyncVerifierClient, VerifierClient, VerifierError
+from client import requests as rq
+from kgverify.v1 import knowledge_service_pb2 as kpb
+from kgverify.v1 import knowledge_service_pb2_grpc as kgrpc
+
+CHAIN = {
+    "question": "Which drug is the usual first choice for type 2 diabetes?",
+    "reasoning": "Let's think step by step.\n\nMetformin is the usual first-line drug for type 2 diabetes.\n\n"
+                 "So the answer is metformin.",
+    "answer": "Metformin",
+}
+
+
+@pytest.mark.parametrize("which", ["tcp", "unix"])
+async def test_every_rpc_through_the_async_client(verifier, which):
+    address = verifier.addresses[0 if which == "tcp" else 1]
+    async with AsyncVerifierClient(address) as client:
+        for service in ("", "kgverify.v1.KnowledgeService", "kgverify.v1.InfoGainService",
+                        "kgverify.v1.KnowledgeBaseService"):
+            assert await client.health(service) == "SERVING"
+
+        split = await client.split(CHAIN["reasoning"], question=CHAIN["question"])
+        assert [s.text for s in split.steps][1] == "Metformin is the usual first-line drug for type 2 diabetes."
+        assert all(split.chain_text[s.start:s.end] == s.text for s in split.steps)
+
+        ki = await client.score_knowledge(question=CHAIN["question"], reasoning=CHAIN["reasoning"])
+        assert ki.knowledge_index is not None and ki.info_gain is None
+        knowledge_step = ki.steps[1]
+        assert knowledge_step.verdict == "supported" and knowledge_step.evidence
+        assert abs(sum(vars(knowledge_step.probabilities).values()) - 1) < 1e-6
+        assert ki.steps[0].verdict == "no_knowledge" and ki.steps[0].probabilities is None
+        assert ki.provenance["kb_id"].startswith("kb-")
+
+        ig = await client.score_info_gain(**CHAIN)
+        assert ig.knowledge_index is None and ig.estimator == "nli" and ig.target == "answer"
+        assert len([s for s in ig.steps if s.gain is not None]) == 3
+        assert ig.info_gain == pytest.approx(sum(s.gain for s in ig.steps) / 3)
+
+        both = await client.score_chain(**CHAIN, gold_answer="Metformin")
+        assert both.knowledge_index is not None and both.info_gain is not None and both.target == "gold_answer"
+        assert [s.verdict for s in both.steps] == [s.verdict for s in ki.steps]
+
+        hits = await client.search("first-line drug for type 2 diabetes", top_k=3)
+        assert len(hits) == 3 and hits[0].score >= hits[1].score >= hits[2].score
+        info = await client.kb_info()
+        assert info["num_facts"] >= 300 and info["kb_id"] == ki.provenance["kb_id"]
+        previous, current = await client.reload_kb()
+        assert previous == current == info["kb_id"]
+
+
+async def test_stream_results_each_have_a_status_and_a_bad_item_does_not_end_the_stream(verifier):
+    good = rq.chain_request(CHAIN)
+    bad = rq.chain_request({"question": "q", "reasoning": "x", "steps": ["y"]})
+
+    async def items():
+        yield "a", good
+        yield "b", bad
+        yield "", good  # missing id
+        yield "c", rq.chain_request({**CHAIN, "answer": ""}, metrics=("ki",))
+
+    async with AsyncVerifierClient(verifier.addresses[0]) as client:
+        results = {item_id: result async for item_id, result in client.stream_chains(items())}
+    assert set(results) == {"a", "b", "", "c"}
+    assert results["a"].knowledge_index is not None and results["a"].info_gain is not None
+    assert isinstance(results["b"], VerifierError) and results["b"].code == "INVALID_ARGUMENT"
+    assert isinstance(results[""], VerifierError) and ("id", "is required") in results[""].field_violations
+    assert results["c"].info_gain is None and results["c"].knowledge_index is not None
+
+
+async def test_sync_client(verifier):
+    def calls():
+        with VerifierClient(verifier.addresses[1]) as client:
+            assert client.health() == "SERVING"
+            score = client.score_chain(**CHAIN)
+            streamed = dict(client.stream_chains([("x", rq.chain_request(CHAIN))]))
+            with pytest.raises(VerifierError) as info:
+                client.score_knowledge(reasoning="")
+            return score, streamed, info.value
+
+    score, streamed, error = await asyncio.to_thread(calls)
+    assert score.knowledge_index is not None and streamed["x"].knowledge_index == score.knowledge_index
+    assert error.code == "INVALID_ARGUMENT" and error.reason == "INVALID_ARGUMENT"
+
+
+async def test_context_passages_are_the_only_evidence_unless_the_kb_is_asked_for(verifier):
+    context = ["Metformin lowers hepatic glucose production and is first-line for type 2 diabetes."]
+    async with AsyncVerifierClient(verifier.addresses[0]) as client:
+        only_context = await client.score_knowledge(reasoning=CHAIN["reasoning"], context=context)
+        both = await client.score_knowledge(reasoning=CHAIN["reasoning"], context=context, use_knowledge_base=True)
+    origins = {e.origin for s in only_context.steps for c in s.claims for e in c.evidence}
+    assert origins == {"context"} and "kb_id" not in only_context.provenance
+    origins = {e.origin for s in both.steps for c in s.claims for e in c.evidence}
+    assert origins == {"context", "knowledge_base"} and both.provenance["kb_id"]
+
+
+BAD_REQUESTS = {
+    "empty chain": kpb.ScoreKnowledgeRequest(question="q"),
+    "reasoning and steps": kpb.ScoreKnowledgeRequest(reasoning="a.", steps=["b"]),
+    "oversize text": kpb.ScoreKnowledgeRequest(reasoning="word " * 30_000),
+    "too many steps": kpb.ScoreKnowledgeRequest(steps=["step"] * 300),
+    "unknown enum value": kpb.ScoreKnowledgeRequest(reasoning="a.", options=kpb.KnowledgeOptions(judge=42)),
+    "negative top_k": kpb.ScoreKnowledgeRequest(reasoning="a.", options=kpb.KnowledgeOptions(top_k=-1)),
+    "malformed context": kpb.ScoreKnowledgeRequest(reasoning="a.", context=[{"id": "p", "text": "  "}]),
+    "empty step": kpb.ScoreKnowledgeRequest(steps=["a", ""]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+async def test_bad_input_is_invalid_argument_with_a_reason(verifier, case):
+    async with grpc.aio.insecure_channel(verifier.addresses[0]) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await kgrpc.KnowledgeServiceStub(channel).ScoreKnowledge(BAD_REQUESTS[case], timeout=30)
+    error = VerifierError.from_rpc_error(info.value)
+    assert error.code == "INVALID_ARGUMENT", error
+    assert error.reason == "INVALID_ARGUMENT" and error.field_violations and error.metadata["request_id"]
+
+
+async def test_messages_over_the_transport_limit_are_resource_exhausted(verifier):
+    async with AsyncVerifierClient(verifier.addresses[0], retries=0) as client:
+        with pytest.raises(VerifierError) as info:
+            await client.score_knowledge(reasoning="x" * (17 * 1024 * 1024))
+    assert info.value.code == "RESOURCE_EXHAUSTED"
+
+
+async def test_reflection_lists_the_services(verifier):
+    def services():
+        with grpc.insecure_channel(verifier.addresses[0]) as channel:
+            return set(ProtoReflectionDescriptorDatabase(channel).get_services())
+
+    names = await asyncio.to_thread(services)
+    assert {"kgverify.v1.KnowledgeService", "kgverify.v1.InfoGainService", "kgverify.v1.KnowledgeBaseService",
+            "grpc.health.v1.Health"} <= names

@@ -1,0 +1,65 @@
+"""Request validation: each bad-input class gives INVALID_ARGUMENT with a field violation."""
+
+import pytest
+
+from server.pipeline.errors import InvalidArgumentError
+from server.pipeline.types import ChainInput, ChainRequest, InfoGainOptions, InfoGainRequest, KnowledgeOptions
+from server.pipeline.types import KnowledgeRequest, Passage
+from server.pipeline.validation import Limits, validate_chain, validate_info_gain, validate_knowledge
+
+LIMITS = Limits(max_reasoning_chars=100, max_steps=3, max_step_chars=40, max_context_passages=2,
+                max_passage_chars=50, max_top_k=10, max_choices=3)
+
+
+def _violations(call):
+    with pytest.raises(InvalidArgumentError) as info:
+        call()
+    return {v.field for v in info.value.violations}
+
+
+def _ki(chain=ChainInput(reasoning="Aspirin inhibits COX."), context=(), **options):
+    return KnowledgeRequest(chain, tuple(context), KnowledgeOptions(**options))
+
+
+@pytest.mark.parametrize("chain, field", [
+    (ChainInput(), "reasoning"),
+    (ChainInput(reasoning="   \n "), "reasoning"),
+    (ChainInput(reasoning="a", steps=("b",)), "reasoning"),
+    (ChainInput(reasoning="x" * 101), "reasoning"),
+    (ChainInput(steps=("a", "b", "c", "d")), "steps"),
+    (ChainInput(steps=("a", "")), "steps[1]"),
+    (ChainInput(steps=("y" * 41,)), "steps[0]"),
+    (ChainInput(question="q" * 20_001, reasoning="a"), "question"),
+])
+def test_bad_chains(chain, field):
+    assert field in _violations(lambda: validate_knowledge(_ki(chain), LIMITS))
+
+
+def test_bad_knowledge_options_and_context():
+    assert "options.top_k" in _violations(lambda: validate_knowledge(_ki(top_k=11), LIMITS))
+    assert "context" in _violations(lambda: validate_knowledge(_ki(context=[Passage(f"p{i}", "t") for i in range(3)]), LIMITS))
+    assert "context[0].text" in _violations(lambda: validate_knowledge(_ki(context=[Passage("p", " ")]), LIMITS))
+    assert "context[1].id" in _violations(lambda: validate_knowledge(
+        _ki(context=[Passage("p", "a"), Passage("p", "b")]), LIMITS))
+    assert "options.use_knowledge_base" in _violations(lambda: validate_knowledge(
+        _ki(use_knowledge_base=False), LIMITS))
+
+
+def test_bad_info_gain_requests():
+    chain = ChainInput(question="q", reasoning="a step.")
+    assert "answer" in _violations(lambda: validate_info_gain(InfoGainRequest(chain), LIMITS))
+    assert "choices" in _violations(lambda: validate_info_gain(
+        InfoGainRequest(chain, answer="a", choices=("1", "2", "3", "4")), LIMITS))
+    assert "options.mode" in _violations(lambda: validate_info_gain(
+        InfoGainRequest(chain, answer="a", options=InfoGainOptions(estimator="nli", paper=True)), LIMITS))
+
+
+def test_all_violations_are_reported_together():
+    request = ChainRequest(_ki(ChainInput(reasoning="x" * 101), top_k=99), InfoGainRequest(ChainInput(reasoning="x" * 101)))
+    fields = _violations(lambda: validate_chain(request, LIMITS))
+    assert {"reasoning", "knowledge_options.top_k", "answer"} <= fields
+
+
+def test_valid_requests_pass():
+    validate_knowledge(_ki(context=[Passage("p", "Aspirin inhibits cyclooxygenase.")], top_k=3), LIMITS)
+    validate_info_gain(InfoGainRequest(ChainInput(question="q", steps=("a", "b")), gold_answer="g"), LIMITS)
