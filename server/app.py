@@ -121,11 +121,11 @@ class Runtime:
 
     async def _load_kb(self) -> None:
         embedder = await self.blocking.run(self.ctx.embedder)
-        if self.settings.kb.enabled:
-            try:
+        try:
+            if self.settings.kb.enabled:
                 await self.blocking.run(self.kb.load, embedder)
-            finally:
-                await self.health.set(KNOWLEDGE_BASE, self.kb.current is not None)
+        finally:
+            await self.health.set(KNOWLEDGE_BASE, self.kb.current is not None, loaded=True)
 
     async def _load_knowledge(self) -> None:
         await self.splitter(None)

@@ -28,11 +28,16 @@ class HealthState:
         """Whether the service finished loading (requests before that get UNAVAILABLE)."""
         return service in self.loaded
 
-    async def set(self, service: str, serving: bool) -> None:
+    async def set(self, service: str, serving: bool, loaded: bool | None = None) -> None:
+        """Sets the health status; a service counts as loaded once SERVING, or when told so.
+
+        A loaded but NOT_SERVING service (e.g. no KB, or a KB that failed to load)
+        answers its requests with FAILED_PRECONDITION instead of UNAVAILABLE.
+        """
         if self.shutting_down:
             return
         self.serving[service] = serving
-        if serving:
+        if serving if loaded is None else loaded:
             self.loaded.add(service)
         status = health_pb2.HealthCheckResponse
         await self.servicer.set(service, status.SERVING if serving else status.NOT_SERVING)

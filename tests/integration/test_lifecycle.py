@@ -1,0 +1,154 @@
+"""Server lifecycle: per-service health while loading, serving without a KB, load shedding, SIGTERM."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from client import AsyncVerifierClient, VerifierError
+from client import requests as rq
+from server.app import Runtime, start_server
+from server.backends import registry
+from server.health import INFO_GAIN, KNOWLEDGE, KNOWLEDGE_BASE
+from server.pipeline.types import Judgement, LabelProbs, Tier, Verdict
+from tests.conftest import REPO, make_settings
+
+CHAIN = {"question": "Which drug reverses heparin?", "steps": ["Protamine sulfate neutralizes heparin."],
+         "answer": "Protamine"}
+
+
+async def _statuses(client):
+    return {name: await client.health(name) for name in ("", KNOWLEDGE, INFO_GAIN, KNOWLEDGE_BASE)}
+
+
+async def test_health_goes_from_not_serving_to_serving_per_service(cache_dir, demo_kb_path, monkeypatch):
+    gates = {name: asyncio.Event() for name in ("_load_kb", "_load_knowledge", "_load_info_gain")}
+    for name, gate in gates.items():
+        original = getattr(Runtime, name)
+
+        async def gated(self, _original=original, _gate=gate):
+            await _gate.wait()
+            await _original(self)
+
+        monkeypatch.setattr(Runtime, name, gated)
+    server = await start_server(make_settings(cache_dir), ["127.0.0.1:0"])
+    try:
+        async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+            assert set((await _statuses(client)).values()) == {"NOT_SERVING"}
+            with pytest.raises(VerifierError) as info:
+                await client.score_chain(**CHAIN)
+            assert info.value.code == "UNAVAILABLE" and info.value.reason == "NOT_READY"
+
+            gates["_load_kb"].set()
+            await client.wait_ready(KNOWLEDGE_BASE, timeout_s=120)
+            statuses = await _statuses(client)
+            assert statuses[KNOWLEDGE] == statuses[INFO_GAIN] == statuses[""] == "NOT_SERVING"
+
+            gates["_load_knowledge"].set()
+            await client.wait_ready(KNOWLEDGE, timeout_s=120)
+            assert (await _statuses(client))[INFO_GAIN] == "NOT_SERVING"
+            assert (await client.score_chain(metrics=("ki",), **CHAIN)).knowledge_index is not None
+
+            gates["_load_info_gain"].set()
+            await client.wait_ready("", timeout_s=120)
+            assert set((await _statuses(client)).values()) == {"SERVING"}
+    finally:
+        await server.stop(0)
+
+
+async def test_a_server_without_a_kb_serves_context_only_and_info_gain(cache_dir):
+    server = await start_server(make_settings(cache_dir, kb={"enabled": False}), ["127.0.0.1:0"])
+    try:
+        await server.wait_ready(300)
+        async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+            statuses = await _statuses(client)
+            assert statuses[""] == statuses[KNOWLEDGE] == statuses[INFO_GAIN] == "SERVING"
+            assert statuses[KNOWLEDGE_BASE] == "NOT_SERVING"
+            context = ["Protamine sulfate is the antidote that neutralizes heparin."]
+            score = await client.score_chain(context=context, **CHAIN)
+            assert score.steps[0].verdict == "supported" and score.steps[0].evidence[0].origin == "context"
+            assert score.info_gain is not None
+            for call in (client.score_knowledge(steps=CHAIN["steps"]), client.search("heparin"), client.kb_info()):
+                with pytest.raises(VerifierError) as info:
+                    await call
+                assert info.value.code == "FAILED_PRECONDITION" and info.value.reason == "KB_NOT_LOADED"
+    finally:
+        await server.stop(0)
+
+
+class GatedJudge:
+    """A judge that holds every call until the test opens the gate."""
+
+    name, prompt_version = "gated", ""
+
+    def __init__(self):
+        self.gate = asyncio.Event()
+        self.waiting = 0
+
+    async def judge(self, items, deadline):
+        self.waiting += 1
+        await self.gate.wait()
+        return [Judgement(Verdict.NOT_ENOUGH_INFO, LabelProbs(0, 0, 1), Tier.EMBEDDED) for _ in items]
+
+    async def ready(self):
+        return True
+
+
+async def test_overload_is_shed_fast_and_health_is_never_shed(cache_dir, demo_kb_path, monkeypatch):
+    judge = GatedJudge()
+    monkeypatch.setitem(registry.JUDGES, "baseline", lambda ctx: judge)
+    server = await start_server(make_settings(cache_dir, server={"max_inflight": 2}), ["127.0.0.1:0"])
+    try:
+        await server.wait_ready(300)
+        async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+            held = [asyncio.ensure_future(client.score_knowledge(steps=CHAIN["steps"])) for _ in range(2)]
+            while judge.waiting < 2:
+                await asyncio.sleep(0.01)
+            with pytest.raises(VerifierError) as info:
+                await client.score_knowledge(steps=CHAIN["steps"])
+            assert info.value.code == "RESOURCE_EXHAUSTED" and info.value.reason == "OVERLOADED"
+            assert await client.health() == "SERVING" and await client.health(KNOWLEDGE) == "SERVING"
+
+            async def one_item():
+                yield "shed", rq.chain_request(CHAIN, metrics=("ki",))
+
+            streamed = [r async for r in client.stream_chains(one_item())]
+            assert streamed[0][1].code == "RESOURCE_EXHAUSTED"
+            assert not any(task.done() for task in held)
+            judge.gate.set()
+            results = await asyncio.gather(*held)
+            assert all(r.steps[0].verdict == "not_enough_info" for r in results)
+    finally:
+        await server.stop(0)
+
+
+async def test_sigterm_drains_in_flight_calls_and_exits_cleanly(tmp_path, cache_dir):
+    sock = tmp_path / "kgv.sock"
+    env = {**os.environ, "KGV_KB__ENABLED": "false", "KGV_SERVER__GRACE_PERIOD_S": "20",
+           "KGV_KB__CACHE_DIR": str(cache_dir), "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "proto")])}
+    proc = subprocess.Popen([sys.executable, "-m", "client.cli", "serve", "--listen", f"unix://{sock}"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        async with AsyncVerifierClient(f"unix://{sock}") as client:
+            await client.wait_ready(timeout_s=300)
+            context = [{"text": "Protamine sulfate is the antidote that neutralizes heparin."}]
+
+            async def items():
+                for i in range(12):
+                    yield f"c{i}", rq.chain_request({**CHAIN, "context": context})
+
+            results = []
+            async for item_id, result in client.stream_chains(items()):
+                if not results:
+                    proc.send_signal(signal.SIGTERM)
+                results.append((item_id, result))
+        assert len(results) == 12 and not any(isinstance(r, VerifierError) for _, r in results)
+        assert await asyncio.to_thread(proc.wait, 60) == 0
+        assert "shutting down" in proc.stdout.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
