@@ -87,6 +87,18 @@ def _nli_estimator(ctx: BackendContext):
     return NliEstimator(ctx.embedded_scorer(), ctx.blocking, ctx.settings.lm.nli_max_chars)
 
 
+def _transformers_estimator(ctx: BackendContext):
+    from .lm.transformers_lm import estimator_from_settings
+
+    return ctx.shared("lm:transformers", lambda: estimator_from_settings(ctx.settings.lm, ctx.blocking))
+
+
+def _vllm_estimator(ctx: BackendContext):
+    from .lm.vllm_lm import estimator_from_settings
+
+    return ctx.shared("lm:vllm", lambda: estimator_from_settings(ctx.settings.lm))
+
+
 def _rule_splitter(ctx: BackendContext):
     from ..pipeline.splitter import RuleSplitter
 
@@ -99,6 +111,8 @@ JUDGES: dict[str, Callable[[BackendContext], Any]] = {
 }
 ESTIMATORS: dict[str, Callable[[BackendContext], Any]] = {
     "nli": _nli_estimator,
+    "transformers": _transformers_estimator,
+    "vllm": _vllm_estimator,
 }
 SPLITTERS: dict[str, Callable[[BackendContext], Any]] = {
     "rules": _rule_splitter,

@@ -1,9 +1,11 @@
-"""InfoGain of one chain: per-step answer NLL L_i, gains g_i, and the paper formula."""
+"""InfoGain of one chain: per-step answer NLL L_i, gains g_i, windows, and the paper formula."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 from .chains import split_chain
@@ -13,6 +15,7 @@ from .errors import InvalidArgumentError
 from .types import ChainStatus, InfoGainRequest, InfoGainResult, PrefixScores, SplitResult, Step, StepGain
 
 PAPER_MIN_STEPS = 3
+OVERFLOW = "the prefix does not fit the model's context"
 
 
 def render_context0(question: str, choices: Sequence[str]) -> str:
@@ -32,34 +35,83 @@ def choose_target(answer: str, gold_answer: str) -> tuple[str, str]:
     raise InvalidArgumentError.single("answer", "InfoGain needs a target: send answer or gold_answer")
 
 
-def _gains(nll: Sequence[float | None]) -> list[float | None]:
-    return [
-        None if nll[i - 1] is None or nll[i] is None else nll[i - 1] - nll[i]
-        for i in range(1, len(nll))
-    ]
+def paper_texts(split: SplitResult) -> list[str]:
+    """Step texts of paper mode: the decomposer's `knowledge` field when the LLM decomposer produced the steps."""
+    decomposed = split.splitter.startswith("llm") or any(s.knowledge or s.planning for s in split.steps)
+    return [s.knowledge if decomposed else s.text for s in split.steps]
 
 
-async def _windowed_gains(estimator, c0: str, texts: Sequence[str], target: str, window: int, deadline: Deadline):
-    """g_i = L(q + s_{j..i-1}) - L(q + s_{j..i}) with j = max(1, i - W); flags steps where j > 1."""
-    gains: list[float | None] = []
-    windowed: list[bool] = []
-    prefill = calls = 0
-    for i in range(1, len(texts) + 1):
-        j = max(1, i - window)
-        scores = await estimator.score_prefixes(c0, texts[j - 1:i], target, deadline)
-        prefill += scores.prefill_tokens
-        calls += scores.llm_calls
-        before, after = scores.nll[-2], scores.nll[-1]
-        gains.append(None if before is None or after is None else before - after)
-        windowed.append(j > 1)
-    return gains, windowed, prefill, calls
+@dataclass
+class _Gains:
+    """g_1..g_n with, for each null one, why, and whether the cause is a context overflow."""
+
+    gains: list[float | None]
+    reasons: list[str]
+    overflow: list[bool]
+    windowed: list[bool]
+    prefill: int = 0
+    calls: int = 0
+
+
+def _prefix_nulls(scores: PrefixScores) -> tuple[list[str], list[bool]]:
+    """Per prefix: why its L_i is null ("" when set), and whether that is an overflow."""
+    specific = tuple(getattr(scores, "null_reasons", ()) or ())
+    reasons, overflow = [], []
+    for i, value in enumerate(scores.nll):
+        own = specific[i] if i < len(specific) else ""
+        reasons.append("" if value is not None else own or scores.overflow_reason or OVERFLOW)
+        overflow.append(value is None and not own)
+    return reasons, overflow
+
+
+def _pair_gain(scores: PrefixScores, before: int, after: int) -> tuple[float | None, str, bool]:
+    reasons, overflow = _prefix_nulls(scores)
+    for i in (before, after):
+        if scores.nll[i] is None:
+            return None, reasons[i], overflow[i]
+    return scores.nll[before] - scores.nll[after], "", False
+
+
+def _full_gains(scores: PrefixScores, n: int) -> _Gains:
+    pairs = [_pair_gain(scores, i - 1, i) for i in range(1, n + 1)]
+    return _Gains([g for g, _, _ in pairs], [r for _, r, _ in pairs], [o for _, _, o in pairs], [False] * n)
+
+
+async def _windowed(estimator, c0: str, texts: Sequence[str], window: int, target: str, full: _Gains,
+                    deadline: Deadline) -> _Gains:
+    """g_i = L(q + s_{j..i-1}) - L(q + s_{j..i}) with j = max(1, i - W); steps with j = 1 keep the full gains.
+
+    For an LM the window's first steps are folded into the context string (the
+    same text), so each window costs two prefixes; the NLI proxy keeps its own
+    truncation rule (question first), so it gets the steps separately.
+    """
+    out = dataclasses.replace(full, gains=list(full.gains), reasons=list(full.reasons),
+                              overflow=list(full.overflow), windowed=list(full.windowed))
+    todo = [i for i in range(1, len(texts) + 1) if i - window > 1]
+
+    async def one(i: int) -> PrefixScores:
+        j = i - window
+        if estimator.kind == "lm":
+            return await estimator.score_prefixes("\n".join([c0, *texts[j - 1:i - 1]]), [texts[i - 1]], target,
+                                                  deadline)
+        return await estimator.score_prefixes(c0, texts[j - 1:i], target, deadline)
+
+    # Concurrent calls let a local LM pack several windows into one pass.
+    results = await asyncio.gather(*(one(i) for i in todo))
+    for i, scores in zip(todo, results):
+        k = len(scores.nll) - 1
+        out.gains[i - 1], out.reasons[i - 1], out.overflow[i - 1] = _pair_gain(scores, k - 1, k)
+        out.windowed[i - 1] = True
+        out.prefill += scores.prefill_tokens
+        out.calls += scores.llm_calls
+    return out
 
 
 def _paper_value(ppl: Sequence[float | None], n: int) -> tuple[float | None, str]:
     if n < PAPER_MIN_STEPS:
         return None, f"the reference formula skips chains of <= {PAPER_MIN_STEPS - 1} steps"
     if any(p is None for p in ppl):
-        return None, "a prefix did not fit the model's context"
+        return None, "a perplexity is undefined: a prefix did not fit the model's context or had zero probability"
     return sum(ppl[i - 1] - ppl[i] for i in range(1, n + 1)) / (n + 1), ""
 
 
@@ -79,14 +131,9 @@ async def score_info_gain(
 
     scores: PrefixScores = await estimator.score_prefixes(c0, texts, target, deadline)
     nll = list(scores.nll)
-    prefill, calls = scores.prefill_tokens, scores.llm_calls
+    gains = _full_gains(scores, n)
     if opts.window:
-        gains, windowed, extra_prefill, extra_calls = await _windowed_gains(
-            estimator, c0, texts, target, opts.window, deadline)
-        prefill += extra_prefill
-        calls += extra_calls
-    else:
-        gains, windowed = _gains(nll), [False] * n
+        gains = await _windowed(estimator, c0, texts, opts.window, target, gains, deadline)
 
     unit = 1.0 / math.log(2) if opts.units == "bits" else 1.0
     gain_scale = unit / (scores.answer_tokens if opts.per_token and scores.answer_tokens > 0 else 1)
@@ -94,16 +141,15 @@ async def score_info_gain(
     ppl: list[float | None] = [None] * (n + 1)
     paper_value, paper_reason = None, ""
     if opts.paper:
-        paper_texts = [s.knowledge or s.text for s in split.steps]
-        ppl = list(await estimator.paper_perplexities(c0, paper_texts, target, deadline))
+        ppl = list(await estimator.paper_perplexities(c0, paper_texts(split), target, deadline))
         paper_value, paper_reason = _paper_value(ppl, n)
 
     truncated = list(scores.truncated) or [False] * (n + 1)
     steps = [
-        _step_gain(step, nll[i + 1], gains[i], scores, unit, gain_scale, windowed[i], truncated[i + 1], ppl[i + 1])
+        _step_gain(step, nll[i + 1], gains, i, scores.answer_tokens, unit, gain_scale, truncated[i + 1], ppl[i + 1])
         for i, step in enumerate(split.steps)
     ]
-    valid = [g for g in gains if g is not None]
+    valid = [g for g in gains.gains if g is not None]
     provenance = dataclasses.replace(deps.provenance, splitter=split.splitter, estimator=estimator.name)
     return InfoGainResult(
         chain_text=split.chain_text,
@@ -119,25 +165,23 @@ async def score_info_gain(
         answer_tokens=scores.answer_tokens,
         units=opts.units,
         estimator=estimator.kind,
-        prefill_tokens=prefill,
+        prefill_tokens=scores.prefill_tokens + gains.prefill,
         status=ChainStatus.PARTIAL if len(valid) < n else ChainStatus.OK,
-        llm_calls=calls,
+        llm_calls=scores.llm_calls + gains.calls,
         provenance=provenance,
     )
 
 
-def _step_gain(step: Step, nll, gain, scores: PrefixScores, unit: float, gain_scale: float, windowed: bool,
+def _step_gain(step: Step, nll, gains: _Gains, i: int, tokens: int, unit: float, gain_scale: float,
                truncated: bool, ppl) -> StepGain:
+    gain = gains.gains[i]
     flags = []
-    reason = ""
-    if windowed:
+    if gains.windowed[i]:
         flags.append("windowed")
     if truncated:
         flags.append("truncated")
-    if gain is None:
+    if gain is None and gains.overflow[i]:
         flags.append("context_overflow")
-        reason = scores.overflow_reason or "the prefix does not fit the model's context"
-    tokens = scores.answer_tokens
     return StepGain(
         step=step,
         nll=None if nll is None else nll * unit,
@@ -145,5 +189,5 @@ def _step_gain(step: Step, nll, gain, scores: PrefixScores, unit: float, gain_sc
         gain=None if gain is None else gain * gain_scale,
         perplexity_paper=ppl,
         flags=tuple(flags),
-        null_reason=reason,
+        null_reason=gains.reasons[i] if gain is None else "",
     )

@@ -64,8 +64,12 @@ class FakeVllmServer:
     vllm_version: str = VLLM_VERSION
     faults: Faults = field(default_factory=Faults)
     requests: list[tuple[str, dict]] = field(default_factory=list)
+    generate: Callable[[list[int]], int] | None = None  # the generated token; default: repeat the last prompt token
+    prefix_cache_block: int = 0  # >0: model vLLM V1's prefix cache with this block size (vLLM's default is 16)
+    prompt_tokens_details: bool = False  # report usage.prompt_tokens_details (--enable-prompt-tokens-details)
 
     def __post_init__(self) -> None:
+        self._blocks: set[int] = set()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -257,13 +261,50 @@ class FakeVllmServer:
             if body.get("return_token_ids"):
                 choice["prompt_token_ids"] = ids
                 choice["token_ids"] = [0]
+            if body.get("logprob_token_ids") and body.get("logprobs") is None:
+                return 400, _error("`logprob_token_ids` requires `logprobs` to be set.", "BadRequestError",
+                                   param="logprob_token_ids")
+            if body.get("logprobs") is not None:
+                if self.scorer is None:
+                    return 500, _error("fake server has no scorer", "InternalServerError", code=500)
+                choice["text"], choice["logprobs"] = self._generated_logprobs(ids, body)
+            # Requests that ask for prompt logprobs skip reading the prefix cache (vLLM V1), but still fill it.
+            cached = self._prefix_cache(ids, read=body.get("prompt_logprobs") is None)
             choices.append(choice)
+        details = {"cached_tokens": cached} if self.prompt_tokens_details else None  # vLLM reports the last prompt's
         return 200, {
             "id": f"cmpl-{len(self.requests)}", "object": "text_completion", "created": int(time.time()),
             "model": self.model, "choices": choices,
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(choices),
-                      "total_tokens": prompt_tokens + len(choices), "prompt_tokens_details": None},
+                      "total_tokens": prompt_tokens + len(choices), "prompt_tokens_details": details},
         }
+
+    def _generated_logprobs(self, ids: list[int], body: dict) -> tuple[str, dict]:
+        """One generated token's logprobs block; with `logprob_token_ids`, those ids join the sampled token."""
+        sampled = self.generate(ids) if self.generate else ids[-1]
+        as_ids = bool(body.get("return_tokens_as_token_ids"))
+        name = (lambda t: f"token_id:{t}") if as_ids else self.decode
+        wanted = [sampled, *(body.get("logprob_token_ids") or [])]
+        top = {name(t): _clamp(self.scorer(ids + [t])[-1]) for t in wanted}
+        return self.decode(sampled), {"text_offset": [0], "token_logprobs": [top[name(sampled)]],
+                                      "tokens": [name(sampled)], "top_logprobs": [top]}
+
+    def _prefix_cache(self, ids: list[int], read: bool) -> int:
+        """Cached prompt tokens: leading full blocks seen before, never the last token (vLLM V1's rule)."""
+        size = self.prefix_cache_block
+        if size <= 0:
+            return 0
+        hits, chain, hashes = 0, 0, []
+        for end in range(size, len(ids) + 1, size):
+            chain = hash((chain, tuple(ids[end - size:end])))
+            hashes.append((end, chain))
+        if read:
+            for end, h in hashes:
+                if end >= len(ids) or h not in self._blocks:
+                    break
+                hits = end
+        self._blocks.update(h for _, h in hashes)
+        return hits
 
 
 def _error(message: str, kind: str, param: str | None = None, code: int = 400) -> dict:

@@ -1,0 +1,181 @@
+"""The `CausalLm` port, the pinned InfoGain tokenization, and `LmEstimator` (InfoGain on any causal LM).
+
+Pinned tokenization (every backend agrees on it): prefix ids = tokens of
+c_i + " Answer:" with the tokenizer's leading special tokens (BOS) if it adds
+any; answer ids = tokens of " " + A without special tokens; the scored
+sequence is their concatenation. Paper mode scores the jointly tokenized
+string c_i + " Answer: " + A with the tokenizer's default special tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+from typing import Protocol, Sequence, runtime_checkable
+
+from ...pipeline.deadline import Deadline
+from ...pipeline.errors import BackendResponseError
+from ...pipeline.types import PrefixScores
+
+ANSWER_CUE = " Answer:"
+PAPER_CUE = " Answer: "
+ZERO_PROBABILITY = "the LM gives the answer zero probability after this prefix (log-probability -inf)"
+_BOS_PROBE = "a"
+
+
+@dataclass(frozen=True)
+class ScoringJob:
+    """Token sequences that share most of their prefix; tokens seq[starts[k]:] of sequence k are scored."""
+
+    sequences: tuple[tuple[int, ...], ...]
+    starts: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class JobLogprobs:
+    """log p(seq[t] | seq[:t]) for each scored t, per sequence; -inf = zero probability."""
+
+    logprobs: tuple[tuple[float, ...], ...]
+    prefill_tokens: int  # tokens the LM processed for this job
+    calls: int = 0  # requests to a remote LM
+
+
+@runtime_checkable
+class CausalLm(Protocol):
+    """A causal language model that scores token sequences exactly."""
+
+    name: str  # e.g. "transformers:<model>", "vllm:<served name>"
+
+    async def tokenize(self, texts: Sequence[str], add_special_tokens: bool, deadline: Deadline) -> list[list[int]]:
+        """Token ids of each text with the model's own tokenizer."""
+
+    async def context_tokens(self, deadline: Deadline) -> int | None:
+        """Longest sequence it can score (tokens); None = unknown."""
+
+    async def score(self, job: ScoringJob, deadline: Deadline) -> JobLogprobs: ...
+
+    async def ready(self) -> bool: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class LmPrefixScores(PrefixScores):
+    """PrefixScores plus why each null L_i is null (empty where nll is set or the reason is overflow)."""
+
+    null_reasons: tuple[str, ...] = ()
+
+
+def render_contexts(context0: str, steps: Sequence[str]) -> list[str]:
+    """c_0..c_n with c_i = c_{i-1} + "\\n" + s_i."""
+    contexts = [context0]
+    for step in steps:
+        contexts.append(contexts[-1] + "\n" + step)
+    return contexts
+
+
+def leading_specials(with_specials: Sequence[int], without: Sequence[int]) -> list[int]:
+    """The special tokens a tokenizer puts before the text (BOS), from one text tokenized both ways."""
+    n = len(without)
+    for start in range(len(with_specials) - n + 1):
+        if list(with_specials[start:start + n]) == list(without):
+            return list(with_specials[:start])
+    raise BackendResponseError("the tokenizer changes the text's tokens when it adds special tokens")
+
+
+class LmEstimator:
+    """The `lm` InfoGain estimator: exact answer log-probabilities from a CausalLm."""
+
+    kind = "lm"
+
+    def __init__(self, lm: CausalLm, max_context_tokens: int | None = None):
+        self.lm = lm
+        self.name = f"lm:{lm.name}"
+        self._max_context = max_context_tokens
+        self._bos: list[int] | None = None
+
+    async def _leading(self, deadline: Deadline) -> list[int]:
+        if self._bos is None:
+            both = await asyncio.gather(self.lm.tokenize([_BOS_PROBE], True, deadline),
+                                        self.lm.tokenize([_BOS_PROBE], False, deadline))
+            self._bos = leading_specials(both[0][0], both[1][0])
+        return self._bos
+
+    async def _limit(self, deadline: Deadline) -> int | None:
+        if self._max_context is not None:
+            return self._max_context
+        return await self.lm.context_tokens(deadline)
+
+    async def answer_sequences(self, context0: str, steps: Sequence[str], target: str,
+                               deadline: Deadline) -> tuple[list[list[int]], int]:
+        """The pinned sequences (prefix ids + answer ids) of c_0..c_n, and the number of answer ids."""
+        texts = [c + ANSWER_CUE for c in render_contexts(context0, steps)]
+        bos, (answer, *prefixes) = await asyncio.gather(
+            self._leading(deadline), self.lm.tokenize([" " + target, *texts], False, deadline))
+        if not answer:
+            raise BackendResponseError("the target tokenizes to no tokens")
+        return [bos + p + answer for p in prefixes], len(answer)
+
+    async def score_prefixes(self, context0: str, steps: Sequence[str], target: str,
+                             deadline: Deadline) -> LmPrefixScores:
+        sequences, n_answer = await self.answer_sequences(context0, steps, target, deadline)
+        fit, reason = _fitting(sequences, await self._limit(deadline))
+        nll: list[float | None] = [None] * len(sequences)
+        why = [""] * len(sequences)
+        prefill = calls = 0
+        if fit:
+            job = ScoringJob(tuple(tuple(s) for s in sequences[:fit]),
+                             tuple(len(s) - n_answer for s in sequences[:fit]))
+            result = await self.lm.score(job, deadline)
+            _check_shape(result, job)
+            prefill, calls = result.prefill_tokens, result.calls
+            for i, lps in enumerate(result.logprobs):
+                total = -math.fsum(lps)
+                if math.isfinite(total):
+                    nll[i] = total
+                else:
+                    why[i] = ZERO_PROBABILITY
+        return LmPrefixScores(nll=tuple(nll), answer_tokens=n_answer, prefill_tokens=prefill, llm_calls=calls,
+                              overflow_reason=reason, null_reasons=tuple(why))
+
+    async def paper_perplexities(self, context0: str, steps: Sequence[str], target: str,
+                                 deadline: Deadline) -> list[float | None]:
+        """PPL_i of c_i + " Answer: " + A over every token after the first (default special tokens)."""
+        texts = [c + PAPER_CUE + target for c in render_contexts(context0, steps)]
+        sequences = await self.lm.tokenize(texts, True, deadline)
+        fit, _ = _fitting(sequences, await self._limit(deadline))
+        ppl: list[float | None] = [None] * len(sequences)
+        scorable = [i for i in range(fit) if len(sequences[i]) >= 2]
+        if scorable:
+            job = ScoringJob(tuple(tuple(sequences[i]) for i in scorable), tuple(1 for _ in scorable))
+            result = await self.lm.score(job, deadline)
+            _check_shape(result, job)
+            for i, lps in zip(scorable, result.logprobs):
+                mean_nll = -math.fsum(lps) / len(lps)
+                # A zero-probability token or an overflowing exp leaves PPL_i undefined (null).
+                ppl[i] = math.exp(mean_nll) if math.isfinite(mean_nll) and mean_nll < 700 else None
+        return ppl
+
+    async def ready(self) -> bool:
+        return await self.lm.ready()
+
+    async def aclose(self) -> None:
+        await self.lm.aclose()
+
+
+def _fitting(sequences: Sequence[Sequence[int]], limit: int | None) -> tuple[int, str]:
+    """How many leading sequences fit the context (every later one is dropped too), and why the rest do not."""
+    if limit is None:
+        return len(sequences), ""
+    for i, seq in enumerate(sequences):
+        if len(seq) > limit:
+            return i, (f"the prefix with the answer is {len(seq)} tokens; the LM's context is {limit} tokens "
+                       "(InfoGain covers the longest prefix of steps that fits; try the window option)")
+    return len(sequences), ""
+
+
+def _check_shape(result: JobLogprobs, job: ScoringJob) -> None:
+    expected = [len(s) - st for s, st in zip(job.sequences, job.starts)]
+    if [len(lp) for lp in result.logprobs] != expected:
+        raise BackendResponseError("the LM returned log-probabilities for the wrong number of tokens")

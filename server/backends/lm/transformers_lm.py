@@ -1,0 +1,266 @@
+"""`TransformersCausalLm`: a local transformers causal LM scoring jobs in packed forward passes.
+
+Each job's n+1 sequences go through one packed pass (ancestor mask, restarted
+position ids) under a token budget per pass; small jobs from concurrent
+requests share passes; a job over the budget is cut into chunks that reuse a
+KV cache. Models that ignore custom 4D masks are detected at load time by a
+probe and scored with a KV-cache prefix walk instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ...pipeline.deadline import Deadline
+from ...pipeline.errors import BackendNotConfiguredError, BackendTimeoutError
+from ...pipeline.runtime import Blocking
+from .causal_lm import JobLogprobs, ScoringJob
+from .packing import Layout, Pass, build_layout, pass_inputs, plan_passes
+
+log = logging.getLogger(__name__)
+STRATEGIES = ("auto", "packed", "walk")
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx")
+
+
+@dataclass
+class _Pending:
+    job: ScoringJob
+    future: asyncio.Future
+
+
+class TransformersCausalLm:
+    """A local causal LM (path or cached name), loaded once; forward passes run on the executor."""
+
+    def __init__(self, model_name: str, blocking: Blocking, device: str = "cpu", dtype: str = "auto",
+                 max_tokens_per_pass: int = 4096, strategy: str = "auto", timeout_s: float = 60.0):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if strategy not in STRATEGIES:
+            raise BackendNotConfiguredError(f"unknown LM strategy {strategy!r} (one of {', '.join(STRATEGIES)})")
+        self.device = _device(device, torch)
+        self.dtype = _dtype(dtype, self.device, torch)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model_name)
+            self.model = AutoModelForCausalLM.from_pretrained(model_name, dtype=self.dtype).to(self.device).eval()
+        except (OSError, ValueError) as exc:
+            raise BackendNotConfiguredError(f"cannot load the causal LM {model_name!r}: {exc}") from exc
+        self.name = f"transformers:{model_name}"
+        self.budget = max_tokens_per_pass
+        self.timeout_s = timeout_s
+        self._blocking = blocking
+        self._torch = torch
+        self._lock = threading.Lock()  # one forward at a time: passes already use every core
+        self._pending: list[_Pending] = []
+        self._drain: asyncio.Task | None = None
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._keep_logits = "logits_to_keep" in params
+        self.max_context = _context_length(self.model.config)
+        self.forward_passes = 0
+        self.strategy = self._probe() if strategy == "auto" else strategy
+        log.info("causal LM %s on %s (%s), strategy %s, context %s", model_name, self.device, self.dtype,
+                 self.strategy, self.max_context)
+
+    # ---- the CausalLm port -------------------------------------------------------------------
+    async def tokenize(self, texts: Sequence[str], add_special_tokens: bool, deadline: Deadline) -> list[list[int]]:
+        return [self.tokenizer(t, add_special_tokens=add_special_tokens)["input_ids"] for t in texts]
+
+    async def context_tokens(self, deadline: Deadline) -> int | None:
+        return self.max_context
+
+    async def score(self, job: ScoringJob, deadline: Deadline) -> JobLogprobs:
+        """Queues the job; jobs queued while a batch runs are scored together in the next one."""
+        loop = asyncio.get_running_loop()
+        pending = _Pending(job, loop.create_future())
+        self._pending.append(pending)
+        if self._drain is None or self._drain.done():
+            self._drain = loop.create_task(self._run_pending())
+        timeout = deadline.timeout(self.timeout_s)
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending.future), timeout)
+        except asyncio.TimeoutError as exc:
+            raise BackendTimeoutError(f"the causal LM did not finish within {timeout:.1f} s") from exc
+
+    async def ready(self) -> bool:
+        return True
+
+    async def aclose(self) -> None:
+        return None
+
+    async def _run_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                results = await self._blocking.run(self.score_jobs, [p.job for p in batch])
+            except Exception as exc:  # every waiter of the batch sees the failure
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                continue
+            for p, result in zip(batch, results):
+                if not p.future.done():
+                    p.future.set_result(result)
+
+    # ---- blocking work ---------------------------------------------------------------------
+    def score_jobs(self, jobs: Sequence[ScoringJob], strategy: str | None = None) -> list[JobLogprobs]:
+        """Scores jobs with the packed passes or the KV walk (blocking; thread-safe)."""
+        layouts = [build_layout(j.sequences, j.starts) for j in jobs]
+        with self._lock, self._torch.inference_mode():
+            if (strategy or self.strategy) == "walk":
+                values = [self._walk(layout) for layout in layouts]
+            else:
+                values = self._packed(layouts)
+        return [JobLogprobs(tuple(tuple(v.tolist()) for v in lay.split(vals)), prefill_tokens=lay.size)
+                for lay, vals in zip(layouts, values)]
+
+    def _packed(self, layouts: list[Layout]) -> list[np.ndarray]:
+        torch = self._torch
+        out = [np.zeros(len(lay.read_node), dtype=np.float64) for lay in layouts]
+        caches: dict[int, object] = {}
+        for p in plan_passes(layouts, self.budget):
+            tokens, positions, allowed = pass_inputs(layouts, p)
+            cache = None
+            if p.cached:
+                cache = caches.setdefault(p.chunks[0].job, self._new_cache())
+            # Which scored tokens this pass predicts: pass-local index of the predicting node.
+            reads = []
+            at = 0
+            for c in p.chunks:
+                lay = layouts[c.job]
+                hit = np.flatnonzero((lay.read_node >= c.start) & (lay.read_node < c.end))
+                reads.append((c.job, hit, lay.read_node[hit] - c.start + at, lay.read_target[hit]))
+                at += c.end - c.start
+            mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
+            mask.masked_fill_(torch.from_numpy(~allowed).to(self.device), torch.finfo(self.dtype).min)
+            local = np.concatenate([r[2] for r in reads])
+            logp = self._forward(tokens, positions, mask[None, None], cache, local)
+            done = 0
+            for job, hit, _, targets in reads:
+                out[job][hit] = _gather(logp[done:done + len(hit)], targets, torch)
+                done += len(hit)
+            if p.cached and p.chunks[0].end == layouts[p.chunks[0].job].size:
+                caches.pop(p.chunks[0].job)
+        return out
+
+    def _walk(self, lay: Layout) -> np.ndarray:
+        """KV-cache prefix walk: extend the stem, run each branch on the cache, then crop the branch away."""
+        out = np.zeros(len(lay.read_node), dtype=np.float64)
+        cache = self._new_cache()
+        node_order = np.argsort(lay.read_node, kind="stable")
+        is_stem = lay.segment == 0
+        start = 0
+        while start < lay.size:
+            end = start + 1
+            while end < lay.size and lay.segment[end] == lay.segment[start]:
+                end += 1
+            stem_len = cache.get_seq_length()
+            for a in range(start, end, self.budget):
+                b = min(end, a + self.budget)
+                wanted = node_order[np.searchsorted(lay.read_node[node_order], a):
+                                    np.searchsorted(lay.read_node[node_order], b)]
+                logp = self._forward(lay.tokens[a:b], lay.position[a:b], None, cache, lay.read_node[wanted] - a)
+                out[wanted] = _gather(logp, lay.read_target[wanted], self._torch)
+            if not is_stem[start]:
+                _crop_to(cache, stem_len)
+            start = end
+        return out
+
+    def _forward(self, tokens, positions, mask, cache, local: np.ndarray):
+        torch = self._torch
+        kwargs = {"input_ids": torch.as_tensor(tokens, device=self.device)[None],
+                  "position_ids": torch.as_tensor(positions, device=self.device)[None]}
+        if mask is not None:
+            kwargs["attention_mask"] = mask
+        if cache is not None:
+            kwargs[self._cache_kw] = cache
+            kwargs["use_cache"] = True
+        else:
+            kwargs["use_cache"] = False
+        keep = torch.as_tensor(local, dtype=torch.long, device=self.device)
+        if self._keep_logits:
+            kwargs["logits_to_keep"] = keep
+        self.forward_passes += 1
+        logits = self.model(**kwargs).logits[0]
+        if not self._keep_logits:
+            logits = logits[keep]
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    def _new_cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache()
+
+    def _probe(self) -> str:
+        """Packed passes when this model honours custom 4D masks (packed == walk on a probe job), else walk."""
+        rng = np.random.default_rng(0)
+        vocab = int(getattr(self.model.config, "vocab_size", 0) or len(self.tokenizer))
+        stem = rng.integers(1, vocab, 24).tolist()
+        job = ScoringJob((tuple(stem[:9] + stem[:5]), tuple(stem[:16] + stem[:5]), tuple(stem)), (9, 16, 12))
+        try:
+            packed = self.score_jobs([job], "packed")[0].logprobs
+        except Exception as exc:  # a model that rejects custom masks outright
+            log.warning("packed scoring failed on a probe (%s); using the KV-cache walk", exc)
+            return "walk"
+        walk = self.score_jobs([job], "walk")[0].logprobs
+        tolerance = 1e-3 if self.dtype == self._torch.float32 else 5e-2
+        worst = max(abs(a - b) for pa, pw in zip(packed, walk) for a, b in zip(pa, pw))
+        if not worst <= tolerance:
+            log.warning("this model ignores custom attention masks (probe diff %.3g); using the KV-cache walk", worst)
+            return "walk"
+        return "packed"
+
+
+def _gather(logp, targets, torch) -> np.ndarray:
+    idx = torch.as_tensor(np.asarray(targets), dtype=torch.long, device=logp.device)[:, None]
+    return logp.gather(1, idx)[:, 0].double().cpu().numpy()
+
+
+def _crop_to(cache, length: int) -> None:
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)  # a negative value removes that many tokens (all supported versions)
+
+
+def _device(device: str, torch) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendNotConfiguredError(f"KGV_LM__DEVICE={device} but no CUDA device is available")
+    return device
+
+
+def _dtype(dtype: str, device: str, torch):
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    value = getattr(torch, dtype, None)
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise BackendNotConfiguredError(f"unknown torch dtype {dtype!r} (e.g. auto, float32, bfloat16, float16)")
+    return value
+
+
+def _context_length(config) -> int | None:
+    for key in _CONTEXT_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def estimator_from_settings(lm, blocking: Blocking):
+    """The `lm` estimator on a local transformers model (KGV_LM__MODEL), loaded now."""
+    from .causal_lm import LmEstimator
+
+    if not lm.model:
+        raise BackendNotConfiguredError("KGV_LM__BACKEND=transformers needs KGV_LM__MODEL (a local path or name)")
+    causal = TransformersCausalLm(lm.model, blocking, device=lm.device, dtype=lm.dtype,
+                                  max_tokens_per_pass=lm.max_tokens_per_pass, strategy=lm.strategy,
+                                  timeout_s=lm.timeout_s)
+    return LmEstimator(causal, lm.max_context_tokens)

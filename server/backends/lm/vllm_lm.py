@@ -1,0 +1,192 @@
+"""`VllmCausalLm`: exact token log-probabilities from vLLM's /v1/completions on token-id prompts.
+
+Two ways to score (KGV_LM__VLLM_SCORING):
+- `prompt_logprobs` (default): one request with the n+1 token-id prompts as
+  list[list[int]], `prompt_logprobs=0`, `max_tokens=1`; the answer positions
+  are read exactly. vLLM skips *reading* the prefix cache for requests that
+  ask for prompt logprobs, so the prefill is the sum of the prompt lengths.
+- `cached`: one request per scored token t with prompt = seq[:t],
+  `max_tokens=1`, `logprobs=1`, `logprob_token_ids=[seq[t]]` and
+  `return_tokens_as_token_ids`; the value is read at the generated position.
+  These requests read the prefix cache, so the shared chain is computed about
+  once (needs a vLLM whose completions endpoint has `logprob_token_ids`).
+vLLM clamps -inf to -9999.0: that value is read as zero probability.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Sequence
+
+from ...pipeline.deadline import Deadline
+from ...pipeline.errors import BackendResponseError
+from ..vllm_client import VLLM_LOGPROB_FLOOR, VllmClient
+from .causal_lm import JobLogprobs, ScoringJob
+
+log = logging.getLogger(__name__)
+SCORING_MODES = ("prompt_logprobs", "cached")
+_NEG_INF = float("-inf")
+
+
+class VllmCausalLm:
+    """A causal LM served by vLLM, through the project's one vLLM client."""
+
+    def __init__(self, client: VllmClient, model: str, tokenizer=None, scoring: str = "prompt_logprobs",
+                 max_prompts_per_request: int = 64, cached_max_scored_tokens: int = 32,
+                 cache_salt: str | None = None):
+        if scoring not in SCORING_MODES:
+            raise ValueError(f"unknown vLLM scoring mode {scoring!r}")
+        self.client = client
+        self.model = model
+        self.name = f"vllm:{model}"
+        self.scoring = scoring
+        self.max_prompts = max_prompts_per_request
+        self.cached_max_scored = cached_max_scored_tokens
+        self.cache_salt = cache_salt
+        self._tokenizer = tokenizer  # a local HF tokenizer of the same model, or None for /tokenize
+        self._context: int | None = None
+
+    # ---- the CausalLm port -------------------------------------------------------------------
+    async def tokenize(self, texts: Sequence[str], add_special_tokens: bool, deadline: Deadline) -> list[list[int]]:
+        if self._tokenizer is not None:
+            return [self._tokenizer(t, add_special_tokens=add_special_tokens)["input_ids"] for t in texts]
+        return list(await asyncio.gather(
+            *(self.client.tokenize(t, add_special_tokens, self.model, deadline) for t in texts)))
+
+    async def context_tokens(self, deadline: Deadline) -> int | None:
+        """vLLM's max_model_len less the one token every request generates."""
+        if self._context is None:
+            for card in await self.client.models(deadline):
+                if card.get("id") == self.model and isinstance(card.get("max_model_len"), int):
+                    self._context = card["max_model_len"] - 1
+            if self._context is None:
+                raise BackendResponseError(f"vLLM does not serve a model named {self.model!r} with a max_model_len")
+        return self._context
+
+    async def score(self, job: ScoringJob, deadline: Deadline) -> JobLogprobs:
+        scored = [len(s) - st for s, st in zip(job.sequences, job.starts)]
+        use_cache = self.scoring == "cached" and max(scored) <= self.cached_max_scored
+        if use_cache:
+            return await self._score_cached(job, deadline)
+        return await self._score_prompt_logprobs(job, deadline)
+
+    async def ready(self) -> bool:
+        return await self.client.health()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    # ---- prompt_logprobs -------------------------------------------------------------------
+    def _body(self, prompt, **extra) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, **extra}
+        if self.cache_salt:
+            body["cache_salt"] = self.cache_salt
+        return body
+
+    async def _score_prompt_logprobs(self, job: ScoringJob, deadline: Deadline) -> JobLogprobs:
+        seqs = [list(s) for s in job.sequences]
+        groups = [range(a, min(len(seqs), a + self.max_prompts)) for a in range(0, len(seqs), self.max_prompts)]
+        replies = await asyncio.gather(*(
+            self.client.completions(self._body([seqs[k] for k in g], prompt_logprobs=0), deadline) for g in groups))
+        values: list[tuple[float, ...]] = []
+        prefill = 0
+        for g, data in zip(groups, replies):
+            choices = _choices(data, len(g))
+            for k, choice in zip(g, choices):
+                values.append(_read_prompt_logprobs(choice, seqs[k], job.starts[k]))
+            prefill += _usage(data, "prompt_tokens", sum(len(seqs[k]) for k in g))
+        return JobLogprobs(tuple(values), prefill_tokens=prefill, calls=len(groups))
+
+    # ---- cached: one generated-position readout per scored token ----------------------------
+    async def _score_cached(self, job: ScoringJob, deadline: Deadline) -> JobLogprobs:
+        prompts = [(k, t) for k, (s, st) in enumerate(zip(job.sequences, job.starts)) for t in range(st, len(s))]
+        # The longest prompt first and alone: it fills the prefix cache the other prompts read.
+        first = max(range(len(prompts)), key=lambda p: (prompts[p][1], -p))
+        order = [first] + [p for p in range(len(prompts)) if p != first]
+
+        async def one(p: int) -> tuple[float, int]:
+            k, t = prompts[p]
+            seq = job.sequences[k]
+            data = await self.client.completions(self._body(
+                list(seq[:t]), logprobs=1, logprob_token_ids=[seq[t]], return_tokens_as_token_ids=True), deadline)
+            (choice,) = _choices(data, 1)
+            value = _read_generated(choice, seq[t])
+            cached = ((data.get("usage") or {}).get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+            return value, _usage(data, "prompt_tokens", t) - int(cached)
+
+        head = await one(order[0])
+        rest = await asyncio.gather(*(one(p) for p in order[1:]))
+        results = dict(zip(order, [head, *rest]))
+        values: list[list[float]] = [[] for _ in job.sequences]
+        for p, (k, _) in enumerate(prompts):
+            values[k].append(results[p][0])
+        prefill = sum(r[1] for r in results.values())
+        return JobLogprobs(tuple(tuple(v) for v in values), prefill_tokens=prefill, calls=len(prompts))
+
+
+def _choices(data: dict, expected: int) -> list[dict]:
+    choices = data.get("choices")
+    if not isinstance(choices, list) or len(choices) != expected or not all(isinstance(c, dict) for c in choices):
+        raise BackendResponseError(f"vLLM returned {len(choices) if isinstance(choices, list) else 'no'} choices "
+                                   f"for {expected} prompts")
+    return sorted(choices, key=lambda c: c.get("index", 0))
+
+
+def _usage(data: dict, key: str, default: int) -> int:
+    value = (data.get("usage") or {}).get(key)
+    return value if isinstance(value, int) else default
+
+
+def _logprob(value: Any) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise BackendResponseError("vLLM returned a log-probability that is not a number")
+    return _NEG_INF if value <= VLLM_LOGPROB_FLOOR else float(value)
+
+
+def _read_prompt_logprobs(choice: dict, ids: list[int], start: int) -> tuple[float, ...]:
+    entries = choice.get("prompt_logprobs")
+    if not isinstance(entries, list) or len(entries) != len(ids):
+        raise BackendResponseError("vLLM returned no prompt_logprobs, or not one entry per prompt token")
+    out = []
+    for t in range(start, len(ids)):
+        entry = entries[t]
+        found = entry.get(str(ids[t])) if isinstance(entry, dict) else None
+        if not isinstance(found, dict):
+            raise BackendResponseError(f"vLLM's prompt_logprobs lack the prompt token at position {t}")
+        out.append(_logprob(found.get("logprob")))
+    return tuple(out)
+
+
+def _read_generated(choice: dict, token: int) -> float:
+    logprobs = choice.get("logprobs") or {}
+    tops = logprobs.get("top_logprobs")
+    top = tops[0] if isinstance(tops, list) and tops else None
+    if not isinstance(top, dict) or f"token_id:{token}" not in top:
+        raise BackendResponseError("vLLM ignored logprob_token_ids (it needs a vLLM whose completions endpoint "
+                                   "has it); use KGV_LM__VLLM_SCORING=prompt_logprobs")
+    return _logprob(top[f"token_id:{token}"])
+
+
+def estimator_from_settings(lm):
+    """The `lm` estimator on vLLM (KGV_LM__BASE_URL, KGV_LM__MODEL = the served model name)."""
+    from pathlib import Path
+
+    from ...pipeline.errors import BackendNotConfiguredError
+    from .causal_lm import LmEstimator
+
+    if not lm.model:
+        raise BackendNotConfiguredError("KGV_LM__BACKEND=vllm needs KGV_LM__MODEL (the served model name)")
+    tokenizer_path = lm.tokenizer or (lm.model if Path(lm.model).is_dir() else None)
+    tokenizer = None
+    if tokenizer_path:
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+        except (OSError, ValueError) as exc:
+            raise BackendNotConfiguredError(f"cannot load the tokenizer {tokenizer_path!r}: {exc}") from exc
+    client = VllmClient(lm.base_url, lm.api_key, timeout_s=lm.timeout_s, max_concurrency=lm.max_concurrency)
+    causal = VllmCausalLm(client, lm.model, tokenizer, scoring=lm.vllm_scoring,
+                          max_prompts_per_request=lm.vllm_max_prompts, cache_salt=lm.vllm_cache_salt)
+    return LmEstimator(causal, lm.max_context_tokens)
