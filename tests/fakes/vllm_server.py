@@ -5,7 +5,11 @@ Shapes follow vLLM's OpenAI-compatible server as of v0.12 (see
 /v1/chat/completions (structured outputs via `structured_outputs` or
 `response_format`; the removed `guided_*` fields are ignored, as vLLM >= 0.12
 does) and /v1/completions with token-id prompts and `prompt_logprobs`
-(first entry null, keys are token ids as strings, -inf clamped to -9999.0).
+(first entry null, keys are token ids as strings, -inf clamped to -9999.0),
+`logprobs` at the generated position (with `logprob_token_ids` and
+`return_tokens_as_token_ids`), and optionally vLLM V1's prefix cache
+(block-granular hits, no cache reads for prompt_logprobs requests,
+`usage.prompt_tokens_details.cached_tokens` of the last prompt).
 
 Behaviour is injected per test: `chat` decides the reply to a chat request,
 `scorer` gives prompt log-probabilities, `tokenizer` encodes text. Faults

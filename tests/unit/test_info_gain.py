@@ -1,0 +1,235 @@
+"""The InfoGain pipeline core: gains, windows, units, overflow, zero probability and paper mode, on fake estimators."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pytest
+
+from server.backends.lm.causal_lm import LmPrefixScores
+from server.backends.ports import InfoGainEstimator
+from server.pipeline import scoring
+from server.pipeline.deadline import NO_DEADLINE
+from server.pipeline.deps import PipelineDeps
+from server.pipeline.errors import InvalidArgumentError
+from server.pipeline.info_gain import render_context0, score_info_gain
+from server.pipeline.runtime import Blocking
+from server.pipeline.splitter import RuleSplitter
+from server.pipeline.types import ChainInput, ChainStatus, InfoGainOptions, InfoGainRequest, SplitResult, Step
+from server.pipeline.validation import Limits
+
+ZERO = "the fake LM gives the answer zero probability"
+
+
+def fake_nll(context: str) -> float:
+    """A context-dependent L(c): "good" makes the answer likelier, "bad" less likely."""
+    return 5.0 - 0.75 * context.count("good") + 0.5 * context.count("bad") + 0.01 * len(context)
+
+
+def fake_ppl(text: str) -> float:
+    return math.exp(fake_nll(text) / 4)
+
+
+@dataclass
+class FakeEstimator:
+    """Scores contexts with fake_nll; contexts over max_chars overflow; a step saying "zero" has zero probability."""
+
+    kind: str = "lm"
+    name: str = "fake:lm"
+    max_chars: int = 10_000
+    calls: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    paper_calls: list[tuple[str, ...]] = field(default_factory=list)
+
+    def _contexts(self, context0, steps):
+        out = [context0]
+        for s in steps:
+            out.append(out[-1] + "\n" + s)
+        return out
+
+    async def score_prefixes(self, context0, steps, target, deadline):
+        self.calls.append((context0, tuple(steps)))
+        nll, why = [], []
+        for i, c in enumerate(self._contexts(context0, steps)):
+            if len(c) > self.max_chars or (nll and nll[-1] is None and not why[-1]):
+                nll.append(None), why.append("")
+            elif c.endswith("zero"):
+                nll.append(None), why.append(ZERO)
+            else:
+                nll.append(fake_nll(c)), why.append("")
+        return LmPrefixScores(nll=tuple(nll), answer_tokens=len(target.split()), prefill_tokens=len(steps) + 1,
+                              llm_calls=1, overflow_reason="too long for the fake" if None in nll else "",
+                              null_reasons=tuple(why))
+
+    async def paper_perplexities(self, context0, steps, target, deadline):
+        self.paper_calls.append(tuple(steps))
+        return [fake_ppl(c + " Answer: " + target) for c in self._contexts(context0, steps)]
+
+    async def ready(self):
+        return True
+
+
+class FakeDecomposer:
+    """A splitter that returns decomposer-style steps (planning / knowledge fields filled)."""
+
+    name = "llm/1"
+
+    def split_steps(self, steps, question=""):
+        return self.split("\n".join(steps), question)
+
+    def split(self, text, question=""):
+        parts, at = [], 0
+        for i, line in enumerate(text.split("\n")):
+            parts.append(Step(i, line, at, at + len(line), planning="plan", knowledge="" if i == 1 else f"fact {i}"))
+            at += len(line) + 1
+        return SplitResult(text, tuple(parts), self.name, llm_calls=1)
+
+
+def make_deps(estimator, splitter=None) -> PipelineDeps:
+    splitter = splitter or RuleSplitter()
+
+    async def get_splitter(name):
+        return splitter
+
+    async def get_estimator(name):
+        return estimator
+
+    async def no_judge(name):
+        raise AssertionError("InfoGain needs no judge")
+
+    return PipelineDeps(limits=Limits(), blocking=Blocking(None), splitter=get_splitter, judge=no_judge,
+                        estimator=get_estimator, knowledge_base=lambda: None, embedder=lambda: None)
+
+
+def request(steps, answer="insulin", gold="", choices=(), **options) -> InfoGainRequest:
+    return InfoGainRequest(ChainInput(question="Q?", steps=tuple(steps)), answer=answer, gold_answer=gold,
+                           choices=tuple(choices), options=InfoGainOptions(**options))
+
+
+def contexts(steps, c0="Q?"):
+    out = [c0]
+    for s in steps:
+        out.append(out[-1] + "\n" + s)
+    return out
+
+
+STEPS = ["a good start", "bad news", "good and good", "plain", "good"]
+
+
+def test_fake_is_a_port_implementation():
+    assert isinstance(FakeEstimator(), InfoGainEstimator)
+
+
+async def test_gains_are_nll_differences_and_info_gain_is_their_mean():
+    result = await score_info_gain(request(STEPS, gold="metformin"), make_deps(FakeEstimator()), NO_DEADLINE)
+    L = [fake_nll(c) for c in contexts(STEPS)]
+    assert result.target == "gold_answer" and result.target_text == "metformin"
+    assert result.nll_initial == pytest.approx(L[0])
+    assert [s.nll for s in result.steps] == pytest.approx(L[1:])
+    assert [s.gain for s in result.steps] == pytest.approx([L[i - 1] - L[i] for i in range(1, 6)])
+    assert result.info_gain == pytest.approx((L[0] - L[5]) / 5)
+    assert result.info_gain_total == pytest.approx(L[0] - L[5])
+    assert result.status == ChainStatus.OK and all(not s.flags and not s.null_reason for s in result.steps)
+    assert result.steps[1].gain < 0 < result.steps[0].gain  # "bad" hurt, "good" helped
+    assert result.estimator == "lm" and result.provenance.estimator == "fake:lm"
+
+
+async def test_bits_and_per_token_normalisation():
+    deps = make_deps(FakeEstimator())
+    nats = await score_info_gain(request(STEPS, answer="two words"), deps, NO_DEADLINE)
+    bits = await score_info_gain(request(STEPS, answer="two words", units="bits"), deps, NO_DEADLINE)
+    per_token = await score_info_gain(request(STEPS, answer="two words", per_token=True), deps, NO_DEADLINE)
+    assert bits.info_gain == pytest.approx(nats.info_gain / math.log(2))
+    assert [s.nll for s in bits.steps] == pytest.approx([s.nll / math.log(2) for s in nats.steps])
+    assert per_token.info_gain == pytest.approx(nats.info_gain / 2)
+    assert [s.nll_per_token for s in nats.steps] == pytest.approx([s.nll / 2 for s in nats.steps])
+    assert bits.units == "bits" and nats.answer_tokens == 2
+
+
+@pytest.mark.parametrize("kind", ["lm", "nli"])
+async def test_window_keeps_contexts_nested_over_the_last_steps(kind):
+    estimator = FakeEstimator(kind=kind)
+    steps = STEPS + ["bad", "good good"]
+    result = await score_info_gain(request(steps, window=2), make_deps(estimator), NO_DEADLINE)
+    for i in range(1, len(steps) + 1):
+        j = max(1, i - 2)
+        before = fake_nll("\n".join(["Q?", *steps[j - 1:i - 1]]))
+        after = fake_nll("\n".join(["Q?", *steps[j - 1:i]]))
+        step = result.steps[i - 1]
+        assert step.gain == pytest.approx(before - after)
+        assert step.flags == (("windowed",) if j > 1 else ())
+    gains = [s.gain for s in result.steps]
+    assert result.info_gain == pytest.approx(sum(gains) / len(gains))
+    window_calls = estimator.calls[1:]
+    assert len(window_calls) == len(steps) - 3
+    if kind == "lm":  # the window's first steps are folded into the context: two prefixes a call
+        assert all(len(call_steps) == 1 for _, call_steps in window_calls)
+
+
+async def test_overflow_nulls_later_gains_with_flag_and_reason():
+    L = [fake_nll(c) for c in contexts(STEPS)]
+    limit = len(contexts(STEPS)[3])  # c_0..c_3 fit
+    result = await score_info_gain(request(STEPS), make_deps(FakeEstimator(max_chars=limit)), NO_DEADLINE)
+    gains = [s.gain for s in result.steps]
+    assert gains[:3] == pytest.approx([L[0] - L[1], L[1] - L[2], L[2] - L[3]]) and gains[3:] == [None, None]
+    assert [s.nll for s in result.steps][3:] == [None, None]
+    assert result.steps[4].flags == ("context_overflow",) and result.steps[4].null_reason == "too long for the fake"
+    assert result.info_gain == pytest.approx((L[0] - L[3]) / 3)
+    assert result.info_gain_total == pytest.approx(L[0] - L[3])
+    assert result.status == ChainStatus.PARTIAL
+
+
+async def test_zero_probability_nulls_both_adjacent_gains_without_overflow_flag():
+    steps = ["good", "then zero", "good"]
+    result = await score_info_gain(request(steps), make_deps(FakeEstimator()), NO_DEADLINE)
+    assert result.steps[1].nll is None
+    assert [s.gain for s in result.steps][1:] == [None, None]
+    assert result.steps[1].null_reason == ZERO and result.steps[2].null_reason == ZERO
+    assert all("context_overflow" not in s.flags for s in result.steps)
+    assert result.info_gain == pytest.approx(result.steps[0].gain)
+
+
+async def test_paper_mode_is_the_reference_formula():
+    estimator = FakeEstimator()
+    result = await score_info_gain(request(STEPS, paper=True), make_deps(estimator), NO_DEADLINE)
+    ppl = [fake_ppl(c + " Answer: insulin") for c in contexts(STEPS)]
+    assert result.info_gain_paper == pytest.approx(sum(ppl[i - 1] - ppl[i] for i in range(1, 6)) / 6)
+    assert result.perplexity_paper_initial == pytest.approx(ppl[0])
+    assert [s.perplexity_paper for s in result.steps] == pytest.approx(ppl[1:])
+    assert estimator.paper_calls == [tuple(STEPS)]
+
+
+async def test_paper_mode_skips_chains_of_two_steps_with_a_reason():
+    result = await score_info_gain(request(STEPS[:2], paper=True), make_deps(FakeEstimator()), NO_DEADLINE)
+    assert result.info_gain_paper is None and "<= 2 steps" in result.info_gain_paper_reason
+    assert all(s.perplexity_paper is not None for s in result.steps)
+    assert result.info_gain is not None
+
+
+async def test_paper_mode_uses_the_decomposers_knowledge_field():
+    estimator = FakeEstimator()
+    deps = make_deps(estimator, FakeDecomposer())
+    await score_info_gain(request(["x one", "y two", "z three"], paper=True), deps, NO_DEADLINE)
+    assert estimator.paper_calls == [("fact 0", "", "fact 2")]
+    assert estimator.calls[0][1] == ("x one", "y two", "z three")  # answer-token mode keeps the step text
+
+
+async def test_paper_mode_needs_a_causal_lm():
+    with pytest.raises(InvalidArgumentError) as info:
+        await score_info_gain(request(STEPS, paper=True), make_deps(FakeEstimator(kind="nli")), NO_DEADLINE)
+    assert info.value.violations[0].field == "options.mode"
+
+
+async def test_empty_target_and_empty_chain_are_invalid():
+    deps = make_deps(FakeEstimator())
+    with pytest.raises(InvalidArgumentError, match="target"):
+        await scoring.info_gain(request(STEPS, answer="  "), deps, NO_DEADLINE)
+    empty = InfoGainRequest(ChainInput(question="Q?", reasoning="   "), answer="x")
+    with pytest.raises(InvalidArgumentError):
+        await scoring.info_gain(empty, deps, NO_DEADLINE)
+
+
+async def test_options_render_into_the_first_context():
+    estimator = FakeEstimator()
+    await score_info_gain(request(["s"], choices=["aspirin", "insulin"]), make_deps(estimator), NO_DEADLINE)
+    assert estimator.calls[0][0] == "Q?\nA. aspirin\nB. insulin" == render_context0("Q?", ["aspirin", "insulin"])
