@@ -195,3 +195,19 @@ def test_unusable_settings_are_not_configured_errors():
         TransformersCausalLm(path, Blocking(None), strategy="fast")
     with pytest.raises(BackendNotConfiguredError, match="cannot load"):
         TransformersCausalLm("/nonexistent/model", Blocking(None))
+
+
+def test_expired_deadline_times_out_and_the_job_never_runs(packed_lm):
+    from server.pipeline.deadline import Deadline
+    from server.pipeline.errors import BackendTimeoutError
+
+    job = ScoringJob(((1, 2, 3, 4),), (2,))
+
+    async def expired():
+        before = packed_lm.forward_passes
+        with pytest.raises(BackendTimeoutError):
+            await packed_lm.score(job, Deadline.after(0))
+        await asyncio.sleep(0)
+        return packed_lm.forward_passes - before
+
+    assert run(expired()) == 0

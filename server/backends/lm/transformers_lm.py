@@ -78,16 +78,20 @@ class TransformersCausalLm:
 
     async def score(self, job: ScoringJob, deadline: Deadline) -> JobLogprobs:
         """Queues the job; jobs queued while a batch runs are scored together in the next one."""
+        timeout = deadline.timeout(self.timeout_s)
+        if timeout <= 0:
+            raise BackendTimeoutError("no time left in the deadline for the causal LM")
         loop = asyncio.get_running_loop()
         pending = _Pending(job, loop.create_future())
         self._pending.append(pending)
         if self._drain is None or self._drain.done():
             self._drain = loop.create_task(self._run_pending())
-        timeout = deadline.timeout(self.timeout_s)
         try:
             return await asyncio.wait_for(asyncio.shield(pending.future), timeout)
         except asyncio.TimeoutError as exc:
             raise BackendTimeoutError(f"the causal LM did not finish within {timeout:.1f} s") from exc
+        finally:
+            pending.future.cancel()  # a job nobody waits for any more is dropped before its pass runs
 
     async def ready(self) -> bool:
         return True
@@ -97,7 +101,10 @@ class TransformersCausalLm:
 
     async def _run_pending(self) -> None:
         while self._pending:
-            batch, self._pending = self._pending, []
+            batch = [p for p in self._pending if not p.future.done()]
+            self._pending = []
+            if not batch:
+                continue
             try:
                 results = await self._blocking.run(self.score_jobs, [p.job for p in batch])
             except Exception as exc:  # every waiter of the batch sees the failure
