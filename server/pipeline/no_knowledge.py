@@ -1,37 +1,183 @@
-"""Detects claims that state no domain fact (planning, restating, meta talk, bare set-up)."""
+"""NO_KNOWLEDGE detection: claims that state no domain fact (definition and rules in docs/splitting.md).
+
+A claim is NO_KNOWLEDGE when all it does is restate the question, plan, talk
+about the reasoning itself, do arithmetic on the problem's own quantities, or
+state the conclusion. Everything else counts as knowledge and is judged: a
+doubtful claim is judged rather than hidden, because hiding knowledge inflates KI.
+"""
 
 from __future__ import annotations
 
+import functools
 import re
+from typing import Callable
 
-_META = re.compile(
-    r"^\s*(?:"
-    r"let(?:'s| us)\b|we (?:need|want|have) to\b|we are (?:asked|given|told)\b|i (?:need|will|'ll)\b|"
-    r"to (?:solve|answer|find|determine)\b|first,? (?:let|we|i)\b|now,? (?:let|we)\b|next,? (?:let|we)\b|"
-    r"(?:so|thus|therefore|hence),? the (?:final )?answer is\b|the (?:final |correct )?answer is\b|"
-    r"final answer\b|answer\s*:|in (?:summary|conclusion)\b|the question (?:asks|is asking)\b|"
-    r"(?:okay|ok|alright|hmm|wait)\b"
-    r")",
-    re.IGNORECASE,
+_I = re.IGNORECASE
+# Discourse openers and interjections carry nothing; what follows them decides.
+_OPENER = re.compile(
+    r"^(?:(?:okay|ok|alright|all right|right|hmm+|um+|uh+|wait|well|yes|yeah|no|so|now|then|next|first|firstly|"
+    r"second|secondly|third|finally|lastly|also|thus|therefore|hence|again|actually|oh|ah|great|good|"
+    r"in (?:summary|conclusion|short)|overall|to summari[sz]e|to conclude|that said)\b[\s,.:;!?-]*)+", _I)
+_CONCLUSION_START = re.compile(r"^(?:so|thus|therefore|hence|in (?:summary|conclusion)|overall|that means)\b", _I)
+_ANSWER = re.compile(
+    r"\b(?:the|my|our) (?:final |correct |best |right )?(?:answer|option|choice)\b|^final answer\b|^answer\s*[:：]"
+    r"|\\boxed|^(?:the )?answer is\b|^\(?[A-E]\)?[.:]?$|\bthe (?:most )?likely (?:diagnosis|cause|answer)\b"
+    r"|\bis (?:most )?likely\b", _I)
+_META = re.compile(r"^(?:that|this|it) (?:is|was|explains|fits|works|matches)\b(?:\W+\w+){0,4}\W*$", _I)
+_PLANNING = re.compile(
+    r"^(?:(?:recall|consider|remember|review|examine|identify|compare|evaluate|analy[sz]e|think about|look at|"
+    r"focus on|start with|begin with|compute|calculate|determine|find|check|note) (?:the|each|all|what|which|how|"
+    r"whether|if|our|its|their|this|these)\b|let'?s|let us|let me|let (?:[\w']+\W+){1,8}?(?:be|denote|represent)\b"
+    r"|i (?:need|want|have|will|am going)|i'll|we (?:need|want|have|must|should|will|can|are going)|we'll"
+    r"|to (?:find|solve|answer|determine|compute|calculate|figure|work|get|check|see)"
+    r"|(?:the )?(?:question|problem|task) (?:asks|is asking|is about|wants|says|gives|tells|is which|is what|is how)"
+    r"|(?:we|i) (?:are|am) (?:asked|given|told|looking)|i'm (?:asked|given|told|looking)"
+    r"|looking at (?:the|each) (?:options?|choices?)|(?:i'll|let me|we'll) (?:go|look|work) through"
+    r"|consider(?:ing)? each|i (?:think|believe|am (?:fairly |quite |pretty )?(?:sure|confident))"
+    r"|that (?:fits|makes sense|explains|is consistent|matches|works)|(?:that|this) (?:is|seems) (?:correct|right))",
+    _I)
+# Planning that still carries a statement: "recall that warfarin is ...", "we use the formula: A = ...".
+_ASSERTS = re.compile(r"\b(?:that|since|because|as) \w+(?:\W+\w+){0,6}?\W+(?:is|are|was|were|has|have|can|"
+                      r"causes?|inhibits?|blocks?)\b|\b(?:formula|theorem|rule|law|identity)\b|:\s*\S", _I)
+_RESTATE = re.compile(
+    r"^(?:the patient|this patient|the child|the woman|the man|the boy|the girl|the student|our patient"
+    r"|(?:we|you) (?:have|know|are told|are given)|given (?:that|are|is)|here,? we have"
+    r"|(?:he|she|they) (?:has|have|is|are|had|was|were|presents?|takes?|buys?|earns?|reads?|walks?|saves?|sells?)\b)",
+    _I)
+_GENERIC_SUBJECT = re.compile(r"^(?:an? |any |every |all |most )[a-z]", _I)
+_COPULA = re.compile(r"\s(?:is|are|was|were)\s", _I)
+# A worked computation: an operator or equals sign between numbers, or a percentage.
+_WORKED = re.compile(r"\d\)?\s*(?:[=+×÷*/^-]|\\times|\\div|\\cdot)\s*\(?-?\d|=\s*-?\d|\d\s*(?:%|percent)")
+# A formula over a general variable: "(n - 2) × 180", "n(n + 1)/2" (not an assignment such as "n = 8").
+_GENERAL_VARIABLE = re.compile(r"\b[nk]\s*[-+]\s*\d|\b[nk]\s*\(|\(\s*[nk]\b(?!\s*=)")
+_SYMBOLIC = re.compile(r"\b[a-zπ]\s*\^|\bπ\s*[a-z]\b|\b[a-z]\s*[×*·/]\s*[a-z]\b|\b[a-z]\([a-z]\)")
+_KNOWLEDGE_PHRASE = re.compile(
+    r"\b(?:associated with|caused by|due to|leads? to|results? (?:in|from)|points? to|consistent with|typical of|"
+    r"treatment of|most (?:common|frequent)|side effects?|risk of|in general|for (?:any|all)|exactly when|"
+    r"if and only if|by definition|equals? the|is the (?:sum|product|ratio|number|square|cube|power|quotient))\b", _I)
+_MATH_NOISE = re.compile(r"\\[A-Za-z]+|[\d.,]+|[=+\-*/×÷^()<>≤≥≈%$\\{}\[\]|!:;'\"`°]")
+_WORD = re.compile(r"[a-zπ][a-z'-]*|\d+")
+
+# Words without which the answer pattern, the knowledge phrases or a formula cannot match (cheap pre-checks).
+_ANSWER_HINTS = frozenset("answer option choice boxed likely".split())
+_PHRASE_HINTS = frozenset(
+    "associated caused due lead leads result results point points consistent typical treatment most side risk "
+    "general any all exactly if definition equal equals sum product ratio number square cube power quotient".split())
+_LETTER_VARIABLES = frozenset("abcdefghijklmnopqrstuvwxyz") | {"π"}
+# Single words that mark general knowledge rather than talk about this problem.
+KNOWLEDGE_WORDS = frozenset(
+    "formula theorem law rule lemma identity definition defined principle property always never usually typically "
+    "generally commonly classic classical characteristic hallmark pathognomonic cause causes caused because "
+    "mechanism responsible inhibit inhibits inhibitor blocks block antagonist antagonists agonist agonists "
+    "stimulate stimulates secrete secretes secreted produce produces metabolized metabolised excreted cleared "
+    "indicate indicates suggests suggest first-line contraindicated complication complications".split()
 )
-_ARITHMETIC = re.compile(r"^[\s\d.,+\-*/×÷=()%^$\\a-z]*$", re.IGNORECASE)
-_WORD = re.compile(r"[a-z0-9]+")
+CASE_WORDS = frozenset("answer option choice diagnosis this these it we he she his her they that here there x y n"
+                       .split())
+VERB_WORDS = frozenset("is are was were be been has have had can could may might must should will would does do did"
+                       .split())
+STOPWORDS = frozenset(
+    "a an the and or but if then than so of to in on at by for with from into onto over under about as is are was "
+    "were be been being am do does did has have had having it its this that these those there here he she they "
+    "them his her their we us our you your i me my not no yes can could may might must shall should will would "
+    "which who whom whose what when where why how all any each some such very also just only more most other "
+    "both either neither one two three same own out up down off again further once plus".split()
+)
+# Words that appear in worked arithmetic without adding any fact.
+ARITHMETIC_WORDS = frozenset(
+    "total sum left gives give get gets got makes make equals equal times plus minus divided multiplied "
+    "subtract subtracting add adding multiply multiplying divide dividing result results remaining number "
+    "numbers value values find found answer each per altogether together after before now first next then "
+    "therefore thus hence so compute computing calculate calculating check correct yes cost costs spend spends "
+    "spent pays paid earn earns earned needs need needed has have had buy buys bought sells sold amount "
+    "which yields means substituting substitute plugging simplifying simplify solving solve us "
+    "both sides side factor factors squared square root sqrt approximately about roughly".split()
+)
 
 
-def _content_words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if len(w) > 3}
+def _stem(word: str) -> str:
+    return word[:5] if word[0].isalpha() else word
+
+
+def _content(words: list[str]) -> list[str]:
+    return [_stem(w) for w in words if w not in STOPWORDS and (len(w) > 2 or w.isdigit())]
+
+
+def _verbless(words: list[str]) -> bool:
+    return not any(w in VERB_WORDS or (len(w) > 4 and w.endswith(("es", "ed")) and not w.endswith("ss"))
+                   or (len(w) > 3 and w[-1] == "s" and w[-2] not in "siu") for w in words)
+
+
+def _arithmetic(text: str, words: list[str], question_words: frozenset[str]) -> bool:
+    """Worked arithmetic on the problem's quantities: numbers and operators, few words beyond the question's."""
+    if not _WORKED.search(text) or (("n" in words or "k" in words) and _GENERAL_VARIABLE.search(text)):
+        return False
+    words = [w for w in _WORD.findall(_MATH_NOISE.sub(" ", text).lower()) if w not in STOPWORDS and len(w) > 1]
+    return sum(1 for w in words if w not in ARITHMETIC_WORDS and _stem(w) not in question_words) <= 2
+
+
+def _subject_from_question(text: str, question_words: frozenset[str]) -> bool:
+    """'the main route is renal excretion': the thing named before 'is' comes from the question."""
+    m = _COPULA.search(text)
+    if not m or not question_words:
+        return False
+    words = _content(_WORD.findall(text[:m.start()].lower()))
+    return bool(words) and all(w in question_words for w in words)
+
+
+class NoKnowledgeDetector:
+    """Labels claims NO_KNOWLEDGE by written rules.
+
+    restate_coverage: share of a claim's content words found in the question at
+    or above which the claim is a restatement of the question.
+    """
+
+    def __init__(self, restate_coverage: float = 0.75):
+        self.restate_coverage = restate_coverage
+
+    def for_question(self, question: str = "") -> Callable[[str], bool]:
+        """A labeller for the claims of one chain (the question's words are prepared once)."""
+        return functools.partial(self.is_no_knowledge, question_words=question_words(question))
+
+    def is_no_knowledge(self, claim: str, question_words: frozenset[str] = frozenset()) -> bool:
+        rest = _OPENER.sub("", claim.strip()).strip()
+        words = _WORD.findall(rest.lower())
+        if not words:
+            return True  # only interjections, markup or punctuation
+        if (not _ANSWER_HINTS.isdisjoint(words) or len(words) < 3) and _ANSWER.search(rest) or _META.match(rest):
+            return True
+        knowledge = not KNOWLEDGE_WORDS.isdisjoint(words) or (
+            not _PHRASE_HINTS.isdisjoint(words) and bool(_KNOWLEDGE_PHRASE.search(rest)))
+        if _CONCLUSION_START.match(claim.lstrip()) and not knowledge and (
+                not CASE_WORDS.isdisjoint(words) or any(c.isdigit() or c == "=" for c in rest)
+                or _subject_from_question(rest, question_words)):
+            return True
+        if _PLANNING.match(rest) and not _ASSERTS.search(rest):
+            return True
+        if knowledge or _GENERIC_SUBJECT.match(rest):
+            return False
+        if any(c.isdigit() for c in rest) and _arithmetic(rest, words, question_words):
+            return True
+        if not _LETTER_VARIABLES.isdisjoint(words) and _SYMBOLIC.search(rest):
+            return False  # a formula in variables ("π r^2 h") states a general rule
+        content = _content(words)
+        if not content:
+            return True
+        covered = sum(1 for w in content if w in question_words) / len(content)
+        if _RESTATE.match(rest) or _verbless(words):
+            return covered >= self.restate_coverage / 2  # a restating opener or a verbless list of findings
+        return covered >= self.restate_coverage
+
+
+@functools.lru_cache(maxsize=256)
+def question_words(question: str) -> frozenset[str]:
+    """The stemmed content words of a question."""
+    return frozenset(_content(_WORD.findall(question.lower())))
+
+
+_DEFAULT = NoKnowledgeDetector()
 
 
 def is_no_knowledge(claim: str, question: str = "") -> bool:
-    """True when the claim states no domain fact."""
-    text = claim.strip()
-    if not text or _META.match(text):
-        return True
-    letters = sum(ch.isalpha() for ch in text)
-    if _ARITHMETIC.match(text) and letters <= 3:
-        return True
-    if question:
-        words = _content_words(text)
-        if words and len(words & _content_words(question)) / len(words) >= 0.9:
-            return True
-    return False
+    """True when the claim states no domain fact (restating, planning, meta talk, arithmetic, conclusion)."""
+    return _DEFAULT.is_no_knowledge(claim, question_words(question))

@@ -1,30 +1,98 @@
-"""Rule-based step splitter and claim extractor (the embedded default).
+"""Rule-based step splitter (the embedded default): think blocks, paragraphs, list items, run-on sentences.
 
 Every step and claim is a [start, end) span of the chain text with no leading
 or trailing whitespace; steps never overlap and together cover every
-non-whitespace character of the chain.
+non-whitespace character of the chain. Splitting is idempotent: splitting the
+text of any output step gives back that one step. The rules are documented in
+docs/splitting.md.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 from typing import Sequence
 
-from .no_knowledge import is_no_knowledge
+from .claims import claim_spans
+from .no_knowledge import NoKnowledgeDetector
 from .types import Claim, SplitResult, Step
 
-SPLITTER_NAME = "rules/1"
+SPLITTER_NAME = "rules/2"
+# A paragraph is a run-on (one step per sentence unit) when its units weigh more than RUN_ON_WEIGHT:
+# each unit weighs 1, a unit opening with a step cue ("Next, ...") 1 + CUE_WEIGHT, a weak start ("This ...") 0.
+RUN_ON_WEIGHT = 7
+CUE_WEIGHT = 3
 
-_BLANK_LINE = re.compile(r"\n[ \t]*\n\s*")
-_LINE_START_MARKER = re.compile(
-    r"^[ \t]*(?:#{1,6}\s|[-*•]\s|\d{1,3}[.)]\s|\(?[a-zA-Z][.)]\s|step\s*\d+\s*[:.)]|final answer|answer\s*:)",
-    re.IGNORECASE,
+# Spans where no boundary may fall: code, display math, inline math.
+_REGION = re.compile(
+    r"(?P<code>```.*?(?:```|\Z)|~~~.*?(?:~~~|\Z))"
+    r"|(?P<display>\$\$.+?\$\$|\\\[.+?\\\]|\\begin\{(?P<env>[A-Za-z*]+)\}.*?\\end\{(?P=env)\})"
+    r"|\\\(.+?\\\)"
+    r"|(?<![\\$])\$(?=[^\s$])[^$\n]{0,300}?(?<=[^\s\\$])\$(?!\d)"
+    r"|`[^`\n]+`",
+    re.DOTALL,
 )
-_ABBREVIATIONS = {
-    "e.g", "i.e", "dr", "mr", "mrs", "ms", "prof", "vs", "etc", "al", "fig", "approx", "no", "st", "inc",
-    "cf", "resp", "min", "max", "eq", "vol", "ca", "mg", "ml", "kg",
-}
-_SENTENCE_END = re.compile(r"[.!?](?:[\"')\]]*)(?=\s+)")
+_BLANK = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)*")
+_TAG = re.compile(r"<think>|</think>|(?m:^[ \t]*(?:-{3,}|\*{3,}|_{3,}|={3,})[ \t]*$)", re.IGNORECASE)
+# Section starts: headings, bold labels, "Step k", answer lines. List items start steps only in a list paragraph.
+_SECTION = r"[ \t]*(?:#{1,6}[ \t]|\*\*\S|__\S|step[ \t]*\d{1,3}\b|(?:final[ \t]+)?answer[ \t]*[:：]|final[ \t]+answer\b)"
+_LIST = r"[ \t]*(?:[-*+•][ \t]|\(?\d{1,3}[.)][ \t]|\(?[A-Za-z][.)][ \t])"
+_ITEM_START = re.compile(rf"(?mi:^(?:(?P<section>(?={_SECTION}))|(?={_LIST})))")
+# "Step k:" inside a line (after text, not after a heading or list marker) also starts a step.
+_INLINE_STEP = re.compile(r"Step \d{1,3}:")
+_HEADING = re.compile(r"[ \t]*(?:#{1,6}[ \t].*|\*\*[^*\n]+\*\*[ \t]*:?|__[^_\n]+__[ \t]*:?"
+                      r"|(?:\*\*)?step[ \t]*\d{1,3}\b[^\n]{0,60}(?<![.!?]))[ \t]*", re.IGNORECASE)
+# Sentence ends (punctuation followed by whitespace) and line breaks: candidate unit boundaries.
+_CUT = re.compile(r"[.!?…]+[\"'”’)\]*_]*(?=\s)|\n")
+_TOKEN_BEFORE = re.compile(r"(\S+)$")
+_LIST_LABEL = re.compile(r"\(?(?:\d{1,3}|[A-Za-z])\)?")
+_DOTTED = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]")
+ABBREVIATIONS = frozenset({
+    "e.g", "i.e", "eg", "ie", "dr", "mr", "mrs", "ms", "prof", "vs", "al", "fig", "figs", "approx", "cf", "resp",
+    "eq", "eqs", "vol", "ca", "st", "jr", "sr", "inc", "ltd", "dept", "viz", "ref", "refs", "sec", "ch", "pp",
+    "no", "nos", "esp",
+})
+_NO_CUT_NEXT = frozenset(",;:.!?)]}=+/<>|&^")
+# Sentence starters that begin a new unit even after a formula or a number with no full stop ("... = 49 However, ...").
+_CUE = re.compile(r"(?<=\s)[A-Z][a-z']+\b")
+CUE_WORDS = frozenset(
+    "However Therefore Thus Hence So Since First Second Third Fourth Fifth Next Now Finally Then Let Let's We If "
+    "For To Substituting Using Given Consider Considering Case Note Similarly Additionally Also Because After "
+    "Solving Simplifying Combining Calculating This The These In".split()
+)
+_STEP_CUE = re.compile(r"(?:\*\*)?(?:Next|Now|Finally|Lastly|Step \d)\b")
+# Units that rarely open a step (they continue the one before): they do not count towards a run-on.
+_WEAK_START = re.compile(r"[-*•] |\\\(|\$|(?:This|These|There|Here|Specifically|Each|Then|But|Hence)\b")
+_ENUM_CUES = frozenset(("First", "Second", "Third", "Fourth", "Fifth", "Next", "Finally", "Case"))
+_CUE_AFTER = frozenset(")]}$")
+_NO_CUT_AFTER_LINE = frozenset(":,;([{=+-*/\\&^")
+_DISPLAY_OPEN = ("\\[", "$$", "\\begin")
+_NOT_BEFORE_INLINE_STEP = frozenset(" \t\n\r#*_>+•-")
+
+PARA, ITEM, TITLE, OPEN, CLOSE, LIST = range(6)
+
+
+class Regions:
+    """Sorted, non-overlapping protected spans of a text (code, math)."""
+
+    __slots__ = ("starts", "ends", "display_ends")
+
+    def __init__(self, text: str):
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.display_ends: list[int] = []
+        if "$" not in text and "\\" not in text and "`" not in text and "~~~" not in text:
+            return
+        for m in _REGION.finditer(text):
+            self.starts.append(m.start())
+            self.ends.append(m.end())
+            if m.group("display"):
+                self.display_ends.append(m.end())
+
+    def inside(self, pos: int) -> bool:
+        """Whether a cut at pos would fall strictly inside a protected span."""
+        i = bisect.bisect_right(self.starts, pos - 1) - 1
+        return i >= 0 and self.ends[i] > pos
 
 
 def _trim(text: str, start: int, end: int) -> tuple[int, int]:
@@ -35,86 +103,285 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def sentence_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
-    """Sentence boundaries inside text[start:end], conservative around abbreviations and decimals."""
+def _skip_space(text: str, pos: int, end: int) -> int:
+    while pos < end and text[pos].isspace():
+        pos += 1
+    return pos
+
+
+def _is_abbreviation(text: str, unit_start: int, dot: int, next_char: str) -> bool:
+    """Whether the '.' at dot ends an abbreviation or a list label rather than a sentence."""
+    if unit_start < dot and _LIST_LABEL.fullmatch(text, unit_start, dot):
+        return True  # "1. First ..." or "A. Metformin" at the start of a unit
+    m = _TOKEN_BEFORE.search(text, max(unit_start, dot - 24), dot)
+    if not m:
+        return False
+    word = m.group(1).lstrip("([\"'“‘*_")
+    low = word.lower()
+    if low in ABBREVIATIONS:
+        return low not in ("no", "nos") or next_char.isdigit()
+    return bool(_DOTTED.fullmatch(word))
+
+
+def _punct_cut(text: str, m: re.Match, unit_start: int, end: int) -> int | None:
+    """Start of the next unit when the sentence punctuation in m ends a unit, else None."""
+    nxt = _skip_space(text, m.end(), end)
+    if nxt >= end:
+        return None
+    c = text[nxt]
+    if c.islower() or c in _NO_CUT_NEXT or not _opens_unit(text, nxt):
+        return None
+    punct = m.group()
+    if punct[0] == "!" and not c.isupper():
+        return None  # factorials: "5! = 120"
+    if punct[0] == "." and len(punct.rstrip("\"'”’)]*_")) == 1 and _is_abbreviation(text, unit_start, m.start(), c):
+        return None
+    return nxt
+
+
+def _opens_unit(text: str, pos: int) -> bool:
+    """Whether a unit may start at pos: not an operator, not an equation (it belongs to the text before it)."""
+    c = text[pos]
+    if c == "*":
+        return text.startswith("**", pos)
+    if c == "-":
+        return text.startswith("- ", pos)
+    if c == "\\" or c == "$":
+        return not text.startswith(_DISPLAY_OPEN, pos)
+    return True
+
+
+def _cue_cut(text: str, m: re.Match, unit_start: int) -> int | None:
+    """A capitalised sentence starter right after a formula, a number or a colon starts a new unit."""
+    prev = m.start() - 1
+    while prev > unit_start and text[prev].isspace():
+        prev -= 1
+    if prev <= unit_start:
+        return None
+    c = text[prev]
+    if c in _CUE_AFTER or c.isdigit() or (c == ":" and m.group() in _ENUM_CUES):
+        return m.start()
+    return None
+
+
+def _line_cut(text: str, nl: int, unit_start: int, end: int) -> int | None:
+    """Start of the next unit when the line break at nl ends a unit, else None."""
+    prev = nl - 1
+    while prev >= unit_start and text[prev] in " \t":
+        prev -= 1
+    nxt = _skip_space(text, nl + 1, end)
+    if prev < unit_start or nxt >= end:
+        return None
+    c = text[nxt]
+    bold_end = text[prev] == "*" and prev > unit_start and text[prev - 1] == "*"
+    if (text[prev] in _NO_CUT_AFTER_LINE and not bold_end) or c.islower() or c in _NO_CUT_NEXT \
+            or not _opens_unit(text, nxt):
+        return None
+    if text.startswith(_DISPLAY_OPEN, nxt):
+        return None  # an equation on its own line continues the sentence that introduces it
+    return nxt
+
+
+def unit_spans(text: str, start: int, end: int, regions: Regions) -> list[tuple[int, int]]:
+    """Sentence units of text[start:end]: sentences, lines that end a statement, display-math ends."""
+    candidates: list[tuple[int, int, re.Match | None]] = []
+    for m in _CUT.finditer(text, start, end):
+        if not regions.inside(m.start()):
+            candidates.append((m.end(), 0, m))
+    for m in _CUE.finditer(text, start, end):
+        if m.group() in CUE_WORDS and not regions.inside(m.start()):
+            candidates.append((m.start(), 2, m))
+    if regions.display_ends:
+        candidates.extend((r, 1, None) for r in _display_cuts_raw(regions, start, end))
+    candidates.sort(key=lambda c: c[0])
     spans: list[tuple[int, int]] = []
-    cursor = start
-    for match in _SENTENCE_END.finditer(text, start, end):
-        cut = match.end()
-        word = re.search(r"([A-Za-z][A-Za-z.]*)\.$", text[max(cursor, cut - 12):match.start() + 1])
-        if word and (word.group(1).lower().rstrip(".") in _ABBREVIATIONS or len(word.group(1)) == 1):
+    unit_start = _skip_space(text, start, end)
+    for cut, kind, m in candidates:
+        if cut <= unit_start:
             continue
-        nxt = cut
-        while nxt < end and text[nxt].isspace():
-            nxt += 1
-        if nxt < end and text[nxt].islower():
+        if kind == 1:
+            nxt = _after_display(text, cut, end)
+        elif kind == 2:
+            nxt = _cue_cut(text, m, unit_start)
+        elif m.group() == "\n":
+            nxt = _line_cut(text, m.start(), unit_start, end)
+        else:
+            nxt = _punct_cut(text, m, unit_start, end)
+        if nxt is None:
             continue
-        s, e = _trim(text, cursor, cut)
+        s, e = _trim(text, unit_start, cut)
         if e > s:
             spans.append((s, e))
-        cursor = cut
-    s, e = _trim(text, cursor, end)
+        unit_start = nxt
+    s, e = _trim(text, unit_start, end)
     if e > s:
         spans.append((s, e))
     return spans
 
 
-def _block_spans(text: str) -> list[tuple[int, int]]:
-    """Paragraphs (blank-line separated), then list items / step markers on their own lines."""
-    blocks: list[tuple[int, int]] = []
-    cursor = 0
-    for match in list(_BLANK_LINE.finditer(text)) + [None]:
-        stop = match.start() if match else len(text)
-        blocks.extend(_line_items(text, cursor, stop))
-        cursor = match.end() if match else len(text)
-    return [span for span in (_trim(text, s, e) for s, e in blocks) if span[1] > span[0]]
+def _display_cuts_raw(regions: Regions, start: int, end: int) -> list[int]:
+    lo = bisect.bisect_right(regions.display_ends, start)
+    hi = bisect.bisect_left(regions.display_ends, end)
+    return regions.display_ends[lo:hi]
 
 
-def _line_items(text: str, start: int, end: int) -> list[tuple[int, int]]:
-    items: list[tuple[int, int]] = []
-    item_start = start
-    pos = start
-    for line in text[start:end].splitlines(keepends=True):
-        if pos > item_start and _LINE_START_MARKER.match(line):
-            items.append((item_start, pos))
-            item_start = pos
-        pos += len(line)
-    items.append((item_start, end))
-    return items
+def _after_display(text: str, r: int, end: int) -> int | None:
+    if not text[r].isspace():
+        return None
+    nxt = _skip_space(text, r, end)
+    if nxt >= end or text[nxt].islower() or text[nxt] in _NO_CUT_NEXT or not _opens_unit(text, nxt):
+        return None
+    return nxt
+
+
+def sentence_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Sentence boundaries inside text[start:end], conservative around abbreviations, decimals and math."""
+    return unit_spans(text, start, end, Regions(text))
+
+
+def _blocks(text: str, regions: Regions) -> list[list[int]]:
+    """Paragraphs, list items and think tags as [start, end, kind], in text order."""
+    events: list[tuple[int, int, int, int]] = []  # (position, order, end, kind)
+    for m in _BLANK.finditer(text):
+        if not regions.inside(m.start()):
+            events.append((m.start(), 0, m.end(), -1))
+    if "<" in text or "--" in text or "**" in text or "__" in text or "==" in text:
+        for m in _TAG.finditer(text):
+            if not regions.inside(m.start()):
+                kind = CLOSE if not m.group().lower().startswith("<think") else OPEN
+                events.append((m.start(), 1, m.end(), kind))
+    for m in _ITEM_START.finditer(text):
+        if not regions.inside(m.start()):
+            events.append((m.start(), 2, m.start(), ITEM if m.group("section") is not None else LIST))
+    if "Step " in text:
+        for m in _INLINE_STEP.finditer(text):
+            pos = m.start() - 2 if text.startswith("**", m.start() - 2) else m.start()
+            if pos >= 2 and text[pos - 1] in " \t" and text[pos - 2] not in _NOT_BEFORE_INLINE_STEP \
+                    and not regions.inside(pos):
+                events.append((pos, 2, pos, ITEM))
+    events.sort()
+    blocks: list[list[int]] = []
+    cursor, kind = 0, PARA
+    for pos, _, stop, ev_kind in events:
+        if pos < cursor:
+            continue  # inside a tag or separator already consumed
+        if ev_kind == LIST and kind != LIST and text[cursor:pos].strip():
+            continue  # a list inside a paragraph or section belongs to the text that introduces it
+        _add_block(blocks, text, cursor, pos, kind)
+        if ev_kind in (OPEN, CLOSE):
+            blocks.append([pos, stop, ev_kind])
+            cursor, kind = stop, PARA
+        elif ev_kind in (ITEM, LIST):
+            cursor, kind = pos, ev_kind
+        else:
+            cursor, kind = stop, PARA
+    _add_block(blocks, text, cursor, len(text), kind)
+    return blocks
+
+
+def _add_block(blocks: list[list[int]], text: str, start: int, end: int, kind: int) -> None:
+    s, e = _trim(text, start, end)
+    if e <= s:
+        return
+    if kind == ITEM and "\n" not in text[s:e] and _HEADING.fullmatch(text, s, e):
+        kind = TITLE
+    blocks.append([s, e, ITEM if kind == LIST else kind])
+
+
+def _attach(units: list[list[int]]) -> list[list[int]]:
+    """Glues markup to content: closing tags to the unit before, titles and opening tags to the unit after."""
+    closed: list[list[int]] = []
+    for u in units:
+        if u[2] == CLOSE and closed:
+            closed[-1][1] = u[1]
+        else:
+            closed.append([u[0], u[1], OPEN if u[2] == CLOSE else u[2]])
+    titled: list[list[int]] = []
+    for i, u in enumerate(closed):
+        if titled and titled[-1][2] == TITLE and u[2] == PARA and closed[i - 1] is titled[-1]:
+            titled[-1][1:] = [u[1], PARA]
+        else:
+            titled.append(u)
+    out: list[list[int]] = []
+    pending: int | None = None
+    for u in titled:
+        if u[2] == OPEN:
+            pending = u[0] if pending is None else pending
+            continue
+        if pending is not None:
+            u[0], pending = pending, None
+        out.append(u)
+    if pending is not None:
+        if out:
+            out[-1][1] = titled[-1][1]
+        else:
+            out.append([pending, titled[-1][1], PARA])
+    return out
 
 
 class RuleSplitter:
-    """Splits free text into steps; one claim per sentence of a step."""
+    """Splits free text into steps and claims with rules; needs no model and no network."""
 
     name = SPLITTER_NAME
 
-    def __init__(self, max_sentences_per_step: int = 1):
-        self.max_sentences_per_step = max_sentences_per_step
+    def __init__(self, run_on_weight: int = RUN_ON_WEIGHT, cue_weight: int = CUE_WEIGHT,
+                 detector: NoKnowledgeDetector | None = None):
+        self.run_on_weight = run_on_weight
+        self.cue_weight = cue_weight
+        self.detector = detector or NoKnowledgeDetector()
+
+    def step_spans(self, text: str, regions: Regions | None = None) -> list[tuple[int, int]]:
+        """The [start, end) spans of the steps of text."""
+        return self._layout(text, regions or Regions(text), {})
+
+    def _layout(self, text: str, regions: Regions, known_units: dict) -> list[tuple[int, int]]:
+        """Step spans; known_units receives the sentence units of paragraph steps (saves recomputing them)."""
+        units: list[list[int]] = []
+        for s, e, kind in _blocks(text, regions):
+            if kind == PARA:
+                spans = unit_spans(text, s, e, regions)
+                if self._weight(text, spans) > self.run_on_weight:
+                    units.extend([a, b, PARA] for a, b in spans)
+                    known_units.update(((a, b), [(a, b)]) for a, b in spans)
+                    continue
+                known_units[(s, e)] = spans
+            units.append([s, e, kind])
+        return [(s, e) for s, e, _ in _attach(units)]
+
+    def _weight(self, text: str, spans: list[tuple[int, int]]) -> int:
+        """How strongly a paragraph's sentence units look like separate steps."""
+        weight = 1
+        for a, _ in spans[1:]:
+            if _STEP_CUE.match(text, a):
+                weight += 1 + self.cue_weight
+            elif not _WEAK_START.match(text, a):
+                weight += 1
+        return weight
 
     def split(self, text: str, question: str = "") -> SplitResult:
-        spans: list[tuple[int, int]] = []
-        for start, end in _block_spans(text):
-            block = text[start:end]
-            if "\n" in block.strip() or _LINE_START_MARKER.match(block):
-                spans.append((start, end))
-            else:
-                spans.extend(sentence_spans(text, start, end))
-        steps = [self._step(text, i, s, e, question) for i, (s, e) in enumerate(spans)]
-        return SplitResult(text, tuple(steps), self.name)
+        regions = Regions(text)
+        known_units: dict = {}
+        spans = self._layout(text, regions, known_units)
+        return SplitResult(text, self.steps(text, spans, question, regions, known_units), self.name)
 
     def split_steps(self, steps: Sequence[str], question: str = "") -> SplitResult:
         text = "\n".join(steps)
-        out: list[Step] = []
+        spans: list[tuple[int, int]] = []
         offset = 0
-        for i, raw in enumerate(steps):
-            s, e = _trim(text, offset, offset + len(raw))
-            out.append(self._step(text, i, s, e, question))
+        for raw in steps:
+            spans.append(_trim(text, offset, offset + len(raw)))
             offset += len(raw) + 1
-        return SplitResult(text, tuple(out), self.name)
+        return SplitResult(text, self.steps(text, spans, question, Regions(text)), self.name)
 
-    def _step(self, text: str, index: int, start: int, end: int, question: str) -> Step:
-        claims = tuple(
-            Claim(text[s:e], s, e, is_no_knowledge(text[s:e], question))
-            for s, e in sentence_spans(text, start, end)
-        )
-        return Step(index, text[start:end], start, end, claims, all(c.no_knowledge for c in claims))
+    def steps(self, text: str, spans: Sequence[tuple[int, int]], question: str = "",
+              regions: Regions | None = None, known_units: dict | None = None) -> tuple[Step, ...]:
+        """Steps over the given spans, with claims and NO_KNOWLEDGE labels."""
+        regions = regions or Regions(text)
+        known_units = known_units or {}
+        judge = self.detector.for_question(question)
+        out = []
+        for index, (start, end) in enumerate(spans):
+            units = known_units.get((start, end)) or unit_spans(text, start, end, regions)
+            claims = tuple(Claim(text[s:e], s, e, judge(text[s:e])) for s, e in claim_spans(text, units, regions))
+            out.append(Step(index, text[start:end], start, end, claims, all(c.no_knowledge for c in claims)))
+        return tuple(out)

@@ -1,0 +1,129 @@
+"""Atomic claims inside a step: sentence units without markup, coordinated statements split where safe.
+
+A claim is always a span of the chain text (never rewritten), so its offsets
+point at exactly what the auditor reads.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol, Sequence
+
+_LEAD = re.compile(
+    r"(?:</?think>|#{1,6}(?=\s)|[-*+•](?=\s)|\(?\d{1,3}[.)](?=\s)|\(?[A-Za-z][.)](?=\s)|\*\*|__|>(?=\s)"
+    r"|(?:step|part|case)\s*\d{1,3}\s*[:.)\-–]|\s)+",
+    re.IGNORECASE,
+)
+_TRAIL = re.compile(r"(?:\*\*|__|</?think>|\s)+$", re.IGNORECASE)
+_HEADING_LINE = re.compile(r"[ \t]*(?:#{1,6}[ \t][^\n]*|\*\*[^*\n]+\*\*[ \t]*:?|__[^_\n]+__[ \t]*:?)[ \t]*")
+_ALNUM = re.compile(r"\w")
+_CONJ = re.compile(r"(?P<comma>,)?\s+(?P<word>and|but|whereas|while)\s+|(?P<semi>;)\s+|,\s+(?P<so>so|yet)\s+")
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
+
+AUXILIARIES = frozenset(
+    "is are was were be been has have had can cannot could may might must shall should will would does do did "
+    "isn't aren't wasn't weren't hasn't haven't doesn't don't didn't can't won't shouldn't".split()
+)
+# Third-person verbs common in medical and math reasoning (a small closed list keeps the split safe).
+VERBS = frozenset(
+    "acts activates affects appears becomes binds blocks carries causes clears contains converts crosses "
+    "decreases depends destroys drains enhances enters equals excretes forms gives happens has impairs implies "
+    "improves includes increases indicates induces infects inhibits innervates involves kills lacks leads "
+    "lies lowers makes means mediates metabolizes needs occurs prevents produces promotes protects raises "
+    "reduces regulates releases remains requires results reverses secretes shows spreads stimulates suggests "
+    "supplies suppresses takes targets transmits travels treats triggers uses works worsens yields".split()
+)
+_ADVERBS = frozenset("also often usually mainly mostly primarily typically then not only still rarely commonly "
+                     "generally frequently directly thus therefore".split())
+_CLAUSE_HEADS = frozenset("it they this that these those he she we its their there".split())
+
+
+class _Regions(Protocol):
+    def inside(self, pos: int) -> bool: ...
+
+
+def _finite_verb(word: str) -> bool:
+    w = word.lower()
+    return w in AUXILIARIES or w in VERBS or (len(w) > 5 and w.endswith(("izes", "ises", "ifies")))
+
+
+def _has_verb(text: str) -> bool:
+    return any(_finite_verb(w) for w in _WORD.findall(text))
+
+
+def _starts_predicate(words: list[str]) -> bool:
+    """Whether words begin a verb phrase ("is renally cleared", "also lowers ...")."""
+    for w in words[:3]:
+        if _finite_verb(w):
+            return True
+        if w.lower() not in _ADVERBS:
+            return False
+    return False
+
+
+def _starts_clause(words: list[str]) -> bool:
+    """Whether words begin a clause with its own subject ("insulin raises uptake")."""
+    if len(words) < 2 or _finite_verb(words[0]):
+        return False
+    if words[0].lower() in _CLAUSE_HEADS:
+        return _finite_verb(words[1]) or (len(words) > 2 and _finite_verb(words[2]))
+    return any(_finite_verb(w) for w in words[1:4])
+
+
+def _depth_ok(text: str, start: int, pos: int) -> bool:
+    """No unclosed bracket between start and pos (never split inside parentheses)."""
+    depth = 0
+    for ch in text[start:pos]:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}" and depth:
+            depth -= 1
+    return depth == 0
+
+
+def split_coordination(text: str, start: int, end: int, regions: _Regions) -> list[tuple[int, int]]:
+    """Splits "X inhibits Y and is renally cleared" into two spans; leaves "X and Y are ..." whole."""
+    if end - start < 20:
+        return [(start, end)]
+    spans: list[tuple[int, int]] = []
+    cursor = start
+    for m in _CONJ.finditer(text, start, end):
+        if regions.inside(m.start()) or not _depth_ok(text, cursor, m.start()):
+            continue
+        left = text[cursor:m.start()]
+        right_words = _WORD.findall(text[m.end():min(end, m.end() + 80)])
+        if len(_WORD.findall(left)) < 2 or len(right_words) < 2 or not _has_verb(left):
+            continue
+        clause_ok = bool(m.group("comma") or m.group("semi") or m.group("so") or m.group("word") in ("but", "whereas"))
+        if not (_starts_predicate(right_words) or (clause_ok and _starts_clause(right_words))):
+            continue
+        spans.append((cursor, m.start()))
+        cursor = m.end()
+    spans.append((cursor, end))
+    return spans
+
+
+def _strip_markup(text: str, start: int, end: int) -> tuple[int, int]:
+    m = _LEAD.match(text, start, end)
+    if m:
+        start = m.end()
+    m = _TRAIL.search(text, start, end)
+    if m:
+        end = m.start()
+    return start, end
+
+
+def claim_spans(text: str, units: Sequence[tuple[int, int]], regions: _Regions) -> list[tuple[int, int]]:
+    """Claims of a step given its sentence units: markup stripped, headings dropped, coordination split."""
+    out: list[tuple[int, int]] = []
+    for s, e in units:
+        if _HEADING_LINE.fullmatch(text, s, e):
+            continue
+        s, e = _strip_markup(text, s, e)
+        if e <= s or not _ALNUM.search(text, s, e):
+            continue
+        for a, b in split_coordination(text, s, e, regions):
+            a, b = _strip_markup(text, a, b)
+            if b > a and _ALNUM.search(text, a, b):
+                out.append((a, b))
+    return out
