@@ -1,96 +1,262 @@
-"""Building a knowledge base directory atomically (temp dir + rename)."""
+"""Building and extending a knowledge base: chunk, de-duplicate, embed (cached), index, publish atomically."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import uuid
+import sys
+import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
-from tqdm import tqdm
-
-from .index import INDEX_NAME, build_flat, save_index
-from .ingest import Document, chunk_documents
-from .manifest import Manifest, sha256_file
-from .store import STORE_NAME, Fact, write_store
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+from .chunking import ChunkSpec, chunk_spans, embed_input, embed_key, lead, text_key
+from .errors import KnowledgeBaseMismatchError
+from .index import INDEX_NAME, add_vectors, choose_family, index_params, load_index, new_index, save_index
+from .ingest import Document
+from .layout import (MANIFEST_NAME, check_output_dir, current_version, is_kb, new_staging_dir, next_version_name,
+                     publish, remove_stale_staging, writer_lock)
+from .lexical import BM25_DIR, build_bm25
+from .manifest import FileEntry, Manifest
+from .store import STORE_NAME, Fact, NewFact, StoreWriter, embed_key_rows
+from .vectors import VECTORS_NAME, EmbeddingCache, VectorWriter, open_vectors
 
 
-def publish(tmp_dir: Path, out_dir: Path) -> None:
-    """Moves a finished build into place; a previous KB there is replaced whole."""
-    out_dir = Path(out_dir)
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(out_dir, old)
-    os.replace(tmp_dir, out_dir)
-    _fsync_dir(out_dir.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+@dataclass(frozen=True)
+class BuildOptions:
+    index: str = "auto"
+    """Index family: flat, hnsw, ivfpq, or auto (by size)."""
+    index_params: dict = field(default_factory=dict)
+    """Family parameter overrides (M, efConstruction, efSearch, nlist, m, nbits, nprobe, refine_k)."""
+    bm25: bool = True
+    """Build the BM25 index (needed for bm25 and hybrid retrieval)."""
+    keep_versions: int = 2
+    """Published versions kept on disk (servers may still serve the previous one)."""
+    batch_facts: int = 2048
+    """Facts embedded per batch (the encoder sorts each batch by length)."""
 
 
-def build_kb(
-    docs: Iterable[Document],
-    out_dir: Path,
-    embedder,
-    *,
-    chunk_chars: int = 500,
-    build_options: dict | None = None,
-    progress: bool = True,
-) -> Manifest:
-    """Chunks, embeds and indexes documents into out_dir; nothing is half-written on failure."""
+@dataclass
+class _Stats:
+    documents: int = 0
+    facts: int = 0
+    duplicates_dropped: int = 0
+    embedded: int = 0
+    reused: int = 0
+    embed_s: float = 0.0
+
+
+class _Progress:
+    """A tqdm bar of facts on stderr plus one line per stage (quiet when progress is off)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+
+    def stage(self, message: str) -> None:
+        if self.enabled:
+            print(f"kgverify kb: {message}", file=sys.stderr, flush=True)
+
+    def start(self, desc: str):
+        from tqdm import tqdm
+
+        self.bar = tqdm(desc=desc, unit="fact", disable=not self.enabled, file=sys.stderr, mininterval=0.5)
+
+    def update(self, n: int, **postfix) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            self.bar.set_postfix(postfix, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _ingest(docs: Iterable[Document], spec: ChunkSpec, store: StoreWriter, vectors: VectorWriter,
+            cache: EmbeddingCache, embedder, options: BuildOptions, progress: _Progress) -> _Stats:
+    """Streams documents into the store and vector file; duplicate facts are dropped, ids kept unique."""
+    stats = _Stats()
+    seen = store.text_keys()
+    counts: dict[str, int] = {}
+    appending = store.rows > 0
+    pending: list[NewFact] = []
+
+    def flush() -> None:
+        start = time.perf_counter()
+        vecs, embedded = cache.embed([p.embed_text for p in pending], [p.embed_key for p in pending],
+                                     embedder.encode, embedder.dim)
+        stats.embed_s += time.perf_counter() - start
+        vectors.append(vecs)
+        store.add_facts(pending)
+        stats.facts += len(pending)
+        stats.embedded += embedded
+        stats.reused += len(pending) - embedded
+        progress.update(len(pending), docs=stats.documents, embedded=stats.embedded, reused=stats.reused)
+        pending.clear()
+
+    progress.start("facts")
+    for doc in docs:
+        spans = chunk_spans(doc.text, spec)
+        if not spans:
+            continue
+        stats.documents += 1
+        context = lead(doc.text, spec)
+        docno = store.add_document(doc.doc_id, context)
+        if doc.doc_id not in counts and appending:
+            counts.update(store.chunk_counts([doc.doc_id]))
+        first = counts.get(doc.doc_id, 0)
+        counts[doc.doc_id] = first + len(spans)
+        for k, (s, e) in enumerate(spans):
+            text = doc.text[s:e]
+            key = text_key(text)
+            if key in seen:
+                stats.duplicates_dropped += 1
+                continue
+            seen.add(key)
+            fact_id = doc.doc_id if len(spans) == 1 and first == 0 else f"{doc.doc_id}#{first + k}"
+            model_text = embed_input(text, context)
+            pending.append(NewFact(Fact(fact_id, doc.doc_id, text, doc.source, doc.title, docno, s, e),
+                                   key, embed_key(model_text), model_text))
+        if len(pending) >= options.batch_facts:
+            flush()
+    if pending:
+        flush()
+    progress.close()
+    store.commit()
+    return stats
+
+
+def _cache_from(previous: Path | None, embedder) -> EmbeddingCache:
+    """The previous version's vectors, when they came from the same embedder."""
+    if previous is None:
+        return EmbeddingCache()
+    manifest = Manifest.load(previous)
+    if manifest.embedder_hash != embedder.weights_hash or manifest.dim != embedder.dim:
+        return EmbeddingCache()
+    return EmbeddingCache(embed_key_rows(previous / STORE_NAME), open_vectors(previous / VECTORS_NAME, manifest.dim))
+
+
+def _finish(staging: Path, out_dir: Path, manifest_fields: dict, stats: _Stats, embedder, progress: _Progress,
+            started: float, operation: dict, history: list, keep: int) -> Manifest:
+    files = {p.relative_to(staging).as_posix(): vars(FileEntry.of(p))
+             for p in sorted(staging.rglob("*")) if p.is_file() and p.name != MANIFEST_NAME}
+    kb_id = "kb-" + hashlib.sha256(
+        "".join(f"{k}={v['sha256']};" for k, v in sorted(files.items())).encode() + embedder.weights_hash.encode()
+    ).hexdigest()[:16]
+    seconds = time.perf_counter() - started
+    summary = {**operation, "documents": stats.documents, "facts_added": stats.facts,
+               "duplicates_dropped": stats.duplicates_dropped, "embedded": stats.embedded, "reused": stats.reused,
+               "embed_s": round(stats.embed_s, 3), "seconds": round(seconds, 3),
+               "embeddings_per_s": round(stats.embedded / stats.embed_s, 2) if stats.embed_s and stats.embedded else None}
+    manifest = Manifest(kb_id=kb_id, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        embedder=embedder.name, embedder_hash=embedder.weights_hash, dim=embedder.dim, files=files,
+                        build=summary, history=[*history, {k: summary[k] for k in ("op", "documents", "facts_added",
+                                                                                  "embedded", "seconds")}],
+                        **manifest_fields)
+    manifest.version = next_version_name(out_dir)  # stable: we hold the writer lock
+    manifest.save(staging)
+    version = publish(out_dir, staging, keep)
+    progress.stage(f"published {version.name} ({kb_id}: {manifest.num_facts} facts) in {out_dir}")
+    return manifest
+
+
+def _index_and_bm25(staging: Path, dim: int, family: str, params: dict, base_index, start: int,
+                    store: StoreWriter, bm25: dict | None, progress: _Progress) -> dict | None:
+    vectors = open_vectors(staging / VECTORS_NAME, dim)
+    progress.stage(f"indexing {len(vectors) - start} vectors ({family})")
+    index = base_index if base_index is not None else new_index(family, params, dim, vectors)
+    add_vectors(index, vectors, start)
+    save_index(index, staging / INDEX_NAME)
+    del vectors
+    if bm25 is None:
+        return None
+    progress.stage("building BM25")
+    return build_bm25(store.embed_inputs(), staging / BM25_DIR, {k: v for k, v in bm25.items() if k != "vocabulary"})
+
+
+def build_kb(docs: Iterable[Document], out_dir: Path, embedder, *, chunk_chars: int = 500,
+             chunking: ChunkSpec | None = None, options: BuildOptions | None = None,
+             build_options: dict | None = None, progress: bool = True) -> Manifest:
+    """Builds a new version of the KB at out_dir from documents; readers see old or new, never a mix."""
+    spec = chunking or ChunkSpec(max_chars=chunk_chars)
+    options = options or BuildOptions()
     out_dir = Path(out_dir).resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp_dir.mkdir()
-    try:
-        docs = list(docs)
-        facts: list[Fact] = list(chunk_documents(docs, chunk_chars))
-        texts = [f.text for f in facts]
-        vectors = np.zeros((0, embedder.dim), dtype=np.float32)
-        batch = max(256, embedder.batch_size)
-        parts = []
-        with tqdm(total=len(texts), desc="embedding facts", unit="fact", disable=not progress) as bar:
-            for i in range(0, len(texts), batch):
-                parts.append(embedder.encode(texts[i:i + batch]))
-                bar.update(len(texts[i:i + batch]))
-        if parts:
-            vectors = np.concatenate(parts)
-        save_index(build_flat(vectors), tmp_dir / INDEX_NAME)
-        write_store(tmp_dir / STORE_NAME, facts)
-        files = {name: sha256_file(tmp_dir / name) for name in (INDEX_NAME, STORE_NAME)}
-        kb_id = "kb-" + hashlib.sha256(
-            "".join(f"{k}={v};" for k, v in sorted(files.items())).encode() + embedder.weights_hash.encode()
-        ).hexdigest()[:16]
-        manifest = Manifest(
-            kb_id=kb_id,
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            embedder=embedder.name,
-            embedder_hash=embedder.weights_hash,
-            dim=embedder.dim,
-            index={"family": "flat", "metric": "inner_product", "params": {}},
-            num_facts=len(facts),
-            num_documents=len({d.doc_id for d in docs}),
-            files=files,
-            build={"chunk_chars": chunk_chars, **(build_options or {})},
-        )
-        manifest.save(tmp_dir)
-        for name in files:
-            with open(tmp_dir / name, "rb") as fh:
-                os.fsync(fh.fileno())
-        publish(tmp_dir, out_dir)
-        return manifest
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
+    check_output_dir(out_dir)
+    report = _Progress(progress)
+    started = time.perf_counter()
+    with writer_lock(out_dir):
+        remove_stale_staging(out_dir)
+        previous = current_version(out_dir) if is_kb(out_dir) else None
+        staging = new_staging_dir(out_dir)
+        try:
+            cache = _cache_from(previous, embedder)
+            store = StoreWriter(staging / STORE_NAME, create=True)
+            writer = VectorWriter(staging / VECTORS_NAME, embedder.dim)
+            try:
+                stats = _ingest(docs, spec, store, writer, cache, embedder, options, report)
+            finally:
+                writer.close()
+            if store.rows == 0:
+                raise ValueError("the inputs hold no document text (check --text-field and the input files)")
+            family = choose_family(store.rows, options.index)
+            params = index_params(family, store.rows, embedder.dim, options.index_params)
+            bm25 = _index_and_bm25(staging, embedder.dim, family, params, None, 0, store,
+                                   {} if options.bm25 else None, report)
+            store.close()
+            fields = dict(index={"family": family, "metric": "inner_product", "params": params},
+                          num_facts=store.rows, num_documents=store.docs, chunking=spec.to_dict(), bm25=bm25)
+            operation = {"op": "build", **(build_options or {})}
+            return _finish(staging, out_dir, fields, stats, embedder, report, started, operation, [],
+                           options.keep_versions)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+
+def add_documents(kb_dir: Path, docs: Iterable[Document], embedder, *, build_options: dict | None = None,
+                  keep_versions: int = 2, progress: bool = True) -> Manifest:
+    """Appends documents as a new version: only their new facts are embedded; the index is extended."""
+    kb_dir = Path(kb_dir).resolve()
+    report = _Progress(progress)
+    started = time.perf_counter()
+    with writer_lock(kb_dir):
+        remove_stale_staging(kb_dir)
+        previous = current_version(kb_dir)
+        old = Manifest.load(previous)
+        if old.embedder_hash != embedder.weights_hash or old.dim != embedder.dim:
+            raise KnowledgeBaseMismatchError(
+                f"knowledge base {kb_dir} was built with embedder {old.embedder!r} (weights {old.embedder_hash}, "
+                f"dim {old.dim}), not {embedder.name!r} (weights {embedder.weights_hash}, dim {embedder.dim}); "
+                "add documents with the embedder the KB was built with (--embedder)")
+        staging = new_staging_dir(kb_dir)
+        try:
+            for name in (STORE_NAME, VECTORS_NAME):
+                shutil.copyfile(previous / name, staging / name)
+            store = StoreWriter(staging / STORE_NAME, create=False)
+            writer = VectorWriter(staging / VECTORS_NAME, embedder.dim)
+            start = writer.rows
+            try:
+                stats = _ingest(docs, ChunkSpec.from_dict(old.chunking), store, writer, EmbeddingCache(), embedder,
+                                BuildOptions(), report)
+            finally:
+                writer.close()
+            if store.rows == start:
+                report.stage("no new facts: the knowledge base is unchanged")
+                store.close()
+                shutil.rmtree(staging, ignore_errors=True)
+                return old
+            family = old.index["family"]
+            bm25 = _index_and_bm25(staging, embedder.dim, family, old.index["params"], load_index(previous / INDEX_NAME),
+                                   start, store, old.bm25, report)
+            store.close()
+            fields = dict(index=old.index, num_facts=store.rows, num_documents=store.docs, chunking=old.chunking,
+                          bm25=bm25)
+            operation = {"op": "add", "parent": old.kb_id, **(build_options or {})}
+            return _finish(staging, kb_dir, fields, stats, embedder, report, started, operation, old.history,
+                           keep_versions)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+

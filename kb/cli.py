@@ -1,4 +1,4 @@
-"""`kgverify kb build|info|search`: the knowledge-base commands."""
+"""`kgverify kb build|add|info|search|verify`: the knowledge-base commands."""
 
 from __future__ import annotations
 
@@ -6,35 +6,64 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from server.pipeline.types import RetrievalMode
 
+DEFAULT_MODE = "hybrid"  # the best mode measured on MedQuAD (docs/knowledge_base.md)
+
+
+def _add_input_options(cmd) -> None:
+    cmd.add_argument("--input", nargs="+", required=True, type=Path,
+                     help="JSONL(.gz), CSV/TSV(.gz), Parquet or text files, or directories of them")
+    cmd.add_argument("--text-field", default="text", help="field or column holding the document text")
+    cmd.add_argument("--id-field", default="id", help="document id (need not be unique; default: file:line)")
+    cmd.add_argument("--source-field", default="source", help="source note or URL of the document")
+    cmd.add_argument("--title-field", default="title", help="document title (stored, not embedded)")
+    cmd.add_argument("--embedder", default=None, help="embedding model name or local path (default: KGV_EMBEDDER__MODEL)")
+    cmd.add_argument("--keep-versions", type=int, default=2, help="published versions kept on disk")
+    cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
+
 
 def add_parser(subparsers) -> None:
-    kb = subparsers.add_parser("kb", help="build, inspect and search knowledge bases")
+    kb = subparsers.add_parser("kb", help="build, extend, inspect, verify and search knowledge bases")
     sub = kb.add_subparsers(dest="kb_command", required=True)
 
-    build = sub.add_parser("build", help="build a KB directory from documents")
-    build.add_argument("--input", nargs="+", required=True, type=Path, help="JSONL(.gz) or text files or directories")
-    build.add_argument("--output", required=True, type=Path, help="KB directory to write (replaced atomically)")
-    build.add_argument("--text-field", default="text")
-    build.add_argument("--id-field", default="id")
-    build.add_argument("--source-field", default="source")
-    build.add_argument("--title-field", default="title")
-    build.add_argument("--chunk-chars", type=int, default=500, help="maximum characters per fact")
-    build.add_argument("--embedder", default=None, help="embedding model (default: KGV_EMBEDDER__MODEL)")
+    build = sub.add_parser("build", help="build a KB directory from documents (a new version, published atomically)")
+    _add_input_options(build)
+    build.add_argument("--output", required=True, type=Path, help="KB directory (created, or given a new version)")
+    build.add_argument("--chunk-chars", type=int, default=500, help="longest fact in characters")
+    build.add_argument("--chunk-overlap", type=int, default=0, help="sentences shared by consecutive facts")
+    build.add_argument("--context-chars", type=int, default=0,
+                       help="prepend this much of a document's first sentence to its later facts when embedding "
+                            "and BM25-indexing them (stored facts stay verbatim)")
+    build.add_argument("--index", choices=["auto", "flat", "hnsw", "ivfpq"], default="auto",
+                       help="index family (auto: flat up to 200k facts, HNSW up to 4M, IVF-PQ beyond)")
+    build.add_argument("--index-param", action="append", default=[], metavar="NAME=VALUE",
+                       help="index parameter, e.g. M=32, efSearch=128, nlist=1024, m=48, nprobe=64, refine_k=100")
+    build.add_argument("--no-bm25", action="store_true", help="skip the BM25 index (dense retrieval only)")
     build.set_defaults(func=_build)
 
-    info = sub.add_parser("info", help="print a KB's manifest")
+    add = sub.add_parser("add", help="append documents to a KB (only their new facts are embedded)")
+    add.add_argument("directory", type=Path)
+    _add_input_options(add)
+    add.set_defaults(func=_add)
+
+    info = sub.add_parser("info", help="print the manifest of a KB's current version")
     info.add_argument("directory", type=Path)
     info.set_defaults(func=_info)
+
+    verify = sub.add_parser("verify", help="check every file of the current version against its sha256")
+    verify.add_argument("directory", type=Path)
+    verify.set_defaults(func=_verify)
 
     search = sub.add_parser("search", help="search a KB")
     search.add_argument("directory", type=Path)
     search.add_argument("query")
-    search.add_argument("-k", type=int, default=5)
-    search.add_argument("--mode", choices=[m.value for m in RetrievalMode], default="dense")
-    search.add_argument("--json", action="store_true", help="print JSON")
+    search.add_argument("-k", type=int, default=5, help="facts to return")
+    search.add_argument("--mode", choices=[m.value for m in RetrievalMode], default=None,
+                        help=f"retrieval mode (default: {DEFAULT_MODE}, or dense for a KB built without BM25)")
+    search.add_argument("--json", action="store_true", help="print a JSON list")
     search.set_defaults(func=_search)
 
 
@@ -46,35 +75,91 @@ def _embedder(name: str | None):
     return SentenceTransformerEmbedder(name or cfg.model, cfg.device, cfg.batch_size)
 
 
-def _build(args: argparse.Namespace) -> int:
-    from kb.build import build_kb
+def _documents(args: argparse.Namespace):
     from kb.ingest import FieldMap, read_documents
 
     fields = FieldMap(args.text_field, args.id_field, args.source_field, args.title_field)
-    manifest = build_kb(read_documents(args.input, fields), args.output, _embedder(args.embedder),
-                        chunk_chars=args.chunk_chars, build_options={"inputs": [str(p) for p in args.input]})
-    print(f"built {manifest.kb_id}: {manifest.num_facts} facts from {manifest.num_documents} documents "
-          f"in {args.output}", file=sys.stderr)
+    return read_documents(args.input, fields)
+
+
+def _index_params(items: list[str]) -> dict:
+    params = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise ValueError(f"--index-param {item!r} is not NAME=INTEGER")
+        params[name.strip()] = int(value)
+    return params
+
+
+def _build(args: argparse.Namespace) -> int:
+    from kb.build import BuildOptions, build_kb
+    from kb.chunking import ChunkSpec
+
+    spec = ChunkSpec(args.chunk_chars, args.chunk_overlap, args.context_chars)
+    options = BuildOptions(index=args.index, index_params=_index_params(args.index_param), bm25=not args.no_bm25,
+                           keep_versions=args.keep_versions)
+    manifest = build_kb(_documents(args), args.output, _embedder(args.embedder), chunking=spec, options=options,
+                        build_options={"inputs": [str(p) for p in args.input]}, progress=not args.no_progress)
+    print(json.dumps(_summary(manifest, args.output)))
     return 0
 
 
-def _info(args: argparse.Namespace) -> int:
+def _add(args: argparse.Namespace) -> int:
+    from kb.build import add_documents
+    from kb.layout import current_version
     from kb.manifest import Manifest
 
-    manifest = Manifest.load(args.directory)
+    embedder = _embedder(args.embedder or Manifest.load(current_version(args.directory)).embedder)
+    manifest = add_documents(args.directory, _documents(args), embedder, keep_versions=args.keep_versions,
+                             build_options={"inputs": [str(p) for p in args.input]}, progress=not args.no_progress)
+    print(json.dumps(_summary(manifest, args.directory)))
+    return 0
+
+
+def _summary(manifest, directory: Path) -> dict:
+    return {"kb_id": manifest.kb_id, "version": manifest.version, "path": str(directory),
+            "facts": manifest.num_facts, "documents": manifest.num_documents, "index": manifest.index["family"],
+            **{k: manifest.build.get(k) for k in ("facts_added", "duplicates_dropped", "embedded", "reused",
+                                                  "seconds", "embeddings_per_s")},
+            "bytes": manifest.total_bytes()}
+
+
+def _info(args: argparse.Namespace) -> int:
+    from kb.layout import current_version
+    from kb.manifest import Manifest
+
+    manifest = Manifest.load(current_version(args.directory))
     data = json.loads(manifest.to_json())
     data["checksum"] = manifest.checksum()
+    data["bytes"] = manifest.total_bytes()
     print(json.dumps(data, indent=2, sort_keys=True))
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from kb.layout import current_version
+    from kb.manifest import Manifest
+
+    version = current_version(args.directory)
+    manifest = Manifest.load(version)
+    manifest.verify_files(version, "full")
+    print(json.dumps({"kb_id": manifest.kb_id, "version": version.name, "files": len(manifest.files),
+                      "bytes": manifest.total_bytes(), "ok": True}))
     return 0
 
 
 def _search(args: argparse.Namespace) -> int:
     from kb.knowledge_base import FaissKnowledgeBase
+    from kb.layout import current_version
     from kb.manifest import Manifest
 
-    manifest = Manifest.load(args.directory)
+    manifest = Manifest.load(current_version(args.directory))
     kb = FaissKnowledgeBase.load(args.directory, _embedder(manifest.embedder))
-    hits = kb.search([args.query], args.k, RetrievalMode(args.mode))[0]
+    mode = RetrievalMode(args.mode or DEFAULT_MODE)
+    if args.mode is None and mode not in kb.info.modes:
+        mode = RetrievalMode.DENSE
+    hits = kb.search([args.query], args.k, mode)[0]
     rows = [{"fact_id": h.fact_id, "text": h.text, "source": h.source, "title": h.title, "score": h.score}
             for h in hits]
     if args.json:
@@ -83,3 +168,27 @@ def _search(args: argparse.Namespace) -> int:
         for rank, row in enumerate(rows, 1):
             print(f"{rank:2d}. [{row['score']:.3f}] {row['fact_id']}: {row['text']}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m kb ...`: the same commands without the rest of the kgverify CLI."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = argparse.ArgumentParser(prog="kgverify")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["kb", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"kgverify kb: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from server.pipeline.errors import KgverifyError
+
+        if isinstance(exc, KgverifyError):
+            print(f"kgverify kb: error: {exc.message}", file=sys.stderr)
+            return 1
+        raise

@@ -7,9 +7,10 @@ import hashlib
 import json
 from pathlib import Path
 
-from .build import build_kb
+from .build import BuildOptions, build_kb
+from .chunking import ChunkSpec
 from .ingest import Document
-from .manifest import MANIFEST_NAME
+from .layout import is_kb
 
 DEMO_FACTS = Path(__file__).parent / "demo" / "facts.jsonl"
 
@@ -25,15 +26,16 @@ def demo_documents(path: Path = DEMO_FACTS) -> list[Document]:
 
 
 def ensure_demo_kb(cache_dir: Path, embedder, progress: bool = False) -> Path:
-    """The demo KB directory for this embedder, built once (safe across processes)."""
+    """The demo KB directory for this embedder (flat index + BM25), built once (safe across processes)."""
     digest = hashlib.sha256(DEMO_FACTS.read_bytes()).hexdigest()[:12]
-    out = Path(cache_dir).expanduser() / f"demo-kb-{digest}-{embedder.weights_hash}"
-    if (out / MANIFEST_NAME).is_file():
+    out = Path(cache_dir).expanduser() / f"demo-kb2-{digest}-{embedder.weights_hash}"
+    if is_kb(out):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / ".demo-kb.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (out / MANIFEST_NAME).is_file():
-            build_kb(demo_documents(), out, embedder, chunk_chars=10_000, progress=progress,
-                     build_options={"input": "bundled demo facts"})
+        if not is_kb(out):
+            # each demo fact is one short passage: chunks large enough to keep every fact whole
+            build_kb(demo_documents(), out, embedder, chunking=ChunkSpec(max_chars=10_000), progress=progress,
+                     options=BuildOptions(index="flat"), build_options={"input": "bundled demo facts"})
     return out

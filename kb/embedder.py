@@ -33,20 +33,27 @@ def resolve_model_dir(model: str) -> Path:
     return path
 
 
+def _model_files(directory: Path) -> list[Path]:
+    """Files that decide the embeddings: weights of every module, tokenizer, configs (not docs)."""
+    return sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith(".")
+                  and not p.name.lower().startswith("readme"))
+
+
 @lru_cache(maxsize=8)
 def _weights_hash(directory: str, stamp: tuple) -> str:
     digest = hashlib.sha256()
-    for name in sorted(os.listdir(directory)):
-        if name.endswith((".safetensors", ".bin")):
-            with open(os.path.join(directory, name), "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
+    for rel, _, _ in stamp:
+        digest.update(rel.encode() + b"\0")
+        with open(os.path.join(directory, rel), "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()[:16]
 
 
 def weights_hash(directory: Path) -> str:
-    """Short sha256 of a model directory's weight files."""
-    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(directory.iterdir()) if p.is_file())
+    """Short sha256 over a model directory's files, so a KB is only served by the model that built it."""
+    stamp = tuple((p.relative_to(directory).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                  for p in _model_files(directory))
     return _weights_hash(str(directory), stamp)
 
 

@@ -1,21 +1,88 @@
-"""FAISS vector index over normalized embeddings (inner product = cosine)."""
+"""FAISS index families over normalized embeddings: exact flat, HNSW and IVF-PQ with float16 refinement."""
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+# FAISS's OpenMP threads spin while they wait; on shared or busy CPUs that made IVF-PQ training 5-30x
+# slower here. Sleeping waiters cost microseconds per parallel region. Must be set before faiss loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 INDEX_NAME = "index.faiss"
+FAMILIES = ("flat", "hnsw", "ivfpq")
+AUTO_FLAT_MAX = 200_000  # exact search stays within a few ms per query up to here
+AUTO_HNSW_MAX = 4_000_000  # HNSW keeps ~1.8 KB per 384-dim vector in RAM; beyond this IVF-PQ (~57 B)
+ADD_BATCH = 65_536
+# Search-time parameters: they may be overridden at load without rebuilding.
+SEARCH_PARAMS = ("efSearch", "nprobe", "refine_k")
 
 
-def build_flat(vectors: np.ndarray):
+def choose_family(num_vectors: int, requested: str = "auto") -> str:
+    if requested == "auto":
+        if num_vectors <= AUTO_FLAT_MAX:
+            return "flat"
+        return "hnsw" if num_vectors <= AUTO_HNSW_MAX else "ivfpq"
+    if requested not in FAMILIES:
+        raise ValueError(f"unknown index family {requested!r}; use one of {', '.join(FAMILIES)} or auto")
+    return requested
+
+
+def _largest_divisor(dim: int, at_most: int) -> int:
+    return max(m for m in range(1, min(dim, at_most) + 1) if dim % m == 0)
+
+
+def index_params(family: str, num_vectors: int, dim: int, overrides: dict | None = None) -> dict:
+    """Complete parameters for a family at this size (overrides win; sizes adapted to tiny KBs)."""
+    o = {k: int(v) for k, v in (overrides or {}).items() if v is not None}
+    if family == "flat":
+        return {}
+    if family == "hnsw":
+        return {"M": o.get("M", 32), "efConstruction": o.get("efConstruction", 80), "efSearch": o.get("efSearch", 128)}
+    n = max(num_vectors, 1)
+    nlist = o.get("nlist") or 2 ** round(math.log2(max(4 * math.sqrt(n), 1)))
+    nlist = max(1, min(nlist, n // 39 or 1))  # k-means wants ~39 training points per list
+    nbits = min(o.get("nbits", 8), max(1, int(math.log2(max(n / 39, 2)))))  # 39 points per PQ centroid
+    m = _largest_divisor(dim, o.get("m", 48))
+    return {"nlist": nlist, "m": m, "nbits": nbits, "nprobe": o.get("nprobe", min(nlist, max(1, nlist // 16))),
+            "refine_k": o.get("refine_k", 100), "train_points": min(n, o.get("train_points", 64 * nlist + 10_000))}
+
+
+def _batches(vectors: np.ndarray, start: int = 0):
+    for i in range(start, len(vectors), ADD_BATCH):
+        yield i, np.ascontiguousarray(vectors[i:i + ADD_BATCH], dtype=np.float32)
+
+
+def new_index(family: str, params: dict, dim: int, vectors: np.ndarray):
+    """An empty (trained, for IVF-PQ) index; training samples rows of the float16 vectors."""
     import faiss
 
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    if len(vectors):
-        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    if family == "flat":
+        return faiss.IndexFlatIP(dim)
+    if family == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, params["M"], faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = params["efConstruction"]
+        return index
+    # L2 on unit vectors ranks like inner product, and residual PQ is most accurate under L2.
+    quantizer = faiss.IndexFlatL2(dim)
+    index = faiss.IndexIVFPQ(quantizer, dim, params["nlist"], params["m"], params["nbits"])
+    rng = np.random.default_rng(0)
+    take = min(len(vectors), params["train_points"])
+    rows = np.sort(rng.choice(len(vectors), size=take, replace=False)) if take < len(vectors) else slice(None)
+    index.train(np.ascontiguousarray(vectors[rows], dtype=np.float32))
     return index
+
+
+def add_vectors(index, vectors: np.ndarray, start: int = 0, progress: Callable[[int], None] | None = None) -> None:
+    """Adds rows start.. of the float16 vectors, so index row ids equal fact-store rows."""
+    for _, batch in _batches(vectors, start):
+        index.add(batch)
+        if progress:
+            progress(len(batch))
 
 
 def save_index(index, path: Path) -> None:
@@ -27,5 +94,59 @@ def save_index(index, path: Path) -> None:
 def load_index(path: Path, mmap: bool = False):
     import faiss
 
-    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+    # MMAP_IFC maps flat codes (flat, HNSW storage) and IVF lists read-only instead of copying them.
+    # IVF-PQ's precomputed table costs nlist * m * 2**nbits floats (50 B per vector at 1M): skipped,
+    # the per-list tables are computed at search time instead.
+    flags = faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE
+    if mmap:
+        flags |= faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
     return faiss.read_index(str(path), flags)
+
+
+class VectorIndex:
+    """Search over one family: scores are cosine similarities (inner products of unit vectors)."""
+
+    def __init__(self, index, family: str, params: dict, vectors: np.ndarray | None = None):
+        import faiss
+
+        self.index = index
+        self.family = family
+        self.params = dict(params)
+        self._vectors = vectors
+        if family == "hnsw":
+            faiss.downcast_index(index).hnsw.efSearch = int(params["efSearch"])
+        elif family == "ivfpq":
+            faiss.extract_index_ivf(index).nprobe = int(params["nprobe"])
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows), each shape (len(queries), k'), best first; rows of -1 are padding."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        k = min(k, self.ntotal)
+        if k <= 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        if self.family != "ivfpq":
+            return self.index.search(queries, k)
+        refine = int(self.params.get("refine_k", 0))
+        dist, rows = self.index.search(queries, max(k, refine) if self._vectors is not None else k)
+        if self._vectors is None or not refine:
+            return (1.0 - dist / 2.0).astype(np.float32), rows
+        return self._refine(queries, rows, k)
+
+    def _refine(self, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Re-scores PQ candidates exactly with float16 vectors read from the memory-mapped file."""
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        rows = np.full((len(queries), k), -1, dtype=np.int64)
+        for i, (q, cand) in enumerate(zip(queries, candidates)):
+            cand = cand[cand >= 0]
+            if not len(cand):
+                continue
+            order = np.argsort(cand)  # sorted reads are kinder to the page cache
+            exact = np.asarray(self._vectors[cand[order]], dtype=np.float32) @ q
+            best = np.argsort(-exact, kind="stable")[:k]
+            scores[i, :len(best)] = exact[best]
+            rows[i, :len(best)] = cand[order][best]
+        return scores, rows

@@ -1,91 +1,168 @@
-"""A loaded knowledge base: FAISS index + fact store, verified against its manifest."""
+"""A loaded knowledge base: FAISS index, BM25 and fact store of one version, verified against its manifest."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from server.pipeline.errors import FailedPreconditionError
+import numpy as np
+
+from server.pipeline.errors import FailedPreconditionError, InvalidArgumentError
 from server.pipeline.types import KbHit, KbInfo, RetrievalMode
 
 from .errors import KnowledgeBaseCorruptError, KnowledgeBaseMismatchError
-from .index import INDEX_NAME, load_index
+from .index import INDEX_NAME, SEARCH_PARAMS, VectorIndex, load_index
+from .layout import current_version
+from .lexical import BM25_DIR, Bm25Index
 from .manifest import Manifest
-from .store import STORE_NAME, FactStore
+from .store import STORE_NAME, Fact, FactStore
+from .vectors import VECTORS_NAME, open_vectors
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a KB is loaded and searched (server settings KGV_KB__*)."""
+
+    verify: str = "auto"
+    """Checksum verification at load: full, sample (sizes + sampled blocks) or auto (full up to 2 GiB)."""
+    mmap: bool = False
+    """Memory-map the FAISS index and BM25 arrays instead of reading them into RAM."""
+    search_params: dict = field(default_factory=dict)
+    """Overrides of the manifest's search parameters (efSearch, nprobe, refine_k)."""
+    rrf_k: int = 60
+    """Reciprocal rank fusion constant: a fact scores sum(1 / (rrf_k + rank)) over the fused lists."""
+    candidates: int = 100
+    """Facts taken from each retriever before fusion and per-document limits."""
+    max_per_document: int = 0
+    """Most facts returned from one source document (0 = no limit)."""
+
+    @classmethod
+    def from_settings(cls, kb) -> "LoadOptions":
+        """From server.config.KbSettings (fields it lacks keep their defaults)."""
+        known = {name: getattr(kb, name) for name in ("verify", "mmap", "rrf_k", "candidates", "max_per_document")
+                 if getattr(kb, name, None) is not None}
+        params = {"efSearch": getattr(kb, "hnsw_ef_search", None), "nprobe": getattr(kb, "ivf_nprobe", None),
+                  "refine_k": getattr(kb, "refine_k", None)}
+        return cls(search_params={k: v for k, v in params.items() if v is not None}, **known)
+
+
+def _rrf(lists: Sequence[np.ndarray], rrf_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and fused scores, best first (ties broken by row so results are deterministic)."""
+    fused: dict[int, float] = {}
+    for rows in lists:
+        for rank, row in enumerate(rows.tolist(), 1):
+            if row >= 0:
+                fused[row] = fused.get(row, 0.0) + 1.0 / (rrf_k + rank)
+    ordered = sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+    return np.array([r for r, _ in ordered], np.int64), np.array([s for _, s in ordered], np.float64)
 
 
 class FaissKnowledgeBase:
-    """Dense retrieval over a KB directory built by `kgverify kb build`."""
+    """Dense, BM25 and hybrid retrieval over a KB directory built by `kgverify kb build`."""
 
-    def __init__(self, path: Path, manifest: Manifest, index, store: FactStore, embedder):
+    def __init__(self, path: Path, version: Path, manifest: Manifest, index: VectorIndex, store: FactStore,
+                 bm25: Bm25Index | None, embedder, options: LoadOptions):
         self.path = Path(path)
+        self.version = version
         self.manifest = manifest
         self._index = index
         self._store = store
+        self._bm25 = bm25
         self._embedder = embedder
+        self.options = options
+        modes = (RetrievalMode.DENSE,) + ((RetrievalMode.BM25, RetrievalMode.HYBRID) if bm25 is not None else ())
         self.info = KbInfo(
-            kb_id=manifest.kb_id,
-            path=str(self.path),
-            created_at=manifest.created_at,
-            embedder=manifest.embedder,
-            embedder_hash=manifest.embedder_hash,
-            dim=manifest.dim,
-            index_family=manifest.index.get("family", "flat"),
+            kb_id=manifest.kb_id, path=str(self.path), created_at=manifest.created_at, embedder=manifest.embedder,
+            embedder_hash=manifest.embedder_hash, dim=manifest.dim, index_family=manifest.index["family"],
             metric=manifest.index.get("metric", "inner_product"),
-            index_params={k: str(v) for k, v in manifest.index.get("params", {}).items()},
-            num_facts=manifest.num_facts,
-            num_documents=manifest.num_documents,
-            checksum=manifest.checksum(),
-            file_checksums=dict(manifest.files),
-            modes=(RetrievalMode.DENSE,),
-        )
+            index_params={k: str(v) for k, v in index.params.items()}, num_facts=manifest.num_facts,
+            num_documents=manifest.num_documents, checksum=manifest.checksum(),
+            file_checksums=manifest.file_checksums(), modes=modes)
 
     @classmethod
-    def load(cls, path: Path, embedder, verify: bool = True) -> "FaissKnowledgeBase":
+    def load(cls, path: Path, embedder, options: LoadOptions | None = None,
+             verify: bool | str | None = None) -> "FaissKnowledgeBase":
+        """Loads the current version; refuses a KB from another embedder or with damaged files."""
+        options = options or LoadOptions()
+        if verify is not None:
+            options = LoadOptions(**{**vars(options), "verify": verify if isinstance(verify, str) else
+                                     ("auto" if verify else "off")})
         path = Path(path)
-        manifest = Manifest.load(path)
+        version = current_version(path)
+        manifest = Manifest.load(version)
         if manifest.embedder_hash != embedder.weights_hash or manifest.dim != embedder.dim:
             raise KnowledgeBaseMismatchError(
                 f"knowledge base {path} was built with embedder {manifest.embedder!r} "
                 f"(weights {manifest.embedder_hash}, dim {manifest.dim}) but the server is configured with "
                 f"{embedder.name!r} (weights {embedder.weights_hash}, dim {embedder.dim}); "
-                "rebuild the KB or configure the matching embedder (KGV_EMBEDDER__MODEL)"
-            )
-        if verify:
-            manifest.verify_files(path)
+                "rebuild the KB or configure the matching embedder (KGV_EMBEDDER__MODEL)",
+                metadata={"kb_embedder": manifest.embedder, "kb_embedder_hash": manifest.embedder_hash,
+                          "embedder_hash": embedder.weights_hash})
+        if options.verify != "off":
+            manifest.verify_files(version, options.verify)
         try:
-            index = load_index(path / INDEX_NAME)
-            store = FactStore(path / STORE_NAME)
-        except Exception as exc:  # faiss raises RuntimeError on damaged files
-            raise KnowledgeBaseCorruptError(f"knowledge base {path} cannot be read: {exc}") from exc
-        if index.ntotal != manifest.num_facts or index.d != manifest.dim:
+            params = {**manifest.index.get("params", {}), **{k: v for k, v in options.search_params.items()
+                                                             if k in SEARCH_PARAMS}}
+            family = manifest.index["family"]
+            vectors = open_vectors(version / VECTORS_NAME, manifest.dim) if family == "ivfpq" else None
+            index = VectorIndex(load_index(version / INDEX_NAME, options.mmap), family, params, vectors)
+            store = FactStore(version / STORE_NAME)
+            bm25 = Bm25Index(version / BM25_DIR, manifest.bm25, options.mmap) if manifest.bm25 else None
+        except KnowledgeBaseCorruptError:
+            raise
+        except Exception as exc:  # faiss raises RuntimeError on damaged files, bm25s ValueError/OSError
+            raise KnowledgeBaseCorruptError(f"knowledge base {path} ({version.name}) cannot be read: {exc}") from exc
+        if index.ntotal != manifest.num_facts or index.index.d != manifest.dim:
             raise KnowledgeBaseCorruptError(
-                f"knowledge base {path}: index holds {index.ntotal} vectors of dim {index.d}, "
-                f"manifest says {manifest.num_facts} of dim {manifest.dim}"
-            )
-        return cls(path, manifest, index, store, embedder)
+                f"knowledge base {path} ({version.name}): index holds {index.ntotal} vectors of dim "
+                f"{index.index.d}, the manifest says {manifest.num_facts} of dim {manifest.dim}")
+        return cls(path, version, manifest, index, store, bm25, embedder, options)
 
     def search(self, queries: Sequence[str], top_k: int, mode: RetrievalMode) -> list[list[KbHit]]:
-        if mode is not RetrievalMode.DENSE:
+        """Best facts per query, best first (scores: cosine, BM25 or fused reciprocal rank by mode)."""
+        if top_k < 0:
+            raise InvalidArgumentError.single("top_k", f"must not be negative, got {top_k}")
+        if mode not in self.info.modes:
             raise FailedPreconditionError(
                 f"knowledge base {self.info.kb_id} supports retrieval modes "
-                f"{[m.value for m in self.info.modes]}, not {mode.value!r}",
-                reason="RETRIEVAL_MODE_UNAVAILABLE",
-            )
-        if not queries:
-            return []
-        k = min(top_k, self._index.ntotal)
-        if k <= 0:
+                f"{[m.value for m in self.info.modes]}, not {mode.value!r} (it was built without BM25)",
+                reason="RETRIEVAL_MODE_UNAVAILABLE")
+        if not queries or top_k == 0:
             return [[] for _ in queries]
-        scores, rows = self._index.search(self._embedder.encode(queries), k)
+        pool = top_k if mode is not RetrievalMode.HYBRID and not self.options.max_per_document \
+            else max(top_k, self.options.candidates)
+        dense = lexical = None
+        if mode is not RetrievalMode.BM25:
+            scores, rows = self._index.search(self._embedder.encode(list(queries)), pool)
+            dense = [(r[r >= 0], s[r >= 0]) for r, s in zip(rows, scores)]
+        if mode is not RetrievalMode.DENSE:
+            lexical = self._bm25.search(queries, pool)
         out = []
-        for score_row, id_row in zip(scores, rows):
-            facts = self._store.get(id_row)
-            out.append([
-                KbHit(f.fact_id, f.text, f.source, f.title, float(s))
-                for f, s in zip(facts, score_row) if f is not None
-            ])
+        for i in range(len(queries)):
+            if mode is RetrievalMode.HYBRID:
+                rows, scores = _rrf([dense[i][0], lexical[i][0]], self.options.rrf_k)
+            else:
+                rows, scores = dense[i] if mode is RetrievalMode.DENSE else lexical[i]
+            out.append(self._hits(rows, scores, top_k))
         return out
+
+    def _hits(self, rows: np.ndarray, scores: np.ndarray, top_k: int) -> list[KbHit]:
+        facts: list[Fact | None] = self._store.get(rows.tolist())
+        hits: list[KbHit] = []
+        per_doc: dict[int, int] = {}
+        cap = self.options.max_per_document
+        for fact, score in zip(facts, scores.tolist()):
+            if fact is None:
+                continue
+            if cap:
+                if per_doc.get(fact.doc, 0) >= cap:
+                    continue
+                per_doc[fact.doc] = per_doc.get(fact.doc, 0) + 1
+            hits.append(KbHit(fact.fact_id, fact.text, fact.source, fact.title, float(score)))
+            if len(hits) >= top_k:
+                break
+        return hits
 
     def close(self) -> None:
         self._store.close()

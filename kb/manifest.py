@@ -1,4 +1,4 @@
-"""The KB manifest: what built it, what it holds, checksums of every file."""
+"""The KB manifest: what built it, what it holds, and checksums of every file."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import KnowledgeBaseCorruptError
+from .layout import MANIFEST_NAME
 
-MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+SAMPLE_BLOCKS = 16
+SAMPLE_BLOCK_BYTES = 64 * 1024
+FULL_VERIFY_MAX_BYTES = 2 * 1024 ** 3  # above this, "auto" verification samples instead of hashing all
 
 
 def sha256_file(path: Path) -> str:
@@ -22,6 +25,32 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def sample_sha256(path: Path) -> str:
+    """sha256 of the size and SAMPLE_BLOCKS evenly spread blocks: a fast check of a huge file."""
+    size = os.path.getsize(path)
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        if size <= SAMPLE_BLOCKS * SAMPLE_BLOCK_BYTES:
+            digest.update(fh.read())
+        else:
+            step = (size - SAMPLE_BLOCK_BYTES) // (SAMPLE_BLOCKS - 1)
+            for i in range(SAMPLE_BLOCKS):
+                fh.seek(i * step)
+                digest.update(fh.read(SAMPLE_BLOCK_BYTES))
+    return digest.hexdigest()
+
+
+@dataclass
+class FileEntry:
+    sha256: str
+    bytes: int
+    sample_sha256: str
+
+    @classmethod
+    def of(cls, path: Path) -> "FileEntry":
+        return cls(sha256_file(path), os.path.getsize(path), sample_sha256(path))
+
+
 @dataclass
 class Manifest:
     kb_id: str
@@ -29,11 +58,15 @@ class Manifest:
     embedder: str
     embedder_hash: str
     dim: int
-    index: dict  # {"family": "flat", "metric": "inner_product", "params": {...}}
+    index: dict  # {"family": "flat"|"hnsw"|"ivfpq", "metric": "inner_product", "params": {...}}
     num_facts: int
     num_documents: int
-    files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
-    build: dict = field(default_factory=dict)  # chunking and input options
+    files: dict[str, dict] = field(default_factory=dict)  # relative path -> FileEntry fields
+    chunking: dict = field(default_factory=dict)  # ChunkSpec fields
+    bm25: dict | None = None  # tokenizer and scoring parameters, None when built without BM25
+    build: dict = field(default_factory=dict)  # what the last build or add did
+    history: list = field(default_factory=list)  # one summary per build / add, oldest first
+    version: str = ""
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -42,37 +75,56 @@ class Manifest:
     def checksum(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
 
+    def file_checksums(self) -> dict[str, str]:
+        return {name: entry["sha256"] for name, entry in sorted(self.files.items())}
+
+    def total_bytes(self) -> int:
+        return sum(int(entry["bytes"]) for entry in self.files.values())
+
     def save(self, directory: Path) -> None:
-        tmp = directory / (MANIFEST_NAME + ".tmp")
+        tmp = Path(directory) / (MANIFEST_NAME + ".tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(self.to_json())
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, directory / MANIFEST_NAME)
+        os.replace(tmp, Path(directory) / MANIFEST_NAME)
 
     @classmethod
     def load(cls, directory: Path) -> "Manifest":
         path = Path(directory) / MANIFEST_NAME
         if not path.is_file():
-            raise KnowledgeBaseCorruptError(f"{directory} is not a knowledge base: {MANIFEST_NAME} is missing")
+            raise KnowledgeBaseCorruptError(f"{directory} is not a knowledge base version: {MANIFEST_NAME} is missing")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            manifest = cls(**data)
-        except (ValueError, TypeError) as exc:
+            if data.get("format_version") != FORMAT_VERSION:
+                raise KnowledgeBaseCorruptError(
+                    f"{path} has format version {data.get('format_version')}; this kgverify reads "
+                    f"{FORMAT_VERSION}: rebuild the KB with `kgverify kb build`")
+            return cls(**data)
+        except (ValueError, TypeError, AttributeError) as exc:
             raise KnowledgeBaseCorruptError(f"{path} is not a valid manifest: {exc}") from exc
-        if manifest.format_version != FORMAT_VERSION:
-            raise KnowledgeBaseCorruptError(
-                f"{path} has format version {manifest.format_version}; this kgverify reads {FORMAT_VERSION}"
-            )
-        return manifest
 
-    def verify_files(self, directory: Path) -> None:
-        """Raises KnowledgeBaseCorruptError when a file is missing or fails its checksum."""
-        for name, expected in sorted(self.files.items()):
+    def verify_files(self, directory: Path, mode: str = "full") -> str:
+        """Raises KnowledgeBaseCorruptError on a missing, resized or altered file; returns the mode used.
+
+        "full" hashes every byte; "sample" checks sizes and sampled blocks (fast for huge KBs);
+        "auto" is full up to FULL_VERIFY_MAX_BYTES in total, sampled above.
+        """
+        if mode == "auto":
+            mode = "full" if self.total_bytes() <= FULL_VERIFY_MAX_BYTES else "sample"
+        if mode not in ("full", "sample"):
+            raise ValueError(f"unknown verification mode {mode!r}")
+        for name, entry in sorted(self.files.items()):
             path = Path(directory) / name
             if not path.is_file():
                 raise KnowledgeBaseCorruptError(f"knowledge base file {path} is missing")
-            if sha256_file(path) != expected:
+            size = os.path.getsize(path)
+            if size != entry["bytes"]:
                 raise KnowledgeBaseCorruptError(
-                    f"knowledge base file {path} fails its checksum (corrupted or modified); rebuild the KB"
-                )
+                    f"knowledge base file {path} has {size} bytes, the manifest says {entry['bytes']} "
+                    "(truncated or modified); rebuild the KB")
+            actual = sha256_file(path) if mode == "full" else sample_sha256(path)
+            if actual != entry["sha256" if mode == "full" else "sample_sha256"]:
+                raise KnowledgeBaseCorruptError(
+                    f"knowledge base file {path} fails its checksum (corrupted or modified); rebuild the KB")
+        return mode

@@ -1,4 +1,4 @@
-"""The fact store: SQLite rows addressed by vector id."""
+"""The fact store: SQLite rows addressed by vector id, plus the documents they came from."""
 
 from __future__ import annotations
 
@@ -6,9 +6,17 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterator, Sequence
 
 STORE_NAME = "facts.sqlite"
+_SCHEMA = """
+CREATE TABLE documents (doc INTEGER PRIMARY KEY, doc_id TEXT NOT NULL, context TEXT NOT NULL);
+CREATE TABLE facts (
+    row INTEGER PRIMARY KEY, fact_id TEXT NOT NULL UNIQUE, doc INTEGER NOT NULL, doc_id TEXT NOT NULL,
+    text TEXT NOT NULL, source TEXT NOT NULL, title TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL,
+    text_key INTEGER NOT NULL, embed_key BLOB NOT NULL);
+CREATE INDEX facts_doc_id ON facts (doc_id);
+"""
 
 
 @dataclass(frozen=True)
@@ -18,35 +26,101 @@ class Fact:
     text: str
     source: str
     title: str
+    doc: int = -1  # internal document number: tells apart documents that share a source id
+    start: int = 0  # [start, end) of the fact in its document's text
+    end: int = 0
 
 
-def write_store(path: Path, facts: Iterable[Fact]) -> int:
-    """Writes facts in vector-id order; returns how many."""
-    con = sqlite3.connect(path)
+@dataclass(frozen=True)
+class NewFact:
+    """A fact on its way into the store, with its keys."""
+
+    fact: Fact
+    text_key: int
+    embed_key: bytes
+    embed_text: str
+
+
+class StoreWriter:
+    """Appends documents and facts to a store file (new, or a copy of the previous version's)."""
+
+    def __init__(self, path: Path, create: bool):
+        self._con = sqlite3.connect(path)
+        # the staging directory is published only after an fsync; a crash discards it whole
+        self._con.execute("PRAGMA journal_mode=MEMORY")
+        self._con.execute("PRAGMA synchronous=OFF")
+        if create:
+            self._con.executescript(_SCHEMA)
+        self.rows = int(self._con.execute("SELECT COUNT(*) FROM facts").fetchone()[0])
+        self.docs = int(self._con.execute("SELECT COALESCE(MAX(doc) + 1, 0) FROM documents").fetchone()[0])
+
+    def text_keys(self) -> set[int]:
+        return {k for (k,) in self._con.execute("SELECT text_key FROM facts")}
+
+    def chunk_counts(self, doc_ids: Sequence[str]) -> dict[str, int]:
+        """How many facts already carry each of these source ids (fact ids continue the count)."""
+        counts: dict[str, int] = {}
+        unique = sorted(set(doc_ids))
+        for i in range(0, len(unique), 500):
+            part = unique[i:i + 500]
+            marks = ",".join("?" * len(part))
+            counts.update(self._con.execute(
+                f"SELECT doc_id, COUNT(*) FROM facts WHERE doc_id IN ({marks}) GROUP BY doc_id", part))
+        return counts
+
+    def add_document(self, doc_id: str, context: str) -> int:
+        doc = self.docs
+        self._con.execute("INSERT INTO documents VALUES (?, ?, ?)", (doc, doc_id, context))
+        self.docs += 1
+        return doc
+
+    def add_facts(self, facts: Sequence[NewFact]) -> list[str]:
+        """Inserts facts as the next rows; returns their fact ids (renamed on the rare id clash)."""
+        ids = []
+        for item in facts:
+            f = item.fact
+            fact_id = f.fact_id
+            for attempt in range(1, 1_000_000):
+                try:
+                    self._con.execute(
+                        "INSERT INTO facts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (self.rows, fact_id, f.doc, f.doc_id, f.text, f.source, f.title, f.start, f.end,
+                         item.text_key, item.embed_key))
+                    break
+                except sqlite3.IntegrityError:  # a source id that itself looks like "id#k"
+                    fact_id = f"{f.fact_id}~{attempt}"
+            self.rows += 1
+            ids.append(fact_id)
+        return ids
+
+    def embed_inputs(self, batch_rows: int = 10_000) -> Iterator[list[str]]:
+        """The text BM25 indexes for every fact, in row order, in batches."""
+        cur = self._con.execute(
+            "SELECT f.text, d.context FROM facts f JOIN documents d ON d.doc = f.doc ORDER BY f.row")
+        from .chunking import embed_input
+
+        while rows := cur.fetchmany(batch_rows):
+            yield [embed_input(text, context) for text, context in rows]
+
+    def commit(self) -> None:
+        self._con.commit()
+
+    def close(self) -> None:
+        self._con.commit()
+        self._con.close()
+
+
+def embed_key_rows(path: Path) -> dict[bytes, int]:
+    """Embedding-cache index of a published store: embedder input key -> vector row."""
+    con = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
     try:
-        con.execute("PRAGMA journal_mode=OFF")
-        con.execute("PRAGMA synchronous=OFF")
-        con.execute(
-            "CREATE TABLE facts (row INTEGER PRIMARY KEY, fact_id TEXT NOT NULL UNIQUE, doc_id TEXT NOT NULL, "
-            "text TEXT NOT NULL, source TEXT NOT NULL, title TEXT NOT NULL)"
-        )
-        count = 0
-        batch = []
-        for fact in facts:
-            batch.append((count, fact.fact_id, fact.doc_id, fact.text, fact.source, fact.title))
-            count += 1
-            if len(batch) >= 10_000:
-                con.executemany("INSERT INTO facts VALUES (?, ?, ?, ?, ?, ?)", batch)
-                batch.clear()
-        con.executemany("INSERT INTO facts VALUES (?, ?, ?, ?, ?, ?)", batch)
-        con.commit()
+        return {bytes(k): r for r, k in con.execute("SELECT row, embed_key FROM facts")}
     finally:
         con.close()
-    return count
 
 
 class FactStore:
-    """Read-only access to the facts of a KB."""
+    """Read-only access to the facts of a published KB version."""
 
     def __init__(self, path: Path):
         self._con = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
@@ -60,7 +134,8 @@ class FactStore:
                 chunk = wanted[i:i + 500]
                 marks = ",".join("?" * len(chunk))
                 for row, *values in self._con.execute(
-                    f"SELECT row, fact_id, doc_id, text, source, title FROM facts WHERE row IN ({marks})", chunk
+                    "SELECT row, fact_id, doc_id, text, source, title, doc, start, end FROM facts "
+                    f"WHERE row IN ({marks})", chunk
                 ):
                     found[row] = Fact(*values)
         return [found.get(int(r)) for r in rows]
@@ -69,5 +144,10 @@ class FactStore:
         with self._lock:
             return int(self._con.execute("SELECT COUNT(*) FROM facts").fetchone()[0])
 
+    def documents(self) -> int:
+        with self._lock:
+            return int(self._con.execute("SELECT COUNT(*) FROM documents").fetchone()[0])
+
     def close(self) -> None:
         self._con.close()
+

@@ -1,0 +1,155 @@
+"""The versioned KB directory: immutable versions/ and an atomically replaced CURRENT pointer."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .errors import KnowledgeBaseCorruptError
+
+CURRENT_NAME = "CURRENT"
+VERSIONS_DIR = "versions"
+LOCK_NAME = ".lock"
+MANIFEST_NAME = "manifest.json"
+_VERSION = re.compile(r"^v(\d{6,})$")
+_TMP_PREFIX = ".tmp-"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path: Path) -> None:
+    """Flushes every file below path, then the directories, so a rename publishes complete data."""
+    for root, dirs, files in os.walk(path):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(root))
+
+
+def is_kb(path: Path) -> bool:
+    """Whether path holds a published knowledge base."""
+    return (Path(path) / CURRENT_NAME).is_file()
+
+
+def current_version(path: Path) -> Path:
+    """The version directory CURRENT points at (what a reader loads)."""
+    path = Path(path)
+    pointer = path / CURRENT_NAME
+    if not pointer.is_file():
+        if (path / MANIFEST_NAME).is_file():
+            raise KnowledgeBaseCorruptError(
+                f"{path} is a knowledge base in an older format; rebuild it with `kgverify kb build`")
+        raise KnowledgeBaseCorruptError(f"{path} is not a knowledge base: {CURRENT_NAME} is missing")
+    name = pointer.read_text(encoding="utf-8").strip()
+    if not _VERSION.match(name):
+        raise KnowledgeBaseCorruptError(f"{pointer} does not name a version: {name!r}")
+    version = path / VERSIONS_DIR / name
+    if not version.is_dir():
+        raise KnowledgeBaseCorruptError(f"{pointer} points at {name}, which is missing")
+    return version
+
+
+def versions(path: Path) -> list[Path]:
+    """Published version directories, oldest first."""
+    root = Path(path) / VERSIONS_DIR
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _VERSION.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+@contextmanager
+def writer_lock(path: Path) -> Iterator[None]:
+    """One writer per KB directory at a time (the kernel drops the lock if the writer dies)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / LOCK_NAME, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def check_output_dir(path: Path) -> None:
+    """Refuses to write a KB into a directory that holds something else."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise ValueError(f"output {path} exists and is not a directory")
+    if is_kb(path):
+        return
+    stray = [p.name for p in path.iterdir() if p.name not in (LOCK_NAME, VERSIONS_DIR)]
+    if stray:
+        raise ValueError(f"output {path} is not empty and holds no knowledge base ({', '.join(sorted(stray)[:5])}); "
+                         "choose an empty or new directory")
+
+
+def new_staging_dir(path: Path) -> Path:
+    """A fresh directory to build the next version in; invisible to readers until published."""
+    root = Path(path) / VERSIONS_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f"{_TMP_PREFIX}{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
+    return staging
+
+
+def remove_stale_staging(path: Path) -> None:
+    """Removes staging dirs of builds that died (called under the writer lock)."""
+    root = Path(path) / VERSIONS_DIR
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.name.startswith(_TMP_PREFIX):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def next_version_name(path: Path) -> str:
+    """The name the next published version gets (stable while the writer lock is held)."""
+    existing = versions(path)
+    number = int(_VERSION.match(existing[-1].name).group(1)) + 1 if existing else 1
+    return f"v{number:06d}"
+
+
+def publish(path: Path, staging: Path, keep: int = 2) -> Path:
+    """Makes staging the current version with one atomic rename of CURRENT; keeps `keep` versions."""
+    path = Path(path)
+    version = path / VERSIONS_DIR / next_version_name(path)
+    fsync_tree(staging)
+    os.rename(staging, version)
+    fsync_dir(version.parent)
+    tmp = path / f"{CURRENT_NAME}.tmp-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(version.name + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path / CURRENT_NAME)
+    fsync_dir(path)
+    prune(path, keep)
+    return version
+
+
+def prune(path: Path, keep: int) -> None:
+    """Deletes all but the newest `keep` versions (never the current one).
+
+    Servers that loaded an older version keep serving it: open and mapped files outlive unlinking.
+    """
+    current = current_version(path)
+    for old in versions(path)[:-max(keep, 1)]:
+        if old != current:
+            shutil.rmtree(old, ignore_errors=True)

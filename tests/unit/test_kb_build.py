@@ -1,0 +1,190 @@
+"""Building, extending and loading knowledge bases with the real MiniLM embedder, FAISS and bm25s."""
+
+import numpy as np
+import pytest
+
+from kb.build import BuildOptions, add_documents, build_kb
+from kb.chunking import ChunkSpec, chunk_spans
+from kb.errors import KnowledgeBaseCorruptError, KnowledgeBaseMismatchError
+from kb.ingest import Document
+from kb.knowledge_base import FaissKnowledgeBase, LoadOptions
+from kb.layout import current_version, versions
+from server.pipeline.errors import FailedPreconditionError
+from server.pipeline.types import RetrievalMode
+
+DOCS = [
+    Document("card", "Warfarin is a vitamin K antagonist. Its anticoagulant effect is monitored with the INR.",
+             "https://ex/warfarin", "Warfarin"),
+    Document("card", "Heparin potentiates antithrombin. Unfractionated heparin is monitored with the aPTT.",
+             "https://ex/heparin", "Heparin"),
+    Document("endo", "Metformin lowers hepatic glucose production and is first-line for type 2 diabetes.",
+             "https://ex/metformin", "Metformin"),
+    Document("pulm", "Zafirlukast blocks leukotriene receptors and is used to prevent asthma attacks.",
+             "https://ex/zafirlukast", "Zafirlukast"),
+    Document("gi", "Omeprazole irreversibly blocks the gastric proton pump and reduces acid secretion.",
+             "https://ex/omeprazole", "Omeprazole"),
+]
+NEW_DOCS = [
+    Document("renal", "Furosemide inhibits the Na-K-2Cl cotransporter in the thick ascending limb.", "https://ex/furo"),
+    DOCS[2],  # already in the KB: dropped as a duplicate, never embedded again
+]
+
+
+class RecordingEmbedder:
+    """The real embedder, recording every text it is asked to encode."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.name, self.weights_hash, self.dim = inner.name, inner.weights_hash, inner.dim
+        self.encoded: list[str] = []
+
+    def encode(self, texts):
+        self.encoded.extend(texts)
+        return self._inner.encode(texts)
+
+
+@pytest.fixture(scope="module")
+def kb_dir(tmp_path_factory, embedder):
+    out = tmp_path_factory.mktemp("kb") / "kb"
+    build_kb(DOCS, out, embedder, chunking=ChunkSpec(max_chars=60), progress=False)
+    return out
+
+
+def test_every_mode_finds_the_fact_and_modes_rank_differently(kb_dir, embedder):
+    kb = FaissKnowledgeBase.load(kb_dir, embedder)
+    assert set(kb.info.modes) == set(RetrievalMode) and kb.info.index_family == "flat"
+    for mode in RetrievalMode:
+        top = kb.search(["How is the effect of warfarin monitored?"], 3, mode)[0]
+        assert any("INR" in hit.text for hit in top), mode
+    # A paraphrase without shared words: only dense retrieval can find it.
+    dense = kb.search(["medicine to stop wheezing episodes"], 1, RetrievalMode.DENSE)[0]
+    lexical = kb.search(["medicine to stop wheezing episodes"], 1, RetrievalMode.BM25)[0]
+    assert "asthma" in dense[0].text and lexical == []
+    hybrid = kb.search(["aPTT"], 5, RetrievalMode.HYBRID)[0]
+    assert "aPTT" in hybrid[0].text and hybrid[0].score == pytest.approx(2 / 61)
+
+
+def test_repeated_source_ids_keep_every_documents_text_verbatim(kb_dir, embedder):
+    kb = FaissKnowledgeBase.load(kb_dir, embedder)
+    hits = kb.search(["warfarin heparin vitamin K antithrombin INR aPTT"], 10, RetrievalMode.BM25)[0]
+    card = sorted((h.fact_id, h.text, h.source) for h in hits if h.fact_id.startswith("card"))
+    assert [fid for fid, _, _ in card] == ["card#0", "card#1", "card#2", "card#3"]
+    for _, text, source in card:
+        doc = next(d for d in DOCS if d.source == source)
+        assert text in doc.text
+    assert kb.info.num_documents == 5
+    assert kb.info.num_facts == sum(len(chunk_spans(d.text, ChunkSpec(max_chars=60))) for d in DOCS)
+
+
+def test_kb_add_embeds_only_new_text_and_extends_the_index(tmp_path, embedder):
+    out = tmp_path / "kb"
+    first = build_kb(DOCS, out, embedder, progress=False)
+    recorder = RecordingEmbedder(embedder)
+    second = add_documents(out, NEW_DOCS, recorder, progress=False)
+    assert recorder.encoded == [NEW_DOCS[0].text]
+    assert second.build["duplicates_dropped"] == 1 and second.num_facts == first.num_facts + 1
+    assert second.build["parent"] == first.kb_id and [h["op"] for h in second.history] == ["build", "add"]
+    kb = FaissKnowledgeBase.load(out, embedder)
+    assert kb.info.kb_id == second.kb_id
+    assert "Furosemide" in kb.search(["how does furosemide work"], 1, RetrievalMode.DENSE)[0][0].text
+    assert "Furosemide" in kb.search(["cotransporter"], 1, RetrievalMode.BM25)[0][0].text
+
+
+def test_rebuilding_reuses_cached_embeddings_bit_for_bit(tmp_path, embedder):
+    out = tmp_path / "kb"
+    build_kb(DOCS, out, embedder, progress=False)
+    before = FaissKnowledgeBase.load(out, embedder).search(["blood thinner monitoring"], 3, RetrievalMode.DENSE)[0]
+    recorder = RecordingEmbedder(embedder)
+    manifest = build_kb(DOCS + NEW_DOCS[:1], out, recorder, progress=False)
+    assert recorder.encoded == [NEW_DOCS[0].text]
+    assert manifest.build["reused"] == len(DOCS) and manifest.build["embedded"] == 1
+    fresh = tmp_path / "fresh"
+    build_kb(DOCS + NEW_DOCS[:1], fresh, embedder, progress=False)
+    assert (current_version(out) / "vectors.f16").read_bytes() == (current_version(fresh) / "vectors.f16").read_bytes()
+    after = FaissKnowledgeBase.load(out, embedder).search(["blood thinner monitoring"], 3, RetrievalMode.DENSE)[0]
+    assert [(h.fact_id, h.score) for h in after] == [(h.fact_id, h.score) for h in before]
+
+
+@pytest.mark.parametrize("family", ["hnsw", "ivfpq"])
+def test_approximate_families_find_what_flat_finds(tmp_path, embedder, kb_dir, family):
+    docs = DOCS + [Document(f"filler{i}", f"Filler note {i} about hospital logistics and scheduling number {i}.")
+                   for i in range(400)]
+    out = tmp_path / family
+    build_kb(docs, out, embedder, chunking=ChunkSpec(max_chars=60), progress=False,
+             options=BuildOptions(index=family, index_params={"nlist": 8, "nprobe": 8}))
+    kb = FaissKnowledgeBase.load(out, embedder)
+    assert kb.info.index_family == family
+    for query, word in (("How is the effect of warfarin monitored?", "INR"), ("acid reflux pill", "Omeprazole")):
+        assert word in " ".join(h.text for h in kb.search([query], 3, RetrievalMode.DENSE)[0])
+
+
+def test_a_corrupted_index_file_is_detected_on_load(tmp_path, embedder):
+    out = tmp_path / "kb"
+    build_kb(DOCS, out, embedder, progress=False)
+    index_file = current_version(out) / "index.faiss"
+    data = bytearray(index_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    index_file.write_bytes(bytes(data))
+    with pytest.raises(KnowledgeBaseCorruptError, match="index.faiss fails its checksum"):
+        FaissKnowledgeBase.load(out, embedder)
+    index_file.write_bytes(bytes(data[:100]))
+    with pytest.raises(KnowledgeBaseCorruptError, match="truncated"):
+        FaissKnowledgeBase.load(out, embedder, LoadOptions(verify="sample"))
+
+
+@pytest.fixture(scope="module")
+def other_embedder(tmp_path_factory):
+    """A genuinely different sentence-transformers model: MiniLM plus a seeded 384->64 projection."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+
+    from kb.embedder import SentenceTransformerEmbedder, resolve_model_dir
+
+    torch.manual_seed(0)
+    base = SentenceTransformer(str(resolve_model_dir("all-MiniLM-L6-v2")), device="cpu", local_files_only=True)
+    projection = models.Dense(384, 64, bias=False, activation_function=torch.nn.Identity())
+    path = tmp_path_factory.mktemp("models") / "minilm-64"
+    SentenceTransformer(modules=[*base, projection, models.Normalize()]).save(str(path))
+    return SentenceTransformerEmbedder(str(path))
+
+
+def test_a_kb_built_with_another_embedder_is_refused_with_a_clear_error(tmp_path, embedder, other_embedder):
+    out = tmp_path / "kb"
+    build_kb(DOCS, out, other_embedder, progress=False)
+    assert other_embedder.dim == 64 and other_embedder.weights_hash != embedder.weights_hash
+    with pytest.raises(KnowledgeBaseMismatchError) as err:
+        FaissKnowledgeBase.load(out, embedder)
+    message = err.value.message
+    assert "minilm-64" in message and "all-MiniLM-L6-v2" in message and "KGV_EMBEDDER__MODEL" in message
+    assert err.value.code == "FAILED_PRECONDITION" and err.value.reason == "KB_EMBEDDER_MISMATCH"
+    with pytest.raises(KnowledgeBaseMismatchError, match="--embedder"):
+        add_documents(out, NEW_DOCS, embedder, progress=False)
+    assert FaissKnowledgeBase.load(out, other_embedder).info.dim == 64
+
+
+def test_a_kb_without_bm25_refuses_lexical_modes(tmp_path, embedder):
+    out = tmp_path / "kb"
+    build_kb(DOCS, out, embedder, options=BuildOptions(bm25=False), progress=False)
+    kb = FaissKnowledgeBase.load(out, embedder)
+    assert kb.info.modes == (RetrievalMode.DENSE,)
+    with pytest.raises(FailedPreconditionError, match="built without BM25"):
+        kb.search(["INR"], 3, RetrievalMode.HYBRID)
+
+
+def test_a_loaded_version_keeps_serving_after_newer_ones_replace_it(tmp_path, embedder):
+    out = tmp_path / "kb"
+    build_kb(DOCS, out, embedder, progress=False)
+    old = FaissKnowledgeBase.load(out, embedder)
+    add_documents(out, NEW_DOCS, embedder, keep_versions=1, progress=False)
+    assert [v.name for v in versions(out)] == ["v000002"]  # the old files are unlinked...
+    for mode in RetrievalMode:  # ...but what a server already loaded still answers
+        assert "INR" in " ".join(h.text for h in old.search(["warfarin INR"], 3, mode)[0])
+
+
+def test_per_document_limit_and_top_k_edges(kb_dir, embedder):
+    kb = FaissKnowledgeBase.load(kb_dir, embedder, LoadOptions(max_per_document=1))
+    hits = kb.search(["warfarin heparin INR aPTT monitoring"], 4, RetrievalMode.HYBRID)[0]
+    sources = [h.source for h in hits]
+    assert len(sources) == len(set(sources)) == 4
+    assert kb.search(["anything"], 0, RetrievalMode.DENSE) == [[]] and kb.search([], 3, RetrievalMode.DENSE) == []
+    assert np.isfinite([h.score for h in kb.search(["x"], 50, RetrievalMode.DENSE)[0]]).all()

@@ -1,0 +1,80 @@
+"""Reading documents from JSONL, CSV/TSV, Parquet and text files, with field maps."""
+
+import csv
+import gzip
+import json
+
+import pytest
+
+from kb.ingest import Document, FieldMap, read_documents
+
+ROWS = [
+    {"qid": "q1", "answer": "Aspirin inhibits COX.", "url": "https://a/1", "focus": "Aspirin"},
+    {"qid": "q1", "answer": "Warfarin needs INR checks.", "url": "https://a/2", "focus": "Warfarin"},
+    {"qid": "", "answer": "Heparin activates antithrombin.", "url": None, "focus": None},
+    {"qid": "q4", "answer": "   ", "url": "https://a/4", "focus": "empty"},
+]
+FIELDS = FieldMap(text="answer", id="qid", source="url", title="focus")
+
+
+def _expected(name):
+    return [
+        Document("q1", "Aspirin inhibits COX.", "https://a/1", "Aspirin"),
+        Document("q1", "Warfarin needs INR checks.", "https://a/2", "Warfarin"),
+        Document(f"{name}:3", "Heparin activates antithrombin.", "", ""),
+    ]
+
+
+def test_jsonl_gz_keeps_repeated_ids_and_skips_empty_text(tmp_path):
+    path = tmp_path / "docs.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        fh.write("\n".join(json.dumps(r) for r in ROWS) + "\n\n")
+    assert list(read_documents([path], FIELDS)) == _expected("docs.jsonl.gz")
+
+
+def test_csv_and_tsv_with_multiline_cells(tmp_path):
+    rows = [dict(r, url=r["url"] or "", focus=r["focus"] or "") for r in ROWS]
+    rows[0]["answer"] = "Aspirin inhibits COX.\nIt thins blood, a lot."
+    for name, delimiter in (("docs.csv", ","), ("docs.tsv", "\t")):
+        with open(tmp_path / name, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]), delimiter=delimiter)
+            writer.writeheader()
+            writer.writerows(rows)
+        docs = list(read_documents([tmp_path / name], FIELDS))
+        assert docs[0].text == "Aspirin inhibits COX.\nIt thins blood, a lot."
+        assert docs[1:] == _expected(name)[1:]
+
+
+def test_parquet_reads_only_the_mapped_columns(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "docs.parquet"
+    pq.write_table(pa.Table.from_pylist([dict(r, extra=[1, 2]) for r in ROWS]), path)
+    assert list(read_documents([path], FIELDS)) == _expected("docs.parquet")
+
+
+def test_text_files_and_directories_recursively_in_name_order(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "b.txt").write_text("Beta blockers slow the heart.", encoding="utf-8")
+    (tmp_path / "sub" / "a.md").write_text("# ACE inhibitors\nThey cause cough.", encoding="utf-8")
+    (tmp_path / "notes.bin").write_bytes(b"\x00")  # not a document format: ignored inside directories
+    docs = list(read_documents([tmp_path]))
+    assert [(d.doc_id, d.text) for d in docs] == [
+        ("b.txt", "Beta blockers slow the heart."), ("a.md", "# ACE inhibitors\nThey cause cough.")]
+    assert docs[0].source == str(tmp_path / "b.txt")
+
+
+def test_clear_errors_for_bad_inputs(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{not json\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="bad.jsonl:2"):
+        list(read_documents([bad]))
+    with pytest.raises(FileNotFoundError):
+        list(read_documents([tmp_path / "missing.jsonl"]))
+    (tmp_path / "x.bin").write_bytes(b"")
+    with pytest.raises(ValueError, match="unsupported input format"):
+        list(read_documents([tmp_path / "x.bin"]))
+    (tmp_path / "c.csv").write_text("body\nhello\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="--text-field"):
+        list(read_documents([tmp_path / "c.csv"]))
