@@ -132,15 +132,13 @@ class LmSettings(_Section):
     max_concurrency: int = Field(8, ge=1)
     """Concurrent calls to the vLLM LM."""
     strategy: Literal["auto", "packed", "walk"] = "auto"
-    """transformers: `packed` passes with custom 4D masks, `walk` (KV-cache prefix walk), `auto` = packed when a
-    load-time probe shows the model honours custom masks."""
+    """transformers: `packed` (custom 4D masks), `walk` (KV-cache prefix walk) or `auto` (a load-time mask probe)."""
     max_context_tokens: int | None = Field(None, ge=2)
     """Longest scored sequence (tokens); unset = the model config (transformers) or vLLM's max_model_len - 1."""
     tokenizer: str | None = None
     """vllm: local tokenizer path of the served model; unset = KGV_LM__MODEL when it is a local dir, else /tokenize."""
     vllm_scoring: Literal["prompt_logprobs", "cached"] = "prompt_logprobs"
-    """vllm: `prompt_logprobs` (one request, no prefix-cache reads) or `cached` (one request per answer token
-    with `logprob_token_ids`, reads the prefix cache)."""
+    """vllm: `prompt_logprobs` (one request, no prefix-cache reads) or `cached` (reads it; docs/info_gain.md)."""
     vllm_max_prompts: int = Field(64, ge=1)
     """vllm: prompts per /v1/completions request (stay below VLLM_MAX_COMPLETION_PROMPTS)."""
     vllm_cache_salt: str | None = None
