@@ -89,6 +89,23 @@ class KbSettings(_Section):
     """Default retrieval mode."""
     top_k: int = Field(5, ge=1)
     """Default facts retrieved per claim."""
+    verify: Literal["auto", "full", "sample"] = "auto"
+    """Checksums checked at (re)load: `full` sha256 of every file, `sample` sizes + sampled blocks
+    (seconds for any size; run `kgverify kb verify` for a full check), `auto` full up to 2 GiB."""
+    mmap: bool = False
+    """Memory-map the FAISS index and BM25 arrays (large KBs: pages load on demand, shared between processes)."""
+    rrf_k: int = Field(60, ge=1)
+    """Hybrid retrieval: reciprocal rank fusion constant (a fact scores the sum of 1 / (rrf_k + rank))."""
+    candidates: int = Field(100, ge=1)
+    """Hybrid retrieval: facts taken from each of dense and BM25 before fusion."""
+    max_per_document: int = Field(0, ge=0)
+    """Most facts returned from one source document (0 = no limit)."""
+    hnsw_ef_search: int | None = Field(None, ge=1)
+    """HNSW KBs: efSearch (candidates explored per query); unset = the value recorded at build."""
+    ivf_nprobe: int | None = Field(None, ge=1)
+    """IVF-PQ KBs: inverted lists probed per query; unset = the value recorded at build."""
+    refine_k: int | None = Field(None, ge=0)
+    """IVF-PQ KBs: PQ candidates re-scored exactly from the float16 vectors (0 = no refinement)."""
 
 
 class JudgeSettings(_Section):
@@ -150,6 +167,18 @@ class LmSettings(_Section):
 class SplitterSettings(_Section):
     backend: Literal["rules", "llm"] = "rules"
     """Step splitter: `rules` (embedded) or `llm` (vLLM decomposer)."""
+    base_url: str | None = None
+    """OpenAI-compatible base URL of the vLLM decomposer; unset = the judge's (KGV_JUDGE__BASE_URL)."""
+    model: str | None = None
+    """Served model name of the decomposer; unset = the judge's (KGV_JUDGE__MODEL)."""
+    api_key: str | None = None
+    """Bearer token for the decomposer; unset = the judge's when the judge's URL is used."""
+    timeout_s: float = Field(60.0, gt=0)
+    """Timeout of one decomposer call (never beyond the RPC deadline)."""
+    max_concurrency: int = Field(8, ge=1)
+    """Concurrent calls to the vLLM decomposer."""
+    max_output_tokens: int = Field(4096, ge=64)
+    """Token limit of the decomposer's answer (it copies the chain, so about the chain's length plus a third)."""
 
 
 class Settings(BaseSettings):

@@ -105,6 +105,12 @@ def _rule_splitter(ctx: BackendContext):
     return RuleSplitter()
 
 
+def _llm_splitter(ctx: BackendContext):
+    from .splitters.llm_decomposer import decomposer_from_settings
+
+    return decomposer_from_settings(ctx.settings, ctx.blocking)
+
+
 JUDGES: dict[str, Callable[[BackendContext], Any]] = {
     "baseline": _baseline_judge,
     "nli": _nli_judge,
@@ -116,6 +122,7 @@ ESTIMATORS: dict[str, Callable[[BackendContext], Any]] = {
 }
 SPLITTERS: dict[str, Callable[[BackendContext], Any]] = {
     "rules": _rule_splitter,
+    "llm": _llm_splitter,
 }
 LM_BACKENDS = ("transformers", "vllm")
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from .deadline import NO_DEADLINE, Deadline
 from .deps import PipelineDeps
 from .errors import InvalidArgumentError
 from .types import ChainInput, SplitResult
 
 
-async def split_chain(chain: ChainInput, deps: PipelineDeps, splitter_name: str | None = None) -> SplitResult:
+async def split_chain(chain: ChainInput, deps: PipelineDeps, splitter_name: str | None = None,
+                      deadline: Deadline = NO_DEADLINE) -> SplitResult:
     splitter = await deps.splitter(splitter_name)
     if chain.steps:
         result = await deps.blocking.run(splitter.split_steps, list(chain.steps), chain.question)
+    elif hasattr(splitter, "asplit"):  # a backend splitter (LLM decomposer) that awaits a remote model
+        result = await splitter.asplit(chain.reasoning or "", chain.question, deadline)
     else:
         result = await deps.blocking.run(splitter.split, chain.reasoning or "", chain.question)
+    if not chain.steps:
         if len(result.steps) > deps.limits.max_steps:
             raise InvalidArgumentError.single(
                 "reasoning", f"splits into {len(result.steps)} steps; the limit is {deps.limits.max_steps}"

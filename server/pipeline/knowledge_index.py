@@ -74,7 +74,7 @@ async def score_knowledge(
     req: KnowledgeRequest, deps: PipelineDeps, deadline: Deadline, split: SplitResult | None = None
 ) -> KnowledgeResult:
     if split is None:
-        split = await split_chain(req.chain, deps, req.options.splitter)
+        split = await split_chain(req.chain, deps, req.options.splitter, deadline)
     judge = await deps.judge(req.options.judge)
     to_judge: list[Claim] = [c for s in split.steps for c in s.claims if not c.no_knowledge]
     unique_texts = list(dict.fromkeys(c.text for c in to_judge))

@@ -48,7 +48,7 @@ async def chain(req: ChainRequest, deps: PipelineDeps, deadline: Deadline) -> Ch
     validate_chain(req, deps.limits)
     base = req.knowledge or req.info_gain
     splitter = req.knowledge.options.splitter if req.knowledge else None
-    shared = await split_chain(base.chain, deps, splitter)
+    shared = await split_chain(base.chain, deps, splitter, deadline)
     jobs = []
     if req.knowledge is not None:
         jobs.append(score_knowledge(req.knowledge, deps, deadline, shared))

@@ -129,7 +129,7 @@ def _punct_cut(text: str, m: re.Match, unit_start: int, end: int) -> int | None:
     if nxt >= end:
         return None
     c = text[nxt]
-    if c.islower() or c in _NO_CUT_NEXT or not _opens_unit(text, nxt):
+    if c.islower() or c in _NO_CUT_NEXT or not _opens_unit(text, nxt, end):
         return None
     punct = m.group()
     if punct[0] == "!" and not c.isupper():
@@ -139,15 +139,15 @@ def _punct_cut(text: str, m: re.Match, unit_start: int, end: int) -> int | None:
     return nxt
 
 
-def _opens_unit(text: str, pos: int) -> bool:
+def _opens_unit(text: str, pos: int, end: int) -> bool:
     """Whether a unit may start at pos: not an operator, not an equation (it belongs to the text before it)."""
     c = text[pos]
     if c == "*":
-        return text.startswith("**", pos)
+        return text.startswith("**", pos, end)
     if c == "-":
-        return text.startswith("- ", pos)
+        return text.startswith("- ", pos, end)
     if c == "\\" or c == "$":
-        return not text.startswith(_DISPLAY_OPEN, pos)
+        return not text.startswith(_DISPLAY_OPEN, pos, end)
     return True
 
 
@@ -175,9 +175,9 @@ def _line_cut(text: str, nl: int, unit_start: int, end: int) -> int | None:
     c = text[nxt]
     bold_end = text[prev] == "*" and prev > unit_start and text[prev - 1] == "*"
     if (text[prev] in _NO_CUT_AFTER_LINE and not bold_end) or c.islower() or c in _NO_CUT_NEXT \
-            or not _opens_unit(text, nxt):
+            or not _opens_unit(text, nxt, end):
         return None
-    if text.startswith(_DISPLAY_OPEN, nxt):
+    if text.startswith(_DISPLAY_OPEN, nxt, end):
         return None  # an equation on its own line continues the sentence that introduces it
     return nxt
 
@@ -229,14 +229,22 @@ def _after_display(text: str, r: int, end: int) -> int | None:
     if not text[r].isspace():
         return None
     nxt = _skip_space(text, r, end)
-    if nxt >= end or text[nxt].islower() or text[nxt] in _NO_CUT_NEXT or not _opens_unit(text, nxt):
+    if nxt >= end or text[nxt].islower() or text[nxt] in _NO_CUT_NEXT or not _opens_unit(text, nxt, end):
         return None
     return nxt
 
 
+_last_regions: tuple[str, Regions] = ("", Regions(""))
+
+
 def sentence_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
     """Sentence boundaries inside text[start:end], conservative around abbreviations, decimals and math."""
-    return unit_spans(text, start, end, Regions(text))
+    global _last_regions
+    cached_text, regions = _last_regions  # callers walk one document line by line: scan it once
+    if cached_text is not text and cached_text != text:
+        regions = Regions(text)
+        _last_regions = (text, regions)
+    return unit_spans(text, start, end, regions)
 
 
 def _blocks(text: str, regions: Regions) -> list[list[int]]:
@@ -269,7 +277,7 @@ def _blocks(text: str, regions: Regions) -> list[list[int]]:
             continue  # a list inside a paragraph or section belongs to the text that introduces it
         _add_block(blocks, text, cursor, pos, kind)
         if ev_kind in (OPEN, CLOSE):
-            blocks.append([pos, stop, ev_kind])
+            blocks.append([*_trim(text, pos, stop), ev_kind])
             cursor, kind = stop, PARA
         elif ev_kind in (ITEM, LIST):
             cursor, kind = pos, ev_kind
@@ -289,7 +297,8 @@ def _add_block(blocks: list[list[int]], text: str, start: int, end: int, kind: i
 
 
 def _attach(units: list[list[int]]) -> list[list[int]]:
-    """Glues markup to content: closing tags to the unit before, titles and opening tags to the unit after."""
+    """Glues markup to content: closing tags to the unit before, opening tags to the unit after, and titles
+    to the paragraph after them (a heading above a list or another heading stays a step of its own)."""
     closed: list[list[int]] = []
     for u in units:
         if u[2] == CLOSE and closed:

@@ -1,0 +1,1 @@
+"""Step splitters that run as backends (the LLM decomposer served by vLLM)."""
