@@ -44,7 +44,8 @@ class _Regions(Protocol):
 
 def _finite_verb(word: str) -> bool:
     w = word.lower()
-    return w in AUXILIARIES or w in VERBS or (len(w) > 5 and w.endswith(("izes", "ises", "ifies")))
+    return (w in AUXILIARIES or w in VERBS or w + "s" in VERBS or w + "es" in VERBS
+            or (len(w) > 5 and w.endswith(("izes", "ises", "ifies"))))
 
 
 def _has_verb(text: str) -> bool:
@@ -107,6 +108,9 @@ def _strip_markup(text: str, start: int, end: int) -> tuple[int, int]:
     m = _LEAD.match(text, start, end)
     if m:
         start = m.end()
+        marker = text[start - 2:start]
+        if marker in ("**", "__") and text.find(marker, start, end - 2) >= 0:
+            start -= 2  # "**Warfarin** blocks ...": the bold word is part of the claim
     m = _TRAIL.search(text, start, end)
     if m:
         end = m.start()

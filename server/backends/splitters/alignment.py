@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 _TRANSLATE = str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"', "–": "-", "—": "-", "−": "-", " ": " "})
 _WORD = re.compile(r"\w+")
-MIN_WORD_RATIO = 0.6  # share of a step's words that must match the chain at the aligned place
+MIN_WORD_RATIO = 0.8  # share of a step's words that must match the chain at the aligned place
 
 
 class StepNotFoundError(ValueError):
@@ -101,8 +101,11 @@ class StepAligner:
         longest = matcher.find_longest_match(0, len(words), 0, len(step_words))
         if not longest.size:
             return None
-        start_word = max(0, longest.a - longest.b)  # where the step's first word sits if the run is in place
+        start_word = longest.a - longest.b  # where the step's first word sits if the run is in place
+        if start_word < 0:
+            return None  # the step would begin before the previous one
         window = words[start_word:start_word + len(step_words)]
-        if difflib.SequenceMatcher(None, window, step_words, autojunk=False).ratio() < MIN_WORD_RATIO:
+        blocks = difflib.SequenceMatcher(None, window, step_words, autojunk=False).get_matching_blocks()
+        if sum(b.size for b in blocks) < MIN_WORD_RATIO * len(step_words):
             return None
         return chain[start_word][0]

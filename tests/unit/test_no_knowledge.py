@@ -1,0 +1,85 @@
+"""NO_KNOWLEDGE detection: the written rules, the team-labelled set and the demo chains."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from server.pipeline.no_knowledge import is_no_knowledge
+from server.pipeline.splitter import RuleSplitter
+
+REPO = Path(__file__).resolve().parents[2]
+LABELLED = REPO / "tests" / "data" / "no_knowledge"
+SPLITTER = RuleSplitter()
+QUESTION = "A 58-year-old man has newly diagnosed type 2 diabetes and normal kidney function. Which drug is started first?"
+
+
+@pytest.mark.parametrize("claim", [
+    "Let's think step by step.",                                     # planning
+    "We need to find the first-line drug.",
+    "First, recall the drugs used for diabetes.",
+    "Hmm, wait.",                                                    # meta talk
+    "Let me double-check that.",
+    "The patient is a 58-year-old man with type 2 diabetes.",        # restating the question
+    "Newly diagnosed type 2 diabetes, normal kidney function.",
+    "So the answer is B.",                                           # conclusion
+    "Final answer: B",
+    "\\boxed{42}",
+    "She spends 7 × 3 = $21.",                                       # bare arithmetic
+    "50 - 15 = 35",
+    "Let x be the number of tablets.",
+])
+def test_claims_without_domain_knowledge(claim):
+    assert is_no_knowledge(claim, QUESTION)
+
+
+@pytest.mark.parametrize("claim", [
+    "Metformin is the first-line drug for type 2 diabetes.",
+    "Metformin lowers hepatic glucose output.",
+    "Type 2 diabetes is usually treated first with metformin.",     # restates words but adds a fact
+    "A week has 7 days.",
+    "The area of a circle is π r^2.",
+    "The sum of the interior angles of a polygon with n sides is (n - 2) × 180 degrees.",
+    "Let's recall that metformin is contraindicated in severe renal impairment.",
+    "So metformin is avoided in severe kidney disease because of lactic acidosis.",
+])
+def test_claims_that_state_knowledge_are_judged(claim):
+    assert not is_no_knowledge(claim, QUESTION)
+
+
+def _scores(path: Path) -> tuple[float, float]:
+    tp = fp = fn = 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        chain = json.loads(line)
+        result = SPLITTER.split_steps([s["text"] for s in chain["steps"]], chain["question"])
+        for step, gold in zip(result.steps, chain["steps"]):
+            actual = gold["label"] == "no_knowledge"
+            tp += step.no_knowledge and actual
+            fp += step.no_knowledge and not actual
+            fn += actual and not step.no_knowledge
+    return tp / (tp + fp), tp / (tp + fn)
+
+
+def test_labelled_set_is_large_enough_and_labelled_by_the_rule():
+    rows = [json.loads(line) for p in LABELLED.glob("*.jsonl") for line in p.read_text().splitlines()]
+    steps = [s for r in rows for s in r["steps"]]
+    assert len(steps) >= 300
+    assert {r["domain"] for r in rows} == {"medical", "math"}
+    assert {s["label"] for s in steps} == {"knowledge", "no_knowledge"}
+
+
+@pytest.mark.parametrize("part", ["dev", "test"])
+def test_no_knowledge_precision_and_recall_on_the_labelled_set(part):
+    precision, recall = _scores(LABELLED / f"{part}.jsonl")
+    assert precision >= 0.90 and recall >= 0.70, (precision, recall)
+
+
+def test_demo_chain_filler_steps_are_no_knowledge_and_fact_steps_are_not():
+    rows = [json.loads(line) for line in (REPO / "client" / "demo" / "chains.jsonl").read_text().splitlines()]
+    assert rows
+    for row in rows:
+        result = SPLITTER.split_steps(row["steps"], row["question"])
+        labels = [s.no_knowledge for s in result.steps]
+        assert labels == [e == "no_knowledge" for e in row["expected"]], row["id"]
