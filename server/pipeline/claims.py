@@ -84,7 +84,7 @@ def _depth_ok(text: str, start: int, pos: int) -> bool:
 
 def split_coordination(text: str, start: int, end: int, regions: _Regions) -> list[tuple[int, int]]:
     """Splits "X inhibits Y and is renally cleared" into two spans; leaves "X and Y are ..." whole."""
-    if end - start < 20:
+    if end - start < 20 or not _CONJ.search(text, start, end):
         return [(start, end)]
     spans: list[tuple[int, int]] = []
     cursor = start

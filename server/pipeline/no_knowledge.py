@@ -63,7 +63,7 @@ _ANSWER_HINTS = frozenset("answer option choice boxed likely".split())
 _PHRASE_HINTS = frozenset(
     "associated caused due lead leads result results point points consistent typical treatment most side risk "
     "general any all exactly if definition equal equals sum product ratio number square cube power quotient".split())
-_LETTER_VARIABLES = frozenset("abcdefghijklmnopqrstuvwxyz") | {"π"}
+_LETTER_VARIABLES = frozenset("bcdefghjklmnopqrstuvwxyzπ")  # single letters that are not words
 # Single words that mark general knowledge rather than talk about this problem.
 KNOWLEDGE_WORDS = frozenset(
     "formula theorem law rule lemma identity definition defined principle property always never usually typically "

@@ -25,11 +25,12 @@ CUE_WEIGHT = 3
 
 # Spans where no boundary may fall: code, display math, inline math.
 _REGION = re.compile(
-    r"(?P<code>```.*?(?:```|\Z)|~~~.*?(?:~~~|\Z))"
+    r"(?=[`~$\\])"  # every region opens with one of these: lets the scan skip other characters fast
+    r"(?:(?P<code>```.*?(?:```|\Z)|~~~.*?(?:~~~|\Z))"
     r"|(?P<display>\$\$.+?\$\$|\\\[.+?\\\]|\\begin\{(?P<env>[A-Za-z*]+)\}.*?\\end\{(?P=env)\})"
     r"|\\\(.+?\\\)"
     r"|(?<![\\$])\$(?=[^\s$])[^$\n]{0,300}?(?<=[^\s\\$])\$(?!\d)"
-    r"|`[^`\n]+`",
+    r"|`[^`\n]+`)",
     re.DOTALL,
 )
 _BLANK = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)*")
@@ -54,7 +55,7 @@ ABBREVIATIONS = frozenset({
 })
 _NO_CUT_NEXT = frozenset(",;:.!?)]}=+/<>|&^")
 # Sentence starters that begin a new unit even after a formula or a number with no full stop ("... = 49 However, ...").
-_CUE = re.compile(r"(?<=\s)[A-Z][a-z']+\b")
+_CUE = re.compile(r"[)\]}$\d:][ \t\n]+(?P<word>[A-Z][a-z']+)\b")
 CUE_WORDS = frozenset(
     "However Therefore Thus Hence So Since First Second Third Fourth Fifth Next Now Finally Then Let Let's We If "
     "For To Substituting Using Given Consider Considering Case Note Similarly Additionally Also Because After "
@@ -64,7 +65,6 @@ _STEP_CUE = re.compile(r"(?:\*\*)?(?:Next|Now|Finally|Lastly|Step \d)\b")
 # Units that rarely open a step (they continue the one before): they do not count towards a run-on.
 _WEAK_START = re.compile(r"[-*•] |\\\(|\$|(?:This|These|There|Here|Specifically|Each|Then|But|Hence)\b")
 _ENUM_CUES = frozenset(("First", "Second", "Third", "Fourth", "Fifth", "Next", "Finally", "Case"))
-_CUE_AFTER = frozenset(")]}$")
 _NO_CUT_AFTER_LINE = frozenset(":,;([{=+-*/\\&^")
 _DISPLAY_OPEN = ("\\[", "$$", "\\begin")
 _NOT_BEFORE_INLINE_STEP = frozenset(" \t\n\r#*_>+•-")
@@ -153,15 +153,11 @@ def _opens_unit(text: str, pos: int, end: int) -> bool:
 
 def _cue_cut(text: str, m: re.Match, unit_start: int) -> int | None:
     """A capitalised sentence starter right after a formula, a number or a colon starts a new unit."""
-    prev = m.start() - 1
-    while prev > unit_start and text[prev].isspace():
-        prev -= 1
-    if prev <= unit_start:
+    if m.start() <= unit_start:
         return None
-    c = text[prev]
-    if c in _CUE_AFTER or c.isdigit() or (c == ":" and m.group() in _ENUM_CUES):
-        return m.start()
-    return None
+    if text[m.start()] == ":" and m.group("word") not in _ENUM_CUES:
+        return None
+    return m.start("word")
 
 
 def _line_cut(text: str, nl: int, unit_start: int, end: int) -> int | None:
@@ -189,8 +185,8 @@ def unit_spans(text: str, start: int, end: int, regions: Regions) -> list[tuple[
         if not regions.inside(m.start()):
             candidates.append((m.end(), 0, m))
     for m in _CUE.finditer(text, start, end):
-        if m.group() in CUE_WORDS and not regions.inside(m.start()):
-            candidates.append((m.start(), 2, m))
+        if m.group("word") in CUE_WORDS and not regions.inside(m.start("word")):
+            candidates.append((m.start("word"), 2, m))
     if regions.display_ends:
         candidates.extend((r, 1, None) for r in _display_cuts_raw(regions, start, end))
     candidates.sort(key=lambda c: c[0])
