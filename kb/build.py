@@ -50,12 +50,13 @@ class _Stats:
 class _Progress:
     """A tqdm bar of facts on stderr plus one line per stage (quiet when progress is off)."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, stages: bool | None = None):
         self.enabled = enabled
+        self.stages = enabled if stages is None else stages
         self.bar = None
 
     def stage(self, message: str) -> None:
-        if self.enabled:
+        if self.stages:
             print(f"kgverify kb: {message}", file=sys.stderr, flush=True)
 
     def start(self, desc: str):
@@ -178,13 +179,16 @@ def _index_and_bm25(staging: Path, dim: int, family: str, params: dict, base_ind
 
 def build_kb(docs: Iterable[Document], out_dir: Path, embedder, *, chunk_chars: int = 500,
              chunking: ChunkSpec | None = None, options: BuildOptions | None = None,
-             build_options: dict | None = None, progress: bool = True) -> Manifest:
-    """Builds a new version of the KB at out_dir from documents; readers see old or new, never a mix."""
+             build_options: dict | None = None, progress: bool = True, stages: bool | None = None) -> Manifest:
+    """Builds a new version of the KB at out_dir from documents; readers see old or new, never a mix.
+
+    progress shows a bar on stderr; stages (default: like progress) prints one line per stage.
+    """
     spec = chunking or ChunkSpec(max_chars=chunk_chars)
     options = options or BuildOptions()
     out_dir = Path(out_dir).resolve()
     check_output_dir(out_dir)
-    report = _Progress(progress)
+    report = _Progress(progress, stages)
     started = time.perf_counter()
     with writer_lock(out_dir):
         remove_stale_staging(out_dir)
@@ -216,10 +220,10 @@ def build_kb(docs: Iterable[Document], out_dir: Path, embedder, *, chunk_chars: 
 
 
 def add_documents(kb_dir: Path, docs: Iterable[Document], embedder, *, build_options: dict | None = None,
-                  keep_versions: int = 2, progress: bool = True) -> Manifest:
+                  keep_versions: int = 2, progress: bool = True, stages: bool | None = None) -> Manifest:
     """Appends documents as a new version: only their new facts are embedded; the index is extended."""
     kb_dir = Path(kb_dir).resolve()
-    report = _Progress(progress)
+    report = _Progress(progress, stages)
     started = time.perf_counter()
     with writer_lock(kb_dir):
         remove_stale_staging(kb_dir)

@@ -22,7 +22,7 @@ def _add_input_options(cmd) -> None:
     cmd.add_argument("--title-field", default="title", help="document title (stored, not embedded)")
     cmd.add_argument("--embedder", default=None, help="embedding model name or local path (default: KGV_EMBEDDER__MODEL)")
     cmd.add_argument("--keep-versions", type=int, default=2, help="published versions kept on disk")
-    cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cmd.add_argument("--no-progress", action="store_true", help="no progress bar (stage lines are still printed)")
 
 
 def add_parser(subparsers) -> None:
@@ -100,7 +100,8 @@ def _build(args: argparse.Namespace) -> int:
     options = BuildOptions(index=args.index, index_params=_index_params(args.index_param), bm25=not args.no_bm25,
                            keep_versions=args.keep_versions)
     manifest = build_kb(_documents(args), args.output, _embedder(args.embedder), chunking=spec, options=options,
-                        build_options={"inputs": [str(p) for p in args.input]}, progress=not args.no_progress)
+                        build_options={"inputs": [str(p) for p in args.input]}, progress=not args.no_progress,
+                        stages=True)
     print(json.dumps(_summary(manifest, args.output)))
     return 0
 
@@ -112,7 +113,8 @@ def _add(args: argparse.Namespace) -> int:
 
     embedder = _embedder(args.embedder or Manifest.load(current_version(args.directory)).embedder)
     manifest = add_documents(args.directory, _documents(args), embedder, keep_versions=args.keep_versions,
-                             build_options={"inputs": [str(p) for p in args.input]}, progress=not args.no_progress)
+                             build_options={"inputs": [str(p) for p in args.input]}, progress=not args.no_progress,
+                             stages=True)
     print(json.dumps(_summary(manifest, args.directory)))
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 from .config import KbSettings
@@ -16,6 +17,7 @@ class KbHolder:
         self.settings = settings
         self.current = None
         self.error: KgverifyError | None = None
+        self._load_lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -38,15 +40,22 @@ class KbHolder:
     def load(self, embedder) -> None:
         """Loads (or reloads) the configured KB; blocking. On failure the previous KB stays."""
         from kb.demo import ensure_demo_kb
-        from kb.knowledge_base import FaissKnowledgeBase
+        from kb.knowledge_base import FaissKnowledgeBase, LoadOptions
 
-        path = Path(self.settings.path) if self.settings.path else ensure_demo_kb(self.settings.cache_dir, embedder)
-        try:
-            kb = FaissKnowledgeBase.load(path, embedder)
-        except KgverifyError as exc:
-            log.error("knowledge base %s not loaded: %s", path, exc.message)
-            if self.current is None:
-                self.error = exc
-            raise
-        self.current, self.error = kb, None
-        log.info("knowledge base %s loaded from %s (%d facts)", kb.info.kb_id, path, kb.info.num_facts)
+        with self._load_lock:  # concurrent reloads load one after the other; the last one wins
+            path = Path(self.settings.path) if self.settings.path else ensure_demo_kb(self.settings.cache_dir, embedder)
+            try:
+                kb = FaissKnowledgeBase.load(path, embedder, LoadOptions.from_settings(self.settings))
+            except KgverifyError as exc:
+                log.error("knowledge base %s not loaded: %s", path, exc.message)
+                if self.current is None:
+                    self.error = exc
+                raise
+            # In-flight searches keep the object they fetched; the old one is freed when they finish.
+            self.current, self.error = kb, None
+        log.info("knowledge base %s loaded from %s (%s, %d facts)", kb.info.kb_id, path, kb.version.name,
+                 kb.info.num_facts)
+        if self.settings.retrieval_mode not in {m.value for m in kb.info.modes}:
+            log.warning("knowledge base %s supports retrieval modes %s; requests using the default mode %r will "
+                        "fail until it is rebuilt with BM25", kb.info.kb_id, [m.value for m in kb.info.modes],
+                        self.settings.retrieval_mode)

@@ -1,0 +1,121 @@
+"""The knowledge base behind the real server: retrieval modes, hot reload under load, embedder mismatch."""
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from client import AsyncVerifierClient, VerifierError
+from kb.build import add_documents, build_kb
+from kb.chunking import ChunkSpec
+from kb.ingest import Document
+from tests.conftest import make_settings
+
+DOCS = [
+    Document("w", "Warfarin is a vitamin K antagonist; its effect is monitored with the INR.", "https://ex/w", "Warfarin"),
+    Document("h", "Unfractionated heparin potentiates antithrombin and is monitored with the aPTT.", "https://ex/h"),
+    Document("z", "Zafirlukast blocks leukotriene receptors and prevents asthma attacks.", "https://ex/z"),
+    Document("o", "Omeprazole blocks the gastric proton pump and reduces stomach acid.", "https://ex/o"),
+    Document("m", "Metformin reduces glucose production in the liver in type 2 diabetes.", "https://ex/m"),
+]
+
+
+@pytest.fixture(scope="module")
+async def kb_server(cache_dir, embedder, tmp_path_factory):
+    from server.app import start_server
+
+    path = tmp_path_factory.mktemp("served") / "kb"
+    build_kb(DOCS, path, embedder, chunking=ChunkSpec(max_chars=200), progress=False)
+    server = await start_server(make_settings(cache_dir, kb={"path": path, "retrieval_mode": "hybrid"}),
+                                ["127.0.0.1:0"])
+    await server.wait_ready(300)
+    yield server, path
+    await server.stop(0)
+
+
+async def test_info_lists_the_modes_and_the_mode_flag_changes_results(kb_server):
+    server, path = kb_server
+    async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+        info = await client.kb_info()
+        assert info["modes"] == ["dense", "bm25", "hybrid"] and info["default_mode"] == "hybrid"
+        assert info["index"]["family"] == "flat" and info["path"] == str(path)
+        query = "breathing trouble drug and its monitoring"
+        dense = await client.search(query, top_k=2, mode="dense")
+        lexical = await client.search(query, top_k=2, mode="bm25")
+        hybrid = await client.search(query, top_k=4, mode="hybrid")
+        default = await client.search(query, top_k=4)
+        assert dense[0].fact_id == "z" and lexical[0].fact_id == "w"
+        assert {dense[0].fact_id, lexical[0].fact_id} <= {h.fact_id for h in hybrid}
+        assert [h.fact_id for h in default] == [h.fact_id for h in hybrid]
+        assert 0 < hybrid[-1].score <= hybrid[0].score <= 2 / 61  # fused reciprocal ranks, rrf_k = 60
+        assert dense[0].text == DOCS[2].text and dense[0].source == DOCS[2].source
+
+
+async def test_hot_reload_under_concurrent_searches_drops_none(kb_server, embedder):
+    server, path = kb_server
+    rounds = [[Document(f"new{r}", f"The reload round drug is called {name}.", f"https://ex/{r}")]
+              for r, name in enumerate(("alphadrine", "betadrine", "gammadrine"))]
+    published, served, failures = set(), [], []
+    done = asyncio.Event()
+    async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+        published.add((await client.kb_info())["kb_id"])
+
+        async def searcher(i):
+            count = 0
+            while not done.is_set() or count < 5:
+                mode = ("dense", "bm25", "hybrid")[(i + count) % 3]
+                try:
+                    hits = await client.search("how is warfarin monitored", top_k=3, mode=mode)
+                    served.append(any(h.fact_id == "w" for h in hits))
+                except VerifierError as exc:  # pragma: no cover - the assertion below reports it
+                    failures.append(exc)
+                count += 1
+
+        workers = [asyncio.ensure_future(searcher(i)) for i in range(8)]
+        with ThreadPoolExecutor(1) as pool:
+            loop = asyncio.get_running_loop()
+            for docs in rounds:
+                # keep_versions=1 deletes the version being served: loaded files must outlive that
+                manifest = await loop.run_in_executor(
+                    pool, lambda: add_documents(path, docs, embedder, keep_versions=1, progress=False))
+                previous, current = await client.reload_kb()
+                assert previous in published and current == manifest.kb_id
+                published.add(current)
+        done.set()
+        await asyncio.gather(*workers)
+        assert failures == [] and len(served) >= 40 and all(served)
+        newest = await client.search("gammadrine", top_k=1, mode="bm25")
+        assert newest[0].fact_id == "new2"
+
+
+@pytest.fixture(scope="module")
+def other_embedder(tmp_path_factory):
+    """A genuinely different sentence-transformers model: MiniLM plus a seeded 384->64 projection."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+
+    from kb.embedder import SentenceTransformerEmbedder, resolve_model_dir
+
+    torch.manual_seed(0)
+    base = SentenceTransformer(str(resolve_model_dir("all-MiniLM-L6-v2")), device="cpu", local_files_only=True)
+    projection = models.Dense(384, 64, bias=False, activation_function=torch.nn.Identity())
+    model_dir = tmp_path_factory.mktemp("models") / "minilm-64"
+    SentenceTransformer(modules=[*base, projection, models.Normalize()]).save(str(model_dir))
+    return SentenceTransformerEmbedder(str(model_dir))
+
+
+async def test_a_kb_rebuilt_with_another_embedder_is_refused_and_the_old_one_keeps_serving(
+        kb_server, embedder, other_embedder):
+    server, path = kb_server
+    async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+        before = (await client.kb_info())["kb_id"]
+        build_kb(DOCS, path, other_embedder, progress=False)
+        with pytest.raises(VerifierError) as err:
+            await client.reload_kb()
+        assert err.value.code == "FAILED_PRECONDITION" and err.value.reason == "KB_EMBEDDER_MISMATCH"
+        assert "minilm-64" in err.value.message and "KGV_EMBEDDER__MODEL" in err.value.message
+        assert (await client.kb_info())["kb_id"] == before
+        assert (await client.search("warfarin INR", top_k=1))[0].fact_id == "w"
+        build_kb(DOCS, path, embedder, chunking=ChunkSpec(max_chars=200), progress=False)
+        previous, current = await client.reload_kb()
+        assert previous == before and current != before

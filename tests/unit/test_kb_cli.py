@@ -1,0 +1,84 @@
+"""`kgverify kb build|add|search|info|verify` end to end (in-process, real models and indexes)."""
+
+import csv
+import json
+
+import pytest
+
+from kb.cli import main
+from kb.layout import current_version
+
+ROWS = [
+    {"answer": "Warfarin is a vitamin K antagonist.  Its effect is monitored with the INR.", "qid": "q1",
+     "url": "https://ex/warfarin", "focus": "Warfarin"},
+    {"answer": "Zafirlukast blocks leukotriene receptors and prevents asthma attacks.", "qid": "q1",
+     "url": "https://ex/zafirlukast", "focus": "Zafirlukast"},
+]
+FIELDS = ["--text-field", "answer", "--id-field", "qid", "--source-field", "url", "--title-field", "focus"]
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def csv_input(tmp_path_factory):
+    path = tmp_path_factory.mktemp("input") / "docs.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(ROWS[0]))
+        writer.writeheader()
+        writer.writerows(ROWS)
+    return path
+
+
+def test_build_search_add_info_and_verify(tmp_path, capsys, csv_input):
+    out = tmp_path / "kb"
+    code, stdout, stderr = _run(capsys, "build", "--input", str(csv_input), "--output", str(out), *FIELDS,
+                                "--chunk-chars", "70", "--index", "flat", "--no-progress")
+    assert code == 0 and "published v000001" in stderr
+    summary = json.loads(stdout)
+    assert summary["facts"] == 3 and summary["documents"] == 2 and summary["embedded"] == 3
+
+    code, stdout, _ = _run(capsys, "search", str(out), "how is warfarin monitored", "-k", "2", "--json")
+    hits = json.loads(stdout)
+    assert code == 0 and len(hits) == 2
+    assert set(hits[0]) == {"fact_id", "text", "source", "title", "score"}
+    assert hits[0]["fact_id"] in ("q1#0", "q1#1") and hits[0]["source"] == "https://ex/warfarin"
+    assert hits[0]["text"] in ROWS[0]["answer"] and hits[0]["title"] == "Warfarin"
+
+    dense = json.loads(_run(capsys, "search", str(out), "breathing trouble", "-k", "1", "--mode", "dense",
+                            "--json")[1])
+    lexical = json.loads(_run(capsys, "search", str(out), "breathing trouble", "-k", "1", "--mode", "bm25",
+                              "--json")[1])
+    assert dense[0]["fact_id"] == "q1#2" and lexical == []
+
+    more = tmp_path / "more.jsonl"
+    more.write_text(json.dumps({"answer": "Furosemide is a loop diuretic.", "qid": "q3", "url": "u"}) + "\n")
+    code, stdout, _ = _run(capsys, "add", str(out), "--input", str(more), *FIELDS, "--no-progress")
+    assert code == 0 and json.loads(stdout)["embedded"] == 1 and json.loads(stdout)["facts"] == 4
+
+    info = json.loads(_run(capsys, "info", str(out))[1])
+    assert info["version"] == "v000002" and info["num_facts"] == 4 and info["chunking"]["max_chars"] == 70
+    assert info["index"]["family"] == "flat" and info["embedder"] == "all-MiniLM-L6-v2" and info["bytes"] > 0
+
+    assert _run(capsys, "verify", str(out))[0] == 0
+    store = current_version(out) / "facts.sqlite"
+    store.write_bytes(store.read_bytes()[:-1] + b"\x01")
+    code, _, stderr = _run(capsys, "verify", str(out))
+    assert code == 1 and "facts.sqlite fails its checksum" in stderr
+
+
+def test_clear_errors_for_bad_invocations(tmp_path, capsys, csv_input):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    code, _, stderr = _run(capsys, "build", "--input", str(csv_input), "--output", str(tmp_path / "taken"))
+    assert code == 2 and "holds no knowledge base" in stderr
+    code, _, stderr = _run(capsys, "build", "--input", str(csv_input), "--output", str(tmp_path / "kb"))
+    assert code == 2 and "no column 'text'" in stderr and not (tmp_path / "kb" / "CURRENT").exists()
+    code, _, stderr = _run(capsys, "search", str(tmp_path / "nothing"), "query")
+    assert code == 1 and "not a knowledge base" in stderr
+    code, _, stderr = _run(capsys, "build", "--input", str(csv_input), "--output", str(tmp_path / "kb"),
+                           "--index-param", "nlist=lots", *FIELDS)
+    assert code == 2 and "NAME=INTEGER" in stderr
