@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tqdm import tqdm
 
 from . import requests
 from .aio import AsyncVerifierClient, backoff_s
+from .batch_io import RowError, export_journal, read_rows
 from .errors import VerifierError
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,11 @@ class BatchOptions:
     progress: bool = True
     knowledge: dict[str, Any] = field(default_factory=dict)  # top_k, judge, retrieval_mode, ...
     info_gain: dict[str, Any] = field(default_factory=dict)  # estimator, mode, units, window, per_token
+    input_format: str | None = None  # jsonl | csv | parquet; None = from the file name
+    export: list[Path] = field(default_factory=list)  # .csv / .parquet files written from the journal at the end
+    fsync_interval_s: float = 1.0  # bounds what a power cut can lose; a killed process loses nothing written
+    credentials: Any = None  # grpc.ChannelCredentials for TLS / mTLS servers
+    metadata: tuple = ()  # e.g. (("authorization", "Bearer ..."),)
 
 
 @dataclass
@@ -61,6 +69,28 @@ class BatchSummary:
     statuses: dict[str, int] = field(default_factory=dict)
 
 
+def channel_security(ca: Path | None = None, cert: Path | None = None, key: Path | None = None,
+                     token_file: Path | None = None) -> tuple[Any, tuple]:
+    """(TLS credentials or None, call metadata) for servers that require TLS, mTLS or a bearer token."""
+    credentials = None
+    if ca or cert or key:
+        import grpc
+
+        if bool(cert) != bool(key):
+            raise BatchError("give both --tls-cert and --tls-key (mTLS) or neither")
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=Path(ca).read_bytes() if ca else None,
+            private_key=Path(key).read_bytes() if key else None,
+            certificate_chain=Path(cert).read_bytes() if cert else None)
+    metadata: tuple = ()
+    if token_file:
+        token = Path(token_file).read_text(encoding="utf-8").strip()
+        if not token:
+            raise BatchError(f"{token_file} holds no token")
+        metadata = (("authorization", f"Bearer {token}"),)
+    return credentials, metadata
+
+
 def error_record(item_id: str, error: VerifierError, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     record = {"id": item_id, "status": error.to_status(), **{k: None for k in RECORD_KEYS}}
     record["steps"], record["llm_calls"], record["provenance"] = [], 0, {}
@@ -68,25 +98,26 @@ def error_record(item_id: str, error: VerifierError, extra: dict[str, Any] | Non
     return record
 
 
-def read_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed row or the parse error) for each non-empty line of a JSONL file."""
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    yield lineno, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield lineno, exc
-
-
 class Journal:
-    """Append-only JSONL output: each record is one write of a whole line, so a kill never tears a row."""
+    """Append-only JSONL output: each record is one write of a whole line, so a kill never tears a row.
 
-    def __init__(self, path: Path):
+    A write reaches the OS at once (a kill -9 loses nothing written); fsync runs at most
+    every fsync_interval_s and at close, which bounds what a power cut can lose. One run
+    at a time holds the journal (an advisory lock, released by the OS if the run dies).
+    """
+
+    def __init__(self, path: Path, fsync_interval_s: float = 1.0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.done = self._recover()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise BatchError(f"another batch run is writing {self.path}") from None
+        self.done = self._recover()
+        self.fsync_interval_s = fsync_interval_s
+        self._synced_at = time.monotonic()
 
     def _recover(self) -> set[str]:
         """Ids already written; drops a torn last line left by a crash."""
@@ -111,31 +142,32 @@ class Journal:
         line = (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode()
         os.write(self._fd, line)
         self.done.add(record["id"])
+        if time.monotonic() - self._synced_at >= self.fsync_interval_s:
+            os.fsync(self._fd)
+            self._synced_at = time.monotonic()
 
     def close(self) -> None:
         os.fsync(self._fd)
-        os.close(self._fd)
+        os.close(self._fd)  # releases the lock
 
 
 def plan_items(opts: BatchOptions, journal: Journal, summary: BatchSummary) -> list[tuple[int, Item | dict]]:
     """(input position, item to send or error record of a row that is bad before any call), in input order."""
     planned: list[tuple[int, Item | dict]] = []
     seen: set[str] = set()
-    for position, (lineno, row) in enumerate(read_rows(opts.input)):
+    for position, (label, row) in enumerate(read_rows(opts.input, opts.input_format)):
         summary.total += 1
         extra = {k: row[k] for k in PASSTHROUGH if isinstance(row, dict) and k in row}
-        raw_id = row.get("id") if isinstance(row, dict) else None
-        item_id = str(raw_id) if isinstance(raw_id, (str, int)) and str(raw_id) else f"#line-{lineno}"
+        raw_id = row.get("id") if isinstance(row, dict) else getattr(row, "row_id", None)
+        item_id = str(raw_id) if isinstance(raw_id, (str, int)) and str(raw_id) else f"#{label}"
         if item_id in journal.done:
             summary.skipped += 1
             continue
         problem = None
-        if isinstance(row, Exception):
-            problem = VerifierError("INVALID_ARGUMENT", "INVALID_JSON", f"line {lineno} is not valid JSON: {row}")
-        elif not isinstance(row, dict):
-            problem = VerifierError("INVALID_ARGUMENT", "INVALID_ROW", f"line {lineno} is not a JSON object")
-        elif raw_id is None or item_id.startswith("#line-"):
-            problem = VerifierError("INVALID_ARGUMENT", "MISSING_ID", f"line {lineno} has no 'id'")
+        if isinstance(row, RowError):
+            problem = VerifierError("INVALID_ARGUMENT", row.reason, str(row))
+        elif raw_id is None or item_id == f"#{label}":
+            problem = VerifierError("INVALID_ARGUMENT", "MISSING_ID", f"{label.replace('-', ' ')} has no 'id'")
         elif item_id in seen:
             problem = VerifierError("INVALID_ARGUMENT", "DUPLICATE_ID", f"id {item_id!r} appears more than once")
         seen.add(item_id)
@@ -205,6 +237,24 @@ class _Scheduler:
         await asyncio.sleep(backoff_s(item.attempts, base_s=0.25, cap_s=5.0))
         self.queue.put_nowait(item)
 
+    async def _next_item(self) -> Item | None:
+        """The next queued item, or None once every item is finished; never drops an item when cancelled."""
+        getter = asyncio.ensure_future(self.queue.get())
+        done_waiter = asyncio.ensure_future(self.finished.wait())
+        try:
+            await asyncio.wait({getter, done_waiter}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            if getter.done() and not getter.cancelled():
+                self.queue.put_nowait(getter.result())  # taken just as the stream broke: keep it
+            getter.cancel()
+            raise
+        finally:
+            done_waiter.cancel()
+        if not getter.done():
+            getter.cancel()
+            return None
+        return getter.result()
+
     async def _stream_once(self, client: AsyncVerifierClient, window: int) -> None:
         inflight: dict[str, Item] = {}
         slots = asyncio.Semaphore(window)
@@ -212,14 +262,9 @@ class _Scheduler:
         async def outgoing():
             while not self.finished.is_set():
                 await slots.acquire()
-                getter = asyncio.ensure_future(self.queue.get())
-                done_waiter = asyncio.ensure_future(self.finished.wait())
-                await asyncio.wait({getter, done_waiter}, return_when=asyncio.FIRST_COMPLETED)
-                done_waiter.cancel()
-                if not getter.done():
-                    getter.cancel()
+                item = await self._next_item()
+                if item is None:
                     return
-                item = getter.result()
                 inflight[item.id] = item
                 yield item.id, item.request
 
@@ -273,7 +318,8 @@ class _Scheduler:
 
 
 async def _score(opts: BatchOptions, addresses: list[str], items: list[Item], writer: _Writer) -> None:
-    clients = [AsyncVerifierClient(address) for address in addresses]
+    clients = [AsyncVerifierClient(address, credentials=opts.credentials, metadata=opts.metadata)
+               for address in addresses]
     try:
         for client in clients:
             await client.wait_ready("kgverify.v1.KnowledgeService", timeout_s=600)
@@ -292,7 +338,7 @@ async def run_batch(opts: BatchOptions, settings=None) -> BatchSummary:
     if not opts.input.is_file():
         raise BatchError(f"input {opts.input} does not exist")
     summary = BatchSummary()
-    journal = Journal(opts.output)
+    journal = Journal(opts.output, opts.fsync_interval_s)
     try:
         planned = plan_items(opts, journal, summary)
         items = [p for _, p in planned if isinstance(p, Item)]
@@ -314,4 +360,6 @@ async def run_batch(opts: BatchOptions, settings=None) -> BatchSummary:
         bar.close()
     finally:
         journal.close()
+    for path in opts.export:
+        export_journal(opts.output, path)
     return summary
