@@ -123,13 +123,16 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_batch(args) -> int:
-    from .batch import BatchError, BatchOptions, run_batch
+    from .batch import BatchError, BatchOptions, channel_security, run_batch
 
-    opts = BatchOptions(
-        input=args.input, output=args.output, servers=args.server, concurrency=args.concurrency,
-        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()), keep_order=args.keep_order,
-        progress=not args.no_progress, knowledge=_knowledge_kwargs(args), info_gain=_info_gain_kwargs(args))
     try:
+        credentials, metadata = channel_security(args.tls_ca, args.tls_cert, args.tls_key, args.token_file)
+        opts = BatchOptions(
+            input=args.input, output=args.output, servers=args.server, concurrency=args.concurrency,
+            metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()), keep_order=args.keep_order,
+            progress=not args.no_progress, knowledge=_knowledge_kwargs(args), info_gain=_info_gain_kwargs(args),
+            input_format=args.input_format, export=args.export, fsync_interval_s=args.fsync_interval,
+            credentials=credentials, metadata=metadata)
         summary = asyncio.run(run_batch(opts))
     except BatchError as exc:
         print(f"batch failed: {exc}", file=sys.stderr)
@@ -187,13 +190,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scoring_options(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)
 
-    batch = sub.add_parser("batch", help="score a JSONL dataset into a resumable JSONL journal")
-    batch.add_argument("--input", required=True, type=Path)
-    batch.add_argument("--output", required=True, type=Path)
+    batch = sub.add_parser("batch", help="score a JSONL, CSV or Parquet dataset into a resumable JSONL journal")
+    batch.add_argument("--input", required=True, type=Path, help="rows: .jsonl[.gz], .csv or .parquet")
+    batch.add_argument("--input-format", choices=["jsonl", "csv", "parquet"], help="default: from the file name")
+    batch.add_argument("--output", required=True, type=Path, help="the JSONL journal (re-running resumes it)")
+    batch.add_argument("--export", type=Path, action="append", default=[],
+                       help="also write the journal as .csv or .parquet at the end (repeatable)")
     batch.add_argument("--concurrency", type=int, default=8, help="chains in flight")
     batch.add_argument("--metrics", default="ki,infogain", help="ki, infogain or both (comma-separated)")
     batch.add_argument("--keep-order", action="store_true", help="write rows in input order")
     batch.add_argument("--no-progress", action="store_true")
+    batch.add_argument("--fsync-interval", type=float, default=1.0,
+                       help="seconds between fsyncs of the journal (a kill loses nothing; a power cut at most this)")
+    batch.add_argument("--tls-ca", type=Path, help="CA certificate of TLS servers")
+    batch.add_argument("--tls-cert", type=Path, help="client certificate (mTLS)")
+    batch.add_argument("--tls-key", type=Path, help="client private key (mTLS)")
+    batch.add_argument("--token-file", type=Path, help="file holding the bearer token of servers with auth")
     _add_server_options(batch, repeat=True)
     _add_scoring_options(batch)
     batch.set_defaults(func=_cmd_batch)
