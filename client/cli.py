@@ -142,6 +142,22 @@ def _cmd_batch(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from .report import ReportError, ReportOptions, render_text, run_report
+
+    opts = ReportOptions(inputs=args.inputs, by=args.by, baseline=args.baseline, html=args.html,
+                         plots_dir=args.plots_dir, json_out=args.json, samples=args.bootstrap, seed=args.seed)
+    try:
+        report = run_report(opts)
+    except ReportError as exc:
+        print(f"report failed: {exc}", file=sys.stderr)
+        return 1
+    print(render_text(report))
+    for name, path in report["written"].items():
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from .demo import DEMO_CHAINS, load_chains, run_demo
 
@@ -209,6 +225,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server_options(batch, repeat=True)
     _add_scoring_options(batch)
     batch.set_defaults(func=_cmd_batch)
+
+    report = sub.add_parser("report", help="compare groups of batch output: means, changes with bootstrap CIs, plots")
+    report.add_argument("inputs", nargs="+", type=Path, help="batch output journals (JSONL)")
+    report.add_argument("--by", default="group", help="row field that names the group, or 'file' (default: group)")
+    report.add_argument("--baseline", help="group the others are compared against (default: the first seen)")
+    report.add_argument("--html", type=Path, help="write one self-contained HTML report (figures inlined)")
+    report.add_argument("--plots-dir", type=Path, help="write the PNG figures here (default with --html: beside it)")
+    report.add_argument("--json", type=Path, help="write the statistics as JSON")
+    report.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    report.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    report.set_defaults(func=_cmd_report)
 
     demo = sub.add_parser("demo", help="score the bundled example chains")
     demo.add_argument("--chains", type=Path, help="chains JSONL (default: the bundled demo chains)")

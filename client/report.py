@@ -1,0 +1,131 @@
+"""`kgverify report`: group statistics, relative changes with bootstrap intervals, PNG figures and an HTML report."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .batch_io import journal_records
+from .report_html import fmt, fmt_pct, render_html
+from .report_stats import METRICS, Chain, chain_of, compare, group_summary, step_gain_curve
+
+FILE_GROUPING = "file"  # --by file: one group per input file (e.g. base.jsonl, sft.jsonl, rl.jsonl)
+
+
+class ReportError(ValueError):
+    """The report cannot be made (no records, unknown baseline)."""
+
+
+@dataclass
+class ReportOptions:
+    inputs: list[Path]
+    by: str = "group"
+    baseline: str | None = None
+    html: Path | None = None
+    plots_dir: Path | None = None
+    json_out: Path | None = None
+    samples: int = 2000
+    seed: int = 0
+    max_steps: int = 30
+
+
+def load_chains(inputs: list[Path], by: str) -> dict[str, list[Chain]]:
+    """Chains per group, groups in order of first appearance."""
+    groups: dict[str, list[Chain]] = {}
+    for path in inputs:
+        if not Path(path).is_file():
+            raise ReportError(f"{path} does not exist")
+        for record in journal_records(Path(path)):
+            chain = chain_of(record, by, Path(path).stem if by == FILE_GROUPING else None)
+            groups.setdefault(chain.group, []).append(chain)
+    if not groups:
+        raise ReportError("no records in " + ", ".join(map(str, inputs)))
+    return groups
+
+
+def _rng(seed: int, *key: str) -> np.random.Generator:
+    """A generator per quantity derived from the seed: adding a group never changes another group's interval."""
+    return np.random.default_rng([seed, *(zlib.crc32(k.encode("utf-8")) for k in key)])
+
+
+def build_report(opts: ReportOptions) -> tuple[dict[str, Any], dict[str, list[Chain]]]:
+    chains = load_chains(opts.inputs, opts.by)
+    baseline = opts.baseline if opts.baseline is not None else next(iter(chains))
+    if baseline not in chains:
+        raise ReportError(f"no group {baseline!r} (groups: {', '.join(chains)})")
+    chains = {baseline: chains[baseline], **{g: c for g, c in chains.items() if g != baseline}}
+
+    def rng(*key: str) -> np.random.Generator:
+        return _rng(opts.seed, *key)
+
+    report: dict[str, Any] = {
+        "inputs": [str(p) for p in opts.inputs], "by": opts.by, "baseline": baseline,
+        "bootstrap": {"samples": opts.samples, "seed": opts.seed, "level": 0.95},
+        "groups": {g: group_summary(c, rng(g), opts.samples) for g, c in chains.items()},
+        "comparisons": [compare(m, chains[baseline], chains[g], (baseline, g), rng(g, m), opts.samples).to_dict()
+                        for g in chains if g != baseline for m in METRICS],
+        "info_gain_curves": {g: step_gain_curve(c, opts.max_steps, rng(g, "curve"), opts.samples)
+                             for g, c in chains.items()},
+    }
+    return report, chains
+
+
+def render_figures(report: dict[str, Any], chains: dict[str, list[Chain]]) -> dict[str, tuple[str, bytes]]:
+    """file name -> (title, PNG bytes)."""
+    from . import report_plots
+
+    return {
+        "info_gain_steps.png": ("Per-step InfoGain curves",
+                                report_plots.info_gain_curves(report["info_gain_curves"], chains, "nats or bits")),
+        "ki_distribution.png": ("Knowledge Index distributions", report_plots.ki_distributions(chains)),
+        "group_means.png": ("Group means with 95% intervals", report_plots.group_means(report["groups"])),
+    }
+
+
+def render_text(report: dict[str, Any]) -> str:
+    lines = []
+    for group, summary in report["groups"].items():
+        lines.append(f"{report['by']}={group}: n={summary['n']}, error rows={summary['n_error']}")
+        for metric in METRICS:
+            s = summary["metrics"][metric]
+            lines.append(f"  {metric:<22} {fmt(s['mean']):>7}  [{fmt(s['ci'][0])}, {fmt(s['ci'][1])}]"
+                         f"  n={s['n_defined']}, undefined={s['n_undefined']}")
+    for c in report["comparisons"]:
+        pairing = f"paired, {c['n'][0]} questions" if c["paired"] else f"unpaired, n={c['n'][0]}/{c['n'][1]}"
+        rel = c["relative_change"]
+        lines.append(f"{c['group']} vs {c['baseline']}  {c['metric']:<22} {fmt(c['mean'][0])} -> {fmt(c['mean'][1])}"
+                     f"  change {fmt_pct(rel['value'])} [{fmt_pct(rel['ci'][0])}, {fmt_pct(rel['ci'][1])}]"
+                     f"  ({pairing})")
+    return "\n".join(lines)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def run_report(opts: ReportOptions) -> dict[str, Any]:
+    """Builds the report; writes JSON, PNGs and HTML where asked. Returns the report (with written paths)."""
+    report, chains = build_report(opts)
+    plots_dir = opts.plots_dir or (opts.html.with_name(f"{opts.html.stem}_plots") if opts.html else None)
+    written: dict[str, str] = {}
+    if plots_dir is not None or opts.html is not None:
+        figures = render_figures(report, chains)
+        if plots_dir is not None:
+            for name, (_, png) in figures.items():
+                _write_atomic(Path(plots_dir) / name, png)
+                written[name] = str(Path(plots_dir) / name)
+        if opts.html is not None:
+            _write_atomic(opts.html, render_html(report, figures).encode("utf-8"))
+            written["html"] = str(opts.html)
+    report["written"] = written
+    if opts.json_out is not None:
+        _write_atomic(opts.json_out, json.dumps(report, indent=2, allow_nan=False).encode("utf-8"))
+    return report

@@ -1,0 +1,132 @@
+"""Report figures as PNG bytes: per-step InfoGain curves, KI distributions, group means with intervals."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+
+from .report_stats import METRICS, Chain
+
+LABELS = {"knowledge_index": "Knowledge Index", "knowledge_index_paper": "KI (paper convention)",
+          "info_gain": "InfoGain (mean per step)", "coverage": "Coverage", "contradiction_rate": "Contradiction rate"}
+
+
+def _figure(width: float, height: float):
+    # Figure without pyplot: no global state, safe in any thread, no display needed.
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=130, layout="constrained")
+    fig.set_facecolor("white")
+    return fig
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _colors(groups: list[str]) -> dict[str, Any]:
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10"]
+    return {g: palette(i % 10) for i, g in enumerate(groups)}
+
+
+def _cumulative(chain: Chain) -> list[float]:
+    """L_0 − L_i after each step, while every gain so far is defined."""
+    out, total = [], 0.0
+    for gain in chain.gains:
+        if gain is None:
+            break
+        total += gain
+        out.append(total)
+    return out
+
+
+def info_gain_curves(curves: dict[str, list[dict]], chains: dict[str, list[Chain]], units: str) -> bytes:
+    """Left: mean gain g_i at step i with its 95% interval. Right: mean cumulative gain L_0 − L_i."""
+    groups = list(curves)
+    colors = _colors(groups)
+    fig = _figure(11, 4.2)
+    left, right = fig.subplots(1, 2)
+    for group in groups:
+        points = curves[group]
+        if not points:
+            continue
+        steps = [p["step"] for p in points]
+        scored = sum(1 for c in chains[group] if c.gains)
+        left.plot(steps, [p["mean"] for p in points], marker="o", ms=3, color=colors[group],
+                  label=f"{group} ({scored} chains)")
+        left.fill_between(steps, [p["ci"][0] for p in points], [p["ci"][1] for p in points], color=colors[group],
+                          alpha=0.18, linewidth=0)
+        cumulative = [_cumulative(c) for c in chains[group]]
+        means = [np.mean([c[s - 1] for c in cumulative if len(c) >= s]) for s in steps]
+        right.plot(steps, means, marker="o", ms=3, color=colors[group], label=group)
+    left.axhline(0, color="0.4", linewidth=0.8)
+    right.axhline(0, color="0.4", linewidth=0.8)
+    left.set(title="InfoGain per step (mean, 95% CI)", xlabel="step i", ylabel=f"g_i = L_(i-1) − L_i  [{units}]")
+    right.set(title="Cumulative InfoGain (chains reaching step i)", xlabel="step i", ylabel=f"L_0 − L_i  [{units}]")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    left.legend(fontsize=9, loc="best")
+    return _png(fig)
+
+
+def ki_distributions(chains: dict[str, list[Chain]]) -> bytes:
+    """Left: histogram of chain KI per group (fraction of chains). Right: KI per group as box + points."""
+    groups = list(chains)
+    colors = _colors(groups)
+    fig = _figure(11, 4.2)
+    left, right = fig.subplots(1, 2)
+    bins = np.linspace(0, 1, 11)
+    data = {g: np.array([c.values["knowledge_index"] for c in chains[g] if c.values["knowledge_index"] is not None])
+            for g in groups}
+    for group in groups:
+        values = data[group]
+        if values.size:
+            left.hist(values, bins=bins, weights=np.full(values.size, 1 / values.size), histtype="step",
+                      linewidth=2, color=colors[group], label=f"{group} (n={values.size})")
+    left.set(title="Knowledge Index per chain", xlabel="knowledge_index", ylabel="fraction of chains", xlim=(0, 1))
+    left.legend(fontsize=9, loc="upper left")
+    shown = [g for g in groups if data[g].size]
+    if shown:
+        box = right.boxplot([data[g] for g in shown], tick_labels=shown, showmeans=True, widths=0.5,
+                            patch_artist=True, showfliers=False,  # every point is drawn below anyway
+                            medianprops={"color": "black", "linewidth": 1.5},
+                            meanprops={"marker": "^", "markerfacecolor": "white", "markeredgecolor": "black"})
+        for patch, group in zip(box["boxes"], shown):
+            patch.set(facecolor=colors[group], alpha=0.35)
+        rng = np.random.default_rng(0)  # fixed jitter: the same data always draws the same picture
+        for i, group in enumerate(shown, 1):
+            right.scatter(i + rng.uniform(-0.15, 0.15, data[group].size), data[group], s=8, color=colors[group],
+                          alpha=0.6, linewidths=0)
+    right.set(title="Knowledge Index by group (line: median, △: mean)", ylabel="knowledge_index", ylim=(-0.03, 1.03))
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def group_means(summary: dict[str, dict]) -> bytes:
+    """One panel per metric: each group's mean with its 95% bootstrap interval."""
+    groups = list(summary)
+    colors = _colors(groups)
+    fig = _figure(13, 3.4)
+    axes = fig.subplots(1, len(METRICS))
+    for ax, metric in zip(axes, METRICS):
+        for y, group in enumerate(groups):
+            stat = summary[group]["metrics"][metric]
+            if stat["mean"] is None:
+                continue
+            low, high = stat["ci"]
+            ax.errorbar(stat["mean"], y, xerr=[[stat["mean"] - low], [high - stat["mean"]]], fmt="o",
+                        color=colors[group], capsize=4)
+        ax.set_yticks(range(len(groups)), groups if ax is axes[0] else [""] * len(groups))
+        ax.set_ylim(-0.6, len(groups) - 0.4)
+        ax.invert_yaxis()
+        ax.set_title(LABELS[metric], fontsize=10)
+        ax.grid(alpha=0.3, axis="x")
+    return _png(fig)

@@ -1,0 +1,165 @@
+"""Report statistics: per-chain metrics from batch records, group means and relative changes with bootstrap CIs."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+METRICS = ("knowledge_index", "knowledge_index_paper", "info_gain", "coverage", "contradiction_rate")
+NO_GROUP = "(none)"
+
+
+@dataclass
+class Chain:
+    """One batch record reduced to what the report uses."""
+
+    id: str
+    group: str
+    question_id: str | None
+    ok: bool  # status ok or partial (a definite result, not an error status)
+    values: dict[str, float | None]
+    gains: list[float | None]
+    ki_steps: int  # knowledge-bearing steps
+
+
+def contradiction_rate(counts: dict[str, int] | None) -> float | None:
+    """Contradicted steps / knowledge-bearing steps (supported + contradicted + not_enough_info); None if none."""
+    if not counts:
+        return None
+    bearing = sum(int(counts.get(k) or 0) for k in ("supported", "contradicted", "not_enough_info"))
+    return None if bearing == 0 else int(counts.get("contradicted") or 0) / bearing
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None  # undefined stays undefined: never a NaN or a string in a mean
+    return float(value)
+
+
+def chain_of(record: dict[str, Any], by: str, group: str | None = None) -> Chain:
+    """The report's view of one record; `group` overrides the --by field (grouping by input file)."""
+    if group is None:
+        raw = record.get(by)
+        group = NO_GROUP if raw is None or raw == "" else str(raw)
+    ok = isinstance(record.get("status"), str)
+    values = {m: _number(record.get(m)) for m in METRICS if m != "contradiction_rate"}
+    values["contradiction_rate"] = contradiction_rate(record.get("counts")) if ok else None
+    steps = record.get("steps") or []
+    counts = record.get("counts") or {}
+    qid = record.get("question_id")
+    return Chain(id=str(record.get("id")), group=group, question_id=None if qid in (None, "") else str(qid), ok=ok,
+                 values=values, gains=[_number(s.get("gain")) for s in steps if isinstance(s, dict)],
+                 ki_steps=sum(int(counts.get(k) or 0) for k in ("supported", "contradicted", "not_enough_info")))
+
+
+def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float | None, float | None]:
+    samples = samples[np.isfinite(samples)]
+    if samples.size == 0:
+        return None, None
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(samples, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_mean(values: Sequence[float], rng: np.random.Generator, n_boot: int) -> dict[str, Any]:
+    """Mean of the defined values with a 95% percentile bootstrap interval (None when there are none)."""
+    data = np.asarray(values, dtype=float)
+    if data.size == 0:
+        return {"mean": None, "ci": [None, None]}
+    means = data[rng.integers(0, data.size, size=(n_boot, data.size))].mean(axis=1)
+    return {"mean": float(data.mean()), "ci": list(percentile_ci(means))}
+
+
+def relative(a: np.ndarray | float, b: np.ndarray | float):
+    """(B − A) / |A|, NaN where A is 0 (then the change has no defined size)."""
+    a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(a_arr != 0, (b_arr - a_arr) / np.abs(a_arr), np.nan)
+
+
+@dataclass
+class Comparison:
+    metric: str
+    baseline: str
+    group: str
+    paired: bool
+    n: tuple[int, int]  # defined values (pairs: both numbers equal)
+    mean: tuple[float | None, float | None]
+    difference: dict[str, Any] = field(default_factory=dict)  # {"value", "ci"}
+    relative_change: dict[str, Any] = field(default_factory=dict)  # {"value", "ci"}; value None when A is 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "baseline": self.baseline, "group": self.group, "paired": self.paired,
+                "n": list(self.n), "mean": list(self.mean), "difference": self.difference,
+                "relative_change": self.relative_change}
+
+
+def _by_question(chains: Iterable[Chain], metric: str) -> dict[str, float]:
+    """Mean of the defined values per question_id (repeated samples of one question count once)."""
+    sums: dict[str, list[float]] = {}
+    for chain in chains:
+        value = chain.values[metric]
+        if value is not None and chain.question_id is not None:
+            sums.setdefault(chain.question_id, []).append(value)
+    return {q: float(np.mean(v)) for q, v in sums.items()}
+
+
+def _point(value: float) -> float | None:
+    return None if not math.isfinite(value) else float(value)
+
+
+def compare(metric: str, base: list[Chain], other: list[Chain], names: tuple[str, str],
+            rng: np.random.Generator, n_boot: int) -> Comparison:
+    """Group `other` against `base`: paired by question_id when every chain of both has one and they share some."""
+    pairable = all(c.question_id is not None for c in (*base, *other))
+    a_q, b_q = (_by_question(base, metric), _by_question(other, metric)) if pairable else ({}, {})
+    shared = sorted(set(a_q) & set(b_q))
+    if shared:
+        a = np.array([a_q[q] for q in shared])
+        b = np.array([b_q[q] for q in shared])
+        index = rng.integers(0, len(shared), size=(n_boot, len(shared)))
+        boot_a, boot_b = a[index].mean(axis=1), b[index].mean(axis=1)
+        n = (len(shared), len(shared))
+    else:
+        a = np.array([c.values[metric] for c in base if c.values[metric] is not None])
+        b = np.array([c.values[metric] for c in other if c.values[metric] is not None])
+        n = (a.size, b.size)
+        if a.size == 0 or b.size == 0:
+            return Comparison(metric, *names, False, n, (_mean(a), _mean(b)), {"value": None, "ci": [None, None]},
+                              {"value": None, "ci": [None, None]})
+        boot_a = a[rng.integers(0, a.size, size=(n_boot, a.size))].mean(axis=1)
+        boot_b = b[rng.integers(0, b.size, size=(n_boot, b.size))].mean(axis=1)
+    mean_a, mean_b = float(a.mean()), float(b.mean())
+    return Comparison(
+        metric, *names, bool(shared), n, (mean_a, mean_b),
+        {"value": mean_b - mean_a, "ci": list(percentile_ci(boot_b - boot_a))},
+        {"value": _point(float(relative(mean_a, mean_b))), "ci": list(percentile_ci(relative(boot_a, boot_b)))})
+
+
+def _mean(values: np.ndarray) -> float | None:
+    return float(values.mean()) if values.size else None
+
+
+def group_summary(chains: list[Chain], rng: np.random.Generator, n_boot: int) -> dict[str, Any]:
+    """n, error rows, and per metric: defined / undefined counts and the mean with its interval."""
+    out: dict[str, Any] = {"n": len(chains), "n_error": sum(not c.ok for c in chains), "metrics": {}}
+    for metric in METRICS:
+        defined = [c.values[metric] for c in chains if c.values[metric] is not None]
+        out["metrics"][metric] = {"n_defined": len(defined), "n_undefined": len(chains) - len(defined),
+                                  **bootstrap_mean(defined, rng, n_boot)}
+    return out
+
+
+def step_gain_curve(chains: list[Chain], max_steps: int, rng: np.random.Generator,
+                    n_boot: int, min_chains: int = 3) -> list[dict[str, Any]]:
+    """Mean InfoGain at each step index (1-based) with its interval, while at least min_chains reach it."""
+    curve = []
+    for index in range(max_steps):
+        values = [c.gains[index] for c in chains if index < len(c.gains) and c.gains[index] is not None]
+        if len(values) < min_chains:
+            break
+        curve.append({"step": index + 1, "n": len(values), **bootstrap_mean(values, rng, n_boot)})
+    return curve
