@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -169,3 +170,15 @@ def test_blocking_split_uses_its_own_client(fake):
                         client_factory=lambda: VllmClient(fake.base_url))
     result = dec.split(CHAIN, QUESTION)
     assert len(result.steps) == 4 and result.llm_calls == 1
+
+
+def test_a_server_without_vllm_settings_is_not_configured_for_the_decomposer(tmp_path):
+    from server.backends.splitters.llm_decomposer import decomposer_from_settings
+    from server.pipeline.errors import BackendNotConfiguredError
+    from tests.conftest import make_settings
+
+    with pytest.raises(BackendNotConfiguredError, match="KGV_SPLITTER__BASE_URL"):
+        decomposer_from_settings(make_settings(tmp_path), Blocking(None))
+    configured = decomposer_from_settings(make_settings(tmp_path, splitter={"backend": "llm"}), Blocking(None))
+    assert configured.client.base_url == "http://127.0.0.1:8000/v1" and configured.model == "judge"
+    asyncio.run(configured.aclose())

@@ -13,7 +13,8 @@ from server.pipeline.splitter import RuleSplitter
 REPO = Path(__file__).resolve().parents[2]
 LABELLED = REPO / "tests" / "data" / "no_knowledge"
 SPLITTER = RuleSplitter()
-QUESTION = "A 58-year-old man has newly diagnosed type 2 diabetes and normal kidney function. Which drug is started first?"
+QUESTION = ("A 58-year-old man has newly diagnosed type 2 diabetes and normal kidney function. "
+            "Which drug is started first?")
 
 
 @pytest.mark.parametrize("claim", [

@@ -13,7 +13,9 @@ import difflib
 import re
 from dataclasses import dataclass
 
-_TRANSLATE = str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"', "–": "-", "—": "-", "−": "-", " ": " "})
+_TRANSLATE = str.maketrans(
+    {"‘": "'", "’": "'", "“": '"', "”": '"', "–": "-", "—": "-", "−": "-", "\u00a0": " "}
+)
 _WORD = re.compile(r"\w+")
 MIN_WORD_RATIO = 0.8  # share of a step's words that must match the chain at the aligned place
 

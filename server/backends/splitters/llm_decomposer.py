@@ -16,7 +16,7 @@ import json
 from typing import Any, Callable, Sequence
 
 from ...pipeline.deadline import NO_DEADLINE, Deadline
-from ...pipeline.errors import BackendResponseError
+from ...pipeline.errors import BackendNotConfiguredError, BackendResponseError
 from ...pipeline.runtime import Blocking
 from ...pipeline.splitter import RuleSplitter
 from ...pipeline.types import Claim, SplitResult, Step
@@ -24,6 +24,7 @@ from ..vllm_client import VllmClient
 from .alignment import StepAligner, StepNotFoundError
 
 PROMPT_VERSION = "llm/1"
+VLLM_JUDGES = ("vllm", "cascade")  # judges that make the judge's vLLM part of this server's settings
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -176,8 +177,16 @@ def _with_fields(step: Step, parsed: dict[str, str]) -> Step:
 
 
 def decomposer_from_settings(settings, blocking: Blocking) -> LlmDecomposer:
-    """The decomposer configured by KGV_SPLITTER__* (falling back to the judge's vLLM)."""
+    """The decomposer configured by KGV_SPLITTER__* (falling back to the judge's vLLM).
+
+    A server with no vLLM in its settings (no decomposer URL, a local judge, rules by
+    default) answers SPLITTER_LLM requests with FAILED_PRECONDITION, not a retryable UNAVAILABLE.
+    """
     cfg, judge = settings.splitter, settings.judge
+    if cfg.base_url is None and cfg.backend != "llm" and judge.backend not in VLLM_JUDGES:
+        raise BackendNotConfiguredError(
+            "the LLM decomposer needs a vLLM server: set KGV_SPLITTER__BASE_URL (or KGV_SPLITTER__BACKEND=llm "
+            "to use the judge's KGV_JUDGE__BASE_URL)")
     base_url = cfg.base_url or judge.base_url
     api_key = cfg.api_key if cfg.base_url else (cfg.api_key or judge.api_key)
 
