@@ -36,7 +36,8 @@ _REGION = re.compile(
 _BLANK = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)*")
 _TAG = re.compile(r"<think>|</think>|(?m:^[ \t]*(?:-{3,}|\*{3,}|_{3,}|={3,})[ \t]*$)", re.IGNORECASE)
 # Section starts: headings, bold labels, "Step k", answer lines. List items start steps only in a list paragraph.
-_SECTION = r"[ \t]*(?:#{1,6}[ \t]|\*\*\S|__\S|step[ \t]*\d{1,3}\b|(?:final[ \t]+)?answer[ \t]*[:：]|final[ \t]+answer\b)"
+_SECTION = (r"[ \t]*(?:#{1,6}[ \t]|\*\*\S|__\S|step[ \t]*\d{1,3}\b|(?:final[ \t]+)?answer[ \t]*[:：]"
+            r"|final[ \t]+answer\b)")
 _LIST = r"[ \t]*(?:[-*+•][ \t]|\(?\d{1,3}[.)][ \t]|\(?[A-Za-z][.)][ \t])"
 _ITEM_START = re.compile(rf"(?mi:^(?:(?P<section>(?={_SECTION}))|(?={_LIST})))")
 # "Step k:" inside a line (after text, not after a heading or list marker) also starts a step.
