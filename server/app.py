@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from kgverify.v1 import info_gain_service_pb2, knowledge_base_service_pb2, knowledge_service_pb2
 from kgverify.v1 import info_gain_service_pb2_grpc, knowledge_base_service_pb2_grpc, knowledge_service_pb2_grpc
 
-from . import __version__
+from . import __version__, metrics, security
 from .admission import Admission
 from .backends import registry
 from .config import Settings
@@ -70,7 +70,8 @@ class Runtime:
         if key not in self._built:
             async with self._build_lock:
                 if key not in self._built:
-                    self._built[key] = await self.blocking.run(registry.build, table, kind, name, self.ctx)
+                    built = await self.blocking.run(registry.build, table, kind, name, self.ctx)
+                    self._built[key] = metrics.instrument(kind, built)
         return self._built[key]
 
     async def judge(self, name: str | None):
@@ -179,6 +180,8 @@ class VerifierServer:
     runtime: Runtime
     addresses: list[str]
     _tasks: list[asyncio.Task]
+    metrics_address: str | None = None  # host:port of /metrics when enabled
+    _metrics_httpd: object = None
 
     async def wait_ready(self, timeout_s: float | None = None) -> None:
         await asyncio.wait_for(asyncio.shield(self._tasks[0]), timeout_s)
@@ -190,6 +193,9 @@ class VerifierServer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.runtime.close()
+        if self._metrics_httpd is not None:
+            self._metrics_httpd.shutdown()
+            self._metrics_httpd.server_close()
 
 
 def _options(settings: Settings) -> list[tuple[str, int]]:
@@ -205,8 +211,12 @@ async def start_server(settings: Settings, listen: list[str] | None = None) -> V
 
         torch.set_num_threads(settings.server.torch_threads)
     runtime = Runtime(settings)
-    interceptor = ServiceInterceptor(runtime.admission, runtime.health.ready)
-    server = grpc.aio.server(interceptors=[interceptor], options=_options(settings))
+    # Outermost first: metrics see every outcome, auth refuses before any work, then the service interceptor.
+    auth = security.auth_interceptor(settings.security)
+    interceptors = [metrics.MetricsInterceptor(), *([auth] if auth else []),
+                    ServiceInterceptor(runtime.admission, runtime.health.ready, settings.server.log_request_text)]
+    credentials = security.server_credentials(settings.security)
+    server = grpc.aio.server(interceptors=interceptors, options=_options(settings))
     knowledge_service_pb2_grpc.add_KnowledgeServiceServicer_to_server(KnowledgeServicer(runtime), server)
     info_gain_service_pb2_grpc.add_InfoGainServiceServicer_to_server(InfoGainServicer(runtime), server)
     knowledge_base_service_pb2_grpc.add_KnowledgeBaseServiceServicer_to_server(KnowledgeBaseServicer(runtime), server)
@@ -224,15 +234,20 @@ async def start_server(settings: Settings, listen: list[str] | None = None) -> V
     for address in listen or settings.server.listen:
         if address.startswith("unix:"):
             _prepare_unix_socket(address)
-        port = server.add_insecure_port(address)
+        # Unix sockets stay plaintext: only processes that may open the file reach them.
+        unix = address.startswith("unix:")
+        port = server.add_secure_port(address, credentials) if credentials and not unix \
+            else server.add_insecure_port(address)
         if not port:
             raise OSError(f"cannot listen on {address}")
         addresses.append(address if address.startswith("unix:") else f"{address.rsplit(':', 1)[0]}:{port}")
     await runtime.health.start()
     await server.start()
     log.info("kgverify %s listening on %s (pid %d)", __version__, ", ".join(addresses), os.getpid())
+    metrics.track_queue_depth(lambda: runtime.admission.inflight)
+    httpd, metrics_address = metrics.start_endpoint(settings.metrics)
     tasks = [asyncio.create_task(runtime.load()), asyncio.create_task(runtime.monitor())]
-    return VerifierServer(server, runtime, addresses, tasks)
+    return VerifierServer(server, runtime, addresses, tasks, metrics_address, httpd)
 
 
 async def serve(settings: Settings, listen: list[str] | None = None) -> None:

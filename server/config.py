@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 RetrievalModeName = Literal["dense", "bm25", "hybrid"]
@@ -181,6 +181,38 @@ class SplitterSettings(_Section):
     """Token limit of the decomposer's answer (it copies the chain, so about the chain's length plus a third)."""
 
 
+class SecuritySettings(_Section):
+    tls_cert_file: Path | None = None
+    """PEM certificate chain of the server; with `tls_key_file`, every TCP listener serves TLS only."""
+    tls_key_file: Path | None = None
+    """PEM private key of the server certificate."""
+    tls_client_ca_file: Path | None = None
+    """PEM CA bundle client certificates must chain to (mTLS; needs TLS)."""
+    require_client_auth: bool = False
+    """mTLS: refuse TLS clients without a certificate from `tls_client_ca_file`."""
+    auth_tokens: list[SecretStr] = []
+    """Bearer tokens accepted in the `authorization` metadata; none (and no file) = no token auth. Health is exempt."""
+    auth_tokens_file: Path | None = None
+    """File with one accepted bearer token per line (e.g. a mounted secret), added to `auth_tokens`."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SecuritySettings":
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both tls_cert_file and tls_key_file, or neither")
+        if (self.require_client_auth or self.tls_client_ca_file) and self.tls_cert_file is None:
+            raise ValueError("mTLS (tls_client_ca_file, require_client_auth) needs tls_cert_file and tls_key_file")
+        if self.require_client_auth and self.tls_client_ca_file is None:
+            raise ValueError("require_client_auth needs tls_client_ca_file")
+        return self
+
+
+class MetricsSettings(_Section):
+    port: int | None = Field(None, ge=0, le=65535)
+    """Port of the Prometheus `/metrics` HTTP endpoint; unset = no endpoint (metrics are still counted)."""
+    host: str = "127.0.0.1"
+    """Address the `/metrics` endpoint binds to."""
+
+
 class Settings(BaseSettings):
     """All kgverify settings; environment variables KGV_<SECTION>__<FIELD>."""
 
@@ -202,6 +234,10 @@ class Settings(BaseSettings):
     """InfoGain estimator."""
     splitter: SplitterSettings = SplitterSettings()
     """Step splitter."""
+    security: SecuritySettings = SecuritySettings()
+    """TLS, mTLS and bearer-token auth."""
+    metrics: MetricsSettings = MetricsSettings()
+    """Prometheus metrics."""
 
 
 def settings_table() -> str:

@@ -24,10 +24,26 @@ def _service_of(method: str) -> str:
     return method.lstrip("/").split("/", 1)[0]
 
 
+def request_summary(request, limit: int = 500) -> str:
+    """The request as one line of protobuf text, truncated (logged only with log_request_text)."""
+    from google.protobuf import text_format
+
+    text = text_format.MessageToString(request, as_one_line=True, as_utf8=True)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+
+
+async def _logged(requests, method: str):
+    async for item in requests:
+        log.debug("%s item: %s", method, request_summary(item))
+        yield item
+
+
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, admission: Admission, ready):
+    def __init__(self, admission: Admission, ready, log_request_text: bool = False):
         self._admission = admission
         self._ready = ready  # service name -> bool: has the service finished loading?
+        # Request texts may hold patient data: they reach the log only when the operator opts in.
+        self._log_text = log_request_text
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
@@ -42,6 +58,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             async def unary(request, context):
                 request_id_var.set(new_request_id(metadata))
                 started = time.perf_counter()
+                if self._log_text:
+                    log.debug("%s request: %s", method, request_summary(request))
                 code = "OK"
                 try:
                     if not self._ready(service):
@@ -70,6 +88,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             async def stream(request_iterator, context):
                 request_id_var.set(new_request_id(metadata))
                 started = time.perf_counter()
+                if self._log_text:
+                    request_iterator = _logged(request_iterator, method)
                 items = 0
                 try:
                     if not self._ready(service):

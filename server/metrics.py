@@ -1,0 +1,168 @@
+"""Prometheus metrics: the one aio interceptor (RPC latency by method and code), backend calls, cache hits, queue depth."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from typing import Any, Callable
+
+import grpc
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from .config import MetricsSettings
+
+log = logging.getLogger("kgverify.metrics")
+# Latency buckets from a 1 ms shed answer to a long LLM-judged chain.
+BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+RPC_SECONDS = Histogram("kgverify_rpc_duration_seconds", "RPC latency by method and final status code",
+                        ["method", "code"], buckets=BUCKETS_S)
+STREAM_ITEMS = Counter("kgverify_stream_items_total", "StreamScoreChains items answered, by item status code",
+                       ["code"])
+BACKEND_CALLS = Counter("kgverify_backend_calls_total", "Calls to judge / InfoGain / splitter backends by outcome",
+                        ["kind", "backend", "outcome"])
+BACKEND_SECONDS = Histogram("kgverify_backend_call_duration_seconds", "Backend call latency",
+                            ["kind", "backend"], buckets=BUCKETS_S)
+CACHE_LOOKUPS = Counter("kgverify_cache_lookups_total", "Cache lookups by cache and result (hit, miss)",
+                        ["cache", "result"])
+QUEUE_DEPTH = Gauge("kgverify_inflight", "Calls and stream items admitted and running (load shedding starts at "
+                    "KGV_SERVER__MAX_INFLIGHT)")
+# Backend methods that do the work worth counting; everything else passes through untouched.
+INSTRUMENTED_METHODS = ("judge", "score_prefixes", "paper_perplexities")
+
+
+def record_backend_call(kind: str, backend: str, outcome: str, seconds: float | None = None) -> None:
+    """Counts one backend call (outcome: "ok" or a status code name such as "UNAVAILABLE")."""
+    BACKEND_CALLS.labels(kind, backend, outcome).inc()
+    if seconds is not None:
+        BACKEND_SECONDS.labels(kind, backend).observe(seconds)
+
+
+def record_cache_lookup(cache: str, hit: bool, count: int = 1) -> None:
+    """Counts cache lookups (e.g. the judge's verdict cache, the embedding cache)."""
+    if count:
+        CACHE_LOOKUPS.labels(cache, "hit" if hit else "miss").inc(count)
+
+
+def track_queue_depth(current: Callable[[], int]) -> None:
+    """Reports current() as the queue depth at every scrape (one server per process)."""
+    QUEUE_DEPTH.set_function(current)
+
+
+class InstrumentedBackend:
+    """Wraps a backend's async work methods with call counts, outcomes and latency; the rest passes through."""
+
+    def __init__(self, kind: str, inner: Any):
+        self._inner = inner
+        self._kind = kind
+        self._label = str(getattr(inner, "name", type(inner).__name__))
+        for method in INSTRUMENTED_METHODS:
+            if inspect.iscoroutinefunction(getattr(inner, method, None)):
+                setattr(self, method, self._wrap(getattr(inner, method)))
+
+    def _wrap(self, method):
+        async def call(*args, **kwargs):
+            started, outcome = time.perf_counter(), "ok"
+            try:
+                result = await method(*args, **kwargs)
+            except asyncio.CancelledError:
+                outcome = "CANCELLED"
+                raise
+            except Exception as exc:
+                outcome = getattr(exc, "code", "INTERNAL")
+                raise
+            finally:
+                record_backend_call(self._kind, self._label, outcome, time.perf_counter() - started)
+            if method.__name__ == "judge" and isinstance(result, list):
+                hits = sum(1 for j in result if getattr(j, "cached", False))
+                record_cache_lookup("judge_verdicts", True, hits)
+                record_cache_lookup("judge_verdicts", False, len(result) - hits)
+            return result
+
+        return call
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def instrument(kind: str, backend: Any) -> Any:
+    """The backend wrapped for metrics when it has work methods; splitters and others are returned as they are."""
+    if any(inspect.iscoroutinefunction(getattr(backend, m, None)) for m in INSTRUMENTED_METHODS):
+        return InstrumentedBackend(kind, backend)
+    return backend
+
+
+def _code_of(context) -> str:
+    code = context.code()
+    if code is None:
+        return "OK"
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return CODE_NAMES.get(code, str(code))
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Observes every unary and bidi-streaming call: latency by method and final code, stream item codes."""
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method = details.method
+        serializers = {"request_deserializer": handler.request_deserializer,
+                       "response_serializer": handler.response_serializer}
+        if handler.unary_unary is not None:
+            behavior = handler.unary_unary
+
+            async def unary(request, context):
+                started, code = time.perf_counter(), "OK"
+                try:
+                    response = await behavior(request, context)
+                    code = _code_of(context)
+                    return response
+                except asyncio.CancelledError:
+                    code = "CANCELLED"
+                    raise
+                except BaseException:
+                    code = _code_of(context) if context.code() is not None else "UNKNOWN"
+                    raise
+                finally:
+                    RPC_SECONDS.labels(method, code).observe(time.perf_counter() - started)
+
+            return grpc.unary_unary_rpc_method_handler(unary, **serializers)
+        if handler.stream_stream is not None:
+            behavior = handler.stream_stream
+
+            async def stream(request_iterator, context):
+                started, code = time.perf_counter(), "OK"
+                try:
+                    async for response in behavior(request_iterator, context):
+                        status = getattr(response, "status", None)
+                        if status is not None and hasattr(status, "code"):
+                            STREAM_ITEMS.labels(CODE_NAMES.get(status.code, str(status.code))).inc()
+                        yield response
+                    code = _code_of(context)
+                except asyncio.CancelledError:
+                    code = "CANCELLED"
+                    raise
+                except BaseException:
+                    code = _code_of(context) if context.code() is not None else "UNKNOWN"
+                    raise
+                finally:
+                    RPC_SECONDS.labels(method, code).observe(time.perf_counter() - started)
+
+            return grpc.stream_stream_rpc_method_handler(stream, **serializers)
+        return handler  # health Watch and other server-streaming calls live for as long as the client likes
+
+
+def start_endpoint(cfg: MetricsSettings):
+    """Serves /metrics over HTTP when a port is configured; returns (http server, "host:port") or (None, None)."""
+    if cfg.port is None:
+        return None, None
+    httpd, _thread = start_http_server(cfg.port, addr=cfg.host)
+    host, port = httpd.server_address[:2]
+    log.info("Prometheus metrics on http://%s:%d/metrics", host, port)
+    return httpd, f"{host}:{port}"

@@ -1,0 +1,111 @@
+"""TLS / mTLS server credentials and the bearer-token auth interceptor (health checks are exempt)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from pathlib import Path
+
+import grpc
+
+from .config import SecuritySettings
+from .errors import grpc_status
+from .pipeline.errors import KgverifyError
+
+log = logging.getLogger("kgverify.security")
+# Orchestrators probe health without credentials; health answers carry no data.
+EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
+
+
+class UnauthenticatedError(KgverifyError):
+    """The call carries no bearer token, or one this server does not accept."""
+
+    code = "UNAUTHENTICATED"
+    reason = "UNAUTHENTICATED"
+
+
+class SecurityConfigError(ValueError):
+    """A configured certificate, key or token file cannot be used."""
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise SecurityConfigError(f"cannot read the {what} {path}: {exc.strerror}") from None
+
+
+def server_credentials(cfg: SecuritySettings) -> grpc.ServerCredentials | None:
+    """TLS credentials for TCP listeners (mTLS when a client CA is set), or None to serve plaintext."""
+    if cfg.tls_cert_file is None or cfg.tls_key_file is None:
+        return None
+    key = _read(cfg.tls_key_file, "TLS key")
+    chain = _read(cfg.tls_cert_file, "TLS certificate")
+    client_ca = _read(cfg.tls_client_ca_file, "client CA") if cfg.tls_client_ca_file else None
+    return grpc.ssl_server_credentials([(key, chain)], root_certificates=client_ca,
+                                       require_client_auth=cfg.require_client_auth)
+
+
+def load_tokens(cfg: SecuritySettings) -> list[bytes]:
+    """sha256 digests of the accepted tokens (the tokens themselves are not kept)."""
+    tokens = [t.get_secret_value().strip() for t in cfg.auth_tokens]
+    if cfg.auth_tokens_file is not None:
+        text = _read(cfg.auth_tokens_file, "token file").decode("utf-8", errors="strict")
+        tokens += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if any(not t for t in tokens):
+        raise SecurityConfigError("an empty auth token would accept every caller")
+    return [hashlib.sha256(t.encode()).digest() for t in tokens]
+
+
+def _bearer(metadata) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str) and value[:7].lower() == "bearer ":
+            return value[7:].strip()
+    return None
+
+
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses calls without an accepted `authorization: Bearer <token>` with UNAUTHENTICATED."""
+
+    def __init__(self, digests: list[bytes]):
+        self._digests = digests
+
+    def accepts(self, token: str | None) -> bool:
+        if not token:
+            return False
+        digest = hashlib.sha256(token.encode()).digest()
+        # Compare against every token so the time taken does not say which one came close.
+        return sum(hmac.compare_digest(digest, known) for known in self._digests) > 0
+
+    async def intercept_service(self, continuation, details):
+        if details.method.startswith(EXEMPT_PREFIXES) or self.accepts(_bearer(details.invocation_metadata)):
+            return await continuation(details)
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        log.warning("refused %s: missing or unknown bearer token", details.method)
+        status = grpc_status(UnauthenticatedError("missing or unknown bearer token"))
+
+        async def deny(request_or_iterator, context):
+            await context.abort_with_status(status)
+
+        async def deny_stream(request_or_iterator, context):
+            await context.abort_with_status(status)
+            yield  # pragma: no cover - makes this an async generator, as streaming handlers must be
+
+        serializers = {"request_deserializer": handler.request_deserializer,
+                       "response_serializer": handler.response_serializer}
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(deny, **serializers)
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(deny, **serializers)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(deny_stream, **serializers)
+        return grpc.stream_stream_rpc_method_handler(deny_stream, **serializers)
+
+
+def auth_interceptor(cfg: SecuritySettings) -> TokenAuthInterceptor | None:
+    """The auth interceptor when tokens are configured, else None (no token auth)."""
+    digests = load_tokens(cfg)
+    return TokenAuthInterceptor(digests) if digests else None
