@@ -1,0 +1,172 @@
+"""Fault behaviour of a real server: backends down or slow, and overload, within the caller's deadline."""
+
+import asyncio
+import statistics
+import time
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from client import AsyncVerifierClient, VerifierError
+from client import requests as rq
+from server.app import start_server
+from server.backends import registry
+from server.health import INFO_GAIN, KNOWLEDGE, KNOWLEDGE_BASE
+from tests.conftest import make_settings
+from tests.fakes.backends import FakeJudge
+from tests.fakes.vllm_server import FakeVllmServer
+
+CHAIN = {"question": "Which drug reverses heparin?", "answer": "Protamine sulfate",
+         "steps": ["Heparin is an anticoagulant.", "Protamine sulfate neutralizes heparin."]}
+
+
+@pytest.fixture
+def fake_vllm():
+    """The fake vLLM server as the InfoGain LM: a character tokenizer and a flat -0.5 nats per token."""
+    with FakeVllmServer(model="tiny", scorer=lambda ids: [-0.5] * (len(ids) - 1),
+                        tokenizer=lambda text, special: [1 + ord(c) % 200 for c in text]) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def start(cache_dir, demo_kb_path, monkeypatch, fake_vllm):
+    """Starts a real server (demo KB, vLLM InfoGain on the fake) with the given fake judge and settings."""
+    servers = []
+
+    async def _start(judge, **sections):
+        monkeypatch.setitem(registry.JUDGES, "baseline", lambda ctx: judge)
+        lm = {"backend": "vllm", "model": "tiny", "base_url": fake_vllm.base_url, **sections.pop("lm", {})}
+        server_cfg = {"health_interval_s": 0.2, **sections.pop("server", {})}
+        server = await start_server(make_settings(cache_dir, lm=lm, server=server_cfg, **sections), ["127.0.0.1:0"])
+        servers.append(server)
+        await server.wait_ready(300)
+        return server
+
+    yield _start
+    for server in servers:
+        await server.stop(0)
+
+
+async def _until(client, service, status, timeout_s=15.0):
+    """Polls health until `service` reports `status` (the monitor re-checks every 0.2 s here)."""
+    deadline = time.monotonic() + timeout_s
+    while await client.health(service) != status:
+        assert time.monotonic() < deadline, f"{service} never became {status}"
+        await asyncio.sleep(0.05)
+
+
+async def _timed_error(call):
+    started = time.perf_counter()
+    with pytest.raises(VerifierError) as info:
+        await call
+    return info.value, time.perf_counter() - started
+
+
+async def test_judge_down_is_unavailable_in_time_flips_only_knowledge_and_recovers(start):
+    judge = FakeJudge()
+    server = await start(judge)
+    async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+        judge.down = True
+        error, elapsed = await _timed_error(client.score_chain(timeout_s=5.0, **CHAIN))
+        assert error.code == "UNAVAILABLE" and error.reason == "BACKEND_UNAVAILABLE" and elapsed < 5.0
+        await _until(client, KNOWLEDGE, "NOT_SERVING")
+        assert await client.health(INFO_GAIN) == "SERVING" and await client.health(KNOWLEDGE_BASE) == "SERVING"
+        assert await client.health() == "NOT_SERVING"
+        assert (await client.score_info_gain(timeout_s=5.0, **CHAIN)).info_gain is not None  # InfoGain still serves
+
+        judge.down = False
+        await _until(client, KNOWLEDGE, "SERVING")
+        assert await client.health() == "SERVING"
+        assert (await client.score_chain(timeout_s=5.0, **CHAIN)).knowledge_index == 1.0
+
+
+async def test_vllm_lm_down_flips_only_info_gain_and_recovers(start, fake_vllm):
+    server = await start(FakeJudge())
+    async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+        assert (await client.score_info_gain(**CHAIN)).estimator == "lm"
+        fake_vllm.faults.dead_engine, fake_vllm.faults.http_status = True, 503
+        error, elapsed = await _timed_error(client.score_info_gain(timeout_s=5.0, **CHAIN))
+        assert error.code == "UNAVAILABLE" and elapsed < 5.0
+        await _until(client, INFO_GAIN, "NOT_SERVING")
+        assert await client.health(KNOWLEDGE) == "SERVING"
+        assert (await client.score_knowledge(steps=CHAIN["steps"])).knowledge_index == 1.0
+
+        fake_vllm.faults.dead_engine, fake_vllm.faults.http_status = False, None
+        await _until(client, INFO_GAIN, "SERVING")
+        assert (await client.score_chain(**CHAIN)).info_gain is not None
+
+
+async def test_slow_backend_answers_deadline_exceeded_and_frees_its_slot(start, fake_vllm):
+    server = await start(FakeJudge(), lm={"timeout_s": 60.0})
+    async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+        fake_vllm.faults.delay_s = 3.0
+        error, elapsed = await _timed_error(client.score_info_gain(timeout_s=1.0, **CHAIN))
+        assert error.code == "DEADLINE_EXCEEDED" and elapsed < 2.5
+    # The server stops working for a caller that is gone: nothing keeps holding a slot.
+    deadline = time.monotonic() + 5.0
+    while server.runtime.admission.inflight:
+        assert time.monotonic() < deadline, "the timed-out call still holds its slot"
+        await asyncio.sleep(0.02)
+
+
+async def test_slow_judge_hits_the_callers_deadline(start):
+    server = await start(FakeJudge(delay_s=5.0))
+    async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+        error, elapsed = await _timed_error(client.score_knowledge(timeout_s=0.5, steps=CHAIN["steps"]))
+        assert error.code == "DEADLINE_EXCEEDED" and elapsed < 2.0
+
+
+def _scrape(address):
+    families = text_string_to_metric_families(httpx.get(f"http://{address}/metrics", timeout=5).text)
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
+
+
+def _sample(samples, name, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_overload_is_shed_within_50_ms_and_counted(start):
+    judge = FakeJudge(gate=asyncio.Event())
+    server = await start(judge, server={"max_inflight": 2}, metrics={"port": 0})
+    method = "/kgverify.v1.KnowledgeService/ScoreKnowledge"
+    async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+        held = [asyncio.ensure_future(client.score_knowledge(steps=CHAIN["steps"])) for _ in range(2)]
+        while judge.waiting < 2:
+            await asyncio.sleep(0.01)
+        before = await asyncio.to_thread(_scrape, server.metrics_address)
+        latencies = []
+        for _ in range(20):
+            error, elapsed = await _timed_error(client.score_knowledge(steps=CHAIN["steps"]))
+            assert error.code == "RESOURCE_EXHAUSTED" and error.reason == "OVERLOADED"
+            latencies.append(elapsed)
+        burst = await asyncio.gather(*(client.score_knowledge(steps=CHAIN["steps"]) for _ in range(50)),
+                                     return_exceptions=True)
+        assert all(isinstance(e, VerifierError) and e.code == "RESOURCE_EXHAUSTED" for e in burst)
+        print(f"shed latency over loopback: median {statistics.median(latencies) * 1e3:.1f} ms, "
+              f"max {max(latencies) * 1e3:.1f} ms")
+        assert statistics.median(latencies) < 0.05 and max(latencies) < 0.5  # generous: a shared 2-core machine
+        after = await asyncio.to_thread(_scrape, server.metrics_address)
+        assert _sample(after, "kgverify_inflight") == 2
+        shed = _sample(after, "kgverify_rpc_duration_seconds_count", method=method, code="RESOURCE_EXHAUSTED")
+        assert shed - _sample(before, "kgverify_rpc_duration_seconds_count", method=method,
+                              code="RESOURCE_EXHAUSTED") == 70
+        judge.gate.set()
+        await asyncio.gather(*held)
+        after = await asyncio.to_thread(_scrape, server.metrics_address)
+        assert _sample(after, "kgverify_rpc_duration_seconds_count", method=method, code="OK") >= 2
+        assert _sample(after, "kgverify_backend_calls_total", kind="judge", backend="fake", outcome="ok") >= 2
+        assert _sample(after, "kgverify_cache_lookups_total", cache="judge_verdicts", result="miss") >= 2
+        assert _sample(after, "kgverify_inflight") == 0
+
+        async def items():
+            for i in range(3):
+                yield f"c{i}", rq.chain_request(CHAIN, ("ki",))
+
+        results = [r async for r in client.stream_chains(items())]
+        codes = ["OK" if not isinstance(r, VerifierError) else r.code for _, r in results]
+        assert len(codes) == 3 and set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}  # 3 items against 2 slots
+        final = await asyncio.to_thread(_scrape, server.metrics_address)
+        for code in set(codes):
+            counted = _sample(final, "kgverify_stream_items_total", code=code)
+            assert counted - _sample(after, "kgverify_stream_items_total", code=code) == codes.count(code)
