@@ -127,6 +127,10 @@ class JudgeSettings(_Section):
     """Baseline judge: cosine similarity at which P(supported) = 0.5."""
     cascade_threshold: float = Field(0.8, ge=0, le=1)
     """Cascade: claims whose top probability is below this go to the LLM judge."""
+    cache_size: int = Field(10_000, ge=0)
+    """Verdicts kept in the LRU verdict cache, keyed by claim, evidence, judge, prompt version and KB (0 = off)."""
+    window_chars: int = Field(700, ge=100)
+    """Embedded judges: longest evidence scored at once; longer passages are read in sentence windows."""
 
 
 class LmSettings(_Section):

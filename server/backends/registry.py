@@ -69,16 +69,46 @@ class BackendContext:
         return self.shared("baseline_scorer", lambda: SimilarityPairScorer(self.embedder(), threshold))
 
 
-def _baseline_judge(ctx: BackendContext):
+def _with_cache(ctx: BackendContext, judge):
+    """Every judge shares the server's one verdict cache (keys name the judge, so they never mix)."""
+    size = ctx.settings.judge.cache_size
+    if size:
+        from .judges.cache import VerdictCache
+
+        judge.verdict_cache = ctx.shared("verdict_cache", lambda: VerdictCache(size))
+    return judge
+
+
+def _embedded(ctx: BackendContext, scorer):
+    from .judges.aggregation import AggregationPolicy
     from .judges.embedded import EmbeddedJudge
 
-    return EmbeddedJudge(ctx.baseline_scorer(), ctx.blocking)
+    return EmbeddedJudge(scorer, ctx.blocking, AggregationPolicy(window_chars=ctx.settings.judge.window_chars))
+
+
+def _baseline_judge(ctx: BackendContext):
+    return _with_cache(ctx, _embedded(ctx, ctx.baseline_scorer()))
 
 
 def _nli_judge(ctx: BackendContext):
-    from .judges.embedded import EmbeddedJudge
+    return _with_cache(ctx, _embedded(ctx, ctx.nli_model()))
 
-    return EmbeddedJudge(ctx.nli_model(), ctx.blocking)
+
+def _llm_judge(ctx: BackendContext):
+    from .judges.vllm_judge import judge_from_settings
+
+    return ctx.shared("judge:vllm", lambda: judge_from_settings(ctx.settings.judge))
+
+
+def _vllm_judge(ctx: BackendContext):
+    return _with_cache(ctx, _llm_judge(ctx))
+
+
+def _cascade_judge(ctx: BackendContext):
+    from .judges.cascade import CascadeJudge
+
+    embedded = _embedded(ctx, ctx.embedded_scorer())
+    return _with_cache(ctx, CascadeJudge(embedded, _llm_judge(ctx), ctx.settings.judge.cascade_threshold))
 
 
 def _nli_estimator(ctx: BackendContext):
@@ -114,6 +144,8 @@ def _llm_splitter(ctx: BackendContext):
 JUDGES: dict[str, Callable[[BackendContext], Any]] = {
     "baseline": _baseline_judge,
     "nli": _nli_judge,
+    "vllm": _vllm_judge,
+    "cascade": _cascade_judge,
 }
 ESTIMATORS: dict[str, Callable[[BackendContext], Any]] = {
     "nli": _nli_estimator,

@@ -79,7 +79,12 @@ async def score_knowledge(
     to_judge: list[Claim] = [c for s in split.steps for c in s.claims if not c.no_knowledge]
     unique_texts = list(dict.fromkeys(c.text for c in to_judge))
     evidence, kb = await gather_evidence(unique_texts, req, deps)
-    judgements = await judge.judge([JudgeItem(t, tuple(ev)) for t, ev in zip(unique_texts, evidence)], deadline)
+    items = [JudgeItem(t, tuple(ev)) for t, ev in zip(unique_texts, evidence)]
+    cache = getattr(judge, "verdict_cache", None)  # the server's verdict cache, when configured
+    if cache is not None:
+        judgements = await cache.judge_through(judge, items, deadline, kb.info.kb_id if kb else "")
+    else:
+        judgements = await judge.judge(items, deadline)
     by_text = dict(zip(unique_texts, zip(judgements, evidence)))
 
     steps = []

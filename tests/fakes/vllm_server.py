@@ -55,6 +55,7 @@ class Faults:
     http_status: int | None = None  # answer every generation request with this status
     malformed_body: bool = False  # 200 with a body that is not JSON
     dead_engine: bool = False  # /health answers 503
+    unconstrained: bool = False  # structured outputs not applied (as vLLM >= 0.12 treats the removed guided_*)
 
 
 @dataclass
@@ -196,7 +197,7 @@ class FakeVllmServer:
             return 500, _error("fake server has no chat behaviour", "InternalServerError", code=500)
         reply = self.chat(body)
         text = reply.text
-        constraint = (body.get("structured_outputs") or {}).get("choice")
+        constraint = None if self.faults.unconstrained else (body.get("structured_outputs") or {}).get("choice")
         if constraint is not None and text not in constraint:
             # Constrained decoding can only emit an allowed choice: take the likeliest allowed one.
             scored = reply.first_token_logprobs or {}

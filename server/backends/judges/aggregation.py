@@ -1,0 +1,109 @@
+"""Evidence aggregation for the embedded judge: sentence windows over long evidence, rules over the top-k facts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ...pipeline.types import Evidence, LabelProbs, Verdict
+
+NO_EVIDENCE = LabelProbs(0.0, 0.0, 1.0)
+AGGREGATION_VERSION = "evidence-agg/2"
+
+
+@dataclass(frozen=True)
+class AggregationPolicy:
+    """How one claim's verdict is read from the scores of its evidence."""
+
+    window_chars: int = 700
+    """Longest premise scored at once; longer evidence is cut into windows of whole sentences."""
+    window_overlap: int = 1
+    """Sentences shared by consecutive windows (a fact split across a boundary is still seen whole)."""
+    max_windows: int = 16
+    """Windows scored per piece of evidence (the rest of a very long passage is not read)."""
+    joint_support: int = 2
+    """The top facts read together as one premise, for support only (0 or 1 = off)."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One premise scored against a claim: a window of one piece of evidence, or top facts read together."""
+
+    text: str
+    evidence: tuple[int, ...]  # indices into the claim's evidence
+    joint: bool = False
+
+
+def windows(text: str, policy: AggregationPolicy) -> list[str]:
+    """Consecutive sentence windows of at most window_chars (overlapping), or [text] when it fits."""
+    text = text.strip()
+    if len(text) <= policy.window_chars:
+        return [text] if text else []
+    from kb.chunking import units
+
+    spans = units(text, policy.window_chars)  # sentences; an over-long one is cut at whitespace
+    out: list[str] = []
+    i = 0
+    while i < len(spans) and len(out) < policy.max_windows:
+        start, end = spans[i]
+        j = i + 1
+        while j < len(spans) and spans[j][1] - start <= policy.window_chars:
+            end = spans[j][1]
+            j += 1
+        out.append(text[start:end])
+        if j >= len(spans):
+            break
+        i = max(i + 1, j - policy.window_overlap)
+    return out
+
+
+def units_for(evidence: Sequence[Evidence], policy: AggregationPolicy) -> list[Unit]:
+    """Every premise to score for one claim, in evidence order; the joint unit (if any) last."""
+    out = [Unit(w, (k,)) for k, e in enumerate(evidence) for w in windows(e.text, policy)]
+    n = min(policy.joint_support, len(evidence))
+    if n >= 2 and all(e.text.strip() for e in evidence[:n]):
+        joint = " ".join(" ".join(e.text.split()) for e in evidence[:n])
+        if len(joint) <= policy.window_chars:  # read together only when the model sees all of it
+            out.append(Unit(joint, tuple(range(n)), joint=True))
+    return out
+
+
+def _best(rows: Sequence[LabelProbs], allowed: Sequence[bool], verdict: Verdict) -> int | None:
+    """The allowed row whose top label is verdict and whose probability of it is highest."""
+    best, value = None, -1.0
+    for i, (row, ok) in enumerate(zip(rows, allowed)):
+        if ok and row.verdict() is verdict and getattr(row, verdict.value) > value:
+            best, value = i, getattr(row, verdict.value)
+    return best
+
+
+def aggregate(probs: np.ndarray, units: Sequence[Unit], evidence: Sequence[Evidence]) -> tuple[
+        LabelProbs, Verdict, tuple[Evidence, ...]]:
+    """One claim's probabilities, verdict and evidence (deciding evidence first) from its units' rows.
+
+    Support needs one premise that entails the claim: a single fact, a window of one,
+    or the top facts read together. Contradiction needs a single fact (or a window of
+    one) whose strongest label is contradiction; facts read together never
+    contradict, since mixing subjects makes spurious conflicts. When both exist the
+    stronger wins. Otherwise the claim is not settled, and the single premise
+    closest to settling it gives the probabilities (the cascade reads their confidence).
+    The verdict is always the top label of the probabilities reported.
+    """
+    if not units:
+        return NO_EVIDENCE, Verdict.NOT_ENOUGH_INFO, tuple(evidence)
+    rows = [LabelProbs.from_row(r) for r in np.asarray(probs, dtype=np.float64).reshape(len(units), 3)]
+    single = [not u.joint for u in units]
+    best_s = _best(rows, [True] * len(units), Verdict.SUPPORTED)
+    best_c = _best(rows, single, Verdict.CONTRADICTED)
+    if best_s is not None and (best_c is None or rows[best_s].supported >= rows[best_c].contradicted):
+        row, verdict = best_s, Verdict.SUPPORTED
+    elif best_c is not None:
+        row, verdict = best_c, Verdict.CONTRADICTED
+    else:  # every single premise's top label is not_enough_info
+        row = min((i for i in range(len(units)) if single[i]), key=lambda i: rows[i].not_enough_info)
+        verdict = Verdict.NOT_ENOUGH_INFO
+    first = units[row].evidence
+    ordered = tuple(evidence[k] for k in first) + tuple(e for k, e in enumerate(evidence) if k not in first)
+    return rows[row], verdict, ordered

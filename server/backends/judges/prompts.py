@@ -1,0 +1,91 @@
+"""The LLM judge's prompt, label verbalizers and decoding settings, hashed into its prompt version."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Sequence
+
+from ...pipeline.types import Evidence, Verdict
+
+PROMPT_NAME = "judge-nli/1"
+# One capital letter per label: a single token in every tokenizer we know of, so the
+# label's probability is the logprob of the first generated token.
+VERBALIZERS: dict[Verdict, str] = {
+    Verdict.SUPPORTED: "A",
+    Verdict.CONTRADICTED: "B",
+    Verdict.NOT_ENOUGH_INFO: "C",
+}
+LABELS: tuple[str, ...] = tuple(VERBALIZERS.values())
+SEED = 0
+TOP_LOGPROBS = 20  # vLLM's default --max-logprobs: the most a stock server returns
+MAX_EVIDENCE_CHARS = 1_500  # per numbered item; long passages are cut, not dropped
+MAX_PROMPT_EVIDENCE_CHARS = 12_000  # all items together (stays well inside an 8k-token context)
+
+SYSTEM_PROMPT = (
+    "You are a careful fact checker. You receive numbered evidence passages and one claim. "
+    "Decide, using only the evidence and no outside knowledge, whether the evidence supports the claim, "
+    "contradicts it, or does not settle it.\n"
+    "A = the evidence supports the claim: at least one passage (or several read together) states it, "
+    "including paraphrases and direct consequences.\n"
+    "B = the evidence contradicts the claim: a passage states something that cannot be true at the same time "
+    "as the claim (a different mechanism, number, drug, direction of effect or exclusive statement).\n"
+    "C = the evidence does not settle the claim: it is about other things, too vague, or only related.\n"
+    "Answer with a single letter: A, B or C."
+)
+USER_TEMPLATE = "Evidence:\n{evidence}\n\nClaim: {claim}\n\nAnswer (A, B or C):"
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def format_evidence(evidence: Sequence[Evidence]) -> str:
+    """Evidence as a numbered list, best first, within the prompt's character budget."""
+    lines: list[str] = []
+    budget = MAX_PROMPT_EVIDENCE_CHARS
+    for number, item in enumerate(evidence, 1):
+        if budget <= 0:
+            break
+        text = _clip(item.text, min(MAX_EVIDENCE_CHARS, budget))
+        title = f" ({_clip(item.title, 120)})" if item.title.strip() else ""
+        lines.append(f"[{number}]{title} {text}")
+        budget -= len(text)
+    return "\n".join(lines) if lines else "(no evidence)"
+
+
+def messages(claim: str, evidence: Sequence[Evidence]) -> list[dict[str, str]]:
+    user = USER_TEMPLATE.format(evidence=format_evidence(evidence), claim=" ".join(claim.split()))
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def request_body(model: str, claim: str, evidence: Sequence[Evidence]) -> dict[str, Any]:
+    """One chat completion: the label through structured outputs, its probability through logprobs."""
+    return {
+        "model": model,
+        "messages": messages(claim, evidence),
+        "temperature": 0,
+        "seed": SEED,
+        "max_completion_tokens": 4,  # one label token; room for the end token, a multi-token label shows up
+        "logprobs": True,
+        "top_logprobs": TOP_LOGPROBS,
+        # vLLM >= 0.10.2; the older `guided_choice` is silently ignored from 0.12 on.
+        "structured_outputs": {"choice": list(LABELS)},
+        # Reasoning models must answer at once: a thinking block would come before the label token.
+        "chat_template_kwargs": {"enable_thinking": False},
+    }
+
+
+def _version() -> str:
+    spec = {
+        "name": PROMPT_NAME, "system": SYSTEM_PROMPT, "user": USER_TEMPLATE,
+        "labels": {v.value: t for v, t in VERBALIZERS.items()}, "seed": SEED, "temperature": 0,
+        "top_logprobs": TOP_LOGPROBS, "max_evidence_chars": MAX_EVIDENCE_CHARS,
+        "max_prompt_evidence_chars": MAX_PROMPT_EVIDENCE_CHARS, "format": "structured_outputs.choice",
+    }
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode("utf-8")).hexdigest()[:12]
+    return f"{PROMPT_NAME}@{digest}"
+
+
+PROMPT_VERSION = _version()

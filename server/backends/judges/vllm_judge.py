@@ -1,0 +1,138 @@
+"""The LLM judge on vLLM: one chat completion per claim, label by structured output, probabilities by logprobs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from typing import Any, Sequence
+
+from ...pipeline.deadline import Deadline
+from ...pipeline.errors import BackendResponseError, BackendTimeoutError, BackendUnavailableError
+from ...pipeline.types import JudgeItem, Judgement, LabelProbs, Tier, Verdict
+from ..vllm_client import VLLM_LOGPROB_FLOOR, VllmClient
+from .aggregation import NO_EVIDENCE
+from .embedded import error_judgement
+from .prompts import LABELS, PROMPT_VERSION, VERBALIZERS, request_body
+
+log = logging.getLogger(__name__)
+_ORDER = (Verdict.SUPPORTED, Verdict.CONTRADICTED, Verdict.NOT_ENOUGH_INFO)
+_BY_LABEL = {token: verdict for verdict, token in VERBALIZERS.items()}
+
+
+class JudgeOutputError(ValueError):
+    """The judge answered, but not with a label and its log-probabilities."""
+
+
+def _logprob(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value > 1e-6:
+        raise JudgeOutputError(f"invalid logprob {value!r} in the response")
+    return max(float(value), VLLM_LOGPROB_FLOOR)
+
+
+def _label_logprobs(first: dict[str, Any]) -> dict[str, float]:
+    """Log-probability of each label at the first generated position; a label not returned counts as -9999."""
+    seen: dict[str, float] = {}
+    candidates = [first, *(first.get("top_logprobs") or [])]
+    for entry in candidates:
+        if not isinstance(entry, dict) or not isinstance(entry.get("token"), str):
+            raise JudgeOutputError("a logprobs entry has no token")
+        seen[entry["token"]] = _logprob(entry.get("logprob"))  # the sampled token may repeat in the top list
+    out: dict[str, float] = {}
+    for label in LABELS:
+        # "A" and " A" are both the label; their probabilities add up.
+        values = [lp for token, lp in seen.items() if token.strip() == label and lp > VLLM_LOGPROB_FLOOR]
+        if values:
+            top = max(values)
+            out[label] = top + math.log(sum(math.exp(v - top) for v in values))
+        else:
+            out[label] = VLLM_LOGPROB_FLOOR
+    return out
+
+
+def parse_judgement(data: dict[str, Any]) -> tuple[Verdict, LabelProbs]:
+    """The label of one chat completion and its probabilities renormalized over the three labels.
+
+    Raises JudgeOutputError when the answer is not a label with usable logprobs.
+    """
+    try:
+        choice = data["choices"][0]
+        content = choice["message"]["content"]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise JudgeOutputError("the response has no message content") from exc
+    if not isinstance(content, str) or content.strip() not in LABELS:
+        shown = content[:80] if isinstance(content, str) else content
+        raise JudgeOutputError(
+            f"unconstrained output {shown!r}: the server did not apply structured outputs "
+            "(vLLM >= 0.10.2 reads `structured_outputs`; from 0.12 the old guided_* fields are ignored)")
+    label = content.strip()
+    tokens = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
+    if not isinstance(tokens, list) or not tokens or not isinstance(tokens[0], dict):
+        raise JudgeOutputError("the response carries no logprobs for the label token")
+    if not isinstance(tokens[0].get("token"), str) or tokens[0]["token"].strip() != label:
+        raise JudgeOutputError(f"the label {label!r} is not a single token for this model "
+                               f"(first token {tokens[0].get('token')!r})")
+    logprobs = _label_logprobs(tokens[0])
+    if all(v <= VLLM_LOGPROB_FLOOR for v in logprobs.values()):
+        raise JudgeOutputError("no label token among the returned top logprobs")
+    top = max(logprobs.values())
+    weights = {k: (math.exp(v - top) if v > VLLM_LOGPROB_FLOOR else 0.0) for k, v in logprobs.items()}
+    total = sum(weights.values())
+    probs = LabelProbs(*(weights[VERBALIZERS[v]] / total for v in _ORDER))
+    chosen = weights[label] / total
+    if chosen < probs.confidence() - 1e-6:
+        # Greedy constrained decoding emits the likeliest allowed label; anything else means a misread shape.
+        raise JudgeOutputError(f"the generated label {label!r} disagrees with its logprobs")
+    return _BY_LABEL[label], probs
+
+
+class VllmJudge:
+    """Judge port over vLLM's OpenAI-compatible chat completions (through the shared VllmClient)."""
+
+    def __init__(self, client: VllmClient, model: str):
+        self.client = client
+        self.model = model
+        self.name = f"vllm:{model}"
+        self.prompt_version = PROMPT_VERSION
+        self._closed = False
+
+    async def _one(self, item: JudgeItem, deadline: Deadline) -> Judgement:
+        if not item.evidence:
+            return Judgement(Verdict.NOT_ENOUGH_INFO, NO_EVIDENCE, Tier.LLM, evidence=())
+        try:
+            data = await self.client.chat_completions(request_body(self.model, item.claim, item.evidence), deadline)
+        except BackendResponseError as exc:
+            return error_judgement(f"LLM judge: {exc.message}", Tier.LLM, llm_calls=1)
+        try:
+            verdict, probs = parse_judgement(data)
+        except JudgeOutputError as exc:
+            log.warning("LLM judge output unusable: %s", exc)
+            return error_judgement(f"LLM judge: {exc}", Tier.LLM, llm_calls=1)
+        return Judgement(verdict, probs, Tier.LLM, llm_calls=1, evidence=item.evidence)
+
+    async def judge(self, items: Sequence[JudgeItem], deadline: Deadline) -> list[Judgement]:
+        """One call per claim, concurrently (the client bounds how many are in flight).
+
+        Unreachable -> BackendUnavailableError, too slow -> BackendTimeoutError, for the
+        whole batch; unusable output -> that claim's ERROR verdict.
+        """
+        results = await asyncio.gather(*(self._one(item, deadline) for item in items), return_exceptions=True)
+        for kind in (BackendUnavailableError, BackendTimeoutError, BaseException):
+            for result in results:
+                if isinstance(result, kind):
+                    raise result
+        return list(results)
+
+    async def ready(self) -> bool:
+        return await self.client.health()
+
+    async def aclose(self) -> None:
+        if not self._closed:  # shared by the vllm and cascade judges
+            self._closed = True
+            await self.client.aclose()
+
+
+def judge_from_settings(cfg) -> VllmJudge:
+    """The LLM judge configured by KGV_JUDGE__* (base_url, model, api_key, timeout_s, max_concurrency)."""
+    client = VllmClient(cfg.base_url, cfg.api_key, timeout_s=cfg.timeout_s, max_concurrency=cfg.max_concurrency)
+    return VllmJudge(client, cfg.model)

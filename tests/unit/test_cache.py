@@ -1,0 +1,146 @@
+"""The verdict cache: keys, LRU bound, what is never cached, counters, thread and task safety."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from server.backends.judges.cache import VerdictCache, cache_key, normalize_claim
+from server.pipeline.deadline import Deadline
+from server.pipeline.types import Evidence, EvidenceOrigin, JudgeItem, Judgement, LabelProbs, Tier, Verdict
+
+SUPPORTED = Judgement(Verdict.SUPPORTED, LabelProbs(0.9, 0.05, 0.05), Tier.LLM, llm_calls=1)
+
+
+def ev(fact_id: str, text: str, origin=EvidenceOrigin.KNOWLEDGE_BASE) -> Evidence:
+    return Evidence(fact_id, text, "src", "title", 0.7, origin)
+
+
+ITEM = JudgeItem("Metformin is first-line.", (ev("treat-0001", "Metformin is the first-line drug."),))
+
+
+def key(item=ITEM, judge="nli", version="v1", kb="kb-1"):
+    return cache_key(item, judge, version, kb)
+
+
+def test_claims_equal_up_to_whitespace_and_unicode_form_share_a_key():
+    assert normalize_claim("  Metformin\u00a0is\n first-line. ") == "Metformin is first-line."
+    same = JudgeItem(" Metformin  is first-line.\n", ITEM.evidence)
+    assert key(same) == key()
+    assert key(JudgeItem("metformin is first-line.", ITEM.evidence)) != key()  # case can change meaning
+
+
+@pytest.mark.parametrize("change", ["evidence_id", "evidence_text", "evidence_title", "judge", "version", "kb", "origin"])
+def test_every_part_of_the_key_matters(change):
+    e = ITEM.evidence[0]
+    other = {
+        "evidence_id": lambda: key(JudgeItem(ITEM.claim, (ev("treat-0002", e.text),))),
+        # context passages are named by the caller ("context:0" in every request): the text must count
+        "evidence_text": lambda: key(JudgeItem(ITEM.claim, (ev(e.fact_id, "Insulin is first-line."),))),
+        "evidence_title": lambda: key(JudgeItem(ITEM.claim, (Evidence(e.fact_id, e.text, "src", "T2", 0.7,
+                                                                       e.origin),))),
+        "judge": lambda: key(judge="vllm:judge"),
+        "version": lambda: key(version="v2"),
+        "kb": lambda: key(kb="kb-2"),
+        "origin": lambda: key(JudgeItem(ITEM.claim, (ev(e.fact_id, e.text, EvidenceOrigin.CONTEXT),))),
+    }[change]()
+    assert other != key()
+
+
+def test_hits_are_marked_cached_and_cost_no_llm_calls():
+    cache = VerdictCache(10)
+    assert cache.get(key()) is None
+    cache.put(key(), SUPPORTED)
+    hit = cache.get(key())
+    assert hit.cached and hit.llm_calls == 0 and hit.verdict is Verdict.SUPPORTED and hit.tier is Tier.LLM
+    assert cache.stats() == {"hits": 1, "misses": 1, "evictions": 0, "size": 1, "max_entries": 10}
+
+
+def test_errors_and_degraded_verdicts_are_never_cached():
+    cache = VerdictCache(10)
+    cache.put(key(), Judgement(Verdict.ERROR, None, Tier.LLM, error="bad output"))
+    cache.put(key(kb="kb-2"), Judgement(Verdict.SUPPORTED, LabelProbs(0.7, 0.1, 0.2), Tier.DEGRADED))
+    assert len(cache) == 0
+
+
+def test_least_recently_used_entries_are_evicted_first():
+    cache = VerdictCache(2)
+    cache.put(key(kb="a"), SUPPORTED)
+    cache.put(key(kb="b"), SUPPORTED)
+    assert cache.get(key(kb="a")) is not None  # a is now the most recent
+    cache.put(key(kb="c"), SUPPORTED)
+    assert cache.get(key(kb="b")) is None and cache.get(key(kb="a")) and cache.get(key(kb="c"))
+    assert cache.evictions == 1 and len(cache) == 2
+
+
+def test_the_bound_holds_under_concurrent_threads():
+    cache = VerdictCache(50)
+    barrier = threading.Barrier(8)
+
+    def worker(n: int) -> None:
+        barrier.wait()
+        for i in range(2_000):
+            k = key(kb=f"{(n * 7 + i) % 120}")
+            if cache.get(k) is None:
+                cache.put(k, SUPPORTED)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stats = cache.stats()
+    assert stats["hits"] + stats["misses"] == 8 * 2_000
+    assert stats["size"] == 50 and stats["evictions"] > 0
+
+
+class CountingJudge:
+    name = "counting"
+    prompt_version = "p1"
+
+    def __init__(self):
+        self.seen: list[str] = []
+
+    async def judge(self, items, deadline):
+        self.seen.extend(item.claim for item in items)
+        await asyncio.sleep(0)  # let concurrent requests interleave
+        return [SUPPORTED if "error" not in item.claim else Judgement(Verdict.ERROR, None, Tier.LLM, error="x")
+                for item in items]
+
+    async def ready(self):
+        return True
+
+
+async def test_judge_through_judges_only_the_misses_and_keeps_order():
+    cache, judge = VerdictCache(100), CountingJudge()
+    items = [JudgeItem(f"claim {i}", ITEM.evidence) for i in range(4)]
+    first = await cache.judge_through(judge, items[:2], Deadline(), "kb-1")
+    assert [j.cached for j in first] == [False, False]
+    second = await cache.judge_through(judge, items, Deadline(), "kb-1")
+    assert [j.cached for j in second] == [True, True, False, False]
+    assert judge.seen == ["claim 0", "claim 1", "claim 2", "claim 3"]
+    await cache.judge_through(judge, items[:1], Deadline(), "kb-other")
+    assert judge.seen[-1] == "claim 0"  # another KB is another key
+
+
+async def test_errors_are_judged_again_next_time():
+    cache, judge = VerdictCache(100), CountingJudge()
+    items = [JudgeItem("an error claim", ITEM.evidence)]
+    await cache.judge_through(judge, items, Deadline())
+    again = await cache.judge_through(judge, items, Deadline())
+    assert again[0].verdict is Verdict.ERROR and not again[0].cached and judge.seen.count("an error claim") == 2
+
+
+async def test_concurrent_tasks_share_the_cache_safely():
+    cache, judge = VerdictCache(1_000), CountingJudge()
+    items = [JudgeItem(f"claim {i % 10}", ITEM.evidence) for i in range(40)]
+    results = await asyncio.gather(*(cache.judge_through(judge, [item], Deadline()) for item in items))
+    assert all(r[0].verdict is Verdict.SUPPORTED for r in results)
+    assert len(cache) == 10 and cache.hits + cache.misses == 40
+
+
+def test_a_cache_needs_room_for_one_entry():
+    with pytest.raises(ValueError):
+        VerdictCache(0)

@@ -1,0 +1,174 @@
+"""Evidence aggregation of the embedded judge: sentence windows, support and contradiction rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from server.backends.judges.aggregation import AggregationPolicy, Unit, aggregate, units_for, windows
+from server.backends.judges.embedded import EmbeddedJudge
+from server.pipeline.deadline import Deadline
+from server.pipeline.runtime import Blocking
+from server.pipeline.types import Evidence, EvidenceOrigin, JudgeItem, Tier, Verdict
+
+S, C, N = (0.9, 0.05, 0.05), (0.05, 0.9, 0.05), (0.05, 0.05, 0.9)
+
+
+def ev(text: str, fact_id: str | None = None) -> Evidence:
+    return Evidence(fact_id or text[:12], text, "src", "", 0.5, EvidenceOrigin.KNOWLEDGE_BASE)
+
+
+def singles(n: int) -> list[Unit]:
+    return [Unit(f"fact {k}", (k,)) for k in range(n)]
+
+
+def test_one_supporting_fact_among_unrelated_ones_supports():
+    evidence = [ev("a"), ev("b"), ev("c")]
+    probs, verdict, ordered = aggregate(np.array([N, S, N]), singles(3), evidence)
+    assert verdict is Verdict.SUPPORTED and probs.supported == pytest.approx(0.9)
+    assert ordered[0] is evidence[1] and set(ordered) == set(evidence)
+
+
+def test_one_contradicting_fact_contradicts():
+    evidence = [ev("a"), ev("b")]
+    probs, verdict, ordered = aggregate(np.array([N, C]), singles(2), evidence)
+    assert verdict is Verdict.CONTRADICTED and probs.contradicted == pytest.approx(0.9)
+    assert ordered[0] is evidence[1]
+
+
+def test_support_and_contradiction_the_stronger_wins():
+    evidence = [ev("a"), ev("b")]
+    weak_support, strong_contra = (0.6, 0.3, 0.1), (0.02, 0.95, 0.03)
+    _, verdict, ordered = aggregate(np.array([weak_support, strong_contra]), singles(2), evidence)
+    assert verdict is Verdict.CONTRADICTED and ordered[0] is evidence[1]
+    _, verdict, ordered = aggregate(np.array([(0.97, 0.02, 0.01), (0.3, 0.6, 0.1)]), singles(2), evidence)
+    assert verdict is Verdict.SUPPORTED and ordered[0] is evidence[0]
+
+
+def test_not_settled_reports_the_fact_closest_to_settling():
+    evidence = [ev("a"), ev("b"), ev("c")]
+    rows = np.array([(0.1, 0.1, 0.8), (0.3, 0.1, 0.6), (0.05, 0.05, 0.9)])
+    probs, verdict, ordered = aggregate(rows, singles(3), evidence)
+    assert verdict is Verdict.NOT_ENOUGH_INFO and probs.not_enough_info == pytest.approx(0.6)
+    assert ordered[0] is evidence[1]
+
+
+def test_facts_read_together_support_but_never_contradict():
+    evidence = [ev("a"), ev("b")]
+    units = [*singles(2), Unit("a b", (0, 1), joint=True)]
+    _, verdict, ordered = aggregate(np.array([N, N, S]), units, evidence)
+    assert verdict is Verdict.SUPPORTED and ordered[:2] == tuple(evidence)
+    probs, verdict, _ = aggregate(np.array([N, N, C]), units, evidence)
+    assert verdict is Verdict.NOT_ENOUGH_INFO and probs.not_enough_info == pytest.approx(0.9)
+
+
+def test_no_evidence_is_not_enough_info():
+    probs, verdict, ordered = aggregate(np.zeros((0, 3)), [], [])
+    assert verdict is Verdict.NOT_ENOUGH_INFO and probs.not_enough_info == 1.0 and ordered == ()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(*[st.floats(0.001, 1.0)] * 3), min_size=1, max_size=6), st.booleans())
+def test_the_verdict_is_always_the_top_label_of_the_probabilities_reported(rows, with_joint):
+    n = len(rows)
+    units = singles(n) + ([Unit("joint", tuple(range(n)), joint=True)] if with_joint else [])
+    probs = np.array(rows + ([rows[0][::-1]] if with_joint else []))
+    label_probs, verdict, ordered = aggregate(probs, units, [ev(str(k)) for k in range(n)])
+    assert label_probs.verdict() is verdict
+    assert abs(label_probs.supported + label_probs.contradicted + label_probs.not_enough_info - 1) < 1e-9
+    assert len(ordered) == n
+
+
+SENTENCES = [f"Sentence number {k} talks about drug {k} and its effect on the liver." for k in range(40)]
+
+
+def test_short_evidence_is_one_window():
+    assert windows("Aspirin inhibits COX.", AggregationPolicy()) == ["Aspirin inhibits COX."]
+    assert windows("   ", AggregationPolicy()) == []
+
+
+def test_long_evidence_is_cut_into_overlapping_sentence_windows():
+    policy = AggregationPolicy(window_chars=300, window_overlap=1, max_windows=100)
+    text = " ".join(SENTENCES)
+    parts = windows(text, policy)
+    assert len(parts) > 1 and all(len(p) <= 300 for p in parts)
+    for sentence in SENTENCES:  # nothing is lost
+        assert any(sentence in p for p in parts)
+    for a, b in zip(parts, parts[1:]):  # consecutive windows share their boundary sentence
+        assert a.split(". ")[-1].rstrip(".") in b
+
+
+def test_windows_are_capped_per_evidence():
+    policy = AggregationPolicy(window_chars=200, max_windows=3)
+    assert len(windows(" ".join(SENTENCES), policy)) == 3
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet="abcdefgh ", min_size=1, max_size=120), min_size=1, max_size=30),
+       st.integers(100, 400))
+def test_windows_fit_and_cover_every_word(parts, limit):
+    text = ". ".join(p.strip() or "x" for p in parts) + "."
+    policy = AggregationPolicy(window_chars=limit, max_windows=10_000)
+    out = windows(text, policy)
+    assert all(len(w) <= limit for w in out)
+    assert set(text.replace(".", " ").split()) <= set(" ".join(out).replace(".", " ").split())
+
+
+def test_joint_unit_only_when_it_fits_in_one_window():
+    policy = AggregationPolicy(window_chars=100, joint_support=2)
+    short = units_for([ev("Drug A is cleared by the kidneys."), ev("Drug A is toxic.")], policy)
+    assert [u.joint for u in short] == [False, False, True] and short[-1].evidence == (0, 1)
+    long = units_for([ev("x" * 60), ev("y" * 60)], policy)
+    assert not any(u.joint for u in long)
+    assert not any(u.joint for u in units_for([ev("a b")], policy))
+
+
+class FakePairScorer:
+    """Supported when the premise contains the claim, contradicted when it contains 'not ' + claim."""
+
+    name = "fake-pair-scorer"
+
+    def __init__(self):
+        self.calls: list[list[tuple[str, str]]] = []
+
+    def predict_proba(self, pairs):
+        self.calls.append(list(pairs))
+        out = []
+        for premise, claim in pairs:
+            key = claim.rstrip(".").lower()
+            if f"not {key}" in premise.lower():
+                out.append(C)
+            elif key in premise.lower():
+                out.append(S)
+            else:
+                out.append(N)
+        return np.array(out)
+
+
+async def test_embedded_judge_reads_the_end_of_long_passages():
+    scorer = FakePairScorer()
+    judge = EmbeddedJudge(scorer, Blocking(None), AggregationPolicy(window_chars=300))
+    passage = " ".join(SENTENCES[:20]) + " Lithium is cleared by the kidneys."
+    items = [JudgeItem("Lithium is cleared by the kidneys.", (ev(passage, "p1"),)),
+             JudgeItem("Metformin is a biguanide.", (ev("It is not metformin is a biguanide", "p2"), ev(passage, "p1"))),
+             JudgeItem("Nothing to see.", ())]
+    out = await judge.judge(items, Deadline())
+    assert [j.verdict for j in out] == [Verdict.SUPPORTED, Verdict.CONTRADICTED, Verdict.NOT_ENOUGH_INFO]
+    assert all(j.tier is Tier.EMBEDDED for j in out)
+    assert out[1].evidence[0].fact_id == "p2"
+    assert len(scorer.calls) == 1  # one batched call for every claim
+    pairs = scorer.calls[0]
+    assert len(pairs) == len(set(pairs)) and all(len(p) <= 300 for p, _ in pairs)
+    assert judge.prompt_version.startswith("evidence-agg/")
+
+
+async def test_embedded_judge_rejects_a_scorer_returning_the_wrong_shape():
+    class Broken(FakePairScorer):
+        def predict_proba(self, pairs):
+            return np.zeros((len(pairs) + 1, 3))
+
+    judge = EmbeddedJudge(Broken(), Blocking(None))
+    with pytest.raises(ValueError, match="shape"):
+        await judge.judge([JudgeItem("x", (ev("y"),))], Deadline())
