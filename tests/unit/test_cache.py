@@ -115,6 +115,8 @@ class CountingJudge:
 
 async def test_judge_through_judges_only_the_misses_and_keeps_order():
     cache, judge = VerdictCache(100), CountingJudge()
+    lookups: list[tuple[int, int]] = []
+    cache.on_lookups = lambda hits, misses: lookups.append((hits, misses))
     items = [JudgeItem(f"claim {i}", ITEM.evidence) for i in range(4)]
     first = await cache.judge_through(judge, items[:2], Deadline(), "kb-1")
     assert [j.cached for j in first] == [False, False]
@@ -123,6 +125,7 @@ async def test_judge_through_judges_only_the_misses_and_keeps_order():
     assert judge.seen == ["claim 0", "claim 1", "claim 2", "claim 3"]
     await cache.judge_through(judge, items[:1], Deadline(), "kb-other")
     assert judge.seen[-1] == "claim 0"  # another KB is another key
+    assert lookups == [(0, 2), (2, 2), (0, 1)]
 
 
 async def test_errors_are_judged_again_next_time():

@@ -7,7 +7,7 @@ import hashlib
 import threading
 import unicodedata
 from collections import OrderedDict
-from typing import Hashable, Sequence
+from typing import Callable, Hashable, Sequence
 
 from ...pipeline.deadline import Deadline
 from ...pipeline.types import Evidence, JudgeItem, Judgement, Tier, Verdict
@@ -48,6 +48,8 @@ class VerdictCache:
         self.hits = 0
         self.misses = 0
         self.evictions = 0
+        # Metrics hook: called with (hits, misses) after each batch of lookups, e.g. to feed a Prometheus counter.
+        self.on_lookups: Callable[[int, int], None] | None = None
 
     def __len__(self) -> int:
         with self._lock:
@@ -90,6 +92,8 @@ class VerdictCache:
         keys = [cache_key(item, judge.name, judge.prompt_version, kb_id) for item in items]
         out: list[Judgement | None] = [self.get(key) for key in keys]
         missing = [i for i, judgement in enumerate(out) if judgement is None]
+        if self.on_lookups is not None:
+            self.on_lookups(len(items) - len(missing), len(missing))
         if missing:
             fresh = await judge.judge([items[i] for i in missing], deadline)
             for i, judgement in zip(missing, fresh):
