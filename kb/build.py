@@ -11,7 +11,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-from .chunking import ChunkSpec, chunk_spans, embed_input, embed_key, lead, text_key
+import numpy as np
+
+from .chunking import ChunkSpec, chunk_spans, embed_input, embed_key, lead, model_inputs, text_key
 from .errors import KnowledgeBaseMismatchError
 from .index import INDEX_NAME, add_vectors, choose_family, index_params, load_index, new_index, save_index
 from .ingest import Document
@@ -20,7 +22,7 @@ from .layout import (MANIFEST_NAME, check_output_dir, current_version, is_kb, ne
 from .lexical import BM25_DIR, build_bm25
 from .manifest import FileEntry, Manifest
 from .store import STORE_NAME, Fact, NewFact, StoreWriter, embed_key_rows
-from .vectors import VECTORS_NAME, EmbeddingCache, VectorWriter, open_vectors
+from .vectors import VECTOR_FACTS_NAME, VECTORS_NAME, EmbeddingCache, VectorWriter, open_vectors
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class BuildOptions:
 class _Stats:
     documents: int = 0
     facts: int = 0
+    vectors: int = 0
     duplicates_dropped: int = 0
     embedded: int = 0
     reused: int = 0
@@ -85,15 +88,16 @@ def _ingest(docs: Iterable[Document], spec: ChunkSpec, store: StoreWriter, vecto
     pending: list[NewFact] = []
 
     def flush() -> None:
+        inputs = [item for p in pending for item in p.inputs]
         start = time.perf_counter()
-        vecs, embedded = cache.embed([p.embed_text for p in pending], [p.embed_key for p in pending],
+        vecs, embedded = cache.embed([text for _, text in inputs], [key for key, _ in inputs],
                                      embedder.encode, embedder.dim)
         stats.embed_s += time.perf_counter() - start
-        vectors.append(vecs)
-        store.add_facts(pending)
+        vectors.append(vecs, np.asarray(store.add_facts(pending), dtype=np.int32))
         stats.facts += len(pending)
+        stats.vectors += len(inputs)
         stats.embedded += embedded
-        stats.reused += len(pending) - embedded
+        stats.reused += len(inputs) - embedded
         progress.update(len(pending), docs=stats.documents, embedded=stats.embedded, reused=stats.reused)
         pending.clear()
 
@@ -104,6 +108,9 @@ def _ingest(docs: Iterable[Document], spec: ChunkSpec, store: StoreWriter, vecto
             continue
         stats.documents += 1
         context = lead(doc.text, spec)
+        if context:
+            known = store.source_context(doc.doc_id)
+            context = context if known is None else known
         docno = store.add_document(doc.doc_id, context)
         if doc.doc_id not in counts and appending:
             counts.update(store.chunk_counts([doc.doc_id]))
@@ -111,15 +118,15 @@ def _ingest(docs: Iterable[Document], spec: ChunkSpec, store: StoreWriter, vecto
         counts[doc.doc_id] = first + len(spans)
         for k, (s, e) in enumerate(spans):
             text = doc.text[s:e]
-            key = text_key(text)
+            model_text = embed_input(text, context)
+            key = text_key(model_text)  # the same sentence about two different sources is two facts
             if key in seen:
                 stats.duplicates_dropped += 1
                 continue
             seen.add(key)
             fact_id = doc.doc_id if len(spans) == 1 and first == 0 else f"{doc.doc_id}#{first + k}"
-            model_text = embed_input(text, context)
-            pending.append(NewFact(Fact(fact_id, doc.doc_id, text, doc.source, doc.title, docno, s, e),
-                                   key, embed_key(model_text), model_text))
+            pending.append(NewFact(Fact(fact_id, doc.doc_id, text, doc.source, doc.title, docno, s, e), key,
+                                   tuple((embed_key(t), t) for t in model_inputs(text, context))))
         if len(pending) >= options.batch_facts:
             flush()
     if pending:
@@ -147,7 +154,7 @@ def _finish(staging: Path, out_dir: Path, manifest_fields: dict, stats: _Stats, 
         "".join(f"{k}={v['sha256']};" for k, v in sorted(files.items())).encode() + embedder.weights_hash.encode()
     ).hexdigest()[:16]
     seconds = time.perf_counter() - started
-    summary = {**operation, "documents": stats.documents, "facts_added": stats.facts,
+    summary = {**operation, "documents": stats.documents, "facts_added": stats.facts, "vectors_added": stats.vectors,
                "duplicates_dropped": stats.duplicates_dropped, "embedded": stats.embedded, "reused": stats.reused,
                "embed_s": round(stats.embed_s, 3), "seconds": round(seconds, 3),
                "embeddings_per_s": round(stats.embedded / stats.embed_s, 2) if stats.embed_s and stats.embedded else None}
@@ -197,20 +204,21 @@ def build_kb(docs: Iterable[Document], out_dir: Path, embedder, *, chunk_chars: 
         try:
             cache = _cache_from(previous, embedder)
             store = StoreWriter(staging / STORE_NAME, create=True)
-            writer = VectorWriter(staging / VECTORS_NAME, embedder.dim)
+            writer = VectorWriter(staging / VECTORS_NAME, embedder.dim, staging / VECTOR_FACTS_NAME)
             try:
                 stats = _ingest(docs, spec, store, writer, cache, embedder, options, report)
             finally:
                 writer.close()
             if store.rows == 0:
                 raise ValueError("the inputs hold no document text (check --text-field and the input files)")
-            family = choose_family(store.rows, options.index)
-            params = index_params(family, store.rows, embedder.dim, options.index_params)
+            family = choose_family(store.vectors, options.index)
+            params = index_params(family, store.vectors, embedder.dim, options.index_params)
             bm25 = _index_and_bm25(staging, embedder.dim, family, params, None, 0, store,
                                    {} if options.bm25 else None, report)
             store.close()
             fields = dict(index={"family": family, "metric": "inner_product", "params": params},
-                          num_facts=store.rows, num_documents=store.docs, chunking=spec.to_dict(), bm25=bm25)
+                          num_facts=store.rows, num_vectors=store.vectors, num_documents=store.docs,
+                          chunking=spec.to_dict(), bm25=bm25)
             operation = {"op": "build", **(build_options or {})}
             return _finish(staging, out_dir, fields, stats, embedder, report, started, operation, [],
                            options.keep_versions)
@@ -236,17 +244,17 @@ def add_documents(kb_dir: Path, docs: Iterable[Document], embedder, *, build_opt
                 "add documents with the embedder the KB was built with (--embedder)")
         staging = new_staging_dir(kb_dir)
         try:
-            for name in (STORE_NAME, VECTORS_NAME):
+            for name in (STORE_NAME, VECTORS_NAME, VECTOR_FACTS_NAME):
                 shutil.copyfile(previous / name, staging / name)
             store = StoreWriter(staging / STORE_NAME, create=False)
-            writer = VectorWriter(staging / VECTORS_NAME, embedder.dim)
+            writer = VectorWriter(staging / VECTORS_NAME, embedder.dim, staging / VECTOR_FACTS_NAME)
             start = writer.rows
             try:
                 stats = _ingest(docs, ChunkSpec.from_dict(old.chunking), store, writer, EmbeddingCache(), embedder,
                                 BuildOptions(), report)
             finally:
                 writer.close()
-            if store.rows == start:
+            if writer.rows == start:
                 report.stage("no new facts: the knowledge base is unchanged")
                 store.close()
                 shutil.rmtree(staging, ignore_errors=True)
@@ -255,8 +263,8 @@ def add_documents(kb_dir: Path, docs: Iterable[Document], embedder, *, build_opt
             bm25 = _index_and_bm25(staging, embedder.dim, family, old.index["params"], load_index(previous / INDEX_NAME),
                                    start, store, old.bm25, report)
             store.close()
-            fields = dict(index=old.index, num_facts=store.rows, num_documents=store.docs, chunking=old.chunking,
-                          bm25=bm25)
+            fields = dict(index=old.index, num_facts=store.rows, num_vectors=store.vectors, num_documents=store.docs,
+                          chunking=old.chunking, bm25=bm25)
             operation = {"op": "add", "parent": old.kb_id, **(build_options or {})}
             return _finish(staging, kb_dir, fields, stats, embedder, report, started, operation, old.history,
                            keep_versions)

@@ -18,7 +18,13 @@ class ChunkSpec:
     overlap: int = 0
     """Sentences repeated from the end of one fact at the start of the next."""
     context_chars: int = 0
-    """Characters of the document's first sentence prepended, for embedding and BM25 only, to its later facts."""
+    """Characters of the source's first sentence given to each fact as context (0 = off).
+
+    The source is the first document with the fact's id: rows sharing an id (sections of one article, the
+    question-answer pairs of one page) are parts of one source, and its opening names the topic that later
+    parts leave implicit ("This condition is inherited in an autosomal recessive pattern."). A fact whose
+    text lacks its context gets a second vector, of context + text, and BM25 indexes context + text; the
+    stored fact stays verbatim."""
 
     def __post_init__(self):
         if self.max_chars < 1:
@@ -89,7 +95,7 @@ def chunk_spans(text: str, spec: ChunkSpec | int) -> list[tuple[int, int]]:
 
 
 def lead(text: str, spec: ChunkSpec) -> str:
-    """The context prepended to a document's later facts: its first sentence, cut to context_chars."""
+    """A document's first sentence cut to context_chars: the context its source gives its facts."""
     if not spec.context_chars:
         return ""
     parts = units(text, max(spec.context_chars, 1))
@@ -106,8 +112,18 @@ def embed_input(fact_text: str, context: str) -> str:
     return f"{context}\n{fact_text}"
 
 
+def model_inputs(fact_text: str, context: str) -> list[str]:
+    """The texts embedded for a fact: itself, plus itself in context when the context adds something.
+
+    Dense search scores a fact by its best vector: the plain one wins for specific passages, the one in
+    context for passages that leave their topic implicit.
+    """
+    in_context = embed_input(fact_text, context)
+    return [fact_text] if in_context == fact_text else [fact_text, in_context]
+
+
 def text_key(text: str) -> int:
-    """De-duplication key: facts equal up to case and whitespace are stored once."""
+    """De-duplication key of a fact's model input: equal up to case and whitespace means stored once."""
     normalized = " ".join(text.split()).casefold().encode("utf-8")
     return int.from_bytes(hashlib.blake2b(normalized, digest_size=8).digest(), "little", signed=True)
 

@@ -35,8 +35,9 @@ def add_parser(subparsers) -> None:
     build.add_argument("--chunk-chars", type=int, default=500, help="longest fact in characters")
     build.add_argument("--chunk-overlap", type=int, default=0, help="sentences shared by consecutive facts")
     build.add_argument("--context-chars", type=int, default=0,
-                       help="prepend this much of a document's first sentence to its later facts when embedding "
-                            "and BM25-indexing them (stored facts stay verbatim)")
+                       help="prepend up to this many characters of the source's first sentence (the first "
+                            "document with the same id) to every fact when embedding and BM25-indexing it; "
+                            "stored facts stay verbatim (0 = off)")
     build.add_argument("--index", choices=["auto", "flat", "hnsw", "ivfpq"], default="auto",
                        help="index family (auto: flat up to 200k facts, HNSW up to 4M, IVF-PQ beyond)")
     build.add_argument("--index-param", action="append", default=[], metavar="NAME=VALUE",

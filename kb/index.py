@@ -1,4 +1,4 @@
-"""FAISS index families over normalized embeddings: exact flat, HNSW and IVF-PQ with float16 refinement."""
+"""FAISS index families over normalized embeddings: exact flat, HNSW (fp16) and IVF-PQ with float16 refinement."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 INDEX_NAME = "index.faiss"
 FAMILIES = ("flat", "hnsw", "ivfpq")
 AUTO_FLAT_MAX = 200_000  # exact search stays within a few ms per query up to here
-AUTO_HNSW_MAX = 4_000_000  # HNSW keeps ~1.8 KB per 384-dim vector in RAM; beyond this IVF-PQ (~57 B)
+AUTO_HNSW_MAX = 4_000_000  # HNSW keeps ~1 KB per 384-dim vector in RAM; beyond this IVF-PQ (~57 B)
 ADD_BATCH = 65_536
 # Search-time parameters: they may be overridden at load without rebuilding.
 SEARCH_PARAMS = ("efSearch", "nprobe", "refine_k")
@@ -42,13 +42,14 @@ def index_params(family: str, num_vectors: int, dim: int, overrides: dict | None
     if family == "flat":
         return {}
     if family == "hnsw":
-        return {"M": o.get("M", 32), "efConstruction": o.get("efConstruction", 80), "efSearch": o.get("efSearch", 128)}
+        return {"M": o.get("M", 32), "efConstruction": o.get("efConstruction", 40), "efSearch": o.get("efSearch", 128)}
     n = max(num_vectors, 1)
-    nlist = o.get("nlist") or 2 ** round(math.log2(max(4 * math.sqrt(n), 1)))
+    # ~sqrt(N) lists: centroids stay ~1.5 B per vector at 1M (the resident budget is 64 B with ids)
+    nlist = o.get("nlist") or 2 ** round(math.log2(max(math.sqrt(n), 1)))
     nlist = max(1, min(nlist, n // 39 or 1))  # k-means wants ~39 training points per list
     nbits = min(o.get("nbits", 8), max(1, int(math.log2(max(n / 39, 2)))))  # 39 points per PQ centroid
     m = _largest_divisor(dim, o.get("m", 48))
-    return {"nlist": nlist, "m": m, "nbits": nbits, "nprobe": o.get("nprobe", min(nlist, max(1, nlist // 16))),
+    return {"nlist": nlist, "m": m, "nbits": nbits, "nprobe": o.get("nprobe", min(nlist, max(1, nlist // 32))),
             "refine_k": o.get("refine_k", 100), "train_points": min(n, o.get("train_points", 64 * nlist + 10_000))}
 
 
@@ -64,8 +65,11 @@ def new_index(family: str, params: dict, dim: int, vectors: np.ndarray):
     if family == "flat":
         return faiss.IndexFlatIP(dim)
     if family == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, params["M"], faiss.METRIC_INNER_PRODUCT)
+        # Stored vectors are float16 already (kb.vectors.canonical), so fp16 storage is lossless; it halves
+        # the memory of float32 storage and built 2.7x faster here (distance computations are memory-bound).
+        index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_fp16, params["M"], faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = params["efConstruction"]
+        index.train(np.zeros((1, dim), dtype=np.float32))  # fp16 needs no statistics
         return index
     # L2 on unit vectors ranks like inner product, and residual PQ is most accurate under L2.
     quantizer = faiss.IndexFlatL2(dim)

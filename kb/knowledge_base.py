@@ -17,7 +17,7 @@ from .layout import current_version
 from .lexical import BM25_DIR, Bm25Index
 from .manifest import Manifest
 from .store import STORE_NAME, Fact, FactStore
-from .vectors import VECTORS_NAME, open_vectors
+from .vectors import VECTOR_FACTS_NAME, VECTORS_NAME, open_vector_facts, open_vectors
 
 
 @dataclass(frozen=True)
@@ -31,29 +31,32 @@ class LoadOptions:
     search_params: dict = field(default_factory=dict)
     """Overrides of the manifest's search parameters (efSearch, nprobe, refine_k)."""
     rrf_k: int = 60
-    """Reciprocal rank fusion constant: a fact scores sum(1 / (rrf_k + rank)) over the fused lists."""
+    """Reciprocal rank fusion constant: a fact scores sum(weight / (rrf_k + rank)) over the fused lists."""
+    bm25_weight: float = 0.35
+    """Weight of the BM25 list in the fusion (dense has 1): BM25 alone retrieves less than dense here."""
     candidates: int = 100
     """Facts taken from each retriever before fusion and per-document limits."""
-    max_per_document: int = 0
-    """Most facts returned from one source document (0 = no limit)."""
+    max_per_document: int = 1
+    """Most facts returned from one document (0 = no limit): five facts from five documents retrieved
+    the answer's document most often on MedQuAD."""
 
     @classmethod
     def from_settings(cls, kb) -> "LoadOptions":
         """From server.config.KbSettings (fields it lacks keep their defaults)."""
-        known = {name: getattr(kb, name) for name in ("verify", "mmap", "rrf_k", "candidates", "max_per_document")
-                 if getattr(kb, name, None) is not None}
+        known = {name: getattr(kb, name) for name in ("verify", "mmap", "rrf_k", "bm25_weight", "candidates",
+                                                       "max_per_document") if getattr(kb, name, None) is not None}
         params = {"efSearch": getattr(kb, "hnsw_ef_search", None), "nprobe": getattr(kb, "ivf_nprobe", None),
                   "refine_k": getattr(kb, "refine_k", None)}
         return cls(search_params={k: v for k, v in params.items() if v is not None}, **known)
 
 
-def _rrf(lists: Sequence[np.ndarray], rrf_k: int) -> tuple[np.ndarray, np.ndarray]:
+def _rrf(lists: Sequence[np.ndarray], weights: Sequence[float], rrf_k: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows and fused scores, best first (ties broken by row so results are deterministic)."""
     fused: dict[int, float] = {}
-    for rows in lists:
+    for rows, weight in zip(lists, weights):
         for rank, row in enumerate(rows.tolist(), 1):
             if row >= 0:
-                fused[row] = fused.get(row, 0.0) + 1.0 / (rrf_k + rank)
+                fused[row] = fused.get(row, 0.0) + weight / (rrf_k + rank)
     ordered = sorted(fused.items(), key=lambda item: (-item[1], item[0]))
     return np.array([r for r, _ in ordered], np.int64), np.array([s for _, s in ordered], np.float64)
 
@@ -61,12 +64,13 @@ def _rrf(lists: Sequence[np.ndarray], rrf_k: int) -> tuple[np.ndarray, np.ndarra
 class FaissKnowledgeBase:
     """Dense, BM25 and hybrid retrieval over a KB directory built by `kgverify kb build`."""
 
-    def __init__(self, path: Path, version: Path, manifest: Manifest, index: VectorIndex, store: FactStore,
-                 bm25: Bm25Index | None, embedder, options: LoadOptions):
+    def __init__(self, path: Path, version: Path, manifest: Manifest, index: VectorIndex, vector_facts: np.ndarray,
+                 store: FactStore, bm25: Bm25Index | None, embedder, options: LoadOptions):
         self.path = Path(path)
         self.version = version
         self.manifest = manifest
         self._index = index
+        self._vector_facts = vector_facts
         self._store = store
         self._bm25 = bm25
         self._embedder = embedder
@@ -107,17 +111,19 @@ class FaissKnowledgeBase:
             family = manifest.index["family"]
             vectors = open_vectors(version / VECTORS_NAME, manifest.dim) if family == "ivfpq" else None
             index = VectorIndex(load_index(version / INDEX_NAME, options.mmap), family, params, vectors)
+            vector_facts = open_vector_facts(version / VECTOR_FACTS_NAME)
             store = FactStore(version / STORE_NAME)
             bm25 = Bm25Index(version / BM25_DIR, manifest.bm25, options.mmap) if manifest.bm25 else None
         except KnowledgeBaseCorruptError:
             raise
         except Exception as exc:  # faiss raises RuntimeError on damaged files, bm25s ValueError/OSError
             raise KnowledgeBaseCorruptError(f"knowledge base {path} ({version.name}) cannot be read: {exc}") from exc
-        if index.ntotal != manifest.num_facts or index.index.d != manifest.dim:
+        if not index.ntotal == len(vector_facts) == manifest.num_vectors or index.index.d != manifest.dim:
             raise KnowledgeBaseCorruptError(
                 f"knowledge base {path} ({version.name}): index holds {index.ntotal} vectors of dim "
-                f"{index.index.d}, the manifest says {manifest.num_facts} of dim {manifest.dim}")
-        return cls(path, version, manifest, index, store, bm25, embedder, options)
+                f"{index.index.d} for {len(vector_facts)} vector rows, the manifest says {manifest.num_vectors} "
+                f"of dim {manifest.dim}")
+        return cls(path, version, manifest, index, vector_facts, store, bm25, embedder, options)
 
     def search(self, queries: Sequence[str], top_k: int, mode: RetrievalMode) -> list[list[KbHit]]:
         """Best facts per query, best first (scores: cosine, BM25 or fused reciprocal rank by mode)."""
@@ -134,18 +140,27 @@ class FaissKnowledgeBase:
             else max(top_k, self.options.candidates)
         dense = lexical = None
         if mode is not RetrievalMode.BM25:
-            scores, rows = self._index.search(self._embedder.encode(list(queries)), pool)
-            dense = [(r[r >= 0], s[r >= 0]) for r, s in zip(rows, scores)]
+            # a fact may own two vectors: fetch twice the pool, keep each fact's best
+            scores, rows = self._index.search(self._embedder.encode(list(queries)), 2 * pool)
+            dense = [self._facts_of(r, s, pool) for r, s in zip(rows, scores)]
         if mode is not RetrievalMode.DENSE:
             lexical = self._bm25.search(queries, pool)
         out = []
         for i in range(len(queries)):
             if mode is RetrievalMode.HYBRID:
-                rows, scores = _rrf([dense[i][0], lexical[i][0]], self.options.rrf_k)
+                rows, scores = _rrf([dense[i][0], lexical[i][0]], [1.0, self.options.bm25_weight], self.options.rrf_k)
             else:
                 rows, scores = dense[i] if mode is RetrievalMode.DENSE else lexical[i]
             out.append(self._hits(rows, scores, top_k))
         return out
+
+    def _facts_of(self, vector_rows: np.ndarray, scores: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """Fact rows in order of their best vector (results are sorted, so the first hit is the best)."""
+        keep = vector_rows >= 0
+        facts = np.asarray(self._vector_facts[vector_rows[keep]], dtype=np.int64)
+        _, first = np.unique(facts, return_index=True)
+        first = np.sort(first)[:limit]
+        return facts[first], scores[keep][first]
 
     def _hits(self, rows: np.ndarray, scores: np.ndarray, top_k: int) -> list[KbHit]:
         facts: list[Fact | None] = self._store.get(rows.tolist())

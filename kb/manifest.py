@@ -61,6 +61,7 @@ class Manifest:
     index: dict  # {"family": "flat"|"hnsw"|"ivfpq", "metric": "inner_product", "params": {...}}
     num_facts: int
     num_documents: int
+    num_vectors: int = 0  # a fact has one or two vectors (see ChunkSpec.context_chars)
     files: dict[str, dict] = field(default_factory=dict)  # relative path -> FileEntry fields
     chunking: dict = field(default_factory=dict)  # ChunkSpec fields
     bm25: dict | None = None  # tokenizer and scoring parameters, None when built without BM25

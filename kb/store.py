@@ -14,8 +14,10 @@ CREATE TABLE documents (doc INTEGER PRIMARY KEY, doc_id TEXT NOT NULL, context T
 CREATE TABLE facts (
     row INTEGER PRIMARY KEY, fact_id TEXT NOT NULL UNIQUE, doc INTEGER NOT NULL, doc_id TEXT NOT NULL,
     text TEXT NOT NULL, source TEXT NOT NULL, title TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL,
-    text_key INTEGER NOT NULL, embed_key BLOB NOT NULL);
+    text_key INTEGER NOT NULL);
+CREATE TABLE vectors (vrow INTEGER PRIMARY KEY, row INTEGER NOT NULL, embed_key BLOB NOT NULL);
 CREATE INDEX facts_doc_id ON facts (doc_id);
+CREATE INDEX documents_doc_id ON documents (doc_id);
 """
 
 
@@ -33,12 +35,11 @@ class Fact:
 
 @dataclass(frozen=True)
 class NewFact:
-    """A fact on its way into the store, with its keys."""
+    """A fact on its way into the store: its de-duplication key and its model inputs (cache key, text)."""
 
     fact: Fact
     text_key: int
-    embed_key: bytes
-    embed_text: str
+    inputs: tuple[tuple[bytes, str], ...]
 
 
 class StoreWriter:
@@ -52,6 +53,7 @@ class StoreWriter:
         if create:
             self._con.executescript(_SCHEMA)
         self.rows = int(self._con.execute("SELECT COUNT(*) FROM facts").fetchone()[0])
+        self.vectors = int(self._con.execute("SELECT COUNT(*) FROM vectors").fetchone()[0])
         self.docs = int(self._con.execute("SELECT COALESCE(MAX(doc) + 1, 0) FROM documents").fetchone()[0])
 
     def text_keys(self) -> set[int]:
@@ -68,30 +70,42 @@ class StoreWriter:
                 f"SELECT doc_id, COUNT(*) FROM facts WHERE doc_id IN ({marks}) GROUP BY doc_id", part))
         return counts
 
+    def source_context(self, doc_id: str) -> str | None:
+        """The context of the first document stored under this source id, None for a new id."""
+        row = self._con.execute("SELECT context FROM documents WHERE doc_id = ? ORDER BY doc LIMIT 1",
+                                (doc_id,)).fetchone()
+        return None if row is None else row[0]
+
     def add_document(self, doc_id: str, context: str) -> int:
         doc = self.docs
         self._con.execute("INSERT INTO documents VALUES (?, ?, ?)", (doc, doc_id, context))
         self.docs += 1
         return doc
 
-    def add_facts(self, facts: Sequence[NewFact]) -> list[str]:
-        """Inserts facts as the next rows; returns their fact ids (renamed on the rare id clash)."""
-        ids = []
+    def add_facts(self, facts: Sequence[NewFact]) -> list[int]:
+        """Inserts facts as the next rows and their inputs as the next vector rows; returns each vector's fact row.
+
+        A fact id that clashes (a source id that itself looks like "id#k") gets a "~n" suffix.
+        """
+        vector_facts = []
         for item in facts:
             f = item.fact
             fact_id = f.fact_id
             for attempt in range(1, 1_000_000):
                 try:
                     self._con.execute(
-                        "INSERT INTO facts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO facts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (self.rows, fact_id, f.doc, f.doc_id, f.text, f.source, f.title, f.start, f.end,
-                         item.text_key, item.embed_key))
+                         item.text_key))
                     break
-                except sqlite3.IntegrityError:  # a source id that itself looks like "id#k"
+                except sqlite3.IntegrityError:
                     fact_id = f"{f.fact_id}~{attempt}"
+            for key, _ in item.inputs:
+                self._con.execute("INSERT INTO vectors VALUES (?, ?, ?)", (self.vectors, self.rows, key))
+                self.vectors += 1
+                vector_facts.append(self.rows)
             self.rows += 1
-            ids.append(fact_id)
-        return ids
+        return vector_facts
 
     def embed_inputs(self, batch_rows: int = 10_000) -> Iterator[list[str]]:
         """The text BM25 indexes for every fact, in row order, in batches."""
@@ -114,7 +128,7 @@ def embed_key_rows(path: Path) -> dict[bytes, int]:
     """Embedding-cache index of a published store: embedder input key -> vector row."""
     con = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
     try:
-        return {bytes(k): r for r, k in con.execute("SELECT row, embed_key FROM facts")}
+        return {bytes(k): r for r, k in con.execute("SELECT vrow, embed_key FROM vectors")}
     finally:
         con.close()
 

@@ -85,21 +85,22 @@ class KbSettings(_Section):
     """Knowledge base directory; unset = the bundled demo KB (built on first use)."""
     cache_dir: Path = Path.home() / ".cache" / "kgverify"
     """Where the demo KB and other caches are kept."""
-    retrieval_mode: RetrievalModeName = "dense"
-    """Default retrieval mode."""
+    retrieval_mode: RetrievalModeName = "hybrid"
+    """Default retrieval mode (hybrid: the best measured on MedQuAD, see docs/knowledge_base.md)."""
     top_k: int = Field(5, ge=1)
     """Default facts retrieved per claim."""
     verify: Literal["auto", "full", "sample"] = "auto"
-    """Checksums checked at (re)load: `full` sha256 of every file, `sample` sizes + sampled blocks
-    (seconds for any size; run `kgverify kb verify` for a full check), `auto` full up to 2 GiB."""
+    """Checksums checked at (re)load: `full` (sha256 of all), `sample` (sizes + sampled blocks), `auto` (full up to 2 GiB)."""
     mmap: bool = False
     """Memory-map the FAISS index and BM25 arrays (large KBs: pages load on demand, shared between processes)."""
     rrf_k: int = Field(60, ge=1)
-    """Hybrid retrieval: reciprocal rank fusion constant (a fact scores the sum of 1 / (rrf_k + rank))."""
+    """Hybrid retrieval: reciprocal rank fusion constant (a fact scores the sum of weight / (rrf_k + rank))."""
+    bm25_weight: float = Field(0.35, ge=0)
+    """Hybrid retrieval: weight of the BM25 ranking in the fusion (the dense ranking has weight 1)."""
     candidates: int = Field(100, ge=1)
     """Hybrid retrieval: facts taken from each of dense and BM25 before fusion."""
-    max_per_document: int = Field(0, ge=0)
-    """Most facts returned from one source document (0 = no limit)."""
+    max_per_document: int = Field(1, ge=0)
+    """Most facts returned from one document (0 = no limit); raise it for KBs of long documents."""
     hnsw_ef_search: int | None = Field(None, ge=1)
     """HNSW KBs: efSearch (candidates explored per query); unset = the value recorded at build."""
     ivf_nprobe: int | None = Field(None, ge=1)

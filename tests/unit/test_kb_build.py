@@ -51,7 +51,7 @@ def kb_dir(tmp_path_factory, embedder):
 
 
 def test_every_mode_finds_the_fact_and_modes_rank_differently(kb_dir, embedder):
-    kb = FaissKnowledgeBase.load(kb_dir, embedder)
+    kb = FaissKnowledgeBase.load(kb_dir, embedder, LoadOptions(max_per_document=0))
     assert set(kb.info.modes) == set(RetrievalMode) and kb.info.index_family == "flat"
     for mode in RetrievalMode:
         top = kb.search(["How is the effect of warfarin monitored?"], 3, mode)[0]
@@ -61,11 +61,11 @@ def test_every_mode_finds_the_fact_and_modes_rank_differently(kb_dir, embedder):
     lexical = kb.search(["medicine to stop wheezing episodes"], 1, RetrievalMode.BM25)[0]
     assert "asthma" in dense[0].text and lexical == []
     hybrid = kb.search(["aPTT"], 5, RetrievalMode.HYBRID)[0]
-    assert "aPTT" in hybrid[0].text and hybrid[0].score == pytest.approx(2 / 61)
+    assert "aPTT" in hybrid[0].text and hybrid[0].score == pytest.approx((1 + 0.35) / 61)  # first in both lists
 
 
 def test_repeated_source_ids_keep_every_documents_text_verbatim(kb_dir, embedder):
-    kb = FaissKnowledgeBase.load(kb_dir, embedder)
+    kb = FaissKnowledgeBase.load(kb_dir, embedder, LoadOptions(max_per_document=0))
     hits = kb.search(["warfarin heparin vitamin K antithrombin INR aPTT"], 10, RetrievalMode.BM25)[0]
     card = sorted((h.fact_id, h.text, h.source) for h in hits if h.fact_id.startswith("card"))
     assert [fid for fid, _, _ in card] == ["card#0", "card#1", "card#2", "card#3"]
@@ -112,7 +112,7 @@ def test_approximate_families_find_what_flat_finds(tmp_path, embedder, kb_dir, f
     out = tmp_path / family
     build_kb(docs, out, embedder, chunking=ChunkSpec(max_chars=60), progress=False,
              options=BuildOptions(index=family, index_params={"nlist": 8, "nprobe": 8}))
-    kb = FaissKnowledgeBase.load(out, embedder)
+    kb = FaissKnowledgeBase.load(out, embedder, LoadOptions(max_per_document=0))
     assert kb.info.index_family == family
     for query, word in (("How is the effect of warfarin monitored?", "INR"), ("acid reflux pill", "Omeprazole")):
         assert word in " ".join(h.text for h in kb.search([query], 3, RetrievalMode.DENSE)[0])
@@ -182,9 +182,37 @@ def test_a_loaded_version_keeps_serving_after_newer_ones_replace_it(tmp_path, em
 
 
 def test_per_document_limit_and_top_k_edges(kb_dir, embedder):
-    kb = FaissKnowledgeBase.load(kb_dir, embedder, LoadOptions(max_per_document=1))
-    hits = kb.search(["warfarin heparin INR aPTT monitoring"], 4, RetrievalMode.HYBRID)[0]
-    sources = [h.source for h in hits]
+    query = ["warfarin heparin INR aPTT monitoring"]
+    uncapped = FaissKnowledgeBase.load(kb_dir, embedder, LoadOptions(max_per_document=0))
+    many = [h.source for h in uncapped.search(query, 4, RetrievalMode.HYBRID)[0]]
+    assert len(set(many)) < len(many) == 4
+    kb = FaissKnowledgeBase.load(kb_dir, embedder)  # default: one fact per document
+    sources = [h.source for h in kb.search(query, 4, RetrievalMode.HYBRID)[0]]
     assert len(sources) == len(set(sources)) == 4
     assert kb.search(["anything"], 0, RetrievalMode.DENSE) == [[]] and kb.search([], 3, RetrievalMode.DENSE) == []
     assert np.isfinite([h.score for h in kb.search(["x"], 50, RetrievalMode.DENSE)[0]]).all()
+
+
+def test_source_context_is_embedded_with_every_part_of_a_source_but_never_stored(tmp_path, embedder):
+    docs = [
+        Document("gsd", "Glutathione synthetase deficiency prevents glutathione production. It is rare.", "u1"),
+        Document("gsd", "This condition is inherited in an autosomal recessive pattern.", "u1"),
+        Document("pku", "Phenylketonuria raises phenylalanine in the blood.", "u2"),
+        Document("pku", "This condition is inherited in an autosomal recessive pattern.", "u2"),
+        Document("pku", "This condition is inherited in an autosomal recessive pattern.", "u2"),
+    ]
+    recorder = RecordingEmbedder(embedder)
+    manifest = build_kb(docs, tmp_path / "kb", recorder, chunking=ChunkSpec(max_chars=500, context_chars=40),
+                        progress=False)
+    assert recorder.encoded == [  # a fact lacking its context gets a second vector, in context
+        docs[0].text,
+        docs[1].text, "Glutathione synthetase deficiency\nThis condition is inherited in an autosomal recessive pattern.",
+        docs[2].text,
+        "Phenylketonuria raises phenylalanine in\nThis condition is inherited in an autosomal recessive pattern.",
+    ]  # docs[3] alone is docs[1]: embedded once
+    assert manifest.build["duplicates_dropped"] == 1 and manifest.num_facts == 4 and manifest.num_vectors == 6
+    kb = FaissKnowledgeBase.load(tmp_path / "kb", embedder, LoadOptions(max_per_document=0))
+    hits = kb.search(["Is phenylketonuria inherited?"], 4, RetrievalMode.DENSE)[0]
+    assert hits[0].fact_id == "pku#1" and hits[0].text == docs[3].text
+    assert sorted(h.fact_id for h in hits) == ["gsd", "gsd#1", "pku", "pku#1"]  # one hit per fact
+    assert kb.search(["inherited phenylketonuria"], 1, RetrievalMode.BM25)[0][0].fact_id == "pku#1"

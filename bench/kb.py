@@ -1,0 +1,168 @@
+#!/usr/bin/env python
+"""Knowledge-base benchmark: MedQuAD build, retrieval quality per mode, and the 1M-vector index scale test.
+
+Prints one JSON object on stdout (progress on stderr). Sections:
+
+* ``build``   — `kb build` of MedQuAD (answers as text, url as source, focus stored as title and not
+  embedded): facts, documents, duplicates dropped, build and embedding time, embeddings/s, bytes on disk.
+* ``quality`` — for sampled MedQuAD questions (default 500), recall@5 / recall@10 and MRR@10 of retrieving
+  a fact of that question's own answer, for dense, BM25 and hybrid side by side (each also with at most one
+  fact per source document). A hit is a fact whose text, after whitespace/case normalisation, is one of
+  the chunks of the row's answer, so de-duplicated chunks still count for every row they came from.
+* ``scale``   — runs bench/kb_scale.py (1M vectors sampled around k-means centroids of real MiniLM
+  embeddings; flat / HNSW / IVF-PQ latency, recall@10 against exact search, resident bytes per vector).
+
+Bench only: nothing here asserts timings. The machine notes go into the output.
+
+    nice -n 10 .venv/bin/python bench/kb.py --work /tmp/kgv-bench > bench/kb_results.json
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+DEFAULT_MEDQUAD = REPO.parent / "shared" / "data" / "kb" / "medquad.jsonl.gz"
+FIELDS = {"text": "answer", "id": "doc_id", "source": "url", "title": "focus"}
+
+
+def eprint(*args) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+def machine() -> dict:
+    load = os.getloadavg()
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_1m_at_start": round(load[0], 2),
+            "note": "shared 2-core machine: another job was training and teammates ran tests; timings are indicative"}
+
+
+def build_section(args, embedder) -> tuple[dict, Path]:
+    from kb.build import BuildOptions, build_kb
+    from kb.chunking import ChunkSpec
+    from kb.ingest import FieldMap, read_documents
+
+    out = Path(args.work) / "medquad-kb"
+    reused = bool(args.reuse_kb and (out / "CURRENT").is_file())
+    if reused:
+        from kb.layout import current_version
+        from kb.manifest import Manifest
+
+        manifest = Manifest.load(current_version(out))
+        eprint(f"reusing {out} ({manifest.kb_id})")
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+        spec = ChunkSpec(args.chunk_chars, args.chunk_overlap, args.context_chars)
+        fields = FieldMap(**FIELDS)
+        manifest = build_kb(read_documents([args.medquad], fields), out, embedder, chunking=spec,
+                            options=BuildOptions(index="auto"), progress=True,
+                            build_options={"inputs": [str(args.medquad)]})
+    command = (f"kgverify kb build --input {args.medquad} --output {out} --text-field answer --id-field doc_id "
+               f"--source-field url --title-field focus --chunk-chars {manifest.chunking['max_chars']} "
+               f"--chunk-overlap {manifest.chunking['overlap']} --context-chars {manifest.chunking['context_chars']}")
+    files = {name: entry["bytes"] for name, entry in manifest.files.items()}
+    return {
+        "command": command, "kb_id": manifest.kb_id, "facts": manifest.num_facts,
+        "documents": manifest.num_documents, "duplicates_dropped": manifest.build.get("duplicates_dropped"),
+        "chunking": manifest.chunking, "index": manifest.index, "build_s": manifest.build.get("seconds"),
+        "embed_s": manifest.build.get("embed_s"), "embedded": manifest.build.get("embedded"),
+        "embeddings_per_s": manifest.build.get("embeddings_per_s"), "bytes_on_disk": manifest.total_bytes(),
+        "bytes_per_file": files, "reused_kb": reused,
+    }, out
+
+
+def _questions(path: Path, n: int, seed: int) -> list[dict]:
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    rows = [r for r in rows if isinstance(r.get("answer"), str) and r["answer"].strip() and r.get("question")]
+    return random.Random(seed).sample(rows, min(n, len(rows)))
+
+
+def quality_section(args, embedder, kb_dir: Path) -> dict:
+    from kb.chunking import ChunkSpec, chunk_spans, text_key
+    from kb.knowledge_base import FaissKnowledgeBase, LoadOptions
+    from kb.layout import current_version
+    from kb.manifest import Manifest
+    from server.pipeline.types import RetrievalMode
+
+    spec = ChunkSpec.from_dict(Manifest.load(current_version(kb_dir)).chunking)
+    rows = _questions(args.medquad, args.questions, args.seed)
+    gold = [{text_key(r["answer"][s:e]) for s, e in chunk_spans(r["answer"], spec)} for r in rows]
+    queries = [r["question"] for r in rows]
+    results = {}
+    for per_doc in (0, 1):
+        kb = FaissKnowledgeBase.load(kb_dir, embedder, LoadOptions(max_per_document=per_doc))
+        for mode in RetrievalMode:
+            start = time.perf_counter()
+            hits = []
+            for i in range(0, len(queries), 50):
+                hits.extend(kb.search(queries[i:i + 50], 10, mode))
+            seconds = time.perf_counter() - start
+            ranks = [next((k for k, h in enumerate(row, 1) if text_key(h.text) in g), None)
+                     for row, g in zip(hits, gold)]
+            name = mode.value + ("" if not per_doc else "+1_per_doc")
+            results[name] = {
+                "recall@5": round(sum(r is not None and r <= 5 for r in ranks) / len(ranks), 4),
+                "recall@10": round(sum(r is not None for r in ranks) / len(ranks), 4),
+                "mrr@10": round(sum(1 / r for r in ranks if r is not None) / len(ranks), 4),
+                "ms_per_query": round(1000 * seconds / len(queries), 2),
+            }
+            eprint(f"quality {name}: {results[name]}")
+    return {"questions": len(rows), "seed": args.seed, "top_k": 10, "results": results,
+            "hit": "a retrieved fact is a chunk of the question's own answer (normalised text)"}
+
+
+def scale_section(args) -> dict:
+    cmd = [sys.executable, str(REPO / "bench" / "kb_scale.py"), "--work", str(args.work),
+           "--kb", str(Path(args.work) / "medquad-kb"), "--vectors", str(args.scale_vectors)]
+    eprint("running", " ".join(cmd))
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, check=True)
+    return json.loads(done.stdout)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/kgv-bench"), help="scratch directory")
+    parser.add_argument("--medquad", type=Path, default=DEFAULT_MEDQUAD)
+    parser.add_argument("--only", default="build,quality,scale", help="comma-separated sections")
+    parser.add_argument("--questions", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--chunk-chars", type=int, default=500)
+    parser.add_argument("--chunk-overlap", type=int, default=0)
+    parser.add_argument("--context-chars", type=int, default=0)
+    parser.add_argument("--reuse-kb", action="store_true", help="skip the build when the work dir holds the KB")
+    parser.add_argument("--scale-vectors", type=int, default=1_000_000)
+    args = parser.parse_args()
+    sections = set(args.only.split(","))
+    args.work.mkdir(parents=True, exist_ok=True)
+    out: dict = {"machine": machine(), "command": "nice -n 10 python bench/kb.py " + " ".join(sys.argv[1:])}
+    embedder = None
+    if sections & {"build", "quality"}:
+        from kb.embedder import SentenceTransformerEmbedder
+
+        embedder = SentenceTransformerEmbedder()
+    kb_dir = Path(args.work) / "medquad-kb"
+    if "build" in sections:
+        out["build"], kb_dir = build_section(args, embedder)
+    if "quality" in sections:
+        out["quality"] = quality_section(args, embedder, kb_dir)
+    if "scale" in sections:
+        out["scale"] = scale_section(args)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
