@@ -52,7 +52,7 @@ def test_auto_family_follows_size_and_unknown_families_are_refused():
 
 def test_ivfpq_parameters_adapt_to_size_and_dimension():
     big = index_params("ivfpq", 1_000_000, 384)
-    assert big["nlist"] == 4096 and big["m"] == 48 and big["nbits"] == 8
+    assert big["nlist"] == 1024 and big["m"] == 48 and big["nbits"] == 8
     tiny = index_params("ivfpq", 300, 384)
     assert tiny["nlist"] == 7 and tiny["nbits"] == 2  # enough training points per list and per PQ centroid
     assert index_params("ivfpq", 10_000, 100)["m"] == 25  # the largest divisor of the dimension up to 48
