@@ -149,7 +149,10 @@ class Runtime:
                 if backend is None:
                     continue
                 try:
-                    ok = await asyncio.wait_for(backend.ready(), timeout=5.0)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands as
+                    # ready() finishes, and stop() would then wait on this loop forever.
+                    async with asyncio.timeout(5.0):
+                        ok = await backend.ready()
                 except Exception:
                     ok = False
                 if ok != self.health.serving[service]:

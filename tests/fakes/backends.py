@@ -17,13 +17,14 @@ from server.pipeline.types import Judgement, LabelProbs, PrefixScores, Tier, Ver
 
 @dataclass
 class FakeJudge:
-    """Supports every claim at once unless a fault is switched on."""
+    """Supports every claim at once (contradicts those with `contradict` in them) unless a fault is on."""
 
     name: str = "fake"
     prompt_version: str = ""
     down: bool = False
     delay_s: float = 0.0
     gate: asyncio.Event | None = None
+    contradict: str | None = None  # claims containing this text are contradicted
     calls: int = 0
     claims: int = 0
     waiting: int = 0
@@ -38,7 +39,9 @@ class FakeJudge:
             await self.gate.wait()
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        return [Judgement(Verdict.SUPPORTED, LabelProbs(0.9, 0.05, 0.05), Tier.EMBEDDED) for _ in items]
+        return [Judgement(Verdict.CONTRADICTED, LabelProbs(0.05, 0.9, 0.05), Tier.EMBEDDED)
+                if self.contradict and self.contradict in item.claim
+                else Judgement(Verdict.SUPPORTED, LabelProbs(0.9, 0.05, 0.05), Tier.EMBEDDED) for item in items]
 
     async def ready(self) -> bool:
         return not self.down

@@ -1,0 +1,1 @@
+"""The medical question-answering service that calls kgverify as a sidecar."""
