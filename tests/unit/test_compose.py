@@ -1,0 +1,143 @@
+"""docker-compose.yml, the Dockerfile and .dockerignore hold together (structure only: no Docker engine needed)."""
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+COMPOSE = REPO / "docker-compose.yml"
+INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)(?:(:?[-?])([^}]*))?\}")
+
+
+@pytest.fixture(scope="module")
+def compose():
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose):
+    return compose["services"]
+
+
+def _resolve(value: str) -> str:
+    """A value as compose would interpolate it with no .env: defaults applied, required ones filled in."""
+    return INTERPOLATION.sub(lambda m: m.group(3) if m.group(2) in (":-", "-") else "set-by-operator", value)
+
+
+def _seconds(duration: str) -> float:
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)([hms])", duration))
+
+
+def _profiles(service) -> set[str]:
+    return set(service.get("profiles") or [])
+
+
+def test_services_and_profiles(services):
+    assert {"kb-build", "model-fetch", "vllm", "verifier", "verifier-cpu", "verifier-sidecar", "medqa"} <= set(services)
+    by_profile = {p: {n for n, s in services.items() if p in _profiles(s)} for p in ("gpu", "cpu", "medqa")}
+    assert by_profile["cpu"] == {"kb-build", "verifier-cpu"}  # the CPU profile needs no GPU and no vLLM
+    assert {"vllm", "verifier", "kb-build"} <= by_profile["gpu"]
+    assert {"vllm", "verifier-sidecar", "medqa", "kb-build"} <= by_profile["medqa"]
+
+
+def test_vllm_is_pinned_gpu_reserved_health_checked_and_internal(compose, services):
+    vllm = services["vllm"]
+    tag = re.fullmatch(r"vllm/vllm-openai:v(\d+)\.(\d+)\.(\d+)", vllm["image"])
+    assert tag and tuple(map(int, tag.groups())) >= (0, 12, 0)  # structured_outputs exists from 0.12
+    assert services["model-fetch"]["image"] == vllm["image"]
+    devices = vllm["deploy"]["resources"]["reservations"]["devices"]
+    assert any("gpu" in d["capabilities"] and d["driver"] == "nvidia" for d in devices)
+    check = vllm["healthcheck"]
+    assert any("/health" in part for part in check["test"]) and _seconds(check["start_period"]) >= 300
+    assert "--api-key" in vllm["command"] and vllm.get("ipc") == "host"
+    assert all(compose["networks"][n].get("internal") for n in vllm["networks"])  # no route off the host
+
+
+def test_verifiers_probe_grpc_health_and_wait_for_their_dependencies(services):
+    import server.healthcheck  # noqa: F401  (the module the probe runs)
+
+    for name in ("verifier", "verifier-cpu", "verifier-sidecar"):
+        service = services[name]
+        assert service["healthcheck"]["test"] == ["CMD", "python", "-m", "server.healthcheck"]
+        assert service["depends_on"]["kb-build"]["condition"] == "service_completed_successfully"
+        assert any(v.startswith("kb:/kb") for v in service["volumes"])
+    for name in ("verifier", "verifier-sidecar"):
+        assert services[name]["depends_on"]["vllm"]["condition"] == "service_healthy"
+    assert services["medqa"]["depends_on"]["verifier-sidecar"]["condition"] == "service_healthy"
+    assert services["vllm"]["depends_on"]["model-fetch"]["condition"] == "service_completed_successfully"
+
+
+def test_every_dependency_runs_in_each_profile_of_its_dependent(services):
+    for name, service in services.items():
+        for dependency in service.get("depends_on", {}):
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+            assert _profiles(service) <= _profiles(services[dependency]), f"{name} -> {dependency}"
+
+
+def test_networks_and_volumes_are_declared(compose, services):
+    for name, service in services.items():
+        for network in service.get("networks", []):
+            assert network in compose["networks"], f"{name}: {network}"
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            assert source.startswith(".") or source in compose["volumes"], f"{name}: {source}"
+    assert compose["networks"]["backend"]["internal"] is True
+
+
+def test_kgv_environment_is_real_settings(services, monkeypatch):
+    from server.config import Settings
+
+    checked = 0
+    for name, service in services.items():
+        env = {k: _resolve(str(v)) for k, v in (service.get("environment") or {}).items() if k.startswith("KGV_")}
+        for key in list(os.environ):
+            if key.startswith("KGV_"):
+                monkeypatch.delenv(key)
+        for key, value in env.items():
+            section, _, field = key.removeprefix("KGV_").lower().partition("__")
+            assert field in Settings.model_fields[section].annotation.model_fields, f"{name}: {key}"
+            monkeypatch.setenv(key, value)
+        Settings()  # values parse and validate as the server would read them
+        checked += len(env)
+    assert checked >= 20
+
+
+def test_medqa_and_its_sidecar_share_a_socket_and_use_separate_cache_salts(services):
+    sidecar, medqa = services["verifier-sidecar"], services["medqa"]
+    shared = {v for v in sidecar["volumes"] if v.startswith("kgv-socket:")} & set(medqa["volumes"])
+    assert shared == {"kgv-socket:/run/kgverify"}
+    listen = yaml.safe_load(sidecar["environment"]["KGV_SERVER__LISTEN"])
+    assert listen == [medqa["environment"]["MEDQA_VERIFIER"]] and listen[0].startswith("unix:///run/kgverify/")
+    assert "ports" not in sidecar  # reachable through the socket only
+    salts = {_resolve(sidecar["environment"]["KGV_LM__VLLM_CACHE_SALT"]),
+             _resolve(medqa["environment"]["MEDQA_CACHE_SALT"])}
+    assert len(salts) == 2 and "" not in salts
+    assert _resolve(medqa["environment"]["MEDQA_FAIL_MODE"]) == "closed"
+
+
+def test_the_image_builds_from_what_the_repository_has():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    pinned = re.search(r'"torch==([\d.]+)"', (REPO / "pyproject.toml").read_text()).group(1)
+    assert f'"torch=={pinned}"' in dockerfile and "whl/cpu" in dockerfile
+    assert "HEALTHCHECK" in dockerfile and "server.healthcheck" in dockerfile and "\nUSER " in dockerfile
+    ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()}
+    assert {".venv", ".git", "tests", "runs"} <= ignored
+    assert not ignored & {"server", "client", "kb", "proto", "examples", "pyproject.toml", "README.md"}
+    assert (REPO / "kb" / "demo" / "facts.jsonl").is_file()  # KB_INPUT's default, /app/kb/demo/facts.jsonl
+    assert (REPO / "examples" / "medqa" / "app.py").is_file()
+
+
+@pytest.mark.skipif(shutil.which("docker") is None, reason="no docker client on this machine")
+def test_docker_compose_config_accepts_every_profile():
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip("the docker client has no compose plugin here; the structural tests above still ran")
+    for profile in ("gpu", "cpu", "medqa"):
+        result = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "--profile", profile, "config", "-q"],
+                                capture_output=True, text=True, env={**os.environ, "VLLM_API_KEY": "x"})
+        assert result.returncode == 0, result.stderr
