@@ -78,62 +78,73 @@ class _Progress:
             self.bar = None
 
 
-def _ingest(docs: Iterable[Document], spec: ChunkSpec, store: StoreWriter, vectors: VectorWriter,
-            cache: EmbeddingCache, embedder, options: BuildOptions, progress: _Progress) -> _Stats:
+class _Ingest:
     """Streams documents into the store and vector file; duplicate facts are dropped, ids kept unique."""
-    stats = _Stats()
-    seen = store.text_keys()
-    counts: dict[str, int] = {}
-    appending = store.rows > 0
-    pending: list[NewFact] = []
 
-    def flush() -> None:
-        inputs = [item for p in pending for item in p.inputs]
+    def __init__(self, spec: ChunkSpec, store: StoreWriter, vectors: VectorWriter, cache: EmbeddingCache, embedder,
+                 progress: _Progress):
+        self.spec, self.store, self.vectors, self.cache, self.embedder = spec, store, vectors, cache, embedder
+        self.progress = progress
+        self.stats = _Stats()
+        self.seen = store.text_keys()
+        self.counts: dict[str, int] = {}
+        self.appending = store.rows > 0
+        self.pending: list[NewFact] = []
+
+    def document(self, doc: Document) -> None:
+        spans = chunk_spans(doc.text, self.spec)
+        if not spans:
+            return
+        self.stats.documents += 1
+        context = lead(doc.text, self.spec)
+        if context:
+            known = self.store.source_context(doc.doc_id)
+            context = context if known is None else known
+        docno = self.store.add_document(doc.doc_id, context)
+        if doc.doc_id not in self.counts and self.appending:
+            self.counts.update(self.store.chunk_counts([doc.doc_id]))
+        first = self.counts.get(doc.doc_id, 0)
+        self.counts[doc.doc_id] = first + len(spans)
+        for k, (s, e) in enumerate(spans):
+            text = doc.text[s:e]
+            key = text_key(embed_input(text, context))  # the same sentence about two sources is two facts
+            if key in self.seen:
+                self.stats.duplicates_dropped += 1
+                continue
+            self.seen.add(key)
+            fact_id = doc.doc_id if len(spans) == 1 and first == 0 else f"{doc.doc_id}#{first + k}"
+            self.pending.append(NewFact(Fact(fact_id, doc.doc_id, text, doc.source, doc.title, docno, s, e), key,
+                                        tuple((embed_key(t), t) for t in model_inputs(text, context))))
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        stats, inputs = self.stats, [item for p in self.pending for item in p.inputs]
         start = time.perf_counter()
-        vecs, embedded = cache.embed([text for _, text in inputs], [key for key, _ in inputs],
-                                     embedder.encode, embedder.dim)
+        vecs, embedded = self.cache.embed([text for _, text in inputs], [key for key, _ in inputs],
+                                          self.embedder.encode, self.embedder.dim)
         stats.embed_s += time.perf_counter() - start
-        vectors.append(vecs, np.asarray(store.add_facts(pending), dtype=np.int32))
-        stats.facts += len(pending)
+        self.vectors.append(vecs, np.asarray(self.store.add_facts(self.pending), dtype=np.int32))
+        stats.facts += len(self.pending)
         stats.vectors += len(inputs)
         stats.embedded += embedded
         stats.reused += len(inputs) - embedded
-        progress.update(len(pending), docs=stats.documents, embedded=stats.embedded, reused=stats.reused)
-        pending.clear()
+        self.progress.update(len(self.pending), docs=stats.documents, embedded=stats.embedded, reused=stats.reused)
+        self.pending.clear()
 
+
+def _ingest(docs: Iterable[Document], spec: ChunkSpec, store: StoreWriter, vectors: VectorWriter,
+            cache: EmbeddingCache, embedder, options: BuildOptions, progress: _Progress) -> _Stats:
+    ingest = _Ingest(spec, store, vectors, cache, embedder, progress)
     progress.start("facts")
     for doc in docs:
-        spans = chunk_spans(doc.text, spec)
-        if not spans:
-            continue
-        stats.documents += 1
-        context = lead(doc.text, spec)
-        if context:
-            known = store.source_context(doc.doc_id)
-            context = context if known is None else known
-        docno = store.add_document(doc.doc_id, context)
-        if doc.doc_id not in counts and appending:
-            counts.update(store.chunk_counts([doc.doc_id]))
-        first = counts.get(doc.doc_id, 0)
-        counts[doc.doc_id] = first + len(spans)
-        for k, (s, e) in enumerate(spans):
-            text = doc.text[s:e]
-            model_text = embed_input(text, context)
-            key = text_key(model_text)  # the same sentence about two different sources is two facts
-            if key in seen:
-                stats.duplicates_dropped += 1
-                continue
-            seen.add(key)
-            fact_id = doc.doc_id if len(spans) == 1 and first == 0 else f"{doc.doc_id}#{first + k}"
-            pending.append(NewFact(Fact(fact_id, doc.doc_id, text, doc.source, doc.title, docno, s, e), key,
-                                   tuple((embed_key(t), t) for t in model_inputs(text, context))))
-        if len(pending) >= options.batch_facts:
-            flush()
-    if pending:
-        flush()
+        ingest.document(doc)
+        if len(ingest.pending) >= options.batch_facts:
+            ingest.flush()
+    ingest.flush()
     progress.close()
     store.commit()
-    return stats
+    return ingest.stats
 
 
 def _cache_from(previous: Path | None, embedder) -> EmbeddingCache:
