@@ -116,6 +116,10 @@ def test_approximate_families_find_what_flat_finds(tmp_path, embedder, kb_dir, f
     assert kb.info.index_family == family
     for query, word in (("How is the effect of warfarin monitored?", "INR"), ("acid reflux pill", "Omeprazole")):
         assert word in " ".join(h.text for h in kb.search([query], 3, RetrievalMode.DENSE)[0])
+    add_documents(out, NEW_DOCS[:1], embedder, progress=False)  # extends the trained index, no retraining
+    kb = FaissKnowledgeBase.load(out, embedder, LoadOptions(mmap=True))
+    assert kb.info.index_params == {k: str(v) for k, v in kb.manifest.index["params"].items()}
+    assert "Furosemide" in kb.search(["how does furosemide work"], 1, RetrievalMode.DENSE)[0][0].text
 
 
 def test_a_corrupted_index_file_is_detected_on_load(tmp_path, embedder):
@@ -216,3 +220,11 @@ def test_source_context_is_embedded_with_every_part_of_a_source_but_never_stored
     assert hits[0].fact_id == "pku#1" and hits[0].text == docs[3].text
     assert sorted(h.fact_id for h in hits) == ["gsd", "gsd#1", "pku", "pku#1"]  # one hit per fact
     assert kb.search(["inherited phenylketonuria"], 1, RetrievalMode.BM25)[0][0].fact_id == "pku#1"
+
+
+def test_memory_mapped_loading_searches_like_reading_into_memory(kb_dir, embedder):
+    loaded = FaissKnowledgeBase.load(kb_dir, embedder)
+    mapped = FaissKnowledgeBase.load(kb_dir, embedder, LoadOptions(mmap=True, verify="sample"))
+    for mode in RetrievalMode:
+        query = ["how is heparin monitored"]
+        assert mapped.search(query, 3, mode) == loaded.search(query, 3, mode)
