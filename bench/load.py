@@ -1,0 +1,254 @@
+#!/usr/bin/env python
+"""Load benchmark over loopback: latency, throughput and server RSS of scoring distinct chains (prints JSON).
+
+One long-lived client process drives a verifier started as a subprocess on
+127.0.0.1 with closed-loop workers at each concurrency level, every request a
+never-seen 10-step chain (demo facts made unique + filler steps; KI and
+InfoGain, top_k 5), then a soak at one concurrency that samples the server's
+RSS. Variants (server environments) run one after the other in the same run so
+their numbers sit side by side; the machine is shared, so compare within a run.
+
+    nice -n 10 .venv/bin/python bench/load.py --soak-s 300 > bench/load_results.json
+    nice -n 10 .venv/bin/python bench/load.py --levels "" --soak-s 0 --batch-rows 200   # kill -9 + resume
+    nice -n 10 .venv/bin/python bench/load.py --variant small-inflight=KGV_SERVER__MAX_INFLIGHT=16
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "proto")]
+
+FILLER = ("Let me work through this carefully.", "Next, consider what that implies for this case.",
+          "Putting these together narrows the options.", "So the remaining choice follows from that.")
+
+
+def eprint(*args) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+class ChainFactory:
+    """Distinct 10-step chains: demo facts tagged with a per-chain case number, interleaved with filler.
+
+    The tag makes every claim text new, so neither the embedding nor the verdict cache can answer it.
+    """
+
+    def __init__(self, steps: int = 10, facts_per_chain: int = 6, seed: int = 0):
+        lines = (REPO / "kb" / "demo" / "facts.jsonl").read_text(encoding="utf-8").splitlines()
+        self.facts = [json.loads(line)["text"] for line in lines if line.strip()]
+        self.steps, self.facts_per_chain = steps, facts_per_chain
+        self.rng = random.Random(seed)
+        self.made = 0
+
+    def next(self) -> dict:
+        self.made += 1
+        case = f"{os.getpid()}-{self.made}"
+        facts = [f"{f.rstrip('.')} (case {case}.{i})." for i, f in enumerate(self.rng.sample(self.facts,
+                                                                                               self.facts_per_chain))]
+        filler = [f"{self.rng.choice(FILLER)[:-1]} for case {case}.{i}." for i in range(self.steps - len(facts))]
+        steps = facts + filler
+        self.rng.shuffle(steps)
+        answer = facts[0].split()[0]
+        return {"question": f"Case {case}: which statement about {answer} is correct?", "steps": steps,
+                "answer": answer}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+class ServerProcess:
+    """`kgverify serve` on 127.0.0.1 in a subprocess, with extra environment (a variant)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path):
+        self.address = f"127.0.0.1:{_free_port()}"
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "proto")]), **env}
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "ServerProcess":
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "client.cli", "serve", "--listen", self.address],
+                                     cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._log.close()
+
+
+@dataclass
+class LevelResult:
+    concurrency: int
+    latencies_s: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    def summary(self) -> dict:
+        lat = sorted(self.latencies_s)
+        pick = (lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1e3, 1)) if lat else (lambda q: None)
+        return {"concurrency": self.concurrency, "requests": len(lat), "errors": self.errors,
+                "p50_ms": pick(0.50), "p99_ms": pick(0.99), "mean_ms": round(statistics.mean(lat) * 1e3, 1) if lat
+                else None, "throughput_chains_per_s": round(len(lat) / self.wall_s, 2) if self.wall_s else None,
+                "wall_s": round(self.wall_s, 1)}
+
+
+async def closed_loop(client, factory: ChainFactory, concurrency: int, duration_s: float,
+                      on_tick=None) -> LevelResult:
+    """`concurrency` workers, each sending the next chain as soon as its previous one is answered."""
+    from client import VerifierError
+
+    result = LevelResult(concurrency)
+    stop_at = time.monotonic() + duration_s
+
+    async def worker():
+        while time.monotonic() < stop_at:
+            chain = factory.next()
+            started = time.perf_counter()
+            try:
+                await client.score_chain(metrics=("ki", "infogain"), top_k=5, timeout_s=300, **chain)
+                result.latencies_s.append(time.perf_counter() - started)
+            except VerifierError as exc:
+                result.errors[exc.code] = result.errors.get(exc.code, 0) + 1
+
+    async def ticker():
+        while on_tick is not None:
+            on_tick()
+            await asyncio.sleep(10)
+
+    began = time.monotonic()
+    tick = asyncio.ensure_future(ticker())
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    tick.cancel()
+    result.wall_s = time.monotonic() - began
+    return result
+
+
+async def run_variant(name: str, env: dict[str, str], args, workdir: Path) -> dict:
+    from client import AsyncVerifierClient
+
+    factory = ChainFactory(seed=args.seed)
+    with ServerProcess(env, workdir / f"server-{name}.log") as server:
+        started = time.monotonic()
+        async with AsyncVerifierClient(server.address, retries=0) as client:
+            await client.wait_ready(timeout_s=900)
+            ready_s = time.monotonic() - started
+            eprint(f"[{name}] server ready in {ready_s:.0f} s; warming up")
+            await closed_loop(client, factory, 2, args.warmup_s)
+            batch = None
+            if args.batch_rows:
+                eprint(f"[{name}] kgverify batch of {args.batch_rows} rows, kill -9 at 30%, resume")
+                batch = await asyncio.to_thread(batch_kill_resume, server.address, factory, args.batch_rows, workdir)
+            levels = []
+            for concurrency in args.levels:
+                eprint(f"[{name}] concurrency {concurrency} for {args.level_s:.0f} s")
+                levels.append((await closed_loop(client, factory, concurrency, args.level_s)).summary())
+            soak = None
+            if args.soak_s > 0:
+                samples = []
+                rss_start = rss_mb(server.proc.pid)
+                eprint(f"[{name}] soak at concurrency {args.soak_concurrency} for {args.soak_s:.0f} s")
+                result = await closed_loop(client, factory, args.soak_concurrency, args.soak_s,
+                                           on_tick=lambda: samples.append(round(rss_mb(server.proc.pid) or 0, 1)))
+                soak = {**result.summary(), "duration_s": args.soak_s, "rss_mb_start": round(rss_start or 0, 1),
+                        "rss_mb_end": round(rss_mb(server.proc.pid) or 0, 1), "rss_mb_every_10s": samples,
+                        "client_rss_mb_end": round(rss_mb(os.getpid()) or 0, 1)}
+    return {"name": name, "env": env, "server_ready_s": round(ready_s, 1), "chains_made": factory.made,
+            "levels": levels, "soak": soak, "batch_kill_resume": batch}
+
+
+def batch_kill_resume(address: str, factory: ChainFactory, rows: int, workdir: Path, kill_after: float = 0.3) -> dict:
+    """`kgverify batch` on real backends, killed with SIGKILL after kill_after of the rows, then resumed."""
+    import signal
+
+    source, out = workdir / "batch-in.jsonl", workdir / "batch-out.jsonl"
+    source.write_text("".join(json.dumps({"id": f"r{i}", **factory.next()}) + "\n" for i in range(rows)))
+    out.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "proto")])}
+    command = [sys.executable, "-m", "client.cli", "batch", "--no-progress", "--input", str(source), "--output",
+               str(out), "--server", address, "--concurrency", "8", "--top-k", "5"]
+    started = time.monotonic()
+    first = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.DEVNULL)
+    while first.poll() is None and (out.read_bytes().count(b"\n") if out.exists() else 0) < rows * kill_after:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed_at = out.read_bytes().count(b"\n")
+    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    elapsed = time.monotonic() - started
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    ids = [r["id"] for r in records]
+    statuses = {}
+    for record in records:
+        key = record["status"] if isinstance(record["status"], str) else record["status"]["code"]
+        statuses[key] = statuses.get(key, 0) + 1
+    return {"rows": rows, "rows_when_killed": killed_at, "resume_exit_code": second.returncode,
+            "records": len(records), "unique_ids": len(set(ids)), "complete": sorted(ids) == sorted(
+                f"r{i}" for i in range(rows)), "statuses": statuses, "wall_s": round(elapsed, 1),
+            "chains_per_s": round(rows / elapsed, 2)}
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    """NAME=KEY=VALUE,KEY=VALUE (or just NAME for the defaults)."""
+    name, _, rest = text.partition("=")
+    env = dict(item.split("=", 1) for item in rest.split(",") if item)
+    return name, env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--levels", default="1,8,32", help="concurrency levels (comma-separated)")
+    parser.add_argument("--level-s", type=float, default=40.0, help="seconds per concurrency level")
+    parser.add_argument("--warmup-s", type=float, default=10.0)
+    parser.add_argument("--soak-s", type=float, default=300.0, help="soak duration (0 = no soak)")
+    parser.add_argument("--soak-concurrency", type=int, default=8)
+    parser.add_argument("--variant", action="append", default=[],
+                        help="NAME=KGV_X=v,KGV_Y=w: a server environment to compare (default: embedded defaults)")
+    parser.add_argument("--batch-rows", type=int, default=0,
+                        help="also run `kgverify batch` on this many rows, kill -9 it at 30%% and resume (0 = no)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    args.levels = [int(x) for x in args.levels.split(",") if x.strip()]
+    variants = [parse_variant(v) for v in args.variant] or [("embedded-defaults", {})]
+    began = time.time()
+    with tempfile.TemporaryDirectory(prefix="kgv-load-") as tmp:
+        results = [asyncio.run(run_variant(name, env, args, Path(tmp))) for name, env in variants]
+    print(json.dumps({
+        "benchmark": "load", "transport": "grpc over TCP loopback (127.0.0.1)", "chain_steps": 10,
+        "metrics": ["ki", "infogain"], "top_k": 5, "level_s": args.level_s, "warmup_s": args.warmup_s,
+        "machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg(),
+                    "note": "shared machine (other jobs running); compare variants within one run"},
+        "started_unix": round(began), "elapsed_s": round(time.time() - began), "variants": results,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
