@@ -15,7 +15,7 @@ from server.backends import registry
 from server.health import INFO_GAIN, KNOWLEDGE, KNOWLEDGE_BASE
 from tests.conftest import make_settings
 from tests.fakes.backends import FakeJudge
-from tests.fakes.vllm_server import FakeVllmServer
+from tests.fakes.vllm_server import FakeVllmServer, label_choice_reply
 
 CHAIN = {"question": "Which drug reverses heparin?", "answer": "Protamine sulfate",
          "steps": ["Heparin is an anticoagulant.", "Protamine sulfate neutralizes heparin."]}
@@ -30,12 +30,20 @@ def fake_vllm():
 
 
 @pytest.fixture
+def judge_vllm():
+    """A second fake vLLM server for the LLM judge: it supports every claim (label A)."""
+    with FakeVllmServer(model="judge", chat=lambda body: label_choice_reply({"A": 0.9, "B": 0.05, "C": 0.05})) as fake:
+        yield fake
+
+
+@pytest.fixture
 async def start(cache_dir, demo_kb_path, monkeypatch, fake_vllm):
-    """Starts a real server (demo KB, vLLM InfoGain on the fake) with the given fake judge and settings."""
+    """Starts a real server (demo KB, vLLM InfoGain on the fake) with the given fake judge (None: as configured)."""
     servers = []
 
-    async def _start(judge, **sections):
-        monkeypatch.setitem(registry.JUDGES, "baseline", lambda ctx: judge)
+    async def _start(fake_judge, **sections):
+        if fake_judge is not None:
+            monkeypatch.setitem(registry.JUDGES, "baseline", lambda ctx: fake_judge)
         lm = {"backend": "vllm", "model": "tiny", "base_url": fake_vllm.base_url, **sections.pop("lm", {})}
         server_cfg = {"health_interval_s": 0.2, **sections.pop("server", {})}
         server = await start_server(make_settings(cache_dir, lm=lm, server=server_cfg, **sections), ["127.0.0.1:0"])
@@ -46,6 +54,11 @@ async def start(cache_dir, demo_kb_path, monkeypatch, fake_vllm):
     yield _start
     for server in servers:
         await server.stop(0)
+
+
+def _fresh(chain, n):
+    """The chain with its knowledge step reworded, so no cache has seen its claim."""
+    return {**chain, "steps": [chain["steps"][0], f"Protamine sulfate neutralizes heparin (case {n})."]}
 
 
 async def _until(client, service, status, timeout_s=15.0):
@@ -79,6 +92,28 @@ async def test_judge_down_is_unavailable_in_time_flips_only_knowledge_and_recove
         await _until(client, KNOWLEDGE, "SERVING")
         assert await client.health() == "SERVING"
         assert (await client.score_chain(timeout_s=5.0, **CHAIN)).knowledge_index == 1.0
+
+
+async def test_vllm_judge_down_is_unavailable_in_time_flips_only_knowledge_and_recovers(start, judge_vllm):
+    server = await start(None, judge={"backend": "vllm", "base_url": judge_vllm.base_url, "model": "judge"})
+    async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+        score = await client.score_chain(**CHAIN)
+        assert score.knowledge_index == 1.0 and score.steps[1].tier == "llm"
+        judge_vllm.faults.dead_engine, judge_vllm.faults.http_status = True, 503  # engine dead: /health 503
+        # New claims each time: the verdict cache would answer a claim it has judged before.
+        error, elapsed = await _timed_error(client.score_chain(timeout_s=5.0, **_fresh(CHAIN, 1)))
+        assert error.code == "UNAVAILABLE" and error.reason == "BACKEND_UNAVAILABLE" and elapsed < 5.0
+        await _until(client, KNOWLEDGE, "NOT_SERVING")
+        assert await client.health(INFO_GAIN) == "SERVING" and await client.health(KNOWLEDGE_BASE) == "SERVING"
+        assert (await client.score_info_gain(timeout_s=5.0, **CHAIN)).info_gain is not None
+
+        judge_vllm.faults.dead_engine, judge_vllm.faults.http_status = False, None
+        await _until(client, KNOWLEDGE, "SERVING")
+        assert (await client.score_chain(timeout_s=5.0, **_fresh(CHAIN, 2))).knowledge_index == 1.0
+
+        judge_vllm.faults.delay_s = 3.0  # a hung judge: the caller's deadline wins
+        error, elapsed = await _timed_error(client.score_chain(timeout_s=1.0, **_fresh(CHAIN, 3)))
+        assert error.code == "DEADLINE_EXCEEDED" and elapsed < 2.5
 
 
 async def test_vllm_lm_down_flips_only_info_gain_and_recovers(start, fake_vllm):
