@@ -28,7 +28,7 @@ def demo_documents(path: Path = DEMO_FACTS) -> list[Document]:
 def ensure_demo_kb(cache_dir: Path, embedder, progress: bool = False) -> Path:
     """The demo KB directory for this embedder (flat index + BM25), built once (safe across processes)."""
     digest = hashlib.sha256(DEMO_FACTS.read_bytes()).hexdigest()[:12]
-    out = Path(cache_dir).expanduser() / f"demo-kb2-{digest}-{embedder.weights_hash}"
+    out = Path(cache_dir).expanduser() / f"demo-kb3-{digest}-{embedder.weights_hash}"
     if is_kb(out):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 from .errors import KnowledgeBaseCorruptError
 from .layout import MANIFEST_NAME
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 SAMPLE_BLOCKS = 16
 SAMPLE_BLOCK_BYTES = 64 * 1024
 FULL_VERIFY_MAX_BYTES = 2 * 1024 ** 3  # above this, "auto" verification samples instead of hashing all
