@@ -22,7 +22,7 @@ from ...pipeline.deadline import Deadline
 from ...pipeline.errors import BackendNotConfiguredError, BackendTimeoutError
 from ...pipeline.runtime import Blocking
 from .causal_lm import JobLogprobs, ScoringJob
-from .packing import Layout, Pass, build_layout, pass_inputs, plan_passes
+from .packing import Layout, build_layout, pass_inputs, plan_passes
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("auto", "packed", "walk")
@@ -71,7 +71,7 @@ class TransformersCausalLm:
 
     # ---- the CausalLm port -------------------------------------------------------------------
     async def tokenize(self, texts: Sequence[str], add_special_tokens: bool, deadline: Deadline) -> list[list[int]]:
-        return [self.tokenizer(t, add_special_tokens=add_special_tokens)["input_ids"] for t in texts]
+        return await self._blocking.run(encode, self.tokenizer, texts, add_special_tokens)
 
     async def context_tokens(self, deadline: Deadline) -> int | None:
         return self.max_context
@@ -223,6 +223,13 @@ class TransformersCausalLm:
             log.warning("this model ignores custom attention masks (probe diff %.3g); using the KV-cache walk", worst)
             return "walk"
         return "packed"
+
+
+def encode(tokenizer, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:
+    """Token ids of each text with a Hugging Face tokenizer (blocking: long chains take a while)."""
+    if not texts:
+        return []
+    return [list(ids) for ids in tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]]
 
 
 def _gather(logp, targets, torch) -> np.ndarray:

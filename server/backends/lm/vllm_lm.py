@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 from ...pipeline.deadline import Deadline
 from ...pipeline.errors import BackendResponseError
+from ...pipeline.runtime import Blocking
 from ..vllm_client import VLLM_LOGPROB_FLOOR, VllmClient
 from .causal_lm import JobLogprobs, ScoringJob
 
@@ -34,7 +35,7 @@ class VllmCausalLm:
 
     def __init__(self, client: VllmClient, model: str, tokenizer=None, scoring: str = "prompt_logprobs",
                  max_prompts_per_request: int = 64, cached_max_scored_tokens: int = 32,
-                 cache_salt: str | None = None):
+                 cache_salt: str | None = None, blocking: Blocking | None = None):
         if scoring not in SCORING_MODES:
             raise ValueError(f"unknown vLLM scoring mode {scoring!r}")
         self.client = client
@@ -45,12 +46,15 @@ class VllmCausalLm:
         self.cached_max_scored = cached_max_scored_tokens
         self.cache_salt = cache_salt
         self._tokenizer = tokenizer  # a local HF tokenizer of the same model, or None for /tokenize
+        self._blocking = blocking or Blocking(None)  # local tokenization stays off the event loop
         self._context: int | None = None
 
     # ---- the CausalLm port -------------------------------------------------------------------
     async def tokenize(self, texts: Sequence[str], add_special_tokens: bool, deadline: Deadline) -> list[list[int]]:
         if self._tokenizer is not None:
-            return [self._tokenizer(t, add_special_tokens=add_special_tokens)["input_ids"] for t in texts]
+            from .transformers_lm import encode
+
+            return await self._blocking.run(encode, self._tokenizer, texts, add_special_tokens)
         return list(await asyncio.gather(
             *(self.client.tokenize(t, add_special_tokens, self.model, deadline) for t in texts)))
 
