@@ -1,0 +1,255 @@
+#!/usr/bin/env python
+"""End-to-end KI benchmark on Check-COVID: KB retrieval + judge vs the same judge on gold evidence (prints JSON).
+
+1. Builds (once, cached) a KB from ../shared/data/kb/checkcovid_corpus.jsonl.gz: every abstract
+   sentence is one fact, its cord_id the source.
+2. Takes the Check-COVID dev claims of ../shared/data/nli/dev.jsonl.gz. Each claim has one
+   supported or contradicted pair (its gold premise; some premises are two or three abstract
+   sentences) and sometimes a not_enough_info pair with another sentence: the claim's label is
+   the label of its supported/contradicted pair.
+3. Sends every claim as a one-step chain through the pipeline of a real in-process server
+   runtime (splitter, retrieval, judge, step verdict): `e2e` without context (KB top-k),
+   `gold` with its gold premise as the only context passage.
+4. Reports per judge and aggregation variant: claim macro-F1 over the gold labels (supported,
+   contradicted; a not_enough_info verdict, or a step found to hold no knowledge, is a miss; the
+   sklearn-style mean that also averages in the never-gold not_enough_info class is reported
+   as macro_f1_with_predicted_labels), evidence recall
+   (all gold premise sentences among the top-k / at least one), the ratio e2e/gold (goal >= 0.9),
+   the pair-level 3-way macro-F1 on all dev pairs with their own premise, and the cascade's
+   escalation rate (LLM calls per step) at the configured threshold.
+
+    nice -n 10 .venv/bin/python bench/ki_e2e.py > bench/ki_e2e_results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+DATA = REPO.parent / "shared" / "data"
+LABELS = ("supported", "contradicted", "not_enough_info")
+
+
+def eprint(*args) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+def read_jsonl_gz(path: Path) -> list[dict]:
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def corpus_documents(corpus: list[dict]):
+    from kb.ingest import Document
+
+    for doc in corpus:
+        for sentence in doc["abstract"]:
+            if sentence.strip():
+                yield Document(doc["cord_id"], sentence, doc["cord_id"], doc.get("title") or "")
+
+
+def ensure_kb(kb_dir: Path, corpus: list[dict], embedder) -> Path:
+    from kb.build import build_kb
+    from kb.layout import is_kb
+
+    if not is_kb(kb_dir):
+        eprint(f"building the Check-COVID KB in {kb_dir}")
+        # One fact per abstract sentence: chunks never pack two sentences below 4,000 characters.
+        build_kb(corpus_documents(corpus), kb_dir, embedder, chunk_chars=4_000, progress=False)
+    return kb_dir
+
+
+def claims_of(dev: list[dict], corpus: list[dict]) -> list[dict]:
+    """One row per Check-COVID dev claim: text, label, gold premise and its corpus sentences."""
+    sentences = {" ".join(s.split()) for doc in corpus for s in doc["abstract"] if len(s.strip()) > 20}
+    out: dict[str, dict] = {}
+    for row in dev:
+        if row["source"] != "checkcovid" or row["label"] == "not_enough_info":
+            continue
+        premise = " ".join(row["premise"].split())
+        parts = sorted(s for s in sentences if s in premise)
+        out.setdefault(row["hypothesis"], {"claim": row["hypothesis"], "label": row["label"], "premise": premise,
+                                           "gold_sentences": parts})
+    return list(out.values())
+
+
+def macro_f1(gold: list[str], pred: list[str], over_gold_labels: bool = True) -> float:
+    """Mean F1 over the gold labels (predictions of other labels are misses), or over gold + predicted labels."""
+    present = [label for label in LABELS if label in gold or (not over_gold_labels and label in pred)]
+    scores = []
+    for label in present:
+        tp = sum(g == p == label for g, p in zip(gold, pred))
+        denom = gold.count(label) + pred.count(label)
+        scores.append(2 * tp / denom if denom else 0.0)
+    return sum(scores) / len(scores) if scores else float("nan")
+
+
+def settings_for(args, kb_dir: Path, judge: str):
+    from server.config import Settings
+
+    judge_cfg = {"backend": judge, "cache_size": 0}
+    if args.model:
+        judge_cfg["nli_model_path"] = args.model
+    return Settings(kb={"path": kb_dir, "cache_dir": args.cache_dir}, judge=judge_cfg,
+                    server={"executor_workers": 1})
+
+
+async def score_all(runtime, claims: list[dict], with_gold: bool, top_k: int, mode: str) -> list:
+    from server.pipeline.deadline import Deadline
+    from server.pipeline.knowledge_index import score_knowledge
+    from server.pipeline.types import ChainInput, KnowledgeOptions, KnowledgeRequest, Passage, RetrievalMode
+
+    options = KnowledgeOptions(top_k=top_k, retrieval_mode=RetrievalMode(mode), use_knowledge_base=not with_gold)
+    out = []
+    for start in range(0, len(claims), 16):  # a few claims in flight, like a batch client
+        batch = claims[start:start + 16]
+        requests = [KnowledgeRequest(ChainInput(steps=(c["claim"],)),
+                                     context=(Passage("gold", c["premise"]),) if with_gold else (), options=options)
+                    for c in batch]
+        out.extend(await asyncio.gather(*(score_knowledge(r, runtime.deps, Deadline()) for r in requests)))
+    return out
+
+
+def verdicts(results) -> tuple[list[str], Counter]:
+    preds, raw = [], Counter()
+    for result in results:
+        verdict = result.steps[0].verdict.value
+        raw[verdict] += 1
+        preds.append(verdict if verdict in LABELS else "not_enough_info")
+    return preds, raw
+
+
+def recall(results, claims: list[dict]) -> dict:
+    full = anyhit = 0
+    for result, claim in zip(results, claims):
+        seen = {" ".join(e.text.split()) for c in result.steps[0].claims for e in c.evidence}
+        gold = claim["gold_sentences"] or [claim["premise"]]
+        full += all(s in seen for s in gold)
+        anyhit += any(s in seen for s in gold)
+    return {"all_gold_sentences": round(full / len(claims), 4), "any_gold_sentence": round(anyhit / len(claims), 4)}
+
+
+def escalation(results, threshold: float) -> float:
+    """LLM calls per step the cascade would make: claims it escalates over claims judged."""
+    from server.backends.judges.cascade import needs_llm
+    from server.pipeline.types import Judgement
+
+    judged = escalated = 0
+    for result in results:
+        for claim in result.steps[0].claims:
+            if claim.probabilities is None and claim.verdict.value == "no_knowledge":
+                continue
+            judged += 1
+            escalated += bool(claim.evidence) and needs_llm(
+                Judgement(claim.verdict, claim.probabilities, claim.tier), threshold)
+    return round(escalated / max(judged, 1), 4)
+
+
+def _summary(results, claims: list[dict], threshold: float) -> dict:
+    labels = [c["label"] for c in claims]
+    pred, raw = verdicts(results)
+    return {"macro_f1": round(macro_f1(labels, pred), 4),
+            "macro_f1_with_predicted_labels": round(macro_f1(labels, pred, over_gold_labels=False), 4),
+            "accuracy": round(sum(map(str.__eq__, labels, pred)) / len(labels), 4),
+            "verdicts": dict(raw), "cascade_llm_calls_per_step": escalation(results, threshold)}
+
+
+class MemoScorer:
+    """The judge's pair scorer with every (premise, claim) row kept: variants share most pairs."""
+
+    def __init__(self, scorer):
+        self.scorer, self.name, self.rows = scorer, scorer.name, {}
+
+    def predict_proba(self, pairs):
+        import numpy as np
+
+        todo = list(dict.fromkeys(p for p in pairs if p not in self.rows))
+        if todo:
+            self.rows.update(zip(todo, self.scorer.predict_proba(todo)))
+        return np.array([self.rows[p] for p in pairs]).reshape(len(pairs), 3)
+
+
+async def run_judge(args, kb_dir: Path, judge: str, claims: list[dict]) -> list[dict]:
+    """Every aggregation / top-k / mode variant of one judge, on one runtime (models load once)."""
+    from server.app import Runtime
+    from server.backends.judges.aggregation import AggregationPolicy
+    from server.backends.judges.embedded import EmbeddedJudge
+
+    runtime = Runtime(settings_for(args, kb_dir, judge))
+    runs = []
+    try:
+        await runtime.blocking.run(runtime.kb.load, runtime.ctx.embedder())
+        built = await runtime.judge(None)
+        scorer = MemoScorer(built.scorer)
+        for joint in (int(x) for x in args.joint.split(",")):
+            policy = AggregationPolicy(joint_support=joint)
+            runtime._built[("judge", judge)] = EmbeddedJudge(scorer, runtime.blocking, policy)
+            gold, gold_summary = None, None
+            for mode in args.mode.split(","):
+                for top_k in (int(x) for x in args.top_k.split(",")):
+                    eprint(f"{judge} joint_support={joint} mode={mode} top_k={top_k}")
+                    t0 = time.perf_counter()
+                    e2e = await score_all(runtime, claims, False, top_k, mode)
+                    if gold is None:
+                        gold = await score_all(runtime, claims, True, top_k, mode)
+                        gold_summary = _summary(gold, claims, args.threshold)
+                    e2e_summary = _summary(e2e, claims, args.threshold)
+                    e2e_summary["evidence_recall"] = recall(e2e, claims)
+                    ratio = e2e_summary["macro_f1"] / gold_summary["macro_f1"] if gold_summary["macro_f1"] else None
+                    runs.append({"judge": built.name, "joint_support": joint, "retrieval_mode": mode, "top_k": top_k,
+                                 "e2e": e2e_summary, "gold_evidence": gold_summary,
+                                 "e2e_over_gold": None if ratio is None else round(ratio, 4),
+                                 "seconds": round(time.perf_counter() - t0, 1)})
+    finally:
+        await runtime.close()
+    return runs
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--judges", default="baseline,nli", help="comma-separated: baseline, nli")
+    p.add_argument("--model", default=None, help="NLI judge artefact directory (default: models/nli-judge)")
+    p.add_argument("--kb-dir", type=Path, default=Path.home() / ".cache" / "kgverify" / "bench" / "checkcovid-kb")
+    p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "kgverify")
+    p.add_argument("--top-k", default="5", help="comma-separated facts per claim")
+    p.add_argument("--mode", default="dense,hybrid", help="comma-separated retrieval modes: dense, bm25, hybrid")
+    p.add_argument("--joint", default="2,0", help="aggregation variants: facts read together for support (0 = off)")
+    p.add_argument("--threshold", type=float, default=None, help="cascade threshold (default: the configured one)")
+    p.add_argument("--limit", type=int, default=0, help="first N claims only (smoke runs)")
+    args = p.parse_args(argv)
+
+    from kb.embedder import SentenceTransformerEmbedder
+    from server.config import JudgeSettings
+
+    if args.threshold is None:
+        args.threshold = JudgeSettings().cascade_threshold
+    corpus = read_jsonl_gz(DATA / "kb" / "checkcovid_corpus.jsonl.gz")
+    claims = claims_of(read_jsonl_gz(DATA / "nli" / "dev.jsonl.gz"), corpus)
+    if args.limit:
+        claims = claims[:args.limit]
+    kb_dir = ensure_kb(args.kb_dir, corpus, SentenceTransformerEmbedder())
+    report = {"bench": "ki_e2e", "dataset": "checkcovid dev claims", "claims": len(claims),
+              "labels": dict(Counter(c["label"] for c in claims)), "kb": str(kb_dir), "cascade_threshold": args.threshold,
+              "multi_sentence_premises": sum(len(c["gold_sentences"]) > 1 for c in claims), "runs": []}
+    for judge in args.judges.split(","):
+        report["runs"].extend(asyncio.run(run_judge(args, kb_dir, judge, claims)))
+    report["goal_e2e_over_gold"] = 0.9
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
