@@ -143,9 +143,15 @@ def measure(args) -> dict:
     from kb.index import VectorIndex, load_index
     from kb.vectors import open_vectors
 
+    import faiss
+
     queries = np.load(args.queries)
     truth = np.load(args.truth)
     params = json.loads(args.params)
+    warm = faiss.IndexFlatIP(DIM)  # library code pages and OpenMP threads are not the index's memory
+    warm.add(queries[:10])
+    warm.search(queries[:20], 5)
+    del warm
     before = _rss()
     vectors = open_vectors(Path(args.vectors), DIM) if args.family == "ivfpq" else None
     index = VectorIndex(load_index(Path(args.index)), args.family, params, vectors)
