@@ -104,6 +104,51 @@ def _code_of(context) -> str:
     return CODE_NAMES.get(code, str(code))
 
 
+def _failed_code(context) -> str:
+    return _code_of(context) if context.code() is not None else "UNKNOWN"
+
+
+def _observed_unary(method: str, behavior):
+    async def unary(request, context):
+        started, code = time.perf_counter(), "OK"
+        try:
+            response = await behavior(request, context)
+            code = _code_of(context)
+            return response
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except BaseException:
+            code = _failed_code(context)
+            raise
+        finally:
+            RPC_SECONDS.labels(method, code).observe(time.perf_counter() - started)
+
+    return unary
+
+
+def _observed_stream(method: str, behavior):
+    async def stream(request_iterator, context):
+        started, code = time.perf_counter(), "OK"
+        try:
+            async for response in behavior(request_iterator, context):
+                status = getattr(response, "status", None)
+                if status is not None and hasattr(status, "code"):  # a stream item with its own status
+                    STREAM_ITEMS.labels(CODE_NAMES.get(status.code, str(status.code))).inc()
+                yield response
+            code = _code_of(context)
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except BaseException:
+            code = _failed_code(context)
+            raise
+        finally:
+            RPC_SECONDS.labels(method, code).observe(time.perf_counter() - started)
+
+    return stream
+
+
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
     """Observes every unary and bidi-streaming call: latency by method and final code, stream item codes."""
 
@@ -111,50 +156,14 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return None
-        method = details.method
         serializers = {"request_deserializer": handler.request_deserializer,
                        "response_serializer": handler.response_serializer}
         if handler.unary_unary is not None:
-            behavior = handler.unary_unary
-
-            async def unary(request, context):
-                started, code = time.perf_counter(), "OK"
-                try:
-                    response = await behavior(request, context)
-                    code = _code_of(context)
-                    return response
-                except asyncio.CancelledError:
-                    code = "CANCELLED"
-                    raise
-                except BaseException:
-                    code = _code_of(context) if context.code() is not None else "UNKNOWN"
-                    raise
-                finally:
-                    RPC_SECONDS.labels(method, code).observe(time.perf_counter() - started)
-
-            return grpc.unary_unary_rpc_method_handler(unary, **serializers)
+            return grpc.unary_unary_rpc_method_handler(_observed_unary(details.method, handler.unary_unary),
+                                                       **serializers)
         if handler.stream_stream is not None:
-            behavior = handler.stream_stream
-
-            async def stream(request_iterator, context):
-                started, code = time.perf_counter(), "OK"
-                try:
-                    async for response in behavior(request_iterator, context):
-                        status = getattr(response, "status", None)
-                        if status is not None and hasattr(status, "code"):
-                            STREAM_ITEMS.labels(CODE_NAMES.get(status.code, str(status.code))).inc()
-                        yield response
-                    code = _code_of(context)
-                except asyncio.CancelledError:
-                    code = "CANCELLED"
-                    raise
-                except BaseException:
-                    code = _code_of(context) if context.code() is not None else "UNKNOWN"
-                    raise
-                finally:
-                    RPC_SECONDS.labels(method, code).observe(time.perf_counter() - started)
-
-            return grpc.stream_stream_rpc_method_handler(stream, **serializers)
+            return grpc.stream_stream_rpc_method_handler(_observed_stream(details.method, handler.stream_stream),
+                                                         **serializers)
         return handler  # health Watch and other server-streaming calls live for as long as the client likes
 
 
