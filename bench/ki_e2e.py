@@ -62,9 +62,19 @@ def corpus_documents(corpus: list[dict]):
 
 
 def ensure_kb(kb_dir: Path, corpus: list[dict], embedder) -> Path:
-    from kb.build import build_kb
-    from kb.layout import is_kb
+    import shutil
 
+    from kb.build import build_kb
+    from kb.knowledge_base import FaissKnowledgeBase
+    from kb.layout import is_kb
+    from server.pipeline.errors import KgverifyError
+
+    if is_kb(kb_dir):
+        try:
+            FaissKnowledgeBase.load(kb_dir, embedder).close()
+        except KgverifyError as exc:  # built by an older kgverify: build it again
+            eprint(f"rebuilding {kb_dir}: {exc.message}")
+            shutil.rmtree(kb_dir)
     if not is_kb(kb_dir):
         eprint(f"building the Check-COVID KB in {kb_dir}")
         # One fact per abstract sentence: chunks never pack two sentences below 4,000 characters.
@@ -194,13 +204,14 @@ async def run_judge(args, kb_dir: Path, judge: str, claims: list[dict]) -> list[
         await runtime.blocking.run(runtime.kb.load, runtime.ctx.embedder())
         built = await runtime.judge(None)
         scorer = MemoScorer(built.scorer)
-        for joint in (int(x) for x in args.joint.split(",")):
-            policy = AggregationPolicy(joint_support=joint)
+        variants = [(int(j), c) for j in args.joint.split(",") for c in args.conflict.split(",")]
+        for joint, conflict in variants:
+            policy = AggregationPolicy(joint_support=joint, conflict=conflict)
             runtime._built[("judge", judge)] = EmbeddedJudge(scorer, runtime.blocking, policy)
             gold, gold_summary = None, None
             for mode in args.mode.split(","):
                 for top_k in (int(x) for x in args.top_k.split(",")):
-                    eprint(f"{judge} joint_support={joint} mode={mode} top_k={top_k}")
+                    eprint(f"{judge} joint_support={joint} conflict={conflict} mode={mode} top_k={top_k}")
                     t0 = time.perf_counter()
                     e2e = await score_all(runtime, claims, False, top_k, mode)
                     if gold is None:
@@ -209,7 +220,8 @@ async def run_judge(args, kb_dir: Path, judge: str, claims: list[dict]) -> list[
                     e2e_summary = _summary(e2e, claims, args.threshold)
                     e2e_summary["evidence_recall"] = recall(e2e, claims)
                     ratio = e2e_summary["macro_f1"] / gold_summary["macro_f1"] if gold_summary["macro_f1"] else None
-                    runs.append({"judge": built.name, "joint_support": joint, "retrieval_mode": mode, "top_k": top_k,
+                    runs.append({"judge": built.name, "aggregation": policy.version(), "retrieval_mode": mode,
+                                 "top_k": top_k,
                                  "e2e": e2e_summary, "gold_evidence": gold_summary,
                                  "e2e_over_gold": None if ratio is None else round(ratio, 4),
                                  "seconds": round(time.perf_counter() - t0, 1)})
@@ -227,6 +239,7 @@ def main(argv=None) -> int:
     p.add_argument("--top-k", default="5", help="comma-separated facts per claim")
     p.add_argument("--mode", default="dense,hybrid", help="comma-separated retrieval modes: dense, bm25, hybrid")
     p.add_argument("--joint", default="2,0", help="aggregation variants: facts read together for support (0 = off)")
+    p.add_argument("--conflict", default="rank,stronger", help="aggregation variants: support-vs-contradiction rule")
     p.add_argument("--threshold", type=float, default=None, help="cascade threshold (default: the configured one)")
     p.add_argument("--limit", type=int, default=0, help="first N claims only (smoke runs)")
     args = p.parse_args(argv)

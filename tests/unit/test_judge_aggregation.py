@@ -38,13 +38,40 @@ def test_one_contradicting_fact_contradicts():
     assert ordered[0] is evidence[1]
 
 
-def test_support_and_contradiction_the_stronger_wins():
+def test_support_against_contradiction_the_better_retrieved_fact_decides():
+    evidence = [ev("a"), ev("b"), ev("c")]
+    # a negated claim reads as contradicted by facts on a neighbouring subject; the top fact is about it
+    rows = np.array([(0.73, 0.26, 0.01), (0.01, 0.88, 0.11), (0.02, 0.95, 0.03)])
+    probs, verdict, ordered = aggregate(rows, singles(3), evidence)
+    assert verdict is Verdict.SUPPORTED and probs.supported == pytest.approx(0.73) and ordered[0] is evidence[0]
+    rows = np.array([(0.34, 0.54, 0.12), (0.66, 0.28, 0.06), (0.9, 0.05, 0.05)])
+    probs, verdict, ordered = aggregate(rows, singles(3), evidence)
+    assert verdict is Verdict.CONTRADICTED and ordered[0] is evidence[0]
+
+
+def test_within_one_label_the_strongest_premise_gives_the_probabilities():
     evidence = [ev("a"), ev("b")]
-    weak_support, strong_contra = (0.6, 0.3, 0.1), (0.02, 0.95, 0.03)
-    _, verdict, ordered = aggregate(np.array([weak_support, strong_contra]), singles(2), evidence)
+    probs, verdict, ordered = aggregate(np.array([(0.5, 0.2, 0.3), (0.95, 0.03, 0.02)]), singles(2), evidence)
+    assert verdict is Verdict.SUPPORTED and probs.supported == pytest.approx(0.95) and ordered[0] is evidence[1]
+
+
+def test_a_joint_premise_ranks_as_its_last_fact():
+    evidence = [ev("a"), ev("b")]
+    units = [*singles(2), Unit("a b", (0, 1), joint=True)]
+    _, verdict, _ = aggregate(np.array([N, C, S]), units, evidence)  # C at rank 1 against S at rank 1
+    assert verdict is Verdict.SUPPORTED  # a tie in rank: the stronger (0.9 vs 0.9, support first)
+
+
+def test_stronger_conflict_rule():
+    evidence = [ev("a"), ev("b")]
+    policy = AggregationPolicy(conflict="stronger")
+    rows = np.array([(0.6, 0.3, 0.1), (0.02, 0.95, 0.03)])
+    _, verdict, ordered = aggregate(rows, singles(2), evidence, policy)
     assert verdict is Verdict.CONTRADICTED and ordered[0] is evidence[1]
-    _, verdict, ordered = aggregate(np.array([(0.97, 0.02, 0.01), (0.3, 0.6, 0.1)]), singles(2), evidence)
-    assert verdict is Verdict.SUPPORTED and ordered[0] is evidence[0]
+    _, verdict, _ = aggregate(rows, singles(2), evidence)
+    assert verdict is Verdict.SUPPORTED
+    with pytest.raises(ValueError):
+        AggregationPolicy(conflict="vote")
 
 
 def test_not_settled_reports_the_fact_closest_to_settling():
@@ -70,12 +97,14 @@ def test_no_evidence_is_not_enough_info():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(*[st.floats(0.001, 1.0)] * 3), min_size=1, max_size=6), st.booleans())
-def test_the_verdict_is_always_the_top_label_of_the_probabilities_reported(rows, with_joint):
+@given(st.lists(st.tuples(*[st.floats(0.001, 1.0)] * 3), min_size=1, max_size=6), st.booleans(),
+       st.sampled_from(["rank", "stronger"]))
+def test_the_verdict_is_always_the_top_label_of_the_probabilities_reported(rows, with_joint, conflict):
     n = len(rows)
     units = singles(n) + ([Unit("joint", tuple(range(n)), joint=True)] if with_joint else [])
     probs = np.array(rows + ([rows[0][::-1]] if with_joint else []))
-    label_probs, verdict, ordered = aggregate(probs, units, [ev(str(k)) for k in range(n)])
+    policy = AggregationPolicy(conflict=conflict)
+    label_probs, verdict, ordered = aggregate(probs, units, [ev(str(k)) for k in range(n)], policy)
     assert label_probs.verdict() is verdict
     assert abs(label_probs.supported + label_probs.contradicted + label_probs.not_enough_info - 1) < 1e-9
     assert len(ordered) == n

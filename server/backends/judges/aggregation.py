@@ -10,7 +10,7 @@ import numpy as np
 from ...pipeline.types import Evidence, LabelProbs, Verdict
 
 NO_EVIDENCE = LabelProbs(0.0, 0.0, 1.0)
-AGGREGATION_VERSION = "evidence-agg/2"
+AGGREGATION_VERSION = "evidence-agg/3"
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,19 @@ class AggregationPolicy:
     """Windows scored per piece of evidence (the rest of a very long passage is not read)."""
     joint_support: int = 2
     """The top facts read together as one premise, for support only (0 or 1 = off)."""
+    conflict: str = "rank"
+    """When one premise supports and another contradicts: `rank` (the better-retrieved one decides) or `stronger`."""
+
+    def __post_init__(self):
+        if self.conflict not in ("rank", "stronger"):
+            raise ValueError(f"conflict must be 'rank' or 'stronger', not {self.conflict!r}")
+        if self.window_chars < 1 or self.max_windows < 1 or self.window_overlap < 0:
+            raise ValueError("window_chars and max_windows must be positive, window_overlap not negative")
+
+    def version(self) -> str:
+        """The rules and their settings, for provenance and the verdict cache."""
+        return (f"{AGGREGATION_VERSION}(window={self.window_chars},overlap={self.window_overlap},"
+                f"max_windows={self.max_windows},joint={self.joint_support},conflict={self.conflict})")
 
 
 @dataclass(frozen=True)
@@ -79,17 +92,31 @@ def _best(rows: Sequence[LabelProbs], allowed: Sequence[bool], verdict: Verdict)
     return best
 
 
-def aggregate(probs: np.ndarray, units: Sequence[Unit], evidence: Sequence[Evidence]) -> tuple[
-        LabelProbs, Verdict, tuple[Evidence, ...]]:
+def _conflict(rows: Sequence[LabelProbs], units: Sequence[Unit], best_s: int, best_c: int, how: str) -> Verdict:
+    """Support against contradiction: by retrieval rank (a fact read together ranks as its last member) or strength."""
+    if how == "rank":
+        rank_s = min(max(u.evidence) for u, r in zip(units, rows) if r.verdict() is Verdict.SUPPORTED)
+        rank_c = min(max(u.evidence) for u, r in zip(units, rows)
+                     if r.verdict() is Verdict.CONTRADICTED and not u.joint)
+        if rank_s != rank_c:
+            return Verdict.SUPPORTED if rank_s < rank_c else Verdict.CONTRADICTED
+    return Verdict.SUPPORTED if rows[best_s].supported >= rows[best_c].contradicted else Verdict.CONTRADICTED
+
+
+def aggregate(probs: np.ndarray, units: Sequence[Unit], evidence: Sequence[Evidence],
+              policy: AggregationPolicy = AggregationPolicy()) -> tuple[LabelProbs, Verdict, tuple[Evidence, ...]]:
     """One claim's probabilities, verdict and evidence (deciding evidence first) from its units' rows.
 
     Support needs one premise that entails the claim: a single fact, a window of one,
     or the top facts read together. Contradiction needs a single fact (or a window of
     one) whose strongest label is contradiction; facts read together never
-    contradict, since mixing subjects makes spurious conflicts. When both exist the
-    stronger wins. Otherwise the claim is not settled, and the single premise
-    closest to settling it gives the probabilities (the cascade reads their confidence).
-    The verdict is always the top label of the probabilities reported.
+    contradict, since mixing subjects makes spurious conflicts. When both exist, the
+    better-retrieved premise decides (NLI models call facts about a neighbouring
+    subject contradictions; the fact closest to the claim is the one about it), or
+    the stronger one with conflict="stronger". Otherwise the claim is not settled, and
+    the single premise closest to settling it gives the probabilities (the cascade
+    reads their confidence). The verdict is always the top label of the probabilities
+    reported, taken from the strongest premise of that label.
     """
     if not units:
         return NO_EVIDENCE, Verdict.NOT_ENOUGH_INFO, tuple(evidence)
@@ -97,7 +124,10 @@ def aggregate(probs: np.ndarray, units: Sequence[Unit], evidence: Sequence[Evide
     single = [not u.joint for u in units]
     best_s = _best(rows, [True] * len(units), Verdict.SUPPORTED)
     best_c = _best(rows, single, Verdict.CONTRADICTED)
-    if best_s is not None and (best_c is None or rows[best_s].supported >= rows[best_c].contradicted):
+    if best_s is not None and best_c is not None:
+        verdict = _conflict(rows, units, best_s, best_c, policy.conflict)
+        row = best_s if verdict is Verdict.SUPPORTED else best_c
+    elif best_s is not None:
         row, verdict = best_s, Verdict.SUPPORTED
     elif best_c is not None:
         row, verdict = best_c, Verdict.CONTRADICTED

@@ -9,7 +9,7 @@ import numpy as np
 from ...pipeline.deadline import Deadline
 from ...pipeline.runtime import Blocking
 from ...pipeline.types import JudgeItem, Judgement, Tier, Verdict
-from .aggregation import AGGREGATION_VERSION, AggregationPolicy, aggregate, units_for
+from .aggregation import AggregationPolicy, aggregate, units_for
 
 
 class EmbeddedJudge:
@@ -20,7 +20,7 @@ class EmbeddedJudge:
         self.name = scorer.name
         self.policy = policy or AggregationPolicy()
         # An embedded judge has no prompt: its provenance names the aggregation rules instead.
-        self.prompt_version = AGGREGATION_VERSION
+        self.prompt_version = self.policy.version()
         self._blocking = blocking
 
     def _score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
@@ -41,7 +41,7 @@ class EmbeddedJudge:
         for item, claim_units in zip(items, units):
             rows = probs[offset:offset + len(claim_units)]
             offset += len(claim_units)
-            label_probs, verdict, ordered = aggregate(rows, claim_units, item.evidence)
+            label_probs, verdict, ordered = aggregate(rows, claim_units, item.evidence, self.policy)
             out.append(Judgement(verdict, label_probs, Tier.EMBEDDED, evidence=ordered))
         return out
 
