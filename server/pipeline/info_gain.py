@@ -121,7 +121,7 @@ async def score_info_gain(
     opts = req.options
     target_kind, target = choose_target(req.answer, req.gold_answer)
     if split is None:
-        split = await split_chain(req.chain, deps)
+        split = await split_chain(req.chain, deps, deadline=deadline)
     estimator = await deps.estimator(opts.estimator)
     if opts.paper and estimator.kind != "lm":
         raise InvalidArgumentError.single("options.mode", "paper mode needs a causal LM; the nli estimator has none")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from .chains import split_chain
-from .deadline import Deadline
+from .deadline import NO_DEADLINE, Deadline
 from .deps import PipelineDeps
 from .info_gain import score_info_gain
 from .knowledge_index import score_knowledge
@@ -22,7 +22,8 @@ from .types import (
 from .validation import validate_chain, validate_info_gain, validate_knowledge
 
 
-async def split(chain: ChainInput, splitter: str | None, deps: PipelineDeps) -> SplitResult:
+async def split(chain: ChainInput, splitter: str | None, deps: PipelineDeps,
+                deadline: Deadline = NO_DEADLINE) -> SplitResult:
     from .errors import FieldViolation, InvalidArgumentError
     from .validation import check_chain
 
@@ -30,7 +31,7 @@ async def split(chain: ChainInput, splitter: str | None, deps: PipelineDeps) -> 
     check_chain(chain, deps.limits, violations)
     if violations:
         raise InvalidArgumentError(violations)
-    return await split_chain(chain, deps, splitter)
+    return await split_chain(chain, deps, splitter, deadline)
 
 
 async def knowledge(req: KnowledgeRequest, deps: PipelineDeps, deadline: Deadline) -> KnowledgeResult:

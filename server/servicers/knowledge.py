@@ -16,7 +16,7 @@ class KnowledgeServicer(kgrpc.KnowledgeServiceServicer):
 
     async def SplitReasoning(self, request, context):
         chain, splitter = convert.split_request(request)
-        return convert.split_response(await scoring.split(chain, splitter, self.rt.deps))
+        return convert.split_response(await scoring.split(chain, splitter, self.rt.deps, deadline_of(context)))
 
     async def ScoreKnowledge(self, request, context):
         result = await scoring.knowledge(convert.knowledge_request(request), self.rt.deps, deadline_of(context))
