@@ -55,7 +55,7 @@ class _Gains:
 
 def _prefix_nulls(scores: PrefixScores) -> tuple[list[str], list[bool]]:
     """Per prefix: why its L_i is null ("" when set), and whether that is an overflow."""
-    specific = tuple(getattr(scores, "null_reasons", ()) or ())
+    specific = scores.null_reasons
     reasons, overflow = [], []
     for i, value in enumerate(scores.nll):
         own = specific[i] if i < len(specific) else ""

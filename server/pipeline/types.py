@@ -300,6 +300,7 @@ class PrefixScores:
     truncated: tuple[bool, ...] = ()
     llm_calls: int = 0
     overflow_reason: str = ""
+    null_reasons: tuple[str, ...] = ()  # per prefix: why nll[i] is None ("" where it is not)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from server.backends.lm.causal_lm import LmPrefixScores
+from server.pipeline.types import PrefixScores
 from server.backends.ports import InfoGainEstimator
 from server.pipeline import scoring
 from server.pipeline.deadline import NO_DEADLINE
@@ -57,7 +57,7 @@ class FakeEstimator:
                 nll.append(None), why.append(ZERO)
             else:
                 nll.append(fake_nll(c)), why.append("")
-        return LmPrefixScores(nll=tuple(nll), answer_tokens=len(target.split()), prefill_tokens=len(steps) + 1,
+        return PrefixScores(nll=tuple(nll), answer_tokens=len(target.split()), prefill_tokens=len(steps) + 1,
                               llm_calls=1, overflow_reason="too long for the fake" if None in nll else "",
                               null_reasons=tuple(why))
 

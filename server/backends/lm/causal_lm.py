@@ -60,13 +60,6 @@ class CausalLm(Protocol):
     async def aclose(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class LmPrefixScores(PrefixScores):
-    """PrefixScores plus why each null L_i is null (empty where nll is set or the reason is overflow)."""
-
-    null_reasons: tuple[str, ...] = ()
-
-
 def render_contexts(context0: str, steps: Sequence[str]) -> list[str]:
     """c_0..c_n with c_i = c_{i-1} + "\\n" + s_i."""
     contexts = [context0]
@@ -118,7 +111,7 @@ class LmEstimator:
         return [bos + p + answer for p in prefixes], len(answer)
 
     async def score_prefixes(self, context0: str, steps: Sequence[str], target: str,
-                             deadline: Deadline) -> LmPrefixScores:
+                             deadline: Deadline) -> PrefixScores:
         sequences, n_answer = await self.answer_sequences(context0, steps, target, deadline)
         fit, reason = _fitting(sequences, await self._limit(deadline))
         nll: list[float | None] = [None] * len(sequences)
@@ -136,7 +129,7 @@ class LmEstimator:
                     nll[i] = total
                 else:
                     why[i] = ZERO_PROBABILITY
-        return LmPrefixScores(nll=tuple(nll), answer_tokens=n_answer, prefill_tokens=prefill, llm_calls=calls,
+        return PrefixScores(nll=tuple(nll), answer_tokens=n_answer, prefill_tokens=prefill, llm_calls=calls,
                               overflow_reason=reason, null_reasons=tuple(why))
 
     async def paper_perplexities(self, context0: str, steps: Sequence[str], target: str,
