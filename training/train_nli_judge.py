@@ -366,7 +366,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--source-weight", default="citint=0.7", help="loss weight per source (src=x,...)")
     p.add_argument("--class-alpha", type=float, default=0.5, help="class share ~ n_c**alpha (0 = balanced)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast on CPU")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", default="auto",
+                   help="torch threads, or 'auto': 2 when the machine is otherwise idle, 1 when it is busy "
+                        "(2 OpenMP threads stall badly when other processes take a core)")
     p.add_argument("--ckpt-every", type=int, default=200, help="steps between checkpoints")
     p.add_argument("--eval-every", type=int, default=800, help="steps between selection-slice evals")
     p.add_argument("--log-every", type=int, default=25)
@@ -400,7 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
     from transformers import AutoTokenizer
 
-    torch.set_num_threads(args.threads)
+    auto_threads = str(args.threads) == "auto"
+    max_threads = min(2, os.cpu_count() or 1) if auto_threads else int(args.threads)
+    torch.set_num_threads(max_threads)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -521,6 +525,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             save_weights(out / "best.pt", {"step": step, "epoch": epoch, "selection": res})
             log.info("new best selection score %.4f -> best.pt", best)
 
+    def adapt_threads(ours: int | None = None) -> None:
+        if max_threads > 1:
+            others = os.getloadavg()[0] - (torch.get_num_threads() if ours is None else ours)
+            want = max_threads if others < 0.5 else 1
+            if want != torch.get_num_threads():
+                torch.set_num_threads(want)
+
+    if auto_threads:
+        adapt_threads(ours=0)  # this process has not loaded the machine yet
     model.train()
     loss_ema, seen_since, t_since = None, 0, time.time()
     done = False
@@ -548,10 +561,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv
             if step % args.log_every == 0:
                 dt = time.time() - t_since
-                log.info("step=%d/%d epoch=%d batch=%d/%d loss=%.4f ema=%.4f lr=%.2e pairs/s=%.1f",
+                log.info("step=%d/%d epoch=%d batch=%d/%d loss=%.4f ema=%.4f lr=%.2e pairs/s=%.1f threads=%d",
                          step, total_steps, epoch, batch_in_epoch, len(batches), lv, loss_ema,
-                         scheduler.get_last_lr()[0], seen_since / max(dt, 1e-9))
+                         scheduler.get_last_lr()[0], seen_since / max(dt, 1e-9), torch.get_num_threads())
                 seen_since, t_since = 0, time.time()
+            if auto_threads and step % 5 == 0:
+                adapt_threads()
             if step % args.eval_every == 0:
                 run_eval()
             if step % args.ckpt_every == 0:

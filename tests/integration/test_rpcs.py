@@ -8,6 +8,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from client import AsyncVerifierClient, VerifierClient, VerifierError
 from client import requests as rq
+from kgverify.v1 import common_pb2 as pb
 from kgverify.v1 import knowledge_service_pb2 as kpb
 from kgverify.v1 import knowledge_service_pb2_grpc as kgrpc
 
@@ -121,6 +122,16 @@ async def test_bad_input_is_invalid_argument_with_a_reason(verifier, case):
     error = VerifierError.from_rpc_error(info.value)
     assert error.code == "INVALID_ARGUMENT", error
     assert error.reason == "INVALID_ARGUMENT" and error.field_violations and error.metadata["request_id"]
+
+
+@pytest.mark.parametrize("judge", [pb.JUDGE_BACKEND_VLLM, pb.JUDGE_BACKEND_CASCADE])
+async def test_llm_judges_on_a_server_without_vllm_are_failed_precondition(verifier, judge):
+    request = kpb.ScoreKnowledgeRequest(reasoning="Aspirin inhibits COX-1.", options=kpb.KnowledgeOptions(judge=judge))
+    async with grpc.aio.insecure_channel(verifier.addresses[0]) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await kgrpc.KnowledgeServiceStub(channel).ScoreKnowledge(request, timeout=30)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, info.value
+    assert "KGV_JUDGE__BASE_URL" in info.value.details()
 
 
 async def test_messages_over_the_transport_limit_are_resource_exhausted(verifier):

@@ -8,7 +8,8 @@ import math
 from typing import Any, Sequence
 
 from ...pipeline.deadline import Deadline
-from ...pipeline.errors import BackendResponseError, BackendTimeoutError, BackendUnavailableError
+from ...pipeline.errors import (BackendNotConfiguredError, BackendResponseError, BackendTimeoutError,
+                               BackendUnavailableError)
 from ...pipeline.types import JudgeItem, Judgement, LabelProbs, Tier, Verdict
 from ..vllm_client import VLLM_LOGPROB_FLOOR, VllmClient
 from .aggregation import NO_EVIDENCE
@@ -132,7 +133,24 @@ class VllmJudge:
             await self.client.aclose()
 
 
+VLLM_JUDGES = ("vllm", "cascade")  # judges that put a vLLM server in this server's settings
+
+
+def vllm_configured(cfg) -> bool:
+    """Whether the judge settings name a vLLM server: a vLLM judge by default, or KGV_JUDGE__BASE_URL set."""
+    return cfg.backend in VLLM_JUDGES or "base_url" in cfg.model_fields_set
+
+
 def judge_from_settings(cfg) -> VllmJudge:
-    """The LLM judge configured by KGV_JUDGE__* (base_url, model, api_key, timeout_s, max_concurrency)."""
+    """The LLM judge configured by KGV_JUDGE__* (base_url, model, api_key, timeout_s, max_concurrency).
+
+    A server with no vLLM in its judge settings (a local default judge, no KGV_JUDGE__BASE_URL)
+    answers requests for the vllm or cascade judge with FAILED_PRECONDITION, not a retryable
+    UNAVAILABLE from a connection to a server nobody started.
+    """
+    if not vllm_configured(cfg):
+        raise BackendNotConfiguredError(
+            f"this server has no LLM judge (default judge {cfg.backend!r}, KGV_JUDGE__BASE_URL unset): "
+            "set KGV_JUDGE__BASE_URL and KGV_JUDGE__MODEL to a vLLM server")
     client = VllmClient(cfg.base_url, cfg.api_key, timeout_s=cfg.timeout_s, max_concurrency=cfg.max_concurrency)
     return VllmJudge(client, cfg.model)

@@ -20,11 +20,11 @@ from ...pipeline.errors import BackendNotConfiguredError, BackendResponseError
 from ...pipeline.runtime import Blocking
 from ...pipeline.splitter import RuleSplitter
 from ...pipeline.types import Claim, SplitResult, Step
+from ..judges.vllm_judge import vllm_configured
 from ..vllm_client import VllmClient
 from .alignment import StepAligner, StepNotFoundError
 
 PROMPT_VERSION = "llm/1"
-VLLM_JUDGES = ("vllm", "cascade")  # judges that make the judge's vLLM part of this server's settings
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -183,7 +183,7 @@ def decomposer_from_settings(settings, blocking: Blocking) -> LlmDecomposer:
     default) answers SPLITTER_LLM requests with FAILED_PRECONDITION, not a retryable UNAVAILABLE.
     """
     cfg, judge = settings.splitter, settings.judge
-    if cfg.base_url is None and cfg.backend != "llm" and judge.backend not in VLLM_JUDGES:
+    if cfg.base_url is None and cfg.backend != "llm" and not vllm_configured(judge):
         raise BackendNotConfiguredError(
             "the LLM decomposer needs a vLLM server: set KGV_SPLITTER__BASE_URL (or KGV_SPLITTER__BACKEND=llm "
             "to use the judge's KGV_JUDGE__BASE_URL)")
