@@ -110,8 +110,8 @@ class KbSettings(_Section):
 
 
 class JudgeSettings(_Section):
-    backend: JudgeName = "baseline"
-    """Default judge: `baseline` (embedding similarity), `nli`, `vllm` or `cascade`."""
+    backend: JudgeName = "nli"
+    """Default judge: `nli` (the shipped NLI model), `baseline` (embedding similarity), `vllm` or `cascade`."""
     base_url: str = "http://127.0.0.1:8000/v1"
     """OpenAI-compatible base URL of the vLLM judge."""
     model: str = "judge"

@@ -117,7 +117,9 @@ def write_deltas(ckpt_path: Path, out_dir: Path) -> tuple[list[str], dict]:
             absolute.append(name)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / "weights.safetensors.tmp"
-    save_file(tensors, str(tmp), metadata={"format": "fp16-delta", "base": "sentence-transformers/all-MiniLM-L6-v2"})
+    # One metadata key: safetensors writes the metadata map in hash order, so two keys would make
+    # the file (and its sha256) differ between identical exports. The base model is in config.json.
+    save_file(tensors, str(tmp), metadata={"format": "fp16-delta"})
     os.chmod(tmp, 0o644)
     os.replace(tmp, out_dir / "weights.safetensors")
     return absolute, ck

@@ -1,6 +1,6 @@
 """Fast, fault-injecting judge and InfoGain estimator, typed against the backend Protocols.
 
-Tests register them with monkeypatch.setitem(registry.JUDGES, "baseline", ...) so a
+Tests register them with monkeypatch.setitem(registry.JUDGES, "nli", ...) so a
 real server runs the real pipeline around them. Faults are switched on the instance:
 `down` (ready() false, calls raise BackendUnavailableError), `delay_s` (every call
 sleeps, ignoring the deadline like a hung backend would), `gate` (calls wait for it).

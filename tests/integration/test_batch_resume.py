@@ -23,7 +23,7 @@ FACTS = ["Protamine sulfate neutralizes heparin.", "Vitamin K reverses the effec
 @pytest.fixture
 async def fast_server(cache_dir, demo_kb_path, monkeypatch):
     """A real server (demo KB, real retrieval) whose judge and InfoGain estimator answer at once."""
-    monkeypatch.setitem(registry.JUDGES, "baseline", lambda ctx: FakeJudge())
+    monkeypatch.setitem(registry.JUDGES, "nli", lambda ctx: FakeJudge())
     monkeypatch.setitem(registry.ESTIMATORS, "nli", lambda ctx: FakeEstimator())
     server = await start_server(make_settings(cache_dir), ["127.0.0.1:0"])
     await server.wait_ready(300)

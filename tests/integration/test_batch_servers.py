@@ -23,7 +23,7 @@ async def two_servers(cache_dir, demo_kb_path, monkeypatch):
         judges.append(FakeJudge(delay_s=0.05))
         return judges[-1]
 
-    monkeypatch.setitem(registry.JUDGES, "baseline", judge_factory)
+    monkeypatch.setitem(registry.JUDGES, "nli", judge_factory)
     monkeypatch.setitem(registry.ESTIMATORS, "nli", lambda ctx: FakeEstimator())
     servers = []
     try:

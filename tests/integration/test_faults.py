@@ -43,7 +43,7 @@ async def start(cache_dir, demo_kb_path, monkeypatch, fake_vllm):
 
     async def _start(fake_judge, **sections):
         if fake_judge is not None:
-            monkeypatch.setitem(registry.JUDGES, "baseline", lambda ctx: fake_judge)
+            monkeypatch.setitem(registry.JUDGES, "nli", lambda ctx: fake_judge)
         lm = {"backend": "vllm", "model": "tiny", "base_url": fake_vllm.base_url, **sections.pop("lm", {})}
         server_cfg = {"health_interval_s": 0.2, **sections.pop("server", {})}
         server = await start_server(make_settings(cache_dir, lm=lm, server=server_cfg, **sections), ["127.0.0.1:0"])

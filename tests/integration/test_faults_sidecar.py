@@ -34,7 +34,7 @@ def qa_llm():
 async def sidecar(cache_dir, demo_kb_path, monkeypatch, tmp_path):
     """The verifier on a unix socket with a fake judge that contradicts 'Vitamin K neutralizes heparin'."""
     judge = FakeJudge(contradict="Vitamin K neutralizes")
-    monkeypatch.setitem(registry.JUDGES, "baseline", lambda ctx: judge)
+    monkeypatch.setitem(registry.JUDGES, "nli", lambda ctx: judge)
     sock = tmp_path / "kgverify.sock"
     server = await start_server(make_settings(cache_dir), [f"unix://{sock}"])
     await server.wait_ready(300)

@@ -99,7 +99,7 @@ class GatedJudge:
 
 async def test_overload_is_shed_fast_and_health_is_never_shed(cache_dir, demo_kb_path, monkeypatch):
     judge = GatedJudge()
-    monkeypatch.setitem(registry.JUDGES, "baseline", lambda ctx: judge)
+    monkeypatch.setitem(registry.JUDGES, "nli", lambda ctx: judge)
     server = await start_server(make_settings(cache_dir, server={"max_inflight": 2}), ["127.0.0.1:0"])
     try:
         await server.wait_ready(300)

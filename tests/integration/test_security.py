@@ -79,7 +79,7 @@ def pki(tmp_path_factory):
 @pytest.fixture
 async def secure_server(cache_dir, monkeypatch, tmp_path):
     """Starts a server (no KB, fake backends) with the given security settings."""
-    monkeypatch.setitem(registry.JUDGES, "baseline", lambda ctx: FakeJudge())
+    monkeypatch.setitem(registry.JUDGES, "nli", lambda ctx: FakeJudge())
     monkeypatch.setitem(registry.ESTIMATORS, "nli", lambda ctx: FakeEstimator())
     servers = []
 

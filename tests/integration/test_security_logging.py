@@ -64,7 +64,7 @@ async def test_a_canary_in_requests_never_appears_in_the_logs(verifier, caplog):
 
 
 async def test_request_text_is_logged_at_debug_only_when_enabled(cache_dir, monkeypatch, caplog):
-    monkeypatch.setitem(registry.JUDGES, "baseline", lambda ctx: FakeJudge())
+    monkeypatch.setitem(registry.JUDGES, "nli", lambda ctx: FakeJudge())
     monkeypatch.setitem(registry.ESTIMATORS, "nli", lambda ctx: FakeEstimator())
     settings = make_settings(cache_dir, kb={"enabled": False}, server={"log_request_text": True})
     server = await start_server(settings, ["127.0.0.1:0"])
