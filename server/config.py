@@ -169,6 +169,15 @@ class LmSettings(_Section):
     """NLI estimator: characters of context kept (question first, then the latest steps)."""
 
 
+class BatchingSettings(_Section):
+    enabled: bool = True
+    """Cross-request micro-batching of the local models (NLI judge, embedder); false = each request batches only its own items."""
+    max_batch_size: int = Field(64, ge=1)
+    """Most items (pairs, texts) in one model call; a request with more is split across calls."""
+    max_wait_ms: float = Field(2.0, ge=0)
+    """Longest an idle model waits for other requests' items before running a partial batch (docs/performance.md)."""
+
+
 class SplitterSettings(_Section):
     backend: Literal["rules", "llm"] = "rules"
     """Step splitter: `rules` (embedded) or `llm` (vLLM decomposer)."""
@@ -237,6 +246,8 @@ class Settings(BaseSettings):
     """Knowledge Index judge."""
     lm: LmSettings = LmSettings()
     """InfoGain estimator."""
+    batching: BatchingSettings = BatchingSettings()
+    """Cross-request micro-batching of the local models."""
     splitter: SplitterSettings = SplitterSettings()
     """Step splitter."""
     security: SecuritySettings = SecuritySettings()

@@ -1,4 +1,5 @@
-"""Prometheus metrics: the one aio interceptor (RPC latency by method and code), backend calls, cache hits, queue depth."""
+"""Prometheus metrics: the one aio interceptor (RPC latency by method and code), backend calls, cache hits,
+queue depth, micro-batches."""
 
 from __future__ import annotations
 
@@ -30,6 +31,15 @@ CACHE_LOOKUPS = Counter("kgverify_cache_lookups_total", "Cache lookups by cache 
                         ["cache", "result"])
 QUEUE_DEPTH = Gauge("kgverify_inflight", "Calls and stream items admitted and running (load shedding starts at "
                     "KGV_SERVER__MAX_INFLIGHT)")
+BATCHES = Counter("kgverify_batches_total", "Model calls run by the micro-batcher, by model", ["model"])
+BATCH_ITEMS = Counter("kgverify_batch_items_total", "Items (pairs, texts) scored through the micro-batcher, by model",
+                      ["model"])
+BATCH_SIZE = Histogram("kgverify_batch_size_items", "Items per micro-batched model call, by model", ["model"],
+                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+BATCH_QUEUE_SECONDS = Histogram("kgverify_batch_queue_wait_seconds",
+                                "Time a request's first items waited in the micro-batcher's queue, by model",
+                                ["model"], buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                                    1, 2.5, 5, 10))
 # Backend methods that do the work worth counting; everything else passes through untouched.
 INSTRUMENTED_METHODS = ("judge", "score_prefixes", "paper_perplexities")
 
@@ -45,6 +55,15 @@ def record_cache_lookup(cache: str, hit: bool, count: int = 1) -> None:
     """Counts cache lookups (e.g. the judge's verdict cache, the embedding cache)."""
     if count:
         CACHE_LOOKUPS.labels(cache, "hit" if hit else "miss").inc(count)
+
+
+def record_batch(model: str, items: int, queue_waits_s) -> None:
+    """Counts one micro-batched model call (a batching.BatchObserver)."""
+    BATCHES.labels(model).inc()
+    BATCH_ITEMS.labels(model).inc(items)
+    BATCH_SIZE.labels(model).observe(items)
+    for wait in queue_waits_s:
+        BATCH_QUEUE_SECONDS.labels(model).observe(wait)
 
 
 def track_queue_depth(current: Callable[[], int]) -> None:

@@ -1,0 +1,207 @@
+"""The cross-request micro-batcher every local model runs behind (NLI judge, embedder, baseline scorer).
+
+Requests submit lists of items (pairs to score, texts to embed) and await their own
+results. One collector task per model gathers the items of concurrent requests up to
+`max_batch_size` items or until the oldest has waited `max_wait_ms`, orders them by
+length (less padding), runs one blocking model call at a time on the executor and
+hands every request exactly its own rows back. Requests that expire or are cancelled
+while queued lose their queued items; a failing model call fails only the requests
+with items in that batch, with the model's own error. Disabled, a request's items
+are never combined with another's and nothing waits (the ablation of the same path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Sequence, TypeVar
+
+from .pipeline.deadline import NO_DEADLINE, Deadline
+from .pipeline.errors import BackendTimeoutError
+from .pipeline.runtime import Blocking
+
+log = logging.getLogger("kgverify.batching")
+I = TypeVar("I")  # noqa: E741 - an item
+R = TypeVar("R")  # one item's result
+# (batcher name, items in the batch, queue wait of each request first served by it in seconds)
+BatchObserver = Callable[[str, int, Sequence[float]], None]
+
+
+def text_length(item: Any) -> int:
+    """Sort key: characters of a text or of a tuple of texts (a proxy for tokens that needs no tokenizer)."""
+    if isinstance(item, str):
+        return len(item)
+    if isinstance(item, tuple):
+        return sum(len(part) for part in item if isinstance(part, str))
+    return 0
+
+
+@dataclass(eq=False)
+class _Request:
+    items: Sequence[Any]
+    deadline: Deadline
+    future: asyncio.Future
+    enqueued: float
+    results: list = field(default_factory=list)
+    dispatched: int = 0  # items handed to a batch so far (the rest are queued)
+    filled: int = 0  # results received
+
+    def __post_init__(self) -> None:
+        self.results = [None] * len(self.items)
+
+
+@dataclass
+class BatcherStats:
+    """Counters of one batcher (also exported as Prometheus metrics when an observer is set)."""
+
+    batches: int = 0
+    items: int = 0
+    requests: int = 0
+    largest_batch: int = 0
+    expired: int = 0
+    abandoned: int = 0
+
+
+class MicroBatcher(Generic[I, R]):
+    """Runs `run(items) -> results` (blocking, one result per item, in order) for many concurrent requests."""
+
+    def __init__(self, name: str, run: Callable[[list[I]], Sequence[R]], blocking: Blocking, *,
+                 enabled: bool = True, max_batch_size: int = 64, max_wait_ms: float = 2.0,
+                 length: Callable[[I], int] | None = text_length, on_batch: BatchObserver | None = None):
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        if max_wait_ms < 0:
+            raise ValueError("max_wait_ms must not be negative")
+        self.name = name
+        self.enabled = enabled
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.stats = BatcherStats()
+        self.on_batch = on_batch
+        self._run = run
+        self._blocking = blocking
+        self._length = length
+        self._queue: list[_Request] = []
+        self._wake: asyncio.Event | None = None
+        self._collector: asyncio.Task | None = None
+
+    async def submit(self, items: Sequence[I], deadline: Deadline = NO_DEADLINE) -> list[R]:
+        """The results of `items`, in order; BackendTimeoutError when the deadline passes first."""
+        if not items:
+            return []
+        if deadline.expired():
+            raise self._timeout()
+        loop = asyncio.get_running_loop()
+        request = _Request(list(items), deadline, loop.create_future(), time.monotonic())
+        self.stats.requests += 1
+        self._queue.append(request)
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        self._wake.set()
+        if self._collector is None or self._collector.done():
+            self._collector = loop.create_task(self._collect(), name=f"batcher:{self.name}")
+        try:
+            # shield: a timeout or cancel of this request must not cancel the shared future's batch
+            return await asyncio.wait_for(asyncio.shield(request.future), deadline.remaining())
+        except TimeoutError as exc:
+            self.stats.expired += 1
+            raise self._timeout() from exc
+        finally:
+            if not request.future.done():  # cancelled or expired: the collector drops its queued items
+                request.future.cancel()
+
+    def _timeout(self) -> BackendTimeoutError:
+        return BackendTimeoutError(f"the deadline expired while waiting for the {self.name} model")
+
+    def queued_items(self) -> int:
+        return sum(len(r.items) - r.dispatched for r in self._queue if not r.future.done())
+
+    async def _collect(self) -> None:
+        try:
+            while True:
+                self._prune()
+                if not self._queue:
+                    return
+                if self.enabled:
+                    await self._fill()
+                batch = self._take()
+                if batch:
+                    await self._execute(batch)
+        except asyncio.CancelledError:
+            for request in self._queue:
+                request.future.cancel()
+            raise
+
+    async def _fill(self) -> None:
+        """Waits until a full batch is queued or the oldest queued item has waited max_wait."""
+        flush_at = self._queue[0].enqueued + self.max_wait_s
+        while self.queued_items() < self.max_batch_size:
+            left = flush_at - time.monotonic()
+            if left <= 0:
+                return
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), left)
+            except TimeoutError:
+                return
+
+    def _prune(self) -> None:
+        """Drops requests that were cancelled, expired or fully handed to batches from the queue."""
+        kept = []
+        for request in self._queue:
+            if request.future.done():
+                self.stats.abandoned += request.future.cancelled()
+            elif request.deadline.expired():
+                self.stats.expired += 1
+                request.future.set_exception(self._timeout())
+            elif request.dispatched < len(request.items):
+                kept.append(request)
+        self._queue = kept
+
+    def _take(self) -> list[tuple[_Request, int]]:
+        """(request, item index) of the next batch: FIFO, a request's items split across batches when needed."""
+        batch: list[tuple[_Request, int]] = []
+        waits: list[float] = []
+        now = time.monotonic()
+        self._prune()
+        for request in self._queue:
+            if len(batch) >= self.max_batch_size or (batch and not self.enabled):
+                break
+            if request.dispatched == 0:
+                waits.append(now - request.enqueued)
+            count = min(len(request.items) - request.dispatched, self.max_batch_size - len(batch))
+            batch.extend((request, i) for i in range(request.dispatched, request.dispatched + count))
+            request.dispatched += count
+        if batch:
+            self.stats.batches += 1
+            self.stats.items += len(batch)
+            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+            if self.on_batch is not None:
+                try:
+                    self.on_batch(self.name, len(batch), waits)
+                except Exception:  # metrics never break scoring
+                    log.exception("batch observer failed")
+        return batch
+
+    async def _execute(self, batch: list[tuple[_Request, int]]) -> None:
+        items = [request.items[i] for request, i in batch]
+        order = sorted(range(len(items)), key=lambda k: self._length(items[k])) if self._length else \
+            list(range(len(items)))
+        try:
+            out = await self._blocking.run(self._run, [items[k] for k in order])
+            if len(out) != len(items):
+                raise ValueError(f"the {self.name} model returned {len(out)} results for {len(items)} items")
+        except Exception as exc:  # only the requests in this batch fail, with the model's own error
+            for request in {id(r): r for r, _ in batch}.values():
+                if not request.future.done():
+                    request.future.set_exception(exc)
+            return
+        for position, k in enumerate(order):
+            request, i = batch[k]
+            request.results[i] = out[position]
+            request.filled += 1
+        for request in {id(r): r for r, _ in batch}.values():
+            if request.filled == len(request.items) and not request.future.done():
+                request.future.set_result(request.results)
