@@ -125,8 +125,13 @@ class FaissKnowledgeBase:
                 f"of dim {manifest.dim}")
         return cls(path, version, manifest, index, vector_facts, store, bm25, embedder, options)
 
-    def search(self, queries: Sequence[str], top_k: int, mode: RetrievalMode) -> list[list[KbHit]]:
-        """Best facts per query, best first (scores: cosine, BM25 or fused reciprocal rank by mode)."""
+    def search(self, queries: Sequence[str], top_k: int, mode: RetrievalMode,
+               vectors: np.ndarray | None = None) -> list[list[KbHit]]:
+        """Best facts per query, best first (scores: cosine, BM25 or fused reciprocal rank by mode).
+
+        vectors: the queries' embeddings when the caller has them (the server embeds claims through its
+        micro-batcher); unset = embedded here with the KB's embedder.
+        """
         if top_k < 0:
             raise InvalidArgumentError.single("top_k", f"must not be negative, got {top_k}")
         if mode not in self.info.modes:
@@ -141,7 +146,9 @@ class FaissKnowledgeBase:
         dense = lexical = None
         if mode is not RetrievalMode.BM25:
             # a fact may own two vectors: fetch twice the pool, keep each fact's best
-            scores, rows = self._index.search(self._embedder.encode(list(queries)), 2 * pool)
+            if vectors is None:
+                vectors = self._embedder.encode(list(queries))
+            scores, rows = self._index.search(np.ascontiguousarray(vectors, dtype=np.float32), 2 * pool)
             dense = [self._facts_of(r, s, pool) for r, s in zip(rows, scores)]
         if mode is not RetrievalMode.DENSE:
             lexical = self._bm25.search(queries, pool)

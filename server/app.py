@@ -63,6 +63,7 @@ class Runtime:
             default_top_k=settings.kb.top_k,
             default_retrieval_mode=RetrievalMode(settings.kb.retrieval_mode),
             provenance=Provenance(embedder=settings.embedder.model, server_version=__version__),
+            embed=self.embed,
         )
 
     async def _get(self, table: dict, kind: str, name: str):
@@ -73,6 +74,13 @@ class Runtime:
                     built = await self.blocking.run(registry.build, table, kind, name, self.ctx)
                     self._built[key] = metrics.instrument(kind, built)
         return self._built[key]
+
+    async def embed(self, texts, deadline: Deadline):
+        """Embeddings of request texts through the embedder's micro-batcher (rows in order)."""
+        import numpy as np
+
+        rows = await self.ctx.embedding_batcher().submit(list(texts), deadline)
+        return np.stack(rows) if rows else np.zeros((0, self.ctx.embedder().dim), dtype=np.float32)
 
     async def judge(self, name: str | None):
         return await self._get(registry.JUDGES, "judge", name or self.settings.judge.backend)

@@ -124,6 +124,10 @@ class JudgeSettings(_Section):
     """Concurrent calls to the vLLM judge."""
     nli_model_path: Path | None = None
     """Embedded NLI judge weights; unset = the model shipped in models/nli-judge."""
+    nli_int8: bool | None = None
+    """Embedded NLI judge: int8 dynamic quantization (CPU); unset = the artefact's default (int8 on CPU)."""
+    nli_device: str = "cpu"
+    """torch device of the embedded NLI judge (`cpu`, `cuda`; int8 is CPU-only)."""
     support_threshold: float = Field(0.62, ge=-1, le=1)
     """Baseline judge: cosine similarity at which P(supported) = 0.5."""
     cascade_threshold: float = Field(0.8, ge=0, le=1)

@@ -28,8 +28,9 @@ class KnowledgeBase(Protocol):
 
     info: KbInfo
 
-    def search(self, queries: Sequence[str], top_k: int, mode: RetrievalMode) -> list[list[KbHit]]:
-        """Best facts per query, best first."""
+    def search(self, queries: Sequence[str], top_k: int, mode: RetrievalMode,
+               vectors: np.ndarray | None = None) -> list[list[KbHit]]:
+        """Best facts per query, best first (vectors: the queries' embeddings, when already computed)."""
 
 
 @runtime_checkable

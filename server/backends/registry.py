@@ -34,6 +34,30 @@ class BackendContext:
                 self._cache[key] = build()
             return self._cache[key]
 
+    def batcher(self, key: str, run: Callable, length: Callable | None = None):
+        """The micro-batcher of one loaded model: every request using that model goes through it."""
+        from .. import metrics
+        from ..batching import MicroBatcher, text_length
+
+        cfg = self.settings.batching
+        return self.shared(f"batcher:{key}", lambda: MicroBatcher(
+            key, run, self.blocking, enabled=cfg.enabled, max_batch_size=cfg.max_batch_size,
+            max_wait_ms=cfg.max_wait_ms, length=length or text_length, on_batch=metrics.record_batch))
+
+    def pair_batcher(self, scorer):
+        """The batcher of a pair scorer (NLI model or similarity baseline), shared by the judge and the estimator.
+
+        A scorer whose rows depend on the other rows of its call (int8 dynamic quantization scales activations
+        by the whole batch) never mixes requests: a verdict must not depend on other callers' traffic.
+        """
+        batcher = self.batcher(scorer.name, scorer.predict_proba)
+        batcher.enabled = batcher.enabled and getattr(scorer, "batch_invariant", True)
+        return batcher
+
+    def embedding_batcher(self):
+        """The batcher of the query embedder (claims and context passages embedded at request time)."""
+        return self.batcher("embedder", self.embedder().encode)
+
     def embedder(self):
         from kb.embedder import SentenceTransformerEmbedder
 
@@ -51,7 +75,8 @@ class BackendContext:
                 raise BackendNotConfiguredError(f"the embedded NLI judge is not available: {exc}") from exc
             if not Path(path).is_dir():
                 raise BackendNotConfiguredError(f"the embedded NLI judge model is missing: {path}")
-            return NliModel.load(str(path))
+            cfg = self.settings.judge
+            return NliModel.load(str(path), device=cfg.nli_device, quantize=cfg.nli_int8)
 
         return self.shared("nli_model", build)
 
@@ -83,7 +108,8 @@ def _embedded(ctx: BackendContext, scorer):
     from .judges.aggregation import AggregationPolicy
     from .judges.embedded import EmbeddedJudge
 
-    return EmbeddedJudge(scorer, ctx.blocking, AggregationPolicy(window_chars=ctx.settings.judge.window_chars))
+    return EmbeddedJudge(scorer, ctx.blocking, AggregationPolicy(window_chars=ctx.settings.judge.window_chars),
+                         batcher=ctx.pair_batcher(scorer))
 
 
 def _baseline_judge(ctx: BackendContext):
@@ -114,13 +140,15 @@ def _cascade_judge(ctx: BackendContext):
 def _nli_estimator(ctx: BackendContext):
     from .lm.nli_estimator import NliEstimator
 
-    return NliEstimator(ctx.embedded_scorer(), ctx.blocking, ctx.settings.lm.nli_max_chars)
+    scorer = ctx.embedded_scorer()
+    return NliEstimator(scorer, ctx.blocking, ctx.settings.lm.nli_max_chars, batcher=ctx.pair_batcher(scorer))
 
 
 def _transformers_estimator(ctx: BackendContext):
     from .lm.transformers_lm import estimator_from_settings
 
-    return ctx.shared("lm:transformers", lambda: estimator_from_settings(ctx.settings.lm, ctx.blocking))
+    return ctx.shared("lm:transformers", lambda: estimator_from_settings(ctx.settings.lm, ctx.blocking,
+                                                                                  ctx.settings.batching))
 
 
 def _vllm_estimator(ctx: BackendContext):

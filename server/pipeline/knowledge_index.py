@@ -9,7 +9,7 @@ import numpy as np
 
 from .aggregate import chain_scores, step_result
 from .chains import split_chain
-from .deadline import Deadline
+from .deadline import NO_DEADLINE, Deadline
 from .deps import PipelineDeps
 from .errors import KnowledgeBaseUnavailableError
 from .types import (
@@ -21,6 +21,7 @@ from .types import (
     KnowledgeRequest,
     KnowledgeResult,
     Passage,
+    RetrievalMode,
     SplitResult,
     Tier,
     Verdict,
@@ -40,7 +41,8 @@ def _rank_context(claim_vecs: np.ndarray, passage_vecs: np.ndarray, passages: Se
     return out
 
 
-async def gather_evidence(claims: Sequence[str], req: KnowledgeRequest, deps: PipelineDeps):
+async def gather_evidence(claims: Sequence[str], req: KnowledgeRequest, deps: PipelineDeps,
+                          deadline: Deadline = NO_DEADLINE):
     """Evidence per claim (context passages first, then KB facts) and the KB searched (or None)."""
     opts = req.options
     top_k = opts.top_k or deps.default_top_k
@@ -56,15 +58,18 @@ async def gather_evidence(claims: Sequence[str], req: KnowledgeRequest, deps: Pi
             )
     if not claims:
         return evidence, kb
+    mode = opts.retrieval_mode or deps.default_retrieval_mode
+    dense_kb = kb is not None and mode is not RetrievalMode.BM25
+    vecs = None
+    if req.context or dense_kb:  # claims (and passages) embedded once, batched with other requests' texts
+        vecs = await deps.embed_texts([*claims, *(p.text for p in req.context)], deadline)
     if req.context:
-        embedder = deps.embedder()
-        vecs = await deps.blocking.run(embedder.encode, [*claims, *(p.text for p in req.context)])
         ranked = _rank_context(vecs[: len(claims)], vecs[len(claims):], req.context, top_k)
         for i, items in enumerate(ranked):
             evidence[i].extend(items)
     if kb is not None:
-        mode = opts.retrieval_mode or deps.default_retrieval_mode
-        hits = await deps.blocking.run(kb.search, list(claims), top_k, mode)
+        vectors = {"vectors": vecs[: len(claims)]} if dense_kb else {}
+        hits = await deps.blocking.run(kb.search, list(claims), top_k, mode, **vectors)
         for i, row in enumerate(hits):
             evidence[i].extend(h.as_evidence() for h in row)
     return evidence, kb
@@ -78,7 +83,7 @@ async def score_knowledge(
     judge = await deps.judge(req.options.judge)
     to_judge: list[Claim] = [c for s in split.steps for c in s.claims if not c.no_knowledge]
     unique_texts = list(dict.fromkeys(c.text for c in to_judge))
-    evidence, kb = await gather_evidence(unique_texts, req, deps)
+    evidence, kb = await gather_evidence(unique_texts, req, deps, deadline)
     items = [JudgeItem(t, tuple(ev)) for t, ev in zip(unique_texts, evidence)]
     cache = getattr(judge, "verdict_cache", None)  # the server's verdict cache, when configured
     if cache is not None:

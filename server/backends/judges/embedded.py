@@ -15,18 +15,22 @@ from .aggregation import AggregationPolicy, aggregate, units_for
 class EmbeddedJudge:
     """Judges claims with a local pair scorer (the similarity baseline or the NLI model)."""
 
-    def __init__(self, scorer, blocking: Blocking, policy: AggregationPolicy | None = None):
+    def __init__(self, scorer, blocking: Blocking, policy: AggregationPolicy | None = None, batcher=None):
         self.scorer = scorer
         self.name = scorer.name
         self.policy = policy or AggregationPolicy()
         # An embedded judge has no prompt: its provenance names the aggregation rules instead.
         self.prompt_version = self.policy.version()
         self._blocking = blocking
+        self._batcher = batcher  # server.batching.MicroBatcher of the scorer; None = call it directly
 
-    def _score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+    async def _score(self, pairs: list[tuple[str, str]], deadline: Deadline) -> np.ndarray:
         """Rows for the pairs, each distinct pair scored once (claims often share evidence)."""
         distinct = list(dict.fromkeys(pairs))
-        rows = np.asarray(self.scorer.predict_proba(distinct), dtype=np.float64)
+        if self._batcher is not None:
+            rows = np.asarray(await self._batcher.submit(distinct, deadline), dtype=np.float64)
+        else:
+            rows = np.asarray(await self._blocking.run(self.scorer.predict_proba, distinct), dtype=np.float64)
         if rows.shape != (len(distinct), 3):
             raise ValueError(f"pair scorer {self.name} returned shape {rows.shape} for {len(distinct)} pairs")
         index = {pair: i for i, pair in enumerate(distinct)}
@@ -35,7 +39,7 @@ class EmbeddedJudge:
     async def judge(self, items: Sequence[JudgeItem], deadline: Deadline) -> list[Judgement]:
         units = [units_for(item.evidence, self.policy) for item in items]
         pairs = [(u.text, item.claim) for item, claim_units in zip(items, units) for u in claim_units]
-        probs = await self._blocking.run(self._score, pairs) if pairs else np.zeros((0, 3))
+        probs = await self._score(pairs, deadline) if pairs else np.zeros((0, 3))
         out: list[Judgement] = []
         offset = 0
         for item, claim_units in zip(items, units):

@@ -130,6 +130,9 @@ class NliModel:
         self.device = device
         self.max_length = int(max_length)
         self.quantized = bool(quantized)
+        # int8 dynamic quantization scales each Linear input by its whole tensor's range, so a pair's
+        # probabilities shift with the other pairs (and padding) of its batch; fp32 rows are independent.
+        self.batch_invariant = not self.quantized
         if not temperature > 0:
             raise NliModelError(f"invalid temperature {temperature!r}")
         self.temperature = float(temperature)

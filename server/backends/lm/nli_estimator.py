@@ -35,16 +35,21 @@ def truncated_context(context0: str, steps: Sequence[str], max_chars: int) -> tu
 class NliEstimator:
     kind = "nli"
 
-    def __init__(self, scorer, blocking: Blocking, max_chars: int = 1500):
+    def __init__(self, scorer, blocking: Blocking, max_chars: int = 1500, batcher=None):
         self.scorer = scorer
         self.name = f"nli:{scorer.name}"
         self._blocking = blocking
         self.max_chars = max_chars
+        self._batcher = batcher  # server.batching.MicroBatcher of the scorer (shared with the judge); None = direct
 
     async def score_prefixes(self, context0: str, steps: Sequence[str], target: str, deadline: Deadline) -> PrefixScores:
         hypothesis = f"The answer is {target.strip()}."
         contexts = [truncated_context(context0, steps[:i], self.max_chars) for i in range(len(steps) + 1)]
-        probs = await self._blocking.run(self.scorer.predict_proba, [(c, hypothesis) for c, _ in contexts])
+        pairs = [(c, hypothesis) for c, _ in contexts]
+        if self._batcher is not None:
+            probs = await self._batcher.submit(pairs, deadline)
+        else:
+            probs = await self._blocking.run(self.scorer.predict_proba, pairs)
         nll = tuple(-math.log(max(float(p[0]), _FLOOR)) for p in probs)
         return PrefixScores(nll=nll, answer_tokens=0, truncated=tuple(t for _, t in contexts))
 

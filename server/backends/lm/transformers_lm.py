@@ -9,15 +9,15 @@ probe and scored with a KV-cache prefix walk instead.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import threading
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
+from ...batching import MicroBatcher
+from ...metrics import record_batch
 from ...pipeline.deadline import Deadline
 from ...pipeline.errors import BackendNotConfiguredError, BackendTimeoutError
 from ...pipeline.runtime import Blocking
@@ -29,17 +29,12 @@ STRATEGIES = ("auto", "packed", "walk")
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx")
 
 
-@dataclass
-class _Pending:
-    job: ScoringJob
-    future: asyncio.Future
-
-
 class TransformersCausalLm:
     """A local causal LM (path or cached name), loaded once; forward passes run on the executor."""
 
     def __init__(self, model_name: str, blocking: Blocking, device: str = "cpu", dtype: str = "auto",
-                 max_tokens_per_pass: int = 4096, strategy: str = "auto", timeout_s: float = 60.0):
+                 max_tokens_per_pass: int = 4096, strategy: str = "auto", timeout_s: float = 60.0,
+                 batching=None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -58,8 +53,9 @@ class TransformersCausalLm:
         self._blocking = blocking
         self._torch = torch
         self._lock = threading.Lock()  # one forward at a time: passes already use every core
-        self._pending: list[_Pending] = []
-        self._drain: asyncio.Task | None = None
+        # One job (a chain's n+1 sequences) per item; the token budget, not the item count, sizes each pass.
+        self.batcher = MicroBatcher(self.name, self.score_jobs, blocking, length=_job_tokens, on_batch=record_batch,
+                                    **({} if batching is None else batching.model_dump()))
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._keep_logits = "logits_to_keep" in params
@@ -77,44 +73,17 @@ class TransformersCausalLm:
         return self.max_context
 
     async def score(self, job: ScoringJob, deadline: Deadline) -> JobLogprobs:
-        """Queues the job; jobs queued while a batch runs are scored together in the next one."""
+        """Queues the job; jobs of concurrent requests are scored together (the micro-batcher)."""
         timeout = deadline.timeout(self.timeout_s)
         if timeout <= 0:
             raise BackendTimeoutError("no time left in the deadline for the causal LM")
-        loop = asyncio.get_running_loop()
-        pending = _Pending(job, loop.create_future())
-        self._pending.append(pending)
-        if self._drain is None or self._drain.done():
-            self._drain = loop.create_task(self._run_pending())
-        try:
-            return await asyncio.wait_for(asyncio.shield(pending.future), timeout)
-        except asyncio.TimeoutError as exc:
-            raise BackendTimeoutError(f"the causal LM did not finish within {timeout:.1f} s") from exc
-        finally:
-            pending.future.cancel()  # a job nobody waits for any more is dropped before its pass runs
+        return (await self.batcher.submit([job], Deadline.after(timeout)))[0]
 
     async def ready(self) -> bool:
         return True
 
     async def aclose(self) -> None:
         return None
-
-    async def _run_pending(self) -> None:
-        while self._pending:
-            batch = [p for p in self._pending if not p.future.done()]
-            self._pending = []
-            if not batch:
-                continue
-            try:
-                results = await self._blocking.run(self.score_jobs, [p.job for p in batch])
-            except Exception as exc:  # every waiter of the batch sees the failure
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-                continue
-            for p, result in zip(batch, results):
-                if not p.future.done():
-                    p.future.set_result(result)
 
     # ---- blocking work ---------------------------------------------------------------------
     def score_jobs(self, jobs: Sequence[ScoringJob], strategy: str | None = None) -> list[JobLogprobs]:
@@ -225,6 +194,10 @@ class TransformersCausalLm:
         return "packed"
 
 
+def _job_tokens(job: ScoringJob) -> int:
+    return sum(len(sequence) for sequence in job.sequences)
+
+
 def encode(tokenizer, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:
     """Token ids of each text with a Hugging Face tokenizer (blocking: long chains take a while)."""
     if not texts:
@@ -268,7 +241,7 @@ def _context_length(config) -> int | None:
     return None
 
 
-def estimator_from_settings(lm, blocking: Blocking):
+def estimator_from_settings(lm, blocking: Blocking, batching=None):
     """The `lm` estimator on a local transformers model (KGV_LM__MODEL), loaded now."""
     from .causal_lm import LmEstimator
 
@@ -276,5 +249,5 @@ def estimator_from_settings(lm, blocking: Blocking):
         raise BackendNotConfiguredError("KGV_LM__BACKEND=transformers needs KGV_LM__MODEL (a local path or name)")
     causal = TransformersCausalLm(lm.model, blocking, device=lm.device, dtype=lm.dtype,
                                   max_tokens_per_pass=lm.max_tokens_per_pass, strategy=lm.strategy,
-                                  timeout_s=lm.timeout_s)
+                                  timeout_s=lm.timeout_s, batching=batching)
     return LmEstimator(causal, lm.max_context_tokens)

@@ -1,0 +1,119 @@
+"""Cross-request micro-batching changes no result: the same concurrent requests on a server with batching on
+and one with it off give the same verdicts, evidence and probabilities.
+
+Both servers run the shipped NLI judge in fp32 and the nli InfoGain estimator with the verdict cache off, so
+every claim is scored by the model. The requests are the demo chains whole (ScoreChain: KI and InfoGain),
+again as ScoreKnowledge against context passages, and each knowledge step alone (many small concurrent
+requests, the sidecar pattern), all sent at once so the batching server mixes them in its model calls.
+
+fp32 rows do not depend on the other rows of a call (measured: at most 5e-7 apart), hence the 1e-5
+tolerance. The int8 judge is not batch-invariant: dynamic quantization scales each layer's input by the
+range of the whole batch, which moved P(supported) of one demo claim from 0.26 to 0.86 between batch
+compositions (docs/performance.md). So an int8 scorer's batcher never mixes requests (the last test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from client import AsyncVerifierClient
+from server.backends.registry import SHIPPED_NLI_MODEL
+from tests.conftest import REPO, make_settings
+
+CHAINS = [json.loads(line) for line in (REPO / "client" / "demo" / "chains.jsonl").read_text().splitlines()
+          if line.strip()]
+FACTS = {f["id"]: f["text"] for f in map(json.loads, (REPO / "kb" / "demo" / "facts.jsonl").read_text().splitlines())}
+PROB_TOL = 1e-5
+NLL_TOL = 1e-4  # -log P(supported): the same difference divided by P(supported), floored at 0.1 here
+
+pytestmark = pytest.mark.skipif(not (SHIPPED_NLI_MODEL / "config.json").exists(),
+                                reason=f"the trained NLI judge is not in {SHIPPED_NLI_MODEL}")
+
+
+def batcher_stats(server) -> list:
+    return [b.stats for key, b in server.runtime.ctx._cache.items() if key.startswith("batcher:")]
+
+
+@pytest.fixture(scope="module")
+async def servers(cache_dir, demo_kb_path):
+    from server.app import start_server
+
+    started = []
+    for enabled in (True, False):
+        settings = make_settings(cache_dir, judge={"backend": "nli", "cache_size": 0, "nli_int8": False},
+                                 lm={"backend": "nli"},
+                                 batching={"enabled": enabled, "max_batch_size": 16, "max_wait_ms": 5})
+        started.append(await start_server(settings, ["127.0.0.1:0"]))
+    await asyncio.gather(*(s.wait_ready(300) for s in started))
+    yield started
+    for server in started:
+        await server.stop(0)
+
+
+def requests() -> list[tuple[str, dict]]:
+    out = []
+    for chain in CHAINS[:6]:  # 6 of the 10 demo chains: over 30 claims, and the test stays short
+        whole = {k: chain[k] for k in ("question", "steps", "answer", "gold_answer", "choices") if k in chain}
+        out.append(("chain", whole))
+        context = [FACTS[f] for f in chain["kb_fact_ids"] if f is not None]
+        if context:
+            out.append(("knowledge", {"question": chain["question"], "steps": chain["steps"], "context": context}))
+        for step, fact_id in zip(chain["steps"], chain["kb_fact_ids"]):
+            if fact_id is not None:
+                out.append(("knowledge", {"question": chain["question"], "steps": [step]}))
+    return out
+
+
+async def send_all(address: str) -> list:
+    async with AsyncVerifierClient(address, retries=0) as client:
+        calls = [client.score_chain(metrics=("ki", "infogain"), timeout_s=120, **kw) if kind == "chain"
+                 else client.score_knowledge(timeout_s=120, **kw) for kind, kw in requests()]
+        return await asyncio.gather(*calls)
+
+
+def probs(p) -> list[float]:
+    return [] if p is None else [p.supported, p.contradicted, p.not_enough_info]
+
+
+async def test_batching_on_and_off_give_the_same_results(servers):
+    on, off = servers
+    batched, alone = await send_all(on.addresses[0]), await send_all(off.addresses[0])
+
+    worst_prob, worst_nll, claims = 0.0, 0.0, 0
+    for a, b in zip(batched, alone):
+        assert a.chain_text == b.chain_text
+        assert (a.knowledge_index, a.counts, a.first_error_step) == (b.knowledge_index, b.counts, b.first_error_step)
+        for sa, sb in zip(a.steps, b.steps, strict=True):
+            assert sa.verdict == sb.verdict
+            assert [e.fact_id for e in sa.evidence] == [e.fact_id for e in sb.evidence]
+            for ca, cb in zip(sa.claims, sb.claims, strict=True):
+                claims += 1
+                assert (ca.verdict, ca.cached, cb.cached) == (cb.verdict, False, False)
+                pa, pb = probs(ca.probabilities), probs(cb.probabilities)
+                assert len(pa) == len(pb)
+                worst_prob = max([worst_prob, *(abs(x - y) for x, y in zip(pa, pb))])
+            if sa.nll is not None or sb.nll is not None:
+                worst_nll = max(worst_nll, abs(sa.nll - sb.nll))
+    assert claims >= 30
+    assert worst_prob <= PROB_TOL, f"largest probability difference {worst_prob:.2e}"
+    assert worst_nll <= NLL_TOL, f"largest InfoGain NLL difference {worst_nll:.2e}"
+
+    # The comparison means something only if the first server really mixed requests and the second never did.
+    merged = batcher_stats(on)
+    assert merged and sum(s.batches for s in merged) < sum(s.requests for s in merged)
+    assert all(s.batches >= s.requests for s in batcher_stats(off))
+    print(f"\nlargest differences: probability {worst_prob:.2e}, nll {worst_nll:.2e}; batches on "
+          f"{[(s.requests, s.batches, s.largest_batch) for s in merged]}")
+
+
+def test_an_int8_scorer_never_mixes_requests(cache_dir):
+    from server.backends.registry import BackendContext
+    from server.pipeline.runtime import Blocking
+
+    int8 = BackendContext(make_settings(cache_dir, judge={"nli_int8": True}), Blocking(None))
+    fp32 = BackendContext(make_settings(cache_dir, judge={"nli_int8": False}), Blocking(None))
+    assert int8.nli_model().quantized and not int8.pair_batcher(int8.nli_model()).enabled
+    assert not fp32.nli_model().quantized and fp32.pair_batcher(fp32.nli_model()).enabled
