@@ -84,6 +84,7 @@ class MicroBatcher(Generic[I, R]):
         self._blocking = blocking
         self._length = length
         self._queue: list[_Request] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._collector: asyncio.Task | None = None
 
@@ -96,9 +97,9 @@ class MicroBatcher(Generic[I, R]):
         loop = asyncio.get_running_loop()
         request = _Request(list(items), deadline, loop.create_future(), time.monotonic())
         self.stats.requests += 1
+        if self._loop is not loop:  # first use, or a new event loop (the queue of an old one is gone with it)
+            self._loop, self._wake, self._collector, self._queue = loop, asyncio.Event(), None, []
         self._queue.append(request)
-        if self._wake is None:
-            self._wake = asyncio.Event()
         self._wake.set()
         if self._collector is None or self._collector.done():
             self._collector = loop.create_task(self._collect(), name=f"batcher:{self.name}")
