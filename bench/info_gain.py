@@ -55,10 +55,12 @@ def independent(lm, job):
     out, tokens = [], 0
     with torch.inference_mode():
         for seq, start in zip(job.sequences, job.starts):
-            keep = torch.arange(start - 1, len(seq) - 1)
-            logits = lm.model(input_ids=torch.tensor([seq]), logits_to_keep=keep, use_cache=False).logits[0]
+            keep = torch.arange(start - 1, len(seq) - 1, device=lm.device)
+            logits = lm.model(input_ids=torch.tensor([seq], device=lm.device), logits_to_keep=keep,
+                              use_cache=False).logits[0]
             logp = torch.log_softmax(logits.float(), -1)
-            out.append(logp.gather(1, torch.tensor(seq[start:])[:, None])[:, 0].double().tolist())
+            answer = torch.tensor(seq[start:], device=lm.device)
+            out.append(logp.gather(1, answer[:, None])[:, 0].double().tolist())
             tokens += len(seq)
     return out, tokens
 
@@ -141,6 +143,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
     parser.add_argument("--sizes", default="tiny,medium")
     parser.add_argument("--no-long", action="store_true", help="skip the ~10k-token chain")
+    parser.add_argument("--no-goal", action="store_true",
+                        help="skip the goal run (~48M-parameter Llama, n = 5, 10, 20, 40 steps of ~40 tokens)")
+    parser.add_argument("--goal-steps", default="5,10,20,40")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the goal run)")
+    parser.add_argument("--dtype", default="float32", help="float32 or bfloat16 (the goal run)")
     args = parser.parse_args()
 
     import torch
@@ -170,7 +177,44 @@ def main() -> None:
             if size == "tiny":
                 out["vllm_prefill"] = asyncio.run(vllm_prefill(path, [(5, 1, (4, 12)), (30, 1, (4, 12)),
                                                                       (30, 20, (4, 12)), (30, 1, (170, 220))]))
+        if not args.no_goal:
+            out["goal"] = goal_run(Path(tmp), [int(n) for n in args.goal_steps.split(",")], args)
     print(json.dumps(out, indent=2))
+
+
+def goal_run(tmp: Path, steps: list[int], args) -> dict:
+    """Packed vs n+1 independent passes on a ~48M-parameter random Llama, steps of ~40 tokens.
+
+    Goals on the 2-core CPU: >= 5x at n = 20 and >= 10x at n = 40. `single_pass_bound` is the
+    fewest tokens any exact method must push: the full chain with its answer once, plus one more
+    answer copy per shorter prefix.
+    """
+    import torch
+
+    from server.backends.lm.causal_lm import LmEstimator
+    from server.backends.lm.transformers_lm import TransformersCausalLm
+    from server.pipeline.runtime import Blocking
+    from tests.helpers.tiny_lm import build_tiny_lm
+
+    path = build_tiny_lm("llama", tmp / "50m", size="50m")
+    lm = TransformersCausalLm(str(path), Blocking(None), strategy="packed", device=args.device, dtype=args.dtype)
+    params = sum(p.numel() for p in lm.model.parameters())
+    estimator = LmEstimator(lm)
+    rows = []
+    for n in steps:
+        for k in ((1, 20) if n == max(steps) else (1,)):
+            eprint(f"50m: {n} steps of ~40 tokens, {k} answer tokens")
+            row = bench_case(lm, estimator, n, k, (18, 26), args.repeats, [4096], True)
+            bound = row["longest_sequence"] + n * row["answer_tokens"]
+            row["single_pass_bound_tokens"] = bound
+            row["packed_tokens_over_bound"] = round(row["packed_b4096_tokens"] / bound, 3)
+            rows.append(row)
+    speedup = {r["steps"]: r["packed_b4096_speedup_vs_independent"] for r in rows if r["answer_tokens"] == 1}
+    return {"model": f"random Llama, {params / 1e6:.1f}M parameters (hidden 768, 9 layers), "
+                     f"{args.device} {args.dtype}, {torch.get_num_threads()} thread(s)",
+            "loadavg_at_end": [round(x, 2) for x in os.getloadavg()], "rows": rows,
+            "goals": {"speedup>=5_at_n20": {"value": speedup.get(20), "met": (speedup.get(20) or 0) >= 5},
+                      "speedup>=10_at_n40": {"value": speedup.get(40), "met": (speedup.get(40) or 0) >= 10}}}
 
 
 if __name__ == "__main__":

@@ -61,15 +61,16 @@ def _train_tokenizer(style: str):
 def _config(style: str, vocab_size: int, size: str, tokenizer):
     from transformers import GPT2Config, LlamaConfig
 
-    hidden, layers = (64, 2) if size == "tiny" else (256, 4)
+    # tiny and medium for tests; 50m (about 48M parameters) for bench/info_gain.py.
+    hidden, layers, heads = {"tiny": (64, 2, 4), "medium": (256, 4, 4), "50m": (768, 9, 12)}[size]
     if style == "llama":
         # A large init range makes the random model's predictions depend strongly on context.
         return LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
-                           num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                           num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads // 2,
                            max_position_embeddings=16384, initializer_range=0.3, rope_theta=10000.0,
                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                            pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
-    return GPT2Config(vocab_size=vocab_size, n_embd=hidden, n_layer=layers, n_head=4, n_positions=2048,
+    return GPT2Config(vocab_size=vocab_size, n_embd=hidden, n_layer=layers, n_head=heads, n_positions=2048,
                       initializer_range=0.3, bos_token_id=tokenizer.bos_token_id,
                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
 
