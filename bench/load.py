@@ -11,6 +11,13 @@ their numbers sit side by side; the machine is shared, so compare within a run.
     nice -n 10 .venv/bin/python bench/load.py --soak-s 300 > bench/load_results.json
     nice -n 10 .venv/bin/python bench/load.py --levels "" --soak-s 0 --batch-rows 200   # kill -9 + resume
     nice -n 10 .venv/bin/python bench/load.py --variant small-inflight=KGV_SERVER__MAX_INFLIGHT=16
+    .venv/bin/python bench/load.py --suite batching --level-s 30 > bench/results/load_batching.json
+    .venv/bin/python bench/load.py --suite batching --device cuda      # the same on a GPU
+
+The batching suite (issue 8) puts side by side, in one run: the raw model ceiling (the same kind of claims
+and pairs pushed straight through the batched models in this process) and the server's throughput and
+latency as ratios of it; cross-request batching on vs off; int8 vs fp32. Verdict cache off, fresh server
+per variant, every request a never-seen chain.
 """
 from __future__ import annotations
 
@@ -121,8 +128,18 @@ class LevelResult:
                 "wall_s": round(self.wall_s, 1)}
 
 
+async def send_chain(client, chain: dict) -> None:
+    """ScoreChain with KI and InfoGain (the default request of this benchmark)."""
+    await client.score_chain(metrics=("ki", "infogain"), top_k=5, timeout_s=300, **chain)
+
+
+async def send_knowledge(client, chain: dict) -> None:
+    """ScoreKnowledge only (the single-claim sidecar request)."""
+    await client.score_knowledge(question=chain["question"], steps=chain["steps"], top_k=5, timeout_s=300)
+
+
 async def closed_loop(client, factory: ChainFactory, concurrency: int, duration_s: float,
-                      on_tick=None) -> LevelResult:
+                      on_tick=None, send=send_chain) -> LevelResult:
     """`concurrency` workers, each sending the next chain as soon as its previous one is answered."""
     from client import VerifierError
 
@@ -134,7 +151,7 @@ async def closed_loop(client, factory: ChainFactory, concurrency: int, duration_
             chain = factory.next()
             started = time.perf_counter()
             try:
-                await client.score_chain(metrics=("ki", "infogain"), top_k=5, timeout_s=300, **chain)
+                await send(client, chain)
                 result.latencies_s.append(time.perf_counter() - started)
             except VerifierError as exc:
                 result.errors[exc.code] = result.errors.get(exc.code, 0) + 1
@@ -223,6 +240,150 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     return name, env
 
 
+# ---- the batching suite (--suite batching): raw model ceiling, cross-request batching, int8 -------------------
+def chain_work(chains: list[dict], embedder, kb, settings) -> list[tuple[list[str], list, list]]:
+    """Per chain, what the server's models compute: claims to embed, judge pairs, InfoGain (nli) pairs."""
+    from server.backends.judges.aggregation import AggregationPolicy, units_for
+    from server.backends.lm.nli_estimator import truncated_context
+    from server.pipeline.info_gain import render_context0
+    from server.pipeline.splitter import RuleSplitter
+    from server.pipeline.types import RetrievalMode
+
+    policy, splitter, out = AggregationPolicy(window_chars=settings.judge.window_chars), RuleSplitter(), []
+    for chain in chains:
+        split = splitter.split_steps(chain["steps"], chain["question"])
+        claims = list(dict.fromkeys(c.text for st in split.steps for c in st.claims if not c.no_knowledge))
+        hits = kb.search(claims, 5, RetrievalMode(settings.kb.retrieval_mode), vectors=embedder.encode(claims))
+        pairs = list(dict.fromkeys((u.text, claim) for claim, row in zip(claims, hits)
+                                   for u in units_for([h.as_evidence() for h in row], policy)))
+        ig = []
+        if "answer" in chain and len(chain["steps"]) > 1:
+            steps, hypothesis = [st.text for st in split.steps], f"The answer is {chain['answer'].strip()}."
+            context0 = render_context0(chain["question"], [])
+            ig = [(truncated_context(context0, steps[:i], settings.lm.nli_max_chars)[0], hypothesis)
+                  for i in range(len(steps) + 1)]
+        out.append((claims, pairs, ig))
+    return out
+
+
+def raw_ceiling(device: str, int8: bool, max_batch_size: int, chains: list[dict], singles: list[dict],
+                per_chain: int = 6) -> dict:
+    """The models alone, in this process: the same kind of claims and pairs the server scores, fully batched."""
+    from kb.demo import ensure_demo_kb
+    from kb.embedder import SentenceTransformerEmbedder
+    from kb.knowledge_base import FaissKnowledgeBase, LoadOptions
+    from server.backends.judges.nli_model import NliModel
+    from server.config import Settings
+
+    settings = Settings()
+    embedder = SentenceTransformerEmbedder(settings.embedder.model, device, max_batch_size)
+    kb = FaissKnowledgeBase.load(ensure_demo_kb(settings.kb.cache_dir, embedder), embedder,
+                                 LoadOptions.from_settings(settings.kb))
+    nli = NliModel.load(device=device, quantize=int8)
+
+    def score(pairs):
+        for start in range(0, len(pairs), max_batch_size):
+            nli.predict_proba(pairs[start:start + max_batch_size])
+
+    def timed(fn, *a) -> float:
+        began = time.perf_counter()
+        fn(*a)
+        return time.perf_counter() - began
+
+    def ceiling(work) -> dict:
+        claims = [c for w in work for c in w[0]]
+        pairs = [p for w in work for p in (*w[1], *w[2])]
+        seconds = timed(embedder.encode, claims) + timed(score, pairs)
+        return {"chains": len(work), "claims": len(claims), "pairs": len(pairs), "model_s": round(seconds, 2),
+                "chains_per_s": round(len(work) / seconds, 2), "pairs_per_s": round(len(pairs) / seconds, 1)}
+
+    work, single_work = chain_work(chains, embedder, kb, settings), chain_work(singles, embedder, kb, settings)
+    score(work[0][1][:8])  # warm-up
+    # One chain alone, as the server runs it at concurrency 1: its claims, its judge pairs, its InfoGain pairs.
+    alone = sorted(timed(embedder.encode, c) + timed(score, p) + timed(score, g) for c, p, g in work[:per_chain])
+    return {"device": device, "int8": int8, "max_batch_size": max_batch_size, "load_avg": os.getloadavg(),
+            "chains_10_steps": ceiling(work), "single_claim": ceiling(single_work),
+            "one_chain_alone_s_median": round(alone[len(alone) // 2], 3)}
+
+
+async def batching_variant(name: str, env: dict[str, str], args, workdir: Path) -> dict:
+    """One fresh server: 10-step chains at concurrency 1 and 32, single-claim requests at concurrency 32."""
+    from client import AsyncVerifierClient
+
+    chains, singles = ChainFactory(seed=args.seed), ChainFactory(steps=1, facts_per_chain=1, seed=args.seed + 1)
+    with ServerProcess(env, workdir / f"server-{name}.log") as server:
+        async with AsyncVerifierClient(server.address, retries=0) as client:
+            await client.wait_ready(timeout_s=900)
+            await closed_loop(client, chains, 2, args.warmup_s)
+            runs = {}
+            for key, factory, concurrency, send in (("chains_c1", chains, 1, send_chain),
+                                                    ("chains_c32", chains, 32, send_chain),
+                                                    ("single_claim_c32", singles, 32, send_knowledge)):
+                eprint(f"[{name}] {key} for {args.level_s:.0f} s")
+                level = await closed_loop(client, factory, concurrency, args.level_s, send=send)
+                runs[key] = {**level.summary(), "load_avg_after": [round(x, 2) for x in os.getloadavg()]}
+    return {"name": name, "env": env, **runs}
+
+
+def _ratio(a, b):
+    return round(a / b, 3) if a and b else None
+
+
+def batching_suite(args) -> dict:
+    """(a) server vs raw model ceiling, (b) cross-request batching on vs off, (c) int8 vs fp32, on one device."""
+    cuda = args.device == "cuda"
+    base = {"KGV_JUDGE__CACHE_SIZE": "0", "KGV_EMBEDDER__DEVICE": args.device, "KGV_JUDGE__NLI_DEVICE": args.device,
+            "KGV_BATCHING__MAX_BATCH_SIZE": str(args.max_batch_size)}
+    variants = {"fp32-batching-on": {**base, "KGV_JUDGE__NLI_INT8": "false"},
+                "fp32-batching-off": {**base, "KGV_JUDGE__NLI_INT8": "false", "KGV_BATCHING__ENABLED": "false"}}
+    if not cuda:  # int8 dynamic quantization is CPU-only
+        variants = {"int8-default": {**base, "KGV_JUDGE__NLI_INT8": "true"}, **variants}
+    chains = [ChainFactory(seed=args.seed + 7).next() for _ in range(args.ceiling_chains)]
+    singles_factory = ChainFactory(steps=1, facts_per_chain=1, seed=args.seed + 8)
+    singles = [singles_factory.next() for _ in range(args.ceiling_chains)]
+    ceilings = {}
+    for int8 in ((False,) if cuda else (True, False)):
+        eprint(f"raw model ceiling, {'int8' if int8 else 'fp32'} on {args.device}")
+        ceilings["int8" if int8 else "fp32"] = raw_ceiling(args.device, int8, args.max_batch_size, chains, singles)
+    with tempfile.TemporaryDirectory(prefix="kgv-load-") as tmp:
+        servers = {name: asyncio.run(batching_variant(name, env, args, Path(tmp))) for name, env in variants.items()}
+    summary = {}
+    for precision, ceiling in ceilings.items():
+        on = servers["int8-default" if precision == "int8" else "fp32-batching-on"]
+        summary[f"server_vs_ceiling_{precision}"] = {
+            "chains_c32_throughput_over_ceiling": _ratio(on["chains_c32"]["throughput_chains_per_s"],
+                                                         ceiling["chains_10_steps"]["chains_per_s"]),
+            "single_claim_c32_throughput_over_ceiling": _ratio(on["single_claim_c32"]["throughput_chains_per_s"],
+                                                               ceiling["single_claim"]["chains_per_s"]),
+            "chains_c1_p50_over_raw_chain": _ratio(on["chains_c1"]["p50_ms"],
+                                                   ceiling["one_chain_alone_s_median"] * 1e3),
+            "goals": "throughput ratio >= 0.8, p50 ratio <= 1.25"}
+    on, off = servers["fp32-batching-on"], servers["fp32-batching-off"]
+    summary["batching_on_vs_off_fp32"] = {
+        "single_claim_c32_throughput_gain": _ratio(on["single_claim_c32"]["throughput_chains_per_s"],
+                                                   off["single_claim_c32"]["throughput_chains_per_s"]),
+        "chains_c32_throughput_gain": _ratio(on["chains_c32"]["throughput_chains_per_s"],
+                                             off["chains_c32"]["throughput_chains_per_s"]),
+        "chains_c1_p50_latency_ratio": _ratio(on["chains_c1"]["p50_ms"], off["chains_c1"]["p50_ms"]),
+        "goals": "single-claim gain >= 1.3, 10-step c1 latency ratio <= 1.10"}
+    if "int8" in ceilings:
+        int8_server, judge = servers["int8-default"], {}
+        try:
+            report = json.loads((REPO / "bench" / "results" / "judge.json").read_text())
+            judge = {k: report["overall"][f"judge_{k}"]["mean_macro_f1_over_sources"] for k in ("int8", "fp32")}
+        except (OSError, KeyError, ValueError):
+            pass
+        summary["int8_vs_fp32"] = {
+            "raw_pairs_per_s": {k: ceilings[k]["chains_10_steps"]["pairs_per_s"] for k in ("int8", "fp32")},
+            "server_chains_c32_per_s": {"int8": int8_server["chains_c32"]["throughput_chains_per_s"],
+                                        "fp32": on["chains_c32"]["throughput_chains_per_s"]},
+            "server_chains_c1_p50_ms": {"int8": int8_server["chains_c1"]["p50_ms"], "fp32": on["chains_c1"]["p50_ms"]},
+            "dev_mean_macro_f1_from_bench_results_judge_json": judge,
+            "note": "int8 rows depend on their batch (dynamic activation scales), so an int8 judge never mixes "
+                    "requests: int8-default has no cross-request batching of the NLI judge"}
+    return {"summary": summary, "raw_ceiling": ceilings, "servers": servers}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", default="1,8,32", help="concurrency levels (comma-separated)")
@@ -235,10 +396,26 @@ def main() -> None:
     parser.add_argument("--batch-rows", type=int, default=0,
                         help="also run `kgverify batch` on this many rows, kill -9 it at 30%% and resume (0 = no)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--suite", choices=("load", "batching"), default="load",
+                        help="batching: raw model ceiling, batching on vs off and int8 vs fp32 side by side")
+    parser.add_argument("--device", default="cpu", help="batching suite: torch device of the models (cpu, cuda)")
+    parser.add_argument("--max-batch-size", type=int, default=64, help="batching suite: KGV_BATCHING__MAX_BATCH_SIZE")
+    parser.add_argument("--ceiling-chains", type=int, default=48, help="batching suite: chains for the raw ceiling")
     args = parser.parse_args()
     args.levels = [int(x) for x in args.levels.split(",") if x.strip()]
     variants = [parse_variant(v) for v in args.variant] or [("embedded-defaults", {})]
     began = time.time()
+    if args.suite == "batching":
+        load_start = os.getloadavg()
+        result = batching_suite(args)
+        print(json.dumps({"benchmark": "load-batching", "transport": "grpc over TCP loopback (127.0.0.1)",
+                          "device": args.device, "level_s": args.level_s, "warmup_s": args.warmup_s,
+                          "machine": {"cpus": os.cpu_count(), "load_avg_at_start": load_start,
+                                      "load_avg_at_end": os.getloadavg(),
+                                      "note": "shared machine (other jobs running); compare within one run"},
+                          "started_unix": round(began), "elapsed_s": round(time.time() - began), **result},
+                         indent=2))
+        return
     with tempfile.TemporaryDirectory(prefix="kgv-load-") as tmp:
         results = [asyncio.run(run_variant(name, env, args, Path(tmp))) for name, env in variants]
     print(json.dumps({
