@@ -125,7 +125,7 @@ class JudgeSettings(_Section):
     nli_model_path: Path | None = None
     """Embedded NLI judge weights; unset = the model shipped in models/nli-judge."""
     nli_int8: bool | None = None
-    """Embedded NLI judge: int8 dynamic quantization (CPU); unset = the artefact's default (int8 on CPU)."""
+    """Embedded NLI judge: int8 dynamic quantization on CPU, one pair per pass; unset = the artefact's default."""
     nli_device: str = "cpu"
     """torch device of the embedded NLI judge (`cpu`, `cuda`; int8 is CPU-only)."""
     support_threshold: float = Field(0.62, ge=-1, le=1)

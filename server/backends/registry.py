@@ -47,8 +47,8 @@ class BackendContext:
     def pair_batcher(self, scorer):
         """The batcher of a pair scorer (NLI model or similarity baseline), shared by the judge and the estimator.
 
-        A scorer whose rows depend on the other rows of its call (int8 dynamic quantization scales activations
-        by the whole batch) never mixes requests: a verdict must not depend on other callers' traffic.
+        A scorer whose rows depend on the other rows of its call never mixes requests: a verdict must not
+        depend on other callers' traffic (the int8 NLI model avoids this by scoring one pair per pass).
         """
         batcher = self.batcher(scorer.name, scorer.predict_proba)
         batcher.enabled = batcher.enabled and getattr(scorer, "batch_invariant", True)

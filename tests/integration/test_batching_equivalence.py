@@ -7,9 +7,9 @@ again as ScoreKnowledge against context passages, and each knowledge step alone 
 requests, the sidecar pattern), all sent at once so the batching server mixes them in its model calls.
 
 fp32 rows do not depend on the other rows of a call (measured: at most 5e-7 apart), hence the 1e-5
-tolerance. The int8 judge is not batch-invariant: dynamic quantization scales each layer's input by the
-range of the whole batch, which moved P(supported) of one demo claim from 0.26 to 0.86 between batch
-compositions (docs/performance.md). So an int8 scorer's batcher never mixes requests (the last test).
+tolerance. Batched int8 rows are not batch-invariant: dynamic quantization scales each layer's input by
+the range of the whole batch, which moved P(supported) of one demo claim from 0.26 to 0.86 between batch
+compositions (docs/performance.md). So the int8 model scores one pair per pass (the last test).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import numpy as np
 import pytest
 
 from client import AsyncVerifierClient
@@ -109,11 +110,18 @@ async def test_batching_on_and_off_give_the_same_results(servers):
           f"{[(s.requests, s.batches, s.largest_batch) for s in merged]}")
 
 
-def test_an_int8_scorer_never_mixes_requests(cache_dir):
+def test_a_pairs_int8_probabilities_do_not_depend_on_its_neighbours(cache_dir):
     from server.backends.registry import BackendContext
     from server.pipeline.runtime import Blocking
 
-    int8 = BackendContext(make_settings(cache_dir, judge={"nli_int8": True}), Blocking(None))
-    fp32 = BackendContext(make_settings(cache_dir, judge={"nli_int8": False}), Blocking(None))
-    assert int8.nli_model().quantized and not int8.pair_batcher(int8.nli_model()).enabled
-    assert not fp32.nli_model().quantized and fp32.pair_batcher(fp32.nli_model()).enabled
+    int8 = BackendContext(make_settings(cache_dir, judge={"nli_int8": True}), Blocking(None)).nli_model()
+    assert int8.quantized and int8.batch_invariant
+    pair = ("The area of a circle equals pi multiplied by the square of its radius, A = pi r^2.",
+            "The area of a circle equals 2 times pi times its radius.")
+    neighbours = [("Metformin is a first-line drug for type 2 diabetes in most adults.", "Metformin lowers glucose."),
+                  ("x" * 900, "A long premise pads every other row of a batch."),
+                  ("Aspirin irreversibly inhibits cyclooxygenase.", "Aspirin inhibits COX.")]
+    alone = int8.predict_proba([pair])[0]
+    for k in range(1, len(neighbours) + 1):
+        mixed = int8.predict_proba(neighbours[:k] + [pair] + neighbours[k:], batch_size=32)[k]
+        np.testing.assert_allclose(mixed, alone, atol=1e-7)
