@@ -114,10 +114,10 @@ def synthesize(real: np.ndarray, n: int, out: Path, seed: int = 0) -> tuple[np.n
                      "mean_cos_to_centroid_synthetic": round(float(np.mean(np.concatenate(synth_cos))), 4)}
 
 
-def build(family: str, vectors: np.ndarray, work: Path) -> dict:
+def build(family: str, vectors: np.ndarray, work: Path, overrides: dict | None = None) -> dict:
     from kb.index import add_vectors, index_params, new_index, save_index
 
-    params = index_params(family, len(vectors), DIM)
+    params = index_params(family, len(vectors), DIM, overrides)
     start = time.perf_counter()
     index = new_index(family, params, DIM, vectors)
     trained = time.perf_counter()
@@ -162,7 +162,7 @@ def measure(args) -> dict:
               "disk_index_bytes": os.path.getsize(args.index),
               "disk_refine_bytes": os.path.getsize(args.vectors) if args.family == "ivfpq" else 0,
               "settings": []}
-    for setting in SWEEPS[args.family]:
+    for setting in (json.loads(args.sweep) if args.sweep else SWEEPS[args.family]):
         searcher = VectorIndex(index.index, args.family, {**params, **setting}, vectors)
         for q in queries[:50]:  # warm-up
             searcher.search(q[None], 10)
@@ -191,31 +191,45 @@ def run(args) -> dict:
     medquad = open_vectors(current_version(args.kb) / "vectors.f16", DIM)
     real = np.concatenate([np.asarray(medquad, np.float32), np.asarray(pubmedqa_vectors(work), np.float32)])
     synth_path = work / f"synthetic-{args.vectors}.f16"
-    synth_path.unlink(missing_ok=True)
-    start = time.perf_counter()
-    queries, data = synthesize(real, args.vectors, synth_path)
-    data["synthesize_s"] = round(time.perf_counter() - start, 1)
-    vectors = open_vectors(synth_path, DIM)
+    saved = [synth_path, work / "scale-queries.npy", work / "scale-truth.npy"]
+    if args.reuse_data and all(p.exists() for p in saved):
+        vectors = open_vectors(synth_path, DIM)
+        data = {"reused": [str(p) for p in saved]}
+    else:
+        synth_path.unlink(missing_ok=True)
+        start = time.perf_counter()
+        queries, data = synthesize(real, args.vectors, synth_path)
+        data["synthesize_s"] = round(time.perf_counter() - start, 1)
+        vectors = open_vectors(synth_path, DIM)
 
-    import faiss
+        import faiss
 
-    start = time.perf_counter()
-    exact = faiss.IndexFlatIP(DIM)
-    for i in range(0, len(vectors), 100_000):
-        exact.add(canonical(vectors[i:i + 100_000]))
-    _, truth = exact.search(queries, 10)
-    del exact
-    data["ground_truth_s"] = round(time.perf_counter() - start, 1)
-    np.save(work / "scale-queries.npy", queries)
-    np.save(work / "scale-truth.npy", truth)
+        start = time.perf_counter()
+        exact = faiss.IndexFlatIP(DIM)
+        for i in range(0, len(vectors), 100_000):
+            exact.add(canonical(vectors[i:i + 100_000]))
+        _, truth = exact.search(queries, 10)
+        del exact
+        data["ground_truth_s"] = round(time.perf_counter() - start, 1)
+        np.save(work / "scale-queries.npy", queries)
+        np.save(work / "scale-truth.npy", truth)
     eprint("data", data)
     out = {"vectors": args.vectors, "dim": DIM, "queries": QUERIES, "data": data, "families": {}}
-    for family in ("flat", "hnsw", "ivfpq"):
-        built = build(family, vectors, work)
+    overrides: dict[str, dict] = {}
+    for item in args.index_param:
+        name, _, value = item.partition("=")
+        family, _, key = name.partition(".")
+        overrides.setdefault(family, {})[key] = int(value)
+    sweeps = dict(item.partition("=")[::2] for item in args.sweep)
+    out["overrides"], out["sweeps"] = overrides, {k: json.loads(v) for k, v in sweeps.items()}
+    for family in args.families.split(","):
+        built = build(family, vectors, work, overrides.get(family))
         eprint(family, "built", built)
         cmd = [sys.executable, __file__, "measure", "--family", family, "--index", built["path"],
                "--vectors", str(synth_path), "--queries", str(work / "scale-queries.npy"),
                "--truth", str(work / "scale-truth.npy"), "--params", json.dumps(built["params"])]
+        if family in sweeps:
+            cmd += ["--sweep", sweeps[family]]
         measured = json.loads(subprocess.run(cmd, stdout=subprocess.PIPE, check=True).stdout)
         eprint(family, "measured", measured)
         out["families"][family] = {**{k: v for k, v in built.items() if k != "path"}, **measured}
@@ -232,9 +246,17 @@ def main() -> int:
                         help="a MiniLM KB whose vectors are the real MedQuAD embeddings (bench/kb.py builds it)")
     parser.add_argument("--vectors", type=int, default=1_000_000)
     parser.add_argument("--keep", action="store_true", help="keep the built index files")
+    parser.add_argument("--families", default="flat,hnsw,ivfpq")
+    parser.add_argument("--reuse-data", action="store_true",
+                        help="reuse the synthetic vectors, queries and ground truth already in --work")
+    parser.add_argument("--index-param", action="append", default=[], metavar="FAMILY.NAME=VALUE",
+                        help="build parameter override, e.g. hnsw.efConstruction=200 (repeatable)")
+    parser.add_argument("--sweep", action="append", default=[], metavar="FAMILY=JSON",
+                        help='search settings to measure, e.g. hnsw=\'[{"efSearch": 512}]\' (repeatable)')
     m = sub.add_parser("measure")
     for name in ("--family", "--index", "--vectors", "--queries", "--truth", "--params"):
         m.add_argument(name, required=True)
+    m.add_argument("--sweep", default=None, help="JSON list of search settings (default: the standard sweep)")
     args = parser.parse_args()
     print(json.dumps(measure(args) if args.command == "measure" else run(args), indent=2))
     return 0
