@@ -41,7 +41,7 @@ def add_parser(subparsers) -> None:
     build.add_argument("--index", choices=["auto", "flat", "hnsw", "ivfpq"], default="auto",
                        help="index family (auto: flat up to 200k facts, HNSW up to 4M, IVF-PQ beyond)")
     build.add_argument("--index-param", action="append", default=[], metavar="NAME=VALUE",
-                       help="index parameter, e.g. M=32, efSearch=128, nlist=1024, m=48, nprobe=64, refine_k=100")
+                       help="index parameter, e.g. M=32, efSearch=128, nlist=1024, m=48, nprobe=64, refine_k=400")
     build.add_argument("--no-bm25", action="store_true", help="skip the BM25 index (dense retrieval only)")
     build.set_defaults(func=_build)
 
