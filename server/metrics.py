@@ -127,43 +127,41 @@ def _failed_code(context) -> str:
     return _code_of(context) if context.code() is not None else "UNKNOWN"
 
 
+class _Timed:
+    """Times one RPC into RPC_SECONDS by method and final code (set `code` on success; failures are read)."""
+
+    def __init__(self, method: str, context):
+        self.method, self.context, self.code = method, context, "OK"
+
+    def __enter__(self) -> "_Timed":
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if kind is not None:
+            self.code = "CANCELLED" if issubclass(kind, asyncio.CancelledError) else _failed_code(self.context)
+        RPC_SECONDS.labels(self.method, self.code).observe(time.perf_counter() - self.started)
+
+
 def _observed_unary(method: str, behavior):
     async def unary(request, context):
-        started, code = time.perf_counter(), "OK"
-        try:
+        with _Timed(method, context) as timed:
             response = await behavior(request, context)
-            code = _code_of(context)
+            timed.code = _code_of(context)
             return response
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        except BaseException:
-            code = _failed_code(context)
-            raise
-        finally:
-            RPC_SECONDS.labels(method, code).observe(time.perf_counter() - started)
 
     return unary
 
 
 def _observed_stream(method: str, behavior):
     async def stream(request_iterator, context):
-        started, code = time.perf_counter(), "OK"
-        try:
+        with _Timed(method, context) as timed:
             async for response in behavior(request_iterator, context):
                 status = getattr(response, "status", None)
                 if status is not None and hasattr(status, "code"):  # a stream item with its own status
                     STREAM_ITEMS.labels(CODE_NAMES.get(status.code, str(status.code))).inc()
                 yield response
-            code = _code_of(context)
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        except BaseException:
-            code = _failed_code(context)
-            raise
-        finally:
-            RPC_SECONDS.labels(method, code).observe(time.perf_counter() - started)
+            timed.code = _code_of(context)
 
     return stream
 
