@@ -170,7 +170,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--chunk-chars", type=int, default=500)
     parser.add_argument("--chunk-overlap", type=int, default=0)
-    parser.add_argument("--context-chars", type=int, default=0)
+    parser.add_argument("--context-chars", type=int, default=200)
     parser.add_argument("--reuse-kb", action="store_true", help="skip the build when the work dir holds the KB")
     parser.add_argument("--scale-vectors", type=int, default=1_000_000)
     args = parser.parse_args()

@@ -98,9 +98,9 @@ class _Ingest:
         self.stats.documents += 1
         context = lead(doc.text, self.spec)
         if context:
-            known = self.store.source_context(doc.doc_id)
+            known = self.store.source_context(doc.doc_id, doc.source)
             context = context if known is None else known
-        docno = self.store.add_document(doc.doc_id, context)
+        docno = self.store.add_document(doc.doc_id, context, doc.source)
         if doc.doc_id not in self.counts and self.appending:
             self.counts.update(self.store.chunk_counts([doc.doc_id]))
         first = self.counts.get(doc.doc_id, 0)

@@ -20,8 +20,8 @@ class ChunkSpec:
     context_chars: int = 0
     """Characters of the source's first sentence given to each fact as context (0 = off).
 
-    The source is the first document with the fact's id: rows sharing an id (sections of one article, the
-    question-answer pairs of one page) are parts of one source, and its opening names the topic that later
+    The source is the first document with the fact's id and source field: rows sharing both (sections of one
+    article, the question-answer pairs of one page) are parts of one source, and its opening names the topic that later
     parts leave implicit ("This condition is inherited in an autosomal recessive pattern."). A fact whose
     text lacks its context gets a second vector, of context + text, and BM25 indexes context + text; the
     stored fact stays verbatim."""

@@ -34,10 +34,10 @@ def add_parser(subparsers) -> None:
     build.add_argument("--output", required=True, type=Path, help="KB directory (created, or given a new version)")
     build.add_argument("--chunk-chars", type=int, default=500, help="longest fact in characters")
     build.add_argument("--chunk-overlap", type=int, default=0, help="sentences shared by consecutive facts")
-    build.add_argument("--context-chars", type=int, default=0,
+    build.add_argument("--context-chars", type=int, default=200,
                        help="prepend up to this many characters of the source's first sentence (the first "
-                            "document with the same id) to every fact when embedding and BM25-indexing it; "
-                            "stored facts stay verbatim (0 = off)")
+                            "document with the same id and source) to every fact when embedding and "
+                            "BM25-indexing it; stored facts stay verbatim (0 = off: one vector per fact)")
     build.add_argument("--index", choices=["auto", "flat", "hnsw", "ivfpq"], default="auto",
                        help="index family (auto: flat up to 200k facts, HNSW up to 4M, IVF-PQ beyond)")
     build.add_argument("--index-param", action="append", default=[], metavar="NAME=VALUE",

@@ -10,7 +10,7 @@ from typing import Iterator, Sequence
 
 STORE_NAME = "facts.sqlite"
 _SCHEMA = """
-CREATE TABLE documents (doc INTEGER PRIMARY KEY, doc_id TEXT NOT NULL, context TEXT NOT NULL);
+CREATE TABLE documents (doc INTEGER PRIMARY KEY, doc_id TEXT NOT NULL, context TEXT NOT NULL, source TEXT);
 CREATE TABLE facts (
     row INTEGER PRIMARY KEY, fact_id TEXT NOT NULL UNIQUE, doc INTEGER NOT NULL, doc_id TEXT NOT NULL,
     text TEXT NOT NULL, source TEXT NOT NULL, title TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL,
@@ -52,6 +52,9 @@ class StoreWriter:
         self._con.execute("PRAGMA synchronous=OFF")
         if create:
             self._con.executescript(_SCHEMA)
+        elif "source" not in {row[1] for row in self._con.execute("PRAGMA table_info(documents)")}:
+            # stores written before documents kept their source: those rows match any source (NULL)
+            self._con.execute("ALTER TABLE documents ADD COLUMN source TEXT")
         self.rows = int(self._con.execute("SELECT COUNT(*) FROM facts").fetchone()[0])
         self.vectors = int(self._con.execute("SELECT COUNT(*) FROM vectors").fetchone()[0])
         self.docs = int(self._con.execute("SELECT COALESCE(MAX(doc) + 1, 0) FROM documents").fetchone()[0])
@@ -70,15 +73,21 @@ class StoreWriter:
                 f"SELECT doc_id, COUNT(*) FROM facts WHERE doc_id IN ({marks}) GROUP BY doc_id", part))
         return counts
 
-    def source_context(self, doc_id: str) -> str | None:
-        """The context of the first document stored under this source id, None for a new id."""
-        row = self._con.execute("SELECT context FROM documents WHERE doc_id = ? ORDER BY doc LIMIT 1",
-                                (doc_id,)).fetchone()
+    def source_context(self, doc_id: str, source: str = "") -> str | None:
+        """The context of the first document stored under this id and source, None for a new pair.
+
+        Corpora repeat ids across collections (MedQuAD's "0000022" names pages of five sites), so a
+        document shares its context only with documents that carry both its id and its source.
+        """
+        row = self._con.execute(
+            "SELECT context FROM documents WHERE doc_id = ? AND (source = ? OR source IS NULL) ORDER BY doc LIMIT 1",
+            (doc_id, source)).fetchone()
         return None if row is None else row[0]
 
-    def add_document(self, doc_id: str, context: str) -> int:
+    def add_document(self, doc_id: str, context: str, source: str = "") -> int:
         doc = self.docs
-        self._con.execute("INSERT INTO documents VALUES (?, ?, ?)", (doc, doc_id, context))
+        self._con.execute("INSERT INTO documents (doc, doc_id, context, source) VALUES (?, ?, ?, ?)",
+                          (doc, doc_id, context, source))
         self.docs += 1
         return doc
 

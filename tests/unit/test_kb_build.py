@@ -228,3 +228,48 @@ def test_memory_mapped_loading_searches_like_reading_into_memory(kb_dir, embedde
     for mode in RetrievalMode:
         query = ["how is heparin monitored"]
         assert mapped.search(query, 3, mode) == loaded.search(query, 3, mode)
+
+
+def test_a_source_id_repeated_by_another_source_does_not_share_its_context(tmp_path, embedder):
+    # MedQuAD's ids restart in every collection: "0000022" names an NHLBI page and a GARD page
+    docs = [
+        Document("0000022", "Bronchopulmonary dysplasia is a lung disease of premature infants.", "nhlbi/bpd"),
+        Document("0000022", "Adiposis dolorosa is a rare condition with painful lipomas.", "gard/adiposis"),
+        Document("0000022", "It usually occurs in obese, post-menopausal women.", "gard/adiposis"),
+    ]
+    recorder = RecordingEmbedder(embedder)
+    build_kb(docs, tmp_path / "kb", recorder, chunking=ChunkSpec(max_chars=500, context_chars=40), progress=False)
+    assert recorder.encoded[-1] == "Adiposis dolorosa is a rare condition\n" + docs[2].text
+    assert not any(text.startswith("Bronchopulmonary") and "obese" in text for text in recorder.encoded)
+    # kb add continues a stored source with the context it was built with
+    recorder.encoded.clear()
+    add_documents(tmp_path / "kb", [Document("0000022", "Treatment removes the lipomas.", "gard/adiposis")],
+                  recorder, progress=False)
+    assert recorder.encoded == ["Treatment removes the lipomas.",
+                                "Adiposis dolorosa is a rare condition\nTreatment removes the lipomas."]
+
+
+def test_kb_add_reads_a_store_written_before_documents_kept_their_source(tmp_path, embedder):
+    import sqlite3
+
+    from kb.layout import current_version
+
+    docs = [Document("gsd", "Glutathione synthetase deficiency prevents glutathione production.", "u1")]
+    build_kb(docs, tmp_path / "kb", embedder, chunking=ChunkSpec(max_chars=500, context_chars=40), progress=False)
+    store = current_version(tmp_path / "kb") / "facts.sqlite"
+    con = sqlite3.connect(store)  # the earlier schema: documents (doc, doc_id, context)
+    con.executescript("CREATE TABLE d2 (doc INTEGER PRIMARY KEY, doc_id TEXT NOT NULL, context TEXT NOT NULL);"
+                      "INSERT INTO d2 SELECT doc, doc_id, context FROM documents; DROP TABLE documents;"
+                      "ALTER TABLE d2 RENAME TO documents; CREATE INDEX documents_doc_id ON documents (doc_id);")
+    con.commit()
+    con.close()
+    from kb.manifest import FileEntry, Manifest
+
+    manifest = Manifest.load(current_version(tmp_path / "kb"))
+    manifest.files["facts.sqlite"] = vars(FileEntry.of(store))
+    manifest.save(current_version(tmp_path / "kb"))
+    recorder = RecordingEmbedder(embedder)
+    add_documents(tmp_path / "kb", [Document("gsd", "This condition is inherited.", "u1")], recorder, progress=False)
+    assert recorder.encoded[-1] == "Glutathione synthetase deficiency\nThis condition is inherited."
+    kb = FaissKnowledgeBase.load(tmp_path / "kb", embedder)
+    assert kb.info.num_facts == 2
