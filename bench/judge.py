@@ -6,6 +6,7 @@ error (ECE, 15 equal-width bins, top-label confidence) of
 
 * ``judge_fp32``  — the shipped judge (models/nli-judge), plain PyTorch fp32;
 * ``judge_int8``  — the same with int8 dynamic quantization (unless ``--no-int8``);
+* ``judge_bf16``  — the same with bfloat16 autocast (unless ``--no-bf16``);
 * ``baseline``    — no training: cosine similarity of all-MiniLM-L6-v2 sentence embeddings
   of premise and hypothesis, with thresholds fitted per source on a *train* slice
   (the selection + calibration slices of train.jsonl.gz; pooled for dev-only sources).
@@ -179,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True, help="also bench int8")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
+                   help="also bench bfloat16 autocast")
     p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--tp-repeats", type=int, default=2,
                    help="timed passes over the dev pairs per judge (best and all are reported)")
@@ -210,11 +213,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     systems: dict[str, tuple] = {}  # name -> (pred, conf)
     throughput = {}
-    for tag, quant in (("judge_fp32", False), ("judge_int8", True)):
-        if quant and not args.int8:
+    for tag, quant, dtype in (("judge_fp32", False, "float32"), ("judge_int8", True, "float32"),
+                              ("judge_bf16", False, "bfloat16")):
+        if (quant and not args.int8) or (dtype == "bfloat16" and not args.bf16):
             continue
         t = time.time()
-        model = NliModel.load(args.model, max_length=args.max_length, quantize=quant)
+        model = NliModel.load(args.model, max_length=args.max_length, quantize=quant, dtype=dtype)
         load_s = time.time() - t
         model.predict_proba(pairs[:64], batch_size=args.batch_size)  # warm-up
         times = []
@@ -285,9 +289,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 point = entry[name]["macro_f1"]["value"] - entry["baseline"]["macro_f1"]["value"]
                 entry[f"{name}_minus_baseline_macro_f1"] = {
                     "value": round(point, 4), "ci95": [round(float(x), 4) for x in np.percentile(d, [2.5, 97.5])]}
-        if "judge_int8" in systems:
-            entry["int8_macro_f1_cost"] = round(entry["judge_fp32"]["macro_f1"]["value"]
-                                                - entry["judge_int8"]["macro_f1"]["value"], 4)
+        for variant in ("int8", "bf16"):
+            if f"judge_{variant}" in systems:
+                entry[f"{variant}_macro_f1_cost"] = round(entry["judge_fp32"]["macro_f1"]["value"]
+                                                          - entry[f"judge_{variant}"]["macro_f1"]["value"], 4)
         per_source[s] = entry
     result["per_source"] = per_source
 

@@ -76,7 +76,7 @@ class BackendContext:
             if not Path(path).is_dir():
                 raise BackendNotConfiguredError(f"the embedded NLI judge model is missing: {path}")
             cfg = self.settings.judge
-            return NliModel.load(str(path), device=cfg.nli_device, quantize=cfg.nli_int8)
+            return NliModel.load(str(path), device=cfg.nli_device, quantize=cfg.nli_int8, dtype=cfg.nli_dtype)
 
         return self.shared("nli_model", build)
 

@@ -125,3 +125,15 @@ def test_a_pairs_int8_probabilities_do_not_depend_on_its_neighbours(cache_dir):
     for k in range(1, len(neighbours) + 1):
         mixed = int8.predict_proba(neighbours[:k] + [pair] + neighbours[k:], batch_size=32)[k]
         np.testing.assert_allclose(mixed, alone, atol=1e-7)
+
+
+def test_a_bfloat16_judge_batches_within_a_request_only(cache_dir):
+    from server.backends.registry import BackendContext
+    from server.pipeline.runtime import Blocking
+
+    context = BackendContext(make_settings(cache_dir, judge={"nli_dtype": "bfloat16"}), Blocking(None))
+    model = context.nli_model()
+    assert model.dtype == "bfloat16" and not model.batch_invariant and model.model_id.endswith("+bf16")
+    assert not context.pair_batcher(model).enabled  # rounding would let other callers' traffic move a verdict
+    fp32 = BackendContext(make_settings(cache_dir), Blocking(None))
+    assert fp32.pair_batcher(fp32.nli_model()).enabled

@@ -117,3 +117,29 @@ def test_bad_artefacts_are_rejected(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(NliModelError):
         NliModel.load(str(tmp_path))
+
+
+def test_bfloat16_autocast_stays_close_to_fp32_and_never_mixes_requests(model):
+    bf16 = NliModel.load(quantize=False, dtype="bfloat16")
+    assert bf16.model_id.endswith("+bf16") and not bf16.batch_invariant and model.batch_invariant
+    full = model.predict_proba(PAIRS)
+    reduced = bf16.predict_proba(PAIRS)
+    assert np.abs(reduced - full).max() < 0.05  # 8 mantissa bits: close, not equal
+    assert (reduced.argmax(axis=1) == full.argmax(axis=1)).all()
+    with pytest.raises(ValueError, match="exclude"):
+        NliModel.load(quantize=True, dtype="bfloat16")
+    with pytest.raises(ValueError, match="CUDA"):
+        NliModel.load(quantize=False, dtype="float16")
+
+
+def test_reduced_precision_settings_are_checked_at_startup():
+    from pydantic import ValidationError
+
+    from server.config import JudgeSettings
+
+    assert JudgeSettings(nli_dtype="bfloat16").nli_dtype == "bfloat16"
+    with pytest.raises(ValidationError, match="exclude each other"):
+        JudgeSettings(nli_int8=True, nli_dtype="bfloat16")
+    with pytest.raises(ValidationError, match="CUDA"):
+        JudgeSettings(nli_dtype="float16")
+    assert JudgeSettings(nli_dtype="float16", nli_device="cuda:0").nli_dtype == "float16"

@@ -25,6 +25,9 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[3] / "models" / "nli-judge"
 CONFIG_FILE = "config.json"
 
 
+DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
 class NliModelError(RuntimeError):
     """The artefact is missing, corrupt or does not match its base model."""
 
@@ -121,7 +124,7 @@ class NliModel:
     labels: tuple[str, str, str] = LABELS
 
     def __init__(self, model, tokenizer, *, config: dict[str, Any], model_dir: str, device: str,
-                 max_length: int, quantized: bool, temperature: float):
+                 max_length: int, quantized: bool, temperature: float, dtype: str = "float32"):
         self._model = model
         self._tokenizer = tokenizer
         self._tok_lock = threading.Lock()  # HF fast tokenizers are not safe for concurrent calls
@@ -134,7 +137,13 @@ class NliModel:
         # pair's probabilities would shift with the other pairs (and padding) beside it: measured, one demo
         # claim went from P(supported) 0.26 to 0.86. A verdict must depend on its claim and evidence only,
         # so the int8 model scores one pair per forward pass; fp32 rows are independent (within 5e-7).
-        self.batch_invariant = True
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {list(DTYPES)}, not {dtype!r}")
+        self.dtype = dtype
+        # Reduced precision (autocast) rounds every activation to 8 mantissa bits, so a row's result
+        # moves with its padding width and kernel shape: measured up to 0.006 in probability between a
+        # pair scored alone and in a batch. Such a model batches within a request, never across requests.
+        self.batch_invariant = dtype == "float32"
         if not temperature > 0:
             raise NliModelError(f"invalid temperature {temperature!r}")
         self.temperature = float(temperature)
@@ -142,18 +151,21 @@ class NliModel:
         name = config.get("name", "kgverify-nli-judge")
         version = config.get("version", "0")
         self.weights_hash = str(config.get("weights_sha256", ""))
-        self.model_id = f"{name}-v{version}@{short}" + ("+int8" if self.quantized else "")
+        self.model_id = f"{name}-v{version}@{short}" + ("+int8" if self.quantized else "") + \
+            ("" if dtype == "float32" else f"+{DTYPES[dtype]}")
         self.name = self.model_id  # PairScorer port: provenance name
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def load(cls, path: str | None = None, device: str = "cpu", max_length: int = 256,
-             quantize: bool | None = None) -> "NliModel":
+             quantize: bool | None = None, dtype: str = "float32") -> "NliModel":
         """Load the shipped judge.
 
         path: artefact directory (default: ``models/nli-judge`` of this repository).
         quantize: int8 dynamic quantization; ``None`` follows the artefact's
         ``quantize_default`` on CPU (never on other devices).
+        dtype: ``float32``, or ``bfloat16`` / ``float16`` matrix products under torch autocast (weights
+        stay fp32; bfloat16 is fast on CPUs with AVX512-BF16 or AMX, float16 is for CUDA).
         """
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -168,6 +180,12 @@ class NliModel:
             quantize = bool(cfg.get("quantize_default", False)) and device == "cpu"
         if quantize and device != "cpu":
             raise ValueError("int8 dynamic quantization is CPU-only")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {list(DTYPES)}, not {dtype!r}")
+        if quantize and dtype != "float32":
+            raise ValueError("int8 quantization and a reduced-precision dtype exclude each other")
+        if dtype == "float16" and not str(device).startswith("cuda"):
+            raise ValueError("float16 autocast is for CUDA devices; use bfloat16 on CPU")
         model = build_model(model_dir, cfg)
         if quantize:
             model = quantize_int8(model)
@@ -177,7 +195,7 @@ class NliModel:
         model.to(device)
         tokenizer = AutoTokenizer.from_pretrained(base_model_dir())
         return cls(model, tokenizer, config=cfg, model_dir=model_dir, device=device,
-                   max_length=max_length, quantized=bool(quantize), temperature=temperature)
+                   max_length=max_length, quantized=bool(quantize), temperature=temperature, dtype=dtype)
 
     # ------------------------------------------------------------------ inference
     def _encode(self, pairs: Sequence[tuple[str, str]]):
@@ -204,7 +222,9 @@ class NliModel:
         ids, types = self._encode(pairs)
         lengths = [len(x) for x in ids]
         order = sorted(range(n), key=lambda i: lengths[i])  # length buckets
-        with torch.inference_mode():
+        autocast = torch.autocast(torch.device(self.device).type, dtype=getattr(torch, self.dtype),
+                                  enabled=self.dtype != "float32")
+        with torch.inference_mode(), autocast:
             for start in range(0, n, batch_size):
                 idx = order[start:start + batch_size]
                 width = max(lengths[i] for i in idx)
