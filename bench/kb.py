@@ -9,6 +9,8 @@ Prints one JSON object on stdout (progress on stderr). Sections:
   a fact of that question's own answer, for dense, BM25 and hybrid side by side (each also with at most one
   fact per source document). A hit is a fact whose text, after whitespace/case normalisation, is one of
   the chunks of the row's answer, so de-duplicated chunks still count for every row they came from.
+  ``resampled``: recall@5 per mode on `--samples` further samples (seeds 1..N), since one sample of 500
+  moves recall@5 by a few points.
 * ``scale``   — runs bench/kb_scale.py (1M vectors sampled around k-means centroids of real MiniLM
   embeddings; flat / HNSW / IVF-PQ latency, recall@10 against exact search, resident bytes per vector).
 
@@ -127,9 +129,42 @@ def quality_section(args, embedder, kb_dir: Path) -> dict:
         score(name, hits, time.perf_counter() - start)
     start = time.perf_counter()
     score("dense_plain_vectors_only+any_per_doc", _plain_dense(kb_dir, embedder, queries), time.perf_counter() - start)
-    return {"questions": len(rows), "seed": args.seed, "top_k": 10, "results": results,
+    samples = _resampled(args, embedder, kb_dir, spec) if args.samples else None
+    return {"questions": len(rows), "seed": args.seed, "top_k": 10, "results": results, "resampled": samples,
             "default": "hybrid (KGV_KB__RETRIEVAL_MODE), one fact per document (KGV_KB__MAX_PER_DOCUMENT=1)",
             "hit": "a retrieved fact is a chunk of the question's own answer (normalised text)"}
+
+
+def _resampled(args, embedder, kb_dir: Path, spec) -> dict:
+    """recall@5 per mode (default options) on `--samples` more samples of as many questions (seeds 1..N)."""
+    import numpy as np
+
+    from kb.chunking import chunk_spans, text_key
+    from kb.knowledge_base import FaissKnowledgeBase
+    from server.pipeline.types import RetrievalMode
+
+    kb = FaissKnowledgeBase.load(kb_dir, embedder)
+    per_mode: dict[str, list[float]] = {mode.value: [] for mode in RetrievalMode}
+    for seed in range(1, args.samples + 1):
+        rows = _questions(args.medquad, args.questions, seed)
+        gold = [{text_key(r["answer"][s:e]) for s, e in chunk_spans(r["answer"], spec)} for r in rows]
+        queries = [r["question"] for r in rows]
+        vectors = embedder.encode(queries)
+        for mode in RetrievalMode:
+            hits = []
+            for i in range(0, len(queries), 50):
+                hits.extend(kb.search(queries[i:i + 50], 5, mode,
+                                      vectors=None if mode is RetrievalMode.BM25 else vectors[i:i + 50]))
+            per_mode[mode.value].append(round(float(np.mean(
+                [any(text_key(h.text) in g for h in row) for row, g in zip(hits, gold)])), 4))
+        eprint(f"resample seed {seed}: { {m: v[-1] for m, v in per_mode.items()} }")
+    hybrid = np.array(per_mode["hybrid"])
+    return {"seeds": list(range(1, args.samples + 1)), "questions_each": args.questions, "recall@5": per_mode,
+            "recall@5_mean": {m: round(float(np.mean(v)), 4) for m, v in per_mode.items()},
+            "recall@5_sd": {m: round(float(np.std(v)), 4) for m, v in per_mode.items()},
+            "hybrid_beats_dense_in": int(np.sum(hybrid > np.array(per_mode["dense"]))),
+            "hybrid_beats_bm25_in": int(np.sum(hybrid > np.array(per_mode["bm25"]))),
+            "hybrid_at_least_0.85_in": int(np.sum(hybrid >= 0.85))}
 
 
 def _plain_dense(kb_dir: Path, embedder, queries: list[str]) -> list:
@@ -168,6 +203,8 @@ def main() -> int:
     parser.add_argument("--only", default="build,quality,scale", help="comma-separated sections")
     parser.add_argument("--questions", type=int, default=500)
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--samples", type=int, default=10,
+                        help="quality: recall@5 per mode on this many more samples (seeds 1..N; 0 = off)")
     parser.add_argument("--chunk-chars", type=int, default=500)
     parser.add_argument("--chunk-overlap", type=int, default=0)
     parser.add_argument("--context-chars", type=int, default=200)
