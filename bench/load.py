@@ -323,6 +323,8 @@ async def batching_variant(name: str, env: dict[str, str], args, workdir: Path) 
             for key, factory, concurrency, send in (("chains_c1", chains, 1, send_chain),
                                                     ("chains_c32", chains, 32, send_chain),
                                                     ("single_claim_c32", singles, 32, send_knowledge)):
+                if key not in args.runs:
+                    continue
                 eprint(f"[{name}] {key} for {args.level_s:.0f} s")
                 level = await closed_loop(client, factory, concurrency, args.level_s, send=send)
                 runs[key] = {**level.summary(), "load_avg_after": [round(x, 2) for x in os.getloadavg()]}
@@ -333,44 +335,59 @@ def _ratio(a, b):
     return round(a / b, 3) if a and b else None
 
 
+def _level(servers: dict, name: str, run: str, field: str):
+    """One number of one server variant's run (None when the variant or run was not measured)."""
+    return servers.get(name, {}).get(run, {}).get(field)
+
+
 def batching_suite(args) -> dict:
     """(a) server vs raw model ceiling, (b) cross-request batching on vs off, (c) int8 vs fp32, on one device."""
     cuda = args.device == "cuda"
     base = {"KGV_JUDGE__CACHE_SIZE": "0", "KGV_EMBEDDER__DEVICE": args.device, "KGV_JUDGE__NLI_DEVICE": args.device,
-            "KGV_BATCHING__MAX_BATCH_SIZE": str(args.max_batch_size)}
-    variants = {"fp32-batching-on": {**base, "KGV_JUDGE__NLI_INT8": "false"},
-                "fp32-batching-off": {**base, "KGV_JUDGE__NLI_INT8": "false", "KGV_BATCHING__ENABLED": "false"},
-                "bf16": {**base, "KGV_JUDGE__NLI_INT8": "false", "KGV_JUDGE__NLI_DTYPE": "bfloat16"}}
+            "KGV_BATCHING__MAX_BATCH_SIZE": str(args.max_batch_size), **dict(args.server_env)}
+    fp32 = {**base, "KGV_JUDGE__NLI_INT8": "false", "KGV_JUDGE__NLI_DTYPE": "float32"}
+    variants = {"fp32-batching-on": fp32, "fp32-batching-off": {**fp32, "KGV_BATCHING__ENABLED": "false"},
+                "bf16": {**base, "KGV_JUDGE__NLI_INT8": "false", "KGV_JUDGE__NLI_DTYPE": "bfloat16"},
+                "bf16-batching-off": {**base, "KGV_JUDGE__NLI_INT8": "false", "KGV_JUDGE__NLI_DTYPE": "bfloat16",
+                                      "KGV_BATCHING__ENABLED": "false"}}
     if not cuda:  # int8 dynamic quantization is CPU-only
-        variants["int8"] = {**base, "KGV_JUDGE__NLI_INT8": "true"}
+        variants["int8"] = {**base, "KGV_JUDGE__NLI_INT8": "true", "KGV_JUDGE__NLI_DTYPE": "float32"}
+    variants = {name: env for name, env in variants.items() if not args.variants or name in args.variants}
+    precisions = [p for p in (("fp32", "bf16") if cuda else ("fp32", "int8", "bf16"))
+                  if any(name.split("-")[0] == p for name in variants)]
     chains = [ChainFactory(seed=args.seed + 7).next() for _ in range(args.ceiling_chains)]
     singles_factory = ChainFactory(steps=1, facts_per_chain=1, seed=args.seed + 8)
     singles = [singles_factory.next() for _ in range(args.ceiling_chains)]
     ceilings = {}
-    for precision in (("fp32", "bf16") if cuda else ("fp32", "int8", "bf16")):
+    for precision in precisions if args.ceiling_chains else ():
         eprint(f"raw model ceiling, {precision} on {args.device}")
         ceilings[precision] = raw_ceiling(args.device, precision, args.max_batch_size, chains, singles)
     with tempfile.TemporaryDirectory(prefix="kgv-load-") as tmp:
         servers = {name: asyncio.run(batching_variant(name, env, args, Path(tmp))) for name, env in variants.items()}
     summary = {}
     for precision, ceiling in ceilings.items():
-        on = servers["fp32-batching-on" if precision == "fp32" else precision]
+        on = "fp32-batching-on" if precision == "fp32" else precision
         summary[f"server_vs_ceiling_{precision}"] = {
-            "chains_c32_throughput_over_ceiling": _ratio(on["chains_c32"]["throughput_chains_per_s"],
+            "chains_c32_throughput_over_ceiling": _ratio(_level(servers, on, "chains_c32", "throughput_chains_per_s"),
                                                          ceiling["chains_10_steps"]["chains_per_s"]),
-            "single_claim_c32_throughput_over_ceiling": _ratio(on["single_claim_c32"]["throughput_chains_per_s"],
-                                                               ceiling["single_claim"]["chains_per_s"]),
-            "chains_c1_p50_over_raw_chain": _ratio(on["chains_c1"]["p50_ms"],
+            "single_claim_c32_throughput_over_ceiling": _ratio(
+                _level(servers, on, "single_claim_c32", "throughput_chains_per_s"),
+                ceiling["single_claim"]["chains_per_s"]),
+            "chains_c1_p50_over_raw_chain": _ratio(_level(servers, on, "chains_c1", "p50_ms"),
                                                    ceiling["one_chain_alone_s_median"] * 1e3),
             "goals": "throughput ratio >= 0.8, p50 ratio <= 1.25"}
-    on, off = servers["fp32-batching-on"], servers["fp32-batching-off"]
-    summary["batching_on_vs_off_fp32"] = {
-        "single_claim_c32_throughput_gain": _ratio(on["single_claim_c32"]["throughput_chains_per_s"],
-                                                   off["single_claim_c32"]["throughput_chains_per_s"]),
-        "chains_c32_throughput_gain": _ratio(on["chains_c32"]["throughput_chains_per_s"],
-                                             off["chains_c32"]["throughput_chains_per_s"]),
-        "chains_c1_p50_latency_ratio": _ratio(on["chains_c1"]["p50_ms"], off["chains_c1"]["p50_ms"]),
-        "goals": "single-claim gain >= 1.3, 10-step c1 latency ratio <= 1.10"}
+
+    def gain(on, off, run, field):
+        return _ratio(_level(servers, on, run, field), _level(servers, off, run, field))
+
+    for precision, (on, off) in {"fp32": ("fp32-batching-on", "fp32-batching-off"),
+                                 "bf16": ("bf16", "bf16-batching-off")}.items():
+        if on in servers and off in servers:
+            summary[f"batching_on_vs_off_{precision}"] = {
+                "single_claim_c32_throughput_gain": gain(on, off, "single_claim_c32", "throughput_chains_per_s"),
+                "chains_c32_throughput_gain": gain(on, off, "chains_c32", "throughput_chains_per_s"),
+                "chains_c1_p50_latency_ratio": gain(on, off, "chains_c1", "p50_ms"),
+                "goals": "single-claim gain >= 1.3, 10-step c1 latency ratio <= 1.10"}
     judge = {}
     try:
         report = json.loads((REPO / "bench" / "results" / "judge.json").read_text())
@@ -380,14 +397,14 @@ def batching_suite(args) -> dict:
         pass
     summary["precision_vs_fp32"] = {
         "raw_pairs_per_s": {k: c["chains_10_steps"]["pairs_per_s"] for k, c in ceilings.items()},
-        "server_chains_c32_per_s": {k: servers["fp32-batching-on" if k == "fp32" else k]["chains_c32"][
-            "throughput_chains_per_s"] for k in ceilings},
-        "server_chains_c1_p50_ms": {k: servers["fp32-batching-on" if k == "fp32" else k]["chains_c1"]["p50_ms"]
+        "server_chains_c32_per_s": {k: _level(servers, "fp32-batching-on" if k == "fp32" else k, "chains_c32",
+                                              "throughput_chains_per_s") for k in ceilings},
+        "server_chains_c1_p50_ms": {k: _level(servers, "fp32-batching-on" if k == "fp32" else k, "chains_c1", "p50_ms")
                                     for k in ceilings},
         "dev_mean_macro_f1_from_bench_results_judge_json": judge,
         "note": "int8 scores one pair per pass (dynamic activation scales make batched rows depend on their "
-                "batch); bf16 batches within a request but never across requests (rounding moves a row's "
-                "probabilities by up to ~0.006 with its batch)"}
+                "batch); bf16 pads each row to a multiple of 16 tokens and batches rows of one width only "
+                "(batch-invariant)"}
     return {"summary": summary, "raw_ceiling": ceilings, "servers": servers}
 
 
@@ -407,9 +424,21 @@ def main() -> None:
                         help="batching: raw model ceiling, batching on vs off and int8 vs fp32 side by side")
     parser.add_argument("--device", default="cpu", help="batching suite: torch device of the models (cpu, cuda)")
     parser.add_argument("--max-batch-size", type=int, default=64, help="batching suite: KGV_BATCHING__MAX_BATCH_SIZE")
-    parser.add_argument("--ceiling-chains", type=int, default=48, help="batching suite: chains for the raw ceiling")
+    parser.add_argument("--ceiling-chains", type=int, default=48,
+                        help="batching suite: chains for the raw ceiling (0 = no ceiling)")
+    parser.add_argument("--variants", default="", help="batching suite: only these server variants (comma-separated: "
+                        "fp32-batching-on, fp32-batching-off, bf16, bf16-batching-off, int8)")
+    parser.add_argument("--runs", default="chains_c1,chains_c32,single_claim_c32",
+                        help="batching suite: which runs each server variant gets (comma-separated)")
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="batching suite: environment added to every server variant, e.g. OMP_WAIT_POLICY=PASSIVE")
     args = parser.parse_args()
     args.levels = [int(x) for x in args.levels.split(",") if x.strip()]
+    args.variants = {x.strip() for x in args.variants.split(",") if x.strip()}
+    args.runs = {x.strip() for x in args.runs.split(",") if x.strip()}
+    args.server_env = [tuple(x.split("=", 1)) for x in args.server_env]
+    if any(len(x) != 2 for x in args.server_env):
+        parser.error("--server-env takes NAME=VALUE")
     variants = [parse_variant(v) for v in args.variant] or [("embedded-defaults", {})]
     began = time.time()
     if args.suite == "batching":

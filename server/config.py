@@ -128,8 +128,8 @@ class JudgeSettings(_Section):
     """Embedded NLI judge: int8 dynamic quantization on CPU, one pair per pass; unset = the artefact's default."""
     nli_device: str = "cpu"
     """torch device of the embedded NLI judge (`cpu`, `cuda`; int8 is CPU-only)."""
-    nli_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    """NLI judge arithmetic: `bfloat16` (CPU with AVX512-BF16/AMX) or `float16` (CUDA) autocast, faster, ±0.006 in P."""
+    nli_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """NLI judge arithmetic: `auto` = bfloat16 autocast on CPUs with AVX512-BF16/AMX (unless int8), else float32."""
     support_threshold: float = Field(0.62, ge=-1, le=1)
     """Baseline judge: cosine similarity at which P(supported) = 0.5."""
     cascade_threshold: float = Field(0.8, ge=0, le=1)
@@ -141,7 +141,7 @@ class JudgeSettings(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> "JudgeSettings":
-        if self.nli_int8 and self.nli_dtype != "float32":
+        if self.nli_int8 and self.nli_dtype not in ("auto", "float32"):
             raise ValueError(f"nli_int8 and nli_dtype={self.nli_dtype} exclude each other")
         if self.nli_dtype == "float16" and not self.nli_device.startswith("cuda"):
             raise ValueError("nli_dtype=float16 is for CUDA devices; use bfloat16 on CPU")

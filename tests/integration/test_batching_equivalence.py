@@ -1,13 +1,15 @@
 """Cross-request micro-batching changes no result: the same concurrent requests on a server with batching on
 and one with it off give the same verdicts, evidence and probabilities.
 
-Both servers run the shipped NLI judge in fp32 and the nli InfoGain estimator with the verdict cache off, so
-every claim is scored by the model. The requests are the demo chains whole (ScoreChain: KI and InfoGain),
+Both servers run the shipped NLI judge (in fp32, then in bfloat16) and the nli InfoGain estimator with the
+verdict cache off, so every claim is scored by the model. The requests are the demo chains whole (ScoreChain: KI and InfoGain),
 again as ScoreKnowledge against context passages, and each knowledge step alone (many small concurrent
 requests, the sidecar pattern), all sent at once so the batching server mixes them in its model calls.
 
 fp32 rows do not depend on the other rows of a call (measured: at most 5e-7 apart), hence the 1e-5
-tolerance. Batched int8 rows are not batch-invariant: dynamic quantization scales each layer's input by
+tolerance. bfloat16 rows would (rounding to 8 mantissa bits amplifies the padding width's effect, up to
+0.006 in probability), so in bfloat16 each row is padded to a width fixed by its own length and batched
+only with rows of that width: bit-identical in any batch. Batched int8 rows are not batch-invariant: dynamic quantization scales each layer's input by
 the range of the whole batch, which moved P(supported) of one demo claim from 0.26 to 0.86 between batch
 compositions (docs/performance.md). So the int8 model scores one pair per pass (the last test).
 """
@@ -38,13 +40,14 @@ def batcher_stats(server) -> list:
     return [b.stats for key, b in server.runtime.ctx._cache.items() if key.startswith("batcher:")]
 
 
-@pytest.fixture(scope="module")
-async def servers(cache_dir, demo_kb_path):
+@pytest.fixture(scope="module", params=["float32", "bfloat16"])
+async def servers(request, cache_dir, demo_kb_path):
     from server.app import start_server
 
     started = []
     for enabled in (True, False):
-        settings = make_settings(cache_dir, judge={"backend": "nli", "cache_size": 0, "nli_int8": False},
+        settings = make_settings(cache_dir, judge={"backend": "nli", "cache_size": 0, "nli_int8": False,
+                                                   "nli_dtype": request.param},
                                  lm={"backend": "nli"},
                                  batching={"enabled": enabled, "max_batch_size": 16, "max_wait_ms": 5})
         started.append(await start_server(settings, ["127.0.0.1:0"]))
@@ -127,13 +130,21 @@ def test_a_pairs_int8_probabilities_do_not_depend_on_its_neighbours(cache_dir):
         np.testing.assert_allclose(mixed, alone, atol=1e-7)
 
 
-def test_a_bfloat16_judge_batches_within_a_request_only(cache_dir):
+def test_a_pairs_bfloat16_probabilities_do_not_depend_on_its_neighbours(cache_dir):
     from server.backends.registry import BackendContext
     from server.pipeline.runtime import Blocking
 
     context = BackendContext(make_settings(cache_dir, judge={"nli_dtype": "bfloat16"}), Blocking(None))
     model = context.nli_model()
-    assert model.dtype == "bfloat16" and not model.batch_invariant and model.model_id.endswith("+bf16")
-    assert not context.pair_batcher(model).enabled  # rounding would let other callers' traffic move a verdict
-    fp32 = BackendContext(make_settings(cache_dir), Blocking(None))
-    assert fp32.pair_batcher(fp32.nli_model()).enabled
+    assert model.dtype == "bfloat16" and model.batch_invariant and model.model_id.endswith("+bf16")
+    assert context.pair_batcher(model).enabled
+    pair = ("The area of a circle equals pi multiplied by the square of its radius, A = pi r^2.",
+            "The area of a circle equals 2 times pi times its radius.")
+    neighbours = [("Metformin is a first-line drug for type 2 diabetes in most adults.", "Metformin lowers glucose."),
+                  ("x" * 900, "A long premise pads every other row of a batch."),
+                  ("The circle's area is pi r squared, for a circle of radius r.", "A circle's area is pi r^2."),
+                  ("Aspirin irreversibly inhibits cyclooxygenase.", "Aspirin inhibits COX.")]
+    alone = model.predict_proba([pair])[0]
+    for k in range(1, len(neighbours) + 1):
+        mixed = model.predict_proba(neighbours[:k] + [pair] + neighbours[k:], batch_size=32)[k]
+        np.testing.assert_array_equal(mixed, alone)

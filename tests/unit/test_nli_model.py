@@ -119,17 +119,32 @@ def test_bad_artefacts_are_rejected(tmp_path):
         NliModel.load(str(tmp_path))
 
 
-def test_bfloat16_autocast_stays_close_to_fp32_and_never_mixes_requests(model):
+def test_bfloat16_autocast_stays_close_to_fp32_and_is_batch_invariant(model):
     bf16 = NliModel.load(quantize=False, dtype="bfloat16")
-    assert bf16.model_id.endswith("+bf16") and not bf16.batch_invariant and model.batch_invariant
+    assert bf16.model_id.endswith("+bf16") and bf16.batch_invariant and bf16.pad_multiple > 1
     full = model.predict_proba(PAIRS)
     reduced = bf16.predict_proba(PAIRS)
     assert np.abs(reduced - full).max() < 0.05  # 8 mantissa bits: close, not equal
     assert (reduced.argmax(axis=1) == full.argmax(axis=1)).all()
+    alone = np.concatenate([bf16.predict_proba([pair]) for pair in PAIRS])
+    np.testing.assert_array_equal(alone, reduced)  # rows padded by their own length: exact in any batch
+    np.testing.assert_array_equal(bf16.predict_proba(PAIRS[::-1], batch_size=2)[::-1], reduced)
     with pytest.raises(ValueError, match="exclude"):
         NliModel.load(quantize=True, dtype="bfloat16")
     with pytest.raises(ValueError, match="CUDA"):
         NliModel.load(quantize=False, dtype="float16")
+
+
+def test_auto_precision_is_bfloat16_only_on_a_cpu_that_has_it(monkeypatch):
+    from server.backends.judges import nli_model
+
+    monkeypatch.setattr(nli_model, "native_bf16", lambda: True)
+    assert nli_model.resolve_dtype("auto") == "bfloat16"
+    assert nli_model.resolve_dtype("auto", quantize=True) == "float32"
+    assert nli_model.resolve_dtype("auto", device="cuda") == "float32"
+    assert nli_model.resolve_dtype("float32") == "float32"
+    monkeypatch.setattr(nli_model, "native_bf16", lambda: False)
+    assert nli_model.resolve_dtype("auto") == "float32"
 
 
 def test_reduced_precision_settings_are_checked_at_startup():
@@ -137,6 +152,7 @@ def test_reduced_precision_settings_are_checked_at_startup():
 
     from server.config import JudgeSettings
 
+    assert JudgeSettings().nli_dtype == "auto" and JudgeSettings(nli_int8=True).nli_dtype == "auto"
     assert JudgeSettings(nli_dtype="bfloat16").nli_dtype == "bfloat16"
     with pytest.raises(ValidationError, match="exclude each other"):
         JudgeSettings(nli_int8=True, nli_dtype="bfloat16")

@@ -13,6 +13,7 @@ Usage::
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -26,6 +27,28 @@ CONFIG_FILE = "config.json"
 
 
 DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+PAD_MULTIPLE = 16  # reduced precision: rows are padded to a multiple of this many tokens (see NliModel.__init__)
+
+
+@functools.lru_cache(maxsize=1)
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX-BF16; read from /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_dtype(dtype: str, device: str = "cpu", quantize: bool = False) -> str:
+    """`auto` → bfloat16 on a CPU with native bfloat16 (and no int8), float32 otherwise; others unchanged."""
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if str(device) == "cpu" and not quantize and native_bf16() else "float32"
 
 
 class NliModelError(RuntimeError):
@@ -140,10 +163,13 @@ class NliModel:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, not {dtype!r}")
         self.dtype = dtype
-        # Reduced precision (autocast) rounds every activation to 8 mantissa bits, so a row's result
-        # moves with its padding width and kernel shape: measured up to 0.006 in probability between a
-        # pair scored alone and in a batch. Such a model batches within a request, never across requests.
-        self.batch_invariant = dtype == "float32"
+        # Reduced precision (autocast) rounds every activation to 8 mantissa bits, so a row's result moves
+        # with its padding width (up to 0.006 in probability between a pair alone and in a batch). So in
+        # bf16/fp16 every row is padded to a width fixed by its own length (the next multiple of
+        # PAD_MULTIPLE tokens) and batched only with rows of that width: measured, a row's logits are then
+        # bit-identical alone and in any batch, and cross-request batching stays safe.
+        self.pad_multiple = 1 if dtype == "float32" else PAD_MULTIPLE
+        self.batch_invariant = True
         if not temperature > 0:
             raise NliModelError(f"invalid temperature {temperature!r}")
         self.temperature = float(temperature)
@@ -165,7 +191,8 @@ class NliModel:
         quantize: int8 dynamic quantization; ``None`` follows the artefact's
         ``quantize_default`` on CPU (never on other devices).
         dtype: ``float32``, or ``bfloat16`` / ``float16`` matrix products under torch autocast (weights
-        stay fp32; bfloat16 is fast on CPUs with AVX512-BF16 or AMX, float16 is for CUDA).
+        stay fp32; bfloat16 is fast on CPUs with AVX512-BF16 or AMX, float16 is for CUDA), or ``auto``
+        (see resolve_dtype).
         """
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -180,8 +207,9 @@ class NliModel:
             quantize = bool(cfg.get("quantize_default", False)) and device == "cpu"
         if quantize and device != "cpu":
             raise ValueError("int8 dynamic quantization is CPU-only")
+        dtype = resolve_dtype(dtype, device, bool(quantize))
         if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {list(DTYPES)}, not {dtype!r}")
+            raise ValueError(f"dtype must be one of {list(DTYPES)} or 'auto', not {dtype!r}")
         if quantize and dtype != "float32":
             raise ValueError("int8 quantization and a reduced-precision dtype exclude each other")
         if dtype == "float16" and not str(device).startswith("cuda"):
@@ -222,12 +250,19 @@ class NliModel:
         ids, types = self._encode(pairs)
         lengths = [len(x) for x in ids]
         order = sorted(range(n), key=lambda i: lengths[i])  # length buckets
+        step = self.pad_multiple
+        widths = [min(-(-length // step) * step, max(self.max_length, length)) for length in lengths]
+        batches = []  # fp32: runs of batch_size rows; reduced precision: never mixing padded widths
+        for i in order:
+            if batches and len(batches[-1]) < batch_size and (step == 1 or widths[batches[-1][0]] == widths[i]):
+                batches[-1].append(i)
+            else:
+                batches.append([i])
         autocast = torch.autocast(torch.device(self.device).type, dtype=getattr(torch, self.dtype),
                                   enabled=self.dtype != "float32")
         with torch.inference_mode(), autocast:
-            for start in range(0, n, batch_size):
-                idx = order[start:start + batch_size]
-                width = max(lengths[i] for i in idx)
+            for idx in batches:
+                width = max(widths[i] for i in idx)
                 input_ids = torch.zeros((len(idx), width), dtype=torch.long)
                 token_types = torch.zeros_like(input_ids)
                 mask = torch.zeros_like(input_ids)
