@@ -1,17 +1,19 @@
 """Cross-request micro-batching changes no result: the same concurrent requests on a server with batching on
 and one with it off give the same verdicts, evidence and probabilities.
 
-Both servers run the shipped NLI judge (in fp32, then in bfloat16) and the nli InfoGain estimator with the
-verdict cache off, so every claim is scored by the model. The requests are the demo chains whole (ScoreChain: KI and InfoGain),
-again as ScoreKnowledge against context passages, and each knowledge step alone (many small concurrent
-requests, the sidecar pattern), all sent at once so the batching server mixes them in its model calls.
+Both servers run the shipped NLI judge (in fp32, then in bfloat16) and the nli InfoGain estimator with
+the verdict cache off, so every claim is scored by the model. The requests are the demo chains whole
+(ScoreChain: KI and InfoGain), again as ScoreKnowledge against context passages, and each knowledge step
+alone (many small concurrent requests, the sidecar pattern), all sent at once so the batching server
+mixes them in its model calls.
 
 fp32 rows do not depend on the other rows of a call (measured: at most 5e-7 apart), hence the 1e-5
 tolerance. bfloat16 rows would (rounding to 8 mantissa bits amplifies the padding width's effect, up to
 0.006 in probability), so in bfloat16 each row is padded to a width fixed by its own length and batched
-only with rows of that width: bit-identical in any batch. Batched int8 rows are not batch-invariant: dynamic quantization scales each layer's input by
-the range of the whole batch, which moved P(supported) of one demo claim from 0.26 to 0.86 between batch
-compositions (docs/performance.md). So the int8 model scores one pair per pass (the last test).
+only with rows of that width: bit-identical in any batch. Batched int8 rows are not batch-invariant:
+dynamic quantization scales each layer's input by the range of the whole batch, which moved
+P(supported) of one demo claim from 0.26 to 0.86 between batch compositions (docs/performance.md). So
+the int8 model scores one pair per pass (a test below).
 """
 
 from __future__ import annotations

@@ -251,7 +251,7 @@ class NliModel:
         lengths = [len(x) for x in ids]
         order = sorted(range(n), key=lambda i: lengths[i])  # length buckets
         step = self.pad_multiple
-        widths = [min(-(-length // step) * step, max(self.max_length, length)) for length in lengths]
+        widths = [min(-(-length // step) * step, self.max_length) for length in lengths]  # lengths <= max_length
         batches = []  # fp32: runs of batch_size rows; reduced precision: never mixing padded widths
         for i in order:
             if batches and len(batches[-1]) < batch_size and (step == 1 or widths[batches[-1][0]] == widths[i]):
