@@ -95,8 +95,15 @@ def _questions(path: Path, n: int, seed: int) -> list[dict]:
     return random.Random(seed).sample(rows, min(n, len(rows)))
 
 
+def _gold(rows: list[dict], spec) -> list[set]:
+    """Per question, the normalised texts of its own answer's chunks (a hit is a retrieved fact among them)."""
+    from kb.chunking import chunk_spans, text_key
+
+    return [{text_key(r["answer"][s:e]) for s, e in chunk_spans(r["answer"], spec)} for r in rows]
+
+
 def quality_section(args, embedder, kb_dir: Path) -> dict:
-    from kb.chunking import ChunkSpec, chunk_spans, text_key
+    from kb.chunking import ChunkSpec, text_key
     from kb.knowledge_base import FaissKnowledgeBase, LoadOptions
     from kb.layout import current_version
     from kb.manifest import Manifest
@@ -104,7 +111,7 @@ def quality_section(args, embedder, kb_dir: Path) -> dict:
 
     spec = ChunkSpec.from_dict(Manifest.load(current_version(kb_dir)).chunking)
     rows = _questions(args.medquad, args.questions, args.seed)
-    gold = [{text_key(r["answer"][s:e]) for s, e in chunk_spans(r["answer"], spec)} for r in rows]
+    gold = _gold(rows, spec)
     queries = [r["question"] for r in rows]
     def score(name: str, hits: list, seconds: float) -> None:
         ranks = [next((k for k, h in enumerate(row, 1) if text_key(h.text) in g), None) for row, g in zip(hits, gold)]
@@ -139,7 +146,7 @@ def _resampled(args, embedder, kb_dir: Path, spec) -> dict:
     """recall@5 per mode (default options) on `--samples` more samples of as many questions (seeds 1..N)."""
     import numpy as np
 
-    from kb.chunking import chunk_spans, text_key
+    from kb.chunking import text_key
     from kb.knowledge_base import FaissKnowledgeBase
     from server.pipeline.types import RetrievalMode
 
@@ -147,7 +154,7 @@ def _resampled(args, embedder, kb_dir: Path, spec) -> dict:
     per_mode: dict[str, list[float]] = {mode.value: [] for mode in RetrievalMode}
     for seed in range(1, args.samples + 1):
         rows = _questions(args.medquad, args.questions, seed)
-        gold = [{text_key(r["answer"][s:e]) for s, e in chunk_spans(r["answer"], spec)} for r in rows]
+        gold = _gold(rows, spec)
         queries = [r["question"] for r in rows]
         vectors = embedder.encode(queries)
         for mode in RetrievalMode:

@@ -141,10 +141,10 @@ class JudgeSettings(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> "JudgeSettings":
-        if self.nli_int8 and self.nli_dtype not in ("auto", "float32"):
-            raise ValueError(f"nli_int8 and nli_dtype={self.nli_dtype} exclude each other")
-        if self.nli_dtype == "float16" and not self.nli_device.startswith("cuda"):
-            raise ValueError("nli_dtype=float16 is for CUDA devices; use bfloat16 on CPU")
+        from .backends.judges.nli_model import precision_conflict  # stdlib-only module
+
+        if problem := precision_conflict(self.nli_int8, self.nli_dtype, self.nli_device):
+            raise ValueError(f"nli_int8/nli_dtype/nli_device: {problem}")
         return self
 
 

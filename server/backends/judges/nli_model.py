@@ -51,6 +51,15 @@ def resolve_dtype(dtype: str, device: str = "cpu", quantize: bool = False) -> st
     return "bfloat16" if str(device) == "cpu" and not quantize and native_bf16() else "float32"
 
 
+def precision_conflict(int8: bool | None, dtype: str, device: str = "cpu") -> str | None:
+    """Why this precision setting cannot run (None when it can); checked by the settings and at load."""
+    if int8 and dtype not in ("auto", "float32"):
+        return f"int8 quantization and dtype={dtype} exclude each other"
+    if dtype == "float16" and not str(device).startswith("cuda"):
+        return "float16 autocast is for CUDA devices; use bfloat16 on CPU"
+    return None
+
+
 class NliModelError(RuntimeError):
     """The artefact is missing, corrupt or does not match its base model."""
 
@@ -210,10 +219,8 @@ class NliModel:
         dtype = resolve_dtype(dtype, device, bool(quantize))
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)} or 'auto', not {dtype!r}")
-        if quantize and dtype != "float32":
-            raise ValueError("int8 quantization and a reduced-precision dtype exclude each other")
-        if dtype == "float16" and not str(device).startswith("cuda"):
-            raise ValueError("float16 autocast is for CUDA devices; use bfloat16 on CPU")
+        if problem := precision_conflict(quantize, dtype, device):
+            raise ValueError(problem)
         model = build_model(model_dir, cfg)
         if quantize:
             model = quantize_int8(model)
