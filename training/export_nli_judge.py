@@ -6,8 +6,9 @@
    of the encoder, absolute fp16 values for the new classification head.
 3. Rebuilds the model exactly as inference does (base + shipped deltas) and fits the
    softmax temperature on the *calibration* slice carved from train (never on dev):
-   NLL over 3-way rows, binary NLL of P(supported) over binary-source rows. A second
-   temperature is fitted for the int8 dynamically quantized model.
+   NLL over 3-way rows, binary NLL of P(supported) over binary-source rows. Further
+   temperatures are fitted for the int8 dynamically quantized model and, on CPUs with
+   native bfloat16, for the bfloat16 inference path.
 4. Writes ``config.json`` (label order, temperatures, max_length, hashes, provenance).
 
 Example::
@@ -198,8 +199,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     y, binary = calibration_targets(cal_rows)
     model = NM.build_model(out, cfg)
     report = {}
-    for tag, m in (("fp32", model), ("int8", NM.quantize_int8(model))):
-        logits = T.predict_logits(m, enc, batch_size=64)
+    precisions = ["fp32", "int8"] + (["bf16"] if NM.native_bf16() else [])
+    for tag in precisions:
+        if tag == "bf16":  # the inference path itself (bf16 weights, padded widths, fp32 head)
+            bf16 = NM.NliModel.load(out, dtype="bfloat16")
+            logits = bf16.predict_logits([(r["premise"], r["hypothesis"]) for r in cal_rows], batch_size=64)
+        else:
+            logits = T.predict_logits(model if tag == "fp32" else NM.quantize_int8(model), enc, batch_size=64)
         t_fit = fit_temperature(logits, y, binary)
         report[tag] = {
             "temperature": t_fit,
@@ -211,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
     cfg["temperature"] = round(report["fp32"]["temperature"], 5)
     cfg["temperature_int8"] = round(report["int8"]["temperature"], 5)
+    if "bf16" in report:
+        cfg["temperature_bf16"] = round(report["bf16"]["temperature"], 5)
     cfg["calibration"] = {"slice": "calibration (train, hashed group key)", "rows": len(cal_rows), **report}
     tmp = out / "config.json.tmp"
     tmp.write_text(json.dumps(cfg, indent=2) + "\n")
