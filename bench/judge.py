@@ -6,7 +6,7 @@ error (ECE, 15 equal-width bins, top-label confidence) of
 
 * ``judge_fp32``  — the shipped judge (models/nli-judge), plain PyTorch fp32;
 * ``judge_int8``  — the same with int8 dynamic quantization (unless ``--no-int8``);
-* ``judge_bf16``  — the same with bfloat16 autocast (unless ``--no-bf16``);
+* ``judge_bf16``  — the same in bfloat16 (unless ``--no-bf16``; see nli_model.to_precision);
 * ``baseline``    — no training: cosine similarity of all-MiniLM-L6-v2 sentence embeddings
   of premise and hypothesis, with thresholds fitted per source on a *train* slice
   (the selection + calibration slices of train.jsonl.gz; pooled for dev-only sources).
@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True, help="also bench int8")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
-                   help="also bench bfloat16 autocast")
+                   help="also bench bfloat16")
     p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--tp-repeats", type=int, default=2,
                    help="timed passes over the dev pairs per judge (best and all are reported)")

@@ -129,7 +129,7 @@ class JudgeSettings(_Section):
     nli_device: str = "cpu"
     """torch device of the embedded NLI judge (`cpu`, `cuda`; int8 is CPU-only)."""
     nli_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """NLI judge arithmetic: `auto` = bfloat16 autocast on CPUs with AVX512-BF16/AMX (unless int8), else float32."""
+    """NLI judge arithmetic: `auto` = bfloat16 weights on CPUs with AVX512-BF16/AMX (unless int8), else float32."""
     support_threshold: float = Field(0.62, ge=-1, le=1)
     """Baseline judge: cosine similarity at which P(supported) = 0.5."""
     cascade_threshold: float = Field(0.8, ge=0, le=1)
