@@ -403,7 +403,7 @@ def batching_suite(args) -> dict:
                                     for k in ceilings},
         "dev_mean_macro_f1_from_bench_results_judge_json": judge,
         "note": "int8 scores one pair per pass (dynamic activation scales make batched rows depend on their "
-                "batch); bf16 pads each row to a multiple of 16 tokens and batches rows of one width only "
+                "batch); bf16 pads each row to a multiple of 8 tokens and batches rows of one width only "
                 "(batch-invariant)"}
     return {"summary": summary, "raw_ceiling": ceilings, "servers": servers}
 
