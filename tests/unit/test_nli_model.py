@@ -119,7 +119,7 @@ def test_bad_artefacts_are_rejected(tmp_path):
         NliModel.load(str(tmp_path))
 
 
-def test_bfloat16_autocast_stays_close_to_fp32_and_is_batch_invariant(model):
+def test_bfloat16_stays_close_to_fp32_and_is_batch_invariant(model):
     bf16 = NliModel.load(quantize=False, dtype="bfloat16")
     assert bf16.model_id.endswith("+bf16") and bf16.batch_invariant and bf16.pad_multiple > 1
     full = model.predict_proba(PAIRS)
