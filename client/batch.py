@@ -258,12 +258,16 @@ class _Scheduler:
     async def _stream_once(self, client: AsyncVerifierClient, window: int) -> None:
         inflight: dict[str, Item] = {}
         slots = asyncio.Semaphore(window)
+        broken = asyncio.Event()
 
         async def outgoing():
             while not self.finished.is_set():
                 await slots.acquire()
                 item = await self._next_item()
                 if item is None:
+                    return
+                if broken.is_set():  # gRPC reads this iterator in its own task, which can outlive the call
+                    self.queue.put_nowait(item)
                     return
                 inflight[item.id] = item
                 yield item.id, item.request
@@ -282,8 +286,10 @@ class _Scheduler:
                 else:
                     self._finish(item, result.to_record(item.id, item.extra))
         finally:
+            broken.set()
             for item in inflight.values():  # the stream broke: these go back to the queue
                 self.queue.put_nowait(item)
+            inflight.clear()
 
     async def worker(self, client: AsyncVerifierClient, window: int) -> None:
         failures = 0
