@@ -335,6 +335,11 @@ def _ratio(a, b):
     return round(a / b, 3) if a and b else None
 
 
+def _batched_variant(precision: str) -> str:
+    """The server variant that runs `precision` with cross-request batching on."""
+    return "fp32-batching-on" if precision == "fp32" else precision
+
+
 def _level(servers: dict, name: str, run: str, field: str):
     """One number of one server variant's run (None when the variant or run was not measured)."""
     return servers.get(name, {}).get(run, {}).get(field)
@@ -366,7 +371,7 @@ def batching_suite(args) -> dict:
         servers = {name: asyncio.run(batching_variant(name, env, args, Path(tmp))) for name, env in variants.items()}
     summary = {}
     for precision, ceiling in ceilings.items():
-        on = "fp32-batching-on" if precision == "fp32" else precision
+        on = _batched_variant(precision)
         summary[f"server_vs_ceiling_{precision}"] = {
             "chains_c32_throughput_over_ceiling": _ratio(_level(servers, on, "chains_c32", "throughput_chains_per_s"),
                                                          ceiling["chains_10_steps"]["chains_per_s"]),
@@ -397,10 +402,9 @@ def batching_suite(args) -> dict:
         pass
     summary["precision_vs_fp32"] = {
         "raw_pairs_per_s": {k: c["chains_10_steps"]["pairs_per_s"] for k, c in ceilings.items()},
-        "server_chains_c32_per_s": {k: _level(servers, "fp32-batching-on" if k == "fp32" else k, "chains_c32",
-                                              "throughput_chains_per_s") for k in ceilings},
-        "server_chains_c1_p50_ms": {k: _level(servers, "fp32-batching-on" if k == "fp32" else k, "chains_c1", "p50_ms")
+        "server_chains_c32_per_s": {k: _level(servers, _batched_variant(k), "chains_c32", "throughput_chains_per_s")
                                     for k in ceilings},
+        "server_chains_c1_p50_ms": {k: _level(servers, _batched_variant(k), "chains_c1", "p50_ms") for k in ceilings},
         "dev_mean_macro_f1_from_bench_results_judge_json": judge,
         "note": "int8 scores one pair per pass (dynamic activation scales make batched rows depend on their "
                 "batch); bf16 pads each row to a multiple of 8 tokens and batches rows of one width only "

@@ -10,10 +10,10 @@ mixes them in its model calls.
 fp32 rows do not depend on the other rows of a call (measured: at most 5e-7 apart), hence the 1e-5
 tolerance. bfloat16 rows would (rounding to 8 mantissa bits amplifies the padding width's effect, up to
 0.006 in probability), so in bfloat16 each row is padded to a width fixed by its own length and batched
-only with rows of that width, and the fp32 head runs one row at a time: bit-identical in any batch. Batched int8 rows are not batch-invariant:
-dynamic quantization scales each layer's input by the range of the whole batch, which moved
-P(supported) of one demo claim from 0.26 to 0.86 between batch compositions (docs/performance.md). So
-the int8 model scores one pair per pass (a test below).
+only with rows of that width, and the fp32 head runs one row at a time: bit-identical in any batch.
+Batched int8 rows are not batch-invariant: dynamic quantization scales each layer's input by the range of
+the whole batch, which moved P(supported) of one demo claim from 0.26 to 0.86 between batch compositions
+(docs/performance.md). So the int8 model scores one pair per pass (a test below).
 """
 
 from __future__ import annotations
