@@ -7,6 +7,7 @@ error (ECE, 15 equal-width bins, top-label confidence) of
 * ``judge_fp32``  — the shipped judge (models/nli-judge), plain PyTorch fp32;
 * ``judge_int8``  — the same with int8 dynamic quantization (unless ``--no-int8``);
 * ``judge_bf16``  — the same in bfloat16 (unless ``--no-bf16``; see nli_model.to_precision);
+* ``judge_fp16``  — the same in float16 (``--fp16``; CUDA only);
 * ``baseline``    — no training: cosine similarity of all-MiniLM-L6-v2 sentence embeddings
   of premise and hypothesis, with thresholds fitted per source on a *train* slice
   (the selection + calibration slices of train.jsonl.gz; pooled for dev-only sources).
@@ -18,6 +19,7 @@ Throughput = pairs/s of ``predict_proba`` over all dev pairs as they are (max le
 batched, length-bucketed, tokenization included). Bench only: nothing here asserts timings.
 
     nice -n 19 .venv/bin/python bench/judge.py > bench/judge_results.json
+    python bench/judge.py --device cuda --fp16 --no-baseline > bench/results/judge_cuda.json   # on a GPU
 """
 from __future__ import annotations
 
@@ -179,7 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True, help="also bench int8")
+    p.add_argument("--device", default="cpu", help="torch device of the judge (cpu, cuda); int8 is CPU-only")
+    p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True, help="also bench int8 (CPU)")
+    p.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=False, help="also bench float16 (CUDA)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
                    help="also bench bfloat16")
     p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True)
@@ -207,18 +211,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dev": {"file": str(args.dev), "rows": len(dev), "per_source": {s: int(len(v)) for s, v in by_src.items()}},
         "settings": {"max_length": args.max_length, "batch_size": args.batch_size, "threads": args.threads,
                      "bootstrap": args.boot, "ece_bins": 15, "binary_sources": sorted(BINARY_SOURCES),
-                     "torch": torch.__version__, "cpu_count": os.cpu_count(),
+                     "torch": torch.__version__, "cpu_count": os.cpu_count(), "device": args.device,
+                     "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
                      "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]},
     }
 
     systems: dict[str, tuple] = {}  # name -> (pred, conf)
     throughput = {}
     for tag, quant, dtype in (("judge_fp32", False, "float32"), ("judge_int8", True, "float32"),
-                              ("judge_bf16", False, "bfloat16")):
-        if (quant and not args.int8) or (dtype == "bfloat16" and not args.bf16):
+                              ("judge_bf16", False, "bfloat16"), ("judge_fp16", False, "float16")):
+        if ((quant and not (args.int8 and args.device == "cpu")) or (dtype == "bfloat16" and not args.bf16)
+                or (dtype == "float16" and not args.fp16)):
             continue
         t = time.time()
-        model = NliModel.load(args.model, max_length=args.max_length, quantize=quant, dtype=dtype)
+        model = NliModel.load(args.model, device=args.device, max_length=args.max_length, quantize=quant,
+                              dtype=dtype)
         load_s = time.time() - t
         model.predict_proba(pairs[:64], batch_size=args.batch_size)  # warm-up
         times = []
@@ -289,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 point = entry[name]["macro_f1"]["value"] - entry["baseline"]["macro_f1"]["value"]
                 entry[f"{name}_minus_baseline_macro_f1"] = {
                     "value": round(point, 4), "ci95": [round(float(x), 4) for x in np.percentile(d, [2.5, 97.5])]}
-        for variant in ("int8", "bf16"):
+        for variant in ("int8", "bf16", "fp16"):
             if f"judge_{variant}" in systems:
                 entry[f"{variant}_macro_f1_cost"] = round(entry["judge_fp32"]["macro_f1"]["value"]
                                                           - entry[f"judge_{variant}"]["macro_f1"]["value"], 4)

@@ -93,7 +93,8 @@ class ServerProcess:
 
     def __init__(self, env: dict[str, str], log_path: Path):
         self.address = f"127.0.0.1:{_free_port()}"
-        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "proto")]), **env}
+        paths = [str(REPO), str(REPO / "proto"), *filter(None, [os.environ.get("PYTHONPATH")])]
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **env}
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
@@ -102,6 +103,21 @@ class ServerProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", "client.cli", "serve", "--listen", self.address],
                                      cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
         return self
+
+    async def ready(self, client, timeout_s: float = 900.0) -> None:
+        """Wait until the server is SERVING; fail at once, with its log's tail, if it exits first or logs
+        that a service failed to load (it then stays up, NOT_SERVING, by design: server/app.py)."""
+        waiting = asyncio.ensure_future(client.wait_ready(timeout_s=timeout_s))
+        while not waiting.done():
+            await asyncio.wait([waiting], timeout=1.0)
+            if waiting.done():
+                break
+            log = self.log_path.read_text(errors="replace")
+            if self.proc.poll() is not None or " failed to load" in log or " not ready: " in log:
+                waiting.cancel()
+                state = "running" if self.proc.returncode is None else f"exit {self.proc.returncode}"
+                raise RuntimeError(f"server not SERVING ({state}):\n" + "\n".join(log.splitlines()[-12:]))
+        waiting.result()
 
     def __exit__(self, *exc) -> None:
         self.proc.terminate()
@@ -176,7 +192,7 @@ async def run_variant(name: str, env: dict[str, str], args, workdir: Path) -> di
     with ServerProcess(env, workdir / f"server-{name}.log") as server:
         started = time.monotonic()
         async with AsyncVerifierClient(server.address, retries=0) as client:
-            await client.wait_ready(timeout_s=900)
+            await server.ready(client)
             ready_s = time.monotonic() - started
             eprint(f"[{name}] server ready in {ready_s:.0f} s; warming up")
             await closed_loop(client, factory, 2, args.warmup_s)
@@ -317,7 +333,7 @@ async def batching_variant(name: str, env: dict[str, str], args, workdir: Path) 
     chains, singles = ChainFactory(seed=args.seed), ChainFactory(steps=1, facts_per_chain=1, seed=args.seed + 1)
     with ServerProcess(env, workdir / f"server-{name}.log") as server:
         async with AsyncVerifierClient(server.address, retries=0) as client:
-            await client.wait_ready(timeout_s=900)
+            await server.ready(client)
             await closed_loop(client, chains, 2, args.warmup_s)
             runs = {}
             for key, factory, concurrency, send in (("chains_c1", chains, 1, send_chain),
@@ -368,7 +384,13 @@ def batching_suite(args) -> dict:
         eprint(f"raw model ceiling, {precision} on {args.device}")
         ceilings[precision] = raw_ceiling(args.device, precision, args.max_batch_size, chains, singles)
     with tempfile.TemporaryDirectory(prefix="kgv-load-") as tmp:
-        servers = {name: asyncio.run(batching_variant(name, env, args, Path(tmp))) for name, env in variants.items()}
+        servers = {}
+        for name, env in variants.items():
+            try:
+                servers[name] = asyncio.run(batching_variant(name, env, args, Path(tmp)))
+            except Exception as exc:  # one failed variant must not lose the others' numbers
+                eprint(f"[{name}] failed: {exc}")
+                servers[name] = {"name": name, "env": env, "error": f"{type(exc).__name__}: {exc}"}
     summary = {}
     for precision, ceiling in ceilings.items():
         on = _batched_variant(precision)
