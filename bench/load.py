@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -326,6 +327,19 @@ def raw_ceiling(device: str, precision: str, max_batch_size: int, chains: list[d
             "one_chain_alone_s_median": round(alone[len(alone) // 2], 3)}
 
 
+def isolated(fn, *args):
+    """fn(*args) in a child process that exits before the servers start.
+
+    Measured on an H200: while this process held a CUDA context of its own (the raw ceiling's models),
+    every server it started failed its requests with CUBLAS_STATUS_ALLOC_FAILED at cublasCreate; servers
+    started from a process that never touched CUDA served. The child also returns the memory on a CPU.
+    """
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
 async def batching_variant(name: str, env: dict[str, str], args, workdir: Path) -> dict:
     """One fresh server: 10-step chains at concurrency 1 and 32, single-claim requests at concurrency 32."""
     from client import AsyncVerifierClient
@@ -345,6 +359,14 @@ async def batching_variant(name: str, env: dict[str, str], args, workdir: Path) 
                 level = await closed_loop(client, factory, concurrency, args.level_s, send=send)
                 runs[key] = {**level.summary(), "load_avg_after": [round(x, 2) for x in os.getloadavg()]}
     return {"name": name, "env": env, **runs}
+
+
+def work_dir(args):
+    """Where server logs (and batch files) go: --log-dir, kept, or a temporary directory."""
+    if args.log_dir:
+        Path(args.log_dir).mkdir(parents=True, exist_ok=True)
+        return contextlib.nullcontext(args.log_dir)
+    return tempfile.TemporaryDirectory(prefix="kgv-load-")
 
 
 def _ratio(a, b):
@@ -382,8 +404,8 @@ def batching_suite(args) -> dict:
     ceilings = {}
     for precision in precisions if args.ceiling_chains else ():
         eprint(f"raw model ceiling, {precision} on {args.device}")
-        ceilings[precision] = raw_ceiling(args.device, precision, args.max_batch_size, chains, singles)
-    with tempfile.TemporaryDirectory(prefix="kgv-load-") as tmp:
+        ceilings[precision] = isolated(raw_ceiling, args.device, precision, args.max_batch_size, chains, singles)
+    with work_dir(args) as tmp:
         servers = {}
         for name, env in variants.items():
             try:
@@ -446,6 +468,7 @@ def main() -> None:
     parser.add_argument("--batch-rows", type=int, default=0,
                         help="also run `kgverify batch` on this many rows, kill -9 it at 30%% and resume (0 = no)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--log-dir", default="", help="keep the servers' logs here (default: a temporary directory)")
     parser.add_argument("--suite", choices=("load", "batching"), default="load",
                         help="batching: raw model ceiling, batching on vs off and int8 vs fp32 side by side")
     parser.add_argument("--device", default="cpu", help="batching suite: torch device of the models (cpu, cuda)")
@@ -478,7 +501,7 @@ def main() -> None:
                           "started_unix": round(began), "elapsed_s": round(time.time() - began), **result},
                          indent=2))
         return
-    with tempfile.TemporaryDirectory(prefix="kgv-load-") as tmp:
+    with work_dir(args) as tmp:
         results = [asyncio.run(run_variant(name, env, args, Path(tmp))) for name, env in variants]
     print(json.dumps({
         "benchmark": "load", "transport": "grpc over TCP loopback (127.0.0.1)", "chain_steps": 10,
