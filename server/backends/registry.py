@@ -11,12 +11,26 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import Settings
-from ..pipeline.errors import BackendNotConfiguredError
+from ..pipeline.errors import BackendNotConfiguredError, FailedPreconditionError
 from ..pipeline.runtime import Blocking
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_NLI_MODEL = REPO_ROOT / "models" / "nli-judge"
 
+
+
+def require_device(device: str, setting: str) -> None:
+    """A CUDA device torch cannot see fails the model's load with the setting's name, not a torch traceback
+    (and not as BackendNotConfiguredError, which would let the judge fall back to the similarity baseline)."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise FailedPreconditionError(f"{setting}={device}, but torch {torch.__version__} sees no CUDA device")
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise FailedPreconditionError(f"{setting}={device}, but torch sees {torch.cuda.device_count()} CUDA device(s)")
 
 @dataclass
 class BackendContext:
@@ -62,7 +76,12 @@ class BackendContext:
         from kb.embedder import SentenceTransformerEmbedder
 
         cfg = self.settings.embedder
-        return self.shared("embedder", lambda: SentenceTransformerEmbedder(cfg.model, cfg.device, cfg.batch_size))
+
+        def build():
+            require_device(cfg.device, "KGV_EMBEDDER__DEVICE")
+            return SentenceTransformerEmbedder(cfg.model, cfg.device, cfg.batch_size)
+
+        return self.shared("embedder", build)
 
     def nli_model(self):
         """The trained embedded NLI model (BackendNotConfiguredError when it is not available)."""
@@ -76,6 +95,7 @@ class BackendContext:
             if not Path(path).is_dir():
                 raise BackendNotConfiguredError(f"the embedded NLI judge model is missing: {path}")
             cfg = self.settings.judge
+            require_device(cfg.nli_device, "KGV_JUDGE__NLI_DEVICE")
             return NliModel.load(str(path), device=cfg.nli_device, quantize=cfg.nli_int8, dtype=cfg.nli_dtype)
 
         return self.shared("nli_model", build)
