@@ -5,6 +5,8 @@ from __future__ import annotations
 from kgverify.v1 import knowledge_base_service_pb2 as kbpb
 from kgverify.v1 import knowledge_base_service_pb2_grpc as kbgrpc
 
+from ..context import deadline_of
+from ..pipeline.types import RetrievalMode
 from . import convert
 
 
@@ -17,7 +19,12 @@ class KnowledgeBaseServicer(kbgrpc.KnowledgeBaseServiceServicer):
         query, top_k, mode = convert.search_request(request, limits.max_step_chars, limits.max_top_k)
         kb = self.rt.kb.require()
         mode = mode or self.rt.deps.default_retrieval_mode
-        hits = await self.rt.deps.blocking.run(kb.search, [query], top_k or self.rt.deps.default_top_k, mode)
+        top_k = top_k or self.rt.deps.default_top_k
+        vectors = {}
+        if mode is not RetrievalMode.BM25 and top_k and mode in kb.info.modes:
+            # the query is embedded through the micro-batcher, with other requests' texts
+            vectors = {"vectors": await self.rt.deps.embed_texts([query], deadline_of(context))}
+        hits = await self.rt.deps.blocking.run(kb.search, [query], top_k, mode, **vectors)
         return convert.search_response(hits[0], kb.info.kb_id, mode)
 
     async def GetKnowledgeBaseInfo(self, request, context):

@@ -51,6 +51,23 @@ async def test_info_lists_the_modes_and_the_mode_flag_changes_results(kb_server)
         assert dense[0].text == DOCS[2].text and dense[0].source == DOCS[2].source
 
 
+
+async def test_a_search_query_is_embedded_through_the_micro_batcher(kb_server):
+    from prometheus_client import REGISTRY
+
+    def embedded_texts() -> float:
+        return REGISTRY.get_sample_value("kgverify_batch_items_total", {"model": "embedder"}) or 0.0
+
+    server, _ = kb_server
+    async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+        before = embedded_texts()
+        dense = await client.search("which drug blocks leukotriene receptors", top_k=1, mode="dense")
+        after_dense = embedded_texts()
+        await client.search("which drug blocks leukotriene receptors", top_k=1, mode="bm25")
+        assert dense[0].fact_id == "z"
+        assert after_dense == before + 1  # the query, batched with other requests' texts
+        assert embedded_texts() == after_dense  # BM25 embeds nothing
+
 async def test_hot_reload_under_concurrent_searches_drops_none(kb_server, embedder):
     server, path = kb_server
     rounds = [[Document(f"new{r}", f"The reload round drug is called {name}.", f"https://ex/{r}")]
