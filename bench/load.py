@@ -335,9 +335,11 @@ def isolated(fn, *args):
     started from a process that never touched CUDA served. The child also returns the memory on a CPU.
     """
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(fn, args)
+    # not multiprocessing.Pool: it replaces a crashed worker and waits forever; this raises BrokenProcessPool
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
 
 
 async def batching_variant(name: str, env: dict[str, str], args, workdir: Path) -> dict:
