@@ -14,7 +14,6 @@ JudgeName = Literal["baseline", "nli", "vllm", "cascade"]
 EstimatorBackendName = Literal["nli", "transformers", "vllm"]
 
 
-
 _TORCH_DEVICE = re.compile(r"(cpu|cuda|cuda:\d+|mps|xpu|xpu:\d+)")
 
 
@@ -34,6 +33,7 @@ TorchDevice = Annotated[str, AfterValidator(_torch_device), AfterValidator(_name
 """A torch device name, checked at startup (whether torch sees it is checked when the model loads)."""
 LmDevice = Annotated[str, AfterValidator(_torch_device)]
 """A torch device name or `auto` (CUDA when torch sees one, else CPU)."""
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)

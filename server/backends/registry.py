@@ -18,7 +18,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_NLI_MODEL = REPO_ROOT / "models" / "nli-judge"
 
 
-
 def require_device(device: str, setting: str) -> None:
     """A CUDA device torch cannot see fails the model's load with the setting's name, not a torch traceback
     (and not as BackendNotConfiguredError, which would let the judge fall back to the similarity baseline)."""
@@ -30,7 +29,9 @@ def require_device(device: str, setting: str) -> None:
         raise FailedPreconditionError(f"{setting}={device}, but torch {torch.__version__} sees no CUDA device")
     index = int(device.split(":", 1)[1]) if ":" in device else 0
     if index >= torch.cuda.device_count():
-        raise FailedPreconditionError(f"{setting}={device}, but torch sees {torch.cuda.device_count()} CUDA device(s)")
+        count = torch.cuda.device_count()
+        raise FailedPreconditionError(f"{setting}={device}, but torch sees {count} CUDA device(s)")
+
 
 @dataclass
 class BackendContext:
