@@ -20,15 +20,10 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 from server.backends.judges.nli_model import NliModel  # noqa: E402
+from tests.unit.test_nli_model import PAIRS as SHARED_PAIRS  # noqa: E402
 
 PAIRS = [
-    ("Aspirin irreversibly inhibits cyclooxygenase.", "Aspirin inhibits cyclooxygenase."),
-    ("The trial enrolled 120 adults with type 2 diabetes and followed them for two years. " * 6,
-     "The trial followed patients for two years."),
-    ("Paris is the capital of France.", "Paris is not the capital of France."),
-    ("A man is playing a guitar on stage.", "A woman is sleeping."),
-    ("Vitamin D deficiency is common in northern countries during winter.", "The moon orbits the earth."),
-    ("Masks reduce transmission.", "Masks"),
+    *SHARED_PAIRS,  # the CPU tests' pairs, plus two medical ones
     ("Metformin lowers hepatic glucose production and is first-line therapy for type 2 diabetes.",
      "Metformin raises hepatic glucose production."),
     ("Penicillin was discovered by Alexander Fleming in 1928.", "Fleming discovered penicillin."),
