@@ -6,7 +6,9 @@ results. One collector task per model gathers the items of concurrent requests u
 length (less padding), runs one blocking model call at a time on the executor and
 hands every request exactly its own rows back. Requests that expire or are cancelled
 while queued lose their queued items; a failing model call fails only the requests
-with items in that batch, with the model's own error. Disabled, a request's items
+with items in that batch, with the model's own error — except running out of device
+memory, which becomes DeviceOutOfMemoryError (RESOURCE_EXHAUSTED with a retry delay,
+not INTERNAL) after the allocator's cached blocks are released. Disabled, a request's items
 are never combined with another's and nothing waits (the ablation of the same path).
 """
 
@@ -14,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
 from .pipeline.deadline import NO_DEADLINE, Deadline
-from .pipeline.errors import BackendTimeoutError
+from .pipeline.errors import BackendTimeoutError, DeviceOutOfMemoryError, is_out_of_memory
 from .pipeline.runtime import Blocking
 
 log = logging.getLogger("kgverify.batching")
@@ -62,6 +65,7 @@ class BatcherStats:
     largest_batch: int = 0
     expired: int = 0
     abandoned: int = 0
+    out_of_memory: int = 0  # batches whose model call ran out of device memory
 
 
 class MicroBatcher(Generic[I, R]):
@@ -115,6 +119,19 @@ class MicroBatcher(Generic[I, R]):
 
     def _timeout(self) -> BackendTimeoutError:
         return BackendTimeoutError(f"the deadline expired while waiting for the {self.name} model")
+
+    def _out_of_memory(self, exc: BaseException, items: int) -> DeviceOutOfMemoryError:
+        log.warning("the %s model ran out of memory on a batch of %d items: %s", self.name, items, exc)
+        self.stats.out_of_memory += 1
+        torch = sys.modules.get("torch")  # only when a model has loaded torch; never imported here
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            try:
+                torch.cuda.empty_cache()  # the failed batch's cached blocks, so that a retry can fit
+            except Exception:  # a broken CUDA context: the retry will say so
+                log.exception("releasing the CUDA cache failed")
+        return DeviceOutOfMemoryError(
+            f"the {self.name} model ran out of device memory on a batch of {items} items; retry later, or lower "
+            "KGV_BATCHING__MAX_BATCH_SIZE or the request's size", retry_after_s=1.0)
 
     def queued_items(self) -> int:
         return sum(len(r.items) - r.dispatched for r in self._queue if not r.future.done())
@@ -195,6 +212,8 @@ class MicroBatcher(Generic[I, R]):
             if len(out) != len(items):
                 raise ValueError(f"the {self.name} model returned {len(out)} results for {len(items)} items")
         except Exception as exc:  # only the requests in this batch fail, with the model's own error
+            if is_out_of_memory(exc):
+                exc = self._out_of_memory(exc, len(items))
             for request in {id(r): r for r, _ in batch}.values():
                 if not request.future.done():
                     request.future.set_exception(exc)

@@ -112,6 +112,28 @@ class OverloadedError(KgverifyError):
         self.retry_after_s = retry_after_s
 
 
+class DeviceOutOfMemoryError(OverloadedError):
+    """A local model ran out of device memory (GPU or host) for one batch; the batch's requests may retry."""
+
+    reason = "DEVICE_OUT_OF_MEMORY"
+
+
+_OUT_OF_MEMORY_MARKERS = ("out of memory", "alloc_failed", "can't allocate memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch.OutOfMemoryError, MemoryError, or a RuntimeError from CUDA/cuBLAS/the CPU allocator saying so.
+
+    Checked by name and message so that this module needs no torch import: cuBLAS reports a failed workspace
+    allocation as ``CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate(handle)``, a plain RuntimeError."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    if not isinstance(exc, RuntimeError):
+        return False
+    text = str(exc).lower()
+    return any(marker in text for marker in _OUT_OF_MEMORY_MARKERS)
+
+
 class NotReadyError(KgverifyError):
     """The service's dependencies are still loading."""
 

@@ -145,6 +145,32 @@ async def test_slow_backend_answers_deadline_exceeded_and_frees_its_slot(start, 
         await asyncio.sleep(0.02)
 
 
+async def test_a_model_out_of_memory_is_resource_exhausted_and_the_server_keeps_serving(start, monkeypatch):
+    """The real NLI judge whose batch makes torch's allocator fail (a real 4 PiB request) answers
+    RESOURCE_EXHAUSTED / DEVICE_OUT_OF_MEMORY, not INTERNAL; the next request is served."""
+    import torch
+
+    from server.backends.judges.nli_model import NliModel
+
+    scored = NliModel.predict_proba
+
+    def predict_proba(self, pairs, *args, **kwargs):
+        if any("allocate-too-much" in claim for _, claim in pairs):
+            torch.empty(2**50, dtype=torch.float32)
+        return scored(self, pairs, *args, **kwargs)
+
+    monkeypatch.setattr(NliModel, "predict_proba", predict_proba)
+    server = await start(None)
+    async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+        oversized = {**CHAIN, "steps": ["Protamine sulfate neutralizes heparin (allocate-too-much)."]}
+        error, _ = await _timed_error(client.score_knowledge(timeout_s=30.0, steps=oversized["steps"]))
+        assert error.code == "RESOURCE_EXHAUSTED" and error.reason == "DEVICE_OUT_OF_MEMORY", error
+        assert "ran out of device memory" in error.message
+        assert await client.health(KNOWLEDGE) == "SERVING"
+        score = await client.score_knowledge(timeout_s=30.0, steps=CHAIN["steps"])
+        assert score.steps[1].verdict == "supported"
+
+
 async def test_slow_judge_hits_the_callers_deadline(start):
     server = await start(FakeJudge(delay_s=5.0))
     async with AsyncVerifierClient(server.addresses[0], retries=0) as client:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from server.batching import MicroBatcher
 from server.pipeline.deadline import Deadline
-from server.pipeline.errors import BackendTimeoutError
+from server.pipeline.errors import BackendTimeoutError, DeviceOutOfMemoryError, is_out_of_memory
 from server.pipeline.runtime import Blocking
 
 EXECUTOR = ThreadPoolExecutor(2, thread_name_prefix="test-batching")
@@ -179,3 +179,47 @@ async def test_an_observer_sees_every_batch():
     b = batcher(Model(), max_batch_size=3, on_batch=lambda name, size, waits: seen.append((name, size, len(waits))))
     await b.submit(["a", "b", "c", "d"])
     assert seen == [("test-model", 3, 1), ("test-model", 1, 0)]
+
+
+def _cpu_allocation_failure() -> RuntimeError:
+    """The RuntimeError torch's CPU allocator raises for an allocation it cannot make (a real one, 4 PiB)."""
+    import torch
+
+    try:
+        torch.empty(2**50, dtype=torch.float32)
+    except RuntimeError as exc:
+        return exc
+    raise AssertionError("a 4 PiB allocation succeeded")
+
+
+def _out_of_memory_errors():
+    import torch
+
+    return [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+        _cpu_allocation_failure(),
+        MemoryError(),
+    ]
+
+
+@pytest.mark.parametrize("error", _out_of_memory_errors(), ids=["torch-oom", "cublas", "cpu-allocator", "memory"])
+async def test_running_out_of_device_memory_is_resource_exhausted_for_that_batch_only(error):
+    def model(items):
+        if "huge" in items:
+            raise error
+        return [f"out:{item}" for item in items]
+
+    b = batcher(model)
+    with pytest.raises(DeviceOutOfMemoryError) as info:
+        await b.submit(["huge", "x"])
+    assert info.value.code == "RESOURCE_EXHAUSTED" and info.value.reason == "DEVICE_OUT_OF_MEMORY"
+    assert info.value.retry_after_s > 0 and "KGV_BATCHING__MAX_BATCH_SIZE" in info.value.message
+    assert b.stats.out_of_memory == 1
+    assert await b.submit(["after"]) == ["out:after"]  # the batcher keeps serving
+
+
+def test_other_model_errors_are_not_taken_for_out_of_memory():
+    assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)"))
+    assert not is_out_of_memory(ValueError("out of memory"))  # only runtime errors carry allocator messages
+    assert is_out_of_memory(_cpu_allocation_failure())
