@@ -261,8 +261,12 @@ async def start_server(settings: Settings, listen: list[str] | None = None) -> V
     return VerifierServer(server, runtime, addresses, tasks, metrics_address, httpd)
 
 
+LOAD_FAILURE_EXIT_STATUS = 3
+
+
 async def serve(settings: Settings, listen: list[str] | None = None) -> None:
-    """Runs until SIGTERM/SIGINT, then shuts down gracefully."""
+    """Runs until SIGTERM/SIGINT, then shuts down gracefully; with `exit_on_load_failure`, also when a service
+    failed to load (then SystemExit(3))."""
     import signal
 
     verifier = await start_server(settings, listen)
@@ -270,9 +274,24 @@ async def serve(settings: Settings, listen: list[str] | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    load_failed: list[str] = []
+
+    async def exit_if_load_fails() -> None:
+        await verifier.wait_ready()
+        if verifier.runtime.load_errors:
+            load_failed.extend(sorted(verifier.runtime.load_errors))
+            log.error("exiting with status %d: %s failed to load (KGV_SERVER__EXIT_ON_LOAD_FAILURE=true)",
+                      LOAD_FAILURE_EXIT_STATUS, ", ".join(load_failed))
+            stop.set()
+
+    watcher = asyncio.create_task(exit_if_load_fails()) if settings.server.exit_on_load_failure else None
     await stop.wait()
+    if watcher is not None:
+        watcher.cancel()
     log.info("shutting down: health NOT_SERVING, %.1f s grace for in-flight calls",
              settings.server.grace_period_s)
     await verifier.runtime.health.shutdown()
     await asyncio.sleep(min(0.5, settings.server.grace_period_s))
     await verifier.stop()
+    if load_failed:
+        raise SystemExit(LOAD_FAILURE_EXIT_STATUS)

@@ -58,6 +58,10 @@ class ServerSettings(_Section):
     """On SIGTERM: time in-flight calls get to finish."""
     health_interval_s: float = Field(5.0, gt=0)
     """How often backend health is re-checked."""
+    exit_on_load_failure: bool = False
+    """Exit (status 3) when a service fails to load (model, device, knowledge base) instead of staying up with
+    that service NOT_SERVING; for `docker run --restart` setups that do not watch the health check. A judge or LM
+    that is merely unreachable at startup is not a load failure."""
     log_request_text: bool = False
     """Log request text (questions, chains). Off by default: texts may contain patient data."""
     log_level: str = "INFO"
@@ -302,5 +306,6 @@ def settings_table() -> str:
             default = field.default
             if isinstance(default, Path) and str(default).startswith(str(Path.home())):
                 default = "~/" + str(default.relative_to(Path.home()))
-            rows.append(f"| `{env}` | `{default}` | {field.description or ''} |")
+            description = " ".join((field.description or "").split())  # a docstring over several lines: one row
+            rows.append(f"| `{env}` | `{default}` | {description} |")
     return "\n".join(rows)

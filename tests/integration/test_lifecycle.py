@@ -127,7 +127,9 @@ async def test_overload_is_shed_fast_and_health_is_never_shed(cache_dir, demo_kb
 
 async def test_sigterm_drains_in_flight_calls_and_exits_cleanly(tmp_path, cache_dir):
     sock = tmp_path / "kgv.sock"
+    # exit_on_load_failure on: a server whose services all load keeps serving
     env = {**os.environ, "KGV_KB__ENABLED": "false", "KGV_SERVER__GRACE_PERIOD_S": "20",
+           "KGV_SERVER__EXIT_ON_LOAD_FAILURE": "true",
            "KGV_KB__CACHE_DIR": str(cache_dir), "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "proto")])}
     proc = subprocess.Popen([sys.executable, "-m", "client.cli", "serve", "--listen", f"unix://{sock}"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -148,6 +150,25 @@ async def test_sigterm_drains_in_flight_calls_and_exits_cleanly(tmp_path, cache_
         assert len(results) == 12 and not any(isinstance(r, VerifierError) for _, r in results)
         assert await asyncio.to_thread(proc.wait, 60) == 0
         assert "shutting down" in proc.stdout.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def test_exit_on_load_failure_exits_with_status_3_naming_the_service(tmp_path, cache_dir):
+    """Opt-in: a knowledge base that cannot be loaded ends the process (status 3) instead of a server that
+    stays up with KnowledgeBaseService NOT_SERVING; it exits once every service has had its try."""
+    sock = tmp_path / "kgv.sock"
+    env = {**os.environ, "KGV_KB__PATH": str(tmp_path / "no-such-kb"), "KGV_SERVER__EXIT_ON_LOAD_FAILURE": "true",
+           "KGV_SERVER__GRACE_PERIOD_S": "0.2", "KGV_KB__CACHE_DIR": str(cache_dir),
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "proto")])}
+    proc = subprocess.Popen([sys.executable, "-m", "client.cli", "serve", "--listen", f"unix://{sock}"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert await asyncio.to_thread(proc.wait, 120) == 3
+        log = proc.stdout.read().decode()
+        assert f"exiting with status 3: {KNOWLEDGE_BASE} failed to load" in log, log[-3000:]
     finally:
         if proc.poll() is None:
             proc.kill()
