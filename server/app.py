@@ -26,7 +26,13 @@ from .interceptors import ServiceInterceptor
 from .kb_holder import KbHolder
 from .pipeline.deadline import Deadline
 from .pipeline.deps import PipelineDeps
-from .pipeline.errors import BackendNotConfiguredError, KgverifyError, KnowledgeBaseUnavailableError
+from .pipeline.errors import (
+    BackendNotConfiguredError,
+    KgverifyError,
+    KnowledgeBaseUnavailableError,
+    NotReadyError,
+    ServiceLoadFailedError,
+)
 from .pipeline.runtime import Blocking
 from .pipeline.types import Provenance, RetrievalMode
 from .pipeline.validation import Limits
@@ -50,7 +56,8 @@ class Runtime:
         self.admission = Admission(settings.server.max_inflight)
         self.kb = KbHolder(settings.kb)
         self._built: dict[tuple[str, str], object] = {}
-        self.load_errors: dict[str, str] = {}  # service -> why it did not become ready
+        self.load_errors: dict[str, str] = {}  # service -> why it did not become ready (for the log)
+        self._load_failures: dict[str, str] = {}  # service -> the same, as callers may see it
         self._build_lock = asyncio.Lock()
         self.deps = PipelineDeps(
             limits=Limits(**settings.limits.model_dump()),
@@ -122,11 +129,19 @@ class Runtime:
             try:
                 await step()
             except KgverifyError as exc:
-                self.load_errors[service] = exc.message
+                self.load_errors[service] = self._load_failures[service] = exc.message
                 log.error("%s not ready: %s", service, exc.message)
             except Exception as exc:
                 self.load_errors[service] = f"{type(exc).__name__}: {exc}"
+                self._load_failures[service] = "an unexpected error; see the server log"
                 log.exception("%s failed to load", service)
+
+    def not_ready_error(self, service: str) -> KgverifyError:
+        """UNAVAILABLE (NOT_READY, retryable) while a service loads; FAILED_PRECONDITION once its load failed."""
+        failure = self._load_failures.get(service)
+        if failure is None:
+            return NotReadyError(f"{service} is still loading its models; retry shortly")
+        return ServiceLoadFailedError(f"{service} failed to load at startup: {failure}")
 
     async def _load_kb(self) -> None:
         embedder = await self.blocking.run(self.ctx.embedder)
@@ -225,7 +240,8 @@ async def start_server(settings: Settings, listen: list[str] | None = None) -> V
     # Outermost first: metrics see every outcome, auth refuses before any work, then the service interceptor.
     auth = security.auth_interceptor(settings.security)
     interceptors = [metrics.MetricsInterceptor(), *([auth] if auth else []),
-                    ServiceInterceptor(runtime.admission, runtime.health.ready, settings.server.log_request_text)]
+                    ServiceInterceptor(runtime.admission, runtime.health.ready, runtime.not_ready_error,
+                                       settings.server.log_request_text)]
     credentials = security.server_credentials(settings.security)
     server = grpc.aio.server(interceptors=interceptors, options=_options(settings))
     knowledge_service_pb2_grpc.add_KnowledgeServiceServicer_to_server(KnowledgeServicer(runtime), server)

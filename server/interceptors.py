@@ -14,7 +14,7 @@ import grpc
 from .admission import Admission
 from .context import new_request_id, request_id_var
 from .errors import grpc_status
-from .pipeline.errors import KgverifyError, NotReadyError
+from .pipeline.errors import KgverifyError
 
 log = logging.getLogger("kgverify.rpc")
 SERVICE_PREFIX = "/kgverify.v1."
@@ -39,9 +39,10 @@ async def _logged(requests, method: str):
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, admission: Admission, ready, log_request_text: bool = False):
+    def __init__(self, admission: Admission, ready, not_ready_error, log_request_text: bool = False):
         self._admission = admission
         self._ready = ready  # service name -> bool: has the service finished loading?
+        self._not_ready_error = not_ready_error  # service name -> the error for a call it cannot take yet
         # Request texts may hold patient data: they reach the log only when the operator opts in.
         self._log_text = log_request_text
 
@@ -63,7 +64,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 code = "OK"
                 try:
                     if not self._ready(service):
-                        raise NotReadyError(f"{service} is still loading its models; retry shortly")
+                        raise self._not_ready_error(service)
                     with self._admission:
                         return await behavior(request, context)
                 except KgverifyError as exc:
@@ -93,7 +94,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 items = 0
                 try:
                     if not self._ready(service):
-                        raise NotReadyError(f"{service} is still loading its models; retry shortly")
+                        raise self._not_ready_error(service)
                     async for response in behavior(request_iterator, context):
                         items += 1
                         yield response

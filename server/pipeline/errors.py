@@ -139,3 +139,9 @@ class NotReadyError(KgverifyError):
 
     code = "UNAVAILABLE"
     reason = "NOT_READY"
+
+
+class ServiceLoadFailedError(FailedPreconditionError):
+    """The service's model or device failed to load at startup; retrying will not help until the server is fixed."""
+
+    reason = "SERVICE_LOAD_FAILED"

@@ -13,6 +13,7 @@ from client import requests as rq
 from server.app import Runtime, start_server
 from server.backends import registry
 from server.health import INFO_GAIN, KNOWLEDGE, KNOWLEDGE_BASE
+from server.pipeline.errors import FailedPreconditionError
 from server.pipeline.types import Judgement, LabelProbs, Tier, Verdict
 from tests.conftest import REPO, make_settings
 
@@ -75,6 +76,32 @@ async def test_a_server_without_a_kb_serves_context_only_and_info_gain(cache_dir
                 with pytest.raises(VerifierError) as info:
                     await call
                 assert info.value.code == "FAILED_PRECONDITION" and info.value.reason == "KB_NOT_LOADED"
+    finally:
+        await server.stop(0)
+
+
+@pytest.mark.parametrize("failure, shown", [
+    (FailedPreconditionError("KGV_JUDGE__NLI_DEVICE=cuda, but torch 2.13.0 sees no CUDA device"),
+     "KGV_JUDGE__NLI_DEVICE=cuda, but torch 2.13.0 sees no CUDA device"),
+    (OSError("weights at /secret/path unreadable"), "an unexpected error; see the server log"),
+], ids=["known", "unexpected"])
+async def test_a_service_that_failed_to_load_answers_failed_precondition_not_a_retryable_not_ready(
+        cache_dir, monkeypatch, failure, shown):
+    def broken(ctx):
+        raise failure
+
+    monkeypatch.setitem(registry.JUDGES, "nli", broken)
+    server = await start_server(make_settings(cache_dir, kb={"enabled": False}), ["127.0.0.1:0"])
+    try:
+        await server.wait_ready(300)
+        async with AsyncVerifierClient(server.addresses[0], retries=3) as client:
+            with pytest.raises(VerifierError) as info:
+                await client.score_knowledge(steps=CHAIN["steps"])
+            assert info.value.code == "FAILED_PRECONDITION" and info.value.reason == "SERVICE_LOAD_FAILED"
+            assert info.value.message == f"{KNOWLEDGE} failed to load at startup: {shown}"
+            assert "/secret/path" not in info.value.message  # unexpected details stay in the log
+            assert (await _statuses(client))[KNOWLEDGE] == "NOT_SERVING"
+            assert (await client.score_info_gain(**CHAIN)).info_gain is not None  # the other service serves
     finally:
         await server.stop(0)
 
