@@ -147,6 +147,22 @@ def test_auto_precision_is_bfloat16_only_on_a_cpu_that_has_it(monkeypatch):
     assert nli_model.resolve_dtype("auto") == "float32"
 
 
+def test_an_explicit_precision_that_is_slower_than_auto_here_is_named_at_load(monkeypatch, caplog):
+    from server.backends.judges import nli_model
+
+    monkeypatch.setattr(nli_model, "native_bf16", lambda: True)
+    assert "CUDA" in nli_model.precision_advice("bfloat16", "cuda:0")
+    assert "CUDA" in nli_model.precision_advice("float16", "cuda")
+    assert nli_model.precision_advice("float32", "cuda") is None
+    assert nli_model.precision_advice("bfloat16", "cpu") is None  # the fast path on this kind of CPU
+    monkeypatch.setattr(nli_model, "native_bf16", lambda: False)
+    assert "emulated" in nli_model.precision_advice("bfloat16", "cpu")
+    assert nli_model.precision_advice("float32", "cpu") is None
+    with caplog.at_level("WARNING", logger="kgverify.judge"):
+        NliModel.load(quantize=False, dtype="bfloat16")  # a real load on this CPU, told it has no bf16
+    assert any("emulated" in r.getMessage() for r in caplog.records)
+
+
 def test_reduced_precision_settings_are_checked_at_startup():
     from pydantic import ValidationError
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -57,6 +58,19 @@ def precision_conflict(int8: bool | None, dtype: str, device: str = "cpu") -> st
         return f"int8 quantization and dtype={dtype} exclude each other"
     if dtype == "float16" and not str(device).startswith("cuda"):
         return "float16 autocast is for CUDA devices; use bfloat16 on CPU"
+    return None
+
+
+def precision_advice(dtype: str, device: str = "cpu") -> str | None:
+    """Why an explicit reduced precision is likely slower than `auto` here (None when it is not); a warning at load."""
+    cuda = str(device).startswith("cuda")
+    if cuda and dtype in ("bfloat16", "float16"):
+        return (f"dtype={dtype} on CUDA was slower than float32 in every measurement (an H200: fp32 2,783, fp16 "
+                "2,534, bf16 2,114 dev pairs/s; bf16 4.6x slower under the batching suite; docs/performance.md); "
+                "KGV_JUDGE__NLI_DTYPE=auto picks float32 on CUDA")
+    if not cuda and dtype == "bfloat16" and not native_bf16():
+        return ("dtype=bfloat16 on a CPU without AVX512-BF16 or AMX-BF16 runs emulated and is usually slower than "
+                "float32; KGV_JUDGE__NLI_DTYPE=auto picks float32 on this CPU")
     return None
 
 
@@ -286,6 +300,8 @@ class NliModel:
             raise ValueError(f"dtype must be one of {list(DTYPES)} or 'auto', not {dtype!r}")
         if problem := precision_conflict(quantize, dtype, device):
             raise ValueError(problem)
+        if advice := precision_advice(dtype, device):
+            logging.getLogger("kgverify.judge").warning("NLI judge: %s", advice)
         model = build_model(model_dir, cfg)
         if quantize:
             model = quantize_int8(model)
