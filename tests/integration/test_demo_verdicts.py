@@ -22,7 +22,7 @@ CHAINS = [json.loads(line) for line in (REPO / "client" / "demo" / "chains.jsonl
           if line.strip()]
 MODEL = Path(os.environ.get("KGV_JUDGE__NLI_MODEL_PATH") or SHIPPED_NLI_MODEL)
 
-# (chain id, step index) written as contradicted that kgverify-nli-judge v1 (fp32) misses:
+# (chain id, step index) written as contradicted that kgverify-nli-judge v1 and v1.1 (fp32) miss:
 # demo-02 step 0 comes out not_enough_info, the other three supported.
 KNOWN_MISSES = {("demo-02", 0), ("demo-03", 2), ("demo-05", 2), ("demo-08", 2)}
 
