@@ -10,14 +10,27 @@ from typing import Any, AsyncIterable, AsyncIterator
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from kgverify.v1 import info_gain_service_pb2_grpc, knowledge_base_service_pb2, knowledge_base_service_pb2_grpc
-from kgverify.v1 import knowledge_service_pb2, knowledge_service_pb2_grpc
+from kgverify.v1 import info_gain_service_pb2, info_gain_service_pb2_grpc, knowledge_base_service_pb2
+from kgverify.v1 import knowledge_base_service_pb2_grpc, knowledge_service_pb2, knowledge_service_pb2_grpc
 
 from . import convert, requests
 from .errors import VerifierError
 from .types import ChainScore, SearchHit, SplitResult
 
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+PROBE_INTERVAL_S = 2.0  # wait_ready: how often a NOT_SERVING service is asked whether its load failed
+LOAD_FAILED = "SERVICE_LOAD_FAILED"
+
+
+def load_probes(knowledge, info_gain, service: str) -> list[tuple[Any, Any]]:
+    """(stub method, empty request) that tell whether `service` failed to load: the server answers a call to a
+    service that is not ready before reading the request (SERVICE_LOAD_FAILED or NOT_READY); a loaded service
+    rejects the empty request (INVALID_ARGUMENT) and is only waiting for a backend."""
+    probes = {
+        "kgverify.v1.KnowledgeService": [(knowledge.SplitReasoning, knowledge_service_pb2.SplitReasoningRequest())],
+        "kgverify.v1.InfoGainService": [(info_gain.ScoreInfoGain, info_gain_service_pb2.ScoreInfoGainRequest())],
+    }
+    return probes.get(service, []) if service else [p for group in probes.values() for p in group]
 
 
 def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, Any]]:
@@ -123,6 +136,15 @@ class AsyncVerifierClient:
         response = await self._call(self._kb.ReloadKnowledgeBase, request, timeout_s)
         return response.previous_kb_id, response.kb_id
 
+    async def _raise_if_load_failed(self, service: str) -> None:
+        for method, request in load_probes(self._knowledge, self._info_gain, service):
+            try:
+                await method(request, timeout=2.0, metadata=self.metadata)
+            except grpc.aio.AioRpcError as exc:
+                error = VerifierError.from_rpc_error(exc)
+                if error.reason == LOAD_FAILED:
+                    raise error from None
+
     async def health(self, service: str = "", timeout_s: float = 5.0) -> str:
         """SERVING, NOT_SERVING, SERVICE_UNKNOWN or UNKNOWN for a service ("" = the whole server)."""
         try:
@@ -132,12 +154,19 @@ class AsyncVerifierClient:
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
     async def wait_ready(self, service: str = "", timeout_s: float = 300.0) -> None:
-        """Waits until the server reports SERVING for the service."""
+        """Waits until the server reports SERVING for the service.
+
+        A service whose load failed at startup will never serve: its FAILED_PRECONDITION (SERVICE_LOAD_FAILED,
+        with the reason) is raised at once instead of waiting out the timeout."""
         deadline = time.monotonic() + timeout_s
+        probed_at = time.monotonic()
         while True:
             try:
                 if await self.health(service, timeout_s=2.0) == "SERVING":
                     return
+                if time.monotonic() - probed_at >= PROBE_INTERVAL_S:
+                    probed_at = time.monotonic()
+                    await self._raise_if_load_failed(service)
             except VerifierError as exc:
                 if exc.code not in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
                     raise

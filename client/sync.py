@@ -12,7 +12,7 @@ from kgverify.v1 import info_gain_service_pb2_grpc, knowledge_base_service_pb2, 
 from kgverify.v1 import knowledge_service_pb2, knowledge_service_pb2_grpc
 
 from . import convert, requests
-from .aio import DEFAULT_MAX_MESSAGE_BYTES, backoff_s, channel_options
+from .aio import DEFAULT_MAX_MESSAGE_BYTES, LOAD_FAILED, PROBE_INTERVAL_S, backoff_s, channel_options, load_probes
 from .errors import VerifierError
 from .types import ChainScore, SearchHit, SplitResult
 
@@ -102,6 +102,15 @@ class VerifierClient:
                               timeout_s)
         return response.previous_kb_id, response.kb_id
 
+    def _raise_if_load_failed(self, service: str) -> None:
+        for method, request in load_probes(self._knowledge, self._info_gain, service):
+            try:
+                method(request, timeout=2.0, metadata=self.metadata)
+            except grpc.RpcError as exc:
+                error = VerifierError.from_rpc_error(exc)
+                if error.reason == LOAD_FAILED:
+                    raise error from None
+
     def health(self, service: str = "", timeout_s: float = 5.0) -> str:
         try:
             response = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
@@ -110,11 +119,16 @@ class VerifierClient:
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
     def wait_ready(self, service: str = "", timeout_s: float = 300.0) -> None:
+        """Waits until the server reports SERVING for the service; raises a failed load's error at once."""
         deadline = time.monotonic() + timeout_s
+        probed_at = time.monotonic()
         while True:
             try:
                 if self.health(service, timeout_s=2.0) == "SERVING":
                     return
+                if time.monotonic() - probed_at >= PROBE_INTERVAL_S:
+                    probed_at = time.monotonic()
+                    self._raise_if_load_failed(service)
             except VerifierError as exc:
                 if exc.code not in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
                     raise

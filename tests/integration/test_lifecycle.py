@@ -5,10 +5,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
-from client import AsyncVerifierClient, VerifierError
+from client import AsyncVerifierClient, VerifierClient, VerifierError
 from client import requests as rq
 from server.app import Runtime, start_server
 from server.backends import registry
@@ -102,8 +103,22 @@ async def test_a_service_that_failed_to_load_answers_failed_precondition_not_a_r
             assert "/secret/path" not in info.value.message  # unexpected details stay in the log
             assert (await _statuses(client))[KNOWLEDGE] == "NOT_SERVING"
             assert (await client.score_info_gain(**CHAIN)).info_gain is not None  # the other service serves
+            await client.wait_ready(INFO_GAIN, timeout_s=60)
+            # waiting for the failed service ends with its reason, not with a timeout
+            for wait in (lambda: client.wait_ready(KNOWLEDGE, timeout_s=120),
+                         lambda: asyncio.to_thread(_sync_wait_ready, server.addresses[0], "")):
+                started = time.monotonic()
+                with pytest.raises(VerifierError) as info:
+                    await wait()
+                assert info.value.reason == "SERVICE_LOAD_FAILED" and shown in info.value.message
+                assert time.monotonic() - started < 60
     finally:
         await server.stop(0)
+
+
+def _sync_wait_ready(address, service):
+    with VerifierClient(address) as client:
+        client.wait_ready(service, timeout_s=120)
 
 
 class GatedJudge:
