@@ -73,7 +73,8 @@ class MicroBatcher(Generic[I, R]):
 
     def __init__(self, name: str, run: Callable[[list[I]], Sequence[R]], blocking: Blocking, *,
                  enabled: bool = True, max_batch_size: int = 64, max_wait_ms: float = 2.0,
-                 length: Callable[[I], int] | None = text_length, on_batch: BatchObserver | None = None):
+                 length: Callable[[I], int] | None = text_length, on_batch: BatchObserver | None = None,
+                 on_out_of_memory: Callable[[str], None] | None = None):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         if max_wait_ms < 0:
@@ -84,6 +85,7 @@ class MicroBatcher(Generic[I, R]):
         self.max_wait_s = max_wait_ms / 1000.0
         self.stats = BatcherStats()
         self.on_batch = on_batch
+        self.on_out_of_memory = on_out_of_memory  # called with the batcher's name (metrics)
         self._run = run
         self._blocking = blocking
         self._length = length
@@ -123,6 +125,11 @@ class MicroBatcher(Generic[I, R]):
     def _out_of_memory(self, exc: BaseException, items: int) -> DeviceOutOfMemoryError:
         log.warning("the %s model ran out of memory on a batch of %d items: %s", self.name, items, exc)
         self.stats.out_of_memory += 1
+        if self.on_out_of_memory is not None:
+            try:
+                self.on_out_of_memory(self.name)
+            except Exception:  # metrics never break scoring
+                log.exception("out-of-memory observer failed")
         torch = sys.modules.get("torch")  # only when a model has loaded torch; never imported here
         if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
             try:

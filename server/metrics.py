@@ -40,6 +40,9 @@ BATCH_QUEUE_SECONDS = Histogram("kgverify_batch_queue_wait_seconds",
                                 "Time a request's first items waited in the micro-batcher's queue, by model",
                                 ["model"], buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                                     1, 2.5, 5, 10))
+MODEL_OUT_OF_MEMORY = Counter("kgverify_model_out_of_memory_total",
+                              "Micro-batched model calls that ran out of GPU or host memory (their requests got "
+                              "RESOURCE_EXHAUSTED / DEVICE_OUT_OF_MEMORY), by model", ["model"])
 # Backend methods that do the work worth counting; everything else passes through untouched.
 INSTRUMENTED_METHODS = ("judge", "score_prefixes", "paper_perplexities")
 
@@ -64,6 +67,11 @@ def record_batch(model: str, items: int, queue_waits_s) -> None:
     BATCH_SIZE.labels(model).observe(items)
     for wait in queue_waits_s:
         BATCH_QUEUE_SECONDS.labels(model).observe(wait)
+
+
+def record_out_of_memory(model: str) -> None:
+    """Counts one model call that ran out of memory (a batching.MicroBatcher on_out_of_memory callback)."""
+    MODEL_OUT_OF_MEMORY.labels(model).inc()
 
 
 def track_queue_depth(current: Callable[[], int]) -> None:

@@ -160,12 +160,18 @@ async def test_a_model_out_of_memory_is_resource_exhausted_and_the_server_keeps_
         return scored(self, pairs, *args, **kwargs)
 
     monkeypatch.setattr(NliModel, "predict_proba", predict_proba)
-    server = await start(None)
+    server = await start(None, metrics={"port": 0})
+    before = await asyncio.to_thread(_scrape, server.metrics_address)
     async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
         oversized = {**CHAIN, "steps": ["Protamine sulfate neutralizes heparin (allocate-too-much)."]}
         error, _ = await _timed_error(client.score_knowledge(timeout_s=30.0, steps=oversized["steps"]))
         assert error.code == "RESOURCE_EXHAUSTED" and error.reason == "DEVICE_OUT_OF_MEMORY", error
         assert "ran out of device memory" in error.message
+        after = await asyncio.to_thread(_scrape, server.metrics_address)
+        out_of_memory = {labels: value - before.get((name, labels), 0.0) for (name, labels), value in after.items()
+                         if name == "kgverify_model_out_of_memory_total" and value != before.get((name, labels))}
+        assert list(out_of_memory.values()) == [1.0], out_of_memory
+        assert dict(next(iter(out_of_memory)))["model"].startswith("kgverify-nli-judge")
         assert await client.health(KNOWLEDGE) == "SERVING"
         score = await client.score_knowledge(timeout_s=30.0, steps=CHAIN["steps"])
         assert score.steps[1].verdict == "supported"
