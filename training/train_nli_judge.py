@@ -18,6 +18,8 @@ Reproducible, resumable training of the model that ships in ``models/nli-judge``
   are oversampled, see ``--source-mult``), cut into length-bucketed batches.
 * The word-embedding matrix stays frozen (it is the bulk of the parameters), so the
   shipped artefact holds only the encoder layers + head as fp16 deltas (< 25 MB).
+* The best selection-slice checkpoint is ``best.pt``; every best is also kept as
+  ``best-step<N>.pt`` (a hard link), so an earlier best stays exportable after the run goes on.
 * Checkpoints are atomic (temp file + os.replace) every ``--ckpt-every`` steps and at
   epoch ends; ``--resume`` continues from ``<out>/last.pt`` exactly where it stopped
   (same epoch plan, same batch index, optimizer / scheduler / RNG state), also after kill -9.
@@ -39,6 +41,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from collections import Counter, defaultdict
@@ -523,7 +526,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if res["score"] > best:
             best = res["score"]
             save_weights(out / "best.pt", {"step": step, "epoch": epoch, "selection": res})
-            log.info("new best selection score %.4f -> best.pt", best)
+            keep = out / f"best-step{step}.pt"  # every best stays exportable after later bests replace best.pt
+            keep.unlink(missing_ok=True)
+            try:
+                os.link(out / "best.pt", keep)  # a second name for the same file: no extra disk until replaced
+            except OSError:  # a filesystem without hard links
+                shutil.copyfile(out / "best.pt", keep)
+            log.info("new best selection score %.4f -> best.pt (also %s)", best, keep.name)
 
     def adapt_threads(ours: int | None = None) -> None:
         if max_threads > 1:
