@@ -147,3 +147,90 @@ async def test_concurrent_tasks_share_the_cache_safely():
 def test_a_cache_needs_room_for_one_entry():
     with pytest.raises(ValueError):
         VerdictCache(0)
+
+
+class GatedJudge:
+    """Holds every call at a gate; fails or errs on demand; records what it judged."""
+
+    name = "gated"
+    prompt_version = "p1"
+
+    def __init__(self, fail_first: Exception | None = None, error_first: bool = False):
+        self.gate = asyncio.Event()
+        self.calls: list[list[str]] = []
+        self.fail_first, self.error_first = fail_first, error_first
+
+    async def judge(self, items, deadline):
+        self.calls.append([item.claim for item in items])
+        first = len(self.calls) == 1
+        await self.gate.wait()
+        if first and self.fail_first is not None:
+            raise self.fail_first
+        if first and self.error_first:
+            return [Judgement(Verdict.ERROR, None, Tier.LLM, error="malformed", llm_calls=1) for _ in items]
+        return [SUPPORTED for _ in items]
+
+
+async def _until_called(judge, times):
+    while len(judge.calls) < times:
+        await asyncio.sleep(0)
+
+
+async def test_a_claim_being_judged_for_another_request_is_judged_once():
+    cache, judge = VerdictCache(100), GatedJudge()
+    first = asyncio.ensure_future(cache.judge_through(judge, [ITEM], Deadline()))
+    await _until_called(judge, 1)
+    other = JudgeItem("another claim", ITEM.evidence)
+    second = asyncio.ensure_future(cache.judge_through(judge, [ITEM, other], Deadline()))
+    await _until_called(judge, 2)
+    judge.gate.set()
+    (a,), (b, c) = await first, await second
+    assert judge.calls == [[ITEM.claim], ["another claim"]]  # the shared claim went to the judge once
+    assert a.verdict is b.verdict is Verdict.SUPPORTED and not a.cached and a.llm_calls == 1
+    assert b.cached and b.llm_calls == 0 and not c.cached
+    assert cache.hits == 1 and cache.misses == 2
+
+
+async def test_a_claim_repeated_within_one_request_is_judged_once():
+    cache, judge = VerdictCache(100), GatedJudge()
+    judge.gate.set()
+    a, b = await cache.judge_through(judge, [ITEM, JudgeItem(" Metformin  is first-line.", ITEM.evidence)],
+                                     Deadline())
+    assert judge.calls == [[ITEM.claim]]
+    assert not a.cached and a.llm_calls == 1 and b.cached and b.llm_calls == 0
+
+
+@pytest.mark.parametrize("judge", [GatedJudge(fail_first=RuntimeError("vLLM down")), GatedJudge(error_first=True)],
+                         ids=["owner-fails", "owner-gets-error"])
+async def test_waiters_judge_on_their_own_when_the_shared_judging_gives_nothing_to_share(judge):
+    cache = VerdictCache(100)
+    first = asyncio.ensure_future(cache.judge_through(judge, [ITEM], Deadline()))
+    await _until_called(judge, 1)
+    second = asyncio.ensure_future(cache.judge_through(judge, [ITEM], Deadline()))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(judge.calls) == 1  # waiting on the first request's judging
+    judge.gate.set()
+    (b,) = await second
+    assert judge.calls == [[ITEM.claim], [ITEM.claim]]
+    assert b.verdict is Verdict.SUPPORTED and not b.cached and b.llm_calls == 1
+    if judge.fail_first is not None:
+        with pytest.raises(RuntimeError):
+            await first
+    else:
+        assert (await first)[0].verdict is Verdict.ERROR
+
+
+async def test_a_waiter_outlives_a_cancelled_owner():
+    cache, judge = VerdictCache(100), GatedJudge()
+    first = asyncio.ensure_future(cache.judge_through(judge, [ITEM], Deadline()))
+    await _until_called(judge, 1)
+    second = asyncio.ensure_future(cache.judge_through(judge, [ITEM], Deadline()))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    first.cancel()
+    await _until_called(judge, 2)
+    judge.gate.set()
+    (b,) = await second
+    assert b.verdict is Verdict.SUPPORTED and not b.cached
+    assert first.cancelled() and not cache._inflight

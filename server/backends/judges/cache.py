@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import threading
@@ -36,6 +37,11 @@ def cacheable(judgement: Judgement) -> bool:
     return judgement.verdict is not Verdict.ERROR and judgement.tier is not Tier.DEGRADED
 
 
+def _as_hit(judgement: Judgement) -> Judgement:
+    """A verdict served without judging: marked cached, costing no LLM call."""
+    return dataclasses.replace(judgement, cached=True, llm_calls=0)
+
+
 class VerdictCache:
     """Bounded LRU, safe across threads and tasks; hits, misses and evictions are counted for metrics."""
 
@@ -50,20 +56,31 @@ class VerdictCache:
         self.evictions = 0
         # Metrics hook: called with (hits, misses) after each batch of lookups, e.g. to feed a Prometheus counter.
         self.on_lookups: Callable[[int, int], None] | None = None
+        # Keys being judged right now -> the judging request's future (single flight; guarded by _lock).
+        self._inflight: dict[CacheKey, asyncio.Future] = {}
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
 
     def get(self, key: CacheKey) -> Judgement | None:
+        judgement = self._peek(key)
+        self._count(judgement is not None, judgement is None)
+        return judgement
+
+    def _peek(self, key: CacheKey) -> Judgement | None:
+        """The stored verdict as a hit (`cached`, no LLM calls), counting nothing."""
         with self._lock:
             judgement = self._entries.get(key)
             if judgement is None:
-                self.misses += 1
                 return None
             self._entries.move_to_end(key)
-            self.hits += 1
-        return dataclasses.replace(judgement, cached=True, llm_calls=0)
+        return _as_hit(judgement)
+
+    def _count(self, hits: int, misses: int) -> None:
+        with self._lock:
+            self.hits += hits
+            self.misses += misses
 
     def put(self, key: CacheKey, judgement: Judgement) -> None:
         if not cacheable(judgement):
@@ -88,15 +105,78 @@ class VerdictCache:
 
     async def judge_through(self, judge, items: Sequence[JudgeItem], deadline: Deadline,
                             kb_id: str = "") -> list[Judgement]:
-        """judge.judge(items) with cached verdicts reused (`cached: true`) and new ones stored."""
+        """judge.judge(items) with cached verdicts reused (`cached: true`) and new ones stored.
+
+        Single flight: a key repeated within `items`, or being judged right now for another request on this
+        event loop, is judged once; the others get that verdict as a hit (`cached: true`, no LLM calls). If
+        that judging fails, is cancelled, gives an uncacheable verdict or outlasts this deadline, the waiting
+        items are judged here after all."""
+        loop = asyncio.get_running_loop()
         keys = [cache_key(item, judge.name, judge.prompt_version, kb_id) for item in items]
-        out: list[Judgement | None] = [self.get(key) for key in keys]
-        missing = [i for i, judgement in enumerate(out) if judgement is None]
+        out: list[Judgement | None] = [self._peek(key) for key in keys]
+        own: dict[CacheKey, list[int]] = {}  # judged by this call: key -> its positions in items
+        waiting: dict[CacheKey, tuple[asyncio.Future, list[int]]] = {}  # judged by another call right now
+        with self._lock:
+            for i, judgement in enumerate(out):
+                if judgement is not None:
+                    continue
+                key = keys[i]
+                other = self._inflight.get(key)
+                if key in own:
+                    own[key].append(i)
+                elif key in waiting:
+                    waiting[key][1].append(i)
+                elif other is not None and other.get_loop() is loop:
+                    waiting[key] = (other, [i])
+                else:
+                    own[key] = [i]
+            flights = {key: loop.create_future() for key in own}
+            self._inflight.update(flights)
+        judged = 0
+        try:
+            if own:
+                fresh = await judge.judge([items[positions[0]] for positions in own.values()], deadline)
+                judged += len(own)
+                for (key, positions), judgement in zip(own.items(), fresh):
+                    self.put(key, judgement)
+                    flights[key].set_result(judgement)
+                    self._fill(out, positions, judgement, first_is_fresh=True)
+        finally:
+            with self._lock:
+                for key, flight in flights.items():
+                    if self._inflight.get(key) is flight:
+                        del self._inflight[key]
+            for flight in flights.values():
+                if not flight.done():
+                    flight.cancel()  # waiters judge on their own
+        if waiting:
+            await asyncio.wait([flight for flight, _ in waiting.values()], timeout=deadline.remaining())
+            again: list[list[int]] = []
+            for flight, positions in waiting.values():
+                judgement = flight.result() if flight.done() and not flight.cancelled() else None
+                if judgement is not None and cacheable(judgement):
+                    self._fill(out, positions, judgement, first_is_fresh=False)
+                else:
+                    again.append(positions)
+            if again:
+                fresh = await judge.judge([items[positions[0]] for positions in again], deadline)
+                judged += len(again)
+                for positions, judgement in zip(again, fresh):
+                    self.put(keys[positions[0]], judgement)
+                    self._fill(out, positions, judgement, first_is_fresh=True)
+        self._count(len(items) - judged, judged)
         if self.on_lookups is not None:
-            self.on_lookups(len(items) - len(missing), len(missing))
-        if missing:
-            fresh = await judge.judge([items[i] for i in missing], deadline)
-            for i, judgement in zip(missing, fresh):
-                out[i] = judgement
-                self.put(keys[i], judgement)
+            self.on_lookups(len(items) - judged, judged)
         return out  # type: ignore[return-value]
+
+    @staticmethod
+    def _fill(out: list, positions: list[int], judgement: Judgement, first_is_fresh: bool) -> None:
+        """The verdict at every position of one key: the first as judged here (when it was), the others as hits
+        (an uncacheable verdict, e.g. ERROR, is repeated as it is, never marked cached; its calls count once)."""
+        for n, i in enumerate(positions):
+            if n == 0 and first_is_fresh:
+                out[i] = judgement
+            elif cacheable(judgement):
+                out[i] = _as_hit(judgement)
+            else:
+                out[i] = dataclasses.replace(judgement, llm_calls=0)
