@@ -81,6 +81,21 @@ async def test_cascade_sends_uncertain_claims_to_the_llm_and_says_which_tier_dec
     assert "[1] " in prompt and "[2] " in prompt  # numbered KB evidence
 
 
+async def test_concurrent_identical_chains_cost_one_llm_call_per_claim(server, fake):
+    """Single flight in the verdict cache: eight callers sending the same never-seen chain at once."""
+    steps = ["Vitamin K reverses the anticoagulant effect of warfarin (single flight).",
+             "Warfarin is a direct thrombin inhibitor (single flight)."]
+    before = fake.paths().count("/v1/chat/completions")
+    async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+        scores = await asyncio.gather(*(client.score_knowledge(question="What reverses warfarin?", steps=steps)
+                                        for _ in range(8)))
+    claims = len(knowledge_claims(scores[0]))
+    assert claims == 2 and all([s.verdict for s in x.steps] == [s.verdict for s in scores[0].steps] for x in scores)
+    assert fake.paths().count("/v1/chat/completions") - before == claims
+    assert sum(x.llm_calls for x in scores) == claims
+    assert sum(c.cached for x in scores for c in knowledge_claims(x)) == 7 * claims
+
+
 async def test_cascade_keeps_embedded_verdicts_as_degraded_when_the_llm_is_down(server, fake):
     fake.faults.http_status = 503
     async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
