@@ -234,3 +234,14 @@ async def test_a_waiter_outlives_a_cancelled_owner():
     (b,) = await second
     assert b.verdict is Verdict.SUPPORTED and not b.cached
     assert first.cancelled() and not cache._inflight
+
+
+async def test_lookups_are_counted_also_when_judging_fails():
+    cache, judge = VerdictCache(100), GatedJudge(fail_first=RuntimeError("vLLM down"))
+    judge.gate.set()
+    cache.put(key(judge="gated", version="p1", kb=""), SUPPORTED)
+    lookups: list[tuple[int, int]] = []
+    cache.on_lookups = lambda hits, misses: lookups.append((hits, misses))
+    with pytest.raises(RuntimeError):
+        await cache.judge_through(judge, [ITEM, JudgeItem("another claim", ITEM.evidence)], Deadline())
+    assert lookups == [(1, 1)] and cache.hits == 1 and cache.misses == 1

@@ -132,11 +132,22 @@ class VerdictCache:
                     own[key] = [i]
             flights = {key: loop.create_future() for key in own}
             self._inflight.update(flights)
-        judged = 0
+        try:
+            await self._judge_own(judge, items, deadline, own, flights, out)
+            if waiting:
+                await self._await_others(judge, items, deadline, keys, waiting, out)
+        finally:  # every lookup counts, also when judging fails: a hit is a verdict served without judging
+            hits = sum(1 for judgement in out if judgement is not None and judgement.cached)
+            self._count(hits, len(items) - hits)
+            if self.on_lookups is not None:
+                self.on_lookups(hits, len(items) - hits)
+        return out  # type: ignore[return-value]
+
+    async def _judge_own(self, judge, items, deadline: Deadline, own: dict, flights: dict, out: list) -> None:
+        """Judges the keys this call owns, hands each verdict to its waiters, and always clears its flights."""
         try:
             if own:
                 fresh = await judge.judge([items[positions[0]] for positions in own.values()], deadline)
-                judged += len(own)
                 for (key, positions), judgement in zip(own.items(), fresh):
                     self.put(key, judgement)
                     flights[key].set_result(judgement)
@@ -149,25 +160,22 @@ class VerdictCache:
             for flight in flights.values():
                 if not flight.done():
                     flight.cancel()  # waiters judge on their own
-        if waiting:
-            await asyncio.wait([flight for flight, _ in waiting.values()], timeout=deadline.remaining())
-            again: list[list[int]] = []
-            for flight, positions in waiting.values():
-                judgement = flight.result() if flight.done() and not flight.cancelled() else None
-                if judgement is not None and cacheable(judgement):
-                    self._fill(out, positions, judgement, first_is_fresh=False)
-                else:
-                    again.append(positions)
-            if again:
-                fresh = await judge.judge([items[positions[0]] for positions in again], deadline)
-                judged += len(again)
-                for positions, judgement in zip(again, fresh):
-                    self.put(keys[positions[0]], judgement)
-                    self._fill(out, positions, judgement, first_is_fresh=True)
-        self._count(len(items) - judged, judged)
-        if self.on_lookups is not None:
-            self.on_lookups(len(items) - judged, judged)
-        return out  # type: ignore[return-value]
+
+    async def _await_others(self, judge, items, deadline: Deadline, keys: list, waiting: dict, out: list) -> None:
+        """Takes the verdicts other calls are judging; judges here what they could not share in time."""
+        await asyncio.wait([flight for flight, _ in waiting.values()], timeout=deadline.remaining())
+        again: list[list[int]] = []
+        for flight, positions in waiting.values():
+            judgement = flight.result() if flight.done() and not flight.cancelled() else None
+            if judgement is not None and cacheable(judgement):
+                self._fill(out, positions, judgement, first_is_fresh=False)
+            else:
+                again.append(positions)
+        if again:
+            fresh = await judge.judge([items[positions[0]] for positions in again], deadline)
+            for positions, judgement in zip(again, fresh):
+                self.put(keys[positions[0]], judgement)
+                self._fill(out, positions, judgement, first_is_fresh=True)
 
     @staticmethod
     def _fill(out: list, positions: list[int], judgement: Judgement, first_is_fresh: bool) -> None:
