@@ -56,8 +56,7 @@ class Runtime:
         self.admission = Admission(settings.server.max_inflight)
         self.kb = KbHolder(settings.kb)
         self._built: dict[tuple[str, str], object] = {}
-        self.load_errors: dict[str, str] = {}  # service -> why it did not become ready (for the log)
-        self._load_failures: dict[str, str] = {}  # service -> the same, as callers may see it
+        self.load_failures: dict[str, BaseException] = {}  # service -> the error that kept it from loading
         self._build_lock = asyncio.Lock()
         self.deps = PipelineDeps(
             limits=Limits(**settings.limits.model_dump()),
@@ -129,19 +128,26 @@ class Runtime:
             try:
                 await step()
             except KgverifyError as exc:
-                self.load_errors[service] = self._load_failures[service] = exc.message
+                self.load_failures[service] = exc
                 log.error("%s not ready: %s", service, exc.message)
             except Exception as exc:
-                self.load_errors[service] = f"{type(exc).__name__}: {exc}"
-                self._load_failures[service] = "an unexpected error; see the server log"
+                self.load_failures[service] = exc
                 log.exception("%s failed to load", service)
 
+    @property
+    def load_errors(self) -> dict[str, str]:
+        """service -> why it did not become ready, in full (for logs and the embedded client)."""
+        return {service: exc.message if isinstance(exc, KgverifyError) else f"{type(exc).__name__}: {exc}"
+                for service, exc in self.load_failures.items()}
+
     def not_ready_error(self, service: str) -> KgverifyError:
-        """UNAVAILABLE (NOT_READY, retryable) while a service loads; FAILED_PRECONDITION once its load failed."""
-        failure = self._load_failures.get(service)
+        """UNAVAILABLE (NOT_READY, retryable) while a service loads; FAILED_PRECONDITION once its load failed
+        (unexpected errors' details stay in the log)."""
+        failure = self.load_failures.get(service)
         if failure is None:
             return NotReadyError(f"{service} is still loading its models; retry shortly")
-        return ServiceLoadFailedError(f"{service} failed to load at startup: {failure}")
+        shown = failure.message if isinstance(failure, KgverifyError) else "an unexpected error; see the server log"
+        return ServiceLoadFailedError(f"{service} failed to load at startup: {shown}")
 
     async def _load_kb(self) -> None:
         embedder = await self.blocking.run(self.ctx.embedder)
@@ -294,8 +300,8 @@ async def serve(settings: Settings, listen: list[str] | None = None) -> None:
 
     async def exit_if_load_fails() -> None:
         await verifier.wait_ready()
-        if verifier.runtime.load_errors:
-            load_failed.extend(sorted(verifier.runtime.load_errors))
+        if verifier.runtime.load_failures:
+            load_failed.extend(sorted(verifier.runtime.load_failures))
             log.error("exiting with status %d: %s failed to load (KGV_SERVER__EXIT_ON_LOAD_FAILURE=true)",
                       LOAD_FAILURE_EXIT_STATUS, ", ".join(load_failed))
             stop.set()
