@@ -19,18 +19,28 @@ from .types import ChainScore, SearchHit, SplitResult
 
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 PROBE_INTERVAL_S = 2.0  # wait_ready: how often a NOT_SERVING service is asked whether its load failed
-LOAD_FAILED = "SERVICE_LOAD_FAILED"
 
 
-def load_probes(knowledge, info_gain, service: str) -> list[tuple[Any, Any]]:
-    """(stub method, empty request) that tell whether `service` failed to load: the server answers a call to a
-    service that is not ready before reading the request (SERVICE_LOAD_FAILED or NOT_READY); a loaded service
-    rejects the empty request (INVALID_ARGUMENT) and is only waiting for a backend."""
+def load_probes(knowledge, info_gain, kb, service: str) -> list[tuple[Any, Any]]:
+    """(stub method, request) that tell whether `service` will not serve without an operator.
+
+    The server answers a call to a service that is not ready before reading the request: NOT_READY while it
+    loads, SERVICE_LOAD_FAILED (FAILED_PRECONDITION) once its load failed; a loaded service rejects the empty
+    request (INVALID_ARGUMENT) and is only waiting for a backend. The knowledge base service is loaded once
+    its load was tried: its info call fails with FAILED_PRECONDITION (KB_CORRUPT, KB_EMBEDDER_MISMATCH, ...)
+    while no KB is served, until a reload repairs it."""
     probes = {
         "kgverify.v1.KnowledgeService": [(knowledge.SplitReasoning, knowledge_service_pb2.SplitReasoningRequest())],
         "kgverify.v1.InfoGainService": [(info_gain.ScoreInfoGain, info_gain_service_pb2.ScoreInfoGainRequest())],
+        "kgverify.v1.KnowledgeBaseService": [
+            (kb.GetKnowledgeBaseInfo, knowledge_base_service_pb2.GetKnowledgeBaseInfoRequest())],
     }
     return probes.get(service, []) if service else [p for group in probes.values() for p in group]
+
+
+def never_serves(error: "VerifierError") -> bool:
+    """Whether a load probe's error means the service will not serve until an operator acts."""
+    return error.code == "FAILED_PRECONDITION"
 
 
 def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, Any]]:
@@ -137,12 +147,12 @@ class AsyncVerifierClient:
         return response.previous_kb_id, response.kb_id
 
     async def _raise_if_load_failed(self, service: str) -> None:
-        for method, request in load_probes(self._knowledge, self._info_gain, service):
+        for method, request in load_probes(self._knowledge, self._info_gain, self._kb, service):
             try:
                 await method(request, timeout=2.0, metadata=self.metadata)
             except grpc.aio.AioRpcError as exc:
                 error = VerifierError.from_rpc_error(exc)
-                if error.reason == LOAD_FAILED:
+                if never_serves(error):
                     raise error from None
 
     async def health(self, service: str = "", timeout_s: float = 5.0) -> str:
@@ -156,8 +166,9 @@ class AsyncVerifierClient:
     async def wait_ready(self, service: str = "", timeout_s: float = 300.0) -> None:
         """Waits until the server reports SERVING for the service.
 
-        A service whose load failed at startup will never serve: its FAILED_PRECONDITION (SERVICE_LOAD_FAILED,
-        with the reason) is raised at once instead of waiting out the timeout."""
+        A service whose load failed at startup will never serve, nor will a knowledge base service without a
+        KB until a reload repairs it: their FAILED_PRECONDITION (SERVICE_LOAD_FAILED, KB_CORRUPT, ... with the
+        reason) is raised within PROBE_INTERVAL_S instead of waiting out the timeout."""
         deadline = time.monotonic() + timeout_s
         probed_at = time.monotonic()
         while True:

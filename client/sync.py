@@ -12,7 +12,7 @@ from kgverify.v1 import info_gain_service_pb2_grpc, knowledge_base_service_pb2, 
 from kgverify.v1 import knowledge_service_pb2, knowledge_service_pb2_grpc
 
 from . import convert, requests
-from .aio import DEFAULT_MAX_MESSAGE_BYTES, LOAD_FAILED, PROBE_INTERVAL_S, backoff_s, channel_options, load_probes
+from .aio import DEFAULT_MAX_MESSAGE_BYTES, PROBE_INTERVAL_S, backoff_s, channel_options, load_probes, never_serves
 from .errors import VerifierError
 from .types import ChainScore, SearchHit, SplitResult
 
@@ -103,12 +103,12 @@ class VerifierClient:
         return response.previous_kb_id, response.kb_id
 
     def _raise_if_load_failed(self, service: str) -> None:
-        for method, request in load_probes(self._knowledge, self._info_gain, service):
+        for method, request in load_probes(self._knowledge, self._info_gain, self._kb, service):
             try:
                 method(request, timeout=2.0, metadata=self.metadata)
             except grpc.RpcError as exc:
                 error = VerifierError.from_rpc_error(exc)
-                if error.reason == LOAD_FAILED:
+                if never_serves(error):
                     raise error from None
 
     def health(self, service: str = "", timeout_s: float = 5.0) -> str:
@@ -119,7 +119,7 @@ class VerifierClient:
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
     def wait_ready(self, service: str = "", timeout_s: float = 300.0) -> None:
-        """Waits until the server reports SERVING for the service; raises a failed load's error at once."""
+        """Waits until the server reports SERVING for the service; raises at once when it will not serve (see aio)."""
         deadline = time.monotonic() + timeout_s
         probed_at = time.monotonic()
         while True:

@@ -1,4 +1,4 @@
-"""`kgverify kb build|add|info|search|verify`: the knowledge-base commands."""
+"""`kgverify kb build|add|info|search|verify|reload`: the knowledge-base commands."""
 
 from __future__ import annotations
 
@@ -66,6 +66,15 @@ def add_parser(subparsers) -> None:
                         help=f"retrieval mode (default: {DEFAULT_MODE}, or dense for a KB built without BM25)")
     search.add_argument("--json", action="store_true", help="print a JSON list")
     search.set_defaults(func=_search)
+
+    reload = sub.add_parser("reload", help="make a running server load its KB's current version (no restart)")
+    reload.add_argument("--server", required=True, help="verifier address (host:port or unix:///path)")
+    reload.add_argument("--timeout-s", type=float, default=600.0, help="how long the load may take")
+    reload.add_argument("--tls-ca", type=Path, help="CA certificate of a TLS server")
+    reload.add_argument("--tls-cert", type=Path, help="client certificate (mTLS)")
+    reload.add_argument("--tls-key", type=Path, help="client private key (mTLS)")
+    reload.add_argument("--token-file", type=Path, help="file holding the bearer token of a server with auth")
+    reload.set_defaults(func=_reload)
 
 
 def _embedder(name: str | None):
@@ -173,6 +182,22 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reload(args: argparse.Namespace) -> int:
+    from client.batch import BatchError, channel_security
+    from client.sync import VerifierClient
+
+    try:
+        credentials, metadata = channel_security(args.tls_ca, args.tls_cert, args.tls_key, args.token_file)
+    except BatchError as exc:
+        raise ValueError(str(exc)) from None
+    with VerifierClient(args.server, credentials=credentials, metadata=metadata, retries=0) as client:
+        previous, current = client.reload_kb(timeout_s=args.timeout_s)
+        info = client.kb_info()
+    print(json.dumps({"previous_kb_id": previous, "kb_id": current, "num_facts": info.get("num_facts"),
+                      "path": info.get("path")}))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m kb ...`: the same commands without the rest of the kgverify CLI."""
     import os
@@ -183,9 +208,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kgverify")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["kb", *(sys.argv[1:] if argv is None else argv)])
+    from client.errors import VerifierError
+
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, VerifierError) as exc:
         print(f"kgverify kb: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:

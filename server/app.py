@@ -114,7 +114,14 @@ class Runtime:
         if not self.kb.enabled:
             raise KnowledgeBaseUnavailableError("this server runs without a knowledge base (KGV_KB__ENABLED=false)")
         previous = self.kb.current.info.kb_id if self.kb.current else ""
-        await self.blocking.run(self.kb.load, self.ctx.embedder())
+        try:
+            await self.blocking.run(self.kb.load, self.ctx.embedder())
+        finally:
+            if self.kb.current is not None:  # a repaired KB serves again; a failed reload keeps the old one
+                self.load_failures.pop(KNOWLEDGE_BASE, None)
+                if not self.health.serving[KNOWLEDGE_BASE]:
+                    log.warning("%s is now SERVING", KNOWLEDGE_BASE)
+                    await self.health.set(KNOWLEDGE_BASE, True)
         return previous, self.kb.current.info.kb_id
 
     async def load(self) -> None:

@@ -378,6 +378,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke runs)")
     p.add_argument("--limit-train", type=int, default=0, help="use only N train rows (smoke runs)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt if present")
+    p.add_argument("--init", default=None,
+                   help="start from the weights of a checkpoint (best.pt / best-step<N>.pt of another run) "
+                        "instead of the base model's, e.g. to continue on the biomedical sources only; "
+                        "the optimizer and schedule start fresh (ignored when --resume finds last.pt)")
     return p.parse_args(argv)
 
 
@@ -486,6 +490,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     step, epoch, batch_in_epoch, best = 0, 0, 0, -1.0
     history: list[dict] = []
     last = out / "last.pt"
+    if args.init and not (args.resume and last.exists()):
+        init = torch.load(args.init, map_location="cpu", weights_only=False)
+        if init.get("data_sha256") not in (None, data_sha):
+            # the calibration and selection slices are carved from this file: a checkpoint trained on
+            # another version of it may have seen this version's slices
+            raise SystemExit(f"--init: {args.init} was trained on other data (sha256 {init['data_sha256'][:16]})")
+        missing = set(names) - set(init["weights"])
+        if missing:
+            raise SystemExit(f"--init: {args.init} lacks {len(missing)} trainable tensors, e.g. {sorted(missing)[0]}")
+        model.load_state_dict(init["weights"], strict=False)
+        log.info("initialised from %s (step %s)", args.init, init.get("meta", {}).get("step", init.get("step")))
     if args.resume and last.exists():
         ck = torch.load(last, map_location="cpu", weights_only=False)
         if ck.get("data_sha256") != data_sha:
@@ -566,7 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             step += 1
             batch_in_epoch += 1
             seen_since += len(idx)
-            lv = float(loss)
+            lv = float(loss.detach())
             loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv
             if step % args.log_every == 0:
                 dt = time.time() - t_since

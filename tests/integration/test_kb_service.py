@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from client import AsyncVerifierClient, VerifierError
+from client import AsyncVerifierClient, VerifierClient, VerifierError
 from kb.build import add_documents, build_kb
 from kb.chunking import ChunkSpec
 from kb.ingest import Document
@@ -136,3 +136,59 @@ async def test_a_kb_rebuilt_with_another_embedder_is_refused_and_the_old_one_kee
         build_kb(DOCS, path, embedder, chunking=ChunkSpec(max_chars=200), progress=False)
         previous, current = await client.reload_kb()
         assert previous == before and current != before
+
+
+async def test_a_server_started_on_a_damaged_kb_says_why_and_serves_again_after_repair_and_reload(
+        cache_dir, embedder, tmp_path, capsys):
+    """Waiting for a KB that failed its checksum ends with KB_CORRUPT, not a timeout; a reload of the repaired
+    KB turns the service (and the whole server) SERVING again."""
+    import json
+    import time
+
+    from kb import cli as kb_cli
+    from kb.layout import current_version
+    from server.app import start_server
+
+    path = tmp_path / "kb"
+    build_kb(DOCS, path, embedder, progress=False)
+    index_file = current_version(path) / "index.faiss"
+    data = bytearray(index_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    index_file.write_bytes(bytes(data))
+    server = await start_server(make_settings(cache_dir, kb={"path": path}), ["127.0.0.1:0"])
+    knowledge_base = "kgverify.v1.KnowledgeBaseService"
+    try:
+        async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+            await client.wait_ready("kgverify.v1.KnowledgeService", timeout_s=300)  # judging needs no KB
+            for wait in (lambda: client.wait_ready(knowledge_base, timeout_s=120),
+                         lambda: client.wait_ready("", timeout_s=120),
+                         lambda: asyncio.to_thread(_sync_wait_ready, server.addresses[0], knowledge_base)):
+                started = time.monotonic()
+                with pytest.raises(VerifierError) as err:
+                    await wait()
+                assert err.value.code == "FAILED_PRECONDITION" and err.value.reason == "KB_CORRUPT"
+                assert "index.faiss" in err.value.message
+                assert time.monotonic() - started < 60
+            scored = await client.score_knowledge(steps=["Warfarin is monitored with the INR."],
+                                                  context=[DOCS[0].text])
+            assert scored.steps[0].verdict == "supported"  # context passages need no KB
+            assert await client.health(knowledge_base) == "NOT_SERVING"
+
+            assert await asyncio.to_thread(kb_cli.main, ["reload", "--server", server.addresses[0]]) == 2
+            assert "KB_CORRUPT" in capsys.readouterr().err  # still damaged: the reload says why
+
+            build_kb(DOCS, path, embedder, progress=False)  # the operator repairs it and reloads
+            assert await asyncio.to_thread(kb_cli.main, ["reload", "--server", server.addresses[0]]) == 0
+            reloaded = json.loads(capsys.readouterr().out)
+            assert reloaded["previous_kb_id"] == "" and reloaded["kb_id"] == (await client.kb_info())["kb_id"]
+            assert reloaded["num_facts"] == len(DOCS) and reloaded["path"] == str(path)
+            assert await client.health(knowledge_base) == "SERVING"
+            await client.wait_ready("", timeout_s=10)
+            assert (await client.search("warfarin INR", top_k=1))[0].fact_id == "w"
+    finally:
+        await server.stop(0)
+
+
+def _sync_wait_ready(address, service):
+    with VerifierClient(address) as client:
+        client.wait_ready(service, timeout_s=120)
