@@ -106,19 +106,19 @@ class ServerProcess:
         return self
 
     async def ready(self, client, timeout_s: float = 900.0) -> None:
-        """Wait until the server is SERVING; fail at once, with its log's tail, if it exits first or logs
-        that a service failed to load (it then stays up, NOT_SERVING, by design: server/app.py)."""
+        """Wait until the server is SERVING; fail at once, with its log's tail, if it exits first or a service
+        failed to load (the client's wait_ready raises that service's FAILED_PRECONDITION within seconds)."""
         waiting = asyncio.ensure_future(client.wait_ready(timeout_s=timeout_s))
         while not waiting.done():
             await asyncio.wait([waiting], timeout=1.0)
-            if waiting.done():
-                break
-            log = self.log_path.read_text(errors="replace")
-            if self.proc.poll() is not None or " failed to load" in log or " not ready: " in log:
+            if not waiting.done() and self.proc.poll() is not None:
                 waiting.cancel()
-                state = "running" if self.proc.returncode is None else f"exit {self.proc.returncode}"
-                raise RuntimeError(f"server not SERVING ({state}):\n" + "\n".join(log.splitlines()[-12:]))
-        waiting.result()
+                await asyncio.gather(waiting, return_exceptions=True)
+        if waiting.cancelled() or waiting.exception() is not None:
+            state = "running" if self.proc.poll() is None else f"exit {self.proc.returncode}"
+            reason = "" if waiting.cancelled() else f" ({waiting.exception()})"
+            tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-12:])
+            raise RuntimeError(f"server not SERVING ({state}){reason}:\n{tail}")
 
     def __exit__(self, *exc) -> None:
         self.proc.terminate()
