@@ -54,6 +54,8 @@ def current_version(path: Path) -> Path:
         if (path / MANIFEST_NAME).is_file():
             raise KnowledgeBaseCorruptError(
                 f"{path} is a knowledge base in an older format; rebuild it with `kgverify kb build`")
+        if not path.exists():
+            raise KnowledgeBaseCorruptError(f"{path} is not a knowledge base: it does not exist")
         raise KnowledgeBaseCorruptError(f"{path} is not a knowledge base: {CURRENT_NAME} is missing")
     name = pointer.read_text(encoding="utf-8").strip()
     if not _VERSION.match(name):

@@ -39,7 +39,10 @@ def test_a_staged_but_unpublished_version_is_invisible_and_cleaned_up(tmp_path):
 
 def test_current_pointing_nowhere_or_missing_is_reported_as_corrupt(tmp_path):
     root = tmp_path / "kb"
-    with pytest.raises(KnowledgeBaseCorruptError, match="not a knowledge base"):
+    with pytest.raises(KnowledgeBaseCorruptError, match="not a knowledge base: it does not exist"):
+        current_version(root)
+    root.mkdir()
+    with pytest.raises(KnowledgeBaseCorruptError, match="not a knowledge base: CURRENT is missing"):
         current_version(root)
     publish(root, _stage(root, "one"))
     (root / CURRENT_NAME).write_text("v000009\n")
