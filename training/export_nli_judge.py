@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -157,16 +158,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+    import torch
+
+    torch.set_num_threads(args.threads)
+    run, out = Path(args.run), Path(args.out)
+    run_cfg = json.loads((run / "run_config.json").read_text())
+    t0 = time.time()
+    # Built and calibrated in a staging directory beside `out`; `out` gets the weights and the final config
+    # only at the end, so an interrupted export leaves the previous judge in place. (Between the two renames
+    # the weights no longer match the config's hash, which build_model refuses to load.)
+    stage = out.parent / f".{out.name}.export-{os.getpid()}"
+    try:
+        cfg, weights_sha = _export(args, run, run_cfg, stage)
+        out.mkdir(parents=True, exist_ok=True)
+        os.replace(stage / "weights.safetensors", out / "weights.safetensors")
+        os.replace(stage / "config.json", out / "config.json")
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    print(json.dumps({"out": str(out), "bytes": size, "weights_sha256": weights_sha[:12],
+                      "calibration": cfg["calibration"], "seconds": round(time.time() - t0, 1)}, indent=2))
+    if size > SIZE_LIMIT:
+        print(f"WARNING: artefact is {size / 2**20:.1f} MiB > 25 MiB", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _export(args: argparse.Namespace, run: Path, run_cfg: dict, out: Path) -> tuple[dict, str]:
+    """Writes weights.safetensors and the calibrated config.json into `out` (a staging directory)."""
     import numpy as np
     import torch
     from transformers import AutoTokenizer
 
     from server.backends.judges import nli_model as NM
 
-    torch.set_num_threads(args.threads)
-    run, out = Path(args.run), Path(args.out)
-    run_cfg = json.loads((run / "run_config.json").read_text())
-    t0 = time.time()
     absolute, ck = write_deltas(run / args.ckpt, out)
     data_sha = T.file_sha256(args.data)
     if ck.get("data_sha256") not in (None, data_sha):
@@ -245,13 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tmp.write_text(json.dumps(cfg, indent=2) + "\n")
     os.chmod(tmp, 0o644)
     os.replace(tmp, out / "config.json")
-    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
-    print(json.dumps({"out": str(out), "bytes": size, "weights_sha256": weights_sha[:12],
-                      "calibration": cfg["calibration"], "seconds": round(time.time() - t0, 1)}, indent=2))
-    if size > SIZE_LIMIT:
-        print(f"WARNING: artefact is {size / 2**20:.1f} MiB > 25 MiB", file=sys.stderr)
-        return 1
-    return 0
+    return cfg, weights_sha
 
 
 if __name__ == "__main__":

@@ -119,6 +119,16 @@ def test_bad_artefacts_are_rejected(tmp_path):
         NliModel.load(str(tmp_path))
 
 
+def test_weights_that_do_not_match_their_config_do_not_load_under_its_name(tmp_path):
+    cfg = json.loads((SHIPPED / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    data = bytearray((SHIPPED / cfg["weights_file"]).read_bytes())
+    data[-1] ^= 0x01  # another model's weights, or a copy cut short and padded: the config no longer names them
+    (tmp_path / cfg["weights_file"]).write_bytes(bytes(data))
+    with pytest.raises(NliModelError, match="does not match .*config.json"):
+        NliModel.load(str(tmp_path))
+
+
 def test_bfloat16_stays_close_to_fp32_and_is_batch_invariant(model):
     bf16 = NliModel.load(quantize=False, dtype="bfloat16")
     assert bf16.model_id.endswith("+bf16") and bf16.batch_invariant and bf16.pad_multiple > 1

@@ -198,6 +198,12 @@ def build_model(model_dir: str | os.PathLike, cfg: dict[str, Any] | None = None,
     weights_file = model_dir / cfg.get("weights_file", "weights.safetensors")
     if not weights_file.exists():
         raise NliModelError(f"NLI judge weights not found: {weights_file}")
+    # The config's hash names the judge in provenance and in verdict-cache keys: weights that are not the
+    # ones it describes (an interrupted or mixed copy) must not load under its name.
+    expected = cfg.get("weights_sha256")
+    if expected and _sha256_file(weights_file) != expected:
+        raise NliModelError(f"{weights_file} does not match {model_dir / 'config.json'} (weights_sha256 "
+                            f"{str(expected)[:12]}); restore the model directory or export it again")
     absolute = set(cfg.get("absolute_keys", ()))
     with safe_open(str(weights_file), framework="pt") as fh:
         for key in fh.keys():
