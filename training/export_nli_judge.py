@@ -13,6 +13,10 @@
    native bfloat16, for the bfloat16 inference path.
 4. Writes ``config.json`` (label order, temperatures, max_length, hashes, provenance).
 
+Steps 2-4 happen in a staging directory beside ``--out``; the weights and the config replace the
+previous judge's only once both are complete, so an interrupted or failed export leaves it in place
+(the loader refuses weights whose sha256 is not the config's ``weights_sha256``).
+
 Example::
 
     nice -n 19 .venv/bin/python training/export_nli_judge.py --run runs/nli-v1 --version 1
