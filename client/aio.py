@@ -38,9 +38,12 @@ def load_probes(knowledge, info_gain, kb, service: str) -> list[tuple[Any, Any]]
     return probes.get(service, []) if service else [p for group in probes.values() for p in group]
 
 
-def never_serves(error: "VerifierError") -> bool:
-    """Whether a load probe's error means the service will not serve until an operator acts."""
-    return error.code == "FAILED_PRECONDITION"
+def never_serves(error: "VerifierError", service: str) -> bool:
+    """Whether a load probe's error means `service` will not serve until an operator acts. A server run
+    without a KB (KB_NOT_LOADED once loading is over) serves as a whole: only its KB service never does."""
+    if error.code != "FAILED_PRECONDITION":
+        return False
+    return not (service == "" and error.reason == "KB_NOT_LOADED")
 
 
 def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, Any]]:
@@ -152,7 +155,7 @@ class AsyncVerifierClient:
                 await method(request, timeout=2.0, metadata=self.metadata)
             except grpc.aio.AioRpcError as exc:
                 error = VerifierError.from_rpc_error(exc)
-                if never_serves(error):
+                if never_serves(error, service):
                     raise error from None
 
     async def health(self, service: str = "", timeout_s: float = 5.0) -> str:

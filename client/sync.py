@@ -108,7 +108,7 @@ class VerifierClient:
                 method(request, timeout=2.0, metadata=self.metadata)
             except grpc.RpcError as exc:
                 error = VerifierError.from_rpc_error(exc)
-                if never_serves(error):
+                if never_serves(error, service):
                     raise error from None
 
     def health(self, service: str = "", timeout_s: float = 5.0) -> str:

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from .config import KbSettings
-from .pipeline.errors import KgverifyError, KnowledgeBaseUnavailableError
+from .pipeline.errors import KgverifyError, KnowledgeBaseUnavailableError, ServiceLoadFailedError
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,13 @@ class KbHolder:
                 if self.current is None:
                     self.error = exc
                 raise
+            except Exception as exc:  # unexpected (I/O, memory, faiss): callers get the reason, not "loading"
+                log.exception("knowledge base %s not loaded", path)
+                error = ServiceLoadFailedError(
+                    f"knowledge base {path} failed to load ({type(exc).__name__}); see the server log")
+                if self.current is None:
+                    self.error = error
+                raise error from exc
             # In-flight searches keep the object they fetched; the old one is freed when they finish.
             self.current, self.error = kb, None
         log.info("knowledge base %s loaded from %s (%s, %d facts)", kb.info.kb_id, path, kb.version.name,

@@ -142,6 +142,7 @@ class NotReadyError(KgverifyError):
 
 
 class ServiceLoadFailedError(FailedPreconditionError):
-    """The service's model or device failed to load at startup; retrying will not help until the server is fixed."""
+    """The service's model or device failed to load at startup (or the KB, for an unexpected reason); retrying will
+    not help until the server is fixed."""
 
     reason = "SERVICE_LOAD_FAILED"

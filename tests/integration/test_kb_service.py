@@ -189,6 +189,34 @@ async def test_a_server_started_on_a_damaged_kb_says_why_and_serves_again_after_
         await server.stop(0)
 
 
+async def test_an_unexpected_kb_load_error_is_reported_not_called_loading(cache_dir, embedder, tmp_path, monkeypatch):
+    from kb.knowledge_base import FaissKnowledgeBase
+    from server.app import start_server
+
+    path = tmp_path / "kb"
+    build_kb(DOCS, path, embedder, progress=False)
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path / "secret"))
+
+    monkeypatch.setattr(FaissKnowledgeBase, "load", unreadable)
+    server = await start_server(make_settings(cache_dir, kb={"path": path}), ["127.0.0.1:0"])
+    try:
+        async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+            with pytest.raises(VerifierError) as err:
+                await client.wait_ready("", timeout_s=120)
+            assert err.value.code == "FAILED_PRECONDITION" and err.value.reason == "SERVICE_LOAD_FAILED"
+            assert "failed to load (PermissionError)" in err.value.message and "secret" not in err.value.message
+            with pytest.raises(VerifierError) as err:
+                await client.search("warfarin")
+            assert err.value.reason == "SERVICE_LOAD_FAILED"
+            monkeypatch.undo()  # the cause is fixed: a reload serves
+            assert (await client.reload_kb())[1]
+            await client.wait_ready("", timeout_s=60)
+    finally:
+        await server.stop(0)
+
+
 def _sync_wait_ready(address, service):
     with VerifierClient(address) as client:
         client.wait_ready(service, timeout_s=120)

@@ -77,6 +77,11 @@ async def test_a_server_without_a_kb_serves_context_only_and_info_gain(cache_dir
                 with pytest.raises(VerifierError) as info:
                     await call
                 assert info.value.code == "FAILED_PRECONDITION" and info.value.reason == "KB_NOT_LOADED"
+            await client.wait_ready("", timeout_s=10)  # the server as a whole serves without a KB
+            started = time.monotonic()
+            with pytest.raises(VerifierError) as info:  # its KB service never will
+                await client.wait_ready(KNOWLEDGE_BASE, timeout_s=120)
+            assert info.value.reason == "KB_NOT_LOADED" and time.monotonic() - started < 60
     finally:
         await server.stop(0)
 
