@@ -190,8 +190,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _export(args: argparse.Namespace, run: Path, run_cfg: dict, out: Path) -> tuple[dict, str]:
     """Writes weights.safetensors and the calibrated config.json into `out` (a staging directory)."""
-    import numpy as np
-    import torch
     from transformers import AutoTokenizer
 
     from server.backends.judges import nli_model as NM
