@@ -248,6 +248,10 @@ class SecuritySettings(_Section):
     """Bearer tokens accepted in the `authorization` metadata; none (and no file) = no token auth. Health is exempt."""
     auth_tokens_file: Path | None = None
     """File with one accepted bearer token per line (e.g. a mounted secret), added to `auth_tokens`."""
+    admin_tokens: list[SecretStr] = []
+    """Bearer tokens for admin RPCs (ReloadKnowledgeBase): once any is set, only they may reload; valid for every RPC."""
+    admin_tokens_file: Path | None = None
+    """File with one admin bearer token per line, added to `admin_tokens`."""
 
     @model_validator(mode="after")
     def _consistent(self) -> "SecuritySettings":

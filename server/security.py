@@ -1,4 +1,10 @@
-"""TLS / mTLS server credentials and the bearer-token auth interceptor (health checks are exempt)."""
+"""TLS / mTLS server credentials and the bearer-token auth interceptor (health checks are exempt).
+
+Two kinds of tokens: `auth_tokens` let a caller use the service; `admin_tokens` also let it call the admin
+RPCs (ADMIN_METHODS: reloading the KB loads files and holds two KBs in memory for a while, so an ordinary
+caller of a shared sidecar should not be able to trigger it). Without admin tokens, whoever may call the
+service may reload; with admin tokens but no auth tokens, the service stays open and only reloads need one.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from .pipeline.errors import KgverifyError
 log = logging.getLogger("kgverify.security")
 # Orchestrators probe health without credentials; health answers carry no data.
 EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
+ADMIN_METHODS = frozenset({"/kgverify.v1.KnowledgeBaseService/ReloadKnowledgeBase"})
 
 
 class UnauthenticatedError(KgverifyError):
@@ -23,6 +30,13 @@ class UnauthenticatedError(KgverifyError):
 
     code = "UNAUTHENTICATED"
     reason = "UNAUTHENTICATED"
+
+
+class PermissionDeniedError(KgverifyError):
+    """The caller's token is accepted but does not allow this RPC."""
+
+    code = "PERMISSION_DENIED"
+    reason = "ADMIN_TOKEN_REQUIRED"
 
 
 class SecurityConfigError(ValueError):
@@ -47,15 +61,25 @@ def server_credentials(cfg: SecuritySettings) -> grpc.ServerCredentials | None:
                                        require_client_auth=cfg.require_client_auth)
 
 
-def load_tokens(cfg: SecuritySettings) -> list[bytes]:
-    """sha256 digests of the accepted tokens (the tokens themselves are not kept)."""
-    tokens = [t.get_secret_value().strip() for t in cfg.auth_tokens]
-    if cfg.auth_tokens_file is not None:
-        text = _read(cfg.auth_tokens_file, "token file").decode("utf-8", errors="strict")
+def _digests(tokens: list, path: Path | None, what: str) -> list[bytes]:
+    """sha256 digests of the tokens and of the file's lines (the tokens themselves are not kept)."""
+    tokens = [t.get_secret_value().strip() for t in tokens]
+    if path is not None:
+        text = _read(path, what).decode("utf-8", errors="strict")
         tokens += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
     if any(not t for t in tokens):
         raise SecurityConfigError("an empty auth token would accept every caller")
     return [hashlib.sha256(t.encode()).digest() for t in tokens]
+
+
+def load_tokens(cfg: SecuritySettings) -> list[bytes]:
+    """sha256 digests of the accepted (non-admin) tokens."""
+    return _digests(cfg.auth_tokens, cfg.auth_tokens_file, "token file")
+
+
+def load_admin_tokens(cfg: SecuritySettings) -> list[bytes]:
+    """sha256 digests of the admin tokens."""
+    return _digests(cfg.admin_tokens, cfg.admin_tokens_file, "admin token file")
 
 
 def _bearer(metadata) -> str | None:
@@ -66,26 +90,47 @@ def _bearer(metadata) -> str | None:
 
 
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses calls without an accepted `authorization: Bearer <token>` with UNAUTHENTICATED."""
+    """Refuses calls without an accepted `authorization: Bearer <token>` with UNAUTHENTICATED, and admin RPCs
+    with an accepted non-admin token with PERMISSION_DENIED (ADMIN_TOKEN_REQUIRED)."""
 
-    def __init__(self, digests: list[bytes]):
-        self._digests = digests
+    def __init__(self, digests: list[bytes], admin_digests: list[bytes] = ()):
+        self._digests = list(digests)
+        self._admin = list(admin_digests)
 
-    def accepts(self, token: str | None) -> bool:
-        if not token:
+    @staticmethod
+    def _matches(token: str | None, digests: list[bytes]) -> bool:
+        if not token or not digests:
             return False
         digest = hashlib.sha256(token.encode()).digest()
         # Compare against every token so the time taken does not say which one came close.
-        return sum(hmac.compare_digest(digest, known) for known in self._digests) > 0
+        return sum(hmac.compare_digest(digest, known) for known in digests) > 0
+
+    def accepts(self, token: str | None) -> bool:
+        return self._matches(token, self._digests) or self._matches(token, self._admin)
+
+    def refusal(self, method: str, token: str | None) -> KgverifyError | None:
+        """Why the call is refused, or None to let it through."""
+        if method.startswith(EXEMPT_PREFIXES):
+            return None
+        if method in ADMIN_METHODS and self._admin:
+            if self._matches(token, self._admin):
+                return None
+            if self._matches(token, self._digests):
+                return PermissionDeniedError(f"{method.rsplit('/', 1)[-1]} needs an admin token")
+            return UnauthenticatedError("missing or unknown bearer token")
+        if not self._digests or self.accepts(token):  # admin tokens only: the service itself stays open
+            return None
+        return UnauthenticatedError("missing or unknown bearer token")
 
     async def intercept_service(self, continuation, details):
-        if details.method.startswith(EXEMPT_PREFIXES) or self.accepts(_bearer(details.invocation_metadata)):
+        refusal = self.refusal(details.method, _bearer(details.invocation_metadata))
+        if refusal is None:
             return await continuation(details)
         handler = await continuation(details)
         if handler is None:
             return None
-        log.warning("refused %s: missing or unknown bearer token", details.method)
-        status = grpc_status(UnauthenticatedError("missing or unknown bearer token"))
+        log.warning("refused %s: %s", details.method, refusal.message)
+        status = grpc_status(refusal)
 
         async def deny(request_or_iterator, context):
             await context.abort_with_status(status)
@@ -107,5 +152,5 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
 
 def auth_interceptor(cfg: SecuritySettings) -> TokenAuthInterceptor | None:
     """The auth interceptor when tokens are configured, else None (no token auth)."""
-    digests = load_tokens(cfg)
-    return TokenAuthInterceptor(digests) if digests else None
+    digests, admin = load_tokens(cfg), load_admin_tokens(cfg)
+    return TokenAuthInterceptor(digests, admin) if digests or admin else None

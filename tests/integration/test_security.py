@@ -153,6 +153,41 @@ async def test_token_auth_refuses_missing_and_wrong_tokens_but_never_health(secu
         assert info.value.code == "UNAUTHENTICATED"
 
 
+async def test_admin_tokens_guard_reloads_and_only_reloads(secure_server, tmp_path, capsys):
+    from kb import cli as kb_cli
+
+    admin_file = tmp_path / "admin-tokens"
+    admin_file.write_text("operator-token\n")
+    server = await secure_server(auth_tokens=[TOKEN], admin_tokens=["admin-token"], admin_tokens_file=admin_file)
+    address = server.addresses[0]
+
+    async def reload(token):
+        metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        async with AsyncVerifierClient(address, retries=0, timeout_s=10, metadata=metadata) as client:
+            with pytest.raises(VerifierError) as info:
+                await client.reload_kb()
+            return info.value
+
+    for token in ("admin-token", "operator-token", TOKEN):  # admin tokens are good for the service too
+        assert (await _score(address, metadata=(("authorization", f"Bearer {token}"),))).knowledge_index == 1.0
+    refused = await reload(TOKEN)
+    assert refused.code == "PERMISSION_DENIED" and refused.reason == "ADMIN_TOKEN_REQUIRED"
+    assert "ReloadKnowledgeBase" in refused.message
+    assert (await reload(None)).code == (await reload("wrong")).code == "UNAUTHENTICATED"
+    for token in ("admin-token", "operator-token"):  # let through: this server has no KB to reload
+        assert (await reload(token)).reason == "KB_NOT_LOADED"
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    assert await asyncio.to_thread(kb_cli.main, ["reload", "--server", address, "--token-file", str(token_file)]) == 2
+    assert "ADMIN_TOKEN_REQUIRED" in capsys.readouterr().err
+
+    open_server = await secure_server(admin_tokens=["admin-token"])  # admin tokens only: the service stays open
+    address = open_server.addresses[0]
+    assert (await _score(address)).knowledge_index == 1.0
+    assert (await reload(None)).code == "UNAUTHENTICATED"
+    assert (await reload("admin-token")).reason == "KB_NOT_LOADED"
+
+
 async def test_batch_reaches_a_tls_server_with_a_token(secure_server, pki, tmp_path):
     server = await secure_server(tls_cert_file=pki.path("server.pem"), tls_key_file=pki.path("server.key"),
                                  auth_tokens=[TOKEN])
