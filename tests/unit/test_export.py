@@ -70,3 +70,19 @@ def test_an_export_is_published_whole_and_an_interrupted_one_leaves_the_previous
                 "--threads", "1"])
     assert {f.name: f.read_bytes() for f in out.iterdir()} == before
     assert sorted(p.name for p in out.parent.iterdir()) == ["nli-judge"]  # no staging directory left behind
+
+
+def test_checkpoint_averages_mix_parameter_by_parameter_and_refuse_mismatches():
+    import torch
+
+    import average_checkpoints as A
+
+    a = {"w": torch.zeros(2, 3), "b": torch.ones(3)}
+    b = {"w": torch.full((2, 3), 4.0), "b": torch.full((3,), 3.0)}
+    assert torch.equal(A.mix([a, b], 0.0)["w"], a["w"]) and torch.equal(A.mix([a, b], 1.0)["b"], b["b"])
+    half = A.mix([a, b], 0.25)
+    assert torch.allclose(half["w"], torch.full((2, 3), 1.0)) and torch.allclose(half["b"], torch.full((3,), 1.5))
+    with pytest.raises(SystemExit, match="different parameters"):
+        A.mix([a, {"w": b["w"]}], 0.5)
+    with pytest.raises(SystemExit, match="shape mismatch for w"):
+        A.mix([a, {"w": torch.zeros(3, 2), "b": b["b"]}], 0.5)
