@@ -19,6 +19,7 @@ from .types import ChainScore, SearchHit, SplitResult
 
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 PROBE_INTERVAL_S = 2.0  # wait_ready: how often a NOT_SERVING service is asked whether its load failed
+PROBE_METADATA = (("kgverify-probe", "wait_ready"),)  # the server's metrics keep these calls apart
 
 
 def load_probes(knowledge, info_gain, kb, service: str) -> list[tuple[Any, Any]]:
@@ -152,7 +153,7 @@ class AsyncVerifierClient:
     async def _raise_if_load_failed(self, service: str) -> None:
         for method, request in load_probes(self._knowledge, self._info_gain, self._kb, service):
             try:
-                await method(request, timeout=2.0, metadata=self.metadata)
+                await method(request, timeout=2.0, metadata=self.metadata + PROBE_METADATA)
             except grpc.aio.AioRpcError as exc:
                 error = VerifierError.from_rpc_error(exc)
                 if never_serves(error, service):

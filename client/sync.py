@@ -12,7 +12,8 @@ from kgverify.v1 import info_gain_service_pb2_grpc, knowledge_base_service_pb2, 
 from kgverify.v1 import knowledge_service_pb2, knowledge_service_pb2_grpc
 
 from . import convert, requests
-from .aio import DEFAULT_MAX_MESSAGE_BYTES, PROBE_INTERVAL_S, backoff_s, channel_options, load_probes, never_serves
+from .aio import (DEFAULT_MAX_MESSAGE_BYTES, PROBE_INTERVAL_S, PROBE_METADATA, backoff_s, channel_options, load_probes,
+                  never_serves)
 from .errors import VerifierError
 from .types import ChainScore, SearchHit, SplitResult
 
@@ -105,7 +106,7 @@ class VerifierClient:
     def _raise_if_load_failed(self, service: str) -> None:
         for method, request in load_probes(self._knowledge, self._info_gain, self._kb, service):
             try:
-                method(request, timeout=2.0, metadata=self.metadata)
+                method(request, timeout=2.0, metadata=self.metadata + PROBE_METADATA)
             except grpc.RpcError as exc:
                 error = VerifierError.from_rpc_error(exc)
                 if never_serves(error, service):

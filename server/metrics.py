@@ -174,20 +174,30 @@ def _observed_stream(method: str, behavior):
     return stream
 
 
+PROBE_METADATA_KEY = "kgverify-probe"  # set by the clients' wait_ready on their load probes
+
+
+def _is_probe(metadata) -> bool:
+    return any(key == PROBE_METADATA_KEY for key, _ in metadata or ())
+
+
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Observes every unary and bidi-streaming call: latency by method and final code, stream item codes."""
+    """Observes every unary and bidi-streaming call: latency by method and final code, stream item codes.
+
+    The clients' readiness probes (empty requests sent while they wait for a service; answered with
+    INVALID_ARGUMENT by a loaded one) are labelled `<method>#probe`, apart from real calls."""
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
         if handler is None:
             return None
+        method = details.method + ("#probe" if _is_probe(details.invocation_metadata) else "")
         serializers = {"request_deserializer": handler.request_deserializer,
                        "response_serializer": handler.response_serializer}
         if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(_observed_unary(details.method, handler.unary_unary),
-                                                       **serializers)
+            return grpc.unary_unary_rpc_method_handler(_observed_unary(method, handler.unary_unary), **serializers)
         if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(_observed_stream(details.method, handler.stream_stream),
+            return grpc.stream_stream_rpc_method_handler(_observed_stream(method, handler.stream_stream),
                                                          **serializers)
         return handler  # health Watch and other server-streaming calls live for as long as the client likes
 

@@ -69,6 +69,12 @@ async def _until(client, service, status, timeout_s=15.0):
         await asyncio.sleep(0.05)
 
 
+def _rpc_count(method, code):
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("kgverify_rpc_duration_seconds_count", {"method": method, "code": code}) or 0.0
+
+
 async def _timed_error(call):
     started = time.perf_counter()
     with pytest.raises(VerifierError) as info:
@@ -87,6 +93,14 @@ async def test_judge_down_is_unavailable_in_time_flips_only_knowledge_and_recove
         assert await client.health(INFO_GAIN) == "SERVING" and await client.health(KNOWLEDGE_BASE) == "SERVING"
         assert await client.health() == "NOT_SERVING"
         assert (await client.score_info_gain(timeout_s=5.0, **CHAIN)).info_gain is not None  # InfoGain still serves
+        # a loaded service waiting for its backend: wait_ready keeps waiting (a backend comes back), and its
+        # probes are kept apart from real calls in the RPC metrics
+        probes = _rpc_count("/kgverify.v1.KnowledgeService/SplitReasoning#probe", "INVALID_ARGUMENT")
+        real = _rpc_count("/kgverify.v1.KnowledgeService/SplitReasoning", "INVALID_ARGUMENT")
+        error, _ = await _timed_error(client.wait_ready(KNOWLEDGE, timeout_s=3.0))
+        assert error.code == "DEADLINE_EXCEEDED" and error.reason == "NOT_READY"
+        assert _rpc_count("/kgverify.v1.KnowledgeService/SplitReasoning#probe", "INVALID_ARGUMENT") > probes
+        assert _rpc_count("/kgverify.v1.KnowledgeService/SplitReasoning", "INVALID_ARGUMENT") == real
 
         judge.down = False
         await _until(client, KNOWLEDGE, "SERVING")
