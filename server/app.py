@@ -57,6 +57,7 @@ class Runtime:
         self.kb = KbHolder(settings.kb)
         self._built: dict[tuple[str, str], object] = {}
         self.load_failures: dict[str, BaseException] = {}  # service -> the error that kept it from loading
+        self.load_done: set[str] = set()  # services whose load step finished (ready or waiting for a backend)
         self._build_lock = asyncio.Lock()
         self.deps = PipelineDeps(
             limits=Limits(**settings.limits.model_dump()),
@@ -134,6 +135,7 @@ class Runtime:
         for service, step in steps:
             try:
                 await step()
+                self.load_done.add(service)
             except KgverifyError as exc:
                 self.load_failures[service] = exc
                 log.error("%s not ready: %s", service, exc.message)
@@ -151,6 +153,9 @@ class Runtime:
         """UNAVAILABLE (NOT_READY, retryable) while a service loads; FAILED_PRECONDITION once its load failed
         (unexpected errors' details stay in the log)."""
         failure = self.load_failures.get(service)
+        if failure is None and service in self.load_done:
+            return NotReadyError(f"{service} is waiting for its backend (unreachable, or not serving the configured "
+                                 "model: see the server log); retry shortly")
         if failure is None:
             return NotReadyError(f"{service} is still loading its models; retry shortly")
         shown = failure.message if isinstance(failure, KgverifyError) else "an unexpected error; see the server log"

@@ -47,6 +47,7 @@ class VllmClient:
             transport=transport,
         )
         self._semaphore: asyncio.Semaphore | None = None
+        self._model_problems: dict[str, str | None] = {}  # model -> why it is not served (last logged)
         self.calls = 0
 
     def _slot(self) -> asyncio.Semaphore:
@@ -85,6 +86,33 @@ class VllmClient:
         except httpx.HTTPError:
             return False
         return response.status_code == 200
+
+    async def serves(self, model: str, timeout_s: float = 2.0) -> bool:
+        """True when vLLM is up (/health) and serves `model` under that name (/v1/models).
+
+        A server that is up with another model (a wrong KGV_*__MODEL, or vLLM's --served-model-name) would
+        answer every request with HTTP 404; reporting it here keeps the service NOT_SERVING instead of
+        SERVING requests that can only fail. The reason is logged once per change."""
+        if not await self.health(timeout_s):
+            return False  # unreachable or engine dead: the health monitor logs the change
+        try:
+            response = await self._http.get(f"{self.base_url}/models", timeout=timeout_s)
+            cards = response.json().get("data") if response.status_code == 200 else None
+            served = [card.get("id") for card in cards] if isinstance(cards, list) else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            served = None
+        if served is None:
+            problem = f"vLLM at {self.base_url} answers /health but not /v1/models"
+        elif model not in served:
+            problem = (f"vLLM at {self.base_url} serves {served}, not {model!r}: set the model setting to one of "
+                       "them, or start vLLM with --served-model-name " + model)
+        else:
+            problem = None
+        if problem != self._model_problems.get(model):
+            self._model_problems[model] = problem
+            if problem:
+                log.error("%s", problem)
+        return problem is None
 
     async def aclose(self) -> None:
         await self._http.aclose()

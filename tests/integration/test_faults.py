@@ -130,6 +130,24 @@ async def test_vllm_judge_down_is_unavailable_in_time_flips_only_knowledge_and_r
         assert error.code == "DEADLINE_EXCEEDED" and elapsed < 2.5
 
 
+async def test_a_vllm_serving_another_model_keeps_the_service_not_serving_and_says_why(start, judge_vllm, caplog):
+    server = await start(None, judge={"backend": "vllm", "base_url": judge_vllm.base_url, "model": "wrong-judge"},
+                         lm={"model": "wrong-lm"}, kb={"enabled": False})
+    async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+        assert await client.health(KNOWLEDGE) == await client.health(INFO_GAIN) == "NOT_SERVING"
+        logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert any("serves ['judge'], not 'wrong-judge'" in m and "--served-model-name" in m for m in logged)
+        assert any("serves ['tiny'], not 'wrong-lm'" in m for m in logged)
+        error, _ = await _timed_error(client.score_knowledge(steps=CHAIN["steps"][1:], context=["Protamine ..."]))
+        assert error.code == "UNAVAILABLE" and error.reason == "NOT_READY"  # retryable: vLLM may be fixed
+        assert "waiting for its backend" in error.message and "not serving the configured model" in error.message
+
+        judge_vllm.model = "wrong-judge"  # vLLM restarted with --served-model-name wrong-judge
+        await _until(client, KNOWLEDGE, "SERVING")
+        score = await client.score_knowledge(steps=CHAIN["steps"][1:], context=["Protamine neutralizes heparin."])
+        assert score.steps[0].verdict == "supported" and score.llm_calls == 1
+
+
 async def test_vllm_lm_down_flips_only_info_gain_and_recovers(start, fake_vllm):
     server = await start(FakeJudge())
     async with AsyncVerifierClient(server.addresses[0], retries=0) as client:

@@ -125,7 +125,7 @@ class VllmJudge:
         return list(results)
 
     async def ready(self) -> bool:
-        return await self.client.health()
+        return await self.client.serves(self.model)
 
     async def aclose(self) -> None:
         if not self._closed:  # shared by the vllm and cascade judges

@@ -76,7 +76,7 @@ class VllmCausalLm:
         return await self._score_prompt_logprobs(job, deadline)
 
     async def ready(self) -> bool:
-        return await self.client.health()
+        return await self.client.serves(self.model)
 
     async def aclose(self) -> None:
         await self.client.aclose()
