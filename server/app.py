@@ -118,12 +118,18 @@ class Runtime:
         try:
             await self.blocking.run(self.kb.load, self.ctx.embedder())
         finally:
-            if self.kb.current is not None:  # a repaired KB serves again; a failed reload keeps the old one
-                self.load_failures.pop(KNOWLEDGE_BASE, None)
-                if not self.health.serving[KNOWLEDGE_BASE]:
-                    log.warning("%s is now SERVING", KNOWLEDGE_BASE)
-                    await self.health.set(KNOWLEDGE_BASE, True)
+            await self._publish_kb_health()
         return previous, self.kb.current.info.kb_id
+
+    async def _publish_kb_health(self) -> None:
+        """KB service health after a load or reload: SERVING while a KB is served (a repaired KB serves again,
+        a failed reload keeps the old one); loaded either way, so calls get the KB's own error."""
+        serving = self.kb.current is not None
+        if serving:
+            self.load_failures.pop(KNOWLEDGE_BASE, None)
+        if KNOWLEDGE_BASE in self.health.loaded and serving != self.health.serving[KNOWLEDGE_BASE]:
+            log.warning("%s is now %s", KNOWLEDGE_BASE, "SERVING" if serving else "NOT_SERVING")
+        await self.health.set(KNOWLEDGE_BASE, serving, loaded=True)
 
     async def load(self) -> None:
         """Loads backends in dependency order, flipping each service to SERVING when it is ready."""
@@ -167,7 +173,7 @@ class Runtime:
             if self.settings.kb.enabled:
                 await self.blocking.run(self.kb.load, embedder)
         finally:
-            await self.health.set(KNOWLEDGE_BASE, self.kb.current is not None, loaded=True)
+            await self._publish_kb_health()
 
     async def _load_knowledge(self) -> None:
         await self.splitter(None)
