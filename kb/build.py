@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 import sys
 import time
@@ -14,7 +15,7 @@ from typing import Iterable
 import numpy as np
 
 from .chunking import ChunkSpec, chunk_spans, embed_input, embed_key, lead, model_inputs, text_key
-from .errors import KnowledgeBaseMismatchError
+from .errors import KnowledgeBaseCorruptError, KnowledgeBaseMismatchError
 from .index import INDEX_NAME, add_vectors, choose_family, index_params, load_index, new_index, save_index
 from .ingest import Document
 from .layout import (MANIFEST_NAME, check_output_dir, current_version, is_kb, new_staging_dir, next_version_name,
@@ -23,6 +24,9 @@ from .lexical import BM25_DIR, build_bm25
 from .manifest import FileEntry, Manifest
 from .store import STORE_NAME, Fact, NewFact, StoreWriter, embed_key_rows
 from .vectors import VECTOR_FACTS_NAME, VECTORS_NAME, EmbeddingCache, VectorWriter, open_vectors
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -147,12 +151,34 @@ def _ingest(docs: Iterable[Document], spec: ChunkSpec, store: StoreWriter, vecto
     return ingest.stats
 
 
-def _cache_from(previous: Path | None, embedder) -> EmbeddingCache:
-    """The previous version's vectors, when they came from the same embedder."""
+def _previous_version(out_dir: Path, report: "_Progress") -> Path | None:
+    """The current version to reuse vectors from, or None: none yet, or one too damaged to read (a rebuild is
+    how a damaged KB is repaired, so damage must not stop it)."""
+    if not is_kb(out_dir):
+        return None
+    try:
+        return current_version(out_dir)
+    except KnowledgeBaseCorruptError as exc:
+        report.stage(f"the current version is unreadable ({exc.message}); embedding every fact anew")
+        log.warning("knowledge base %s: %s; rebuilding without reuse", out_dir, exc.message)
+        return None
+
+
+def _cache_from(previous: Path | None, embedder, report: "_Progress") -> EmbeddingCache:
+    """The previous version's vectors, when they came from the same embedder and pass their checksums.
+
+    Reused vectors end up under the new version's fresh checksums, so they are hashed in full first:
+    a damaged vector must not be carried into a rebuild that looks healthy."""
     if previous is None:
         return EmbeddingCache()
-    manifest = Manifest.load(previous)
-    if manifest.embedder_hash != embedder.weights_hash or manifest.dim != embedder.dim:
+    try:
+        manifest = Manifest.load(previous)
+        if manifest.embedder_hash != embedder.weights_hash or manifest.dim != embedder.dim:
+            return EmbeddingCache()
+        manifest.verify_files(previous, "full")
+    except KnowledgeBaseCorruptError as exc:
+        report.stage(f"the current version is damaged ({exc.message}); embedding every fact anew")
+        log.warning("knowledge base version %s: %s; rebuilding without reuse", previous, exc.message)
         return EmbeddingCache()
     return EmbeddingCache(embed_key_rows(previous / STORE_NAME), open_vectors(previous / VECTORS_NAME, manifest.dim))
 
@@ -210,10 +236,10 @@ def build_kb(docs: Iterable[Document], out_dir: Path, embedder, *, chunk_chars: 
     started = time.perf_counter()
     with writer_lock(out_dir):
         remove_stale_staging(out_dir)
-        previous = current_version(out_dir) if is_kb(out_dir) else None
+        previous = _previous_version(out_dir, report)
         staging = new_staging_dir(out_dir)
         try:
-            cache = _cache_from(previous, embedder)
+            cache = _cache_from(previous, embedder, report)
             store = StoreWriter(staging / STORE_NAME, create=True)
             writer = VectorWriter(staging / VECTORS_NAME, embedder.dim, staging / VECTOR_FACTS_NAME)
             try:
@@ -253,6 +279,10 @@ def add_documents(kb_dir: Path, docs: Iterable[Document], embedder, *, build_opt
                 f"knowledge base {kb_dir} was built with embedder {old.embedder!r} (weights {old.embedder_hash}, "
                 f"dim {old.dim}), not {embedder.name!r} (weights {embedder.weights_hash}, dim {embedder.dim}); "
                 "add documents with the embedder the KB was built with (--embedder)")
+        # The new version copies this one's facts, vectors and index under fresh checksums: verify them
+        # in full first, or damage would be carried on looking healthy.
+        report.stage("verifying the current version before extending it")
+        old.verify_files(previous, "full")
         staging = new_staging_dir(kb_dir)
         try:
             for name in (STORE_NAME, VECTORS_NAME, VECTOR_FACTS_NAME):

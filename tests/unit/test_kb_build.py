@@ -105,6 +105,28 @@ def test_rebuilding_reuses_cached_embeddings_bit_for_bit(tmp_path, embedder):
     assert [(h.fact_id, h.score) for h in after] == [(h.fact_id, h.score) for h in before]
 
 
+def test_a_rebuild_repairs_damage_instead_of_carrying_it_and_kb_add_refuses_a_damaged_version(tmp_path, embedder):
+    out, fresh = tmp_path / "kb", tmp_path / "fresh"
+    build_kb(DOCS, fresh, embedder, progress=False)
+    build_kb(DOCS, out, embedder, progress=False)
+    vectors = current_version(out) / "vectors.f16"
+    data = bytearray(vectors.read_bytes())
+    data[len(data) // 3] ^= 0x40  # one damaged embedding
+    vectors.write_bytes(bytes(data))
+    with pytest.raises(KnowledgeBaseCorruptError, match="vectors.f16 fails its checksum"):
+        add_documents(out, NEW_DOCS, embedder, progress=False)  # would copy the damage under new checksums
+    recorder = RecordingEmbedder(embedder)
+    manifest = build_kb(DOCS, out, recorder, progress=False)  # what the KB_CORRUPT error tells users to do
+    assert manifest.build["reused"] == 0 and manifest.build["embedded"] == len(recorder.encoded) > 0
+    assert (current_version(out) / "vectors.f16").read_bytes() == (current_version(fresh) / "vectors.f16").read_bytes()
+    FaissKnowledgeBase.load(out, embedder)  # verifies
+    assert add_documents(out, NEW_DOCS, embedder, progress=False).num_facts == manifest.num_facts + 1
+
+    (out / "CURRENT").write_text("v000099\n")  # points nowhere: a rebuild still works
+    rebuilt = build_kb(DOCS, out, embedder, progress=False)
+    assert rebuilt.build["reused"] == 0 and FaissKnowledgeBase.load(out, embedder).info.kb_id == rebuilt.kb_id
+
+
 @pytest.mark.parametrize("family", ["hnsw", "ivfpq"])
 def test_approximate_families_find_what_flat_finds(tmp_path, embedder, kb_dir, family):
     docs = DOCS + [Document(f"filler{i}", f"Filler note {i} about hospital logistics and scheduling number {i}.")
