@@ -25,16 +25,18 @@ def demo_documents(path: Path = DEMO_FACTS) -> list[Document]:
     return docs
 
 
-def ensure_demo_kb(cache_dir: Path, embedder, progress: bool = False) -> Path:
-    """The demo KB directory for this embedder (flat index + BM25), built once (safe across processes)."""
+def ensure_demo_kb(cache_dir: Path, embedder, progress: bool = False, rebuild: bool = False) -> Path:
+    """The demo KB directory for this embedder (flat index + BM25), built once (safe across processes).
+
+    rebuild=True builds a new version even if one exists (a damaged cache: the build embeds anew then)."""
     digest = hashlib.sha256(DEMO_FACTS.read_bytes()).hexdigest()[:12]
     out = Path(cache_dir).expanduser() / f"demo-kb3-{digest}-{embedder.weights_hash}"
-    if is_kb(out):
+    if is_kb(out) and not rebuild:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / ".demo-kb.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not is_kb(out):
+        if rebuild or not is_kb(out):
             # each demo fact is one short passage: chunks large enough to keep every fact whole
             build_kb(demo_documents(), out, embedder, chunking=ChunkSpec(max_chars=10_000), progress=progress,
                      options=BuildOptions(index="flat"), build_options={"input": "bundled demo facts"})

@@ -7,7 +7,8 @@ import threading
 from pathlib import Path
 
 from .config import KbSettings
-from .pipeline.errors import KgverifyError, KnowledgeBaseUnavailableError, ServiceLoadFailedError
+from .pipeline.errors import (KgverifyError, KnowledgeBaseCorruptError, KnowledgeBaseUnavailableError,
+                              ServiceLoadFailedError)
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,15 @@ class KbHolder:
         with self._load_lock:  # concurrent reloads load one after the other; the last one wins
             path = Path(self.settings.path) if self.settings.path else ensure_demo_kb(self.settings.cache_dir, embedder)
             try:
-                kb = FaissKnowledgeBase.load(path, embedder, LoadOptions.from_settings(self.settings))
+                try:
+                    kb = FaissKnowledgeBase.load(path, embedder, LoadOptions.from_settings(self.settings))
+                except KnowledgeBaseCorruptError as exc:
+                    if self.settings.path:
+                        raise
+                    # the bundled demo KB is a cache: rebuild it rather than ask the user to
+                    log.warning("the demo knowledge base %s is damaged (%s); rebuilding it", path, exc.message)
+                    path = ensure_demo_kb(self.settings.cache_dir, embedder, rebuild=True)
+                    kb = FaissKnowledgeBase.load(path, embedder, LoadOptions.from_settings(self.settings))
             except KgverifyError as exc:
                 log.error("knowledge base %s not loaded: %s", path, exc.message)
                 if self.current is None:

@@ -295,3 +295,29 @@ def test_kb_add_reads_a_store_written_before_documents_kept_their_source(tmp_pat
     assert recorder.encoded[-1] == "Glutathione synthetase deficiency\nThis condition is inherited."
     kb = FaissKnowledgeBase.load(tmp_path / "kb", embedder)
     assert kb.info.num_facts == 2
+
+
+def test_a_damaged_demo_kb_cache_is_rebuilt_by_the_server_and_a_configured_kb_is_not(tmp_path, embedder, caplog):
+    from kb.demo import ensure_demo_kb
+    from server.config import KbSettings
+    from server.kb_holder import KbHolder
+
+    demo = ensure_demo_kb(tmp_path / "cache", embedder)
+    damaged = current_version(demo)
+    index_file = damaged / "index.faiss"
+    data = bytearray(index_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    index_file.write_bytes(bytes(data))
+    holder = KbHolder(KbSettings(cache_dir=tmp_path / "cache"))
+    holder.load(embedder)
+    assert holder.current is not None and holder.error is None and current_version(demo) != damaged
+    assert any("demo knowledge base" in r.getMessage() and "rebuilding" in r.getMessage() for r in caplog.records)
+
+    index_file = current_version(demo) / "index.faiss"
+    data = bytearray(index_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    index_file.write_bytes(bytes(data))
+    configured = KbHolder(KbSettings(cache_dir=tmp_path / "cache", path=demo))  # the user's own KB: only reported
+    with pytest.raises(KnowledgeBaseCorruptError):
+        configured.load(embedder)
+    assert configured.current is None and configured.error is not None
