@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from . import requests
 from .aio import AsyncVerifierClient, backoff_s
-from .batch_io import RowError, export_journal, read_rows
+from .batch_io import RowError, export_journal, is_error_record, read_rows
 from .errors import VerifierError
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class BatchOptions:
     fsync_interval_s: float = 1.0  # bounds what a power cut can lose; a killed process loses nothing written
     credentials: Any = None  # grpc.ChannelCredentials for TLS / mTLS servers
     metadata: tuple = ()  # e.g. (("authorization", "Bearer ..."),)
+    retry_errors: bool = False  # score again the rows whose last journal record is an error
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Item:
 class BatchSummary:
     total: int = 0
     skipped: int = 0
+    retried: int = 0  # rows whose error record is being replaced (retry_errors)
     written: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
 
@@ -115,33 +117,45 @@ class Journal:
         except BlockingIOError:
             os.close(self._fd)
             raise BatchError(f"another batch run is writing {self.path}") from None
-        self.done = self._recover()
+        self.done, self.failed = self._recover()
         self.fsync_interval_s = fsync_interval_s
         self._synced_at = time.monotonic()
 
-    def _recover(self) -> set[str]:
-        """Ids already written; drops a torn last line left by a crash."""
+    def _recover(self) -> tuple[set[str], set[str]]:
+        """(ids whose last record is a result, ids whose last record is an error); drops a torn last line."""
         if not self.path.exists():
-            return set()
+            return set(), set()
         data = self.path.read_bytes()
         keep = data.rfind(b"\n") + 1
         if keep < len(data):
             with open(self.path, "r+b") as fh:
                 fh.truncate(keep)
-        done = set()
+        done: set[str] = set()
+        failed: set[str] = set()
         for line in data[:keep].splitlines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
             if isinstance(record, dict) and isinstance(record.get("id"), str):
-                done.add(record["id"])
-        return done
+                self._mark(record, done, failed)
+        return done, failed
+
+    @staticmethod
+    def _mark(record: dict[str, Any], done: set[str], failed: set[str]) -> None:
+        """A later record of an id replaces an earlier one (see batch_io.journal_records)."""
+        item_id = record["id"]
+        if is_error_record(record):
+            done.discard(item_id)
+            failed.add(item_id)
+        else:
+            failed.discard(item_id)
+            done.add(item_id)
 
     def write(self, record: dict[str, Any]) -> None:
         line = (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode()
         os.write(self._fd, line)
-        self.done.add(record["id"])
+        self._mark(record, self.done, self.failed)
         if time.monotonic() - self._synced_at >= self.fsync_interval_s:
             os.fsync(self._fd)
             self._synced_at = time.monotonic()
@@ -160,9 +174,11 @@ def plan_items(opts: BatchOptions, journal: Journal, summary: BatchSummary) -> l
         extra = {k: row[k] for k in PASSTHROUGH if isinstance(row, dict) and k in row}
         raw_id = row.get("id") if isinstance(row, dict) else getattr(row, "row_id", None)
         item_id = str(raw_id) if isinstance(raw_id, (str, int)) and str(raw_id) else f"#{label}"
-        if item_id in journal.done:
+        if item_id in journal.done or (item_id in journal.failed and not opts.retry_errors):
             summary.skipped += 1
             continue
+        if item_id in journal.failed:
+            summary.retried += 1
         problem = None
         if isinstance(row, RowError):
             problem = VerifierError("INVALID_ARGUMENT", row.reason, str(row))

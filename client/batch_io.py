@@ -149,8 +149,16 @@ def export_columns() -> list[str]:
     return [*STRING_COLUMNS, *FLOAT_COLUMNS, *INT_COLUMNS, *JSON_COLUMNS]
 
 
+def is_error_record(record: dict[str, Any]) -> bool:
+    """Whether a journal record is a row's error (status {code, reason, message}) rather than its result."""
+    return isinstance(record.get("status"), dict)
+
+
 def journal_records(path: Path) -> Iterator[dict[str, Any]]:
-    """The complete records of a journal (a torn last line, if any, is not a record)."""
+    """One record per row id, in the order ids first appear: the last complete record written for it (a row
+    scored again with `kgverify batch --retry-errors` replaces its error record). A torn last line is not a
+    record."""
+    latest: dict[str, dict[str, Any]] = {}
     with open(path, "rb") as fh:
         for line in fh:
             if not line.endswith(b"\n"):
@@ -160,7 +168,8 @@ def journal_records(path: Path) -> Iterator[dict[str, Any]]:
             except json.JSONDecodeError:
                 continue
             if isinstance(record, dict) and isinstance(record.get("id"), str):
-                yield record
+                latest[record["id"]] = record
+    yield from latest.values()
 
 
 def export_journal(journal: Path, out: Path) -> int:

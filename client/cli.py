@@ -132,12 +132,13 @@ def _cmd_batch(args) -> int:
             metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()), keep_order=args.keep_order,
             progress=not args.no_progress, knowledge=_knowledge_kwargs(args), info_gain=_info_gain_kwargs(args),
             input_format=args.input_format, export=args.export, fsync_interval_s=args.fsync_interval,
-            credentials=credentials, metadata=metadata)
+            credentials=credentials, metadata=metadata, retry_errors=args.retry_errors)
         summary = asyncio.run(run_batch(opts))
     except BatchError as exc:
         print(f"batch failed: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps({"rows": summary.total, "skipped_already_done": summary.skipped, "written": summary.written,
+    print(json.dumps({"rows": summary.total, "skipped_already_done": summary.skipped,
+                      "retried_errors": summary.retried, "written": summary.written,
                       "statuses": summary.statuses, "output": str(args.output)}), file=sys.stderr)
     return 0
 
@@ -215,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--concurrency", type=int, default=8, help="chains in flight")
     batch.add_argument("--metrics", default="ki,infogain", help="ki, infogain or both (comma-separated)")
     batch.add_argument("--keep-order", action="store_true", help="write rows in input order")
+    batch.add_argument("--retry-errors", action="store_true",
+                       help="also score again the rows whose last record in --output is an error (e.g. after "
+                            "fixing the server); their new record replaces the error in report and --export")
     batch.add_argument("--no-progress", action="store_true")
     batch.add_argument("--fsync-interval", type=float, default=1.0,
                        help="seconds between fsyncs of the journal (a kill loses nothing; a power cut at most this)")

@@ -91,3 +91,36 @@ async def test_batch_killed_midway_resumes_to_exactly_one_record_per_row(fast_se
     assert sorted(r["id"] for r in records) == [f"row-{i:03d}" for i in range(ROWS)]
     for record in records:
         _well_formed(record)
+
+
+async def test_retry_errors_rescores_failed_rows_and_their_new_record_replaces_the_error(fast_server, cache_dir,
+                                                                                       tmp_path):
+    from client.batch import BatchOptions, run_batch
+    from client.batch_io import journal_records
+
+    no_kb = await start_server(make_settings(cache_dir, kb={"enabled": False}), ["127.0.0.1:0"])
+    try:
+        await no_kb.wait_ready(300)
+        source, out, export = tmp_path / "in.jsonl", tmp_path / "scores.jsonl", tmp_path / "scores.csv"
+        rows = list(_rows())[:6]
+        for row in rows[:2]:
+            row["context"] = [FACTS[0]]  # judged on their own passages: no KB needed
+        source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+        def options(server, **extra):
+            return BatchOptions(input=source, output=out, servers=[server.addresses[0]], progress=False,
+                                metrics=("ki",), export=[export], **extra)
+
+        first = await run_batch(options(no_kb))
+        assert first.statuses == {"ok": 2, "FAILED_PRECONDITION": 4}
+        again = await run_batch(options(fast_server))  # a plain re-run resumes: errors count as done
+        assert again.skipped == 6 and again.written == 0
+        retried = await run_batch(options(fast_server, retry_errors=True))
+        assert retried.skipped == 2 and retried.retried == 4 and retried.statuses == {"ok": 4}
+    finally:
+        await no_kb.stop(0)
+    assert out.read_bytes().count(b"\n") == 10  # the journal keeps every record ...
+    latest = list(journal_records(out))  # ... readers see one per row, the last
+    assert sorted(r["id"] for r in latest) == [r["id"] for r in rows] and all(r["status"] == "ok" for r in latest)
+    assert export.read_text().count("\n") == 1 + len(rows)
+    assert (await run_batch(options(fast_server, retry_errors=True))).skipped == 6  # nothing left to retry
