@@ -154,13 +154,10 @@ def is_error_record(record: dict[str, Any]) -> bool:
     return isinstance(record.get("status"), dict)
 
 
-def journal_records(path: Path) -> Iterator[dict[str, Any]]:
-    """One record per row id, in the order ids first appear: the last complete record written for it (a row
-    scored again with `kgverify batch --retry-errors` replaces its error record). A torn last line is not a
-    record."""
-    latest: dict[str, dict[str, Any]] = {}
+def _complete_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) of every complete record (a torn last line is not a record)."""
     with open(path, "rb") as fh:
-        for line in fh:
+        for number, line in enumerate(fh):
             if not line.endswith(b"\n"):
                 break
             try:
@@ -168,8 +165,17 @@ def journal_records(path: Path) -> Iterator[dict[str, Any]]:
             except json.JSONDecodeError:
                 continue
             if isinstance(record, dict) and isinstance(record.get("id"), str):
-                latest[record["id"]] = record
-    yield from latest.values()
+                yield number, record
+
+
+def journal_records(path: Path) -> Iterator[dict[str, Any]]:
+    """One record per row id, in journal order: the last complete record written for it (a row scored again
+    with `kgverify batch --retry-errors` replaces its error record). Two passes, so memory stays one line
+    number per id however large the journal."""
+    last = {record["id"]: number for number, record in _complete_records(path)}
+    for number, record in _complete_records(path):
+        if last.get(record["id"]) == number:  # (a record appended between the passes is left out)
+            yield record
 
 
 def export_journal(journal: Path, out: Path) -> int:
