@@ -34,6 +34,15 @@ def demo_kb_path(cache_dir, embedder) -> Path:
     return ensure_demo_kb(cache_dir, embedder)
 
 
+def damage(path: Path, at: float = 0.5, mask: int = 0xFF) -> bytes:
+    """Flips bits of one byte of a file (at a fraction of its length), as a disk fault would; returns the
+    damaged bytes."""
+    data = bytearray(Path(path).read_bytes())
+    data[int(len(data) * at)] ^= mask
+    Path(path).write_bytes(bytes(data))
+    return bytes(data)
+
+
 def make_settings(cache_dir: Path, **sections):
     """Settings for tests: the given sections over defaults, caches in cache_dir."""
     from server.config import Settings

@@ -9,7 +9,7 @@ from client import AsyncVerifierClient, VerifierClient, VerifierError
 from kb.build import add_documents, build_kb
 from kb.chunking import ChunkSpec
 from kb.ingest import Document
-from tests.conftest import make_settings
+from tests.conftest import damage, make_settings
 
 DOCS = [
     Document("w", "Warfarin is a vitamin K antagonist; its effect is monitored with the INR.", "https://ex/w", "Warfarin"),
@@ -151,10 +151,7 @@ async def test_a_server_started_on_a_damaged_kb_says_why_and_serves_again_after_
 
     path = tmp_path / "kb"
     build_kb(DOCS, path, embedder, progress=False)
-    index_file = current_version(path) / "index.faiss"
-    data = bytearray(index_file.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    index_file.write_bytes(bytes(data))
+    damage(current_version(path) / "index.faiss")
     server = await start_server(make_settings(cache_dir, kb={"path": path}), ["127.0.0.1:0"])
     knowledge_base = "kgverify.v1.KnowledgeBaseService"
     try:

@@ -11,6 +11,7 @@ from kb.knowledge_base import FaissKnowledgeBase, LoadOptions
 from kb.layout import current_version, versions
 from server.pipeline.errors import FailedPreconditionError
 from server.pipeline.types import RetrievalMode
+from tests.conftest import damage
 
 DOCS = [
     Document("card", "Warfarin is a vitamin K antagonist. Its anticoagulant effect is monitored with the INR.",
@@ -109,10 +110,7 @@ def test_a_rebuild_repairs_damage_instead_of_carrying_it_and_kb_add_refuses_a_da
     out, fresh = tmp_path / "kb", tmp_path / "fresh"
     build_kb(DOCS, fresh, embedder, progress=False)
     build_kb(DOCS, out, embedder, progress=False)
-    vectors = current_version(out) / "vectors.f16"
-    data = bytearray(vectors.read_bytes())
-    data[len(data) // 3] ^= 0x40  # one damaged embedding
-    vectors.write_bytes(bytes(data))
+    damage(current_version(out) / "vectors.f16", at=1 / 3, mask=0x40)  # one damaged embedding
     with pytest.raises(KnowledgeBaseCorruptError, match="vectors.f16 fails its checksum"):
         add_documents(out, NEW_DOCS, embedder, progress=False)  # would copy the damage under new checksums
     recorder = RecordingEmbedder(embedder)
@@ -148,9 +146,7 @@ def test_a_corrupted_index_file_is_detected_on_load(tmp_path, embedder):
     out = tmp_path / "kb"
     build_kb(DOCS, out, embedder, progress=False)
     index_file = current_version(out) / "index.faiss"
-    data = bytearray(index_file.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    index_file.write_bytes(bytes(data))
+    data = damage(index_file)
     with pytest.raises(KnowledgeBaseCorruptError, match="index.faiss fails its checksum"):
         FaissKnowledgeBase.load(out, embedder)
     index_file.write_bytes(bytes(data[:100]))
@@ -304,19 +300,13 @@ def test_a_damaged_demo_kb_cache_is_rebuilt_by_the_server_and_a_configured_kb_is
 
     demo = ensure_demo_kb(tmp_path / "cache", embedder)
     damaged = current_version(demo)
-    index_file = damaged / "index.faiss"
-    data = bytearray(index_file.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    index_file.write_bytes(bytes(data))
+    damage(damaged / "index.faiss")
     holder = KbHolder(KbSettings(cache_dir=tmp_path / "cache"))
     holder.load(embedder)
     assert holder.current is not None and holder.error is None and current_version(demo) != damaged
     assert any("demo knowledge base" in r.getMessage() and "rebuilding" in r.getMessage() for r in caplog.records)
 
-    index_file = current_version(demo) / "index.faiss"
-    data = bytearray(index_file.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    index_file.write_bytes(bytes(data))
+    damage(current_version(demo) / "index.faiss")
     configured = KbHolder(KbSettings(cache_dir=tmp_path / "cache", path=demo))  # the user's own KB: only reported
     with pytest.raises(KnowledgeBaseCorruptError):
         configured.load(embedder)
