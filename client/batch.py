@@ -125,20 +125,21 @@ class Journal:
         """(ids whose last record is a result, ids whose last record is an error); drops a torn last line."""
         if not self.path.exists():
             return set(), set()
-        data = self.path.read_bytes()
-        keep = data.rfind(b"\n") + 1
-        if keep < len(data):
+        size = os.path.getsize(self.path)
+        keep = _end_of_last_line(self.path, size)
+        if keep < size:
             with open(self.path, "r+b") as fh:
                 fh.truncate(keep)
         done: set[str] = set()
         failed: set[str] = set()
-        for line in data[:keep].splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("id"), str):
-                self._mark(record, done, failed)
+        with open(self.path, "rb") as fh:  # line by line: a journal of millions of rows is never held whole
+            for line in fh:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(record, dict) and isinstance(record.get("id"), str):
+                    self._mark(record, done, failed)
         return done, failed
 
     @staticmethod
@@ -163,6 +164,20 @@ class Journal:
     def close(self) -> None:
         os.fsync(self._fd)
         os.close(self._fd)  # releases the lock
+
+
+def _end_of_last_line(path: Path, size: int, chunk: int = 1 << 16) -> int:
+    """The offset just past the file's last newline (0 if it has none), read backwards chunk by chunk."""
+    with open(path, "rb") as fh:
+        end = size
+        while end > 0:
+            start = max(0, end - chunk)
+            fh.seek(start)
+            at = fh.read(end - start).rfind(b"\n")
+            if at >= 0:
+                return start + at + 1
+            end = start
+    return 0
 
 
 def plan_items(opts: BatchOptions, journal: Journal, summary: BatchSummary) -> list[tuple[int, Item | dict]]:

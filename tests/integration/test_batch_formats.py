@@ -103,3 +103,25 @@ def test_export_skips_a_torn_last_line(tmp_path):
     assert export_journal(journal, tmp_path / "out.csv") == 1
     with pytest.raises(ValueError):
         export_journal(journal, tmp_path / "out.txt")
+
+
+def test_resume_reads_the_journal_line_by_line_and_cuts_a_torn_tail_across_chunks(tmp_path):
+    from client.batch import Journal, _end_of_last_line
+
+    path = tmp_path / "scores.jsonl"
+    lines = [json.dumps({"id": f"r{i}", "status": "ok" if i % 3 else {"code": "UNAVAILABLE"}}) + "\n"
+             for i in range(50)]
+    torn = '{"id": "r50", "status": "o' + "x" * 300  # longer than the small chunks below
+    path.write_text("".join(lines) + torn)
+    size = path.stat().st_size
+    full = len("".join(lines).encode())
+    for chunk in (7, 64, 1 << 16):
+        assert _end_of_last_line(path, size, chunk) == full
+    assert _end_of_last_line(path, 0) == 0
+    journal = Journal(path)
+    try:
+        assert path.stat().st_size == full  # the torn tail is gone
+        assert journal.done == {f"r{i}" for i in range(50) if i % 3}
+        assert journal.failed == {f"r{i}" for i in range(50) if not i % 3}
+    finally:
+        journal.close()
