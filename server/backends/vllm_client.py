@@ -2,8 +2,8 @@
 
 Bounded concurrency, timeouts inside the RPC deadline, retries on transient
 failures only, and vLLM failures mapped to domain errors:
-unreachable -> BackendUnavailableError, too slow -> BackendTimeoutError,
-answered but unusable -> BackendResponseError.
+unreachable, or not serving the requested model or route (HTTP 404) -> BackendUnavailableError,
+too slow -> BackendTimeoutError, answered but unusable -> BackendResponseError.
 """
 
 from __future__ import annotations
@@ -151,17 +151,30 @@ class VllmClient:
             return _json_or_error(response, url)
 
 
+def _error_message(data: Any) -> str:
+    """The message of an error body: OpenAI's {"error": {"message": …}}, or FastAPI's {"detail": …}."""
+    if not isinstance(data, dict):
+        return ""
+    error = data.get("error")
+    message = error.get("message") if isinstance(error, dict) else error
+    return str(message or data.get("message") or data.get("detail") or "")[:300]
+
+
 def _json_or_error(response: httpx.Response, url: str) -> dict[str, Any]:
     try:
         data = response.json()
     except ValueError as exc:
-        raise BackendResponseError(f"vLLM at {url} returned non-JSON (HTTP {response.status_code})") from exc
+        if response.status_code == 200:
+            raise BackendResponseError(f"vLLM at {url} returned non-JSON (HTTP 200)") from exc
+        data = None
+    if response.status_code == 404:
+        # The model is not served under that name (or the base URL lacks /v1): every request would fail the
+        # same way, so this backend is down for us, like an unreachable one, not a bad answer to one claim.
+        raise BackendUnavailableError(f"vLLM at {url} cannot serve the request (HTTP 404): "
+                                      f"{_error_message(data) or 'not found'}")
     if response.status_code != 200:
-        message = data.get("error", {}).get("message") if isinstance(data, dict) else None
-        if not message and isinstance(data, dict):
-            message = data.get("message") or data.get("detail")
         raise BackendResponseError(
-            f"vLLM at {url} rejected the request (HTTP {response.status_code}): {str(message)[:300]}",
+            f"vLLM at {url} rejected the request (HTTP {response.status_code}): {_error_message(data) or 'no JSON'}",
             reason="BACKEND_REJECTED",
         )
     if not isinstance(data, dict):

@@ -105,3 +105,31 @@ async def test_malformed_and_rejected_bodies(fake):
             await client.completions({"prompt": [1, 2], "max_tokens": 1})
     finally:
         await client.aclose()
+
+
+async def test_a_model_or_route_vllm_does_not_serve_is_unavailable_not_a_bad_answer(fake):
+    """HTTP 404 fails every request alike (wrong model name, base URL without /v1): the backend is down for us."""
+    client = VllmClient(fake.base_url, max_retries=0)
+    wrong_route = VllmClient(fake.base_url.removesuffix("/v1"), max_retries=0)
+    try:
+        with pytest.raises(BackendUnavailableError, match="HTTP 404.*model `other` does not exist"):
+            await client.chat_completions({"model": "other", "messages": [{"role": "user", "content": "x"}]})
+        with pytest.raises(BackendUnavailableError, match=r"HTTP 404\): Not Found"):
+            await wrong_route.completions({"prompt": [1, 2], "max_tokens": 1})
+    finally:
+        await client.aclose()
+        await wrong_route.aclose()
+
+
+@pytest.mark.parametrize("body", [{"error": "engine overloaded"}, ["not", "an", "object"], b"<html>Bad Request</html>"])
+async def test_error_bodies_of_any_shape_give_the_status_and_message(fake, body):
+    client = VllmClient(fake.base_url, max_retries=0)
+    try:
+        fake.faults.http_status, fake.faults.error_body = 400, body
+        with pytest.raises(BackendResponseError, match="HTTP 400") as caught:
+            await client.completions({"prompt": [1, 2], "max_tokens": 1})
+        assert caught.value.reason == "BACKEND_REJECTED"
+        if isinstance(body, dict):
+            assert "engine overloaded" in caught.value.message
+    finally:
+        await client.aclose()

@@ -115,22 +115,30 @@ async def test_unconstrained_output_is_an_error_verdict(fake, judge):
     assert "structured outputs" in out[0].error and out[0].llm_calls == 1
 
 
-@pytest.mark.parametrize("fault", ["malformed_body", "http_400", "unknown_model"])
+@pytest.mark.parametrize("fault", ["malformed_body", "http_400"])
 async def test_a_reachable_server_with_unusable_answers_gives_error_verdicts(fake, fault):
-    model = "judge"
     if fault == "malformed_body":
         fake.faults.malformed_body = True
-    elif fault == "http_400":
-        fake.faults.http_status = 400
     else:
-        model = "no-such-model"
-    judge = VllmJudge(VllmClient(fake.base_url, max_retries=0), model)
+        fake.faults.http_status = 400
+    judge = VllmJudge(VllmClient(fake.base_url, max_retries=0), "judge")
     try:
         out = await judge.judge([JudgeItem(CLAIM, EVIDENCE), JudgeItem("Other claim.", EVIDENCE)], Deadline())
     finally:
         await judge.aclose()
     assert [o.verdict for o in out] == [Verdict.ERROR, Verdict.ERROR]
     assert all(o.error.startswith("LLM judge:") and o.probabilities is None for o in out)
+
+
+async def test_a_model_vllm_does_not_serve_makes_the_judge_unavailable_not_error_verdicts(fake):
+    """vLLM answers 404 for every claim when it serves another model name: the tier is down (the cascade then
+    keeps its embedded verdicts as degraded), not a claim-by-claim ERROR."""
+    judge = VllmJudge(VllmClient(fake.base_url, max_retries=0), "no-such-model")
+    try:
+        with pytest.raises(BackendUnavailableError, match="`no-such-model` does not exist"):
+            await judge.judge([JudgeItem(CLAIM, EVIDENCE), JudgeItem("Other claim.", EVIDENCE)], Deadline())
+    finally:
+        await judge.aclose()
 
 
 async def test_transient_errors_are_retried_then_unavailable(fake, judge):

@@ -53,6 +53,7 @@ def _clamp(value: float) -> float:
 class Faults:
     delay_s: float = 0.0  # sleep before answering
     http_status: int | None = None  # answer every generation request with this status
+    error_body: Any = None  # with http_status: this JSON body (bytes: sent raw) instead of vLLM's error shape
     malformed_body: bool = False  # 200 with a body that is not JSON
     dead_engine: bool = False  # /health answers 503
     unconstrained: bool = False  # structured outputs not applied (as vLLM >= 0.12 treats the removed guided_*)
@@ -160,8 +161,10 @@ class FakeVllmServer:
             if self.faults.delay_s:
                 time.sleep(self.faults.delay_s)
             if self.faults.http_status is not None:
-                self._send(handler, self.faults.http_status, _error("injected failure", "InternalServerError",
-                                                                    code=self.faults.http_status))
+                body = self.faults.error_body
+                if body is None:
+                    body = _error("injected failure", "InternalServerError", code=self.faults.http_status)
+                self._send(handler, self.faults.http_status, body, raw=body if isinstance(body, bytes) else None)
                 return
             if self.faults.malformed_body:
                 self._send(handler, 200, None, raw=b'{"id": "cmpl-1", "choices": [')

@@ -148,6 +148,21 @@ async def test_a_vllm_serving_another_model_keeps_the_service_not_serving_and_sa
         assert score.steps[0].verdict == "supported" and score.llm_calls == 1
 
 
+async def test_a_cascade_whose_vllm_serves_another_model_degrades_to_its_embedded_verdicts(start, judge_vllm):
+    server = await start(None, judge={"backend": "cascade", "base_url": judge_vllm.base_url, "model": "wrong-judge",
+                                      "cascade_threshold": 1.0})  # every claim with evidence escalates
+    async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+        assert await client.health(KNOWLEDGE) == "SERVING"  # the cascade serves on its embedded tier
+        score = await client.score_knowledge(steps=CHAIN["steps"][1:], context=["Protamine neutralizes heparin."])
+        assert score.status == "ok" and score.steps[0].tier == "degraded" and score.steps[0].probabilities
+        assert "does not exist" in score.steps[0].claims[0].error  # why the LLM tier did not decide
+
+        judge_vllm.model = "wrong-judge"  # vLLM restarted with --served-model-name wrong-judge
+        score = await client.score_knowledge(steps=_fresh(CHAIN, 4)["steps"][1:],
+                                             context=["Protamine neutralizes heparin."])
+        assert score.steps[0].tier == "llm" and score.llm_calls == 1
+
+
 async def test_vllm_lm_down_flips_only_info_gain_and_recovers(start, fake_vllm):
     server = await start(FakeJudge())
     async with AsyncVerifierClient(server.addresses[0], retries=0) as client:

@@ -93,7 +93,7 @@ async def test_llm_tier_down_keeps_the_embedded_verdict_as_degraded(failure):
     assert [o.tier for o in out] == [Tier.EMBEDDED, Tier.DEGRADED, Tier.DEGRADED]
     assert [o.verdict for o in out] == [Verdict.SUPPORTED, Verdict.SUPPORTED, Verdict.CONTRADICTED]
     assert out[1].probabilities == EMBEDDED["unsure"].probabilities
-    assert cascade.degraded == 2
+    assert cascade.degraded == 2 and "LLM judge tier down" in out[1].error and not out[0].error
 
 
 async def test_other_llm_failures_are_not_hidden():

@@ -23,8 +23,8 @@ def needs_llm(judgement: Judgement, threshold: float) -> bool:
 class CascadeJudge:
     """Judge port: every claim gets the embedded verdict; those the policy escalates get the LLM's instead.
 
-    When the LLM judge is unreachable or too slow, escalated claims keep their
-    embedded verdict with tier DEGRADED and the request still succeeds.
+    When the LLM judge is unreachable, too slow, or does not serve its model, escalated claims keep their
+    embedded verdict with tier DEGRADED (and the reason in `error`) and the request still succeeds.
     """
 
     def __init__(self, embedded, llm, threshold: float):
@@ -50,8 +50,9 @@ class CascadeJudge:
         except (BackendUnavailableError, BackendTimeoutError) as exc:
             self.degraded += len(picked)
             log.warning("LLM judge tier down (%s); %d claim(s) keep the embedded verdict", exc.message, len(picked))
+            why = f"LLM judge tier down, embedded verdict kept: {exc.message}"
             for i in picked:
-                out[i] = dataclasses.replace(first[i], tier=Tier.DEGRADED)
+                out[i] = dataclasses.replace(first[i], tier=Tier.DEGRADED, error=why)
             return out
         for i, judgement in zip(picked, second):
             out[i] = judgement
