@@ -30,6 +30,16 @@ def test_claims_equal_up_to_whitespace_and_unicode_form_share_a_key():
     same = JudgeItem(" Metformin  is first-line.\n", ITEM.evidence)
     assert key(same) == key()
     assert key(JudgeItem("metformin is first-line.", ITEM.evidence)) != key()  # case can change meaning
+    assert key(JudgeItem("Metformin is first-line.".replace("e", "e\u0301", 1), ITEM.evidence)) == \
+        key(JudgeItem("Metformin is first-line.".replace("e", "\u00e9", 1), ITEM.evidence))  # é either way
+
+
+@pytest.mark.parametrize("one, other", [("The dose is 10\u2075 units.", "The dose is 105 units."),
+                                        ("Area grows with r\u00b2.", "Area grows with r2."),
+                                        ("Give 1\u20442 tablet.", "Give 1/2 tablet.")])
+def test_claims_that_differ_in_compatibility_characters_are_different_claims(one, other):
+    """Superscripts and fractions change what a claim says (10^5 is not 105): never one key."""
+    assert key(JudgeItem(one, ITEM.evidence)) != key(JudgeItem(other, ITEM.evidence))
 
 
 @pytest.mark.parametrize("change", ["evidence_id", "evidence_text", "evidence_title", "judge", "version", "kb", "origin"])

@@ -17,8 +17,11 @@ CacheKey = tuple[Hashable, ...]
 
 
 def normalize_claim(text: str) -> str:
-    """Claims equal up to Unicode form and whitespace share a verdict (case is kept: it can change meaning)."""
-    return " ".join(unicodedata.normalize("NFKC", text).split())
+    """Claims equal up to canonical Unicode form (NFC) and whitespace share a verdict.
+
+    Only differences that do not change what the claim says: case is kept ("CO" is not "Co"), and so are
+    compatibility characters (NFKC would make "10⁵ units" the claim "105 units", and "x²" "x2")."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
 
 
 def _evidence_key(evidence: Evidence) -> tuple[str, str, str]:
