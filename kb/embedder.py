@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -76,6 +78,18 @@ class SentenceTransformerEmbedder:
         self.dim = int(get_dim())
         self.batch_size = batch_size
         self.max_seq_length = int(self._model.max_seq_length)
+        self._counter = None  # tokenizer copy for count_tokens (HF fast tokenizers are not safe across threads)
+        self._count_lock = threading.Lock()
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text (no special tokens); the model reads at most max_seq_length - 2 of them."""
+        if not texts:
+            return []
+        with self._count_lock:  # a copy of the tokenizer: encode() may be using the model's on another thread
+            if self._counter is None:
+                self._counter = copy.deepcopy(self._model.tokenizer)
+            ids = self._counter(list(texts), add_special_tokens=False)["input_ids"]
+        return [len(x) for x in ids]
 
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
         if not texts:

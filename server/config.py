@@ -206,7 +206,7 @@ class LmSettings(_Section):
     vllm_cache_salt: str | None = None
     """vllm: `cache_salt` of every request (isolates this service's prefix-cache entries from other tenants)."""
     nli_max_chars: int = Field(1_500, ge=64)
-    """NLI estimator: characters of context kept (question first, then the latest steps)."""
+    """NLI estimator: most characters of context kept (also fitted to the scorer's tokens; docs/info_gain.md)."""
 
 
 class BatchingSettings(_Section):

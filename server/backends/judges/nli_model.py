@@ -328,6 +328,18 @@ class NliModel:
                                   max_length=self.max_length, padding=False)
         return enc["input_ids"], enc["token_type_ids"]
 
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text alone (no special tokens)."""
+        if not texts:
+            return []
+        with self._tok_lock:
+            ids = self._tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [len(x) for x in ids]
+
+    def premise_budget(self, hypothesis: str) -> int:
+        """Tokens a premise may have before a pair with this hypothesis is cut ([CLS] p [SEP] h [SEP])."""
+        return max(self.max_length - 3 - self.count_tokens([hypothesis])[0], 0)
+
     def predict_logits(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32):
         """Raw (uncalibrated) logits, shape (n, 3), in input order."""
         import numpy as np

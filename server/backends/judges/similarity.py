@@ -24,6 +24,14 @@ class SimilarityPairScorer:
         self.threshold = threshold
         self.slope = slope
 
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        counter = getattr(self.embedder, "count_tokens", None)
+        return counter(texts) if counter else [len(t) for t in texts]  # no tokenizer: a character per token
+
+    def premise_budget(self, hypothesis: str) -> int:
+        """Premise and hypothesis are embedded apart: the premise has the embedder's whole input."""
+        return self.embedder.max_seq_length - 2
+
     def predict_proba(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         if not pairs:
             return np.zeros((0, 3), dtype=np.float64)

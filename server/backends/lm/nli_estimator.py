@@ -1,14 +1,17 @@
 """The `nli` InfoGain estimator: L_i = -log P(supported) of "The answer is A." given c_i.
 
-A proxy for when no causal LM is configured: it uses the embedded judge's
-pair scorer, keeps the question and the latest steps that fit (left
-truncation), and has no paper mode.
+A proxy for when no causal LM is configured: it uses the embedded judge's pair scorer and has no paper
+mode. c_i must fit the scorer's input, which is cut from the right (the newest steps) when it is too long,
+so the estimator fits it itself, in the scorer's tokens: the question is kept whole when everything fits,
+else its end (where a vignette's question and options are) leaving the steps at least half of the room; the
+newest steps that fit take the rest, and when not even the newest step fits, its end does. A step whose context lost text is flagged `truncated`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+import re
+from typing import Callable, Sequence
 
 from ...pipeline.deadline import Deadline
 from ...pipeline.errors import InvalidArgumentError
@@ -16,20 +19,69 @@ from ...pipeline.runtime import Blocking
 from ...pipeline.types import PrefixScores
 
 _FLOOR = 1e-9
+_WORD = re.compile(r"\S+")
+
+Counter = Callable[[Sequence[str]], list[int]]
 
 
-def truncated_context(context0: str, steps: Sequence[str], max_chars: int) -> tuple[str, bool]:
-    """c_i with the question kept and the oldest steps dropped to fit max_chars."""
-    kept: list[str] = []
-    budget = max_chars - len(context0)
-    for step in reversed(steps):
-        if len(step) + 1 > budget:
-            break
-        kept.append(step)
-        budget -= len(step) + 1
-    truncated = len(kept) < len(steps)
-    question = context0 if len(context0) <= max_chars else context0[:max_chars]
-    return "\n".join([question, *reversed(kept)]), truncated or len(context0) > max_chars
+def _chars(texts: Sequence[str]) -> list[int]:
+    return [len(t) for t in texts]
+
+
+def tail_that_fits(text: str, count: Counter, max_tokens: int, max_chars: int) -> str:
+    """The longest end of `text` with at most max_tokens tokens and max_chars characters, cut at a word start
+    (inside the last word only when that word alone is too long)."""
+    if max_tokens <= 0 or max_chars <= 0 or not text.strip():
+        return ""
+
+    def fits(start: int) -> bool:
+        return len(text) - start <= max_chars and count([text[start:]])[0] <= max_tokens
+
+    cuts = [m.start() for m in _WORD.finditer(text)]
+    if not fits(cuts[-1]):  # one word longer than the room: cut inside it
+        cuts = list(range(cuts[-1], len(text)))
+    lo, hi = 0, len(cuts)  # the first cut that fits: fits() is monotonic in the cut
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(cuts[mid]):
+            hi = mid
+        else:
+            lo = mid + 1
+    return text[cuts[lo]:] if lo < len(cuts) else ""
+
+
+def fitted_contexts(question: str, steps: Sequence[str], count: Counter, max_tokens: int,
+                    max_chars: int) -> list[tuple[str, bool]]:
+    """(c_i, truncated) for i = 0..n: c_i = the question and steps[:i], joined by newlines, within max_tokens
+    (as `count` counts them) and max_chars."""
+    step_tokens = count(list(steps)) if steps else []
+    # One question text for every c_i (a changing question would show up as gains): whole when everything
+    # fits, else its end, leaving the steps at least half of the room.
+    q_tokens = max(max_tokens // 2, max_tokens - sum(step_tokens))
+    q_chars = max(max_chars // 2, max_chars - sum(len(s) + 1 for s in steps))
+    head, q_cut = question, False
+    if len(question) > q_chars or count([question])[0] > q_tokens:
+        head, q_cut = tail_that_fits(question, count, q_tokens, q_chars), True
+    room_tokens = max_tokens - (count([head])[0] if head else 0)
+    room_chars = max_chars - len(head) - 1
+    contexts = []
+    for i in range(len(steps) + 1):
+        kept, tokens, chars = [], 0, 0
+        for j in range(i - 1, -1, -1):  # newest first
+            if tokens + step_tokens[j] > room_tokens or chars + len(steps[j]) + 1 > room_chars:
+                break
+            kept.append(steps[j])
+            tokens, chars = tokens + step_tokens[j], chars + len(steps[j]) + 1
+        cut = q_cut or len(kept) < i
+        if i and not kept:  # not even the newest step fits: its end does
+            kept = [tail_that_fits(steps[i - 1], count, room_tokens, room_chars - 1)]
+        text = "\n".join([head, *reversed(kept)]) if head else "\n".join(reversed(kept))
+        while kept and len(kept) > 1 and count([text])[0] > max_tokens:  # joined text counts more: drop the oldest
+            kept.pop()
+            cut = True
+            text = "\n".join([head, *reversed(kept)]) if head else "\n".join(reversed(kept))
+        contexts.append((text, cut))
+    return contexts
 
 
 class NliEstimator:
@@ -42,9 +94,16 @@ class NliEstimator:
         self.max_chars = max_chars
         self._batcher = batcher  # server.batching.MicroBatcher of the scorer (shared with the judge); None = direct
 
+    def _contexts(self, context0: str, steps: Sequence[str], hypothesis: str) -> list[tuple[str, bool]]:
+        count = getattr(self.scorer, "count_tokens", None)
+        budget = getattr(self.scorer, "premise_budget", None)
+        if count is None or budget is None:  # a scorer without a tokenizer: characters only
+            return fitted_contexts(context0, steps, _chars, self.max_chars, self.max_chars)
+        return fitted_contexts(context0, steps, count, budget(hypothesis), self.max_chars)
+
     async def score_prefixes(self, context0: str, steps: Sequence[str], target: str, deadline: Deadline) -> PrefixScores:
         hypothesis = f"The answer is {target.strip()}."
-        contexts = [truncated_context(context0, steps[:i], self.max_chars) for i in range(len(steps) + 1)]
+        contexts = await self._blocking.run(self._contexts, context0, list(steps), hypothesis)  # tokenizer work
         pairs = [(c, hypothesis) for c, _ in contexts]
         if self._batcher is not None:
             probs = await self._batcher.submit(pairs, deadline)
