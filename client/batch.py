@@ -22,6 +22,7 @@ from .errors import VerifierError
 
 log = logging.getLogger(__name__)
 RETRYABLE = {"UNAVAILABLE", "RESOURCE_EXHAUSTED"}
+NOT_RETRIED = {"RESPONSE_TOO_LARGE"}  # the same row would get it again
 PASSTHROUGH = ("group", "question_id")
 RECORD_KEYS = ("knowledge_index", "knowledge_index_paper", "coverage", "counts", "error_steps", "first_error_step",
                "info_gain", "info_gain_total", "info_gain_paper", "target", "estimator", "steps", "llm_calls",
@@ -310,7 +311,7 @@ class _Scheduler:
                 if item is None:
                     continue
                 if isinstance(result, VerifierError):
-                    if result.code in RETRYABLE:
+                    if result.code in RETRYABLE and result.reason not in NOT_RETRIED:
                         asyncio.ensure_future(self._retry_later(item, result))
                     else:
                         self._finish(item, error_record(item.id, result, item.extra))

@@ -134,6 +134,13 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return any(marker in text for marker in _OUT_OF_MEMORY_MARKERS)
 
 
+class ResponseTooLargeError(KgverifyError):
+    """The scored result does not fit the server's message limit; the same request would fail again."""
+
+    code = "RESOURCE_EXHAUSTED"
+    reason = "RESPONSE_TOO_LARGE"
+
+
 class NotReadyError(KgverifyError):
     """The service's dependencies are still loading."""
 

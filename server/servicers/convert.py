@@ -7,7 +7,7 @@ from kgverify.v1 import info_gain_service_pb2 as igpb
 from kgverify.v1 import knowledge_base_service_pb2 as kbpb
 from kgverify.v1 import knowledge_service_pb2 as kpb
 
-from ..pipeline.errors import FieldViolation, InvalidArgumentError
+from ..pipeline.errors import FieldViolation, InvalidArgumentError, ResponseTooLargeError
 from ..pipeline import types as t
 
 JUDGES = {pb.JUDGE_BACKEND_UNSPECIFIED: None, pb.JUDGE_BACKEND_BASELINE: "baseline", pb.JUDGE_BACKEND_NLI: "nli",
@@ -242,3 +242,16 @@ def kb_info_response(info: t.KbInfo, default_mode: t.RetrievalMode) -> kbpb.GetK
         num_facts=info.num_facts, num_documents=info.num_documents, checksum=info.checksum,
         file_checksums=info.file_checksums, modes=[MODES_OUT[m] for m in info.modes],
         default_mode=MODES_OUT[default_mode])
+
+
+def fitting(message, limit_bytes: int, headroom: int = 1024):
+    """`message` when it fits the server's message limit (with headroom for a stream item's wrapper), else
+    ResponseTooLargeError saying what to send instead. gRPC would only fail it at send time, after the work,
+    as an opaque RESOURCE_EXHAUSTED (and end a stream with it)."""
+    size = message.ByteSize()
+    if size + headroom > limit_bytes:
+        raise ResponseTooLargeError(
+            f"the response would be {size / 1e6:.1f} MB, over this server's {limit_bytes / 1e6:.1f} MB message "
+            "limit (KGV_SERVER__MAX_MESSAGE_BYTES): its evidence repeats the facts and passages for every claim; "
+            "send fewer steps, shorter or fewer context passages, or a smaller top_k")
+    return message

@@ -15,4 +15,4 @@ class InfoGainServicer(iggrpc.InfoGainServiceServicer):
 
     async def ScoreInfoGain(self, request, context):
         result = await scoring.info_gain(convert.info_gain_request(request), self.rt.deps, deadline_of(context))
-        return convert.info_gain_response(result)
+        return convert.fitting(convert.info_gain_response(result), self.rt.settings.server.max_message_bytes)

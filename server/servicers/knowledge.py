@@ -20,7 +20,7 @@ class KnowledgeServicer(kgrpc.KnowledgeServiceServicer):
 
     async def ScoreKnowledge(self, request, context):
         result = await scoring.knowledge(convert.knowledge_request(request), self.rt.deps, deadline_of(context))
-        return convert.knowledge_response(result)
+        return convert.fitting(convert.knowledge_response(result), self.rt.settings.server.max_message_bytes)
 
     async def ScoreChain(self, request, context):
         return await self._score_chain(request, deadline_of(context))
@@ -38,4 +38,4 @@ class KnowledgeServicer(kgrpc.KnowledgeServiceServicer):
 
     async def _score_chain(self, request, deadline):
         result = await scoring.chain(convert.chain_request(request), self.rt.deps, deadline)
-        return convert.chain_response(result)
+        return convert.fitting(convert.chain_response(result), self.rt.settings.server.max_message_bytes)

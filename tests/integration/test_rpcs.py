@@ -141,6 +141,27 @@ async def test_messages_over_the_transport_limit_are_resource_exhausted(verifier
     assert info.value.code == "RESOURCE_EXHAUSTED"
 
 
+async def test_a_result_too_big_for_one_message_fails_that_call_or_item_only_with_a_reason(verifier):
+    """40 claims x 50 passages of 10,000 characters of evidence each: a 40 MB result from a 0.5 MB request."""
+    passage = ("Aspirin irreversibly inhibits cyclooxygenase-1 in platelets. " * 170)[:10_000]
+    big = {"question": "q", "steps": [f"Aspirin inhibits COX-1 ({i})." for i in range(40)],
+           "context": [{"id": f"p{i}", "text": passage} for i in range(50)]}
+    async with AsyncVerifierClient(verifier.addresses[0], retries=0) as client:
+        with pytest.raises(VerifierError) as info:
+            await client.score_knowledge(**big, top_k=50)
+        assert info.value.code == "RESOURCE_EXHAUSTED" and info.value.reason == "RESPONSE_TOO_LARGE"
+        assert "MB" in info.value.message and "top_k" in info.value.message
+
+        async def items():
+            yield "small-1", rq.chain_request(CHAIN, metrics=("ki",))
+            yield "big", rq.chain_request(big, metrics=("ki",), knowledge=kpb.KnowledgeOptions(top_k=50))
+            yield "small-2", rq.chain_request(CHAIN, metrics=("ki",))
+
+        results = {item_id: result async for item_id, result in client.stream_chains(items())}
+    assert results["big"].reason == "RESPONSE_TOO_LARGE"  # the stream goes on
+    assert results["small-1"].knowledge_index is not None and results["small-2"].knowledge_index is not None
+
+
 async def test_reflection_lists_the_services(verifier):
     def services():
         with grpc.insecure_channel(verifier.addresses[0]) as channel:
