@@ -14,7 +14,7 @@ import grpc
 from .admission import Admission
 from .context import new_request_id, request_id_var
 from .errors import grpc_status
-from .pipeline.errors import KgverifyError
+from .pipeline.errors import InvalidArgumentError, KgverifyError
 
 log = logging.getLogger("kgverify.rpc")
 SERVICE_PREFIX = "/kgverify.v1."
@@ -34,8 +34,41 @@ def request_summary(request, limit: int = 500) -> str:
 
 async def _logged(requests, method: str):
     async for item in requests:
-        log.debug("%s item: %s", method, request_summary(item))
+        if not isinstance(item, Undecodable):
+            log.debug("%s item: %s", method, request_summary(item))
         yield item
+
+
+class Undecodable:
+    """A request message (or stream item) that did not parse: invalid protobuf, or a string that is not UTF-8.
+
+    gRPC would raise inside its own deserializer and answer UNKNOWN with the Python exception's text, and end a
+    stream at the bad item; the servicers answer INVALID_ARGUMENT for it instead (a stream item's own status)."""
+
+    def __init__(self, message_type: str, error: Exception):
+        self.message_type = message_type
+        self.error_type = type(error).__name__
+
+    def error(self) -> InvalidArgumentError:
+        return InvalidArgumentError.single(
+            "", f"the bytes are not a valid {self.message_type} message ({self.error_type}: invalid protobuf "
+                "encoding, or a string field that is not UTF-8)", reason="UNDECODABLE_MESSAGE")
+
+
+def tolerant(deserializer):
+    """The handler's request deserializer, returning Undecodable instead of raising."""
+    if deserializer is None:
+        return None
+    message_type = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    name = message_type.full_name if message_type is not None else "request"
+
+    def parse(data: bytes):
+        try:
+            return deserializer(data)
+        except Exception as exc:  # google.protobuf.message.DecodeError, UnicodeDecodeError, ...
+            return Undecodable(name, exc)
+
+    return parse
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
@@ -59,10 +92,12 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             async def unary(request, context):
                 request_id_var.set(new_request_id(metadata))
                 started = time.perf_counter()
-                if self._log_text:
+                if self._log_text and not isinstance(request, Undecodable):
                     log.debug("%s request: %s", method, request_summary(request))
                 code = "OK"
                 try:
+                    if isinstance(request, Undecodable):
+                        raise request.error()
                     if not self._ready(service):
                         raise self._not_ready_error(service)
                     with self._admission:
@@ -81,7 +116,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                     log.info("%s %s %.1f ms", method, code, (time.perf_counter() - started) * 1e3)
 
             return grpc.unary_unary_rpc_method_handler(
-                unary, request_deserializer=handler.request_deserializer,
+                unary, request_deserializer=tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer)
         if handler.stream_stream is not None:
             behavior = handler.stream_stream
@@ -109,6 +144,6 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                     log.info("%s stream ended after %d items, %.1f s", method, items, time.perf_counter() - started)
 
             return grpc.stream_stream_rpc_method_handler(
-                stream, request_deserializer=handler.request_deserializer,
+                stream, request_deserializer=tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer)
         return handler

@@ -11,6 +11,7 @@ from kgverify.v1 import knowledge_service_pb2 as kpb
 from .admission import Admission
 from .context import request_id_var
 from .errors import OK_STATUS, error_status
+from .interceptors import Undecodable
 from .pipeline.errors import InvalidArgumentError, KgverifyError
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ async def run_stream(
         try:
             response = kpb.StreamScoreChainsResponse(id=item_id)
             try:
+                if isinstance(item, Undecodable):
+                    raise item.error()
                 if not item.id:
                     raise InvalidArgumentError.single("id", "is required")
                 if len(item.id) > max_id_chars:
@@ -60,7 +63,8 @@ async def run_stream(
         try:
             async for item in requests:
                 await slots.acquire()
-                task = asyncio.create_task(run_item(item, item.id[:max_id_chars]))
+                item_id = "" if isinstance(item, Undecodable) else item.id[:max_id_chars]
+                task = asyncio.create_task(run_item(item, item_id))
                 running.add(task)
                 task.add_done_callback(running.discard)
             if running:

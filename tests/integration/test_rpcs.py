@@ -124,6 +124,45 @@ async def test_bad_input_is_invalid_argument_with_a_reason(verifier, case):
     assert error.reason == "INVALID_ARGUMENT" and error.field_violations and error.metadata["request_id"]
 
 
+@pytest.mark.parametrize("raw", [b"\x0a\x05ab\xed\xa0\x80", b"\xff\xff\xff", b"\x0a\x10short"])
+async def test_bytes_that_are_not_a_request_are_invalid_argument_and_a_stream_goes_on(verifier, raw):
+    """Invalid protobuf or a string that is not UTF-8 (what a C++ client can send): a clear error, not UNKNOWN."""
+    async with grpc.aio.insecure_channel(verifier.addresses[0]) as channel:
+        split = channel.unary_unary("/kgverify.v1.KnowledgeService/SplitReasoning",
+                                    request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await split(raw, timeout=30)
+        error = VerifierError.from_rpc_error(info.value)
+        assert error.code == "INVALID_ARGUMENT" and error.reason == "UNDECODABLE_MESSAGE", error
+        assert "kgverify.v1.SplitReasoningRequest" in error.message and error.metadata["request_id"]
+
+        stream = channel.stream_stream("/kgverify.v1.KnowledgeService/StreamScoreChains",
+                                       request_serializer=lambda b: b,
+                                       response_deserializer=kpb.StreamScoreChainsResponse.FromString)
+        good = [kpb.StreamScoreChainsRequest(id=i, chain=rq.chain_request(CHAIN, metrics=("ki",))).SerializeToString()
+                for i in ("a", "b")]
+        answers = [r async for r in stream(iter([good[0], raw, good[1]]), timeout=60)]
+    by_id = {r.id: r for r in answers}
+    assert len(answers) == 3 and set(by_id) == {"a", "b", ""}
+    assert by_id["a"].status.code == by_id["b"].status.code == 0 and by_id["a"].HasField("result")
+    assert by_id[""].status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+
+
+async def test_a_request_with_hundreds_of_violations_is_still_a_readable_invalid_argument(verifier):
+    """Every violation listed would overflow the 8 KiB trailer clients accept (they saw RESOURCE_EXHAUSTED)."""
+    request = kpb.ScoreKnowledgeRequest(steps=["x" * 8001] * 256)
+    async with AsyncVerifierClient(verifier.addresses[0], retries=0) as client, \
+            grpc.aio.insecure_channel(verifier.addresses[0]) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await kgrpc.KnowledgeServiceStub(channel).ScoreKnowledge(request, timeout=30)
+        with pytest.raises(VerifierError) as via_client:
+            await client.score_knowledge(steps=["y" * 8001] * 256)
+    error = VerifierError.from_rpc_error(info.value)
+    assert error.code == via_client.value.code == "INVALID_ARGUMENT", error
+    assert len(error.field_violations) == 9 and error.field_violations[-1][1].endswith("more violations")
+    assert error.field_violations[0][0] == "steps[0]"
+
+
 @pytest.mark.parametrize("judge", [pb.JUDGE_BACKEND_VLLM, pb.JUDGE_BACKEND_CASCADE])
 async def test_llm_judges_on_a_server_without_vllm_are_failed_precondition(verifier, judge):
     request = kpb.ScoreKnowledgeRequest(reasoning="Aspirin inhibits COX-1.", options=kpb.KnowledgeOptions(judge=judge))
