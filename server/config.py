@@ -87,6 +87,8 @@ class LimitsSettings(_Section):
     """Most caller-supplied context passages."""
     max_passage_chars: int = Field(10_000, ge=1)
     """Longest context passage (characters)."""
+    max_passage_meta_chars: int = Field(1_000, ge=1)
+    """Longest context passage title or source (characters)."""
     max_top_k: int = Field(50, ge=1)
     """Largest top_k a request may ask for."""
     max_window: int = Field(1_000, ge=1)

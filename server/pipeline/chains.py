@@ -22,6 +22,13 @@ async def split_chain(chain: ChainInput, deps: PipelineDeps, splitter_name: str 
             raise InvalidArgumentError.single(
                 "reasoning", f"splits into {len(result.steps)} steps; the limit is {deps.limits.max_steps}"
             )
+        limit = deps.limits.max_step_chars
+        for i, step in enumerate(result.steps):  # the same limit as pre-split steps: work grows with step length
+            if len(step.text) > limit:
+                raise InvalidArgumentError.single(
+                    "reasoning", f"step {i} (characters {step.start}-{step.end}) is {len(step.text)} characters "
+                                 f"long after splitting; the limit is {limit}: break the text into sentences or "
+                                 "paragraphs, or send pre-split steps")
     if not result.steps:
         raise InvalidArgumentError.single("reasoning", "the chain has no steps")
     return result

@@ -116,15 +116,21 @@ def _paper_value(ppl: Sequence[float | None], n: int) -> tuple[float | None, str
 
 
 async def score_info_gain(
-    req: InfoGainRequest, deps: PipelineDeps, deadline: Deadline, split: SplitResult | None = None
+    req: InfoGainRequest, deps: PipelineDeps, deadline: Deadline, split: SplitResult | None = None,
+    options_field: str = "options",
 ) -> InfoGainResult:
+    """options_field: the request field that holds req.options (ScoreChain: info_gain_options), for errors."""
     opts = req.options
     target_kind, target = choose_target(req.answer, req.gold_answer)
     if split is None:
         split = await split_chain(req.chain, deps, deadline=deadline)
     estimator = await deps.estimator(opts.estimator)
     if opts.paper and estimator.kind != "lm":
-        raise InvalidArgumentError.single("options.mode", "paper mode needs a causal LM; the nli estimator has none")
+        raise InvalidArgumentError.single(f"{options_field}.mode",
+                                          "paper mode needs a causal LM; the nli estimator has none")
+    if opts.per_token and estimator.kind != "lm":
+        raise InvalidArgumentError.single(f"{options_field}.per_token",
+                                          "per-token gains need a causal LM's answer tokens; the nli estimator has none")
     c0 = render_context0(req.chain.question, req.choices)
     texts = [s.text for s in split.steps]
     n = len(texts)

@@ -19,6 +19,7 @@ class Limits:
     max_choice_chars: int = 2_000
     max_context_passages: int = 64
     max_passage_chars: int = 10_000
+    max_passage_meta_chars: int = 1_000
     max_top_k: int = 50
     max_window: int = 1_000
     max_id_chars: int = 256
@@ -69,14 +70,23 @@ def check_knowledge(req: KnowledgeRequest, limits: Limits, out: list[FieldViolat
             out.append(FieldViolation(f"context[{i}].text", "is empty"))
         _too_long(f"context[{i}].text", passage.text, limits.max_passage_chars, out)
         _too_long(f"context[{i}].id", passage.id, limits.max_id_chars, out)
+        _too_long(f"context[{i}].title", passage.title, limits.max_passage_meta_chars, out)
+        _too_long(f"context[{i}].source", passage.source, limits.max_passage_meta_chars, out)
         if passage.id in ids:
-            out.append(FieldViolation(f"context[{i}].id", f"duplicate passage id {passage.id[:64]!r}"))
+            if passage.id == f"context:{i}":  # the default id of a passage sent without one
+                out.append(FieldViolation(f"context[{i}].id", f"is empty, and its default id {passage.id!r} is "
+                                                             "another passage's id: give every passage an id, or none"))
+            else:
+                out.append(FieldViolation(f"context[{i}].id", f"duplicate passage id {passage.id[:64]!r}"))
         ids.add(passage.id)
     if req.options.use_knowledge_base is False and not req.context:
         out.append(FieldViolation(f"{options}.use_knowledge_base", "is false but no context passages were sent"))
 
 
 def check_info_gain(req: InfoGainRequest, limits: Limits, out: list[FieldViolation], options: str = "options") -> None:
+    if not req.chain.question.strip():
+        out.append(FieldViolation("question", "InfoGain needs the question: L_0 is the answer given the question "
+                                              "alone"))
     _too_long(f"answer", req.answer, limits.max_answer_chars, out)
     _too_long(f"gold_answer", req.gold_answer, limits.max_answer_chars, out)
     if not req.gold_answer.strip() and not req.answer.strip():

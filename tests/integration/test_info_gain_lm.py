@@ -97,7 +97,15 @@ async def test_nli_estimator_is_named_and_has_no_paper_mode(lm_server):
         with pytest.raises(VerifierError) as info:
             await client.score_info_gain(question=QUESTION, steps=chain(3), answer="insulin", estimator="nli",
                                          mode="paper")
-    assert info.value.code == "INVALID_ARGUMENT"
+        assert info.value.code == "INVALID_ARGUMENT" and info.value.field_violations[0][0] == "options.mode"
+        with pytest.raises(VerifierError) as info:  # through ScoreChain the field is its info_gain_options
+            await client.score_chain(question=QUESTION, steps=chain(3), answer="insulin", estimator="nli",
+                                     mode="paper")
+        assert info.value.field_violations[0][0] == "info_gain_options.mode"
+        with pytest.raises(VerifierError) as info:  # was ignored: gains came back per chain, not per token
+            await client.score_info_gain(question=QUESTION, steps=chain(3), answer="insulin", estimator="nli",
+                                         per_token=True)
+        assert info.value.field_violations[0][0] == "options.per_token"
 
 
 def test_kgverify_batch_scores_infogain_with_the_transformers_backend(tmp_path, monkeypatch):

@@ -111,6 +111,9 @@ BAD_REQUESTS = {
     "negative top_k": kpb.ScoreKnowledgeRequest(reasoning="a.", options=kpb.KnowledgeOptions(top_k=-1)),
     "malformed context": kpb.ScoreKnowledgeRequest(reasoning="a.", context=[{"id": "p", "text": "  "}]),
     "empty step": kpb.ScoreKnowledgeRequest(steps=["a", ""]),
+    "a split step over the step limit": kpb.ScoreKnowledgeRequest(reasoning="A" * 99_999),  # was judged, 1 step
+    "passage source over its limit": kpb.ScoreKnowledgeRequest(
+        reasoning="a.", context=[{"id": "p", "text": "t", "source": "s" * 5_000_000}]),
 }
 
 

@@ -41,12 +41,19 @@ def test_bad_knowledge_options_and_context():
     assert "context[0].text" in _violations(lambda: validate_knowledge(_ki(context=[Passage("p", " ")]), LIMITS))
     assert "context[1].id" in _violations(lambda: validate_knowledge(
         _ki(context=[Passage("p", "a"), Passage("p", "b")]), LIMITS))
+    long_meta = Passage("p", "a", source="s" * 1_001, title="t" * 1_001)
+    assert {"context[0].source", "context[0].title"} <= _violations(lambda: validate_knowledge(
+        _ki(context=[long_meta]), LIMITS))
+    with pytest.raises(InvalidArgumentError, match="give every passage an id, or none"):
+        validate_knowledge(_ki(context=[Passage("context:1", "a"), Passage("context:1", "b")]), LIMITS)
     assert "options.use_knowledge_base" in _violations(lambda: validate_knowledge(
         _ki(use_knowledge_base=False), LIMITS))
 
 
 def test_bad_info_gain_requests():
     chain = ChainInput(question="q", reasoning="a step.")
+    assert "question" in _violations(lambda: validate_info_gain(
+        InfoGainRequest(ChainInput(question=" ", reasoning="a step."), answer="a"), LIMITS))
     assert "answer" in _violations(lambda: validate_info_gain(InfoGainRequest(chain), LIMITS))
     assert "choices" in _violations(lambda: validate_info_gain(
         InfoGainRequest(chain, answer="a", choices=("1", "2", "3", "4")), LIMITS))
