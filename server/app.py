@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -148,6 +149,10 @@ class Runtime:
             except Exception as exc:
                 self.load_failures[service] = exc
                 log.exception("%s failed to load", service)
+        loaded = [service for service, _ in steps if service in self.load_done]
+        failed = [service for service, _ in steps if service in self.load_failures]
+        log.info("loading done: %s loaded%s", ", ".join(loaded) or "nothing",
+                 f"; {', '.join(failed)} failed (their calls answer FAILED_PRECONDITION)" if failed else "")
 
     @property
     def load_errors(self) -> dict[str, str]:
@@ -217,11 +222,38 @@ class Runtime:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
+class ListenError(ValueError):
+    """A listen address that is malformed, in use, or cannot be bound."""
+
+
+def check_listen_address(address: str) -> None:
+    """`host:port` with a port in 0..65535 (0 = any free port), or `unix:PATH` / `unix:///abs/path`.
+
+    gRPC itself takes "0.0.0.0" as port 443 and wraps "host:99999" to another port, silently."""
+    if address.startswith("unix:"):
+        if not address.removeprefix("unix://").removeprefix("unix:"):
+            raise ListenError(f"listen address {address!r} names no socket path")
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ListenError(f"listen address {address!r} is not host:port with a port from 0 to 65535 "
+                          "(e.g. 127.0.0.1:50051, [::]:50051) or unix:///path/to.sock")
+
+
 def _prepare_unix_socket(address: str) -> None:
     path = Path(address.removeprefix("unix://").removeprefix("unix:"))
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and stat.S_ISSOCK(path.stat().st_mode):
-        path.unlink()  # a stale socket from a previous run
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # nobody answers: a stale socket from a previous run
+            return
+        finally:
+            probe.close()
+        raise ListenError(f"cannot listen on {address}: a running server already listens on that socket "
+                          "(taking it over would leave that server unreachable)")
 
 
 @dataclass
@@ -256,6 +288,8 @@ def _options(settings: Settings) -> list[tuple[str, int]]:
 
 async def start_server(settings: Settings, listen: list[str] | None = None) -> VerifierServer:
     """Starts serving at once (health NOT_SERVING) and loads backends in the background."""
+    for address in listen or settings.server.listen:
+        check_listen_address(address)
     if settings.server.torch_threads:
         import torch
 
@@ -287,10 +321,14 @@ async def start_server(settings: Settings, listen: list[str] | None = None) -> V
             _prepare_unix_socket(address)
         # Unix sockets stay plaintext: only processes that may open the file reach them.
         unix = address.startswith("unix:")
-        port = server.add_secure_port(address, credentials) if credentials and not unix \
-            else server.add_insecure_port(address)
+        try:
+            port = server.add_secure_port(address, credentials) if credentials and not unix \
+                else server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpcio: "Failed to bind to address ..."
+            raise ListenError(f"cannot listen on {address}: the address is in use (another server?) or not "
+                              "available on this machine") from exc
         if not port:
-            raise OSError(f"cannot listen on {address}")
+            raise ListenError(f"cannot listen on {address}")
         addresses.append(address if address.startswith("unix:") else f"{address.rsplit(':', 1)[0]}:{port}")
     await runtime.health.start()
     await server.start()

@@ -3,6 +3,7 @@
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -220,3 +221,53 @@ async def test_exit_on_load_failure_exits_with_status_3_naming_the_service(tmp_p
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "localhost:99999", "50070", "127.0.0.1:", "unix://"])
+def test_a_malformed_listen_address_is_refused_before_anything_starts(address):
+    from server.app import ListenError, check_listen_address
+
+    with pytest.raises(ListenError, match="not host:port|names no socket path"):
+        check_listen_address(address)
+
+
+async def test_an_address_in_use_or_a_live_unix_socket_is_refused_and_a_stale_socket_reused(tmp_path, cache_dir):
+    from server.app import ListenError
+
+    sock = tmp_path / "kgv.sock"
+    first = await start_server(make_settings(cache_dir, kb={"enabled": False}),
+                               ["127.0.0.1:0", f"unix://{sock}"])
+    try:
+        port = first.addresses[0].rsplit(":", 1)[1]
+        for taken in (f"127.0.0.1:{port}", f"unix://{sock}"):
+            with pytest.raises(ListenError, match="cannot listen on"):
+                await start_server(make_settings(cache_dir, kb={"enabled": False}), [taken])
+        async with AsyncVerifierClient(f"unix://{sock}") as client:  # the first server kept its socket
+            assert await client.health("") in ("SERVING", "NOT_SERVING")
+    finally:
+        await first.stop(0)
+    sock.unlink(missing_ok=True)
+    import socket as socket_module
+
+    stale = socket_module.socket(socket_module.AF_UNIX, socket_module.SOCK_STREAM)
+    stale.bind(str(sock))  # a socket file nobody listens on, as a killed server leaves it
+    stale.close()
+    second = await start_server(make_settings(cache_dir, kb={"enabled": False}), [f"unix://{sock}"])
+    await second.stop(0)
+
+
+def test_the_cli_says_in_one_line_that_the_port_is_taken(cache_dir):
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    env = {**os.environ, "KGV_KB__ENABLED": "false", "KGV_KB__CACHE_DIR": str(cache_dir),
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "proto")])}
+    try:
+        done = subprocess.run([sys.executable, "-m", "server"], cwd=REPO, capture_output=True, text=True,
+                              env={**env, "KGV_SERVER__LISTEN": f'["127.0.0.1:{port}"]'}, timeout=120)
+    finally:
+        holder.close()
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"cannot listen on 127.0.0.1:{port}: the address is in use" in done.stderr
+    assert "Traceback" not in done.stderr
