@@ -4,16 +4,16 @@ import asyncio
 import sys
 
 from .app import ListenError, serve
-from .config import Settings
+from .config import SettingsError, load_settings
 from .context import configure_logging
 
 
 def main() -> None:
-    settings = Settings()
-    configure_logging(settings.server.log_level)
     try:
+        settings = load_settings()
+        configure_logging(settings.server.log_level)
         asyncio.run(serve(settings))
-    except ListenError as exc:
+    except (SettingsError, ListenError) as exc:
         print(f"kgverify: error: {exc}", file=sys.stderr)
         sys.exit(2)
 

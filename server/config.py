@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
+import json
+import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Mapping, Sequence, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError,
+                      model_validator)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 RetrievalModeName = Literal["dense", "bm25", "hybrid"]
@@ -64,8 +68,9 @@ class ServerSettings(_Section):
     that is merely unreachable at startup is not a load failure."""
     log_request_text: bool = False
     """Log request text (questions, chains). Off by default: texts may contain patient data."""
-    log_level: str = "INFO"
-    """Python logging level."""
+    log_level: Annotated[str, BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)] = Field(
+        "INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    """Python logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL."""
 
 
 class LimitsSettings(_Section):
@@ -315,3 +320,51 @@ def settings_table() -> str:
             description = " ".join((field.description or "").split())  # a docstring over several lines: one row
             rows.append(f"| `{env}` | `{default}` | {description} |")
     return "\n".join(rows)
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used, each problem named by its environment variable."""
+
+
+def _env_name(loc: Sequence[Any]) -> str:
+    return "KGV_" + "__".join(str(part).upper() for part in loc if not isinstance(part, int))
+
+
+def _known_variables() -> dict[str, Any]:
+    names = {}
+    for section, info in Settings.model_fields.items():
+        for field, field_info in info.annotation.model_fields.items():
+            names[_env_name((section, field))] = field_info.annotation
+    return names
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment (and overrides), or SettingsError naming each bad or unknown variable.
+
+    Unknown KGV_* variables are errors (a misspelled one would otherwise be ignored without a word), and
+    list or mapping settings must be JSON, e.g. KGV_SERVER__LISTEN='["127.0.0.1:50051"]'."""
+    environ = os.environ if environ is None else environ
+    known = _known_variables()
+    problems = []
+    for name in sorted(n for n in environ if n.upper().startswith("KGV_")):
+        if name.upper() not in known:
+            close = difflib.get_close_matches(name.upper(), known, n=1)
+            problems.append(f"{name}: not a kgverify setting" + (f" (did you mean {close[0]}?)" if close else ""))
+        elif get_origin(known[name.upper()]) in (list, dict) or known[name.upper()] in (list, dict):
+            try:
+                json.loads(environ[name])
+            except ValueError:
+                problems.append(f"{name}: must be JSON, e.g. " + ('\'["127.0.0.1:50051"]\''
+                                if name.upper() == "KGV_SERVER__LISTEN" else "'[\"a\", \"b\"]'")
+                                + f", not {environ[name][:80]!r}")
+    if problems:
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            value = error.get("input")
+            shown = f" (got {str(value)[:80]!r})" if isinstance(value, (str, int, float)) else ""
+            lines.append(f"{_env_name(error['loc'])}: {error['msg']}{shown}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
