@@ -19,7 +19,7 @@ from .errors import KnowledgeBaseCorruptError, KnowledgeBaseMismatchError
 from .index import INDEX_NAME, add_vectors, choose_family, index_params, load_index, new_index, save_index
 from .ingest import Document
 from .layout import (MANIFEST_NAME, check_output_dir, current_version, is_kb, new_staging_dir, next_version_name,
-                     publish, remove_stale_staging, writer_lock)
+                     publish, remove_if_unborn, remove_stale_staging, writer_lock)
 from .lexical import BM25_DIR, build_bm25
 from .manifest import FileEntry, Manifest
 from .store import STORE_NAME, Fact, NewFact, StoreWriter, embed_key_rows
@@ -234,6 +234,15 @@ def build_kb(docs: Iterable[Document], out_dir: Path, embedder, *, chunk_chars: 
     check_output_dir(out_dir)
     report = _Progress(progress, stages)
     started = time.perf_counter()
+    try:
+        return _build_locked(docs, out_dir, embedder, spec, options, build_options, report, started)
+    except BaseException:
+        remove_if_unborn(out_dir)  # a first build that failed leaves no half-made KB directory
+        raise
+
+
+def _build_locked(docs, out_dir: Path, embedder, spec: ChunkSpec, options: BuildOptions, build_options,
+                  report: _Progress, started: float) -> Manifest:
     with writer_lock(out_dir):
         remove_stale_staging(out_dir)
         previous = _previous_version(out_dir, report)
@@ -265,8 +274,13 @@ def build_kb(docs: Iterable[Document], out_dir: Path, embedder, *, chunk_chars: 
 
 
 def add_documents(kb_dir: Path, docs: Iterable[Document], embedder, *, build_options: dict | None = None,
-                  keep_versions: int = 2, progress: bool = True, stages: bool | None = None) -> Manifest:
-    """Appends documents as a new version: only their new facts are embedded; the index is extended."""
+                  keep_versions: int = 2, progress: bool = True, stages: bool | None = None,
+                  outcome: dict | None = None) -> Manifest:
+    """Appends documents as a new version: only their new facts are embedded; the index is extended.
+
+    With nothing new the current version is returned unchanged; `outcome` (if given) then gets this add's own
+    counts ({"unchanged": True, "documents", "facts_added": 0, "duplicates_dropped"}), which the returned
+    manifest's build record (the previous operation's) does not hold."""
     kb_dir = Path(kb_dir).resolve()
     report = _Progress(progress, stages)
     started = time.perf_counter()
@@ -297,6 +311,10 @@ def add_documents(kb_dir: Path, docs: Iterable[Document], embedder, *, build_opt
                 writer.close()
             if writer.rows == start:
                 report.stage("no new facts: the knowledge base is unchanged")
+                if outcome is not None:
+                    outcome.update(unchanged=True, documents=stats.documents, facts_added=0,
+                                   duplicates_dropped=stats.duplicates_dropped, embedded=0,
+                                   seconds=round(time.perf_counter() - started, 3))
                 store.close()
                 shutil.rmtree(staging, ignore_errors=True)
                 return old

@@ -122,10 +122,11 @@ def _add(args: argparse.Namespace) -> int:
     from kb.manifest import Manifest
 
     embedder = _embedder(args.embedder or Manifest.load(current_version(args.directory)).embedder)
+    outcome: dict = {}
     manifest = add_documents(args.directory, _documents(args), embedder, keep_versions=args.keep_versions,
                              build_options={"inputs": [str(p) for p in args.input]}, progress=not args.no_progress,
-                             stages=True)
-    print(json.dumps(_summary(manifest, args.directory)))
+                             stages=True, outcome=outcome)
+    print(json.dumps({**_summary(manifest, args.directory), **outcome}))  # unchanged: this add's counts
     return 0
 
 

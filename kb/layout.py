@@ -88,6 +88,18 @@ def writer_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def remove_if_unborn(path: Path) -> None:
+    """Removes a KB directory a failed first build left behind: no CURRENT, nothing but the lock file and an
+    empty versions/ (a later command would otherwise call it a damaged KB instead of a missing one)."""
+    path = Path(path)
+    if not path.is_dir() or is_kb(path):
+        return
+    versions = path / VERSIONS_DIR
+    if {p.name for p in path.iterdir()} <= {LOCK_NAME, VERSIONS_DIR} and \
+            (not versions.exists() or (versions.is_dir() and not any(versions.iterdir()))):
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def check_output_dir(path: Path) -> None:
     """Refuses to write a KB into a directory that holds something else."""
     path = Path(path)

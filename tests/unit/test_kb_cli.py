@@ -60,6 +60,10 @@ def test_build_search_add_info_and_verify(tmp_path, capsys, csv_input):
     more.write_text(json.dumps({"answer": "Furosemide is a loop diuretic.", "qid": "q3", "url": "u"}) + "\n")
     code, stdout, _ = _run(capsys, "add", str(out), "--input", str(more), *FIELDS, "--no-progress")
     assert code == 0 and json.loads(stdout)["embedded"] == 1 and json.loads(stdout)["facts"] == 4
+    code, stdout, stderr = _run(capsys, "add", str(out), "--input", str(more), *FIELDS, "--no-progress")
+    again = json.loads(stdout)  # the same facts again: this add's counts, not the previous add's
+    assert code == 0 and "unchanged" in stderr and again["unchanged"] is True and again["version"] == "v000002"
+    assert again["facts_added"] == 0 and again["embedded"] == 0 and again["duplicates_dropped"] == 1
 
     info = json.loads(_run(capsys, "info", str(out))[1])
     assert info["version"] == "v000002" and info["num_facts"] == 4 and info["chunking"]["max_chars"] == 70
@@ -79,6 +83,9 @@ def test_clear_errors_for_bad_invocations(tmp_path, capsys, csv_input):
     assert code == 2 and "holds no knowledge base" in stderr
     code, _, stderr = _run(capsys, "build", "--input", str(csv_input), "--output", str(tmp_path / "kb"))
     assert code == 2 and "no column 'text'" in stderr and not (tmp_path / "kb" / "CURRENT").exists()
+    assert not (tmp_path / "kb").exists()  # a failed first build leaves no directory that looks like a damaged KB
+    code, _, stderr = _run(capsys, "search", str(tmp_path / "kb"), "query")
+    assert code == 1 and "does not exist" in stderr
     code, _, stderr = _run(capsys, "search", str(tmp_path / "nothing"), "query")
     assert code == 1 and "not a knowledge base" in stderr
     code, _, stderr = _run(capsys, "build", "--input", str(csv_input), "--output", str(tmp_path / "kb"),
