@@ -2,7 +2,8 @@
 
 Requests submit lists of items (pairs to score, texts to embed) and await their own
 results. One collector task per model gathers the items of concurrent requests up to
-`max_batch_size` items or until the oldest has waited `max_wait_ms`, orders them by
+`max_batch_size` items or until the oldest has waited `max_wait_ms`, shares each batch
+fairly among the queued requests (a huge request cannot starve small ones), orders them by
 length (less padding), runs one blocking model call at a time on the executor and
 hands every request exactly its own rows back. Requests that expire or are cancelled
 while queued lose their queued items; a failing model call fails only the requests
@@ -186,19 +187,37 @@ class MicroBatcher(Generic[I, R]):
         self._queue = kept
 
     def _take(self) -> list[tuple[_Request, int]]:
-        """(request, item index) of the next batch: FIFO, a request's items split across batches when needed."""
+        """(request, item index) of the next batch, shared fairly among the queued requests.
+
+        Every queued request (oldest first) gets an equal share of the batch, the rest of it goes oldest first,
+        and a request with items left goes behind the requests this batch did not serve: a request of
+        thousands of items cannot hold the model while single-claim requests queue behind it (results do not
+        depend on batch composition; tests/integration/test_batching_equivalence.py)."""
         batch: list[tuple[_Request, int]] = []
         waits: list[float] = []
         now = time.monotonic()
         self._prune()
-        for request in self._queue:
-            if len(batch) >= self.max_batch_size or (batch and not self.enabled):
-                break
-            if request.dispatched == 0:
-                waits.append(now - request.enqueued)
-            count = min(len(request.items) - request.dispatched, self.max_batch_size - len(batch))
-            batch.extend((request, i) for i in range(request.dispatched, request.dispatched + count))
-            request.dispatched += count
+        queue = self._queue if self.enabled else self._queue[:1]
+        if queue:
+            share = max(1, self.max_batch_size // len(queue))
+            takes = {id(r): 0 for r in queue}
+            room = self.max_batch_size
+            for fill in (share, self.max_batch_size):  # equal shares first, then what is left, oldest first
+                for request in queue:
+                    count = min(len(request.items) - request.dispatched - takes[id(request)], fill, room)
+                    if count > 0:
+                        takes[id(request)] += count
+                        room -= count
+            for request in queue:
+                count = takes[id(request)]
+                if not count:
+                    continue
+                if request.dispatched == 0:
+                    waits.append(now - request.enqueued)
+                batch.extend((request, i) for i in range(request.dispatched, request.dispatched + count))
+                request.dispatched += count
+            served = [r for r in self._queue if takes.get(id(r))]
+            self._queue = [r for r in self._queue if not takes.get(id(r))] + served
         if batch:
             self.stats.batches += 1
             self.stats.items += len(batch)

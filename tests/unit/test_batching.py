@@ -149,15 +149,35 @@ async def test_a_model_failure_fails_only_the_requests_of_that_batch_with_its_ow
     model = Model(gated=True)
     b = batcher(model, max_batch_size=2)
     first = await busy(b, model)
-    failing = asyncio.ensure_future(b.submit(["boom", "ok-a"]))
-    healthy = asyncio.ensure_future(b.submit(["ok-b", "ok-c"]))
-    await until_queued(b, 4)
+    failing = asyncio.ensure_future(b.submit(["boom"]))
+    bystander = asyncio.ensure_future(b.submit(["ok-b"]))  # shares the failing batch
+    later = asyncio.ensure_future(b.submit(["ok-c"]))  # the next batch
+    await until_queued(b, 3)
     model.gate.set()
     with pytest.raises(ModelFailure):
         await failing
-    assert await healthy == ["out:ok-b", "out:ok-c"]
+    with pytest.raises(ModelFailure):
+        await bystander
+    assert await later == ["out:ok-c"]
     assert await first == ["out:first"]
     assert await b.submit(["after"]) == ["out:after"]  # the batcher keeps serving
+
+
+async def test_a_huge_request_cannot_hold_the_model_while_small_ones_wait():
+    """Batches are shared fairly: a 3,000-claim chain queued first no longer delays a single claim by its whole
+    length (FIFO served it after all 47 batches of the big one)."""
+    model = Model(gated=True)
+    b = batcher(model, max_batch_size=64)
+    first = await busy(b, model)
+    huge = asyncio.ensure_future(b.submit([f"h{i}" for i in range(3000)]))
+    await until_queued(b, 3000)
+    small = asyncio.ensure_future(b.submit(["small"]))
+    await until_queued(b, 3001)
+    model.gate.set()
+    assert await small == ["out:small"]
+    assert next(n for n, call in enumerate(model.calls) if "small" in call) == 1  # the first batch after "first"
+    assert len(model.calls[1]) == 64 and not huge.done()
+    assert await huge == [f"out:h{i}" for i in range(3000)] and await first == ["out:first"]
 
 
 async def test_disabled_never_combines_requests_but_still_batches_each_request():
@@ -171,7 +191,7 @@ async def test_disabled_never_combines_requests_but_still_batches_each_request()
     assert results[1:] == [[f"out:r{r}i{i}" for i in range(6)] for r in range(3)]
     for call in model.calls[1:]:
         assert len({item.split("i")[0] for item in call}) == 1  # one request per model call
-    assert [len(call) for call in model.calls] == [1, 4, 2, 4, 2, 4, 2]
+    assert [len(call) for call in model.calls] == [1, 4, 4, 4, 2, 2, 2]  # round robin among the requests
 
 
 async def test_an_observer_sees_every_batch():
