@@ -282,8 +282,12 @@ class VerifierServer:
 
 def _options(settings: Settings) -> list[tuple[str, int]]:
     size = settings.server.max_message_bytes
+    # gRPC core cancels calls beyond 1,000 waiting to be picked up (measured: 715 of 3,000 concurrent health
+    # checks came back CANCELLED, which no client retries); with room for more, every call reaches the server,
+    # which answers or sheds it (RESOURCE_EXHAUSTED) itself.
     return [("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size),
-            ("grpc.so_reuseport", 0)]
+            ("grpc.so_reuseport", 0), ("grpc.server.max_pending_requests", 10_000),
+            ("grpc.server.max_pending_requests_hard_limit", 20_000)]
 
 
 async def start_server(settings: Settings, listen: list[str] | None = None) -> VerifierServer:

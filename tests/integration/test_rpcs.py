@@ -212,3 +212,21 @@ async def test_reflection_lists_the_services(verifier):
     names = await asyncio.to_thread(services)
     assert {"kgverify.v1.KnowledgeService", "kgverify.v1.InfoGainService", "kgverify.v1.KnowledgeBaseService",
             "grpc.health.v1.Health"} <= names
+
+
+async def test_thousands_of_concurrent_calls_are_answered_not_cancelled(verifier):
+    """gRPC core cancels calls beyond 1,000 waiting to be picked up unless the server leaves room for more."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async with grpc.aio.insecure_channel(verifier.addresses[0]) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+
+        async def check():
+            try:
+                await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=120)
+                return "OK"
+            except grpc.aio.AioRpcError as exc:
+                return exc.code().name
+
+        outcomes = await asyncio.gather(*(check() for _ in range(3000)))
+    assert set(outcomes) == {"OK"}, {o: outcomes.count(o) for o in set(outcomes)}
