@@ -38,7 +38,7 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Libraries' own noise at INFO: bm25s sets its logger to DEBUG on import, and faiss says at INFO that it
-    # fell back from its AVX512 build (an expected fallback that reads like an error).
-    logging.getLogger("bm25s").setLevel(max(root.level, logging.WARNING))
-    logging.getLogger("faiss.loader").setLevel(max(root.level, logging.WARNING))
+    # Libraries' own noise: bm25s sets its logger to DEBUG whenever it is imported (so a level set here would
+    # not last), and faiss says at INFO that it fell back from its AVX512 build (expected; reads like an error).
+    handler.addFilter(lambda record: record.levelno >= logging.WARNING
+                      or not record.name.startswith(("bm25s", "faiss.loader")) or root.level <= logging.DEBUG)
