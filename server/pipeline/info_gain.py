@@ -94,7 +94,7 @@ async def _windowed(estimator, c0: str, texts: Sequence[str], window: int, targe
         if estimator.kind == "lm":
             return await estimator.score_prefixes("\n".join([c0, *texts[j - 1:i - 1]]), [texts[i - 1]], target,
                                                   deadline)
-        return await estimator.score_prefixes(c0, texts[j - 1:i], target, deadline)
+        return await estimator.score_prefixes(c0, texts[j - 1:i], target, deadline, last=2)  # not all W + 1
 
     # Concurrent calls let a local LM pack several windows into one pass.
     results = await asyncio.gather(*(one(i) for i in todo))

@@ -40,6 +40,7 @@ class FakeEstimator:
     max_chars: int = 10_000
     calls: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     paper_calls: list[tuple[str, ...]] = field(default_factory=list)
+    scored: int = 0  # contexts scored
 
     def _contexts(self, context0, steps):
         out = [context0]
@@ -47,8 +48,9 @@ class FakeEstimator:
             out.append(out[-1] + "\n" + s)
         return out
 
-    async def score_prefixes(self, context0, steps, target, deadline):
+    async def score_prefixes(self, context0, steps, target, deadline, last=None):
         self.calls.append((context0, tuple(steps)))
+        self.scored += len(steps) + 1 if last is None else last
         nll, why = [], []
         for i, c in enumerate(self._contexts(context0, steps)):
             if len(c) > self.max_chars or (nll and nll[-1] is None and not why[-1]):
@@ -57,6 +59,8 @@ class FakeEstimator:
                 nll.append(None), why.append(ZERO)
             else:
                 nll.append(fake_nll(c)), why.append("")
+        if last is not None:
+            nll, why = nll[-last:], why[-last:]
         return PrefixScores(nll=tuple(nll), answer_tokens=len(target.split()), prefill_tokens=len(steps) + 1,
                               llm_calls=1, overflow_reason="too long for the fake" if None in nll else "",
                               null_reasons=tuple(why))
@@ -164,6 +168,8 @@ async def test_window_keeps_contexts_nested_over_the_last_steps(kind):
     assert len(window_calls) == len(steps) - 3
     if kind == "lm":  # the window's first steps are folded into the context: two prefixes a call
         assert all(len(call_steps) == 1 for _, call_steps in window_calls)
+    # two contexts a window either way, not all W + 1 (256 steps with W=128 scored 64x the pairs)
+    assert estimator.scored == len(steps) + 1 + 2 * len(window_calls)
 
 
 async def test_overflow_nulls_later_gains_with_flag_and_reason():

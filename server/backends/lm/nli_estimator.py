@@ -101,9 +101,13 @@ class NliEstimator:
             return fitted_contexts(context0, steps, _chars, self.max_chars, self.max_chars)
         return fitted_contexts(context0, steps, count, budget(hypothesis), self.max_chars)
 
-    async def score_prefixes(self, context0: str, steps: Sequence[str], target: str, deadline: Deadline) -> PrefixScores:
+    async def score_prefixes(self, context0: str, steps: Sequence[str], target: str, deadline: Deadline,
+                             last: int | None = None) -> PrefixScores:
+        """L_0..L_n; with `last`, only the last that many of them (an InfoGain window needs two)."""
         hypothesis = f"The answer is {target.strip()}."
         contexts = await self._blocking.run(self._contexts, context0, list(steps), hypothesis)  # tokenizer work
+        if last is not None:
+            contexts = contexts[-last:]
         pairs = [(c, hypothesis) for c, _ in contexts]
         if self._batcher is not None:
             probs = await self._batcher.submit(pairs, deadline)
