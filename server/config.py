@@ -146,7 +146,7 @@ class JudgeSettings(_Section):
     backend: JudgeName = "nli"
     """Default judge: `nli` (the shipped NLI model), `baseline` (embedding similarity), `vllm` or `cascade`."""
     base_url: str = "http://127.0.0.1:8000/v1"
-    """OpenAI-compatible base URL of the vLLM judge."""
+    """OpenAI-compatible base URL of the vLLM judge; the default is used when the judge is `vllm` or `cascade`; with a local default judge, set it to let requests ask for `vllm`/`cascade`."""
     model: str = "judge"
     """Served model name of the vLLM judge."""
     api_key: str | None = None
