@@ -150,7 +150,8 @@ class NoKnowledgeDetector:
             not _PHRASE_HINTS.isdisjoint(words) and bool(_KNOWLEDGE_PHRASE.search(rest)))
         if _CONCLUSION_START.match(claim.lstrip()) and not knowledge and (
                 not CASE_WORDS.isdisjoint(words) or any(c.isdigit() or c == "=" for c in rest)
-                or _subject_from_question(rest, question_words)):
+                or _subject_from_question(rest, question_words)
+                or (_verbless(words) and len(_content(words)) <= 3)):  # "So insulin.": the conclusion, named
             return True
         if _PLANNING.match(rest) and not _ASSERTS.search(rest):
             return True

@@ -28,6 +28,8 @@ QUESTION = ("A 58-year-old man has newly diagnosed type 2 diabetes and normal ki
     "So the answer is B.",                                           # conclusion
     "Final answer: B",
     "\\boxed{42}",
+    "So insulin.",                                                   # the conclusion, named without a verb
+    "Therefore, metformin.",
     "She spends 7 × 3 = $21.",                                       # bare arithmetic
     "50 - 15 = 35",
     "Let x be the number of tablets.",
