@@ -103,10 +103,6 @@ class InstrumentedBackend:
                 raise
             finally:
                 record_backend_call(self._kind, self._label, outcome, time.perf_counter() - started)
-            if method.__name__ == "judge" and isinstance(result, list):
-                hits = sum(1 for j in result if getattr(j, "cached", False))
-                record_cache_lookup("judge_verdicts", True, hits)
-                record_cache_lookup("judge_verdicts", False, len(result) - hits)
             return result
 
         return call
@@ -115,8 +111,19 @@ class InstrumentedBackend:
         return getattr(self._inner, name)
 
 
+def _count_verdict_lookups(hits: int, misses: int) -> None:
+    record_cache_lookup("judge_verdicts", True, hits)
+    record_cache_lookup("judge_verdicts", False, misses)
+
+
 def instrument(kind: str, backend: Any) -> Any:
-    """The backend wrapped for metrics when it has work methods; splitters and others are returned as they are."""
+    """The backend wrapped for metrics when it has work methods; splitters and others are returned as they are.
+
+    A judge's verdict cache reports its own lookups: the pipeline asks the cache first, so the judge itself
+    sees only the misses (counting its results counted no hit, ever)."""
+    cache = getattr(backend, "verdict_cache", None)
+    if cache is not None and getattr(cache, "on_lookups", False) is None:
+        cache.on_lookups = _count_verdict_lookups
     if any(inspect.iscoroutinefunction(getattr(backend, m, None)) for m in INSTRUMENTED_METHODS):
         return InstrumentedBackend(kind, backend)
     return backend

@@ -12,6 +12,7 @@ from client import AsyncVerifierClient, VerifierError
 from client import requests as rq
 from server.app import start_server
 from server.backends import registry
+from server.backends.judges.cache import VerdictCache
 from server.health import INFO_GAIN, KNOWLEDGE, KNOWLEDGE_BASE
 from tests.conftest import make_settings
 from tests.fakes.backends import FakeJudge
@@ -240,6 +241,24 @@ def _sample(samples, name, **labels):
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+async def test_verdict_cache_hits_and_misses_are_counted(start):
+    """The pipeline asks the cache before the judge, so only the cache can count its hits."""
+    judge = FakeJudge()
+    judge.verdict_cache = VerdictCache(64)
+    server = await start(judge, metrics={"port": 0})
+    before = await asyncio.to_thread(_scrape, server.metrics_address)  # counters are process-wide
+    async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+        first = await client.score_knowledge(steps=CHAIN["steps"])
+        again = await client.score_knowledge(steps=CHAIN["steps"])
+    after = await asyncio.to_thread(_scrape, server.metrics_address)
+    claims = sum(len(s.claims) for s in first.steps if s.verdict != "no_knowledge")
+    assert claims and all(c.cached for s in again.steps for c in s.claims if s.verdict != "no_knowledge")
+    for result in ("miss", "hit"):
+        counted = [_sample(x, "kgverify_cache_lookups_total", cache="judge_verdicts", result=result)
+                   for x in (before, after)]
+        assert counted[1] - counted[0] == claims, result
+
+
 async def test_overload_is_shed_within_50_ms_and_counted(start):
     judge = FakeJudge(gate=asyncio.Event())
     server = await start(judge, server={"max_inflight": 2}, metrics={"port": 0})
@@ -270,7 +289,6 @@ async def test_overload_is_shed_within_50_ms_and_counted(start):
         after = await asyncio.to_thread(_scrape, server.metrics_address)
         assert _sample(after, "kgverify_rpc_duration_seconds_count", method=method, code="OK") >= 2
         assert _sample(after, "kgverify_backend_calls_total", kind="judge", backend="fake", outcome="ok") >= 2
-        assert _sample(after, "kgverify_cache_lookups_total", cache="judge_verdicts", result="miss") >= 2
         assert _sample(after, "kgverify_inflight") == 0
 
         async def items():
