@@ -49,7 +49,7 @@ class ServerSettings(_Section):
     reflection: bool = True
     """Serve gRPC server reflection."""
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
-    """Transport limit for one message (bigger ones get RESOURCE_EXHAUSTED from gRPC)."""
+    """Transport limit for one message: bigger requests get RESOURCE_EXHAUSTED from gRPC, results that would not fit RESOURCE_EXHAUSTED / RESPONSE_TOO_LARGE."""
     max_inflight: int = Field(128, ge=1)
     """Calls and stream items processed at once; more are shed with RESOURCE_EXHAUSTED (health is never shed)."""
     max_stream_inflight: int = Field(64, ge=1)

@@ -55,6 +55,10 @@ def format_evidence(evidence: Sequence[Evidence]) -> str:
     return "\n".join(lines) if lines else "(no evidence)"
 
 
+MAX_COMPLETION_TOKENS = 4  # one label token; room for the end token, a multi-token label shows up
+CHAT_TEMPLATE_KWARGS = {"enable_thinking": False}
+
+
 def messages(claim: str, evidence: Sequence[Evidence]) -> list[dict[str, str]]:
     user = USER_TEMPLATE.format(evidence=format_evidence(evidence), claim=" ".join(claim.split()))
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
@@ -67,13 +71,13 @@ def request_body(model: str, claim: str, evidence: Sequence[Evidence]) -> dict[s
         "messages": messages(claim, evidence),
         "temperature": 0,
         "seed": SEED,
-        "max_completion_tokens": 4,  # one label token; room for the end token, a multi-token label shows up
+        "max_completion_tokens": MAX_COMPLETION_TOKENS,
         "logprobs": True,
         "top_logprobs": TOP_LOGPROBS,
         # vLLM >= 0.10.2; the older `guided_choice` is silently ignored from 0.12 on.
         "structured_outputs": {"choice": list(LABELS)},
         # Reasoning models must answer at once: a thinking block would come before the label token.
-        "chat_template_kwargs": {"enable_thinking": False},
+        "chat_template_kwargs": dict(CHAT_TEMPLATE_KWARGS),
     }
 
 
@@ -83,6 +87,7 @@ def _version() -> str:
         "labels": {v.value: t for v, t in VERBALIZERS.items()}, "seed": SEED, "temperature": 0,
         "top_logprobs": TOP_LOGPROBS, "max_evidence_chars": MAX_EVIDENCE_CHARS,
         "max_prompt_evidence_chars": MAX_PROMPT_EVIDENCE_CHARS, "format": "structured_outputs.choice",
+        "max_completion_tokens": MAX_COMPLETION_TOKENS, "chat_template_kwargs": CHAT_TEMPLATE_KWARGS,
     }
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode("utf-8")).hexdigest()[:12]
     return f"{PROMPT_NAME}@{digest}"
