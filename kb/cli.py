@@ -79,9 +79,9 @@ def add_parser(subparsers) -> None:
 
 def _embedder(name: str | None):
     from kb.embedder import SentenceTransformerEmbedder
-    from server.config import Settings
+    from server.config import load_settings
 
-    cfg = Settings().embedder
+    cfg = load_settings().embedder
     return SentenceTransformerEmbedder(name or cfg.model, cfg.device, cfg.batch_size)
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 def default_address() -> str:
     """The first unix listener of the settings (no TLS, no token needed), else the first TCP one on loopback."""
-    from server.config import Settings
+    from server.config import load_settings
 
-    listen = Settings().server.listen
+    listen = load_settings().server.listen
     unix = [a for a in listen if a.startswith("unix:")]
     if unix:
         return unix[0]
