@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Any, AsyncIterable, AsyncIterator
+from typing import Any, AsyncIterable, AsyncIterator, Callable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -20,6 +20,7 @@ from .types import ChainScore, SearchHit, SplitResult
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 PROBE_INTERVAL_S = 2.0  # wait_ready: how often a NOT_SERVING service is asked whether its load failed
 PROBE_METADATA = (("kgverify-probe", "wait_ready"),)  # the server's metrics keep these calls apart
+CONNECT_TIMEOUT_S = 3.0  # the CLI's wait_ready: how long a server that never answers may take to answer once
 
 
 def load_probes(knowledge, info_gain, kb, service: str) -> list[tuple[Any, Any]]:
@@ -45,6 +46,18 @@ def never_serves(error: "VerifierError", service: str) -> bool:
     if error.code != "FAILED_PRECONDITION":
         return False
     return not (service == "" and error.reason == "KB_NOT_LOADED")
+
+
+def unreachable_error(target: str, error: "VerifierError", waited_s: float) -> "VerifierError":
+    """SERVER_UNREACHABLE (UNAVAILABLE) for a server that has not answered once: why, in a few words."""
+    text = error.message
+    causes = (("Connection refused", "connection refused"), ("No such file or directory", "no socket at that path"),
+              ("Permission denied", "permission denied"), ("resolving", "host name not found"),
+              ("handshake", "TLS handshake failed"), ("ssl", "TLS handshake failed"))
+    why = next((short for marker, short in causes if marker.lower() in text.lower()), None)
+    if why is None:
+        why = f"no answer within {waited_s:.0f} s" if error.code == "DEADLINE_EXCEEDED" or not text else text
+    return VerifierError("UNAVAILABLE", "SERVER_UNREACHABLE", f"cannot reach the kgverify server at {target} ({why})")
 
 
 def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, Any]]:
@@ -135,6 +148,8 @@ class AsyncVerifierClient:
                     yield response.id, VerifierError.from_status(response.status)
         except grpc.aio.AioRpcError as exc:
             raise VerifierError.from_rpc_error(exc) from None
+        finally:
+            call.cancel()  # a consumer that stops early (break, aclose, cancel) ends the server's work too
 
     async def search(self, query: str, *, top_k: int = 0, mode: str | None = None,
                      timeout_s: float | None = None) -> list[SearchHit]:
@@ -167,24 +182,40 @@ class AsyncVerifierClient:
             raise VerifierError.from_rpc_error(exc) from None
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
-    async def wait_ready(self, service: str = "", timeout_s: float = 300.0) -> None:
+    async def wait_ready(self, service: str = "", timeout_s: float = 300.0, *,
+                         connect_timeout_s: float | None = None,
+                         on_waiting: Callable[[str], None] | None = None) -> None:
         """Waits until the server reports SERVING for the service.
 
         A service whose load failed at startup will never serve, nor will a knowledge base service without a
         KB until a reload repairs it: their FAILED_PRECONDITION (SERVICE_LOAD_FAILED, KB_CORRUPT, ... with the
-        reason) is raised within PROBE_INTERVAL_S instead of waiting out the timeout."""
-        deadline = time.monotonic() + timeout_s
-        probed_at = time.monotonic()
+        reason) is raised within PROBE_INTERVAL_S instead of waiting out the timeout. With connect_timeout_s,
+        a server that has not answered once within it (connection refused, no such socket, unknown host, TLS
+        handshake failure) raises SERVER_UNREACHABLE (UNAVAILABLE); without, it is waited for like a loading one.
+        on_waiting(message) is called once when the server answers but the service is not SERVING yet."""
+        started = time.monotonic()
+        deadline = started + timeout_s
+        probed_at = float("-inf")
+        answered = False
         while True:
             try:
-                if await self.health(service, timeout_s=2.0) == "SERVING":
+                status = await self.health(service, timeout_s=2.0)
+                answered = True
+                if status == "SERVING":
                     return
                 if time.monotonic() - probed_at >= PROBE_INTERVAL_S:
                     probed_at = time.monotonic()
                     await self._raise_if_load_failed(service)
+                if on_waiting is not None:
+                    on_waiting(f"waiting for the server at {self.target} to become ready "
+                               f"({service or 'all services'}: {status})…")
+                    on_waiting = None
             except VerifierError as exc:
                 if exc.code not in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
                     raise
+                if (not answered and connect_timeout_s is not None
+                        and time.monotonic() - started >= connect_timeout_s):
+                    raise unreachable_error(self.target, exc, time.monotonic() - started) from None
             if time.monotonic() > deadline:
                 raise VerifierError("DEADLINE_EXCEEDED", "NOT_READY", f"{self.target} not SERVING after {timeout_s} s")
             await asyncio.sleep(0.2)

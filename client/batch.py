@@ -9,15 +9,16 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator, Iterable
 
 from tqdm import tqdm
 
 from . import requests
-from .aio import AsyncVerifierClient, backoff_s
-from .batch_io import RowError, export_journal, is_error_record, read_rows
+from .aio import CONNECT_TIMEOUT_S, AsyncVerifierClient, backoff_s
+from .batch_io import InputError, RowError, check_input, export_format, export_journal, is_error_record, read_rows
 from .errors import VerifierError
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,43 @@ PASSTHROUGH = ("group", "question_id")
 RECORD_KEYS = ("knowledge_index", "knowledge_index_paper", "coverage", "counts", "error_steps", "first_error_step",
                "info_gain", "info_gain_total", "info_gain_paper", "target", "estimator", "steps", "llm_calls",
                "provenance")
+METRIC_NAMES = ("ki", "infogain")
+KNOWLEDGE = "kgverify.v1.KnowledgeService"
+INFO_GAIN = "kgverify.v1.InfoGainService"
+KNOWLEDGE_BASE = "kgverify.v1.KnowledgeBaseService"
+# Item errors that the same server gives every row until an operator acts: when the first STOP_AFTER results of a
+# run all have the same one, the run stops instead of writing it to every row.
+STOP_CODES = {"FAILED_PRECONDITION", "UNIMPLEMENTED", "PERMISSION_DENIED", "UNAUTHENTICATED"}
+STOP_AFTER = 20
+NO_TARGET = "the row has no answer or gold_answer: InfoGain needs a target (KI only)"
 
 
 class BatchError(RuntimeError):
     """The run itself failed (as opposed to individual rows)."""
+
+    exit_code = 1
+
+
+class BatchStopped(BatchError):
+    """The run cannot start or go on until something is fixed: its options, its input file or the server."""
+
+    exit_code = 2
+
+
+def parse_metrics(value: str | Iterable[str]) -> tuple[str, ...]:
+    """("ki", "infogain") from "KI,infogain" or a sequence of names (any case); ValueError naming an unknown one."""
+    names = value.split(",") if isinstance(value, str) else list(value)
+    out: list[str] = []
+    for name in names:
+        key = str(name).strip().lower()
+        if key and key not in METRIC_NAMES:
+            raise ValueError(f"unknown metric {str(name).strip()!r} (choose from {', '.join(METRIC_NAMES)}, "
+                             "comma-separated)")
+        if key and key not in out:
+            out.append(key)
+    if not out:
+        raise ValueError(f"no metric given (choose from {', '.join(METRIC_NAMES)}, comma-separated)")
+    return tuple(out)
 
 
 @dataclass
@@ -52,6 +86,7 @@ class BatchOptions:
     credentials: Any = None  # grpc.ChannelCredentials for TLS / mTLS servers
     metadata: tuple = ()  # e.g. (("authorization", "Bearer ..."),)
     retry_errors: bool = False  # score again the rows whose last journal record is an error
+    ready_timeout_s: float = 600.0  # how long a reachable server may take to load before the run gives up
 
 
 @dataclass
@@ -60,6 +95,7 @@ class Item:
     id: str
     request: Any
     extra: dict[str, Any]
+    notes: dict[str, Any] = field(default_factory=dict)  # added to the row's result record (not to an error)
     attempts: int = 0
 
 
@@ -69,6 +105,7 @@ class BatchSummary:
     skipped: int = 0
     retried: int = 0  # rows whose error record is being replaced (retry_errors)
     written: int = 0
+    ki_only: int = 0  # rows without answer or gold_answer: InfoGain was asked but cannot be scored
     statuses: dict[str, int] = field(default_factory=dict)
 
 
@@ -137,7 +174,7 @@ class Journal:
             for line in fh:
                 try:
                     record = json.loads(line)
-                except json.JSONDecodeError:
+                except ValueError:  # not JSON, or not UTF-8
                     continue
                 if isinstance(record, dict) and isinstance(record.get("id"), str):
                     self._mark(record, done, failed)
@@ -162,8 +199,12 @@ class Journal:
             os.fsync(self._fd)
             self._synced_at = time.monotonic()
 
-    def close(self) -> None:
+    def close(self, discard_if_empty: bool = False) -> None:
+        """Syncs and releases the journal; discard_if_empty removes it when it holds nothing (a run that stopped
+        before writing a record leaves no empty journal behind)."""
         os.fsync(self._fd)
+        if discard_if_empty and os.fstat(self._fd).st_size == 0:
+            self.path.unlink(missing_ok=True)  # still holding the lock: no other run is writing it
         os.close(self._fd)  # releases the lock
 
 
@@ -182,7 +223,10 @@ def _end_of_last_line(path: Path, size: int, chunk: int = 1 << 16) -> int:
 
 
 def plan_items(opts: BatchOptions, journal: Journal, summary: BatchSummary) -> list[tuple[int, Item | dict]]:
-    """(input position, item to send or error record of a row that is bad before any call), in input order."""
+    """(input position, item to send or error record of a row that is bad before any call), in input order.
+
+    A repeated id's row gets its DUPLICATE_ID record under its own key, `<id>#<line or row>`, so it never
+    replaces the record of the id's first row (readers take the last record of each id)."""
     planned: list[tuple[int, Item | dict]] = []
     seen: set[str] = set()
     for position, (label, row) in enumerate(read_rows(opts.input, opts.input_format)):
@@ -190,19 +234,25 @@ def plan_items(opts: BatchOptions, journal: Journal, summary: BatchSummary) -> l
         extra = {k: row[k] for k in PASSTHROUGH if isinstance(row, dict) and k in row}
         raw_id = row.get("id") if isinstance(row, dict) else getattr(row, "row_id", None)
         item_id = str(raw_id) if isinstance(raw_id, (str, int)) and str(raw_id) else f"#{label}"
-        if item_id in journal.done or (item_id in journal.failed and not opts.retry_errors):
-            summary.skipped += 1
+        duplicate = item_id in seen
+        seen.add(item_id)
+        key = f"{item_id}#{label}" if duplicate else item_id
+        if key in journal.done or (key in journal.failed and (duplicate or not opts.retry_errors)):
+            summary.skipped += 1  # (a duplicate's record never changes: --retry-errors leaves it)
             continue
-        if item_id in journal.failed:
+        if key in journal.failed:
             summary.retried += 1
         problem = None
         if isinstance(row, RowError):
             problem = VerifierError("INVALID_ARGUMENT", row.reason, str(row))
         elif raw_id is None or item_id == f"#{label}":
             problem = VerifierError("INVALID_ARGUMENT", "MISSING_ID", f"{label.replace('-', ' ')} has no 'id'")
-        elif item_id in seen:
-            problem = VerifierError("INVALID_ARGUMENT", "DUPLICATE_ID", f"id {item_id!r} appears more than once")
-        seen.add(item_id)
+        elif duplicate:
+            problem = VerifierError(
+                "INVALID_ARGUMENT", "DUPLICATE_ID",
+                f"id {item_id!r} appears more than once: {label.replace('-', ' ')} is not scored (the first row "
+                f"with this id is); give each row its own id")
+        notes: dict[str, Any] = {}
         if problem is None:
             try:
                 request = requests.chain_request(
@@ -210,9 +260,70 @@ def plan_items(opts: BatchOptions, journal: Journal, summary: BatchSummary) -> l
                     requests.info_gain_options(**opts.info_gain))
             except VerifierError as exc:
                 problem = exc
-        planned.append((position, error_record(item_id, problem, extra) if problem
-                        else Item(position, item_id, request, extra)))
+            else:
+                if "ki" in opts.metrics and "infogain" in opts.metrics and not (
+                        request.answer.strip() or request.gold_answer.strip()):
+                    request.metrics.remove(requests.METRICS["infogain"])
+                    notes["info_gain_null_reason"] = NO_TARGET
+                    summary.ki_only += 1
+        planned.append((position, error_record(key, problem, extra) if problem
+                        else Item(position, item_id, request, extra, notes)))
     return planned
+
+
+def _uses_knowledge_base(request) -> bool:
+    """Whether the server judges this request's KI against its KB (the server's rule: without context passages,
+    unless the request says otherwise)."""
+    if requests.METRICS["ki"] not in request.metrics:
+        return False
+    options = request.knowledge_options
+    return options.use_knowledge_base if options.HasField("use_knowledge_base") else not request.context
+
+
+def _services(items: list[Item]) -> tuple[str, ...]:
+    """The services the items are scored by (the stream itself is a KnowledgeService call)."""
+    info_gain = any(requests.METRICS["infogain"] in item.request.metrics for item in items)
+    return (KNOWLEDGE,) + ((INFO_GAIN,) if info_gain else ())
+
+
+def _not_ready(target: str, error: VerifierError) -> BatchError:
+    if error.reason == "SERVER_UNREACHABLE":
+        return BatchStopped(error.message)
+    if error.code in STOP_CODES:
+        return BatchStopped(f"the server at {target} cannot score these rows: {error}; this run wrote nothing")
+    return BatchError(f"the server at {target} is not ready: {error}")
+
+
+async def _check_ready(client: AsyncVerifierClient, items: list[Item], timeout_s: float) -> None:
+    """Waits while the server loads; BatchStopped at once when it cannot be reached or will not serve a service
+    the items need (a KB that failed to load included)."""
+    said: list[str] = []
+
+    def waiting(message: str) -> None:
+        if not said:
+            print(message, file=sys.stderr)
+            said.append(message)
+
+    def wait(service: str):
+        return client.wait_ready(service, timeout_s=timeout_s, connect_timeout_s=CONNECT_TIMEOUT_S,
+                                 on_waiting=waiting)
+
+    try:
+        for service in _services(items):
+            await wait(service)
+    except VerifierError as exc:
+        raise _not_ready(client.target, exc) from None
+    kb_rows = sum(_uses_knowledge_base(item.request) for item in items)
+    if not kb_rows:
+        return
+    try:
+        await wait(KNOWLEDGE_BASE)
+    except VerifierError as exc:
+        if exc.reason != "KB_NOT_LOADED" or kb_rows == len(items):
+            raise _not_ready(client.target, exc) from None
+        # A server run without a KB still judges rows against their own context passages.
+        print(f"note: the server at {client.target} runs without a knowledge base: the {kb_rows} of {len(items)} "
+              "rows without context passages will get KB_NOT_LOADED", file=sys.stderr)
 
 
 class _Writer:
@@ -242,6 +353,25 @@ class _Writer:
             self.bar.update(1)
 
 
+class _Tripwire:
+    """Watches a run's first results: all the same STOP_CODES error means the server fails every row alike."""
+
+    def __init__(self, n: int):
+        self.n, self.seen, self.first, self.same = n, 0, None, True
+
+    def observe(self, error: VerifierError | None) -> VerifierError | None:
+        """The error to stop on, once the first n results all had it (None for a result)."""
+        if not self.same or self.seen >= self.n:
+            return None
+        self.seen += 1
+        if error is None or error.code not in STOP_CODES or (
+                self.first is not None and (error.code, error.reason) != (self.first.code, self.first.reason)):
+            self.same = False
+            return None
+        self.first = self.first or error
+        return self.first if self.seen == self.n else None
+
+
 class _Scheduler:
     """Feeds items to one stream per server, retries retryable item errors, reopens broken streams."""
 
@@ -252,19 +382,31 @@ class _Scheduler:
             self.queue.put_nowait(item)
         self.remaining = len(items)
         self.finished = asyncio.Event()
+        self.tripwire = _Tripwire(min(STOP_AFTER, len(items)))
+        self.stop: VerifierError | None = None
         if not items:
             self.finished.set()
 
-    def _finish(self, item: Item, record: dict[str, Any]) -> None:
+    def _finish(self, item: Item, record: dict[str, Any], error: VerifierError | None = None) -> None:
+        if self.stop is not None:
+            return  # the run stopped: rows still in flight are scored by the next run
         self.writer.put(item.position, record)
         self.remaining -= 1
-        if self.remaining == 0:
+        self.stop = self.tripwire.observe(error)
+        if self.remaining == 0 or self.stop is not None:
             self.finished.set()
+
+    def _stopped(self) -> BatchStopped:
+        summary, n = self.writer.summary, self.tripwire.n
+        return BatchStopped(
+            f"stopped: the first {n} rows all failed with {self.stop}; the {summary.written} records written "
+            f"to {self.writer.journal.path} stay (after fixing the cause, run again with --retry-errors to score "
+            "those rows again)")
 
     async def _retry_later(self, item: Item, error: VerifierError) -> None:
         item.attempts += 1
         if item.attempts >= self.opts.max_attempts:
-            self._finish(item, error_record(item.id, error, item.extra))
+            self._finish(item, error_record(item.id, error, item.extra), error)
             return
         await asyncio.sleep(backoff_s(item.attempts, base_s=0.25, cap_s=5.0))
         self.queue.put_nowait(item)
@@ -314,9 +456,9 @@ class _Scheduler:
                     if result.code in RETRYABLE and result.reason not in NOT_RETRIED:
                         asyncio.ensure_future(self._retry_later(item, result))
                     else:
-                        self._finish(item, error_record(item.id, result, item.extra))
+                        self._finish(item, error_record(item.id, result, item.extra), result)
                 else:
-                    self._finish(item, result.to_record(item.id, item.extra))
+                    self._finish(item, result.to_record(item.id, {**item.extra, **item.notes}))
         finally:
             broken.set()
             for item in inflight.values():  # the stream broke: these go back to the queue
@@ -353,51 +495,91 @@ class _Scheduler:
             for task in (*workers, finished):
                 task.cancel()
             await asyncio.gather(*workers, finished, return_exceptions=True)
+        if self.stop is not None:
+            raise self._stopped()
 
 
-async def _score(opts: BatchOptions, addresses: list[str], items: list[Item], writer: _Writer) -> None:
+@asynccontextmanager
+async def _clients(opts: BatchOptions, addresses: list[str], items: list[Item]) -> AsyncIterator[list]:
     clients = [AsyncVerifierClient(address, credentials=opts.credentials, metadata=opts.metadata)
                for address in addresses]
     try:
         for client in clients:
-            await client.wait_ready("kgverify.v1.KnowledgeService", timeout_s=600)
-            if "infogain" in opts.metrics:
-                await client.wait_ready("kgverify.v1.InfoGainService", timeout_s=600)
-        await _Scheduler(opts, items, writer).run(clients)
+            await _check_ready(client, items, opts.ready_timeout_s)
+        yield clients
     finally:
         for client in clients:
             await client.close()
 
 
-async def run_batch(opts: BatchOptions, settings=None) -> BatchSummary:
-    """Scores every row not yet in the journal; rows that fail get an error status, the run goes on."""
-    from .embedded import EmbeddedServerError, embedded_server
+@asynccontextmanager
+async def _ready_clients(opts: BatchOptions, items: list[Item], settings=None) -> AsyncIterator[list]:
+    """A client per server, each ready for what the items need (an embedded server without --server); none when
+    there is nothing to score."""
+    if not items:
+        yield []
+    elif opts.servers:
+        async with _clients(opts, opts.servers, items) as clients:
+            yield clients
+    else:
+        from .embedded import EmbeddedServerError, embedded_server
 
+        try:
+            async with embedded_server(settings, required=_services(items)) as address:
+                async with _clients(opts, [address], items) as clients:
+                    yield clients
+        except EmbeddedServerError as exc:
+            raise BatchStopped(str(exc)) from exc
+
+
+def check_options(opts: BatchOptions) -> BatchOptions:
+    """The options with metrics normalized, after every check that needs no server; BatchStopped says what to fix."""
     if not opts.input.is_file():
-        raise BatchError(f"input {opts.input} does not exist")
-    summary = BatchSummary()
-    journal = Journal(opts.output, opts.fsync_interval_s)
+        raise BatchStopped(f"input {opts.input} does not exist")
+    if opts.concurrency < 1:
+        raise BatchStopped(f"concurrency must be at least 1, not {opts.concurrency}")
     try:
-        planned = plan_items(opts, journal, summary)
+        metrics = parse_metrics(opts.metrics)
+        for path in opts.export:
+            export_format(path)
+        check_input(opts.input, opts.input_format)
+    except ValueError as exc:
+        raise BatchStopped(str(exc)) from None
+    return replace(opts, metrics=metrics)
+
+
+async def run_batch(opts: BatchOptions, settings=None, summary: BatchSummary | None = None) -> BatchSummary:
+    """Scores every row not yet in the journal; rows that fail get an error status, the run goes on.
+
+    BatchStopped before anything is written when the options, the input file or a server cannot work (a journal
+    that would stay empty is removed), and when the first results all fail alike (see STOP_CODES). `summary`
+    is filled in as rows are written, so a caller still has the counts of an interrupted run."""
+    opts = check_options(opts)
+    summary = summary if summary is not None else BatchSummary()
+    journal = Journal(opts.output, opts.fsync_interval_s)
+    bar = None
+    completed = False
+    try:
+        try:
+            planned = plan_items(opts, journal, summary)
+        except InputError as exc:
+            raise BatchStopped(str(exc)) from None
         items = [p for _, p in planned if isinstance(p, Item)]
-        bar = tqdm(total=len(planned), unit="chain", desc="scoring", disable=not opts.progress, file=sys.stderr)
-        writer = _Writer(journal, summary, opts.keep_order, [position for position, _ in planned], bar)
-        for position, record in planned:
-            if isinstance(record, dict):
-                writer.put(position, record)
-        if items and opts.servers:
-            await _score(opts, opts.servers, items, writer)
-        elif items:
-            try:
-                required = ("kgverify.v1.KnowledgeService",) + (
-                    ("kgverify.v1.InfoGainService",) if "infogain" in opts.metrics else ())
-                async with embedded_server(settings, required=required) as address:
-                    await _score(opts, [address], items, writer)
-            except EmbeddedServerError as exc:
-                raise BatchError(str(exc)) from exc
-        bar.close()
+        async with _ready_clients(opts, items, settings) as clients:
+            desc = f"scoring (resumed: {summary.skipped} rows already done)" if summary.skipped else "scoring"
+            bar = tqdm(total=summary.skipped + len(planned), initial=summary.skipped, unit="chain", desc=desc,
+                       disable=not opts.progress, file=sys.stderr)
+            writer = _Writer(journal, summary, opts.keep_order, [position for position, _ in planned], bar)
+            for position, record in planned:
+                if isinstance(record, dict):
+                    writer.put(position, record)
+            if items:
+                await _Scheduler(opts, items, writer).run(clients)
+        completed = True
     finally:
-        journal.close()
+        if bar is not None:
+            bar.close()
+        journal.close(discard_if_empty=not completed)
     for path in opts.export:
         export_journal(opts.output, path)
     return summary

@@ -11,6 +11,10 @@ from typing import Any, Iterator
 
 INPUT_FORMATS = ("jsonl", "csv", "parquet")
 EXPORT_FORMATS = ("csv", "parquet")
+# File name endings batch reads (before an optional .gz: JSONL and CSV only) and their format.
+SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet",
+                  ".pq": "parquet"}
+SUPPORTED = ".jsonl, .jsonl.gz, .csv, .csv.gz or .parquet"
 # Row fields that hold lists; CSV cells carry them as JSON text.
 LIST_FIELDS = ("steps", "context", "choices")
 # Export columns in this order; nested values become JSON strings so every cell is a scalar.
@@ -18,7 +22,7 @@ FLOAT_COLUMNS = ("knowledge_index", "knowledge_index_paper", "coverage", "info_g
                  "info_gain_paper")
 INT_COLUMNS = ("error_steps", "first_error_step", "llm_calls", "n_steps")
 STRING_COLUMNS = ("id", "group", "question_id", "status", "status_code", "status_reason", "status_message",
-                  "target", "estimator")
+                  "target", "estimator", "info_gain_null_reason")
 JSON_COLUMNS = ("counts", "steps", "provenance")
 
 
@@ -31,22 +35,63 @@ class RowError(ValueError):
         self.row_id = row_id  # when the row's id could still be read
 
 
+class InputError(ValueError):
+    """The input file as a whole cannot be read (format, encoding, no id column): the run stops before scoring."""
+
+
 def input_format(path: Path, explicit: str | None = None) -> str:
-    """The input format: explicit, or from the file name (.csv, .parquet/.pq, anything else JSONL)."""
+    """The input format: explicit, or from the file name (.jsonl/.ndjson/.json, .csv, .parquet/.pq, each JSONL
+    or CSV optionally .gz); InputError for a name that says none of them."""
     if explicit:
         if explicit not in INPUT_FORMATS:
-            raise ValueError(f"unknown input format {explicit!r} (known: {', '.join(INPUT_FORMATS)})")
+            raise InputError(f"unknown input format {explicit!r} (known: {', '.join(INPUT_FORMATS)})")
         return explicit
     suffixes = [s.lower() for s in Path(path).suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes = suffixes[:-1]
-    last = suffixes[-1] if suffixes else ""
-    return {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(last, "jsonl")
+    gzipped = bool(suffixes) and suffixes[-1] == ".gz"
+    last = (suffixes[:-1] if gzipped else suffixes)[-1:] or [""]
+    fmt = SUFFIX_FORMATS.get(last[0])
+    if fmt is None or (gzipped and fmt == "parquet"):
+        raise InputError(f"cannot read {Path(path).name}: batch input is {SUPPORTED} (JSONL: one JSON object per "
+                         "line; CSV: comma-separated with a header row); convert it, or give --input-format if "
+                         "the name is misleading")
+    return fmt
+
+
+def check_input(path: Path, fmt: str | None = None) -> str:
+    """The input's format, after the checks that need no scoring: InputError for a JSON array where JSONL is
+    expected, and for a CSV or Parquet file without an 'id' column."""
+    fmt = input_format(path, fmt)
+    try:
+        if fmt == "jsonl":
+            _check_not_json_array(path)
+        elif fmt == "csv":
+            with _open_text(path, "utf-8-sig") as fh:
+                reader = csv.DictReader(fh)
+                try:
+                    _require_id_column(path, reader.fieldnames)
+                except UnicodeDecodeError as exc:
+                    raise _undecodable(path, exc) from None
+                except csv.Error as exc:
+                    raise InputError(f"{path}: line {reader.line_num}: not readable as CSV ({exc})") from None
+        else:
+            _require_id_column(path, _parquet_file(path).schema_arrow.names, empty_ok=False)
+    except (OSError, EOFError) as exc:  # unreadable, or a damaged .gz
+        raise InputError(f"{path}: cannot be read ({exc})") from None
+    return fmt
+
+
+def _require_id_column(path: Path, columns: list[str] | None, empty_ok: bool = True) -> None:
+    if columns is None and empty_ok:
+        return  # an empty file: no rows
+    if not columns or "id" not in columns:
+        raise InputError(f"{path}: no column 'id' (columns: {list(columns or [])}); every row needs an id "
+                         "(rename the column that identifies rows to 'id')")
 
 
 def read_rows(path: Path, fmt: str | None = None) -> Iterator[tuple[str, Any]]:
-    """(row label, row dict or the RowError that kept it from being read) for each row of the dataset."""
-    fmt = input_format(path, fmt)
+    """(row label, row dict or the RowError that kept it from being read) for each row of the dataset; InputError
+    when the file as a whole cannot be read (see check_input)."""
+    fmt = check_input(path, fmt)
     if fmt == "csv":
         yield from _csv_rows(path)
     elif fmt == "parquet":
@@ -55,15 +100,62 @@ def read_rows(path: Path, fmt: str | None = None) -> Iterator[tuple[str, Any]]:
         yield from _jsonl_rows(path)
 
 
-def _open_text(path: Path):
+def _open_text(path: Path, encoding: str = "utf-8"):
     if str(path).endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return gzip.open(path, "rt", encoding=encoding, newline="")
+    return open(path, encoding=encoding, newline="")
+
+
+def _open_binary(path: Path):
+    return gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
+
+
+def _undecodable(path: Path, error: UnicodeDecodeError) -> InputError:
+    """The file and line of the first bytes that are not UTF-8 (found again line by line: a text reader decodes
+    in blocks and cannot tell)."""
+    with _open_binary(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return InputError(f"{path}: line {lineno} is not UTF-8 text (byte 0x{line[exc.start]:02x} at "
+                                  f"column {exc.start + 1}); save the file as UTF-8 (Excel: 'CSV UTF-8')")
+    return InputError(f"{path}: not UTF-8 text ({error.reason}); save the file as UTF-8")
+
+
+def _check_not_json_array(path: Path) -> None:
+    with _open_binary(path) as fh:
+        head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"["):
+        raise InputError(f"{path} holds a JSON array; JSONL expected: one object per line "
+                         f"(e.g. jq -c '.[]' {Path(path).name} > rows.jsonl)")
+
+
+def _decoded_line(raw: bytes, lineno: int) -> str | RowError:
+    """A JSONL line as text, or the RowError of a line that is not UTF-8 (keeping the row's id if readable)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        row_id = None
+        try:
+            row = json.loads(raw.decode("utf-8", "replace"))
+        except json.JSONDecodeError:
+            row = None
+        if isinstance(row, dict) and isinstance(row.get("id"), (str, int)) and "\ufffd" not in str(row["id"]):
+            row_id = str(row["id"])
+        return RowError(f"line {lineno} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+                        "save the file as UTF-8", "INVALID_UTF8", row_id)
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
-    with _open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
+    with _open_binary(path) as fh:  # bytes, decoded line by line: one bad line is one bad row
+        for lineno, raw in enumerate(fh, 1):
+            if lineno == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
+            line = _decoded_line(raw, lineno)
+            if isinstance(line, RowError):
+                yield f"line-{lineno}", line
+                continue
             if not line.strip():
                 continue
             try:
@@ -75,9 +167,18 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[str, Any]]:
-    with _open_text(path) as fh:
+    with _open_text(path, "utf-8-sig") as fh:  # -sig: Excel's "CSV UTF-8" starts with a byte order mark
         reader = csv.DictReader(fh)
-        for number, raw in enumerate(reader, 1):
+        rows = enumerate(reader, 1)
+        while True:
+            try:
+                number, raw = next(rows)
+            except StopIteration:
+                return
+            except UnicodeDecodeError as exc:
+                raise _undecodable(path, exc) from None
+            except csv.Error as exc:
+                raise InputError(f"{path}: line {reader.line_num}: not readable as CSV ({exc})") from None
             label = f"row-{number}"
             row: dict[str, Any] = {}
             try:
@@ -104,11 +205,19 @@ def _list_cell(key: str, value: str, number: int) -> Any:
     return parsed
 
 
-def _parquet_rows(path: Path) -> Iterator[tuple[str, Any]]:
+def _parquet_file(path: Path):
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: not readable as Parquet ({exc})") from None
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[str, Any]]:
     number = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+    for batch in _parquet_file(path).iter_batches(batch_size=1024):
         for raw in batch.to_pylist():
             number += 1
             yield f"row-{number}", {k: v for k, v in raw.items() if v is not None}
@@ -127,7 +236,7 @@ def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
         "id": record.get("id"), "group": _str_or_none(record.get("group")),
         "question_id": _str_or_none(record.get("question_id")), "status": state, "status_code": code,
         "status_reason": reason, "status_message": message, "target": record.get("target"),
-        "estimator": record.get("estimator"),
+        "estimator": record.get("estimator"), "info_gain_null_reason": record.get("info_gain_null_reason"),
     }
     for name in FLOAT_COLUMNS:
         value = record.get(name)
@@ -162,7 +271,7 @@ def _complete_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 break
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
+            except ValueError:  # not JSON, or not UTF-8 (a file that is not a journal)
                 continue
             if isinstance(record, dict) and isinstance(record.get("id"), str):
                 yield number, record
@@ -178,11 +287,17 @@ def journal_records(path: Path) -> Iterator[dict[str, Any]]:
             yield record
 
 
+def export_format(out: Path) -> str:
+    """csv or parquet, from the export file's name; ValueError for any other name."""
+    fmt = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(Path(out).suffix.lower())
+    if fmt is None:
+        raise ValueError(f"cannot export to {Path(out).name}: give a .csv or .parquet file")
+    return fmt
+
+
 def export_journal(journal: Path, out: Path) -> int:
     """Writes the journal as CSV or Parquet (by out's suffix), atomically; returns the number of rows."""
-    fmt = input_format(out)
-    if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"export to .csv or .parquet, not {out.name}")
+    fmt = export_format(out)
     rows = [flatten_record(r) for r in journal_records(journal)]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

@@ -11,9 +11,9 @@ from typing import Sequence
 
 
 def _settings(**overrides):
-    from server.config import Settings
+    from server.config import load_settings
 
-    return Settings(**{k: v for k, v in overrides.items() if v})
+    return load_settings(**{k: v for k, v in overrides.items() if v})
 
 
 def _add_server_options(parser: argparse.ArgumentParser, repeat: bool = False) -> None:
@@ -33,6 +33,35 @@ def _add_scoring_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--paper", action="store_true", help="also compute the paper's InfoGain formula")
     group.add_argument("--units", choices=["nats", "bits"])
     group.add_argument("--window", type=int, default=0, help="InfoGain window W (0 = full prefixes)")
+
+
+def _metrics(value: str) -> tuple[str, ...]:
+    from .batch import parse_metrics
+
+    try:
+        return parse_metrics(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
+
+
+def _export_path(value: str) -> Path:
+    from .batch_io import export_format
+
+    try:
+        export_format(Path(value))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return Path(value)
 
 
 def _knowledge_kwargs(args) -> dict:
@@ -104,14 +133,19 @@ def _cmd_evaluate(args) -> int:
         row["steps"] = _read_steps(args.steps_file)
     if args.context_file:
         row["context"] = _read_steps(args.context_file)
-    metrics = tuple(args.metrics.split(","))
+    metrics = args.metrics
     if not (row["answer"] or row["gold_answer"]) and "infogain" in metrics:
         metrics = tuple(m for m in metrics if m != "infogain")
+        if not metrics:
+            raise SystemExit("InfoGain needs a target: give --answer or --gold-answer (or --metrics ki)")
         print("no --answer or --gold-answer: scoring KI only", file=sys.stderr)
 
     async def job(address: str):
+        from .aio import CONNECT_TIMEOUT_S
+
         async with AsyncVerifierClient(address) as client:
-            await client.wait_ready()
+            await client.wait_ready(connect_timeout_s=CONNECT_TIMEOUT_S,
+                                    on_waiting=lambda message: print(message, file=sys.stderr))
             return await client.score_chain(metrics=metrics, **row, **_knowledge_kwargs(args), **_info_gain_kwargs(args))
 
     score = asyncio.run(_with_server(args.server, job))
@@ -123,23 +157,30 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_batch(args) -> int:
-    from .batch import BatchError, BatchOptions, channel_security, run_batch
+    from .batch import BatchError, BatchOptions, BatchSummary, channel_security, run_batch
 
+    summary = BatchSummary()
     try:
         credentials, metadata = channel_security(args.tls_ca, args.tls_cert, args.tls_key, args.token_file)
         opts = BatchOptions(
             input=args.input, output=args.output, servers=args.server, concurrency=args.concurrency,
-            metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()), keep_order=args.keep_order,
+            metrics=args.metrics, keep_order=args.keep_order,
             progress=not args.no_progress, knowledge=_knowledge_kwargs(args), info_gain=_info_gain_kwargs(args),
             input_format=args.input_format, export=args.export, fsync_interval_s=args.fsync_interval,
             credentials=credentials, metadata=metadata, retry_errors=args.retry_errors)
-        summary = asyncio.run(run_batch(opts))
+        asyncio.run(run_batch(opts, summary=summary))
     except BatchError as exc:
         print(f"batch failed: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
+    except KeyboardInterrupt:
+        earlier = f" ({summary.skipped} more were there already)" if summary.skipped else ""
+        print(f"interrupted: {summary.written} rows written to {args.output}{earlier}; run the same command again "
+              "to resume", file=sys.stderr)
+        return 130
     print(json.dumps({"rows": summary.total, "skipped_already_done": summary.skipped,
                       "retried_errors": summary.retried, "written": summary.written,
-                      "statuses": summary.statuses, "output": str(args.output)}), file=sys.stderr)
+                      "ki_only_no_answer": summary.ki_only, "statuses": summary.statuses,
+                      "output": str(args.output)}), file=sys.stderr)
     return 0
 
 
@@ -200,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--answer")
     evaluate.add_argument("--gold-answer")
     evaluate.add_argument("--context-file", type=Path, help="context passages (JSON list or one per line)")
-    evaluate.add_argument("--metrics", default="ki,infogain")
+    evaluate.add_argument("--metrics", type=_metrics, default=("ki", "infogain"),
+                          help="ki, infogain or both (comma-separated)")
     evaluate.add_argument("--id", default="chain", help="id in the --json record")
     evaluate.add_argument("--json", action="store_true", help="print the batch output record")
     _add_server_options(evaluate)
@@ -208,13 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=_cmd_evaluate)
 
     batch = sub.add_parser("batch", help="score a JSONL, CSV or Parquet dataset into a resumable JSONL journal")
-    batch.add_argument("--input", required=True, type=Path, help="rows: .jsonl[.gz], .csv or .parquet")
+    batch.add_argument("--input", required=True, type=Path, help="rows: .jsonl[.gz], .csv[.gz] or .parquet")
     batch.add_argument("--input-format", choices=["jsonl", "csv", "parquet"], help="default: from the file name")
     batch.add_argument("--output", required=True, type=Path, help="the JSONL journal (re-running resumes it)")
-    batch.add_argument("--export", type=Path, action="append", default=[],
+    batch.add_argument("--export", type=_export_path, action="append", default=[],
                        help="also write the journal as .csv or .parquet at the end (repeatable)")
-    batch.add_argument("--concurrency", type=int, default=8, help="chains in flight")
-    batch.add_argument("--metrics", default="ki,infogain", help="ki, infogain or both (comma-separated)")
+    batch.add_argument("--concurrency", type=_positive_int, default=8, help="chains in flight")
+    batch.add_argument("--metrics", type=_metrics, default=("ki", "infogain"),
+                       help="ki, infogain or both (comma-separated)")
     batch.add_argument("--keep-order", action="store_true", help="write rows in input order")
     batch.add_argument("--retry-errors", action="store_true",
                        help="also score again the rows whose last record in --output is an error (e.g. after "

@@ -24,9 +24,9 @@ async def embedded_server(settings=None, load_timeout_s: float = 900.0,
     needs) did not load, with the reason, instead of waiting on it.
     """
     from server.app import start_server
-    from server.config import Settings
+    from server.config import load_settings
 
-    settings = settings or Settings()
+    settings = settings or load_settings()
     for name in ("kgverify", "server", "kb"):
         logging.getLogger(name).setLevel(logging.WARNING)
     tmp = Path(tempfile.mkdtemp(prefix="kgverify-"))

@@ -34,17 +34,31 @@ class ReportOptions:
     max_steps: int = 30
 
 
+def is_batch_record(record: dict[str, Any]) -> bool:
+    """Whether a record has the status every batch output record has: "ok" / "partial", or {"code", ...}."""
+    status = record.get("status")
+    return status in ("ok", "partial") or (isinstance(status, dict) and isinstance(status.get("code"), str))
+
+
 def load_chains(inputs: list[Path], by: str) -> dict[str, list[Chain]]:
-    """Chains per group, groups in order of first appearance."""
+    """Chains per group, groups in order of first appearance; ReportError for a file that is not batch output."""
     groups: dict[str, list[Chain]] = {}
     for path in inputs:
         if not Path(path).is_file():
             raise ReportError(f"{path} does not exist")
+        chains, batch_records = [], 0
         for record in journal_records(Path(path)):
-            chain = chain_of(record, by, Path(path).stem if by == FILE_GROUPING else None)
+            batch_records += is_batch_record(record)
+            chains.append(chain_of(record, by, Path(path).stem if by == FILE_GROUPING else None))
+        if chains and not batch_records:
+            raise ReportError(f"{path} is not a kgverify batch journal: none of its {len(chains)} records has a "
+                              "'status' (\"ok\", \"partial\" or an error); give the --output file of kgverify batch, "
+                              "not its --input")
+        for chain in chains:
             groups.setdefault(chain.group, []).append(chain)
     if not groups:
-        raise ReportError("no records in " + ", ".join(map(str, inputs)))
+        raise ReportError("no records in " + ", ".join(map(str, inputs)) + " (a batch journal holds one JSON "
+                          "object per line, each with an 'id' and a 'status')")
     return groups
 
 
@@ -128,4 +142,5 @@ def run_report(opts: ReportOptions) -> dict[str, Any]:
     report["written"] = written
     if opts.json_out is not None:
         _write_atomic(opts.json_out, json.dumps(report, indent=2, allow_nan=False).encode("utf-8"))
+        written["json"] = str(opts.json_out)  # after the dump: the file lists the other outputs
     return report

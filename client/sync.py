@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -13,7 +13,7 @@ from kgverify.v1 import knowledge_service_pb2, knowledge_service_pb2_grpc
 
 from . import convert, requests
 from .aio import (DEFAULT_MAX_MESSAGE_BYTES, PROBE_INTERVAL_S, PROBE_METADATA, backoff_s, channel_options, load_probes,
-                  never_serves)
+                  never_serves, unreachable_error)
 from .errors import VerifierError
 from .types import ChainScore, SearchHit, SplitResult
 
@@ -80,14 +80,17 @@ class VerifierClient:
                       timeout_s: float | None = None) -> Iterator[tuple[str, ChainScore | VerifierError]]:
         """Scores (id, request) items over one StreamScoreChains call; yields results as they finish."""
         outgoing = (knowledge_service_pb2.StreamScoreChainsRequest(id=i, chain=r) for i, r in items)
+        call = self._knowledge.StreamScoreChains(outgoing, timeout=timeout_s, metadata=self.metadata)
         try:
-            for response in self._knowledge.StreamScoreChains(outgoing, timeout=timeout_s, metadata=self.metadata):
+            for response in call:
                 if response.status.code == 0:
                     yield response.id, convert.chain_response(response.result)
                 else:
                     yield response.id, VerifierError.from_status(response.status)
         except grpc.RpcError as exc:
             raise VerifierError.from_rpc_error(exc) from None
+        finally:
+            call.cancel()  # a consumer that stops early (break, close) ends the server's work too
 
     def search(self, query: str, *, top_k: int = 0, mode: str | None = None,
                timeout_s: float | None = None) -> list[SearchHit]:
@@ -119,20 +122,33 @@ class VerifierClient:
             raise VerifierError.from_rpc_error(exc) from None
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
-    def wait_ready(self, service: str = "", timeout_s: float = 300.0) -> None:
-        """Waits until the server reports SERVING for the service; raises at once when it will not serve (see aio)."""
-        deadline = time.monotonic() + timeout_s
-        probed_at = time.monotonic()
+    def wait_ready(self, service: str = "", timeout_s: float = 300.0, *, connect_timeout_s: float | None = None,
+                   on_waiting: Callable[[str], None] | None = None) -> None:
+        """Waits until the server reports SERVING for the service; raises at once when it will not serve, and
+        after connect_timeout_s when it has not answered once (see aio)."""
+        started = time.monotonic()
+        deadline = started + timeout_s
+        probed_at = float("-inf")
+        answered = False
         while True:
             try:
-                if self.health(service, timeout_s=2.0) == "SERVING":
+                status = self.health(service, timeout_s=2.0)
+                answered = True
+                if status == "SERVING":
                     return
                 if time.monotonic() - probed_at >= PROBE_INTERVAL_S:
                     probed_at = time.monotonic()
                     self._raise_if_load_failed(service)
+                if on_waiting is not None:
+                    on_waiting(f"waiting for the server at {self.target} to become ready "
+                               f"({service or 'all services'}: {status})…")
+                    on_waiting = None
             except VerifierError as exc:
                 if exc.code not in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
                     raise
+                if (not answered and connect_timeout_s is not None
+                        and time.monotonic() - started >= connect_timeout_s):
+                    raise unreachable_error(self.target, exc, time.monotonic() - started) from None
             if time.monotonic() > deadline:
                 raise VerifierError("DEADLINE_EXCEEDED", "NOT_READY", f"{self.target} not SERVING after {timeout_s} s")
             time.sleep(0.2)

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from client.batch_io import journal_records
 from client.cli import main
 
 ROWS = [
@@ -65,8 +66,20 @@ async def test_batch_writes_one_record_per_row_with_its_status(verifier, tmp_pat
     assert by_id["r3"]["status"]["code"] == "INVALID_ARGUMENT" and by_id["r3"]["steps"] == []
     assert by_id["#line-4"]["status"]["reason"] == "INVALID_JSON"
     assert by_id["#line-5"]["status"]["reason"] == "MISSING_ID"
-    assert [r["status"] for r in records if r["id"] == "r1"][1]["reason"] == "DUPLICATE_ID"
-    assert by_id["r4"]["status"]["code"] == "INVALID_ARGUMENT"  # InfoGain asked, no answer
+    # The repeated id's record has a key of its own: it never replaces the first row's result (written after
+    # it here, with --keep-order), in the journal's readers or on resume.
+    duplicate = by_id["r1#line-6"]["status"]
+    assert duplicate["reason"] == "DUPLICATE_ID" and "line 6" in duplicate["message"]
+    assert [r["status"] for r in records if r["id"] == "r1"] == ["ok"]
+    assert {r["id"]: r for r in journal_records(out)}["r1"]["status"] == "ok"
+    # InfoGain asked, no answer: KI is scored, InfoGain is null and says why
+    r4 = by_id["r4"]
+    assert r4["status"] == "ok" and r4["knowledge_index_paper"] is not None
+    assert r4["info_gain"] is None and "no answer or gold_answer" in r4["info_gain_null_reason"]
+    assert "info_gain_null_reason" not in good
+    assert await _batch("--input", source, "--output", out, "--server", verifier.addresses[0], "--keep-order",
+                        "--retry-errors") == 0
+    assert [r["id"] for r in _read(out)].count("r1") == 1  # the duplicate's record is no error of r1 to retry
 
 
 async def test_batch_resumes_from_its_journal(verifier, tmp_path):
@@ -98,4 +111,5 @@ async def test_batch_starts_an_embedded_server_without_server_flag(tmp_path, cac
 
 
 async def test_batch_fails_only_when_the_run_itself_fails(tmp_path):
-    assert await _batch("--input", tmp_path / "missing.jsonl", "--output", tmp_path / "o.jsonl") == 1
+    assert await _batch("--input", tmp_path / "missing.jsonl", "--output", tmp_path / "o.jsonl") == 2
+    assert not (tmp_path / "o.jsonl").exists()

@@ -104,3 +104,18 @@ async def test_report_reads_real_batch_output(verifier, tmp_path, capsys):
     assert await _report(out, "--plots-dir", tmp_path / "plots", "--bootstrap", "200") == 0
     assert "b vs a  knowledge_index" in capsys.readouterr().out
     assert _png_size((tmp_path / "plots" / "ki_distribution.png").read_bytes())[0] > 0
+
+
+async def test_report_says_what_it_wrote_and_refuses_a_file_that_is_not_a_batch_journal(tmp_path, capsys):
+    journal, stats = tmp_path / "scores.jsonl", tmp_path / "stats.json"
+    synthetic_journal(journal, questions=5)
+    assert await _report(journal, "--json", stats, "--bootstrap", "100") == 0
+    assert f"wrote {stats}" in capsys.readouterr().err
+    assert json.loads(stats.read_text())["baseline"] == "base"
+
+    rows = tmp_path / "rows.jsonl"  # a batch input: ids, no statuses
+    rows.write_text("".join(json.dumps({"id": f"r{i}", "question": "q", "reasoning": "r", "answer": "a"}) + "\n"
+                            for i in range(3)))
+    assert await _report(rows) == 1
+    err = capsys.readouterr().err
+    assert f"{rows} is not a kgverify batch journal" in err and "--output" in err
