@@ -258,10 +258,11 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
 
 
 # ---- the batching suite (--suite batching): raw model ceiling, cross-request batching, int8 -------------------
-def chain_work(chains: list[dict], embedder, kb, settings) -> list[tuple[list[str], list, list]]:
-    """Per chain, what the server's models compute: claims to embed, judge pairs, InfoGain (nli) pairs."""
+def chain_work(chains: list[dict], embedder, kb, settings, scorer) -> list[tuple[list[str], list, list]]:
+    """Per chain, what the server's models compute: claims to embed, judge pairs, InfoGain (nli) pairs (their
+    contexts fitted to `scorer`, the NLI model, as the server's nli estimator fits them)."""
     from server.backends.judges.aggregation import AggregationPolicy, units_for
-    from server.backends.lm.nli_estimator import truncated_context
+    from server.backends.lm.nli_estimator import NliEstimator
     from server.pipeline.info_gain import render_context0
     from server.pipeline.splitter import RuleSplitter
     from server.pipeline.types import RetrievalMode
@@ -277,8 +278,8 @@ def chain_work(chains: list[dict], embedder, kb, settings) -> list[tuple[list[st
         if "answer" in chain and len(chain["steps"]) > 1:
             steps, hypothesis = [st.text for st in split.steps], f"The answer is {chain['answer'].strip()}."
             context0 = render_context0(chain["question"], [])
-            ig = [(truncated_context(context0, steps[:i], settings.lm.nli_max_chars)[0], hypothesis)
-                  for i in range(len(steps) + 1)]
+            fit = NliEstimator(scorer, None, settings.lm.nli_max_chars).fit_contexts
+            ig = [(context, hypothesis) for context, _ in fit(context0, steps, hypothesis)]
         out.append((claims, pairs, ig))
     return out
 
@@ -318,7 +319,8 @@ def raw_ceiling(device: str, precision: str, max_batch_size: int, chains: list[d
         return {"chains": len(work), "claims": len(claims), "pairs": len(pairs), "model_s": round(seconds, 2),
                 "chains_per_s": round(len(work) / seconds, 2), "pairs_per_s": round(len(pairs) / seconds, 1)}
 
-    work, single_work = chain_work(chains, embedder, kb, settings), chain_work(singles, embedder, kb, settings)
+    work = chain_work(chains, embedder, kb, settings, nli)
+    single_work = chain_work(singles, embedder, kb, settings, nli)
     score(work[0][1][:8])  # warm-up
     # One chain alone, as the server runs it at concurrency 1: its claims, its judge pairs, its InfoGain pairs.
     alone = sorted(timed(embedder.encode, c) + timed(score, p) + timed(score, g) for c, p, g in work[:per_chain])

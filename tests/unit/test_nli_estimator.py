@@ -71,7 +71,7 @@ def test_with_the_judge_every_newest_step_is_read_and_a_long_question_does_not_z
                 + "Which is the most appropriate next step? A) intravenous fluids B) nitroglycerin C) metoprolol")
     hypothesis = "The answer is A) intravenous fluids."
     for question in (vignette, "x " * 900):  # ~200 tokens; 1,800 characters (both once gave gains of exactly 0)
-        contexts = estimator._contexts(question, steps, hypothesis)
+        contexts = estimator.fit_contexts(question, steps, hypothesis)
         budget = model.premise_budget(hypothesis)
         assert all(model.count_tokens([c])[0] <= budget for c, _ in contexts)
         assert all(c.endswith(step) for (c, _), step in zip(contexts[1:], steps))  # the model reads every step
@@ -87,7 +87,7 @@ def test_the_similarity_scorer_fits_contexts_to_the_embedders_input():
     scorer = SimilarityPairScorer(SentenceTransformerEmbedder())
     estimator = NliEstimator(scorer, Blocking(None), max_chars=100_000)
     steps = [f"Step {i} says that drug {i} lowers the blood pressure of adults." for i in range(40)]
-    contexts = estimator._contexts("Which drug lowers blood pressure?", steps, "The answer is drug 39.")
+    contexts = estimator.fit_contexts("Which drug lowers blood pressure?", steps, "The answer is drug 39.")
     room = scorer.premise_budget("The answer is drug 39.")
     assert room == scorer.embedder.max_seq_length - 2
     assert all(scorer.count_tokens([c])[0] <= room and c.endswith(s) for (c, _), s in zip(contexts[1:], steps))

@@ -94,7 +94,7 @@ class NliEstimator:
         self.max_chars = max_chars
         self._batcher = batcher  # server.batching.MicroBatcher of the scorer (shared with the judge); None = direct
 
-    def _contexts(self, context0: str, steps: Sequence[str], hypothesis: str) -> list[tuple[str, bool]]:
+    def fit_contexts(self, context0: str, steps: Sequence[str], hypothesis: str) -> list[tuple[str, bool]]:
         count = getattr(self.scorer, "count_tokens", None)
         budget = getattr(self.scorer, "premise_budget", None)
         if count is None or budget is None:  # a scorer without a tokenizer: characters only
@@ -105,7 +105,7 @@ class NliEstimator:
                              last: int | None = None) -> PrefixScores:
         """L_0..L_n; with `last`, only the last that many of them (an InfoGain window needs two)."""
         hypothesis = f"The answer is {target.strip()}."
-        contexts = await self._blocking.run(self._contexts, context0, list(steps), hypothesis)  # tokenizer work
+        contexts = await self._blocking.run(self.fit_contexts, context0, list(steps), hypothesis)  # tokenizer work
         if last is not None:
             contexts = contexts[-last:]
         pairs = [(c, hypothesis) for c, _ in contexts]
