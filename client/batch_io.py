@@ -110,6 +110,11 @@ def _open_binary(path: Path):
     return gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
 
 
+def _not_utf8(lineno: int, raw: bytes, error: UnicodeDecodeError) -> str:
+    return (f"line {lineno} is not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1}); "
+            "save the file as UTF-8")
+
+
 def _undecodable(path: Path, error: UnicodeDecodeError) -> InputError:
     """The file and line of the first bytes that are not UTF-8 (found again line by line: a text reader decodes
     in blocks and cannot tell)."""
@@ -118,8 +123,7 @@ def _undecodable(path: Path, error: UnicodeDecodeError) -> InputError:
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as exc:
-                return InputError(f"{path}: line {lineno} is not UTF-8 text (byte 0x{line[exc.start]:02x} at "
-                                  f"column {exc.start + 1}); save the file as UTF-8 (Excel: 'CSV UTF-8')")
+                return InputError(f"{path}: {_not_utf8(lineno, line, exc)} (Excel: 'CSV UTF-8')")
     return InputError(f"{path}: not UTF-8 text ({error.reason}); save the file as UTF-8")
 
 
@@ -143,8 +147,7 @@ def _decoded_line(raw: bytes, lineno: int) -> str | RowError:
             row = None
         if isinstance(row, dict) and isinstance(row.get("id"), (str, int)) and "\ufffd" not in str(row["id"]):
             row_id = str(row["id"])
-        return RowError(f"line {lineno} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
-                        "save the file as UTF-8", "INVALID_UTF8", row_id)
+        return RowError(_not_utf8(lineno, raw, exc), "INVALID_UTF8", row_id)
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:

@@ -226,12 +226,16 @@ class ListenError(ValueError):
     """A listen address that is malformed, in use, or cannot be bound."""
 
 
+def _unix_path(address: str) -> str:
+    return address.removeprefix("unix://").removeprefix("unix:")
+
+
 def check_listen_address(address: str) -> None:
     """`host:port` with a port in 0..65535 (0 = any free port), or `unix:PATH` / `unix:///abs/path`.
 
     gRPC itself takes "0.0.0.0" as port 443 and wraps "host:99999" to another port, silently."""
     if address.startswith("unix:"):
-        if not address.removeprefix("unix://").removeprefix("unix:"):
+        if not _unix_path(address):
             raise ListenError(f"listen address {address!r} names no socket path")
         return
     host, sep, port = address.rpartition(":")
@@ -241,7 +245,7 @@ def check_listen_address(address: str) -> None:
 
 
 def _prepare_unix_socket(address: str) -> None:
-    path = Path(address.removeprefix("unix://").removeprefix("unix:"))
+    path = Path(_unix_path(address))
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and stat.S_ISSOCK(path.stat().st_mode):
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

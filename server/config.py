@@ -354,9 +354,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             try:
                 json.loads(environ[name])
             except ValueError:
-                problems.append(f"{name}: must be JSON, e.g. " + ('\'["127.0.0.1:50051"]\''
-                                if name.upper() == "KGV_SERVER__LISTEN" else "'[\"a\", \"b\"]'")
-                                + f", not {environ[name][:80]!r}")
+                example = '["127.0.0.1:50051"]' if name.upper() == "KGV_SERVER__LISTEN" else '["a", "b"]'
+                problems.append(f"{name}: must be JSON, e.g. '{example}', not {environ[name][:80]!r}")
     if problems:
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
     try:

@@ -76,7 +76,7 @@ def fitted_contexts(question: str, steps: Sequence[str], count: Counter, max_tok
         if i and not kept:  # not even the newest step fits: its end does
             kept = [tail_that_fits(steps[i - 1], count, room_tokens, room_chars - 1)]
         text = "\n".join([head, *reversed(kept)]) if head else "\n".join(reversed(kept))
-        while kept and len(kept) > 1 and count([text])[0] > max_tokens:  # joined text counts more: drop the oldest
+        while len(kept) > 1 and count([text])[0] > max_tokens:  # joined text counts more: drop the oldest
             kept.pop()
             cut = True
             text = "\n".join([head, *reversed(kept)]) if head else "\n".join(reversed(kept))
