@@ -155,6 +155,8 @@ class JudgeSettings(_Section):
     """Timeout of one judge call (never beyond the RPC deadline)."""
     max_concurrency: int = Field(16, ge=1)
     """Concurrent calls to the vLLM judge."""
+    cache_salt: str | None = Field(None, min_length=1, max_length=1024)
+    """`cache_salt` of every vLLM judge request (and the decomposer's, unless it has its own URL): keeps this service's prefix-cache entries apart from other tenants'."""
     nli_model_path: Path | None = None
     """Embedded NLI judge weights; unset = the model shipped in models/nli-judge."""
     nli_int8: bool | None = None
@@ -234,6 +236,8 @@ class SplitterSettings(_Section):
     """Served model name of the decomposer; unset = the judge's (KGV_JUDGE__MODEL)."""
     api_key: str | None = None
     """Bearer token for the decomposer; unset = the judge's when the judge's URL is used."""
+    cache_salt: str | None = Field(None, min_length=1, max_length=1024)
+    """`cache_salt` of every decomposer request; unset = the judge's when the judge's URL is used."""
     timeout_s: float = Field(60.0, gt=0)
     """Timeout of one decomposer call (never beyond the RPC deadline)."""
     max_concurrency: int = Field(8, ge=1)

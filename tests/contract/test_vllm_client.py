@@ -133,3 +133,30 @@ async def test_error_bodies_of_any_shape_give_the_status_and_message(fake, body)
             assert "engine overloaded" in caught.value.message
     finally:
         await client.aclose()
+
+
+async def test_a_cache_salt_goes_with_every_generation_request(fake):
+    """vLLM's prefix cache is shared by all its clients: the salt keeps this service's entries apart."""
+    from server.backends.judges.vllm_judge import judge_from_settings
+    from server.backends.splitters.llm_decomposer import decomposer_from_settings
+    from server.config import Settings
+
+    client = VllmClient(fake.base_url, max_retries=0, cache_salt="tenant-a")
+    try:
+        await client.chat_completions({"model": "judge", "messages": [{"role": "user", "content": "x"}]})
+        await client.completions({"prompt": [1, 2], "max_tokens": 1})
+        await client.completions({"prompt": [1, 2], "max_tokens": 1, "cache_salt": "own"})
+    finally:
+        await client.aclose()
+    sent = [body.get("cache_salt") for path, body in fake.requests if path.endswith("completions")]
+    assert sent == ["tenant-a", "tenant-a", "own"]
+
+    settings = Settings(judge={"backend": "vllm", "base_url": fake.base_url, "cache_salt": "verifier"},
+                        splitter={"backend": "llm"})
+    judge = judge_from_settings(settings.judge)
+    decomposer = decomposer_from_settings(settings, None)
+    assert judge.client.cache_salt == decomposer.client.cache_salt == "verifier"  # the judge's vLLM, its salt
+    own = Settings(judge={"cache_salt": "verifier"}, splitter={"base_url": fake.base_url})
+    assert decomposer_from_settings(own, None).client.cache_salt is None  # another vLLM: no borrowed salt
+    for closing in (judge.aclose(), decomposer.client.aclose()):
+        await closing

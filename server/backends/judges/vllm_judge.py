@@ -153,5 +153,6 @@ def judge_from_settings(cfg) -> VllmJudge:
             f"this server has no LLM judge (default judge {cfg.backend!r} and KGV_JUDGE__BASE_URL not set; its "
             "default applies only when the judge is vllm or cascade): set KGV_JUDGE__BASE_URL and "
             "KGV_JUDGE__MODEL to a vLLM server")
-    client = VllmClient(cfg.base_url, cfg.api_key, timeout_s=cfg.timeout_s, max_concurrency=cfg.max_concurrency)
+    client = VllmClient(cfg.base_url, cfg.api_key, timeout_s=cfg.timeout_s, max_concurrency=cfg.max_concurrency,
+                        cache_salt=cfg.cache_salt)
     return VllmJudge(client, cfg.model)

@@ -189,9 +189,11 @@ def decomposer_from_settings(settings, blocking: Blocking) -> LlmDecomposer:
             "to use the judge's KGV_JUDGE__BASE_URL)")
     base_url = cfg.base_url or judge.base_url
     api_key = cfg.api_key if cfg.base_url else (cfg.api_key or judge.api_key)
+    salt = cfg.cache_salt if cfg.base_url else (cfg.cache_salt or judge.cache_salt)
 
     def new_client() -> VllmClient:
-        return VllmClient(base_url, api_key, timeout_s=cfg.timeout_s, max_concurrency=cfg.max_concurrency)
+        return VllmClient(base_url, api_key, timeout_s=cfg.timeout_s, max_concurrency=cfg.max_concurrency,
+                          cache_salt=salt)
 
     return LlmDecomposer(new_client(), cfg.model or judge.model, blocking,
                          max_output_tokens=cfg.max_output_tokens, client_factory=new_client)
