@@ -35,7 +35,7 @@ class VllmCausalLm:
 
     def __init__(self, client: VllmClient, model: str, tokenizer=None, scoring: str = "prompt_logprobs",
                  max_prompts_per_request: int = 64, cached_max_scored_tokens: int = 32,
-                 cache_salt: str | None = None, blocking: Blocking | None = None):
+                 blocking: Blocking | None = None):
         if scoring not in SCORING_MODES:
             raise ValueError(f"unknown vLLM scoring mode {scoring!r}")
         self.client = client
@@ -44,7 +44,6 @@ class VllmCausalLm:
         self.scoring = scoring
         self.max_prompts = max_prompts_per_request
         self.cached_max_scored = cached_max_scored_tokens
-        self.cache_salt = cache_salt
         self._tokenizer = tokenizer  # a local HF tokenizer of the same model, or None for /tokenize
         self._blocking = blocking or Blocking(None)  # local tokenization stays off the event loop
         self._context: int | None = None
@@ -83,10 +82,7 @@ class VllmCausalLm:
 
     # ---- prompt_logprobs -------------------------------------------------------------------
     def _body(self, prompt, **extra) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, **extra}
-        if self.cache_salt:
-            body["cache_salt"] = self.cache_salt
-        return body
+        return {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, **extra}
 
     async def _score_prompt_logprobs(self, job: ScoringJob, deadline: Deadline) -> JobLogprobs:
         seqs = [list(s) for s in job.sequences]
@@ -190,7 +186,8 @@ def estimator_from_settings(lm):
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
         except (OSError, ValueError) as exc:
             raise BackendNotConfiguredError(f"cannot load the tokenizer {tokenizer_path!r}: {exc}") from exc
-    client = VllmClient(lm.base_url, lm.api_key, timeout_s=lm.timeout_s, max_concurrency=lm.max_concurrency)
+    client = VllmClient(lm.base_url, lm.api_key, timeout_s=lm.timeout_s, max_concurrency=lm.max_concurrency,
+                        cache_salt=lm.vllm_cache_salt)  # the client salts every request
     causal = VllmCausalLm(client, lm.model, tokenizer, scoring=lm.vllm_scoring,
-                          max_prompts_per_request=lm.vllm_max_prompts, cache_salt=lm.vllm_cache_salt)
+                          max_prompts_per_request=lm.vllm_max_prompts)
     return LmEstimator(causal, lm.max_context_tokens)
