@@ -10,7 +10,7 @@ keeps versus those it escalates (what the LLM tier is there to fix). The same co
 demo chains through the pipeline (demo KB retrieval; planning and answer steps included)
 shows the rate on reasoning chains, where contradictions are rarer than in NLI data.
 
-    nice -n 10 .venv/bin/python bench/cascade.py > bench/cascade_results.json
+    nice -n 10 .venv/bin/python bench/cascade.py > bench/results/cascade.json
 """
 
 from __future__ import annotations
