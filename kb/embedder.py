@@ -12,12 +12,14 @@ from typing import Sequence
 
 import numpy as np
 
+from server.pipeline.errors import BackendNotConfiguredError
+
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _BUNDLED_NAMES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
 
 
-class EmbedderNotFoundError(ValueError):
-    """The embedding model is neither bundled nor a local directory."""
+class EmbedderNotFoundError(BackendNotConfiguredError, ValueError):
+    """The embedding model is neither bundled nor a local directory (FAILED_PRECONDITION for callers)."""
 
 
 def resolve_model_dir(model: str) -> Path:

@@ -173,7 +173,14 @@ class Runtime:
         return ServiceLoadFailedError(f"{service} failed to load at startup: {shown}")
 
     async def _load_kb(self) -> None:
-        embedder = await self.blocking.run(self.ctx.embedder)
+        try:
+            embedder = await self.blocking.run(self.ctx.embedder)
+        except Exception as exc:  # KB calls get the embedder's reason, not "no knowledge base loaded"
+            if self.settings.kb.enabled:
+                shown = exc.message if isinstance(exc, KgverifyError) else "an unexpected error; see the server log"
+                self.kb.error = ServiceLoadFailedError(f"{KNOWLEDGE_BASE} failed to load at startup: {shown}")
+            await self._publish_kb_health()
+            raise
         try:
             if self.settings.kb.enabled:
                 await self.blocking.run(self.kb.load, embedder)
@@ -181,6 +188,7 @@ class Runtime:
             await self._publish_kb_health()
 
     async def _load_knowledge(self) -> None:
+        await self.blocking.run(self.ctx.embedder)  # ranks context passages: no embedder, no knowledge scoring
         await self.splitter(None)
         judge = await self.judge(None)
         await self.health.set(KNOWLEDGE, await judge.ready())
@@ -323,31 +331,42 @@ async def start_server(settings: Settings, listen: list[str] | None = None) -> V
             reflection.SERVICE_NAME,
         ]
         reflection.enable_server_reflection(names, server)
-    addresses = []
-    for address in listen or settings.server.listen:
-        if address.startswith("unix:"):
-            _prepare_unix_socket(address)
-        # Unix sockets stay plaintext: only processes that may open the file reach them.
-        unix = address.startswith("unix:")
-        try:
-            port = server.add_secure_port(address, credentials) if credentials and not unix \
-                else server.add_insecure_port(address)
-        except RuntimeError as exc:  # grpcio: "Failed to bind to address ..."
-            raise ListenError(f"cannot listen on {address}: the address is in use (another server?) or not "
-                              "available on this machine") from exc
-        if not port:
-            raise ListenError(f"cannot listen on {address}")
-        addresses.append(address if address.startswith("unix:") else f"{address.rsplit(':', 1)[0]}:{port}")
+    addresses: list[str] = []
+    try:
+        for address in listen or settings.server.listen:
+            if address.startswith("unix:"):
+                _prepare_unix_socket(address)
+            # Unix sockets stay plaintext: only processes that may open the file reach them.
+            unix = address.startswith("unix:")
+            try:
+                port = server.add_secure_port(address, credentials) if credentials and not unix \
+                    else server.add_insecure_port(address)
+            except RuntimeError as exc:  # grpcio: "Failed to bind to address ..."
+                raise ListenError(f"cannot listen on {address}: the address is in use (another server?) or not "
+                                  "available on this machine") from exc
+            if not port:
+                raise ListenError(f"cannot listen on {address}")
+            addresses.append(address if unix else f"{address.rsplit(':', 1)[0]}:{port}")
+        try:  # before serving, so a taken metrics port stops the start like a taken gRPC port
+            httpd, metrics_address = metrics.start_endpoint(settings.metrics)
+        except OSError as exc:
+            raise ListenError(f"cannot serve metrics on {settings.metrics.host}:{settings.metrics.port}: "
+                              f"{exc.strerror or exc} (KGV_METRICS__PORT)") from exc
+    except ListenError:
+        for address in addresses:  # sockets this start created; nobody will serve them
+            if address.startswith("unix:"):
+                Path(_unix_path(address)).unlink(missing_ok=True)
+        raise
     await runtime.health.start()
     await server.start()
     log.info("kgverify %s listening on %s (pid %d)", __version__, ", ".join(addresses), os.getpid())
     metrics.track_queue_depth(lambda: runtime.admission.inflight)
-    httpd, metrics_address = metrics.start_endpoint(settings.metrics)
     tasks = [asyncio.create_task(runtime.load()), asyncio.create_task(runtime.monitor())]
     return VerifierServer(server, runtime, addresses, tasks, metrics_address, httpd)
 
 
 LOAD_FAILURE_EXIT_STATUS = 3
+SHUTDOWN_TAIL_S = 2.0  # after the grace: how long blocking work of cancelled calls may hold up the exit
 
 
 async def serve(settings: Settings, listen: list[str] | None = None) -> None:
@@ -358,8 +377,18 @@ async def serve(settings: Settings, listen: list[str] | None = None) -> None:
     verifier = await start_server(settings, listen)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if not stop.is_set():
+            stop.set()
+            return
+        # A second signal while draining: the operator wants out now (in-flight calls are dropped).
+        log.warning("%s again while shutting down: exiting now", signal.Signals(signum).name)
+        logging.shutdown()
+        os._exit(128 + signum)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     load_failed: list[str] = []
 
     async def exit_if_load_fails() -> None:
@@ -379,5 +408,13 @@ async def serve(settings: Settings, listen: list[str] | None = None) -> None:
     await verifier.runtime.health.shutdown()
     await asyncio.sleep(min(0.5, settings.server.grace_period_s))
     await verifier.stop()
-    if load_failed:
-        raise SystemExit(LOAD_FAILURE_EXIT_STATUS)
+    status = LOAD_FAILURE_EXIT_STATUS if load_failed else 0
+    # Calls past the grace are cancelled, but a model batch or KB load they started runs on in its thread, and
+    # the interpreter would wait for it at exit: give it a moment, then leave without it.
+    blocking = verifier.runtime.blocking
+    if not await asyncio.to_thread(blocking.wait_idle, SHUTDOWN_TAIL_S):
+        log.warning("exiting with %d blocking job(s) of cancelled calls still running", blocking.running)
+        logging.shutdown()
+        os._exit(status)
+    if status:
+        raise SystemExit(status)

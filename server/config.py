@@ -149,7 +149,7 @@ class JudgeSettings(_Section):
     """OpenAI-compatible base URL of the vLLM judge; the default is used when the judge is `vllm` or `cascade`; with a local default judge, set it to let requests ask for `vllm`/`cascade`."""
     model: str = "judge"
     """Served model name of the vLLM judge."""
-    api_key: str | None = None
+    api_key: SecretStr | None = None
     """Bearer token for the vLLM judge."""
     timeout_s: float = Field(30.0, gt=0)
     """Timeout of one judge call (never beyond the RPC deadline)."""
@@ -190,7 +190,7 @@ class LmSettings(_Section):
     """Causal LM: local path or name (transformers), served name (vllm)."""
     base_url: str = "http://127.0.0.1:8000/v1"
     """OpenAI-compatible base URL of the vLLM LM."""
-    api_key: str | None = None
+    api_key: SecretStr | None = None
     """Bearer token for the vLLM LM."""
     device: LmDevice = "cpu"
     """torch device of the transformers backend (`cpu`, `cuda`, `auto`)."""
@@ -234,7 +234,7 @@ class SplitterSettings(_Section):
     """OpenAI-compatible base URL of the vLLM decomposer; unset = the judge's (KGV_JUDGE__BASE_URL)."""
     model: str | None = None
     """Served model name of the decomposer; unset = the judge's (KGV_JUDGE__MODEL)."""
-    api_key: str | None = None
+    api_key: SecretStr | None = None
     """Bearer token for the decomposer; unset = the judge's when the judge's URL is used."""
     cache_salt: str | None = Field(None, min_length=1, max_length=1024)
     """`cache_salt` of every decomposer request; unset = the judge's when the judge's URL is used."""

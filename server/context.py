@@ -39,6 +39,8 @@ def configure_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Libraries' own noise: bm25s sets its logger to DEBUG whenever it is imported (so a level set here would
-    # not last), and faiss says at INFO that it fell back from its AVX512 build (expected; reads like an error).
-    handler.addFilter(lambda record: record.levelno >= logging.WARNING
-                      or not record.name.startswith(("bm25s", "faiss.loader")) or root.level <= logging.DEBUG)
+    # not last), faiss says at INFO that it fell back from its AVX512 build (expected; reads like an error), and
+    # httpx logs every HTTP request at INFO (the vLLM health checks alone: 4 lines per interval, all day). Their
+    # warnings and errors still show; at DEBUG everything does. kgverify logs vLLM trouble itself.
+    handler.addFilter(lambda record: record.levelno >= logging.WARNING or root.level <= logging.DEBUG
+                      or not record.name.startswith(("bm25s", "faiss.loader", "httpx", "httpcore")))

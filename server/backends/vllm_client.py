@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from ..pipeline.deadline import NO_DEADLINE, Deadline
 from ..pipeline.errors import BackendResponseError, BackendTimeoutError, BackendUnavailableError
@@ -26,7 +27,7 @@ class VllmClient:
     def __init__(
         self,
         base_url: str,
-        api_key: str | None = None,
+        api_key: str | SecretStr | None = None,
         timeout_s: float = 30.0,
         max_concurrency: int = 16,
         max_retries: int = 2,
@@ -43,6 +44,8 @@ class VllmClient:
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        if isinstance(api_key, SecretStr):  # as the settings hold it (masked in `kgverify config` and logs)
+            api_key = api_key.get_secret_value()
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(
             headers=headers,
@@ -88,37 +91,49 @@ class VllmClient:
 
     async def health(self, timeout_s: float = 2.0) -> bool:
         """True when vLLM answers /health with 200 (it is up and its engine is not dead)."""
+        return await self._health_problem(timeout_s) is None
+
+    async def _health_problem(self, timeout_s: float) -> str | None:
+        """Why vLLM's /health is not 200 (unreachable, starting, engine dead), or None."""
         try:
             response = await self._http.get(f"{self.root_url}/health", timeout=timeout_s)
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
+        except httpx.HTTPError as exc:
+            return f"vLLM at {self.root_url} is unreachable ({type(exc).__name__}: {exc or 'no detail'})"
+        if response.status_code != 200:
+            return (f"vLLM at {self.root_url} answers /health with HTTP {response.status_code} "
+                    "(still starting, or its engine died)")
+        return None
 
     async def serves(self, model: str, timeout_s: float = 2.0) -> bool:
         """True when vLLM is up (/health) and serves `model` under that name (/v1/models).
 
         A server that is up with another model (a wrong KGV_*__MODEL, or vLLM's --served-model-name) would
         answer every request with HTTP 404; reporting it here keeps the service NOT_SERVING instead of
-        SERVING requests that can only fail. The reason is logged once per change."""
-        if not await self.health(timeout_s):
-            return False  # unreachable or engine dead: the health monitor logs the change
-        try:
-            response = await self._http.get(f"{self.base_url}/models", timeout=timeout_s)
-            cards = response.json().get("data") if response.status_code == 200 else None
-            served = [card.get("id") for card in cards] if isinstance(cards, list) else None
-        except (httpx.HTTPError, ValueError, AttributeError):
-            served = None
-        if served is None:
-            problem = f"vLLM at {self.base_url} answers /health but not /v1/models"
-        elif model not in served:
-            problem = (f"vLLM at {self.base_url} serves {served}, not {model!r}: set the model setting to one of "
-                       "them, or start vLLM with --served-model-name " + model)
-        else:
-            problem = None
-        if problem != self._model_problems.get(model):
+        SERVING requests that can only fail. The reason (unreachable, not healthy, model not served) is logged
+        when it first appears and when it changes, and the recovery once."""
+        problem = await self._health_problem(timeout_s)
+        if problem is None:
+            try:
+                response = await self._http.get(f"{self.base_url}/models", timeout=timeout_s)
+                cards = response.json().get("data") if response.status_code == 200 else None
+                served = [card.get("id") for card in cards] if isinstance(cards, list) else None
+            except (httpx.HTTPError, ValueError, AttributeError):
+                response, served = None, None
+            if response is not None and response.status_code in (401, 403):
+                problem = (f"vLLM at {self.base_url} refuses this server's API key (HTTP {response.status_code} on "
+                           "/v1/models): the api_key setting must match vLLM's --api-key")
+            elif served is None:
+                problem = f"vLLM at {self.base_url} answers /health but not /v1/models"
+            elif model not in served:
+                problem = (f"vLLM at {self.base_url} serves {served}, not {model!r}: set the model setting to one "
+                           "of them, or start vLLM with --served-model-name " + model)
+        previous = self._model_problems.get(model)
+        if problem != previous:
             self._model_problems[model] = problem
             if problem:
                 log.error("%s", problem)
+            else:
+                log.info("vLLM at %s serves %r again", self.base_url, model)
         return problem is None
 
     async def aclose(self) -> None:
@@ -179,6 +194,9 @@ def _json_or_error(response: httpx.Response, url: str) -> dict[str, Any]:
         # same way, so this backend is down for us, like an unreachable one, not a bad answer to one claim.
         raise BackendUnavailableError(f"vLLM at {url} cannot serve the request (HTTP 404): "
                                       f"{_error_message(data) or 'not found'}")
+    if response.status_code in (401, 403):  # every request would be refused alike: down for us, not a bad answer
+        raise BackendUnavailableError(f"vLLM at {url} refuses this server's API key (HTTP {response.status_code}): "
+                                      "the api_key setting must match vLLM's --api-key")
     if response.status_code != 200:
         raise BackendResponseError(
             f"vLLM at {url} rejected the request (HTTP {response.status_code}): {_error_message(data) or 'no JSON'}",

@@ -160,3 +160,64 @@ async def test_a_cache_salt_goes_with_every_generation_request(fake):
     assert decomposer_from_settings(own, None).client.cache_salt is None  # another vLLM: no borrowed salt
     for closing in (judge.aclose(), decomposer.client.aclose()):
         await closing
+
+
+async def test_the_api_key_goes_from_the_settings_to_vllm_and_stays_masked(monkeypatch):
+    from server.config import Settings
+
+    monkeypatch.setenv("KGV_JUDGE__API_KEY", "sk-s3cret")
+    settings = Settings()
+    assert "sk-s3cret" not in settings.model_dump_json() and "sk-s3cret" not in repr(settings)
+    with FakeVllmServer(api_key="sk-s3cret") as fake:
+        client = VllmClient(fake.base_url, settings.judge.api_key)
+        try:
+            assert (await client.models())[0]["id"] == "judge"
+            assert await client.serves("judge")
+        finally:
+            await client.aclose()
+
+
+async def test_a_refused_api_key_is_an_unavailable_backend_and_logged_once(caplog):
+    with FakeVllmServer(api_key="right") as fake:
+        client = VllmClient(fake.base_url, "wrong", max_retries=0)
+        try:
+            with pytest.raises(BackendUnavailableError, match=r"refuses this server's API key \(HTTP 401\)"):
+                await client.chat_completions({"model": "judge", "messages": [{"role": "user", "content": "x"}]})
+            with caplog.at_level("INFO", logger="server.backends.vllm_client"):
+                assert not await client.serves("judge") and not await client.serves("judge")
+        finally:
+            await client.aclose()
+    logged = [r.getMessage() for r in caplog.records if "API key" in r.getMessage()]
+    assert len(logged) == 1 and "HTTP 401 on /v1/models" in logged[0]
+
+
+async def test_serves_logs_why_vllm_is_not_usable_once_per_change_and_the_recovery(fake, caplog):
+    client = VllmClient(fake.base_url)
+    try:
+        with caplog.at_level("INFO", logger="server.backends.vllm_client"):
+            fake.faults.dead_engine = True
+            assert not await client.serves("judge") and not await client.serves("judge")
+            fake.faults.dead_engine = False
+            assert await client.serves("judge") and await client.serves("judge")
+            assert not await client.serves("other")
+    finally:
+        await client.aclose()
+    messages = [r.getMessage() for r in caplog.records if r.name == "server.backends.vllm_client"]
+    assert messages == [f"vLLM at {fake.root_url} answers /health with HTTP 503 (still starting, or its engine died)",
+                        f"vLLM at {fake.base_url} serves 'judge' again",
+                        f"vLLM at {fake.base_url} serves ['judge'], not 'other': set the model setting to one of "
+                        "them, or start vLLM with --served-model-name other"]
+
+
+async def test_an_unreachable_vllm_is_logged_with_its_address_and_cause(caplog):
+    server = FakeVllmServer().start()
+    url, root = server.base_url, server.root_url
+    server.stop()
+    client = VllmClient(url)
+    try:
+        with caplog.at_level("INFO", logger="server.backends.vllm_client"):
+            assert not await client.serves("judge")
+    finally:
+        await client.aclose()
+    [message] = [r.getMessage() for r in caplog.records if r.name == "server.backends.vllm_client"]
+    assert message.startswith(f"vLLM at {root} is unreachable (ConnectError: ")

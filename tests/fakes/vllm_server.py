@@ -73,6 +73,7 @@ class FakeVllmServer:
     generate: Callable[[list[int]], int] | None = None  # the generated token; default: repeat the last prompt token
     prefix_cache_block: int = 0  # >0: model vLLM V1's prefix cache with this block size (vLLM's default is 16)
     prompt_tokens_details: bool = False  # report usage.prompt_tokens_details (--enable-prompt-tokens-details)
+    api_key: str | None = None  # like --api-key: /v1/* needs "Authorization: Bearer <key>" (401 otherwise)
 
     def __post_init__(self) -> None:
         self._blocks: set[int] = set()
@@ -148,6 +149,11 @@ class FakeVllmServer:
     def _dispatch(self, handler, method: str, body: dict | None) -> None:
         path = handler.path.split("?", 1)[0]
         self.requests.append((path, body or {}))
+        # vLLM's AuthenticationMiddleware guards only /v1 (and /v2, /inference...): /health and /tokenize stay open.
+        if self.api_key is not None and path.startswith("/v1") \
+                and handler.headers.get("Authorization") != f"Bearer {self.api_key}":
+            self._send(handler, 401, {"error": "Unauthorized"})
+            return
         if path == "/health":
             self._send(handler, 503 if self.faults.dead_engine else 200, None, raw=b"")
             return

@@ -271,3 +271,81 @@ def test_the_cli_says_in_one_line_that_the_port_is_taken(cache_dir):
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"cannot listen on 127.0.0.1:{port}: the address is in use" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_a_second_signal_exits_at_once_while_calls_drain(tmp_path, cache_dir):
+    sock = tmp_path / "kgv.sock"
+    env = {**os.environ, "KGV_KB__ENABLED": "false", "KGV_SERVER__GRACE_PERIOD_S": "60",
+           "KGV_KB__CACHE_DIR": str(cache_dir), "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "proto")])}
+    proc = subprocess.Popen([sys.executable, "-m", "client.cli", "serve", "--listen", f"unix://{sock}"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        async with AsyncVerifierClient(f"unix://{sock}") as client:
+            await client.wait_ready(timeout_s=300)
+            hold = asyncio.Event()
+
+            async def items():  # a stream the client keeps open: the server drains it for the whole grace
+                yield "c0", rq.chain_request({**CHAIN, "context": [{"text": CHAIN["steps"][0]}]})
+                await hold.wait()
+
+            async def consume():
+                async for _ in client.stream_chains(items()):
+                    proc.send_signal(signal.SIGTERM)  # first signal: graceful, waits up to 60 s for the stream
+
+            consumer = asyncio.create_task(consume())
+            log = proc.stdout
+            while b"shutting down" not in (line := await asyncio.to_thread(log.readline)):
+                assert line, "the server exited before draining"
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.wait, 30) == 128 + signal.SIGTERM
+            assert time.monotonic() - started < 10  # not the 60 s grace
+            assert b"SIGTERM again while shutting down: exiting now" in log.read()
+            hold.set()
+            consumer.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_taken_metrics_port_stops_the_start_in_one_line_and_leaves_no_socket(tmp_path, cache_dir):
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    sock = tmp_path / "kgv.sock"
+    env = {**os.environ, "KGV_KB__ENABLED": "false", "KGV_KB__CACHE_DIR": str(cache_dir),
+           "KGV_METRICS__PORT": str(port), "KGV_METRICS__HOST": "127.0.0.1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "proto")])}
+    try:
+        done = subprocess.run([sys.executable, "-m", "client.cli", "serve", "--listen", f"unix://{sock}"],
+                              cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
+    finally:
+        holder.close()
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in done.stderr and "KGV_METRICS__PORT" in done.stderr
+    assert "Traceback" not in done.stderr and "listening on" not in done.stderr
+    assert not sock.exists()  # the gRPC socket bound before the metrics port failed is gone
+
+
+async def test_an_embedder_that_cannot_load_fails_knowledge_and_kb_calls_with_its_reason(tmp_path, cache_dir):
+    missing = tmp_path / "no-embedder"
+    server = await start_server(make_settings(cache_dir, embedder={"model": str(missing)}), ["127.0.0.1:0"])
+    try:
+        await server.wait_ready(300)
+        async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+            calls = (lambda: client.score_knowledge(steps=CHAIN["steps"], context=[{"text": CHAIN["steps"][0]}]),
+                     lambda: client.score_knowledge(steps=CHAIN["steps"]),
+                     lambda: client.search("heparin"))
+            for call in calls:
+                with pytest.raises(VerifierError) as info:
+                    await call()
+                assert info.value.code == "FAILED_PRECONDITION" and info.value.reason == "SERVICE_LOAD_FAILED"
+                assert f"embedding model {str(missing)!r} is not a local directory" in info.value.message
+            statuses = await _statuses(client)
+            assert statuses[KNOWLEDGE] == statuses[KNOWLEDGE_BASE] == "NOT_SERVING"
+            assert (await client.score_info_gain(**CHAIN)).info_gain is not None  # InfoGain does not embed
+    finally:
+        await server.stop(0)

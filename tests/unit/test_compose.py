@@ -54,7 +54,11 @@ def test_vllm_is_pinned_gpu_reserved_health_checked_and_internal(compose, servic
     assert any("gpu" in d["capabilities"] and d["driver"] == "nvidia" for d in devices)
     check = vllm["healthcheck"]
     assert any("/health" in part for part in check["test"]) and _seconds(check["start_period"]) >= 300
-    assert "--api-key" in vllm["command"] and vllm.get("ipc") == "host"
+    wrapper = " ".join(vllm["entrypoint"])
+    # The key is required by the container itself: it refuses to start without one, then passes it on.
+    assert '[ -z "$$VLLM_API_KEY" ]' in wrapper and "exit 64" in wrapper
+    assert 'exec vllm serve --api-key "$$VLLM_API_KEY" "$$@"' in wrapper and vllm.get("ipc") == "host"
+    assert _resolve(vllm["environment"]["VLLM_API_KEY"]) == ""  # passed through, no default key
     assert all(compose["networks"][n].get("internal") for n in vllm["networks"])  # no route off the host
 
 
@@ -77,6 +81,37 @@ def test_every_dependency_runs_in_each_profile_of_its_dependent(services):
         for dependency in service.get("depends_on", {}):
             assert dependency in services, f"{name} depends on unknown {dependency}"
             assert _profiles(service) <= _profiles(services[dependency]), f"{name} -> {dependency}"
+
+
+def test_vllm_wrapper_refuses_no_key_and_passes_the_key_and_arguments(services, tmp_path):
+    """Runs the vLLM container's entrypoint with sh, `vllm` replaced by a script that prints its arguments."""
+    fake = tmp_path / "vllm"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    fake.chmod(0o755)
+    vllm = services["vllm"]
+    argv = [part.replace("$$", "$") for part in vllm["entrypoint"]] + [_resolve(a) for a in vllm["command"]]
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    refused = subprocess.run(argv, capture_output=True, text=True, env=env)
+    assert refused.returncode == 64 and "VLLM_API_KEY is not set" in refused.stderr and not refused.stdout
+    started = subprocess.run(argv, capture_output=True, text=True, env={**env, "VLLM_API_KEY": "k e y"})
+    assert started.returncode == 0, started.stderr
+    args = started.stdout.splitlines()
+    assert args[:3] == ["serve", "--api-key", "k e y"] and args[3:] == [_resolve(a) for a in vllm["command"]]
+
+
+def test_no_variable_is_required_by_compose_itself():
+    # Compose interpolates every service before it filters by profile, so a ${VAR:?} of the gpu profile would
+    # stop `docker compose --profile cpu up` as well (docker/compose#11977).
+    required = [m.group(0) for m in INTERPOLATION.finditer(COMPOSE.read_text()) if m.group(2) in (":?", "?")]
+    assert not required
+
+
+def test_verifiers_get_time_to_drain_before_docker_kills_them(services):
+    from server.config import ServerSettings
+
+    grace = ServerSettings().grace_period_s
+    for name in ("verifier", "verifier-cpu", "verifier-sidecar"):
+        assert _seconds(services[name]["stop_grace_period"]) >= grace + 10, name  # Docker's default is 10 s
 
 
 def test_networks_and_volumes_are_declared(compose, services):
@@ -137,7 +172,11 @@ def test_docker_compose_config_accepts_every_profile():
     probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip("the docker client has no compose plugin here; the structural tests above still ran")
+    without_key = {k: v for k, v in os.environ.items() if k != "VLLM_API_KEY"}
     for profile in ("gpu", "cpu", "medqa"):
         result = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "--profile", profile, "config", "-q"],
                                 capture_output=True, text=True, env={**os.environ, "VLLM_API_KEY": "x"})
         assert result.returncode == 0, result.stderr
+    result = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "--profile", "cpu", "config", "-q"],
+                            capture_output=True, text=True, env=without_key)
+    assert result.returncode == 0, result.stderr  # the cpu profile needs no vLLM key

@@ -37,3 +37,16 @@ def test_every_variable_the_docs_and_compose_file_name_exists():
     files = [REPO / "README.md", REPO / "docker-compose.yml", *sorted((REPO / "docs").glob("*.md"))]
     named = {(f.name, m) for f in files for m in re.findall(r"KGV_[A-Z0-9_]*[A-Z0-9]", f.read_text())}
     assert {(f, m) for f, m in named if m not in known and not m.endswith(("_TLS", "KGV_SPLITTER"))} == set()
+
+
+def test_kgverify_config_masks_every_secret(monkeypatch, capsys):
+    from client.cli import main
+
+    for name, secret in (("KGV_JUDGE__API_KEY", "sk-judge"), ("KGV_LM__API_KEY", "sk-lm"),
+                         ("KGV_SPLITTER__API_KEY", "sk-splitter"), ("KGV_SECURITY__AUTH_TOKENS", '["tok-auth"]')):
+        monkeypatch.setenv(name, secret)
+    assert main(["config"]) == 0
+    printed = capsys.readouterr().out
+    assert '"api_key": "**********"' in printed
+    for secret in ("sk-judge", "sk-lm", "sk-splitter", "tok-auth"):
+        assert secret not in printed
