@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -102,6 +104,23 @@ def _index_params(items: list[str]) -> dict:
     return params
 
 
+@contextmanager
+def _writing(directory: Path):
+    """A KB write that SIGTERM (like Ctrl-C) interrupts cleanly: its staging is removed, nothing is published,
+    and the user is told so (exit status 130)."""
+    def interrupt(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(f"kgverify kb: interrupted; {directory} is as it was (nothing was published)", file=sys.stderr)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _build(args: argparse.Namespace) -> int:
     from kb.build import BuildOptions, build_kb
     from kb.chunking import ChunkSpec
@@ -109,9 +128,10 @@ def _build(args: argparse.Namespace) -> int:
     spec = ChunkSpec(args.chunk_chars, args.chunk_overlap, args.context_chars)
     options = BuildOptions(index=args.index, index_params=_index_params(args.index_param), bm25=not args.no_bm25,
                            keep_versions=args.keep_versions)
-    manifest = build_kb(_documents(args), args.output, _embedder(args.embedder), chunking=spec, options=options,
-                        build_options={"inputs": [str(p) for p in args.input]}, progress=not args.no_progress,
-                        stages=True)
+    with _writing(args.output):
+        manifest = build_kb(_documents(args), args.output, _embedder(args.embedder), chunking=spec,
+                            options=options, build_options={"inputs": [str(p) for p in args.input]},
+                            progress=not args.no_progress, stages=True)
     print(json.dumps(_summary(manifest, args.output)))
     return 0
 
@@ -123,9 +143,10 @@ def _add(args: argparse.Namespace) -> int:
 
     embedder = _embedder(args.embedder or Manifest.load(current_version(args.directory)).embedder)
     outcome: dict = {}
-    manifest = add_documents(args.directory, _documents(args), embedder, keep_versions=args.keep_versions,
-                             build_options={"inputs": [str(p) for p in args.input]}, progress=not args.no_progress,
-                             stages=True, outcome=outcome)
+    with _writing(args.directory):
+        manifest = add_documents(args.directory, _documents(args), embedder, keep_versions=args.keep_versions,
+                                 build_options={"inputs": [str(p) for p in args.input]},
+                                 progress=not args.no_progress, stages=True, outcome=outcome)
     print(json.dumps({**_summary(manifest, args.directory), **outcome}))  # unchanged: this add's counts
     return 0
 
@@ -213,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
     except (ValueError, FileNotFoundError, VerifierError) as exc:
         print(f"kgverify kb: error: {exc}", file=sys.stderr)
         return 2

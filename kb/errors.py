@@ -3,5 +3,6 @@
 from server.pipeline.errors import (  # noqa: F401  (re-exported for kb users)
     KnowledgeBaseCorruptError,
     KnowledgeBaseMismatchError,
+    KnowledgeBaseNotFoundError,
     KnowledgeBaseUnavailableError,
 )

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .errors import KnowledgeBaseCorruptError
+from .errors import KnowledgeBaseCorruptError, KnowledgeBaseNotFoundError
 
 CURRENT_NAME = "CURRENT"
 VERSIONS_DIR = "versions"
@@ -55,8 +55,8 @@ def current_version(path: Path) -> Path:
             raise KnowledgeBaseCorruptError(
                 f"{path} is a knowledge base in an older format; rebuild it with `kgverify kb build`")
         if not path.exists():
-            raise KnowledgeBaseCorruptError(f"{path} is not a knowledge base: it does not exist")
-        raise KnowledgeBaseCorruptError(f"{path} is not a knowledge base: {CURRENT_NAME} is missing")
+            raise KnowledgeBaseNotFoundError(f"{path} is not a knowledge base: it does not exist")
+        raise KnowledgeBaseNotFoundError(f"{path} is not a knowledge base: {CURRENT_NAME} is missing")
     name = pointer.read_text(encoding="utf-8").strip()
     if not _VERSION.match(name):
         raise KnowledgeBaseCorruptError(f"{pointer} does not name a version: {name!r}")

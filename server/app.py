@@ -313,9 +313,12 @@ async def start_server(settings: Settings, listen: list[str] | None = None) -> V
     runtime = Runtime(settings)
     # Outermost first: metrics see every outcome, auth refuses before any work, then the service interceptor.
     auth = security.auth_interceptor(settings.security)
-    interceptors = [metrics.MetricsInterceptor(), *([auth] if auth else []),
+    def stopping() -> bool:
+        return runtime.health.shutting_down
+
+    interceptors = [metrics.MetricsInterceptor(stopping), *([auth] if auth else []),
                     ServiceInterceptor(runtime.admission, runtime.health.ready, runtime.not_ready_error,
-                                       settings.server.log_request_text)]
+                                       settings.server.log_request_text, stopping)]
     credentials = security.server_credentials(settings.security)
     server = grpc.aio.server(interceptors=interceptors, options=_options(settings))
     knowledge_service_pb2_grpc.add_KnowledgeServiceServicer_to_server(KnowledgeServicer(runtime), server)

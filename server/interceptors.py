@@ -72,8 +72,11 @@ def tolerant(deserializer):
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, admission: Admission, ready, not_ready_error, log_request_text: bool = False):
+    def __init__(self, admission: Admission, ready, not_ready_error, log_request_text: bool = False,
+                 stopping=lambda: False):
         self._admission = admission
+        # () -> bool: is the server shutting down? Calls it cancels then end UNAVAILABLE for their clients.
+        self._cancelled_code = lambda: "UNAVAILABLE (server shutdown)" if stopping() else "CANCELLED"
         self._ready = ready  # service name -> bool: has the service finished loading?
         self._not_ready_error = not_ready_error  # service name -> the error for a call it cannot take yet
         # Request texts may hold patient data: they reach the log only when the operator opts in.
@@ -106,7 +109,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                     code = exc.code
                     await context.abort_with_status(grpc_status(exc, request_id_var.get()))
                 except (asyncio.CancelledError, grpc.aio.AbortError):
-                    code = "CANCELLED"
+                    code = self._cancelled_code()
                     raise
                 except Exception as exc:
                     code = "INTERNAL"
@@ -126,7 +129,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 started = time.perf_counter()
                 if self._log_text:
                     request_iterator = _logged(request_iterator, method)
-                items = 0
+                items, code = 0, "OK"
                 try:
                     if not self._ready(service):
                         raise self._not_ready_error(service)
@@ -134,14 +137,18 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                         items += 1
                         yield response
                 except KgverifyError as exc:
+                    code = exc.code
                     await context.abort_with_status(grpc_status(exc, request_id_var.get()))
                 except (asyncio.CancelledError, grpc.aio.AbortError):
+                    code = self._cancelled_code()
                     raise
                 except Exception as exc:
+                    code = "INTERNAL"
                     log.exception("unexpected error in %s", method)
                     await context.abort_with_status(grpc_status(exc, request_id_var.get()))
                 finally:
-                    log.info("%s stream ended after %d items, %.1f s", method, items, time.perf_counter() - started)
+                    log.info("%s %s: stream ended after %d items, %.1f s", method, code, items,
+                             time.perf_counter() - started)
 
             return grpc.stream_stream_rpc_method_handler(
                 stream, request_deserializer=tolerant(handler.request_deserializer),

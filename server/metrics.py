@@ -145,8 +145,8 @@ def _failed_code(context) -> str:
 class _Timed:
     """Times one RPC into RPC_SECONDS by method and final code (set `code` on success; failures are read)."""
 
-    def __init__(self, method: str, context):
-        self.method, self.context, self.code = method, context, "OK"
+    def __init__(self, method: str, context, stopping=lambda: False):
+        self.method, self.context, self.code, self.stopping = method, context, "OK", stopping
 
     def __enter__(self) -> "_Timed":
         self.started = time.perf_counter()
@@ -154,13 +154,16 @@ class _Timed:
 
     def __exit__(self, kind, exc, tb) -> None:
         if kind is not None:
-            self.code = "CANCELLED" if issubclass(kind, asyncio.CancelledError) else _failed_code(self.context)
+            if issubclass(kind, asyncio.CancelledError):  # by the client, or by a shutdown (the client sees UNAVAILABLE)
+                self.code = "UNAVAILABLE" if self.stopping() else "CANCELLED"
+            else:
+                self.code = _failed_code(self.context)
         RPC_SECONDS.labels(self.method, self.code).observe(time.perf_counter() - self.started)
 
 
-def _observed_unary(method: str, behavior):
+def _observed_unary(method: str, behavior, stopping):
     async def unary(request, context):
-        with _Timed(method, context) as timed:
+        with _Timed(method, context, stopping) as timed:
             response = await behavior(request, context)
             timed.code = _code_of(context)
             return response
@@ -168,9 +171,9 @@ def _observed_unary(method: str, behavior):
     return unary
 
 
-def _observed_stream(method: str, behavior):
+def _observed_stream(method: str, behavior, stopping):
     async def stream(request_iterator, context):
-        with _Timed(method, context) as timed:
+        with _Timed(method, context, stopping) as timed:
             async for response in behavior(request_iterator, context):
                 status = getattr(response, "status", None)
                 if status is not None and hasattr(status, "code"):  # a stream item with its own status
@@ -194,6 +197,9 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
     The clients' readiness probes (empty requests sent while they wait for a service; answered with
     INVALID_ARGUMENT by a loaded one) are labelled `<method>#probe`, apart from real calls."""
 
+    def __init__(self, stopping=lambda: False):
+        self._stopping = stopping  # () -> bool: the server is shutting down (its cancels count as UNAVAILABLE)
+
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
         if handler is None:
@@ -202,10 +208,11 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         serializers = {"request_deserializer": handler.request_deserializer,
                        "response_serializer": handler.response_serializer}
         if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(_observed_unary(method, handler.unary_unary), **serializers)
+            return grpc.unary_unary_rpc_method_handler(_observed_unary(method, handler.unary_unary, self._stopping),
+                                                       **serializers)
         if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(_observed_stream(method, handler.stream_stream),
-                                                         **serializers)
+            return grpc.stream_stream_rpc_method_handler(
+                _observed_stream(method, handler.stream_stream, self._stopping), **serializers)
         return handler  # health Watch and other server-streaming calls live for as long as the client likes
 
 

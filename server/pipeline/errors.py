@@ -74,6 +74,12 @@ class KnowledgeBaseCorruptError(FailedPreconditionError):
     reason = "KB_CORRUPT"
 
 
+class KnowledgeBaseNotFoundError(KnowledgeBaseCorruptError):
+    """No knowledge base at the configured path (nothing there, or a directory that is not a KB)."""
+
+    reason = "KB_NOT_FOUND"
+
+
 class BackendNotConfiguredError(FailedPreconditionError):
     """The request asks for a backend this server was not configured with."""
 

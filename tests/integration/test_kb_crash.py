@@ -1,4 +1,5 @@
-"""kill -9 of a real `kgverify kb build` / `kb add` process leaves the published KB loadable."""
+"""kill -9 of a real `kgverify kb build` / `kb add` process leaves the published KB loadable; SIGTERM and
+Ctrl-C also clean up after themselves and say so."""
 
 import json
 import os
@@ -26,8 +27,8 @@ def _corpus(path, n):
     return path
 
 
-def _run_until(args, marker: str) -> tuple[int, str]:
-    """Starts `python -m kb ARGS`, SIGKILLs it once stderr shows marker; returns (exit status, stderr seen)."""
+def _run_until(args, marker: str, sig=signal.SIGKILL) -> tuple[int, str]:
+    """Starts `python -m kb ARGS`, sends sig once stderr shows marker; returns (exit status, all stderr)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "kb", *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -38,8 +39,9 @@ def _run_until(args, marker: str) -> tuple[int, str]:
             if not chunk:
                 break
             seen += chunk
-        proc.send_signal(signal.SIGKILL)
-        return proc.wait(60), seen.decode(errors="replace")
+        proc.send_signal(sig)
+        status = proc.wait(60)
+        return status, (seen + proc.stderr.read()).decode(errors="replace")
     finally:
         proc.kill()
         proc.stderr.close()
@@ -89,3 +91,14 @@ def test_kill_9_after_embedding_leaves_an_old_or_new_kb_never_a_broken_one(old_k
 def _published_id(stderr: str) -> str:
     line = next(line for line in stderr.splitlines() if "published" in line)
     return line.split("(")[1].split(":")[0]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_ctrl_c_while_embedding_cleans_up_and_says_the_kb_is_unchanged(old_kb, embedder, tmp_path, sig):
+    out, old_id = old_kb
+    corpus = _corpus(tmp_path / "new.jsonl", 3000)
+    status, stderr = _run_until(["add", str(out), "--input", str(corpus)], "facts:", sig)
+    assert status == 130, stderr
+    assert f"interrupted; {out} is as it was (nothing was published)" in stderr and "Traceback" not in stderr
+    assert not [p for p in (out / VERSIONS_DIR).iterdir() if p.name.startswith(".tmp-")]  # staging removed
+    _assert_serves(out, embedder, {old_id})

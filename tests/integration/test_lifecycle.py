@@ -349,3 +349,34 @@ async def test_an_embedder_that_cannot_load_fails_knowledge_and_kb_calls_with_it
             assert (await client.score_info_gain(**CHAIN)).info_gain is not None  # InfoGain does not embed
     finally:
         await server.stop(0)
+
+
+async def test_calls_a_shutdown_cancels_are_logged_and_counted_as_the_unavailable_their_clients_get(
+        cache_dir, monkeypatch, caplog):
+    from prometheus_client import REGISTRY
+
+    def count(code):
+        return REGISTRY.get_sample_value("kgverify_rpc_duration_seconds_count",
+                                         {"method": "/kgverify.v1.KnowledgeService/ScoreKnowledge",
+                                          "code": code}) or 0.0
+
+    judge = GatedJudge()  # never opened: the call is still in flight when the grace ends
+    monkeypatch.setitem(registry.JUDGES, "nli", lambda ctx: judge)
+    server = await start_server(make_settings(cache_dir, kb={"enabled": False}), ["127.0.0.1:0"])
+    before = count("UNAVAILABLE"), count("CANCELLED")
+    try:
+        await server.wait_ready(300)
+        async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+            held = asyncio.ensure_future(client.score_knowledge(steps=CHAIN["steps"],
+                                                                context=[{"text": CHAIN["steps"][0]}]))
+            while judge.waiting < 1:
+                await asyncio.sleep(0.01)
+            with caplog.at_level("INFO", logger="kgverify.rpc"):
+                await server.stop(0.2)
+            with pytest.raises(VerifierError) as info:
+                await held
+            assert info.value.code == "UNAVAILABLE"
+    finally:
+        await server.stop(0)
+    assert (count("UNAVAILABLE"), count("CANCELLED")) == (before[0] + 1, before[1])
+    assert any("ScoreKnowledge UNAVAILABLE (server shutdown)" in r.getMessage() for r in caplog.records)

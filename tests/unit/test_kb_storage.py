@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from kb.errors import KnowledgeBaseCorruptError
+from kb.errors import KnowledgeBaseCorruptError, KnowledgeBaseNotFoundError
 from kb.layout import (CURRENT_NAME, check_output_dir, current_version, is_kb, new_staging_dir, publish,
                        remove_stale_staging, versions)
 from kb.manifest import FileEntry, Manifest
@@ -37,17 +37,19 @@ def test_a_staged_but_unpublished_version_is_invisible_and_cleaned_up(tmp_path):
     assert not staging.exists() and current_version(root) == v1
 
 
-def test_current_pointing_nowhere_or_missing_is_reported_as_corrupt(tmp_path):
+def test_no_kb_is_not_found_and_current_pointing_nowhere_is_corrupt(tmp_path):
     root = tmp_path / "kb"
-    with pytest.raises(KnowledgeBaseCorruptError, match="not a knowledge base: it does not exist"):
+    with pytest.raises(KnowledgeBaseNotFoundError, match="not a knowledge base: it does not exist") as info:
         current_version(root)
+    assert info.value.reason == "KB_NOT_FOUND"  # not KB_CORRUPT: nothing there was damaged
     root.mkdir()
-    with pytest.raises(KnowledgeBaseCorruptError, match="not a knowledge base: CURRENT is missing"):
+    with pytest.raises(KnowledgeBaseNotFoundError, match="not a knowledge base: CURRENT is missing"):
         current_version(root)
     publish(root, _stage(root, "one"))
     (root / CURRENT_NAME).write_text("v000009\n")
-    with pytest.raises(KnowledgeBaseCorruptError, match="missing"):
+    with pytest.raises(KnowledgeBaseCorruptError, match="missing") as info:
         current_version(root)
+    assert info.value.reason == "KB_CORRUPT"
     (root / CURRENT_NAME).write_text("../../etc\n")
     with pytest.raises(KnowledgeBaseCorruptError, match="does not name a version"):
         current_version(root)
