@@ -5,12 +5,15 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 from .build import BuildOptions, build_kb
 from .chunking import ChunkSpec
 from .ingest import Document
 from .layout import is_kb
+
+log = logging.getLogger("kgverify.kb")
 
 DEMO_FACTS = Path(__file__).parent / "demo" / "facts.jsonl"
 
@@ -37,6 +40,7 @@ def ensure_demo_kb(cache_dir: Path, embedder, progress: bool = False, rebuild: b
     with open(out.parent / ".demo-kb.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if rebuild or not is_kb(out):
+            log.info("building the demo knowledge base in %s (once per embedder; about 10 s)", out)
             # each demo fact is one short passage: chunks large enough to keep every fact whole
             build_kb(demo_documents(), out, embedder, chunking=ChunkSpec(max_chars=10_000), progress=progress,
                      options=BuildOptions(index="flat"), build_options={"input": "bundled demo facts"})
