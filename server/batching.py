@@ -237,10 +237,20 @@ class MicroBatcher(Generic[I, R]):
             out = await self._blocking.run(self._run, [items[k] for k in order])
             if len(out) != len(items):
                 raise ValueError(f"the {self.name} model returned {len(out)} results for {len(items)} items")
-        except Exception as exc:  # only the requests in this batch fail, with the model's own error
+        except Exception as exc:
+            requests = list({id(r): r for r, _ in batch}.values())
+            if len(requests) > 1 and not is_out_of_memory(exc):
+                # One request's item may be what the model cannot take: each request runs its items of this batch
+                # alone, so only a request whose own items fail gets the error (results are batch-invariant).
+                log.warning("the %s model failed on a batch shared by %d requests (%s: %s); running each "
+                            "request's items alone", self.name, len(requests), type(exc).__name__, exc)
+                for request in requests:
+                    if not request.future.done():
+                        await self._execute([(r, i) for r, i in batch if r is request])
+                return
             if is_out_of_memory(exc):
                 exc = self._out_of_memory(exc, len(items))
-            for request in {id(r): r for r, _ in batch}.values():
+            for request in requests:  # the model's own error (or out of memory) for the requests in this batch
                 if not request.future.done():
                     request.future.set_exception(exc)
             return

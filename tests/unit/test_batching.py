@@ -145,20 +145,21 @@ async def test_a_cancelled_request_has_its_queued_items_dropped():
     assert b.stats.abandoned == 1
 
 
-async def test_a_model_failure_fails_only_the_requests_of_that_batch_with_its_own_error():
+async def test_a_model_failure_fails_only_the_request_whose_items_fail_with_its_own_error():
     model = Model(gated=True)
-    b = batcher(model, max_batch_size=2)
+    b = batcher(model, max_batch_size=3)
     first = await busy(b, model)
-    failing = asyncio.ensure_future(b.submit(["boom"]))
+    failing = asyncio.ensure_future(b.submit(["boom", "ok-a"]))
     bystander = asyncio.ensure_future(b.submit(["ok-b"]))  # shares the failing batch
-    later = asyncio.ensure_future(b.submit(["ok-c"]))  # the next batch
-    await until_queued(b, 3)
+    later = asyncio.ensure_future(b.submit(["ok-c", "ok-d"]))  # partly in it (fair shares), partly in the next
+    await until_queued(b, 5)
     model.gate.set()
     with pytest.raises(ModelFailure):
         await failing
-    with pytest.raises(ModelFailure):
-        await bystander
-    assert await later == ["out:ok-c"]
+    assert await bystander == ["out:ok-b"]  # run again alone: the bystander is not failed by another's item
+    assert await later == ["out:ok-c", "out:ok-d"]
+    shared = next(call for call in model.calls if "boom" in call)
+    assert "ok-b" in shared  # the bystander did share the failing batch
     assert await first == ["out:first"]
     assert await b.submit(["after"]) == ["out:after"]  # the batcher keeps serving
 
