@@ -185,3 +185,9 @@ def test_reduced_precision_settings_are_checked_at_startup():
     with pytest.raises(ValidationError, match="CUDA"):
         JudgeSettings(nli_dtype="float16")
     assert JudgeSettings(nli_dtype="float16", nli_device="cuda:0").nli_dtype == "float16"
+
+
+def test_counting_a_long_text_logs_no_sequence_length_warning(model, caplog):
+    with caplog.at_level("WARNING"):
+        assert model.count_tokens(["serum magnesium " * 600])[0] > model.max_length
+    assert not [r for r in caplog.records if "sequence length" in r.getMessage()]

@@ -333,7 +333,8 @@ class NliModel:
         if not texts:
             return []
         with self._tok_lock:
-            ids = self._tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+            # verbose=False: counting a long text is not running it through the model (no "indexing errors" log)
+            ids = self._tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
         return [len(x) for x in ids]
 
     def premise_budget(self, hypothesis: str) -> int:
