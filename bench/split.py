@@ -99,6 +99,21 @@ def no_knowledge_scores(splitter: RuleSplitter, path: Path) -> dict:
             "no_knowledge_steps": tp + fn, "tp": tp, "fp": fp, "fn": fn, "tn": tn}
 
 
+def no_knowledge_share(splitter: RuleSplitter, rows: list[dict]) -> dict:
+    """Shares of NO_KNOWLEDGE claims and steps on unlabelled chains split as given, with their question (a rate,
+    not an accuracy: on word problems most steps are arithmetic on the problem's own quantities)."""
+    steps = nk_steps = claims = nk_claims = 0
+    for row in rows:
+        for step in splitter.split_steps(row["steps"], row.get("problem", "")).steps:
+            steps += 1
+            nk_steps += step.no_knowledge
+            claims += len(step.claims)
+            nk_claims += sum(c.no_knowledge for c in step.claims)
+    return {"chains": len(rows), "steps": steps, "claims": claims,
+            "no_knowledge_step_share": _r(nk_steps / max(steps, 1)),
+            "no_knowledge_claim_share": _r(nk_claims / max(claims, 1))}
+
+
 def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
 
@@ -112,9 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     splitter = RuleSplitter()
     report: dict = {"splitter": splitter.name, "run_on_weight": splitter.run_on_weight,
                     "cue_weight": splitter.cue_weight, "boundaries": {},
-                    "throughput": {}, "no_knowledge": {}}
+                    "throughput": {}, "no_knowledge": {}, "no_knowledge_share": {}}
     for subset in args.subsets:
-        chains = [row["steps"] for row in json.loads((args.data / f"{subset}.json").read_text(encoding="utf-8"))]
+        rows = json.loads((args.data / f"{subset}.json").read_text(encoding="utf-8"))
+        chains = [row["steps"] for row in rows]
+        report["no_knowledge_share"][subset] = no_knowledge_share(splitter, rows)
         report["boundaries"][subset] = {
             kind: boundary_scores(splitter, chains, kind) for kind in ("blank_lines", "step_k", "runon", "newlines")
         }

@@ -47,7 +47,8 @@ _RESTATE = re.compile(
 _GENERIC_SUBJECT = re.compile(r"^(?:an? |any |every |all |most )[a-z]", _I)
 _COPULA = re.compile(r"\s(?:is|are|was|were)\s", _I)
 # A worked computation: an operator or equals sign between numbers, or a percentage.
-_WORKED = re.compile(r"\d\)?\s*(?:[=+×÷*/^-]|\\times|\\div|\\cdot)\s*\(?-?\d|=\s*-?\d|\d\s*(?:%|percent)")
+_WORKED = re.compile(r"\d\)?\s*(?:[=+×÷*/^-]|\\times|\\div|\\cdot)\s*\(?-?[$€£]?\d|=\s*-?[$€£]?\d"
+                     r"|\d\s*(?:%|percent)")
 # A formula over a general variable: "(n - 2) × 180", "n(n + 1)/2" (not an assignment such as "n = 8").
 _GENERAL_VARIABLE = re.compile(r"\b[nk]\s*[-+]\s*\d|\b[nk]\s*\(|\(\s*[nk]\b(?!\s*=)")
 _SYMBOLIC = re.compile(r"\b[a-zπ]\s*\^|\bπ\s*[a-z]\b|\b[a-z]\s*[×*·/]\s*[a-z]\b|\b[a-z]\([a-z]\)")
@@ -91,7 +92,12 @@ ARITHMETIC_WORDS = frozenset(
     "therefore thus hence so compute computing calculate calculating check correct yes cost costs spend spends "
     "spent pays paid earn earns earned needs need needed has have had buy buys bought sells sold amount "
     "which yields means substituting substitute plugging simplifying simplify solving solve us "
-    "both sides side factor factors squared square root sqrt approximately about roughly".split()
+    "both sides side factor factors squared square root sqrt approximately about roughly half halves twice "
+    "double doubled triple tripled quarter quarters average difference "
+    # units of time and the calendar: a computation's scaffolding ("5 classes a day, Monday to Friday")
+    "second seconds minute minutes hour hours day days daily week weeks weekly weekday weekdays weekend "
+    "weekends month months monthly year years yearly annual annually monday tuesday wednesday thursday "
+    "friday saturday sunday".split()
 )
 
 
@@ -113,7 +119,8 @@ def _arithmetic(text: str, words: list[str], question_words: frozenset[str]) -> 
     if not _WORKED.search(text) or (("n" in words or "k" in words) and _GENERAL_VARIABLE.search(text)):
         return False
     words = [w for w in _WORD.findall(_MATH_NOISE.sub(" ", text).lower()) if w not in STOPWORDS and len(w) > 1]
-    return sum(1 for w in words if w not in ARITHMETIC_WORDS and _stem(w) not in question_words) <= 2
+    return sum(1 for w in words if w not in ARITHMETIC_WORDS and _stem(w) not in question_words
+               and not (w.endswith("s") and _stem(w[:-1]) in question_words)) <= 2  # "rewards" for "reward"
 
 
 def _subject_from_question(text: str, question_words: frozenset[str]) -> bool:

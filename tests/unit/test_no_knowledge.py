@@ -86,3 +86,28 @@ def test_demo_chain_filler_steps_are_no_knowledge_and_fact_steps_are_not():
         result = SPLITTER.split_steps(row["steps"], row["question"])
         labels = [s.no_knowledge for s in result.steps]
         assert labels == [e == "no_knowledge" for e in row["expected"]], row["id"]
+
+
+WORD_PROBLEM = ("Judy teaches 5 dance classes every day on the weekdays and 8 classes on Saturday. Each class "
+                "has 15 students and she charges $15.00 per student. How much money does she make in 1 week?")
+REWARDS = ("A loyalty card gives rewards of $1 off the next purchase for every $20 spent. On the last shopping trip "
+           "the customer spent $80; on this trip $43, used the rewards and a coupon that took twice the amount of "
+           "rewards off. How much did the customer pay on this trip?")
+
+
+@pytest.mark.parametrize("claim, question", [
+    ("The value of these rewards is 4 * $1 = $4.", REWARDS),                          # amounts in dollars
+    ("The total discount is $4 (from the last trip) + $2 (half of the current rewards) = $6.", REWARDS),
+    ("She teaches 5 classes a day, 5 days a week (Monday to Friday) = 5 * 5 = 25 classes.", WORD_PROBLEM),
+    ("Therefore, the total amount of money made in a week = 495 students * $15/student = $7455.", WORD_PROBLEM),
+])
+def test_worked_arithmetic_with_currency_units_and_plurals_is_no_knowledge(claim, question):
+    assert is_no_knowledge(claim, question)
+
+
+@pytest.mark.parametrize("claim", [
+    "A week has 7 days, so 5 * 7 = 35.",                       # a general fact beside the computation
+    "Insulin doses are halved when 2 * 10 = 20 units cause hypoglycaemia in renal failure.",
+])
+def test_arithmetic_beside_a_stated_fact_is_still_judged(claim):
+    assert not is_no_knowledge(claim, WORD_PROBLEM)
