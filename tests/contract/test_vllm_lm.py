@@ -140,6 +140,19 @@ async def test_paper_mode_scores_the_jointly_tokenized_strings(fake, local_lm):
     assert body["prompt_logprobs"] == 0
 
 
+async def test_paper_mode_sends_short_sequences_whole_too(fake, local_lm):
+    """Short strings fit `cached` scoring's per-token requests; paper mode still sends one prompt_logprobs request."""
+    estimator = vllm_estimator(fake, scoring="cached")
+    try:
+        got = await estimator.paper_perplexities("Q?", ["a b", "c"], "d", NO_DEADLINE)
+    finally:
+        await estimator.aclose()
+    expected = await LmEstimator(local_lm).paper_perplexities("Q?", ["a b", "c"], "d", NO_DEADLINE)
+    assert got == pytest.approx(expected, rel=1e-4)
+    (body,) = completions(fake)
+    assert body["prompt_logprobs"] == 0 and len(body["prompt"]) == 3
+
+
 async def test_clamped_minus_inf_is_zero_probability():
     _, tok = load_tiny_lm(STYLE)
     steps = ["Step 1: the heart.", "Step 2: the liver.", "Step 3: the bone."]

@@ -30,6 +30,9 @@ class ScoringJob:
 
     sequences: tuple[tuple[int, ...], ...]
     starts: tuple[int, ...]
+    # Every token after the first is scored (paper mode): no shared prefix to reuse, so a backend that could
+    # score token by token from its prefix cache must score whole sequences instead.
+    whole_sequences: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,8 @@ class LmEstimator:
         ppl: list[float | None] = [None] * len(sequences)
         scorable = [i for i in range(fit) if len(sequences[i]) >= 2]
         if scorable:
-            job = ScoringJob(tuple(tuple(sequences[i]) for i in scorable), tuple(1 for _ in scorable))
+            job = ScoringJob(tuple(tuple(sequences[i]) for i in scorable), tuple(1 for _ in scorable),
+                             whole_sequences=True)
             result = await self.lm.score(job, deadline)
             _check_shape(result, job)
             for i, lps in zip(scorable, result.logprobs):

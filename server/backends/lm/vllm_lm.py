@@ -69,7 +69,7 @@ class VllmCausalLm:
 
     async def score(self, job: ScoringJob, deadline: Deadline) -> JobLogprobs:
         scored = [len(s) - st for s, st in zip(job.sequences, job.starts)]
-        use_cache = self.scoring == "cached" and max(scored) <= self.cached_max_scored
+        use_cache = self.scoring == "cached" and not job.whole_sequences and max(scored) <= self.cached_max_scored
         if use_cache:
             return await self._score_cached(job, deadline)
         return await self._score_prompt_logprobs(job, deadline)
