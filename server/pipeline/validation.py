@@ -25,13 +25,24 @@ class Limits:
     max_id_chars: int = 256
 
 
-def _too_long(field: str, value: str, limit: int, out: list[FieldViolation]) -> None:
-    if len(value) > limit:
-        out.append(FieldViolation(field, f"is {len(value)} characters long; the limit is {limit}"))
+def setting(limit: str) -> str:
+    """The environment variable that sets a limit ("max_steps" -> "KGV_LIMITS__MAX_STEPS"), named in every
+    message about it so the caller's operator knows what to raise."""
+    return f"KGV_LIMITS__{limit.upper()}"
+
+
+def _over(limit: str, value: int) -> str:
+    return f"the limit is {value} ({setting(limit)})"
+
+
+def _too_long(field: str, value: str, limits: Limits, limit: str, out: list[FieldViolation]) -> None:
+    most = getattr(limits, limit)
+    if len(value) > most:
+        out.append(FieldViolation(field, f"is {len(value)} characters long; {_over(limit, most)}"))
 
 
 def check_chain(chain: ChainInput, limits: Limits, out: list[FieldViolation]) -> None:
-    _too_long("question", chain.question, limits.max_question_chars, out)
+    _too_long("question", chain.question, limits, "max_question_chars", out)
     has_text = chain.reasoning is not None and chain.reasoning.strip() != ""
     has_steps = bool(chain.steps)
     if has_text and has_steps:
@@ -41,37 +52,40 @@ def check_chain(chain: ChainInput, limits: Limits, out: list[FieldViolation]) ->
         out.append(FieldViolation("reasoning", "the chain is empty: send reasoning text or steps"))
         return
     if has_text:
-        _too_long("reasoning", chain.reasoning, limits.max_reasoning_chars, out)
+        _too_long("reasoning", chain.reasoning, limits, "max_reasoning_chars", out)
         return
     steps = chain.steps
     if len(steps) > limits.max_steps:
-        out.append(FieldViolation("steps", f"has {len(steps)} steps; the limit is {limits.max_steps}"))
+        out.append(FieldViolation("steps", f"has {len(steps)} steps; {_over('max_steps', limits.max_steps)}"))
         return
     for i, step in enumerate(steps):
         if not step.strip():
             out.append(FieldViolation(f"steps[{i}]", "is empty"))
-        _too_long(f"steps[{i}]", step, limits.max_step_chars, out)
+        _too_long(f"steps[{i}]", step, limits, "max_step_chars", out)
     total = sum(len(s) for s in steps) + max(0, len(steps) - 1)
     if total > limits.max_reasoning_chars:
-        out.append(FieldViolation("steps", f"total {total} characters; the limit is {limits.max_reasoning_chars}"))
+        out.append(FieldViolation("steps", f"total {total} characters; "
+                                           f"{_over('max_reasoning_chars', limits.max_reasoning_chars)}"))
 
 
 def check_knowledge(req: KnowledgeRequest, limits: Limits, out: list[FieldViolation], options: str = "options") -> None:
     top_k = req.options.top_k
     if top_k is not None and not 1 <= top_k <= limits.max_top_k:
-        out.append(FieldViolation(f"{options}.top_k", f"must be between 1 and {limits.max_top_k} (0 = default)"))
+        out.append(FieldViolation(f"{options}.top_k", f"must be between 1 and {limits.max_top_k} "
+                                                     f"(0 = default; {setting('max_top_k')})"))
     if len(req.context) > limits.max_context_passages:
         out.append(FieldViolation(
-            f"context", f"has {len(req.context)} passages; the limit is {limits.max_context_passages}"))
+            "context", f"has {len(req.context)} passages; "
+                       f"{_over('max_context_passages', limits.max_context_passages)}"))
         return
     ids = set()
     for i, passage in enumerate(req.context):
         if not passage.text.strip():
             out.append(FieldViolation(f"context[{i}].text", "is empty"))
-        _too_long(f"context[{i}].text", passage.text, limits.max_passage_chars, out)
-        _too_long(f"context[{i}].id", passage.id, limits.max_id_chars, out)
-        _too_long(f"context[{i}].title", passage.title, limits.max_passage_meta_chars, out)
-        _too_long(f"context[{i}].source", passage.source, limits.max_passage_meta_chars, out)
+        _too_long(f"context[{i}].text", passage.text, limits, "max_passage_chars", out)
+        _too_long(f"context[{i}].id", passage.id, limits, "max_id_chars", out)
+        _too_long(f"context[{i}].title", passage.title, limits, "max_passage_meta_chars", out)
+        _too_long(f"context[{i}].source", passage.source, limits, "max_passage_meta_chars", out)
         if passage.id in ids:
             if passage.id == f"context:{i}":  # the default id of a passage sent without one
                 out.append(FieldViolation(f"context[{i}].id", f"is empty, and its default id {passage.id!r} is "
@@ -87,19 +101,21 @@ def check_info_gain(req: InfoGainRequest, limits: Limits, out: list[FieldViolati
     if not req.chain.question.strip():
         out.append(FieldViolation("question", "InfoGain needs the question: L_0 is the answer given the question "
                                               "alone"))
-    _too_long(f"answer", req.answer, limits.max_answer_chars, out)
-    _too_long(f"gold_answer", req.gold_answer, limits.max_answer_chars, out)
+    _too_long("answer", req.answer, limits, "max_answer_chars", out)
+    _too_long("gold_answer", req.gold_answer, limits, "max_answer_chars", out)
     if not req.gold_answer.strip() and not req.answer.strip():
         out.append(FieldViolation(f"answer", "InfoGain needs a target: send answer or gold_answer"))
     if len(req.choices) > limits.max_choices:
-        out.append(FieldViolation(f"choices", f"has {len(req.choices)} options; the limit is {limits.max_choices}"))
+        out.append(FieldViolation("choices", f"has {len(req.choices)} options; "
+                                             f"{_over('max_choices', limits.max_choices)}"))
     for i, choice in enumerate(req.choices[: limits.max_choices]):
         if not choice.strip():
             out.append(FieldViolation(f"choices[{i}]", "is empty"))
-        _too_long(f"choices[{i}]", choice, limits.max_choice_chars, out)
+        _too_long(f"choices[{i}]", choice, limits, "max_choice_chars", out)
     window = req.options.window
     if not 0 <= window <= limits.max_window:
-        out.append(FieldViolation(f"{options}.window", f"must be between 0 (off) and {limits.max_window}"))
+        out.append(FieldViolation(f"{options}.window", f"must be between 0 (off) and {limits.max_window} "
+                                                      f"({setting('max_window')})"))
     if req.options.paper and req.options.estimator == "nli":
         out.append(FieldViolation(f"{options}.mode", "paper mode needs a causal LM; the nli estimator has none"))
 

@@ -70,3 +70,40 @@ def test_all_violations_are_reported_together():
 def test_valid_requests_pass():
     validate_knowledge(_ki(context=[Passage("p", "Aspirin inhibits cyclooxygenase.")], top_k=3), LIMITS)
     validate_info_gain(InfoGainRequest(ChainInput(question="q", steps=("a", "b")), gold_answer="g"), LIMITS)
+
+
+def _messages(call):
+    with pytest.raises(InvalidArgumentError) as info:
+        call()
+    return {v.field: v.description for v in info.value.violations}
+
+
+def test_every_limit_violation_names_the_setting_that_raises_the_limit():
+    from server.config import LimitsSettings
+
+    chain = ChainInput(question="q" * 20_001, reasoning="x" * 101)
+    messages = _messages(lambda: validate_chain(ChainRequest(
+        _ki(chain, context=[Passage("p" * 300, "t" * 51, title="t" * 1_001, source="s" * 1_001)], top_k=11),
+        InfoGainRequest(chain, answer="a" * 4_001, gold_answer="g" * 4_001, choices=("c" * 2_001,),
+                        options=InfoGainOptions(window=1_001))), LIMITS))
+    messages.update(_messages(lambda: validate_knowledge(_ki(ChainInput(steps=("a", "b", "c", "d"))), LIMITS)))
+    messages.update(_messages(lambda: validate_knowledge(_ki(context=[Passage(f"p{i}", "t") for i in range(3)]),
+                                                         LIMITS)))
+    messages["steps[0]"] = _messages(lambda: validate_knowledge(_ki(ChainInput(steps=("y" * 41,))), LIMITS))["steps[0]"]
+    messages["steps total"] = _messages(lambda: validate_knowledge(
+        _ki(ChainInput(steps=("y" * 40, "y" * 40, "y" * 40))), LIMITS))["steps"]
+    messages["choices"] = _messages(lambda: validate_info_gain(InfoGainRequest(
+        ChainInput(question="q", reasoning="a"), answer="a", choices=("1", "2", "3", "4")), LIMITS))["choices"]
+    expected = {
+        "question": "MAX_QUESTION_CHARS", "reasoning": "MAX_REASONING_CHARS", "context[0].text": "MAX_PASSAGE_CHARS",
+        "context[0].id": "MAX_ID_CHARS", "context[0].title": "MAX_PASSAGE_META_CHARS",
+        "context[0].source": "MAX_PASSAGE_META_CHARS", "knowledge_options.top_k": "MAX_TOP_K",
+        "answer": "MAX_ANSWER_CHARS", "gold_answer": "MAX_ANSWER_CHARS", "choices[0]": "MAX_CHOICE_CHARS",
+        "info_gain_options.window": "MAX_WINDOW", "steps": "MAX_STEPS", "context": "MAX_CONTEXT_PASSAGES",
+        "steps[0]": "MAX_STEP_CHARS", "steps total": "MAX_REASONING_CHARS", "choices": "MAX_CHOICES",
+    }
+    for field, name in expected.items():
+        assert f"(KGV_LIMITS__{name})" in messages[field] or f"; KGV_LIMITS__{name})" in messages[field], \
+            (field, messages[field])
+        assert name.lower() in LimitsSettings.model_fields  # a setting that exists
+    assert messages["reasoning"] == "is 101 characters long; the limit is 100 (KGV_LIMITS__MAX_REASONING_CHARS)"
