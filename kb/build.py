@@ -54,8 +54,12 @@ class _Stats:
     embed_s: float = 0.0
 
 
+NO_TEXT = "the inputs hold no document text (check --text-field and the input files)"
+
+
 class _Progress:
-    """A tqdm bar of facts on stderr plus one line per stage (quiet when progress is off)."""
+    """A tqdm bar of input documents on stderr (with a total and ETA when the inputs can be counted up front)
+    plus one line per stage; quiet when progress is off."""
 
     def __init__(self, enabled: bool, stages: bool | None = None):
         self.enabled = enabled
@@ -66,20 +70,43 @@ class _Progress:
         if self.stages:
             print(f"kgverify kb: {message}", file=sys.stderr, flush=True)
 
-    def start(self, desc: str):
+    def start(self, total: int | None):
         from tqdm import tqdm
 
-        self.bar = tqdm(desc=desc, unit="fact", disable=not self.enabled, file=sys.stderr, mininterval=0.5)
+        self.bar = tqdm(desc="documents", unit="doc", total=total, disable=not self.enabled, file=sys.stderr,
+                        mininterval=0.5)
 
-    def update(self, n: int, **postfix) -> None:
+    def advance(self, position: int, **postfix) -> None:
+        """Moves the bar to `position` documents done, showing the counts as they are now."""
         if self.bar is not None:
-            self.bar.update(n)
-            self.bar.set_postfix(postfix, refresh=False)
+            self.bar.set_postfix(postfix, refresh=False)  # before update(), which draws the bar
+            self.bar.update(max(0, position - self.bar.n))
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _rows_in(docs) -> int | None:
+    """How many documents an input holds, when that is cheap to know (files are counted, not parsed)."""
+    count = getattr(docs, "count_rows", None)
+    if count is not None:
+        return count()
+    return len(docs) if hasattr(docs, "__len__") else None
+
+
+def _encode_in_batches(embedder, texts: list[str], done) -> np.ndarray:
+    """embedder.encode over texts one embedding batch at a time, longest first (as the encoder orders them
+    itself), calling done(encoded so far, all) after each batch so progress moves while a flush embeds."""
+    size = max(1, int(getattr(embedder, "batch_size", 0) or 64))
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    out = np.empty((len(texts), embedder.dim), dtype=np.float32)
+    for start in range(0, len(order), size):
+        rows = sorted(order[start:start + size])  # inputs of like length, in input order
+        out[rows] = np.asarray(embedder.encode([texts[i] for i in rows]), dtype=np.float32)
+        done(start + len(rows), len(order))
+    return out
 
 
 class _Ingest:
@@ -94,6 +121,8 @@ class _Ingest:
         self.counts: dict[str, int] = {}
         self.appending = store.rows > 0
         self.pending: list[NewFact] = []
+        self.read = 0  # input documents read so far (with text or not)
+        self.flushed = 0  # of which every fact is stored and embedded
 
     def document(self, doc: Document) -> None:
         spans = chunk_spans(doc.text, self.spec)
@@ -120,35 +149,58 @@ class _Ingest:
             self.pending.append(NewFact(Fact(fact_id, doc.doc_id, text, doc.source, doc.title, docno, s, e), key,
                                         tuple((embed_key(t), t) for t in model_inputs(text, context))))
 
+    def _show(self, position: int, embedded: int = 0, reused: int = 0) -> None:
+        stats = self.stats
+        self.progress.advance(position, facts=stats.facts + len(self.pending), embedded=stats.embedded + embedded,
+                              reused=stats.reused + reused)
+
     def flush(self) -> None:
-        if not self.pending:
-            return
+        """Embeds and stores the pending facts; the bar moves per embedding batch, in documents read."""
         stats, inputs = self.stats, [item for p in self.pending for item in p.inputs]
-        start = time.perf_counter()
-        vecs, embedded = self.cache.embed([text for _, text in inputs], [key for key, _ in inputs],
-                                          self.embedder.encode, self.embedder.dim)
-        stats.embed_s += time.perf_counter() - start
-        self.vectors.append(vecs, np.asarray(self.store.add_facts(self.pending), dtype=np.int32))
-        stats.facts += len(self.pending)
-        stats.vectors += len(inputs)
-        stats.embedded += embedded
-        stats.reused += len(inputs) - embedded
-        self.progress.update(len(self.pending), docs=stats.documents, embedded=stats.embedded, reused=stats.reused)
-        self.pending.clear()
+        base, target = self.flushed, self.read
+
+        def encode(texts: list[str]) -> np.ndarray:
+            reused = len(inputs) - len(texts)
+            return _encode_in_batches(self.embedder, texts, lambda done, total: self._show(
+                base + (target - base) * done // total, done, reused))
+
+        if self.pending:
+            start = time.perf_counter()
+            vecs, embedded = self.cache.embed([text for _, text in inputs], [key for key, _ in inputs], encode,
+                                              self.embedder.dim)
+            stats.embed_s += time.perf_counter() - start
+            self.vectors.append(vecs, np.asarray(self.store.add_facts(self.pending), dtype=np.int32))
+            stats.facts += len(self.pending)
+            stats.vectors += len(inputs)
+            stats.embedded += embedded
+            stats.reused += len(inputs) - embedded
+            self.pending.clear()
+        self.flushed = target
+        self._show(target)
 
 
 def _ingest(docs: Iterable[Document], spec: ChunkSpec, store: StoreWriter, vectors: VectorWriter,
             cache: EmbeddingCache, embedder, options: BuildOptions, progress: _Progress) -> _Stats:
     ingest = _Ingest(spec, store, vectors, cache, embedder, progress)
-    progress.start("facts")
+    progress.start(_rows_in(docs) if progress.enabled else None)
     for doc in docs:
+        ingest.read = getattr(docs, "rows", ingest.read + 1)  # a reader also counts the rows it skipped
         ingest.document(doc)
         if len(ingest.pending) >= options.batch_facts:
             ingest.flush()
+    ingest.read = getattr(docs, "rows", ingest.read)
     ingest.flush()
     progress.close()
     store.commit()
     return ingest.stats
+
+
+def _run_summary(stats: _Stats, seconds: float) -> dict:
+    """This run's own counts and rates (what the build record and the CLI summary report)."""
+    return {"documents": stats.documents, "facts_added": stats.facts, "vectors_added": stats.vectors,
+            "duplicates_dropped": stats.duplicates_dropped, "embedded": stats.embedded, "reused": stats.reused,
+            "embed_s": round(stats.embed_s, 3), "seconds": round(seconds, 3),
+            "embeddings_per_s": round(stats.embedded / stats.embed_s, 2) if stats.embed_s and stats.embedded else None}
 
 
 def _previous_version(out_dir: Path, report: "_Progress") -> Path | None:
@@ -191,10 +243,7 @@ def _finish(staging: Path, out_dir: Path, manifest_fields: dict, stats: _Stats, 
         "".join(f"{k}={v['sha256']};" for k, v in sorted(files.items())).encode() + embedder.weights_hash.encode()
     ).hexdigest()[:16]
     seconds = time.perf_counter() - started
-    summary = {**operation, "documents": stats.documents, "facts_added": stats.facts, "vectors_added": stats.vectors,
-               "duplicates_dropped": stats.duplicates_dropped, "embedded": stats.embedded, "reused": stats.reused,
-               "embed_s": round(stats.embed_s, 3), "seconds": round(seconds, 3),
-               "embeddings_per_s": round(stats.embedded / stats.embed_s, 2) if stats.embed_s and stats.embedded else None}
+    summary = {**operation, **_run_summary(stats, seconds)}
     manifest = Manifest(kb_id=kb_id, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         embedder=embedder.name, embedder_hash=embedder.weights_hash, dim=embedder.dim, files=files,
                         build=summary, history=[*history, {k: summary[k] for k in ("op", "documents", "facts_added",
@@ -256,7 +305,7 @@ def _build_locked(docs, out_dir: Path, embedder, spec: ChunkSpec, options: Build
             finally:
                 writer.close()
             if store.rows == 0:
-                raise ValueError("the inputs hold no document text (check --text-field and the input files)")
+                raise ValueError(NO_TEXT)
             family = choose_family(store.vectors, options.index)
             params = index_params(family, store.vectors, embedder.dim, options.index_params)
             bm25 = _index_and_bm25(staging, embedder.dim, family, params, None, 0, store,
@@ -279,8 +328,9 @@ def add_documents(kb_dir: Path, docs: Iterable[Document], embedder, *, build_opt
     """Appends documents as a new version: only their new facts are embedded; the index is extended.
 
     With nothing new the current version is returned unchanged; `outcome` (if given) then gets this add's own
-    counts ({"unchanged": True, "documents", "facts_added": 0, "duplicates_dropped"}), which the returned
-    manifest's build record (the previous operation's) does not hold."""
+    counts and rates ({"unchanged": True, "documents", "facts_added": 0, "duplicates_dropped", "embedded": 0,
+    "reused": 0, "embeddings_per_s": None, ...}), which the returned manifest's build record (the previous
+    operation's) does not hold. Inputs without any document text are a ValueError, as in build_kb."""
     kb_dir = Path(kb_dir).resolve()
     report = _Progress(progress, stages)
     started = time.perf_counter()
@@ -309,12 +359,12 @@ def add_documents(kb_dir: Path, docs: Iterable[Document], embedder, *, build_opt
                                 BuildOptions(), report)
             finally:
                 writer.close()
+            if stats.documents == 0:
+                raise ValueError(NO_TEXT)  # as build says: nothing was read, which is not "nothing new"
             if writer.rows == start:
                 report.stage("no new facts: the knowledge base is unchanged")
                 if outcome is not None:
-                    outcome.update(unchanged=True, documents=stats.documents, facts_added=0,
-                                   duplicates_dropped=stats.duplicates_dropped, embedded=0,
-                                   seconds=round(time.perf_counter() - started, 3))
+                    outcome.update(unchanged=True, **_run_summary(stats, time.perf_counter() - started))
                 store.close()
                 shutil.rmtree(staging, ignore_errors=True)
                 return old

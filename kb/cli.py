@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
@@ -88,10 +90,10 @@ def _embedder(name: str | None):
 
 
 def _documents(args: argparse.Namespace):
-    from kb.ingest import FieldMap, read_documents
+    from kb.ingest import DocumentReader, FieldMap
 
     fields = FieldMap(args.text_field, args.id_field, args.source_field, args.title_field)
-    return read_documents(args.input, fields)
+    return DocumentReader(args.input, fields)  # counts its rows: the progress bar gets a total
 
 
 def _index_params(items: list[str]) -> dict:
@@ -105,20 +107,32 @@ def _index_params(items: list[str]) -> dict:
 
 
 @contextmanager
-def _writing(directory: Path):
-    """A KB write that SIGTERM (like Ctrl-C) interrupts cleanly: its staging is removed, nothing is published,
-    and the user is told so (exit status 130)."""
+def sigterm_interrupts():
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, while the block runs in the main thread: a command that
+    cleans up or reports on Ctrl-C does the same when it is terminated (by a supervisor, a job timeout, `kill`)."""
     def interrupt(signum, _frame):
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers (and only it gets signals): e.g. main() run in a thread
+        return
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _writing(directory: Path):
+    """A KB write that SIGTERM (like Ctrl-C) interrupts cleanly: its staging is removed, nothing is published,
+    and the user is told so (exit status 130)."""
+    try:
+        with sigterm_interrupts():
+            yield
     except KeyboardInterrupt:
         print(f"kgverify kb: interrupted; {directory} is as it was (nothing was published)", file=sys.stderr)
         raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -147,15 +161,20 @@ def _add(args: argparse.Namespace) -> int:
         manifest = add_documents(args.directory, _documents(args), embedder, keep_versions=args.keep_versions,
                                  build_options={"inputs": [str(p) for p in args.input]},
                                  progress=not args.no_progress, stages=True, outcome=outcome)
-    print(json.dumps({**_summary(manifest, args.directory), **outcome}))  # unchanged: this add's counts
+    print(json.dumps(_summary(manifest, args.directory, outcome or None)))
     return 0
 
 
-def _summary(manifest, directory: Path) -> dict:
+RUN_FIELDS = ("facts_added", "duplicates_dropped", "embedded", "reused", "seconds", "embeddings_per_s")
+
+
+def _summary(manifest, directory: Path, run: dict | None = None) -> dict:
+    """The KB's totals (facts, documents, bytes) and this run's counts: from the version it published, or from
+    `run` when it published none (an add with nothing new must not repeat the previous run's counts)."""
+    this_run = run if run is not None else manifest.build
     return {"kb_id": manifest.kb_id, "version": manifest.version, "path": str(directory),
             "facts": manifest.num_facts, "documents": manifest.num_documents, "index": manifest.index["family"],
-            **{k: manifest.build.get(k) for k in ("facts_added", "duplicates_dropped", "embedded", "reused",
-                                                  "seconds", "embeddings_per_s")},
+            **{k: this_run.get(k) for k in RUN_FIELDS}, **({"unchanged": True} if run and run.get("unchanged") else {}),
             "bytes": manifest.total_bytes()}
 
 
@@ -220,10 +239,30 @@ def _reload(args: argparse.Namespace) -> int:
     return 0
 
 
+STDOUT_CLOSED = 128 + signal.SIGPIPE  # 141, as a shell reports a command that wrote to a closed pipe
+
+
+def finish_output(code: int) -> int:
+    """Flushes stdout inside the command's error handling: a reader that went away (`| head`) shows up here as
+    a BrokenPipeError, not as an "Exception ignored" at interpreter exit."""
+    sys.stdout.flush()
+    return code
+
+
+def stdout_closed() -> int:
+    """Quietly ends a command whose stdout reader went away: the rest of its output goes to /dev/null (so the
+    flush at exit cannot fail again); exit status 141."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a file descriptor (e.g. captured)
+        pass
+    return STDOUT_CLOSED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m kb ...`: the same commands without the rest of the kgverify CLI."""
-    import os
-
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -233,7 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from client.errors import VerifierError
 
     try:
-        return int(args.func(args) or 0)
+        return finish_output(int(args.func(args) or 0))
+    except BrokenPipeError:
+        return stdout_closed()
     except KeyboardInterrupt:
         return 130
     except (ValueError, FileNotFoundError, VerifierError) as exc:

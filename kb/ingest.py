@@ -16,6 +16,7 @@ JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 CSV_SUFFIXES = (".csv", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 TEXT_SUFFIXES = (".txt", ".md", ".text")
+TEXT_JOINER = "\n\n"  # between the strings of a list-valued text field: every line break ends a chunking unit
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,21 @@ def _format(path: Path) -> str | None:
     return None
 
 
-def _document(row: dict, fields: FieldMap, fallback_id: str) -> Document | None:
-    text = row.get(fields.text)
-    if not isinstance(text, str) or not text.strip():
+def document_text(value, where: str, field: str) -> str | None:
+    """A row's text from its text field: a string, or a list of strings joined with a blank line (e.g. the
+    sections of an abstract); None when the row has none. Any other value is a ValueError naming the row."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        return TEXT_JOINER.join(value)
+    kind = "a list holding a non-string" if isinstance(value, (list, tuple)) else type(value).__name__
+    raise ValueError(f"{where}: field {field!r} is {kind}, not text (a string or a list of strings); "
+                     "choose the text with --text-field")
+
+
+def _document(row: dict, fields: FieldMap, fallback_id: str, where: str) -> Document | None:
+    text = document_text(row.get(fields.text), where, fields.text)
+    if text is None or not text.strip():
         return None
     doc_id = row.get(fields.id)
     doc_id = fallback_id if doc_id is None or str(doc_id) == "" else str(doc_id)
@@ -74,7 +87,7 @@ def _document(row: dict, fields: FieldMap, fallback_id: str) -> Document | None:
     return Document(doc_id, text, "" if source is None else str(source), "" if title is None else str(title))
 
 
-def _jsonl_documents(path: Path, fields: FieldMap) -> Iterator[Document]:
+def _jsonl_rows(path: Path, fields: FieldMap) -> Iterator[Document | None]:
     with _open_text(path) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -85,26 +98,25 @@ def _jsonl_documents(path: Path, fields: FieldMap) -> Iterator[Document]:
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
             if not isinstance(row, dict):
                 raise ValueError(f"{path}:{lineno}: expected a JSON object per line")
-            doc = _document(row, fields, f"{path.name}:{lineno}")
-            if doc is not None:
-                yield doc
+            yield _document(row, fields, f"{path.name}:{lineno}", f"{path}:{lineno}")
 
 
-def _csv_documents(path: Path, fields: FieldMap) -> Iterator[Document]:
+def _csv_delimiter(path: Path) -> str:
+    return "\t" if path.name.lower().removesuffix(".gz").endswith(".tsv") else ","
+
+
+def _csv_rows(path: Path, fields: FieldMap) -> Iterator[Document | None]:
     csv.field_size_limit(sys.maxsize)  # real corpora hold whole articles in one cell
-    delimiter = "\t" if path.name.lower().removesuffix(".gz").endswith(".tsv") else ","
     with _open_text(path) as fh:
-        reader = csv.DictReader(fh, delimiter=delimiter)
+        reader = csv.DictReader(fh, delimiter=_csv_delimiter(path))
         if reader.fieldnames is None or fields.text not in reader.fieldnames:
             raise ValueError(f"{path}: no column {fields.text!r} (columns: {reader.fieldnames}); "
                              "choose one with --text-field")
         for rowno, row in enumerate(reader, 1):
-            doc = _document(row, fields, f"{path.name}:{rowno}")
-            if doc is not None:
-                yield doc
+            yield _document(row, fields, f"{path.name}:{rowno}", f"{path}: row {rowno}")
 
 
-def _parquet_documents(path: Path, fields: FieldMap) -> Iterator[Document]:
+def _parquet_rows(path: Path, fields: FieldMap) -> Iterator[Document | None]:
     import pyarrow.parquet as pq
 
     pfile = pq.ParquetFile(path)
@@ -117,27 +129,69 @@ def _parquet_documents(path: Path, fields: FieldMap) -> Iterator[Document]:
     for batch in pfile.iter_batches(batch_size=4096, columns=wanted):
         for row in batch.to_pylist():
             rowno += 1
-            doc = _document(row, fields, f"{path.name}:{rowno}")
-            if doc is not None:
-                yield doc
+            yield _document(row, fields, f"{path.name}:{rowno}", f"{path}: row {rowno}")
 
 
-def _text_documents(path: Path) -> Iterator[Document]:
+def _text_rows(path: Path) -> Iterator[Document | None]:
     with _open_text(path) as fh:
         text = fh.read()
-    if text.strip():
-        yield Document(path.name.removesuffix(".gz"), text, str(path), "")
+    yield Document(path.name.removesuffix(".gz"), text, str(path), "") if text.strip() else None
+
+
+def _count_rows(path: Path, fmt: str) -> int:
+    """The rows of one input file, counted without parsing documents (what the reader will go through)."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    if fmt == "text":
+        return 1
+    if fmt == "csv":
+        csv.field_size_limit(sys.maxsize)
+        with _open_text(path) as fh:
+            return max(0, sum(1 for _ in csv.reader(fh, delimiter=_csv_delimiter(path))) - 1)  # less the header
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+class DocumentReader:
+    """Documents from every input file (directories recursively), in input order.
+
+    `rows` counts the rows read so far, with text or without (a text file is one row), and `count_rows()`
+    counts all of them up front, so progress can be shown against a total."""
+
+    def __init__(self, paths: Iterable[Path], fields: FieldMap = FieldMap()):
+        self.paths = [Path(p) for p in paths]
+        self.fields = fields
+        self.rows = 0
+
+    def _inputs(self) -> Iterator[tuple[Path, str]]:
+        for path in _files(self.paths):
+            fmt = _format(path)
+            if fmt is None:
+                raise ValueError(f"unsupported input format: {path} (use .jsonl, .csv, .tsv, .parquet, .txt or .md, "
+                                 "optionally .gz)")
+            yield path, fmt
+
+    def count_rows(self) -> int | None:
+        """Rows in all inputs (a line count for JSON lines, a CSV parse, Parquet metadata); None when an input
+        cannot be counted (reading it reports why)."""
+        try:
+            return sum(_count_rows(path, fmt) for path, fmt in self._inputs())
+        except (OSError, ValueError, csv.Error, ImportError):
+            return None
+
+    def __iter__(self) -> Iterator[Document]:
+        readers = {"jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows}
+        for path, fmt in self._inputs():
+            rows = _text_rows(path) if fmt == "text" else readers[fmt](path, self.fields)
+            for doc in rows:
+                self.rows += 1
+                if doc is not None:
+                    yield doc
 
 
 def read_documents(paths: Iterable[Path], fields: FieldMap = FieldMap()) -> Iterator[Document]:
     """Documents from every input file (directories recursively), in input order."""
-    readers = {"jsonl": _jsonl_documents, "csv": _csv_documents, "parquet": _parquet_documents}
-    for path in _files(paths):
-        fmt = _format(path)
-        if fmt is None:
-            raise ValueError(f"unsupported input format: {path} (use .jsonl, .csv, .tsv, .parquet, .txt or .md, "
-                             "optionally .gz)")
-        if fmt == "text":
-            yield from _text_documents(path)
-        else:
-            yield from readers[fmt](path, fields)
+    return iter(DocumentReader(paths, fields))

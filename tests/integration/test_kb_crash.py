@@ -64,7 +64,7 @@ def _assert_serves(out, embedder, kb_ids=None):
 def test_kill_9_while_embedding_leaves_the_old_kb_loadable(old_kb, embedder, tmp_path):
     out, old_id = old_kb
     corpus = _corpus(tmp_path / "new.jsonl", 3000)
-    status, stderr = _run_until(["build", "--input", str(corpus), "--output", str(out)], "facts:")
+    status, stderr = _run_until(["build", "--input", str(corpus), "--output", str(out)], "documents:")
     assert status == -signal.SIGKILL, stderr
     assert "published" not in stderr
     staged = [p.name for p in (out / VERSIONS_DIR).iterdir() if p.name.startswith(".tmp-")]
@@ -97,7 +97,7 @@ def _published_id(stderr: str) -> str:
 def test_sigterm_or_ctrl_c_while_embedding_cleans_up_and_says_the_kb_is_unchanged(old_kb, embedder, tmp_path, sig):
     out, old_id = old_kb
     corpus = _corpus(tmp_path / "new.jsonl", 3000)
-    status, stderr = _run_until(["add", str(out), "--input", str(corpus)], "facts:", sig)
+    status, stderr = _run_until(["add", str(out), "--input", str(corpus)], "documents:", sig)
     assert status == 130, stderr
     assert f"interrupted; {out} is as it was (nothing was published)" in stderr and "Traceback" not in stderr
     assert not [p for p in (out / VERSIONS_DIR).iterdir() if p.name.startswith(".tmp-")]  # staging removed

@@ -311,3 +311,32 @@ def test_a_damaged_demo_kb_cache_is_rebuilt_by_the_server_and_a_configured_kb_is
     with pytest.raises(KnowledgeBaseCorruptError):
         configured.load(embedder)
     assert configured.current is None and configured.error is not None
+
+
+class SmallBatchEmbedder(RecordingEmbedder):
+    batch_size = 2
+
+
+def test_progress_moves_per_embedding_batch_in_documents_with_the_current_counts(tmp_path, embedder, monkeypatch):
+    import kb.build
+
+    shown: list[tuple] = []
+
+    class Shown(kb.build._Progress):  # the real bar, with what it was asked to show kept for the test
+        def start(self, total):
+            shown.append(("total", total))
+            super().start(total)
+
+        def advance(self, position, **postfix):
+            shown.append((position, postfix["facts"], postfix["embedded"]))
+            super().advance(position, **postfix)
+
+    monkeypatch.setattr(kb.build, "_Progress", Shown)
+    docs = [Document(f"d{i}", f"Drug {i} is given at {i + 1} mg per day for condition {i}.") for i in range(6)]
+    recorder = SmallBatchEmbedder(embedder)
+    build_kb(docs, tmp_path / "kb", recorder, chunking=ChunkSpec(max_chars=500, context_chars=0),
+             options=BuildOptions(batch_facts=4), progress=True)
+    # 4 facts per flush, 2 texts per embedding batch: the bar moves after every batch, not only per flush,
+    # and each update carries the counts as they are then
+    assert shown == [("total", 6), (2, 4, 2), (4, 4, 4), (4, 4, 4), (6, 6, 6), (6, 6, 6)]
+    assert sorted(recorder.encoded) == sorted(d.text for d in docs)

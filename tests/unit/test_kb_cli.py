@@ -64,6 +64,9 @@ def test_build_search_add_info_and_verify(tmp_path, capsys, csv_input):
     again = json.loads(stdout)  # the same facts again: this add's counts, not the previous add's
     assert code == 0 and "unchanged" in stderr and again["unchanged"] is True and again["version"] == "v000002"
     assert again["facts_added"] == 0 and again["embedded"] == 0 and again["duplicates_dropped"] == 1
+    # every per-run number is this run's: nothing reused or embedded, so no rate (not the previous add's)
+    assert again["reused"] == 0 and again["embeddings_per_s"] is None and again["seconds"] < 60
+    assert (again["facts"], again["documents"]) == (4, 3)  # the KB's totals, as after any add
 
     info = json.loads(_run(capsys, "info", str(out))[1])
     assert info["version"] == "v000002" and info["num_facts"] == 4 and info["chunking"]["max_chars"] == 70
@@ -91,3 +94,44 @@ def test_clear_errors_for_bad_invocations(tmp_path, capsys, csv_input):
     code, _, stderr = _run(capsys, "build", "--input", str(csv_input), "--output", str(tmp_path / "kb"),
                            "--index-param", "nlist=lots", *FIELDS)
     assert code == 2 and "NAME=INTEGER" in stderr
+
+
+def test_add_refuses_inputs_without_document_text_as_build_does(tmp_path, capsys, csv_input):
+    out = tmp_path / "kb"
+    assert _run(capsys, "build", "--input", str(csv_input), "--output", str(out), *FIELDS, "--no-progress")[0] == 0
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"qid": "q9", "body": "Furosemide is a loop diuretic."}) + "\n")
+    for command in (["build", "--input", str(rows), "--output", str(tmp_path / "other")],
+                    ["add", str(out), "--input", str(rows)]):
+        code, stdout, stderr = _run(capsys, *command, "--text-field", "answer", "--no-progress")
+        assert code == 2 and stdout == "", stderr
+        assert "the inputs hold no document text (check --text-field" in stderr
+    assert current_version(out).name == "v000001" and "unchanged" not in stderr
+    rows.write_text(json.dumps({"qid": "q9", "answer": 12}) + "\n")
+    code, _, stderr = _run(capsys, "add", str(out), "--input", str(rows), "--text-field", "answer", "--no-progress")
+    assert code == 2 and f"{rows}:1: field 'answer' is int, not text" in stderr
+    assert current_version(out).name == "v000001"
+
+
+def test_a_list_of_strings_in_the_text_field_builds_and_adds_as_one_document(tmp_path, capsys):
+    source = tmp_path / "pubmedqa.jsonl"
+    source.write_text(json.dumps({"pmid": "1", "CONTEXTS": ["Programmed cell death shapes lace plant leaves.",
+                                                            "Mitochondria were stained with MitoTracker."]}) + "\n")
+    fields = ["--text-field", "CONTEXTS", "--id-field", "pmid", "--no-progress"]
+    code, stdout, _ = _run(capsys, "build", "--input", str(source), "--output", str(tmp_path / "kb"), *fields,
+                           "--chunk-chars", "60")
+    assert code == 0 and json.loads(stdout)["facts"] == 2 and json.loads(stdout)["documents"] == 1
+    more = tmp_path / "more.jsonl"
+    more.write_text(json.dumps({"pmid": "2", "CONTEXTS": ["Warfarin is monitored with the INR."]}) + "\n")
+    code, stdout, _ = _run(capsys, "add", str(tmp_path / "kb"), "--input", str(more), *fields)
+    assert code == 0 and json.loads(stdout)["facts_added"] == 1
+    hits = json.loads(_run(capsys, "search", str(tmp_path / "kb"), "MitoTracker staining", "-k", "1", "--json")[1])
+    assert hits[0]["fact_id"] == "1#1" and hits[0]["text"] == "Mitochondria were stained with MitoTracker."
+
+
+def test_the_build_progress_bar_counts_documents_against_their_total(tmp_path, capsys, csv_input):
+    code, _, stderr = _run(capsys, "build", "--input", str(csv_input), "--output", str(tmp_path / "kb"), *FIELDS,
+                           "--chunk-chars", "70")
+    last = stderr.replace("\r", "\n").split("documents:")[-1].splitlines()[0]
+    assert code == 0 and "100%" in last and " 2/2 " in last, stderr  # a total (and so an ETA), in documents
+    assert "facts=3" in last and "embedded=4" in last, stderr  # the counts after the last batch, not before

@@ -78,3 +78,55 @@ def test_clear_errors_for_bad_inputs(tmp_path):
     (tmp_path / "c.csv").write_text("body\nhello\n", encoding="utf-8")
     with pytest.raises(ValueError, match="--text-field"):
         list(read_documents([tmp_path / "c.csv"]))
+
+
+def test_a_text_field_holding_a_list_of_strings_is_one_document_with_a_blank_line_between_them(tmp_path):
+    # PubMedQA keeps an abstract's sections as a list: {"pmid": ..., "CONTEXTS": ["Background ...", "Methods ..."]}
+    rows = [{"pmid": "21645374", "CONTEXTS": ["Programmed cell death is regulated.", "Mitochondria were stained."]},
+            {"pmid": "2", "CONTEXTS": []}]  # an empty list is a row without text: skipped
+    fields = FieldMap(text="CONTEXTS", id="pmid")
+    jsonl = tmp_path / "pubmedqa.jsonl.gz"
+    with gzip.open(jsonl, "wt", encoding="utf-8") as fh:
+        fh.write("".join(json.dumps(r) + "\n" for r in rows))
+    expected = [Document("21645374", "Programmed cell death is regulated.\n\nMitochondria were stained.")]
+    assert list(read_documents([jsonl], fields)) == expected
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parquet = tmp_path / "pubmedqa.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), parquet)
+    assert list(read_documents([parquet], fields)) == expected
+
+
+@pytest.mark.parametrize("value, kind", [(42, "int"), ({"a": "b"}, "dict"), (["ok", 3], "a list holding a non-string"),
+                                         (True, "bool")])
+def test_a_text_field_that_is_not_text_is_an_error_naming_the_line_and_the_field(tmp_path, value, kind):
+    path = tmp_path / "docs.jsonl"
+    path.write_text(json.dumps({"text": "Fine."}) + "\n" + json.dumps({"body": "x", "text": value}) + "\n",
+                    encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"docs.jsonl:2: field 'text' is {kind}, not text .*--text-field"):
+        list(read_documents([path]))
+
+
+def test_the_reader_counts_rows_up_front_and_as_it_reads_them(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from kb.ingest import DocumentReader
+
+    with gzip.open(tmp_path / "a.jsonl.gz", "wt", encoding="utf-8") as fh:
+        fh.write("".join(json.dumps(r) + "\n" for r in ROWS) + "\n")  # a blank line is no row
+    rows = [dict(r, url=r["url"] or "", focus=r["focus"] or "") for r in ROWS]
+    rows[0]["answer"] = "Aspirin inhibits COX.\nIt thins blood."  # a cell over two lines is still one row
+    with open(tmp_path / "b.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    pq.write_table(pa.Table.from_pylist(ROWS), tmp_path / "c.parquet")
+    (tmp_path / "d.txt").write_text("Beta blockers slow the heart.", encoding="utf-8")
+    reader = DocumentReader([tmp_path], FIELDS)
+    assert reader.count_rows() == 4 + 4 + 4 + 1
+    docs = list(reader)
+    assert len(docs) == 3 + 3 + 3 + 1 and reader.rows == 13  # rows without text are read, and counted
+    assert DocumentReader([tmp_path / "missing.jsonl"]).count_rows() is None  # reading it says why
