@@ -108,6 +108,11 @@ class BatchSummary:
     ki_only: int = 0  # rows without answer or gold_answer: InfoGain was asked but cannot be scored
     statuses: dict[str, int] = field(default_factory=dict)
 
+    def progress(self, output: Path) -> str:
+        """What a run that ended early leaves, and how to go on (resuming skips the rows written)."""
+        earlier = f" ({self.skipped} more were there already)" if self.skipped else ""
+        return f"{self.written} rows written to {output}{earlier}; run the same command again to resume"
+
 
 def channel_security(ca: Path | None = None, cert: Path | None = None, key: Path | None = None,
                      token_file: Path | None = None) -> tuple[Any, tuple]:
@@ -117,7 +122,7 @@ def channel_security(ca: Path | None = None, cert: Path | None = None, key: Path
         import grpc
 
         if bool(cert) != bool(key):
-            raise BatchError("give both --tls-cert and --tls-key (mTLS) or neither")
+            raise BatchStopped("give both --tls-cert and --tls-key (mTLS) or neither")
         credentials = grpc.ssl_channel_credentials(
             root_certificates=Path(ca).read_bytes() if ca else None,
             private_key=Path(key).read_bytes() if key else None,
@@ -126,7 +131,7 @@ def channel_security(ca: Path | None = None, cert: Path | None = None, key: Path
     if token_file:
         token = Path(token_file).read_text(encoding="utf-8").strip()
         if not token:
-            raise BatchError(f"{token_file} holds no token")
+            raise BatchStopped(f"{token_file} holds no token")
         metadata = (("authorization", f"Bearer {token}"),)
     return credentials, metadata
 
@@ -490,7 +495,8 @@ class _Scheduler:
                 alive = [w for w in workers if not w.done()]
                 if not finished.done() and not alive:
                     errors = [w.exception() for w in workers if w.exception()]
-                    raise BatchError(f"every server failed: {errors[0] if errors else 'streams ended'}")
+                    raise BatchError(f"every server failed: {errors[0] if errors else 'streams ended'}; "
+                                     + self.writer.summary.progress(self.writer.journal.path))
         finally:
             for task in (*workers, finished):
                 task.cancel()

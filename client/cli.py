@@ -103,10 +103,14 @@ def _cmd_split(args) -> int:
         return 0
     from server.pipeline.splitter import RuleSplitter
 
+    from .types import SplitClaim, SplitResult, SplitStep
+
     result = RuleSplitter().split(text, args.question)
-    steps = [{"text": s.text, "start": s.start, "end": s.end, "no_knowledge": s.no_knowledge,
-              "claims": [{"text": c.text, "start": c.start, "end": c.end} for c in s.claims]} for s in result.steps]
-    print(json.dumps({"steps": steps}, ensure_ascii=False))
+    local = SplitResult(tuple(SplitStep(s.index, s.text, s.start, s.end, s.no_knowledge,
+                                        tuple(SplitClaim(c.text, c.start, c.end, c.no_knowledge) for c in s.claims),
+                                        s.planning, s.knowledge) for s in result.steps),
+                        result.chain_text, result.splitter)
+    print(json.dumps(local.to_dict(), ensure_ascii=False))  # the same JSON as a server's split
     return 0
 
 
@@ -157,6 +161,8 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_batch(args) -> int:
+    from kb.cli import sigterm_interrupts
+
     from .batch import BatchError, BatchOptions, BatchSummary, channel_security, run_batch
 
     summary = BatchSummary()
@@ -168,14 +174,13 @@ def _cmd_batch(args) -> int:
             progress=not args.no_progress, knowledge=_knowledge_kwargs(args), info_gain=_info_gain_kwargs(args),
             input_format=args.input_format, export=args.export, fsync_interval_s=args.fsync_interval,
             credentials=credentials, metadata=metadata, retry_errors=args.retry_errors)
-        asyncio.run(run_batch(opts, summary=summary))
+        with sigterm_interrupts():  # a terminated run reports and exits like Ctrl-C (130)
+            asyncio.run(run_batch(opts, summary=summary))
     except BatchError as exc:
         print(f"batch failed: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        earlier = f" ({summary.skipped} more were there already)" if summary.skipped else ""
-        print(f"interrupted: {summary.written} rows written to {args.output}{earlier}; run the same command again "
-              "to resume", file=sys.stderr)
+        print(f"interrupted: {summary.progress(args.output)}", file=sys.stderr)
         return 130
     print(json.dumps({"rows": summary.total, "skipped_already_done": summary.skipped,
                       "retried_errors": summary.retried, "written": summary.written,
@@ -306,8 +311,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    from kb.cli import finish_output, stdout_closed
+
     try:
-        return int(args.func(args) or 0)
+        return finish_output(int(args.func(args) or 0))
+    except BrokenPipeError:  # `kgverify ... | head`: the reader went away; no traceback
+        return stdout_closed()
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a clear one-line error instead of a traceback for expected failures

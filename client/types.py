@@ -151,7 +151,8 @@ class SplitStep:
 
     def to_dict(self) -> dict[str, Any]:
         out = {"text": self.text, "start": self.start, "end": self.end, "no_knowledge": self.no_knowledge,
-               "claims": [{"text": c.text, "start": c.start, "end": c.end} for c in self.claims]}
+               "claims": [{"text": c.text, "start": c.start, "end": c.end, "no_knowledge": c.no_knowledge}
+                          for c in self.claims]}
         if self.planning or self.knowledge:
             out.update(planning=self.planning, knowledge=self.knowledge)
         return out

@@ -181,8 +181,9 @@ def _lines(path):
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
-async def test_ctrl_c_says_how_many_rows_were_written_and_the_resumed_run_says_how_many_it_skips(
-        cache_dir, demo_kb_path, monkeypatch, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+async def test_ctrl_c_or_sigterm_says_how_many_rows_were_written_and_the_resumed_run_says_how_many_it_skips(
+        cache_dir, demo_kb_path, monkeypatch, tmp_path, sig):
     server = await _server(cache_dir, monkeypatch, FakeJudge(delay_s=0.05))
     try:
         await server.wait_ready(300)
@@ -196,8 +197,8 @@ async def test_ctrl_c_says_how_many_rows_were_written_and_the_resumed_run_says_h
         try:
             while _lines(out) < 10 and first.poll() is None:
                 await asyncio.sleep(0.01)  # the server under test runs on this event loop
-            assert first.poll() is None, "the batch ended before Ctrl-C: " + first.stderr.read().decode()
-            first.send_signal(signal.SIGINT)
+            assert first.poll() is None, "the batch ended before the signal: " + first.stderr.read().decode()
+            first.send_signal(sig)
             _, stderr = await asyncio.to_thread(first.communicate, timeout=60)
         finally:
             if first.poll() is None:
@@ -215,6 +216,28 @@ async def test_ctrl_c_says_how_many_rows_were_written_and_the_resumed_run_says_h
     assert second.returncode == 0, second.stderr.decode()
     assert f"resumed: {written} rows already done" in second.stderr.decode()  # the progress bar
     assert sorted(r["id"] for r in _records(out)) == [f"r{i:03d}" for i in range(200)]
+
+
+async def test_a_run_whose_every_server_fails_midway_says_what_it_wrote_and_how_to_resume(
+        cache_dir, demo_kb_path, monkeypatch, tmp_path, capsys):
+    server = await _server(cache_dir, monkeypatch, FakeJudge(delay_s=0.05))
+    await server.wait_ready(300)
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write(source, _rows(200))
+    run = asyncio.ensure_future(_batch("--input", source, "--output", out, "--server", server.addresses[0],
+                                       "--concurrency", "2"))
+    try:
+        while _lines(out) < 10:
+            assert not run.done(), "the batch ended before the server was stopped"
+            await asyncio.sleep(0.01)
+    finally:
+        await server.stop(0)  # the only server goes away for good
+    assert await asyncio.wait_for(run, 120) == 1
+    written = _lines(out)
+    assert 10 <= written < 200
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message.startswith("batch failed: every server failed: server ") and "keeps failing" in message
+    assert message.endswith(f"; {written} rows written to {out}; run the same command again to resume")
 
 
 def _cancelled_streams():
