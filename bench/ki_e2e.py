@@ -17,6 +17,9 @@
    (all gold premise sentences among the top-k / at least one), the ratio e2e/gold (goal >= 0.9),
    the pair-level 3-way macro-F1 on all dev pairs with their own premise, and the cascade's
    escalation rate (LLM calls per step) at the configured threshold.
+5. Off-topic evidence: the same claims judged against the top facts of the bundled demo KB
+   (pharmacology, diagnosis, maths; nothing on COVID-19) as context. Such evidence cannot settle
+   them, so every verdict should be not_enough_info: `settled_share` is the false-verdict rate.
 
     nice -n 10 .venv/bin/python bench/ki_e2e.py > bench/ki_e2e_results.json
 """
@@ -117,18 +120,23 @@ def settings_for(args, kb_dir: Path, judge: str):
                     server={"executor_workers": 1})
 
 
-async def score_all(runtime, claims: list[dict], with_gold: bool, top_k: int, mode: str) -> list:
+async def score_all(runtime, claims: list[dict], with_gold: bool, top_k: int, mode: str,
+                    contexts: list[tuple] | None = None) -> list:
+    """Each claim as a one-step chain: KB retrieval, its gold premise as context, or the given contexts."""
     from server.pipeline.deadline import Deadline
     from server.pipeline.knowledge_index import score_knowledge
     from server.pipeline.types import ChainInput, KnowledgeOptions, KnowledgeRequest, Passage, RetrievalMode
 
-    options = KnowledgeOptions(top_k=top_k, retrieval_mode=RetrievalMode(mode), use_knowledge_base=not with_gold)
+    given = with_gold or contexts is not None
+    options = KnowledgeOptions(top_k=top_k, retrieval_mode=RetrievalMode(mode), use_knowledge_base=not given)
     out = []
     for start in range(0, len(claims), 16):  # a few claims in flight, like a batch client
         batch = claims[start:start + 16]
         requests = [KnowledgeRequest(ChainInput(steps=(c["claim"],)),
-                                     context=(Passage("gold", c["premise"]),) if with_gold else (), options=options)
-                    for c in batch]
+                                     context=(contexts[start + i] if contexts is not None
+                                              else (Passage("gold", c["premise"]),) if with_gold else ()),
+                                     options=options)
+                    for i, c in enumerate(batch)]
         out.extend(await asyncio.gather(*(score_knowledge(r, runtime.deps, Deadline()) for r in requests)))
     return out
 
@@ -192,6 +200,28 @@ class MemoScorer:
         return np.array([self.rows[p] for p in pairs]).reshape(len(pairs), 3)
 
 
+def off_topic_contexts(args, claims: list[dict], top_k: int) -> list[tuple]:
+    """Per claim, the top facts of the bundled demo KB (pharmacology, diagnosis, maths: nothing on COVID-19),
+    as context passages: evidence that is near the claim in embedding space but cannot settle it."""
+    from kb.demo import ensure_demo_kb
+    from kb.embedder import SentenceTransformerEmbedder
+    from kb.knowledge_base import FaissKnowledgeBase
+    from server.pipeline.types import Passage, RetrievalMode
+
+    embedder = SentenceTransformerEmbedder()
+    demo = FaissKnowledgeBase.load(ensure_demo_kb(args.cache_dir, embedder), embedder)
+    hits = demo.search([c["claim"] for c in claims], top_k, RetrievalMode.HYBRID)
+    return [tuple(Passage(h.fact_id, h.text) for h in row) for row in hits]
+
+
+def off_topic_summary(results) -> dict:
+    """Claims given a verdict by evidence that cannot settle them (every one should be not_enough_info)."""
+    _, raw = verdicts(results)
+    settled = raw.get("supported", 0) + raw.get("contradicted", 0)
+    return {"claims": len(results), "verdicts": dict(raw), "settled_share": round(settled / max(len(results), 1), 4),
+            "contradicted_share": round(raw.get("contradicted", 0) / max(len(results), 1), 4)}
+
+
 async def run_judge(args, kb_dir: Path, judge: str, claims: list[dict]) -> list[dict]:
     """Every aggregation / top-k / mode variant of one judge, on one runtime (models load once)."""
     from server.app import Runtime
@@ -204,25 +234,32 @@ async def run_judge(args, kb_dir: Path, judge: str, claims: list[dict]) -> list[
         await runtime.blocking.run(runtime.kb.load, runtime.ctx.embedder())
         built = await runtime.judge(None)
         scorer = MemoScorer(built.scorer)
-        variants = [(int(j), c) for j in args.joint.split(",") for c in args.conflict.split(",")]
-        for joint, conflict in variants:
-            policy = AggregationPolicy(joint_support=joint, conflict=conflict)
+        unrelated = {k: off_topic_contexts(args, claims, k) for k in {int(x) for x in args.top_k.split(",")}}
+        variants = [(int(j), c, float(d)) for j in args.joint.split(",") for c in args.conflict.split(",")
+                    for d in args.min_decisive.split(",")]
+        for joint, conflict, decisive in variants:
+            policy = AggregationPolicy(joint_support=joint, conflict=conflict, min_decisive=decisive)
             runtime._built[("judge", judge)] = EmbeddedJudge(scorer, runtime.blocking, policy)
-            gold, gold_summary = None, None
+            gold, gold_summary, off_topic = None, None, None
             for mode in args.mode.split(","):
                 for top_k in (int(x) for x in args.top_k.split(",")):
-                    eprint(f"{judge} joint_support={joint} conflict={conflict} mode={mode} top_k={top_k}")
+                    eprint(f"{judge} joint_support={joint} conflict={conflict} min_decisive={decisive} mode={mode} "
+                           f"top_k={top_k}")
                     t0 = time.perf_counter()
                     e2e = await score_all(runtime, claims, False, top_k, mode)
                     if gold is None:
                         gold = await score_all(runtime, claims, True, top_k, mode)
                         gold_summary = _summary(gold, claims, args.threshold)
+                    if off_topic is None:
+                        off = await score_all(runtime, claims, False, top_k, mode, unrelated[top_k])
+                        off_topic = off_topic_summary(off)
                     e2e_summary = _summary(e2e, claims, args.threshold)
                     e2e_summary["evidence_recall"] = recall(e2e, claims)
                     ratio = e2e_summary["macro_f1"] / gold_summary["macro_f1"] if gold_summary["macro_f1"] else None
                     runs.append({"judge": built.name, "aggregation": policy.version(), "retrieval_mode": mode,
                                  "top_k": top_k,
                                  "e2e": e2e_summary, "gold_evidence": gold_summary,
+                                 "off_topic_evidence": off_topic,
                                  "e2e_over_gold": None if ratio is None else round(ratio, 4),
                                  "seconds": round(time.perf_counter() - t0, 1)})
     finally:
@@ -241,6 +278,8 @@ def main(argv=None) -> int:
     p.add_argument("--joint", default="2,0", help="aggregation variants: facts read together for support (0 = off)")
     p.add_argument("--conflict", default="rank,stronger", help="aggregation variants: support-vs-contradiction rule")
     p.add_argument("--threshold", type=float, default=None, help="cascade threshold (default: the configured one)")
+    p.add_argument("--min-decisive", default="0",
+                   help="aggregation variants: least top-label probability for a premise to settle a claim")
     p.add_argument("--limit", type=int, default=0, help="first N claims only (smoke runs)")
     args = p.parse_args(argv)
 

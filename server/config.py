@@ -173,6 +173,8 @@ class JudgeSettings(_Section):
     """Verdicts kept in the LRU verdict cache, keyed by claim, evidence, judge, prompt version and KB (0 = off)."""
     window_chars: int = Field(700, ge=100)
     """Embedded judges: longest evidence scored at once; longer passages are read in sentence windows."""
+    min_decisive_probability: float = Field(0.0, ge=0, lt=1)
+    """Embedded judges: least probability of its top label for one premise (a fact or window) to support or contradict a claim; below it the premise settles nothing (0 = any top label)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> "JudgeSettings":

@@ -130,8 +130,9 @@ def _embedded(ctx: BackendContext, scorer):
     from .judges.aggregation import AggregationPolicy
     from .judges.embedded import EmbeddedJudge
 
-    return EmbeddedJudge(scorer, ctx.blocking, AggregationPolicy(window_chars=ctx.settings.judge.window_chars),
-                         batcher=ctx.pair_batcher(scorer))
+    cfg = ctx.settings.judge
+    policy = AggregationPolicy(window_chars=cfg.window_chars, min_decisive=cfg.min_decisive_probability)
+    return EmbeddedJudge(scorer, ctx.blocking, policy, batcher=ctx.pair_batcher(scorer))
 
 
 def _baseline_judge(ctx: BackendContext):

@@ -110,6 +110,32 @@ def test_the_verdict_is_always_the_top_label_of_the_probabilities_reported(rows,
     assert len(ordered) == n
 
 
+def test_below_min_decisive_a_premise_settles_nothing():
+    evidence = [ev("a"), ev("b"), ev("c")]
+    weak_c = (0.35, 0.45, 0.20)  # an unrelated fact tipping to contradiction by chance
+    _, verdict, _ = aggregate(np.array([N, weak_c, N]), singles(3), evidence)
+    assert verdict is Verdict.CONTRADICTED  # the default floor (0) takes any top label
+    probs, verdict, _ = aggregate(np.array([N, weak_c, N]), singles(3), evidence, AggregationPolicy(min_decisive=0.5))
+    assert verdict is Verdict.NOT_ENOUGH_INFO and probs.not_enough_info == pytest.approx(0.20)
+    # a sub-floor contradiction better retrieved than a decisive support no longer overrules it
+    _, verdict, ordered = aggregate(np.array([weak_c, S, N]), singles(3), evidence, AggregationPolicy(min_decisive=0.5))
+    assert verdict is Verdict.SUPPORTED and ordered[0] is evidence[1]
+    assert "min_decisive=0.5" in AggregationPolicy(min_decisive=0.5).version()
+    assert "min_decisive" not in AggregationPolicy().version()  # the default keeps its cache keys
+    with pytest.raises(ValueError):
+        AggregationPolicy(min_decisive=1.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(*[st.floats(0.001, 1.0)] * 3), min_size=1, max_size=6), st.floats(0.0, 0.9))
+def test_a_settled_verdict_is_the_top_label_with_at_least_the_floor(rows, floor):
+    n = len(rows)
+    label_probs, verdict, _ = aggregate(np.array(rows), singles(n), [ev(str(k)) for k in range(n)],
+                                        AggregationPolicy(min_decisive=floor))
+    if verdict is not Verdict.NOT_ENOUGH_INFO:
+        assert label_probs.verdict() is verdict and getattr(label_probs, verdict.value) >= floor
+
+
 SENTENCES = [f"Sentence number {k} talks about drug {k} and its effect on the liver." for k in range(40)]
 
 

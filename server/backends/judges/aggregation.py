@@ -27,17 +27,23 @@ class AggregationPolicy:
     """The top facts read together as one premise, for support only (0 or 1 = off)."""
     conflict: str = "rank"
     """When one premise supports and another contradicts: `rank` (the better-retrieved one decides) or `stronger`."""
+    min_decisive: float = 0.0
+    """A premise supports or contradicts only when its top label has at least this probability; below it, it
+    settles nothing (with five facts and their windows, some unrelated premise often tips to a label by chance)."""
 
     def __post_init__(self):
         if self.conflict not in ("rank", "stronger"):
             raise ValueError(f"conflict must be 'rank' or 'stronger', not {self.conflict!r}")
+        if not 0.0 <= self.min_decisive < 1.0:
+            raise ValueError("min_decisive must be in [0, 1)")
         if self.window_chars < 1 or self.max_windows < 1 or self.window_overlap < 0:
             raise ValueError("window_chars and max_windows must be positive, window_overlap not negative")
 
     def version(self) -> str:
         """The rules and their settings, for provenance and the verdict cache."""
+        decisive = f",min_decisive={self.min_decisive:g}" if self.min_decisive else ""
         return (f"{AGGREGATION_VERSION}(window={self.window_chars},overlap={self.window_overlap},"
-                f"max_windows={self.max_windows},joint={self.joint_support},conflict={self.conflict})")
+                f"max_windows={self.max_windows},joint={self.joint_support},conflict={self.conflict}{decisive})")
 
 
 @dataclass(frozen=True)
@@ -83,21 +89,27 @@ def units_for(evidence: Sequence[Evidence], policy: AggregationPolicy) -> list[U
     return out
 
 
-def _best(rows: Sequence[LabelProbs], allowed: Sequence[bool], verdict: Verdict) -> int | None:
-    """The allowed row whose top label is verdict and whose probability of it is highest."""
+def _decides(row: LabelProbs, verdict: Verdict, floor: float) -> bool:
+    """Whether a premise's row settles the claim as verdict: its top label, with at least floor."""
+    return row.verdict() is verdict and getattr(row, verdict.value) >= floor
+
+
+def _best(rows: Sequence[LabelProbs], allowed: Sequence[bool], verdict: Verdict, floor: float = 0.0) -> int | None:
+    """The allowed row that settles the claim as verdict with the highest probability of it."""
     best, value = None, -1.0
     for i, (row, ok) in enumerate(zip(rows, allowed)):
-        if ok and row.verdict() is verdict and getattr(row, verdict.value) > value:
+        if ok and _decides(row, verdict, floor) and getattr(row, verdict.value) > value:
             best, value = i, getattr(row, verdict.value)
     return best
 
 
-def _conflict(rows: Sequence[LabelProbs], units: Sequence[Unit], best_s: int, best_c: int, how: str) -> Verdict:
+def _conflict(rows: Sequence[LabelProbs], units: Sequence[Unit], best_s: int, best_c: int, how: str,
+              floor: float = 0.0) -> Verdict:
     """Support against contradiction: by retrieval rank (a fact read together ranks as its last member) or strength."""
     if how == "rank":
-        rank_s = min(max(u.evidence) for u, r in zip(units, rows) if r.verdict() is Verdict.SUPPORTED)
+        rank_s = min(max(u.evidence) for u, r in zip(units, rows) if _decides(r, Verdict.SUPPORTED, floor))
         rank_c = min(max(u.evidence) for u, r in zip(units, rows)
-                     if r.verdict() is Verdict.CONTRADICTED and not u.joint)
+                     if _decides(r, Verdict.CONTRADICTED, floor) and not u.joint)
         if rank_s != rank_c:
             return Verdict.SUPPORTED if rank_s < rank_c else Verdict.CONTRADICTED
     return Verdict.SUPPORTED if rows[best_s].supported >= rows[best_c].contradicted else Verdict.CONTRADICTED
@@ -122,16 +134,17 @@ def aggregate(probs: np.ndarray, units: Sequence[Unit], evidence: Sequence[Evide
         return NO_EVIDENCE, Verdict.NOT_ENOUGH_INFO, tuple(evidence)
     rows = [LabelProbs.from_row(r) for r in np.asarray(probs, dtype=np.float64).reshape(len(units), 3)]
     single = [not u.joint for u in units]
-    best_s = _best(rows, [True] * len(units), Verdict.SUPPORTED)
-    best_c = _best(rows, single, Verdict.CONTRADICTED)
+    floor = policy.min_decisive
+    best_s = _best(rows, [True] * len(units), Verdict.SUPPORTED, floor)
+    best_c = _best(rows, single, Verdict.CONTRADICTED, floor)
     if best_s is not None and best_c is not None:
-        verdict = _conflict(rows, units, best_s, best_c, policy.conflict)
+        verdict = _conflict(rows, units, best_s, best_c, policy.conflict, floor)
         row = best_s if verdict is Verdict.SUPPORTED else best_c
     elif best_s is not None:
         row, verdict = best_s, Verdict.SUPPORTED
     elif best_c is not None:
         row, verdict = best_c, Verdict.CONTRADICTED
-    else:  # every single premise's top label is not_enough_info
+    else:  # no premise settles it: every single premise's top label is not_enough_info (or below the floor)
         row = min((i for i in range(len(units)) if single[i]), key=lambda i: rows[i].not_enough_info)
         verdict = Verdict.NOT_ENOUGH_INFO
     first = units[row].evidence
