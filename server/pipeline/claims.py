@@ -82,12 +82,43 @@ def _depth_ok(text: str, start: int, pos: int) -> bool:
     return depth == 0
 
 
-def split_coordination(text: str, start: int, end: int, regions: _Regions) -> list[tuple[int, int]]:
-    """Splits "X inhibits Y and is renally cleared" into two spans; leaves "X and Y are ..." whole."""
+_SUBJECT_END = re.compile(r"[\s,;:]+$")
+_NO_SUBJECT_TAIL = frozenset("that which who whom whose where when if because since although".split())
+_RELATIVE = frozenset("that which who".split())
+_LABEL = re.compile(r":\s+|\n")
+# A clause opened by a subordinator or a preposition has no plain subject before its first verb.
+_NOT_A_SUBJECT_START = frozenset(
+    "although though because since if when while as after before unless whereas until once given despite "
+    "on in at for with during by from to of into under over within without between among about".split())
+
+
+def clause_subject(text: str, start: int, end: int) -> str:
+    """The words of a clause before its first finite verb ("Metformin" of "Metformin inhibits ..."), or ""
+    when there is none usable (the clause starts with its verb, or its subject is long or unfinished)."""
+    previous = ""
+    for m in _WORD.finditer(text, start, end):
+        word = m.group()
+        if _finite_verb(word) and previous.lower() not in _RELATIVE:  # "Drugs that inhibit X raise ...": skip
+            # after a label or heading ("Answer A: Hyperkalemia", "Summary:\nFractures"), the subject follows it
+            head = _LABEL.split(text[start:m.start()])[-1]
+            subject = _SUBJECT_END.sub("", head).strip()
+            words = _WORD.findall(subject)
+            if (not words or len(subject) > 80 or words[-1].lower() in _NO_SUBJECT_TAIL
+                    or words[0].lower() in _NOT_A_SUBJECT_START):  # "Although this patient", "On May 15"
+                return ""
+            return subject
+        previous = word
+    return ""
+
+
+def split_coordination(text: str, start: int, end: int, regions: _Regions) -> list[tuple[int, int, bool]]:
+    """Splits "X inhibits Y and is renally cleared" into two spans; leaves "X and Y are ..." whole.
+
+    Each span says whether it continues the first clause's verb phrase without a subject of its own."""
     if end - start < 20 or not _CONJ.search(text, start, end):
-        return [(start, end)]
-    spans: list[tuple[int, int]] = []
-    cursor = start
+        return [(start, end, False)]
+    spans: list[tuple[int, int, bool]] = []
+    cursor, predicate = start, False
     for m in _CONJ.finditer(text, start, end):
         if regions.inside(m.start()) or not _depth_ok(text, cursor, m.start()):
             continue
@@ -96,11 +127,12 @@ def split_coordination(text: str, start: int, end: int, regions: _Regions) -> li
         if len(_WORD.findall(left)) < 2 or len(right_words) < 2 or not _has_verb(left):
             continue
         clause_ok = bool(m.group("comma") or m.group("semi") or m.group("so") or m.group("word") in ("but", "whereas"))
-        if not (_starts_predicate(right_words) or (clause_ok and _starts_clause(right_words))):
+        continues = _starts_predicate(right_words)
+        if not (continues or (clause_ok and _starts_clause(right_words))):
             continue
-        spans.append((cursor, m.start()))
-        cursor = m.end()
-    spans.append((cursor, end))
+        spans.append((cursor, m.start(), predicate))
+        cursor, predicate = m.end(), continues
+    spans.append((cursor, end, predicate))
     return spans
 
 
@@ -117,17 +149,22 @@ def _strip_markup(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def claim_spans(text: str, units: Sequence[tuple[int, int]], regions: _Regions) -> list[tuple[int, int]]:
-    """Claims of a step given its sentence units: markup stripped, headings dropped, coordination split."""
-    out: list[tuple[int, int]] = []
+def claim_spans(text: str, units: Sequence[tuple[int, int]], regions: _Regions) -> list[tuple[int, int, str]]:
+    """Claims of a step given its sentence units: markup stripped, headings dropped, coordination split.
+
+    Each is (start, end, subject): the subject borrowed from the first clause by a claim that only continues
+    its verb phrase ("" otherwise)."""
+    out: list[tuple[int, int, str]] = []
     for s, e in units:
         if _HEADING_LINE.fullmatch(text, s, e):
             continue
         s, e = _strip_markup(text, s, e)
         if e <= s or not _ALNUM.search(text, s, e):
             continue
-        for a, b in split_coordination(text, s, e, regions):
+        parts = split_coordination(text, s, e, regions)
+        subject = clause_subject(text, parts[0][0], parts[0][1]) if len(parts) > 1 else ""
+        for a, b, continues in parts:
             a, b = _strip_markup(text, a, b)
             if b > a and _ALNUM.search(text, a, b):
-                out.append((a, b))
+                out.append((a, b, subject if continues else ""))
     return out

@@ -82,7 +82,7 @@ async def score_knowledge(
         split = await split_chain(req.chain, deps, req.options.splitter, deadline)
     judge = await deps.judge(req.options.judge)
     to_judge: list[Claim] = [c for s in split.steps for c in s.claims if not c.no_knowledge]
-    unique_texts = list(dict.fromkeys(c.text for c in to_judge))
+    unique_texts = list(dict.fromkeys(c.judged_text for c in to_judge))
     evidence, kb = await gather_evidence(unique_texts, req, deps, deadline)
     items = [JudgeItem(t, tuple(ev)) for t, ev in zip(unique_texts, evidence)]
     cache = getattr(judge, "verdict_cache", None)  # the server's verdict cache, when configured
@@ -100,7 +100,7 @@ async def score_knowledge(
             if claim.no_knowledge:
                 claims.append(ClaimResult(claim, Verdict.NO_KNOWLEDGE, None, Tier.NONE))
                 continue
-            judgement, ev = by_text[claim.text]
+            judgement, ev = by_text[claim.judged_text]
             shown = judgement.evidence if judgement.evidence is not None else tuple(ev)
             probs = judgement.probabilities if judgement.verdict is not Verdict.ERROR else None
             claims.append(ClaimResult(claim, judgement.verdict, probs, judgement.tier, shown,

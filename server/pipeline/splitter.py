@@ -388,6 +388,7 @@ class RuleSplitter:
         out = []
         for index, (start, end) in enumerate(spans):
             units = known_units.get((start, end)) or unit_spans(text, start, end, regions)
-            claims = tuple(Claim(text[s:e], s, e, judge(text[s:e])) for s, e in claim_spans(text, units, regions))
+            claims = tuple(Claim(text[s:e], s, e, judge(text[s:e]), subject)
+                           for s, e, subject in claim_spans(text, units, regions))
             out.append(Step(index, text[start:end], start, end, claims, all(c.no_knowledge for c in claims)))
         return tuple(out)

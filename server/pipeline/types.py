@@ -99,6 +99,15 @@ class Claim:
     start: int
     end: int
     no_knowledge: bool = False
+    # A claim split off a coordinated verb phrase ("... and is renally cleared") has no subject of its own: this
+    # is the subject of the clause it continues ("Metformin"). Retrieval and the judge read it in front of the
+    # text; the claim itself (text, offsets) stays the exact span of the chain.
+    subject: str = ""
+
+    @property
+    def judged_text(self) -> str:
+        """What retrieval and the judge read: the claim, after its borrowed subject if it has one."""
+        return f"{self.subject} {self.text}" if self.subject else self.text
 
 
 @dataclass(frozen=True)

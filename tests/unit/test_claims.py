@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from server.pipeline.deadline import Deadline
 from server.pipeline.splitter import RuleSplitter
 
 SPLITTER = RuleSplitter()
@@ -60,3 +62,57 @@ def test_markup_is_not_part_of_a_claim():
 def test_a_step_of_only_markup_has_no_claims_and_is_no_knowledge():
     step = SPLITTER.split("---").steps[0]
     assert step.claims == () and step.no_knowledge
+
+
+@pytest.mark.parametrize("text, subjects", [
+    ("Metformin inhibits hepatic gluconeogenesis and is renally cleared.", ["", "Metformin"]),
+    ("Drugs that inhibit CYP3A4 raise statin levels and increase the risk of myopathy.",
+     ["", "Drugs that inhibit CYP3A4"]),
+    ("Warfarin inhibits vitamin K epoxide reductase, and heparin activates antithrombin.", ["", ""]),  # own subject
+    ("Is warfarin safe, and is it reversible?", ["", ""]),  # no subject before the verb: none borrowed
+])
+def test_a_claim_continuing_a_verb_phrase_borrows_the_subject_for_judging_only(text, subjects):
+    step = SPLITTER.split(text).steps[0]
+    assert [c.subject for c in step.claims] == subjects[:len(step.claims)]
+    for claim in step.claims:
+        assert text[claim.start:claim.end] == claim.text  # the claim is still the exact span
+        assert claim.judged_text == (f"{claim.subject} {claim.text}" if claim.subject else claim.text)
+
+
+async def test_retrieval_and_the_judge_read_the_borrowed_subject():
+    from server.pipeline.deps import PipelineDeps
+    from server.pipeline.knowledge_index import score_knowledge
+    from server.pipeline.runtime import Blocking
+    from server.pipeline.types import (ChainInput, Judgement, KnowledgeRequest, LabelProbs, Passage, Tier,
+                                       Verdict)
+    from server.pipeline.validation import Limits
+
+    asked, embedded = [], []
+
+    class Judge:
+        name, prompt_version = "recording", ""
+
+        async def judge(self, items, deadline):
+            asked.extend(item.claim for item in items)
+            return [Judgement(Verdict.SUPPORTED, LabelProbs(0.9, 0.05, 0.05), Tier.EMBEDDED) for _ in items]
+
+    async def embed(texts, deadline):
+        embedded.extend(texts)
+        return np.ones((len(texts), 4), dtype=np.float32)
+
+    async def splitter(name):
+        return SPLITTER
+
+    async def judge(name):
+        return Judge()
+
+    deps = PipelineDeps(limits=Limits(), blocking=Blocking(None), splitter=splitter, judge=judge,
+                        estimator=None, knowledge_base=lambda: None, embedder=lambda: None, embed=embed)
+    text = "Metformin inhibits hepatic gluconeogenesis and is renally cleared."
+    result = await score_knowledge(KnowledgeRequest(ChainInput(steps=(text,)), context=(Passage("p", "fact"),)),
+                                   deps, Deadline())
+    assert asked == ["Metformin inhibits hepatic gluconeogenesis", "Metformin is renally cleared."]
+    assert embedded[:2] == asked
+    claims = result.steps[0].claims
+    assert [c.claim.text for c in claims] == ["Metformin inhibits hepatic gluconeogenesis", "is renally cleared."]
+    assert all(c.verdict is Verdict.SUPPORTED for c in claims)
