@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -160,9 +162,40 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
-def _cmd_batch(args) -> int:
-    from kb.cli import sigterm_interrupts
+def _run_interruptible(coro):
+    """asyncio.run(coro), where SIGTERM interrupts as Ctrl-C does: the task is cancelled, so its cleanup runs
+    (journal synced and closed, embedded server stopped), then KeyboardInterrupt is raised.
 
+    Unlike kb's sigterm_interrupts, the signal is taken by the event loop: an exception raised from a plain
+    signal handler could land inside gRPC or a model call running on the loop's thread."""
+    terminated: list[bool] = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        handled = threading.current_thread() is threading.main_thread()  # only it gets signals
+
+        def on_sigterm():
+            terminated.append(True)
+            task.cancel()
+
+        if handled:
+            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        try:
+            return await coro
+        finally:
+            if handled:
+                loop.remove_signal_handler(signal.SIGTERM)
+
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        if terminated:
+            raise KeyboardInterrupt("SIGTERM") from None
+        raise
+
+
+def _cmd_batch(args) -> int:
     from .batch import BatchError, BatchOptions, BatchSummary, channel_security, run_batch
 
     summary = BatchSummary()
@@ -174,8 +207,7 @@ def _cmd_batch(args) -> int:
             progress=not args.no_progress, knowledge=_knowledge_kwargs(args), info_gain=_info_gain_kwargs(args),
             input_format=args.input_format, export=args.export, fsync_interval_s=args.fsync_interval,
             credentials=credentials, metadata=metadata, retry_errors=args.retry_errors)
-        with sigterm_interrupts():  # a terminated run reports and exits like Ctrl-C (130)
-            asyncio.run(run_batch(opts, summary=summary))
+        _run_interruptible(run_batch(opts, summary=summary))  # SIGTERM: reported and exits like Ctrl-C (130)
     except BatchError as exc:
         print(f"batch failed: {exc}", file=sys.stderr)
         return exc.exit_code
