@@ -11,6 +11,10 @@ from server.context import configure_logging
 def records(monkeypatch):
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    # Loggers' own levels are process-wide (the embedded server quiets "kgverify"): start from NOTSET here.
+    named = {name: logging.getLogger(name).level for name in ("kgverify", "httpx", "httpcore", "bm25s", "faiss")}
+    for name in named:
+        logging.getLogger(name).setLevel(logging.NOTSET)
     configure_logging("INFO")
     handler = root.handlers[0]
     seen = []
@@ -18,6 +22,8 @@ def records(monkeypatch):
     yield seen
     root.handlers[:] = handlers
     root.setLevel(level)
+    for name, own in named.items():
+        logging.getLogger(name).setLevel(own)
 
 
 def test_routine_library_lines_are_dropped_and_everything_else_kept(records):
