@@ -6,6 +6,7 @@ from .deadline import NO_DEADLINE, Deadline
 from .deps import PipelineDeps
 from .errors import InvalidArgumentError
 from .types import ChainInput, SplitResult
+from .validation import setting
 
 
 async def split_chain(chain: ChainInput, deps: PipelineDeps, splitter_name: str | None = None,
@@ -20,14 +21,16 @@ async def split_chain(chain: ChainInput, deps: PipelineDeps, splitter_name: str 
     if not chain.steps:
         if len(result.steps) > deps.limits.max_steps:
             raise InvalidArgumentError.single(
-                "reasoning", f"splits into {len(result.steps)} steps; the limit is {deps.limits.max_steps}"
+                "reasoning", f"splits into {len(result.steps)} steps; the limit is {deps.limits.max_steps} "
+                             f"({setting('max_steps')})"
             )
         limit = deps.limits.max_step_chars
         for i, step in enumerate(result.steps):  # the same limit as pre-split steps: work grows with step length
             if len(step.text) > limit:
                 raise InvalidArgumentError.single(
                     "reasoning", f"step {i} (characters {step.start}-{step.end}) is {len(step.text)} characters "
-                                 f"long after splitting; the limit is {limit}: break the text into sentences or "
+                                 f"long after splitting; the limit is {limit} ({setting('max_step_chars')}): "
+                                 "break the text into sentences or "
                                  "paragraphs, or send pre-split steps")
     if not result.steps:
         raise InvalidArgumentError.single("reasoning", "the chain has no steps")

@@ -9,6 +9,7 @@ from kgverify.v1 import knowledge_service_pb2 as kpb
 
 from ..pipeline.errors import FieldViolation, InvalidArgumentError, ResponseTooLargeError
 from ..pipeline import types as t
+from ..pipeline.validation import setting
 
 JUDGES = {pb.JUDGE_BACKEND_UNSPECIFIED: None, pb.JUDGE_BACKEND_BASELINE: "baseline", pb.JUDGE_BACKEND_NLI: "nli",
           pb.JUDGE_BACKEND_VLLM: "vllm", pb.JUDGE_BACKEND_CASCADE: "cascade"}
@@ -129,9 +130,11 @@ def search_request(msg: kbpb.SearchKnowledgeBaseRequest, max_chars: int, max_top
     if not msg.query.strip():
         v.items.append(FieldViolation("query", "is empty"))
     elif len(msg.query) > max_chars:
-        v.items.append(FieldViolation("query", f"is {len(msg.query)} characters long; the limit is {max_chars}"))
+        v.items.append(FieldViolation("query", f"is {len(msg.query)} characters long; the limit is {max_chars} "
+                                               f"({setting('max_step_chars')})"))
     if not 0 <= msg.top_k <= max_top_k:
-        v.items.append(FieldViolation("top_k", f"must be between 1 and {max_top_k} (0 = default)"))
+        v.items.append(FieldViolation("top_k", f"must be between 1 and {max_top_k} (0 = default; "
+                                               f"{setting('max_top_k')})"))
     v.raise_if_any()
     return msg.query, msg.top_k or None, mode
 

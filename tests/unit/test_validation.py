@@ -107,3 +107,25 @@ def test_every_limit_violation_names_the_setting_that_raises_the_limit():
             (field, messages[field])
         assert name.lower() in LimitsSettings.model_fields  # a setting that exists
     assert messages["reasoning"] == "is 101 characters long; the limit is 100 (KGV_LIMITS__MAX_REASONING_CHARS)"
+
+
+async def test_limits_checked_after_splitting_name_their_setting():
+    from server.pipeline.chains import split_chain
+    from server.pipeline.deadline import Deadline
+    from server.pipeline.deps import PipelineDeps
+    from server.pipeline.errors import InvalidArgumentError
+    from server.pipeline.runtime import Blocking
+    from server.pipeline.splitter import RuleSplitter
+    from server.pipeline.types import ChainInput
+
+    async def splitter(name):
+        return RuleSplitter()
+
+    deps = PipelineDeps(limits=LIMITS, blocking=Blocking(None), splitter=splitter, judge=None, estimator=None,
+                        knowledge_base=lambda: None, embedder=lambda: None)
+    cases = {"Step one.\n\nStep two.\n\nStep three.\n\nStep four.": "KGV_LIMITS__MAX_STEPS",
+             "word " * 15: "KGV_LIMITS__MAX_STEP_CHARS"}
+    for text, variable in cases.items():
+        with pytest.raises(InvalidArgumentError) as info:
+            await split_chain(ChainInput(reasoning=text), deps, None, Deadline())
+        assert f"({variable})" in info.value.message
