@@ -173,14 +173,19 @@ async def test_overload_is_shed_fast_and_health_is_never_shed(cache_dir, demo_kb
         await server.stop(0)
 
 
+def _serve_process(sock, cache_dir, **settings) -> subprocess.Popen:
+    """`kgverify serve` on a unix socket in a child process (stdout and stderr together), KGV_* from settings."""
+    env = {**os.environ, "KGV_KB__CACHE_DIR": str(cache_dir),
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "proto")]), **settings}
+    return subprocess.Popen([sys.executable, "-m", "client.cli", "serve", "--listen", f"unix://{sock}"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
 async def test_sigterm_drains_in_flight_calls_and_exits_cleanly(tmp_path, cache_dir):
     sock = tmp_path / "kgv.sock"
     # exit_on_load_failure on: a server whose services all load keeps serving
-    env = {**os.environ, "KGV_KB__ENABLED": "false", "KGV_SERVER__GRACE_PERIOD_S": "20",
-           "KGV_SERVER__EXIT_ON_LOAD_FAILURE": "true",
-           "KGV_KB__CACHE_DIR": str(cache_dir), "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "proto")])}
-    proc = subprocess.Popen([sys.executable, "-m", "client.cli", "serve", "--listen", f"unix://{sock}"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = _serve_process(sock, cache_dir, KGV_KB__ENABLED="false", KGV_SERVER__GRACE_PERIOD_S="20",
+                          KGV_SERVER__EXIT_ON_LOAD_FAILURE="true")
     try:
         async with AsyncVerifierClient(f"unix://{sock}") as client:
             await client.wait_ready(timeout_s=300)
@@ -208,11 +213,8 @@ async def test_exit_on_load_failure_exits_with_status_3_naming_the_service(tmp_p
     """Opt-in: a knowledge base that cannot be loaded ends the process (status 3) instead of a server that
     stays up with KnowledgeBaseService NOT_SERVING; it exits once every service has had its try."""
     sock = tmp_path / "kgv.sock"
-    env = {**os.environ, "KGV_KB__PATH": str(tmp_path / "no-such-kb"), "KGV_SERVER__EXIT_ON_LOAD_FAILURE": "true",
-           "KGV_SERVER__GRACE_PERIOD_S": "0.2", "KGV_KB__CACHE_DIR": str(cache_dir),
-           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "proto")])}
-    proc = subprocess.Popen([sys.executable, "-m", "client.cli", "serve", "--listen", f"unix://{sock}"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = _serve_process(sock, cache_dir, KGV_KB__PATH=str(tmp_path / "no-such-kb"),
+                          KGV_SERVER__EXIT_ON_LOAD_FAILURE="true", KGV_SERVER__GRACE_PERIOD_S="0.2")
     try:
         assert await asyncio.to_thread(proc.wait, 120) == 3
         log = proc.stdout.read().decode()
@@ -275,10 +277,7 @@ def test_the_cli_says_in_one_line_that_the_port_is_taken(cache_dir):
 
 async def test_a_second_signal_exits_at_once_while_calls_drain(tmp_path, cache_dir):
     sock = tmp_path / "kgv.sock"
-    env = {**os.environ, "KGV_KB__ENABLED": "false", "KGV_SERVER__GRACE_PERIOD_S": "60",
-           "KGV_KB__CACHE_DIR": str(cache_dir), "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "proto")])}
-    proc = subprocess.Popen([sys.executable, "-m", "client.cli", "serve", "--listen", f"unix://{sock}"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = _serve_process(sock, cache_dir, KGV_KB__ENABLED="false", KGV_SERVER__GRACE_PERIOD_S="60")
     try:
         async with AsyncVerifierClient(f"unix://{sock}") as client:
             await client.wait_ready(timeout_s=300)
