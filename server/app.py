@@ -313,7 +313,8 @@ async def start_server(settings: Settings, listen: list[str] | None = None) -> V
     runtime = Runtime(settings)
     # Outermost first: metrics see every outcome, auth refuses before any work, then the service interceptor.
     auth = security.auth_interceptor(settings.security)
-    def stopping() -> bool:
+
+    def stopping() -> bool:  # calls cancelled while shutting down end UNAVAILABLE for their clients
         return runtime.health.shutting_down
 
     interceptors = [metrics.MetricsInterceptor(stopping), *([auth] if auth else []),
@@ -372,6 +373,12 @@ LOAD_FAILURE_EXIT_STATUS = 3
 SHUTDOWN_TAIL_S = 2.0  # after the grace: how long blocking work of cancelled calls may hold up the exit
 
 
+def _exit_now(status: int) -> None:
+    """Ends the process without waiting for worker threads (log lines flushed first)."""
+    logging.shutdown()
+    os._exit(status)
+
+
 async def serve(settings: Settings, listen: list[str] | None = None) -> None:
     """Runs until SIGTERM/SIGINT, then shuts down gracefully; with `exit_on_load_failure`, also when a service
     failed to load (then SystemExit(3))."""
@@ -387,8 +394,7 @@ async def serve(settings: Settings, listen: list[str] | None = None) -> None:
             return
         # A second signal while draining: the operator wants out now (in-flight calls are dropped).
         log.warning("%s again while shutting down: exiting now", signal.Signals(signum).name)
-        logging.shutdown()
-        os._exit(128 + signum)
+        _exit_now(128 + signum)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
@@ -417,7 +423,6 @@ async def serve(settings: Settings, listen: list[str] | None = None) -> None:
     blocking = verifier.runtime.blocking
     if not await asyncio.to_thread(blocking.wait_idle, SHUTDOWN_TAIL_S):
         log.warning("exiting with %d blocking job(s) of cancelled calls still running", blocking.running)
-        logging.shutdown()
-        os._exit(status)
+        _exit_now(status)
     if status:
         raise SystemExit(status)

@@ -119,9 +119,8 @@ class VllmClient:
                 served = [card.get("id") for card in cards] if isinstance(cards, list) else None
             except (httpx.HTTPError, ValueError, AttributeError):
                 response, served = None, None
-            if response is not None and response.status_code in (401, 403):
-                problem = (f"vLLM at {self.base_url} refuses this server's API key (HTTP {response.status_code} on "
-                           "/v1/models): the api_key setting must match vLLM's --api-key")
+            if response is not None and response.status_code in REFUSED_KEY:
+                problem = _refused_key(self.base_url, response.status_code, on="/v1/models")
             elif served is None:
                 problem = f"vLLM at {self.base_url} answers /health but not /v1/models"
             elif model not in served:
@@ -173,6 +172,14 @@ class VllmClient:
             return _json_or_error(response, url)
 
 
+REFUSED_KEY = (401, 403)
+
+
+def _refused_key(url: str, status: int, on: str = "") -> str:
+    return (f"vLLM at {url} refuses this server's API key (HTTP {status}{f' on {on}' if on else ''}): "
+            "the api_key setting must match vLLM's --api-key")
+
+
 def _error_message(data: Any) -> str:
     """The message of an error body: OpenAI's {"error": {"message": …}}, or FastAPI's {"detail": …}."""
     if not isinstance(data, dict):
@@ -194,9 +201,8 @@ def _json_or_error(response: httpx.Response, url: str) -> dict[str, Any]:
         # same way, so this backend is down for us, like an unreachable one, not a bad answer to one claim.
         raise BackendUnavailableError(f"vLLM at {url} cannot serve the request (HTTP 404): "
                                       f"{_error_message(data) or 'not found'}")
-    if response.status_code in (401, 403):  # every request would be refused alike: down for us, not a bad answer
-        raise BackendUnavailableError(f"vLLM at {url} refuses this server's API key (HTTP {response.status_code}): "
-                                      "the api_key setting must match vLLM's --api-key")
+    if response.status_code in REFUSED_KEY:  # every request would be refused alike: down for us, not a bad answer
+        raise BackendUnavailableError(_refused_key(url, response.status_code))
     if response.status_code != 200:
         raise BackendResponseError(
             f"vLLM at {url} rejected the request (HTTP {response.status_code}): {_error_message(data) or 'no JSON'}",
