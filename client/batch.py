@@ -87,6 +87,9 @@ class BatchOptions:
     metadata: tuple = ()  # e.g. (("authorization", "Bearer ..."),)
     retry_errors: bool = False  # score again the rows whose last journal record is an error
     ready_timeout_s: float = 600.0  # how long a reachable server may take to load before the run gives up
+    # False: evidence is journaled by fact id, source and score only (its text, repeated for every claim that
+    # retrieved it, is most of a record: ~89 KB per MedBullets explanation chain)
+    evidence_text: bool = True
 
 
 @dataclass
@@ -463,7 +466,8 @@ class _Scheduler:
                     else:
                         self._finish(item, error_record(item.id, result, item.extra), result)
                 else:
-                    self._finish(item, result.to_record(item.id, {**item.extra, **item.notes}))
+                    self._finish(item, result.to_record(item.id, {**item.extra, **item.notes},
+                                                        evidence_text=self.opts.evidence_text))
         finally:
             broken.set()
             for item in inflight.values():  # the stream broke: these go back to the queue

@@ -206,7 +206,8 @@ def _cmd_batch(args) -> int:
             metrics=args.metrics, keep_order=args.keep_order,
             progress=not args.no_progress, knowledge=_knowledge_kwargs(args), info_gain=_info_gain_kwargs(args),
             input_format=args.input_format, export=args.export, fsync_interval_s=args.fsync_interval,
-            credentials=credentials, metadata=metadata, retry_errors=args.retry_errors)
+            credentials=credentials, metadata=metadata, retry_errors=args.retry_errors,
+            evidence_text=args.evidence_text)
         _run_interruptible(run_batch(opts, summary=summary))  # SIGTERM: reported and exits like Ctrl-C (130)
     except BatchError as exc:
         print(f"batch failed: {exc}", file=sys.stderr)
@@ -296,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--metrics", type=_metrics, default=("ki", "infogain"),
                        help="ki, infogain or both (comma-separated)")
     batch.add_argument("--keep-order", action="store_true", help="write rows in input order")
+    batch.add_argument("--evidence-text", action=argparse.BooleanOptionalAction, default=True,
+                       help="journal each evidence passage's text (--no-evidence-text: fact id, source and score "
+                            "only, for much smaller journals)")
     batch.add_argument("--retry-errors", action="store_true",
                        help="also score again the rows whose last record in --output is an error (e.g. after "
                             "fixing the server); their new record replaces the error in report and --export")

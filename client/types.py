@@ -26,8 +26,12 @@ class Evidence:
     score: float
     origin: str  # "knowledge_base" | "context"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"fact_id": self.fact_id, "text": self.text, "source": self.source, "score": self.score}
+    def to_dict(self, text: bool = True) -> dict[str, Any]:
+        """Its record; text=False leaves the passage text out (the fact id, source and score say which it was)."""
+        out = {"fact_id": self.fact_id, "text": self.text, "source": self.source, "score": self.score}
+        if not text:
+            del out["text"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -42,10 +46,10 @@ class ClaimVerdict:
     error: str = ""
     cached: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, evidence_text: bool = True) -> dict[str, Any]:
         out = {"text": self.text, "start": self.start, "end": self.end, "verdict": self.verdict,
                "probabilities": self.probabilities.to_dict() if self.probabilities else None,
-               "tier": self.tier, "evidence": [e.to_dict() for e in self.evidence]}
+               "tier": self.tier, "evidence": [e.to_dict(evidence_text) for e in self.evidence]}
         if self.error:
             out["error"] = self.error
         return out
@@ -72,12 +76,12 @@ class StepScore:
     flags: tuple[str, ...] = ()
     null_reason: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, evidence_text: bool = True) -> dict[str, Any]:
         out = {
             "text": self.text, "start": self.start, "end": self.end, "verdict": self.verdict,
             "probabilities": self.probabilities.to_dict() if self.probabilities else None,
-            "tier": self.tier, "evidence": [e.to_dict() for e in self.evidence],
-            "claims": [c.to_dict() for c in self.claims], "nll": self.nll, "gain": self.gain,
+            "tier": self.tier, "evidence": [e.to_dict(evidence_text) for e in self.evidence],
+            "claims": [c.to_dict(evidence_text) for c in self.claims], "nll": self.nll, "gain": self.gain,
         }
         if self.flags:
             out["flags"] = list(self.flags)
@@ -113,8 +117,10 @@ class ChainScore:
     llm_calls: int = 0
     provenance: dict[str, str] = field(default_factory=dict)
 
-    def to_record(self, item_id: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The batch output record (the contract of `kgverify batch` and `evaluate --json`)."""
+    def to_record(self, item_id: str, extra: dict[str, Any] | None = None,
+                  evidence_text: bool = True) -> dict[str, Any]:
+        """The batch output record (the contract of `kgverify batch` and `evaluate --json`); evidence_text=False
+        leaves the evidence passages' text out (their fact ids, sources and scores stay)."""
         record = {
             "id": item_id, "status": self.status,
             "knowledge_index": self.knowledge_index, "knowledge_index_paper": self.knowledge_index_paper,
@@ -122,7 +128,7 @@ class ChainScore:
             "first_error_step": self.first_error_step, "info_gain": self.info_gain,
             "info_gain_total": self.info_gain_total, "info_gain_paper": self.info_gain_paper,
             "target": self.target, "estimator": self.estimator,
-            "steps": [s.to_dict() for s in self.steps], "llm_calls": self.llm_calls,
+            "steps": [s.to_dict(evidence_text) for s in self.steps], "llm_calls": self.llm_calls,
             "provenance": dict(self.provenance),
         }
         if extra:

@@ -82,6 +82,27 @@ async def test_batch_writes_one_record_per_row_with_its_status(verifier, tmp_pat
     assert [r["id"] for r in _read(out)].count("r1") == 1  # the duplicate's record is no error of r1 to retry
 
 
+async def test_no_evidence_text_journals_evidence_by_id_only(verifier, tmp_path):
+    rows = [{"id": "k", "question": "Which drug reverses heparin?",
+             "reasoning": "Protamine sulfate neutralizes heparin. Vitamin K reverses warfarin.", "answer": "a"}]
+    source, full, lean = tmp_path / "in.jsonl", tmp_path / "full.jsonl", tmp_path / "lean.jsonl"
+    _write_input(source, rows)
+    common = ("--input", source, "--server", verifier.addresses[0], "--metrics", "ki")
+    assert await _batch(*common, "--output", full) == 0
+    assert await _batch(*common, "--output", lean, "--no-evidence-text") == 0
+    [with_text], [without] = _read(full), _read(lean)
+
+    def evidence(record):
+        return [e for step in record["steps"] for e in (*step["evidence"],
+                                                         *(x for c in step["claims"] for x in c["evidence"]))]
+
+    assert evidence(with_text) and all(set(e) == {"fact_id", "text", "source", "score"} for e in evidence(with_text))
+    assert [{k: v for k, v in e.items() if k != "text"} for e in evidence(with_text)] == evidence(without)
+    assert [s["verdict"] for s in with_text["steps"]] == [s["verdict"] for s in without["steps"]]
+    removed = sum(len(e["text"]) for e in evidence(with_text))  # every passage text, as often as it was retrieved
+    assert full.stat().st_size - lean.stat().st_size >= removed
+
+
 async def test_batch_resumes_from_its_journal(verifier, tmp_path):
     rows = [{"id": f"c{i}", "question": "q", "reasoning": f"Aspirin inhibits cyclooxygenase {i}.", "answer": "a"}
             for i in range(6)]
