@@ -154,7 +154,7 @@ def _cmd_evaluate(args) -> int:
                                     on_waiting=lambda message: print(message, file=sys.stderr))
             return await client.score_chain(metrics=metrics, **row, **_knowledge_kwargs(args), **_info_gain_kwargs(args))
 
-    score = asyncio.run(_with_server(args.server, job))
+    score = _run_interruptible(_with_server(args.server, job))
     if args.json:
         print(json.dumps(score.to_record(args.id), ensure_ascii=False, allow_nan=False))
     else:
@@ -242,7 +242,7 @@ def _cmd_demo(args) -> int:
     from .demo import DEMO_CHAINS, load_chains, run_demo
 
     chains = load_chains(args.chains or DEMO_CHAINS)
-    asyncio.run(_with_server(args.server, lambda address: run_demo(address, chains)))
+    _run_interruptible(_with_server(args.server, lambda address: run_demo(address, chains)))
     return 0
 
 

@@ -274,3 +274,32 @@ async def test_a_stream_the_consumer_stops_reading_is_cancelled_on_the_server(ca
         assert judge.calls < 10, f"the server scored {judge.calls} of 20 items after the consumer stopped at 1"
     finally:
         await server.stop(0)
+
+
+@pytest.mark.parametrize("command", [
+    ["demo"],
+    ["evaluate", "--question", "Q?", "--reasoning", "Protamine neutralizes heparin.", "--metrics", "ki"],
+])
+async def test_sigterm_while_an_embedded_server_runs_cleans_it_up_and_exits_130(tmp_path, cache_dir, command):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch), "KGV_KB__CACHE_DIR": str(cache_dir),
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "proto")])}
+    proc = subprocess.Popen([sys.executable, "-m", "client.cli", *command], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        seen = b""
+        while b"starting the embedded verifier" not in seen:
+            chunk = await asyncio.to_thread(proc.stderr.read1, 4096)
+            assert chunk, seen.decode(errors="replace")
+            seen += chunk
+        assert [p.name for p in scratch.iterdir() if p.name.startswith("kgverify-")]  # its socket directory
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 60) == 130
+        assert "Traceback" not in (seen + proc.stderr.read()).decode(errors="replace")
+        assert not [p.name for p in scratch.iterdir() if p.name.startswith("kgverify-")]  # removed on the way out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
