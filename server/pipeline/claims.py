@@ -152,8 +152,8 @@ def _strip_markup(text: str, start: int, end: int) -> tuple[int, int]:
 def claim_spans(text: str, units: Sequence[tuple[int, int]], regions: _Regions) -> list[tuple[int, int, str]]:
     """Claims of a step given its sentence units: markup stripped, headings dropped, coordination split.
 
-    Each is (start, end, subject): the subject borrowed from the first clause by a claim that only continues
-    its verb phrase ("" otherwise)."""
+    Each is (start, end, subject): the subject borrowed from the clause it continues by a claim that is only a
+    verb phrase ("" otherwise)."""
     out: list[tuple[int, int, str]] = []
     for s, e in units:
         if _HEADING_LINE.fullmatch(text, s, e):
@@ -161,9 +161,12 @@ def claim_spans(text: str, units: Sequence[tuple[int, int]], regions: _Regions) 
         s, e = _strip_markup(text, s, e)
         if e <= s or not _ALNUM.search(text, s, e):
             continue
-        parts = split_coordination(text, s, e, regions)
-        subject = clause_subject(text, parts[0][0], parts[0][1]) if len(parts) > 1 else ""
-        for a, b, continues in parts:
+        clause, subject = (s, e), None  # the latest clause with its own subject; its subject once needed
+        for a, b, continues in split_coordination(text, s, e, regions):
+            if not continues:
+                clause, subject = (a, b), None
+            elif subject is None:
+                subject = clause_subject(text, *clause)
             a, b = _strip_markup(text, a, b)
             if b > a and _ALNUM.search(text, a, b):
                 out.append((a, b, subject if continues else ""))

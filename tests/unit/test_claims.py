@@ -70,6 +70,9 @@ def test_a_step_of_only_markup_has_no_claims_and_is_no_knowledge():
      ["", "Drugs that inhibit CYP3A4"]),
     ("Warfarin inhibits vitamin K epoxide reductase, and heparin activates antithrombin.", ["", ""]),  # own subject
     ("Is warfarin safe, and is it reversible?", ["", ""]),  # no subject before the verb: none borrowed
+    # a verb phrase continues the clause just before it, not the sentence's first one
+    ("Warfarin inhibits vitamin K epoxide reductase, and heparin activates antithrombin and is given by infusion.",
+     ["", "", "heparin"]),
 ])
 def test_a_claim_continuing_a_verb_phrase_borrows_the_subject_for_judging_only(text, subjects):
     step = SPLITTER.split(text).steps[0]
