@@ -127,8 +127,10 @@ def aggregate(probs: np.ndarray, units: Sequence[Unit], evidence: Sequence[Evide
     subject contradictions; the fact closest to the claim is the one about it), or
     the stronger one with conflict="stronger". Otherwise the claim is not settled, and
     the single premise closest to settling it gives the probabilities (the cascade
-    reads their confidence). The verdict is always the top label of the probabilities
-    reported, taken from the strongest premise of that label.
+    reads their confidence). The verdict is the top label of the probabilities reported,
+    taken from the strongest premise of that label — except with min_decisive, where a
+    claim no premise settles with that much is not_enough_info whatever its closest
+    premise's top label.
     """
     if not units:
         return NO_EVIDENCE, Verdict.NOT_ENOUGH_INFO, tuple(evidence)
