@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterable
 
+from kgverify.v1 import info_gain_service_pb2, knowledge_base_service_pb2, knowledge_service_pb2
 from tqdm import tqdm
 
 from . import requests
@@ -29,9 +30,10 @@ RECORD_KEYS = ("knowledge_index", "knowledge_index_paper", "coverage", "counts",
                "info_gain", "info_gain_total", "info_gain_paper", "target", "estimator", "steps", "llm_calls",
                "provenance")
 METRIC_NAMES = ("ki", "infogain")
-KNOWLEDGE = "kgverify.v1.KnowledgeService"
-INFO_GAIN = "kgverify.v1.InfoGainService"
-KNOWLEDGE_BASE = "kgverify.v1.KnowledgeBaseService"
+# Health service names, as the proto declares them.
+KNOWLEDGE = knowledge_service_pb2.DESCRIPTOR.services_by_name["KnowledgeService"].full_name
+INFO_GAIN = info_gain_service_pb2.DESCRIPTOR.services_by_name["InfoGainService"].full_name
+KNOWLEDGE_BASE = knowledge_base_service_pb2.DESCRIPTOR.services_by_name["KnowledgeBaseService"].full_name
 # Item errors that the same server gives every row until an operator acts: when the first STOP_AFTER results of a
 # run all have the same one, the run stops instead of writing it to every row.
 STOP_CODES = {"FAILED_PRECONDITION", "UNIMPLEMENTED", "PERMISSION_DENIED", "UNAUTHENTICATED"}
