@@ -84,7 +84,7 @@ class LimitsSettings(_Section):
     """Longest question (characters)."""
     max_answer_chars: int = Field(4_000, ge=1)
     """Longest answer or gold answer (characters)."""
-    max_choices: int = Field(26, ge=1)
+    max_choices: int = Field(26, ge=1, le=26)
     """Most multiple-choice options."""
     max_choice_chars: int = Field(2_000, ge=1)
     """Longest multiple-choice option (characters)."""

@@ -12,6 +12,7 @@ from .chains import split_chain
 from .deadline import Deadline
 from .deps import PipelineDeps
 from .errors import InvalidArgumentError
+from .validation import named_option, option_violation
 from .types import ChainStatus, InfoGainRequest, InfoGainResult, PrefixScores, SplitResult, Step, StepGain
 
 PAPER_MIN_STEPS = 3
@@ -26,13 +27,19 @@ def render_context0(question: str, choices: Sequence[str]) -> str:
     return question + "\n" + "\n".join(lines)
 
 
-def choose_target(answer: str, gold_answer: str) -> tuple[str, str]:
-    """("gold_answer" | "answer", text): the gold answer when given."""
-    if gold_answer.strip():
-        return "gold_answer", gold_answer.strip()
-    if answer.strip():
-        return "answer", answer.strip()
-    raise InvalidArgumentError.single("answer", "InfoGain needs a target: send answer or gold_answer")
+def choose_target(answer: str, gold_answer: str, choices: Sequence[str] = ()) -> tuple[str, str]:
+    """("gold_answer" | "answer", A): the gold answer when given, else the answer.
+
+    With options, A is the option's text: an answer that only names an option by its letter ("B", "(b)",
+    "B.") is replaced by that option's text, as c_0 lists it."""
+    kind = "gold_answer" if gold_answer.strip() else "answer"
+    text = (gold_answer if kind == "gold_answer" else answer).strip()
+    if not text:
+        raise InvalidArgumentError.single("answer", "InfoGain needs a target: send answer or gold_answer")
+    if (violation := option_violation(kind, text, choices)) is not None:
+        raise InvalidArgumentError([violation])
+    index = named_option(text, choices)
+    return kind, text if index is None else choices[index].strip()
 
 
 def paper_texts(split: SplitResult) -> list[str]:
@@ -121,7 +128,7 @@ async def score_info_gain(
 ) -> InfoGainResult:
     """options_field: the request field that holds req.options (ScoreChain: info_gain_options), for errors."""
     opts = req.options
-    target_kind, target = choose_target(req.answer, req.gold_answer)
+    target_kind, target = choose_target(req.answer, req.gold_answer, req.choices)
     if split is None:
         split = await split_chain(req.chain, deps, deadline=deadline)
     estimator = await deps.estimator(opts.estimator)

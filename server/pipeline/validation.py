@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Sequence
 
 from .errors import FieldViolation, InvalidArgumentError
 from .types import ChainInput, ChainRequest, InfoGainRequest, KnowledgeRequest
@@ -97,6 +99,29 @@ def check_knowledge(req: KnowledgeRequest, limits: Limits, out: list[FieldViolat
         out.append(FieldViolation(f"{options}.use_knowledge_base", "is false but no context passages were sent"))
 
 
+# An answer that only names a multiple-choice option: "B", "B.", "B)", "(B)", "B:" (any case).
+_OPTION_LABEL = re.compile(r"\(?([A-Za-z])\)?[.):]?")
+
+
+def named_option(text: str, choices: Sequence[str]) -> int | None:
+    """The index of the option an answer names by its letter alone ("B", "(b)", "B."), or None: no options,
+    another answer, or an answer that is itself the text of an option (options "X", "Y" and answer "X")."""
+    text = text.strip()
+    m = _OPTION_LABEL.fullmatch(text) if choices else None
+    if m is None or any(text.casefold() == c.strip().casefold() for c in choices):
+        return None
+    return ord(m.group(1).upper()) - ord("A")
+
+
+def option_violation(field: str, text: str, choices: Sequence[str]) -> FieldViolation | None:
+    """An answer naming a letter past the last option, as a field violation."""
+    index = named_option(text, choices)
+    if index is None or index < len(choices):
+        return None
+    return FieldViolation(field, f"{text.strip()!r} names no option: {len(choices)} choices were sent "
+                                 f"(A to {chr(ord('A') + len(choices) - 1)})")
+
+
 def check_info_gain(req: InfoGainRequest, limits: Limits, out: list[FieldViolation], options: str = "options") -> None:
     if not req.chain.question.strip():
         out.append(FieldViolation("question", "InfoGain needs the question: L_0 is the answer given the question "
@@ -105,6 +130,10 @@ def check_info_gain(req: InfoGainRequest, limits: Limits, out: list[FieldViolati
     _too_long("gold_answer", req.gold_answer, limits, "max_answer_chars", out)
     if not req.gold_answer.strip() and not req.answer.strip():
         out.append(FieldViolation(f"answer", "InfoGain needs a target: send answer or gold_answer"))
+    target_field = "gold_answer" if req.gold_answer.strip() else "answer"
+    if req.choices and len(req.choices) <= limits.max_choices and (
+            violation := option_violation(target_field, getattr(req, target_field), req.choices)) is not None:
+        out.append(violation)
     if len(req.choices) > limits.max_choices:
         out.append(FieldViolation("choices", f"has {len(req.choices)} options; "
                                              f"{_over('max_choices', limits.max_choices)}"))

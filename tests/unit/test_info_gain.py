@@ -40,6 +40,7 @@ class FakeEstimator:
     max_chars: int = 10_000
     calls: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     paper_calls: list[tuple[str, ...]] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
     scored: int = 0  # contexts scored
 
     def _contexts(self, context0, steps):
@@ -50,6 +51,7 @@ class FakeEstimator:
 
     async def score_prefixes(self, context0, steps, target, deadline, last=None):
         self.calls.append((context0, tuple(steps)))
+        self.targets.append(target)
         self.scored += len(steps) + 1 if last is None else last
         nll, why = [], []
         for i, c in enumerate(self._contexts(context0, steps)):
@@ -239,3 +241,30 @@ async def test_options_render_into_the_first_context():
     estimator = FakeEstimator()
     await score_info_gain(request(["s"], choices=["aspirin", "insulin"]), make_deps(estimator), NO_DEADLINE)
     assert estimator.calls[0][0] == "Q?\nA. aspirin\nB. insulin" == render_context0("Q?", ["aspirin", "insulin"])
+
+
+@pytest.mark.parametrize("answer", ["B", "b", "B.", "(B)", "B)", " B: "])
+async def test_an_answer_naming_an_option_by_its_letter_targets_the_option_text(answer):
+    estimator = FakeEstimator()
+    result = await score_info_gain(request(["s"], answer=answer, choices=["aspirin", "insulin"]),
+                                   make_deps(estimator), NO_DEADLINE)
+    assert result.target_text == "insulin" and estimator.targets[0] == "insulin"
+
+
+@pytest.mark.parametrize("answer,choices,target", [
+    ("B", [], "B"),                          # no options: the letter is the answer as sent
+    ("insulin", ["aspirin", "insulin"], "insulin"),
+    ("X", ["X", "Y"], "X"),                  # the text of an option, not a letter past the options
+    ("B. insulin", ["aspirin", "insulin"], "B. insulin"),
+])
+async def test_other_answers_are_targets_as_sent(answer, choices, target):
+    estimator = FakeEstimator()
+    result = await score_info_gain(request(["s"], answer=answer, choices=choices), make_deps(estimator), NO_DEADLINE)
+    assert result.target_text == target and estimator.targets[0] == target
+
+
+async def test_a_letter_past_the_last_option_is_invalid():
+    with pytest.raises(InvalidArgumentError, match="'C' names no option: 2 choices were sent .A to B.") as info:
+        await scoring.info_gain(request(["s"], answer="x", gold="C", choices=["aspirin", "insulin"]),
+                                make_deps(FakeEstimator()), NO_DEADLINE)
+    assert info.value.violations[0].field == "gold_answer"

@@ -129,3 +129,13 @@ async def test_limits_checked_after_splitting_name_their_setting():
         with pytest.raises(InvalidArgumentError) as info:
             await split_chain(ChainInput(reasoning=text), deps, None, Deadline())
         assert f"({variable})" in info.value.message
+
+
+def test_an_answer_naming_no_option_is_reported_with_the_other_violations():
+    request = InfoGainRequest(ChainInput(question="q", reasoning="a step."), answer="(e)", choices=("1", "2", "3"),
+                              options=InfoGainOptions(window=1_001))
+    messages = _messages(lambda: validate_info_gain(request, LIMITS))
+    assert messages["answer"] == "'(e)' names no option: 3 choices were sent (A to C)"
+    assert "options.window" in messages
+    validate_info_gain(InfoGainRequest(ChainInput(question="q", reasoning="a step."), answer="c",
+                                       choices=("1", "2", "3")), LIMITS)
