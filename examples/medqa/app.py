@@ -100,7 +100,7 @@ class MedQa:
                                               metrics=("ki",), timeout_s=self.config.verify_timeout_s)
         except VerifierError as exc:
             return decide_on_failure(exc.code, self.config.fail_mode)
-        return decide_on_score(score, self.config.min_ki)
+        return decide_on_score(score, self.config.min_ki, self.config.fail_mode)
 
     def answer(self, question: str) -> tuple[int, dict]:
         started = time.perf_counter()

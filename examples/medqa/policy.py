@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +21,9 @@ class Decision:
     verification: dict[str, Any] = field(default_factory=dict)
 
 
-def decide_on_score(score, min_ki: float) -> Decision:
-    """Content policy, whatever the fail mode: a contradicted step withholds the answer; a low KI flags it."""
+def decide_on_score(score, min_ki: float, fail_mode: str = "closed") -> Decision:
+    """Content policy: a contradicted step withholds the answer; a low KI flags it; a chain with steps that could
+    not be judged (partial) is a verifier failure for those steps and follows the fail mode."""
     contradicted = [{"step": s.index, "start": s.start, "end": s.end} for s in score.steps
                     if s.verdict == "contradicted"]
     details = {"knowledge_index": score.knowledge_index, "coverage": score.coverage,
@@ -30,7 +32,8 @@ def decide_on_score(score, min_ki: float) -> Decision:
     if contradicted:
         return Decision(200, "withheld", False, details)
     if score.status == "partial":  # some steps could not be judged: not everything was checked
-        return Decision(200, "unverified", True, {**details, "reason": "PARTIAL"})
+        failure = decide_on_failure("PARTIAL", fail_mode)
+        return dataclasses.replace(failure, verification={**details, **failure.verification})
     if score.knowledge_index is not None and score.knowledge_index < min_ki:
         return Decision(200, "flagged", True, details)
     return Decision(200, "verified", True, details)
