@@ -11,11 +11,17 @@ with items in that batch, with the model's own error — except running out of d
 memory, which becomes DeviceOutOfMemoryError (RESOURCE_EXHAUSTED with a retry delay,
 not INTERNAL) after the allocator's cached blocks are released. Disabled, a request's items
 are never combined with another's and nothing waits (the ablation of the same path).
+
+A model whose one call can run long (the causal LM: one item is a whole chain's n+1 sequences) is
+built `stoppable`: its run function gets a `stop` callable, true once every request of the batch
+has expired or been cancelled, checks it between forward passes and raises `Abandoned`, so a request
+past its deadline frees the model after at most one pass instead of holding it to the end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 import time
@@ -31,6 +37,10 @@ I = TypeVar("I")  # noqa: E741 - an item
 R = TypeVar("R")  # one item's result
 # (batcher name, items in the batch, queue wait of each request first served by it in seconds)
 BatchObserver = Callable[[str, int, Sequence[float]], None]
+
+
+class Abandoned(Exception):
+    """Raised by a stoppable model call when `stop()` says no request is waiting for its results any more."""
 
 
 def text_length(item: Any) -> int:
@@ -75,7 +85,7 @@ class MicroBatcher(Generic[I, R]):
     def __init__(self, name: str, run: Callable[[list[I]], Sequence[R]], blocking: Blocking, *,
                  enabled: bool = True, max_batch_size: int = 64, max_wait_ms: float = 2.0,
                  length: Callable[[I], int] | None = text_length, on_batch: BatchObserver | None = None,
-                 on_out_of_memory: Callable[[str], None] | None = None):
+                 on_out_of_memory: Callable[[str], None] | None = None, stoppable: bool = False):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         if max_wait_ms < 0:
@@ -88,6 +98,7 @@ class MicroBatcher(Generic[I, R]):
         self.on_batch = on_batch
         self.on_out_of_memory = on_out_of_memory  # called with the batcher's name (metrics)
         self._run = run
+        self._stoppable = stoppable  # run(items, stop=...) checks stop() between passes (module docstring)
         self._blocking = blocking
         self._length = length
         self._queue: list[_Request] = []
@@ -233,12 +244,23 @@ class MicroBatcher(Generic[I, R]):
         items = [request.items[i] for request, i in batch]
         order = sorted(range(len(items)), key=lambda k: self._length(items[k])) if self._length else \
             list(range(len(items)))
+        requests = list({id(r): r for r, _ in batch}.values())
+        run = self._run
+        if self._stoppable:
+            run = functools.partial(run, stop=lambda: all(r.future.done() or r.deadline.expired() for r in requests))
         try:
-            out = await self._blocking.run(self._run, [items[k] for k in order])
+            out = await self._blocking.run(run, [items[k] for k in order])
             if len(out) != len(items):
                 raise ValueError(f"the {self.name} model returned {len(out)} results for {len(items)} items")
+        except Abandoned:
+            log.info("the %s model stopped a batch of %d items: no request waits for it any more", self.name,
+                     len(items))
+            for request in requests:  # expired while the model ran: they get the timeout they already had
+                if not request.future.done():
+                    self.stats.expired += 1
+                    request.future.set_exception(self._timeout())
+            return
         except Exception as exc:
-            requests = list({id(r): r for r, _ in batch}.values())
             if len(requests) > 1 and not is_out_of_memory(exc):
                 # One request's item may be what the model cannot take: each request runs its items of this batch
                 # alone, so only a request whose own items fail gets the error (results are batch-invariant).

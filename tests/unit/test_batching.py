@@ -244,3 +244,24 @@ def test_other_model_errors_are_not_taken_for_out_of_memory():
     assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)"))
     assert not is_out_of_memory(ValueError("out of memory"))  # only runtime errors carry allocator messages
     assert is_out_of_memory(_cpu_allocation_failure())
+
+
+async def test_a_stoppable_model_drops_the_work_of_a_request_past_its_deadline():
+    from server.batching import Abandoned
+
+    passes: list[int] = []
+
+    def model(items: list[str], stop) -> list[str]:
+        for i in range(10_000 if "long" in items else 0):  # "long" would take ~10 s of passes
+            if stop():
+                raise Abandoned()
+            passes.append(i)
+            threading.Event().wait(0.001)
+        return [f"out:{item}" for item in items]
+
+    b = batcher(model, stoppable=True)
+    with pytest.raises(BackendTimeoutError):
+        await b.submit(["long"], Deadline.after(0.05))
+    await asyncio.wait_for(b._collector, HANG_GUARD_S)
+    assert 0 < len(passes) < 10_000 and b.stats.expired >= 1
+    assert await b.submit(["short"], Deadline.after(HANG_GUARD_S)) == ["out:short"]

@@ -211,3 +211,42 @@ def test_expired_deadline_times_out_and_the_job_never_runs(packed_lm):
         return packed_lm.forward_passes - before
 
     assert run(expired()) == 0
+
+
+@pytest.mark.parametrize("strategy", ["packed", "walk"])
+def test_a_cancelled_request_frees_the_model_after_the_pass_in_progress(style, strategy):
+    """The LM's work for a request nobody waits for any more stops at the next pass, not at the end of the job."""
+    import threading
+
+    from server.backends.lm.causal_lm import ScoringJob
+
+    _, tok = load_tiny_lm(style)
+    lm = TransformersCausalLm(str(tiny_lm_path(style)), Blocking(None), max_tokens_per_pass=16, strategy=strategy)
+    steps, target = chain(30, seed=7), answer_of_tokens(tok, 20, seed=2)
+    estimator = LmEstimator(lm)
+    first_pass, gate = threading.Event(), threading.Event()
+
+    def hold(module, args, kwargs):
+        first_pass.set()
+        gate.wait(30)  # hang guard only
+
+    handle = lm.model.register_forward_pre_hook(hold, with_kwargs=True)
+
+    async def cancelled():
+        task = asyncio.ensure_future(estimator.score_prefixes(QUESTION, steps, target, NO_DEADLINE))
+        await asyncio.to_thread(first_pass.wait, 30)
+        task.cancel()
+        await asyncio.sleep(0)
+        gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        collector = lm.batcher._collector
+        await asyncio.wait_for(collector, 30)  # the batch ends without running the rest of the job
+        return lm.forward_passes
+
+    passes = run(cancelled())
+    handle.remove()
+    assert passes <= 2
+    whole = run(estimator.score_prefixes(QUESTION, steps, target, NO_DEADLINE))  # the model still serves
+    assert lm.forward_passes - passes > 10
+    assert max(abs(a - b) for a, b in zip(whole.nll, independent_nll(style, QUESTION, steps, target))) < TOL

@@ -12,11 +12,11 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from ...batching import MicroBatcher
+from ...batching import Abandoned, MicroBatcher
 from ...metrics import record_batch, record_out_of_memory
 from ...pipeline.deadline import Deadline
 from ...pipeline.errors import BackendNotConfiguredError, BackendTimeoutError
@@ -55,7 +55,7 @@ class TransformersCausalLm:
         self._lock = threading.Lock()  # one forward at a time: passes already use every core
         # One job (a chain's n+1 sequences) per item; the token budget, not the item count, sizes each pass.
         self.batcher = MicroBatcher(self.name, self.score_jobs, blocking, length=_job_tokens, on_batch=record_batch,
-                                    on_out_of_memory=record_out_of_memory,
+                                    on_out_of_memory=record_out_of_memory, stoppable=True,
                                     **({} if batching is None else batching.model_dump()))
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
@@ -87,22 +87,26 @@ class TransformersCausalLm:
         return None
 
     # ---- blocking work ---------------------------------------------------------------------
-    def score_jobs(self, jobs: Sequence[ScoringJob], strategy: str | None = None) -> list[JobLogprobs]:
-        """Scores jobs with the packed passes or the KV walk (blocking; thread-safe)."""
+    def score_jobs(self, jobs: Sequence[ScoringJob], strategy: str | None = None,
+                   stop: Callable[[], bool] | None = None) -> list[JobLogprobs]:
+        """Scores jobs with the packed passes or the KV walk (blocking; thread-safe).
+
+        stop: checked before every forward pass; when it returns true the work is dropped (Abandoned)."""
         layouts = [build_layout(j.sequences, j.starts) for j in jobs]
         with self._lock, self._torch.inference_mode():
             if (strategy or self.strategy) == "walk":
-                values = [self._walk(layout) for layout in layouts]
+                values = [self._walk(layout, stop) for layout in layouts]
             else:
-                values = self._packed(layouts)
+                values = self._packed(layouts, stop)
         return [JobLogprobs(tuple(tuple(v.tolist()) for v in lay.split(vals)), prefill_tokens=lay.size)
                 for lay, vals in zip(layouts, values)]
 
-    def _packed(self, layouts: list[Layout]) -> list[np.ndarray]:
+    def _packed(self, layouts: list[Layout], stop: Callable[[], bool] | None = None) -> list[np.ndarray]:
         torch = self._torch
         out = [np.zeros(len(lay.read_node), dtype=np.float64) for lay in layouts]
         caches: dict[int, object] = {}
         for p in plan_passes(layouts, self.budget):
+            _check(stop)
             tokens, positions, allowed = pass_inputs(layouts, p)
             cache = None
             if p.cached:
@@ -127,7 +131,7 @@ class TransformersCausalLm:
                 caches.pop(p.chunks[0].job)
         return out
 
-    def _walk(self, lay: Layout) -> np.ndarray:
+    def _walk(self, lay: Layout, stop: Callable[[], bool] | None = None) -> np.ndarray:
         """KV-cache prefix walk: extend the stem, run each branch on the cache, then crop the branch away."""
         out = np.zeros(len(lay.read_node), dtype=np.float64)
         cache = self._new_cache()
@@ -141,6 +145,7 @@ class TransformersCausalLm:
             stem_len = cache.get_seq_length()
             for a in range(start, end, self.budget):
                 b = min(end, a + self.budget)
+                _check(stop)
                 wanted = node_order[np.searchsorted(lay.read_node[node_order], a):
                                     np.searchsorted(lay.read_node[node_order], b)]
                 logp = self._forward(lay.tokens[a:b], lay.position[a:b], None, cache, lay.read_node[wanted] - a)
@@ -193,6 +198,12 @@ class TransformersCausalLm:
             log.warning("this model ignores custom attention masks (probe diff %.3g); using the KV-cache walk", worst)
             return "walk"
         return "packed"
+
+
+def _check(stop: Callable[[], bool] | None) -> None:
+    """Drops the work when no request waits for it any more (MicroBatcher, stoppable)."""
+    if stop is not None and stop():
+        raise Abandoned("no request waits for this causal LM work any more")
 
 
 def _job_tokens(job: ScoringJob) -> int:
