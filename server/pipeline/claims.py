@@ -14,10 +14,11 @@ _LEAD = re.compile(
     r"|(?:step|part|case)\s*\d{1,3}\s*[:.)\-–]|\s)+",
     re.IGNORECASE,
 )
-_TRAIL = re.compile(r"(?:\*\*|__|</?think>|\s)+$", re.IGNORECASE)
 _HEADING_LINE = re.compile(r"[ \t]*(?:#{1,6}[ \t][^\n]*|\*\*[^*\n]+\*\*[ \t]*:?|__[^_\n]+__[ \t]*:?)[ \t]*")
 _ALNUM = re.compile(r"\w")
-_CONJ = re.compile(r"(?P<comma>,)?\s+(?P<word>and|but|whereas|while)\s+|(?P<semi>;)\s+|,\s+(?P<so>so|yet)\s+")
+# Whitespace runs are matched from their first character, possessively: linear on long runs of spaces.
+_CONJ = re.compile(r"(?:(?P<comma>,)|(?<!\s))\s++(?P<word>and|but|whereas|while)\s+|(?P<semi>;)\s+"
+                   r"|,\s++(?P<so>so|yet)\s+")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 
 AUXILIARIES = frozenset(
@@ -48,10 +49,6 @@ def _finite_verb(word: str) -> bool:
             or (len(w) > 5 and w.endswith(("izes", "ises", "ifies"))))
 
 
-def _has_verb(text: str) -> bool:
-    return any(_finite_verb(w) for w in _WORD.findall(text))
-
-
 def _starts_predicate(words: list[str]) -> bool:
     """Whether words begin a verb phrase ("is renally cleared", "also lowers ...")."""
     for w in words[:3]:
@@ -71,18 +68,6 @@ def _starts_clause(words: list[str]) -> bool:
     return any(_finite_verb(w) for w in words[1:4])
 
 
-def _depth_ok(text: str, start: int, pos: int) -> bool:
-    """No unclosed bracket between start and pos (never split inside parentheses)."""
-    depth = 0
-    for ch in text[start:pos]:
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}" and depth:
-            depth -= 1
-    return depth == 0
-
-
-_SUBJECT_END = re.compile(r"[\s,;:]+$")
 _NO_SUBJECT_TAIL = frozenset("that which who whom whose where when if because since although".split())
 _RELATIVE = frozenset("that which who".split())
 _LABEL = re.compile(r":\s+|\n")
@@ -101,7 +86,10 @@ def clause_subject(text: str, start: int, end: int) -> str:
         if _finite_verb(word) and previous.lower() not in _RELATIVE:  # "Drugs that inhibit X raise ...": skip
             # after a label or heading ("Answer A: Hyperkalemia", "Summary:\nFractures"), the subject follows it
             head = _LABEL.split(text[start:m.start()])[-1]
-            subject = _SUBJECT_END.sub("", head).strip()
+            cut = len(head)
+            while cut and (head[cut - 1].isspace() or head[cut - 1] in ",;:"):  # linear, unlike a `[\s,;:]+$` search
+                cut -= 1
+            subject = head[:cut].strip()
             words = _WORD.findall(subject)
             if (not words or len(subject) > 80 or words[-1].lower() in _NO_SUBJECT_TAIL
                     or words[0].lower() in _NOT_A_SUBJECT_START):  # "Although this patient", "On May 15"
@@ -119,12 +107,13 @@ def split_coordination(text: str, start: int, end: int, regions: _Regions) -> li
         return [(start, end, False)]
     spans: list[tuple[int, int, bool]] = []
     cursor, predicate = start, False
+    left = _Left(cursor)  # what the text from cursor holds: words, a verb, open brackets (kept incrementally)
     for m in _CONJ.finditer(text, start, end):
-        if regions.inside(m.start()) or not _depth_ok(text, cursor, m.start()):
+        left.extend(text, m.start())
+        if regions.inside(m.start()) or left.depth:
             continue
-        left = text[cursor:m.start()]
         right_words = _WORD.findall(text[m.end():min(end, m.end() + 80)])
-        if len(_WORD.findall(left)) < 2 or len(right_words) < 2 or not _has_verb(left):
+        if left.words < 2 or len(right_words) < 2 or not left.verb:
             continue
         clause_ok = bool(m.group("comma") or m.group("semi") or m.group("so") or m.group("word") in ("but", "whereas"))
         continues = _starts_predicate(right_words)
@@ -132,8 +121,31 @@ def split_coordination(text: str, start: int, end: int, regions: _Regions) -> li
             continue
         spans.append((cursor, m.start(), predicate))
         cursor, predicate = m.end(), continues
+        left = _Left(cursor)
     spans.append((cursor, end, predicate))
     return spans
+
+
+class _Left:
+    """Words, whether one is a finite verb, and unclosed brackets of text[start:scanned], extended as the scan goes:
+    a sentence of a thousand unsplittable "X is Y and" is read once, not once per conjunction (quadratic)."""
+
+    __slots__ = ("scanned", "words", "verb", "depth")
+
+    def __init__(self, start: int):
+        self.scanned, self.words, self.verb, self.depth = start, 0, False, 0
+
+    def extend(self, text: str, to: int) -> None:
+        # the scan stops only where a conjunction match starts (a comma, semicolon or space): no word is cut
+        for m in _WORD.finditer(text, self.scanned, to):
+            self.words += 1
+            self.verb = self.verb or _finite_verb(m.group())
+        for ch in text[self.scanned:to]:  # never split inside parentheses
+            if ch in "([{":
+                self.depth += 1
+            elif ch in ")]}" and self.depth:
+                self.depth -= 1
+        self.scanned = to
 
 
 def _strip_markup(text: str, start: int, end: int) -> tuple[int, int]:
@@ -143,10 +155,26 @@ def _strip_markup(text: str, start: int, end: int) -> tuple[int, int]:
         marker = text[start - 2:start]
         if marker in ("**", "__") and text.find(marker, start, end - 2) >= 0:
             start -= 2  # "**Warfarin** blocks ...": the bold word is part of the claim
-    m = _TRAIL.search(text, start, end)
-    if m:
-        end = m.start()
-    return start, end
+    return start, _trail_start(text, start, end)
+
+
+def _trail_start(text: str, start: int, end: int) -> int:
+    r"""Where the trailing whitespace, bold/underline markers and think tags of text[start:end] begin.
+
+    Stripped from the end in linear time: a search for `(?:\*\*|__|</?think>|\s)+$` restarted at every position of a
+    long run of spaces inside a claim (quadratic; seconds for a few thousand spaces, the GIL held throughout)."""
+    while end > start:
+        if text[end - 1].isspace():
+            end -= 1
+        elif end - 2 >= start and text[end - 2:end] in ("**", "__"):
+            end -= 2
+        elif end - 7 >= start and text[end - 7:end].lower() == "<think>":
+            end -= 7
+        elif end - 8 >= start and text[end - 8:end].lower() == "</think>":
+            end -= 8
+        else:
+            break
+    return end
 
 
 def claim_spans(text: str, units: Sequence[tuple[int, int]], regions: _Regions) -> list[tuple[int, int, str]]:

@@ -102,3 +102,48 @@ def test_every_claim_keeps_its_letters():
     claims = SPLITTER.split(text).steps[0].claims
     joined = re.sub(r"\W", "", "".join(c.text for c in claims))
     assert joined and joined in re.sub(r"\W", "", text).replace("and", "", 1)
+
+
+# The single regexes the linear scanners replaced (quadratic on openers without closers, runs of marks).
+_PREVIOUS_REGION = re.compile(
+    r"(?=[`~$\\])"
+    r"(?:(?P<code>```.*?(?:```|\Z)|~~~.*?(?:~~~|\Z))"
+    r"|(?P<display>\$\$.+?\$\$|\\\[.+?\\\]|\\begin\{(?P<env>[A-Za-z*]+)\}.*?\\end\{(?P=env)\})"
+    r"|\\\(.+?\\\)"
+    r"|(?<![\\$])\$(?=[^\s$])[^$\n]{0,300}?(?<=[^\s\\$])\$(?!\d)"
+    r"|`[^`\n]+`)",
+    re.DOTALL,
+)
+_PREVIOUS_CUT = re.compile(r"[.!?…]+[\"'”’)\]*_]*(?=\s)|\n")
+_PREVIOUS_CONJ = re.compile(r"(?P<comma>,)?\s+(?P<word>and|but|whereas|while)\s+|(?P<semi>;)\s+|,\s+(?P<so>so|yet)\s+")
+_PREVIOUS_TRAIL = re.compile(r"(?:\*\*|__|</?think>|\s)+$", re.IGNORECASE)
+MARKUP = ["```", "~~~", "$$", "$", "\\[", "\\]", "\\(", "\\)", "\\begin{align}", "\\end{align}", "\\begin{eq}",
+          "\\end{eq}", "`", "x", " ", "\n", "5", ".", "...", "?!", "\"", ")", "…", "**", "_", "and", "but", ", ", ";",
+          "so", "yet", "while", "<think>", "</THINK>", "*", "__", "\t"]
+markup_text = st.lists(st.sampled_from(MARKUP) | st.text(alphabet="$\\`~.!? \n)x", max_size=4), max_size=60).map("".join)
+
+
+@PROPERTY
+@given(markup_text | chain_text)
+def test_protected_regions_and_sentence_cuts_are_those_of_the_previous_regexes(text):
+    from server.pipeline.splitter import _CUT, Regions
+
+    regions = Regions(text)
+    previous = [(m.start(), m.end(), bool(m.group("display"))) for m in _PREVIOUS_REGION.finditer(text)]
+    assert list(zip(regions.starts, regions.ends)) == [(a, b) for a, b, _ in previous]
+    assert regions.display_ends == [b for _, b, display in previous if display]
+    assert [m.span() for m in _CUT.finditer(text)] == [m.span() for m in _PREVIOUS_CUT.finditer(text)]
+
+
+@PROPERTY
+@given(markup_text | chain_text, st.integers(0, 5))
+def test_conjunctions_and_trailing_markup_are_those_of_the_previous_regexes(text, start):
+    from server.pipeline.claims import _CONJ, _trail_start
+
+    start = min(start, len(text))
+    while start and text[start - 1].isspace():  # units are trimmed: a scan never starts inside a run of spaces
+        start -= 1
+    assert [(m.span(), m.groupdict()) for m in _CONJ.finditer(text, start)] == \
+        [(m.span(), m.groupdict()) for m in _PREVIOUS_CONJ.finditer(text, start)]
+    previous = _PREVIOUS_TRAIL.search(text, start)
+    assert _trail_start(text, start, len(text)) == (previous.start() if previous else len(text))
