@@ -23,7 +23,7 @@ from .admission import Admission
 from .backends import registry
 from .config import Settings
 from .health import INFO_GAIN, KNOWLEDGE, KNOWLEDGE_BASE, HealthState
-from .interceptors import ServiceInterceptor
+from .interceptors import ClientGoneInterceptor, ServiceInterceptor
 from .kb_holder import KbHolder
 from .pipeline.deadline import Deadline
 from .pipeline.deps import PipelineDeps
@@ -311,13 +311,14 @@ async def start_server(settings: Settings, listen: list[str] | None = None) -> V
 
         torch.set_num_threads(settings.server.torch_threads)
     runtime = Runtime(settings)
-    # Outermost first: metrics see every outcome, auth refuses before any work, then the service interceptor.
+    # Outermost first: stream responses written by kgverify (a client gone mid-write ends as CANCELLED), metrics
+    # see every outcome, auth refuses before any work, then the service interceptor.
     auth = security.auth_interceptor(settings.security)
 
     def stopping() -> bool:  # calls cancelled while shutting down end UNAVAILABLE for their clients
         return runtime.health.shutting_down
 
-    interceptors = [metrics.MetricsInterceptor(stopping), *([auth] if auth else []),
+    interceptors = [ClientGoneInterceptor(), metrics.MetricsInterceptor(stopping), *([auth] if auth else []),
                     ServiceInterceptor(runtime.admission, runtime.health.ready, runtime.not_ready_error,
                                        settings.server.log_request_text, stopping)]
     credentials = security.server_credentials(settings.security)

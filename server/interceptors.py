@@ -1,11 +1,15 @@
 """The one interceptor of kgverify calls: request ids, readiness, load shedding, error mapping.
 
-Health and reflection calls pass straight through: they are never shed.
+Health and reflection calls are never shed; they only get the same tolerant request parsing (undecodable bytes
+are INVALID_ARGUMENT / UNDECODABLE_MESSAGE, not UNKNOWN with Python's exception text and a traceback in the log).
+ClientGoneInterceptor, the outermost, writes stream responses itself so that a client that cancels while the server
+waits to send is logged and counted as CANCELLED.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 
@@ -50,6 +54,7 @@ class Undecodable:
         self.error_type = type(error).__name__
 
     def error(self) -> InvalidArgumentError:
+        # No field: the violation is the whole message ("invalid request: the bytes are not a valid ...").
         return InvalidArgumentError.single(
             "", f"the bytes are not a valid {self.message_type} message ({self.error_type}: invalid protobuf "
                 "encoding, or a string field that is not UTF-8)", reason="UNDECODABLE_MESSAGE")
@@ -71,6 +76,119 @@ def tolerant(deserializer):
     return parse
 
 
+async def _checked(requests):
+    """A request stream that ends the call with UNDECODABLE_MESSAGE at its first undecodable item (for streams
+    without per-item statuses, such as reflection)."""
+    async for item in requests:
+        if isinstance(item, Undecodable):
+            raise item.error()
+        yield item
+
+
+def _other_service(handler, method: str, metadata):
+    """A health or reflection handler with the tolerant deserializer: an undecodable request ends the call with
+    INVALID_ARGUMENT (UNDECODABLE_MESSAGE) and one log line. Health needs no token: without this, anyone could fill
+    the log with gRPC's tracebacks. Handlers that are not async (none here) pass through as they are."""
+
+    async def refuse(exc: KgverifyError, context) -> None:
+        request_id_var.set(new_request_id(metadata))
+        log.info("%s %s (%s)", method, exc.code, exc.reason)
+        await context.abort_with_status(grpc_status(exc, request_id_var.get()))
+
+    serializers = {"request_deserializer": tolerant(handler.request_deserializer),
+                   "response_serializer": handler.response_serializer}
+    if handler.unary_unary is not None and inspect.iscoroutinefunction(handler.unary_unary):
+        behavior = handler.unary_unary
+
+        async def unary(request, context):
+            if isinstance(request, Undecodable):
+                await refuse(request.error(), context)
+            return await behavior(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(unary, **serializers)
+    if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
+        behavior = handler.unary_stream
+
+        async def unary_stream(request, context):
+            if isinstance(request, Undecodable):
+                await refuse(request.error(), context)
+            async for response in behavior(request, context):
+                yield response
+
+        return grpc.unary_stream_rpc_method_handler(unary_stream, **serializers)
+    if handler.unary_stream is not None and inspect.iscoroutinefunction(handler.unary_stream):
+        behavior = handler.unary_stream  # the writer API (health Watch)
+
+        async def unary_stream_writer(request, context):
+            if isinstance(request, Undecodable):
+                await refuse(request.error(), context)
+            return await behavior(request, context)
+
+        return grpc.unary_stream_rpc_method_handler(unary_stream_writer, **serializers)
+    if handler.stream_stream is not None and inspect.isasyncgenfunction(handler.stream_stream):
+        behavior = handler.stream_stream  # reflection
+
+        async def stream(request_iterator, context):
+            try:
+                async for response in behavior(_checked(request_iterator), context):
+                    yield response
+            except InvalidArgumentError as exc:
+                if exc.reason != "UNDECODABLE_MESSAGE":
+                    raise
+                await refuse(exc, context)
+
+        return grpc.stream_stream_rpc_method_handler(stream, **serializers)
+    return handler
+
+
+def _write_failed(exc: Exception, context) -> bool:
+    """Whether a failed write means the call is gone: gRPC could not send the message (ExecuteBatchError: the client
+    cancelled, or the deadline passed, before the message left; the context may learn of it only later), or the
+    context already knows the call ended. Other errors (a response that cannot be serialised) are real failures."""
+    if type(exc).__name__ == "ExecuteBatchError":
+        return True
+    try:
+        return bool(context.cancelled() or context.done())
+    except Exception:
+        return False
+
+
+class ClientGoneInterceptor(grpc.aio.ServerInterceptor):
+    """Outermost interceptor: writes the responses of bidi-streaming calls itself (gRPC's writer API).
+
+    gRPC writes a response generator's items itself; when the client stops reading and then cancels, the pending
+    write fails inside gRPC (ExecuteBatchError, logged as an ERROR traceback) and the generators are merely
+    abandoned, so the interceptors below saw a stream that "ended OK". Here a failed write to a client that is
+    gone is thrown into the generators as a cancellation instead: metrics count the call CANCELLED, the service
+    interceptor logs it once as CANCELLED, and gRPC logs nothing above DEBUG."""
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or handler.stream_stream is None or not inspect.isasyncgenfunction(handler.stream_stream):
+            return handler
+        behavior = handler.stream_stream
+
+        async def stream(request_iterator, context):
+            responses = behavior(request_iterator, context)
+            try:
+                async for response in responses:
+                    try:
+                        await context.write(response)
+                    except Exception as exc:
+                        if not _write_failed(exc, context):
+                            raise
+                        try:
+                            await responses.athrow(asyncio.CancelledError())
+                        except (asyncio.CancelledError, StopAsyncIteration):
+                            pass
+                        raise asyncio.CancelledError() from None
+            finally:
+                await responses.aclose()
+
+        return grpc.stream_stream_rpc_method_handler(stream, request_deserializer=handler.request_deserializer,
+                                                     response_serializer=handler.response_serializer)
+
+
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, admission: Admission, ready, not_ready_error, log_request_text: bool = False,
                  stopping=lambda: False):
@@ -84,11 +202,13 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
-        if handler is None or not details.method.startswith(SERVICE_PREFIX):
+        if handler is None:
             return handler
         method = details.method
-        service = _service_of(method)
         metadata = details.invocation_metadata
+        if not method.startswith(SERVICE_PREFIX):
+            return _other_service(handler, method, metadata)
+        service = _service_of(method)
         if handler.unary_unary is not None:
             behavior = handler.unary_unary
 
@@ -139,7 +259,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 except KgverifyError as exc:
                     code = exc.code
                     await context.abort_with_status(grpc_status(exc, request_id_var.get()))
-                except (asyncio.CancelledError, grpc.aio.AbortError):
+                except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit):
+                    # GeneratorExit: the call ended while this stream still had results to give (a client that
+                    # went away while a result waited to be sent): a cancellation, not a stream that ended OK.
                     code = self._cancelled_code()
                     raise
                 except Exception as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from typing import AsyncIterator, Awaitable, Callable
 
@@ -16,6 +17,24 @@ from .pipeline.errors import InvalidArgumentError, KgverifyError
 
 log = logging.getLogger(__name__)
 _DONE = object()
+# Room for a result's status (message, ErrorInfo, BadRequest: a few KiB at most) beside an echoed id.
+_ECHO_HEADROOM_BYTES = 16 * 1024
+
+
+def echoed_id(item_id: str, max_id_chars: int, max_message_bytes: int | None) -> str:
+    """The id a result carries: the item's id as sent. Never cut to max_id_chars: a 257-character id cut to 256
+    would read as the result of a valid item whose id is those 256 characters. An id so long that it and a status
+    would not fit one message (only possible near KGV_SERVER__MAX_MESSAGE_BYTES) comes back as its first
+    max_id_chars characters plus "… (N characters)": longer than any valid id, so still never one."""
+    if max_message_bytes is None or len(item_id) <= max_id_chars or \
+            len(item_id.encode("utf-8")) + _ECHO_HEADROOM_BYTES <= max_message_bytes:
+        return item_id
+    return f"{item_id[:max_id_chars]}… ({len(item_id)} characters)"
+
+
+def _digest(item_id: str) -> bytes:
+    """What the stream remembers of each id it saw (16 bytes however long the id)."""
+    return hashlib.blake2b(item_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 async def run_stream(
@@ -24,14 +43,20 @@ async def run_stream(
     admission: Admission,
     max_inflight: int,
     max_id_chars: int,
+    max_message_bytes: int | None = None,
 ) -> AsyncIterator[kpb.StreamScoreChainsResponse]:
-    """Reads items while at most max_inflight run; yields results as they finish."""
+    """Reads items while at most max_inflight run; yields results as they finish (not in request order: each
+    result carries its item's id, so ids must be unique within the stream).
+
+    An item whose id an earlier item of the stream already used gets INVALID_ARGUMENT (DUPLICATE_ID) and is not
+    scored; the first item with that id is."""
     results: asyncio.Queue = asyncio.Queue()
     slots = asyncio.Semaphore(max_inflight)
     running: set[asyncio.Task] = set()
     stream_id = request_id_var.get()
+    seen: set[bytes] = set()  # digests of the valid ids read so far
 
-    async def run_item(item: kpb.StreamScoreChainsRequest, item_id: str) -> None:
+    async def run_item(item: kpb.StreamScoreChainsRequest, item_id: str, duplicate: bool) -> None:
         # The slot taken by read() is released once the result has been sent, so
         # items being processed plus results not yet sent stay within max_inflight.
         request_id_var.set(f"{stream_id}/{item_id[:32]}")
@@ -43,7 +68,13 @@ async def run_stream(
                 if not item.id:
                     raise InvalidArgumentError.single("id", "is required")
                 if len(item.id) > max_id_chars:
-                    raise InvalidArgumentError.single("id", f"is longer than {max_id_chars} characters")
+                    raise InvalidArgumentError.single(
+                        "id", f"is {len(item.id)} characters long; the limit is {max_id_chars} "
+                              "(KGV_LIMITS__MAX_ID_CHARS)")
+                if duplicate:
+                    raise InvalidArgumentError.single(
+                        "id", "is the id of an earlier item of this stream: results come back in any order, so "
+                              "each item needs its own id (this item was not scored)", reason="DUPLICATE_ID")
                 with admission:
                     response.result.CopyFrom(await process(item.chain))
                 response.status.CopyFrom(OK_STATUS)
@@ -63,8 +94,16 @@ async def run_stream(
         try:
             async for item in requests:
                 await slots.acquire()
-                item_id = "" if isinstance(item, Undecodable) else item.id[:max_id_chars]
-                task = asyncio.create_task(run_item(item, item_id))
+                duplicate = False
+                if isinstance(item, Undecodable):
+                    item_id = ""
+                else:
+                    item_id = echoed_id(item.id, max_id_chars, max_message_bytes)
+                    if item.id and len(item.id) <= max_id_chars:  # checked here, in the order the items came
+                        digest = _digest(item.id)
+                        duplicate = digest in seen
+                        seen.add(digest)
+                task = asyncio.create_task(run_item(item, item_id, duplicate))
                 running.add(task)
                 task.add_done_callback(running.discard)
             if running:

@@ -39,7 +39,9 @@ class InvalidArgumentError(KgverifyError):
 
     def __init__(self, violations: list[FieldViolation], *, reason: str | None = None):
         self.violations = list(violations)
-        summary = "; ".join(f"{v.field}: {v.description}" for v in self.violations[:5])
+        # A violation of the whole message (no field, e.g. undecodable bytes) reads as its description alone.
+        summary = "; ".join(f"{v.field}: {v.description}" if v.field else v.description
+                            for v in self.violations[:5])
         if len(self.violations) > 5:
             summary += f"; and {len(self.violations) - 5} more"
         super().__init__(f"invalid request: {summary}", reason=reason)

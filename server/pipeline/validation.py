@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -27,6 +28,39 @@ class Limits:
     max_id_chars: int = 256
 
 
+# Text that shows nothing: str.strip() keeps these, so "\u200b" or "\x00" looked like content (a step was judged,
+# InfoGain scored a target of one zero-width space). Categories: controls (Cc: NUL, tab, newline...), format
+# characters (Cf: zero-width space/joiners, BOM, word joiner, soft hyphen, bidi controls, tags), separators
+# (Zs/Zl/Zp) and lone surrogates (Cs); plus the default-ignorable or blank characters of other categories.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
+_INVISIBLE_CHARS = frozenset(
+    "\u034f"  # combining grapheme joiner
+    "\u115f\u1160\u3164\uffa0"  # Hangul fillers
+    "\u17b4\u17b5"  # Khmer inherent vowels
+    "\u180b\u180c\u180d\u180f"  # Mongolian free variation selectors
+    "\u2800"  # braille pattern blank
+    + "".join(chr(c) for c in range(0xFE00, 0xFE10))  # variation selectors
+    + "".join(chr(c) for c in range(0xE0100, 0xE01F0))  # variation selectors supplement
+)
+
+
+def has_visible_content(text: str) -> bool:
+    """Whether text holds at least one character that shows: "a\u200d" does, while " ", "\u200b", "\ufeff",
+    "\x00" and "\u2060" alone do not. Wherever validation decides "is empty", this decides it."""
+    for ch in text:
+        if ch not in _INVISIBLE_CHARS and unicodedata.category(ch) not in _INVISIBLE_CATEGORIES:
+            return True
+    return False
+
+
+def empty_description(text: str) -> str:
+    """The description of a field with no visible character: plain "is empty" for empty or whitespace-only text, and
+    for other invisible text what it holds (zero-width spaces, controls...), so the caller sees why."""
+    if not text.strip():
+        return "is empty"
+    return "has no visible characters (only whitespace, control, format or zero-width characters)"
+
+
 def setting(limit: str) -> str:
     """The environment variable that sets a limit ("max_steps" -> "KGV_LIMITS__MAX_STEPS"), named in every
     message about it so the caller's operator knows what to raise."""
@@ -45,13 +79,18 @@ def _too_long(field: str, value: str, limits: Limits, limit: str, out: list[Fiel
 
 def check_chain(chain: ChainInput, limits: Limits, out: list[FieldViolation]) -> None:
     _too_long("question", chain.question, limits, "max_question_chars", out)
-    has_text = chain.reasoning is not None and chain.reasoning.strip() != ""
+    if chain.question.strip() and not has_visible_content(chain.question):  # an empty question is allowed here
+        out.append(FieldViolation("question", f"{empty_description(chain.question)}: send the question, or none"))
+    has_text = chain.reasoning is not None and has_visible_content(chain.reasoning)
     has_steps = bool(chain.steps)
     if has_text and has_steps:
         out.append(FieldViolation("reasoning", "send either reasoning or steps, not both"))
         return
     if not has_text and not has_steps:
-        out.append(FieldViolation("reasoning", "the chain is empty: send reasoning text or steps"))
+        if chain.reasoning and chain.reasoning.strip():
+            out.append(FieldViolation("reasoning", f"{empty_description(chain.reasoning)}: the chain is empty"))
+        else:
+            out.append(FieldViolation("reasoning", "the chain is empty: send reasoning text or steps"))
         return
     if has_text:
         _too_long("reasoning", chain.reasoning, limits, "max_reasoning_chars", out)
@@ -61,8 +100,8 @@ def check_chain(chain: ChainInput, limits: Limits, out: list[FieldViolation]) ->
         out.append(FieldViolation("steps", f"has {len(steps)} steps; {_over('max_steps', limits.max_steps)}"))
         return
     for i, step in enumerate(steps):
-        if not step.strip():
-            out.append(FieldViolation(f"steps[{i}]", "is empty"))
+        if not has_visible_content(step):
+            out.append(FieldViolation(f"steps[{i}]", empty_description(step)))
         _too_long(f"steps[{i}]", step, limits, "max_step_chars", out)
     total = sum(len(s) for s in steps) + max(0, len(steps) - 1)
     if total > limits.max_reasoning_chars:
@@ -82,8 +121,8 @@ def check_knowledge(req: KnowledgeRequest, limits: Limits, out: list[FieldViolat
         return
     ids = set()
     for i, passage in enumerate(req.context):
-        if not passage.text.strip():
-            out.append(FieldViolation(f"context[{i}].text", "is empty"))
+        if not has_visible_content(passage.text):
+            out.append(FieldViolation(f"context[{i}].text", empty_description(passage.text)))
         _too_long(f"context[{i}].text", passage.text, limits, "max_passage_chars", out)
         _too_long(f"context[{i}].id", passage.id, limits, "max_id_chars", out)
         _too_long(f"context[{i}].title", passage.title, limits, "max_passage_meta_chars", out)
@@ -97,6 +136,16 @@ def check_knowledge(req: KnowledgeRequest, limits: Limits, out: list[FieldViolat
         ids.add(passage.id)
     if req.options.use_knowledge_base is False and not req.context:
         out.append(FieldViolation(f"{options}.use_knowledge_base", "is false but no context passages were sent"))
+
+
+# The line boundaries of str.splitlines(): \n, \r, \v, \f, \x1c-\x1e, \x85, U+2028, U+2029.
+_LINE_BREAK = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def _own_label(index: int) -> re.Pattern:
+    """An option's own letter label at its start: "A. ", "A) ", "A: ", "(A) " (either case), for option `index`."""
+    letter = chr(ord("A") + index)
+    return re.compile(rf"\s*(?:\({letter}\)|{letter}[.):])(?:\s|$)", re.IGNORECASE)
 
 
 # An answer that only names a multiple-choice option: "B", "B.", "B)", "(B)", "B:" (any case).
@@ -123,24 +172,44 @@ def option_violation(field: str, text: str, choices: Sequence[str]) -> FieldViol
 
 
 def check_info_gain(req: InfoGainRequest, limits: Limits, out: list[FieldViolation], options: str = "options") -> None:
-    if not req.chain.question.strip():
+    if not req.chain.question.strip():  # (a question with only invisible characters is reported by check_chain)
         out.append(FieldViolation("question", "InfoGain needs the question: L_0 is the answer given the question "
                                               "alone"))
     _too_long("answer", req.answer, limits, "max_answer_chars", out)
     _too_long("gold_answer", req.gold_answer, limits, "max_answer_chars", out)
+    # Blank answers count as absent (the target is the gold answer when it is not blank); an answer of invisible
+    # characters only ("\u200b") would be scored as the target, so it is an error, not an absent answer.
+    invisible = False
+    for name in ("gold_answer", "answer"):
+        text = getattr(req, name)
+        if text.strip() and not has_visible_content(text):
+            out.append(FieldViolation(name, f"{empty_description(text)}: send the answer's text, or leave it empty"))
+            invisible = True
     if not req.gold_answer.strip() and not req.answer.strip():
         out.append(FieldViolation(f"answer", "InfoGain needs a target: send answer or gold_answer"))
     target_field = "gold_answer" if req.gold_answer.strip() else "answer"
-    if req.choices and len(req.choices) <= limits.max_choices and (
+    if req.choices and not invisible and len(req.choices) <= limits.max_choices and (
             violation := option_violation(target_field, getattr(req, target_field), req.choices)) is not None:
         out.append(violation)
     if len(req.choices) > limits.max_choices:
         out.append(FieldViolation("choices", f"has {len(req.choices)} options; "
                                              f"{_over('max_choices', limits.max_choices)}"))
-    for i, choice in enumerate(req.choices[: limits.max_choices]):
-        if not choice.strip():
-            out.append(FieldViolation(f"choices[{i}]", "is empty"))
+    choices = req.choices[: limits.max_choices]
+    for i, choice in enumerate(choices):
+        if not has_visible_content(choice):
+            out.append(FieldViolation(f"choices[{i}]", empty_description(choice)))
+        elif _LINE_BREAK.search(choice):
+            # c_0 lists the options one per line ("A. text"): a line break would add lines that look like options
+            out.append(FieldViolation(f"choices[{i}]", "must be one line: it holds a line break, and c_0 lists "
+                                                       "one option per line"))
         _too_long(f"choices[{i}]", choice, limits, "max_choice_chars", out)
+    if choices and all(_own_label(i).match(choice) for i, choice in enumerate(choices)):
+        # Every option carries its own letter ("A. aspirin", "B) insulin"): c_0 would read "A. A. aspirin". One
+        # option that merely starts like its label (option E "E. coli") is text and stays.
+        for i, choice in enumerate(choices):
+            label = _own_label(i).match(choice).group(0).strip()
+            out.append(FieldViolation(f"choices[{i}]", f"starts with its label {label!r}: send the option's text "
+                                                       "alone; the server adds the labels"))
     window = req.options.window
     if not 0 <= window <= limits.max_window:
         out.append(FieldViolation(f"{options}.window", f"must be between 0 (off) and {limits.max_window} "

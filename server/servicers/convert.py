@@ -9,7 +9,7 @@ from kgverify.v1 import knowledge_service_pb2 as kpb
 
 from ..pipeline.errors import FieldViolation, InvalidArgumentError, ResponseTooLargeError
 from ..pipeline import types as t
-from ..pipeline.validation import setting
+from ..pipeline.validation import empty_description, has_visible_content, setting
 
 JUDGES = {pb.JUDGE_BACKEND_UNSPECIFIED: None, pb.JUDGE_BACKEND_BASELINE: "baseline", pb.JUDGE_BACKEND_NLI: "nli",
           pb.JUDGE_BACKEND_VLLM: "vllm", pb.JUDGE_BACKEND_CASCADE: "cascade"}
@@ -127,8 +127,8 @@ def chain_request(msg: kpb.ScoreChainRequest) -> t.ChainRequest:
 def search_request(msg: kbpb.SearchKnowledgeBaseRequest, max_chars: int, max_top_k: int):
     v = _Violations()
     mode = v.enum(msg.mode, MODES, "mode")
-    if not msg.query.strip():
-        v.items.append(FieldViolation("query", "is empty"))
+    if not has_visible_content(msg.query):
+        v.items.append(FieldViolation("query", empty_description(msg.query)))
     elif len(msg.query) > max_chars:
         v.items.append(FieldViolation("query", f"is {len(msg.query)} characters long; the limit is {max_chars} "
                                                f"({setting('max_step_chars')})"))

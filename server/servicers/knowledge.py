@@ -33,7 +33,8 @@ class KnowledgeServicer(kgrpc.KnowledgeServiceServicer):
 
         async for response in run_stream(request_iterator, process, self.rt.admission,
                                          self.rt.settings.server.max_stream_inflight,
-                                         self.rt.settings.limits.max_id_chars):
+                                         self.rt.settings.limits.max_id_chars,
+                                         self.rt.settings.server.max_message_bytes):
             yield response
 
     async def _score_chain(self, request, deadline):

@@ -1,6 +1,7 @@
 """Every RPC through the real clients against the real server, on TCP and on a unix socket."""
 
 import asyncio
+import logging
 
 import grpc
 import pytest
@@ -138,6 +139,7 @@ async def test_bytes_that_are_not_a_request_are_invalid_argument_and_a_stream_go
         error = VerifierError.from_rpc_error(info.value)
         assert error.code == "INVALID_ARGUMENT" and error.reason == "UNDECODABLE_MESSAGE", error
         assert "kgverify.v1.SplitReasoningRequest" in error.message and error.metadata["request_id"]
+        assert error.message.startswith("invalid request: the bytes are not a valid"), error.message  # no ": :"
 
         stream = channel.stream_stream("/kgverify.v1.KnowledgeService/StreamScoreChains",
                                        request_serializer=lambda b: b,
@@ -230,3 +232,101 @@ async def test_thousands_of_concurrent_calls_are_answered_not_cancelled(verifier
 
         outcomes = await asyncio.gather(*(check() for _ in range(3000)))
     assert set(outcomes) == {"OK"}, {o: outcomes.count(o) for o in set(outcomes)}
+
+
+INVISIBLE = ("\u200b", "\x00", "\ufeff", "\u2060")
+
+
+@pytest.mark.parametrize("text", INVISIBLE)
+async def test_text_without_a_visible_character_is_invalid_argument_in_every_rpc(verifier, text):
+    """It was scored: a chain of zero-width spaces got knowledge_index_paper 1.0 and InfoGain for target "\u200b"."""
+    from kgverify.v1 import info_gain_service_pb2 as igpb
+    from kgverify.v1 import info_gain_service_pb2_grpc as iggrpc
+    from kgverify.v1 import knowledge_base_service_pb2 as kbpb
+    from kgverify.v1 import knowledge_base_service_pb2_grpc as kbgrpc
+
+    good = "Metformin is the usual first-line drug for type 2 diabetes."
+    async with grpc.aio.insecure_channel(verifier.addresses[0]) as channel:
+        knowledge, info_gain = kgrpc.KnowledgeServiceStub(channel), iggrpc.InfoGainServiceStub(channel)
+        calls = {
+            "question steps[0] answer": (knowledge.ScoreChain,
+                                      kpb.ScoreChainRequest(question=text, steps=[text], answer=text)),
+            "steps[1]": (knowledge.ScoreKnowledge, kpb.ScoreKnowledgeRequest(steps=[good, text])),
+            "reasoning": (knowledge.SplitReasoning, kpb.SplitReasoningRequest(reasoning=text)),
+            "context[0].text": (knowledge.ScoreKnowledge, kpb.ScoreKnowledgeRequest(
+                steps=[good], context=[pb.Passage(id="p", text=text * 2)])),
+            "question": (info_gain.ScoreInfoGain, igpb.ScoreInfoGainRequest(question=text, steps=[good], answer="m")),
+            "answer": (info_gain.ScoreInfoGain, igpb.ScoreInfoGainRequest(question="q", steps=[good], answer=text)),
+            "query": (kbgrpc.KnowledgeBaseServiceStub(channel).SearchKnowledgeBase,
+                      kbpb.SearchKnowledgeBaseRequest(query=text)),
+        }
+        for fields, (method, request) in calls.items():
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await method(request, timeout=60)
+            error = VerifierError.from_rpc_error(info.value)
+            assert error.code == "INVALID_ARGUMENT", (fields, error)
+            assert set(fields.split()) <= {field for field, _ in error.field_violations}, (fields, error)
+
+
+def _item(item_id, chain=None):
+    return kpb.StreamScoreChainsRequest(id=item_id, chain=chain or rq.chain_request(CHAIN, metrics=("ki",)))
+
+
+async def test_a_repeated_stream_item_id_gets_its_own_error_and_is_not_scored(verifier):
+    """Results come back in any order: two results with one id could not be told apart."""
+    bad_chain = rq.chain_request({"question": "q", "reasoning": "x", "steps": ["y"]})
+    items = [_item("a"), _item("a"), _item("b", bad_chain), _item("b"), _item(""), _item(""), _item("c"), _item("a")]
+    async with grpc.aio.insecure_channel(verifier.addresses[0]) as channel:
+        results = [r async for r in kgrpc.KnowledgeServiceStub(channel).StreamScoreChains(iter(items), timeout=120)]
+    assert len(results) == len(items)
+    by_id: dict[str, list] = {}
+    for result in results:
+        by_id.setdefault(result.id, []).append(result)
+    scored = [r for r in results if r.HasField("result")]
+    assert sorted(r.id for r in scored) == ["a", "c"]  # the first "a" only
+    errors = {item_id: [VerifierError.from_status(r.status) for r in rs if not r.HasField("result")]
+              for item_id, rs in by_id.items()}
+    assert [e.reason for e in errors["a"]] == ["DUPLICATE_ID", "DUPLICATE_ID"]
+    assert all(("id" in dict(e.field_violations)) and e.code == "INVALID_ARGUMENT" for e in errors["a"])
+    assert sorted(e.reason for e in errors["b"]) == ["DUPLICATE_ID", "INVALID_ARGUMENT"]  # the first is validated
+    assert [e.field_violations for e in errors[""]] == [[("id", "is required")]] * 2  # empty ids: required, twice
+
+
+async def test_an_over_long_stream_item_id_is_echoed_in_full_never_cut_into_a_valid_id(verifier):
+    """A 257-character id's error came back under its first 256 characters: the id of the valid item beside it."""
+    limit = verifier.runtime.settings.limits.max_id_chars
+    valid, too_long = "i" * limit, "i" * (limit + 1)
+    async with grpc.aio.insecure_channel(verifier.addresses[0]) as channel:
+        results = [r async for r in kgrpc.KnowledgeServiceStub(channel).StreamScoreChains(
+            iter([_item(valid), _item(too_long), _item("é" * (limit + 40))]), timeout=120)]
+    by_id = {r.id: r for r in results}
+    assert set(by_id) == {valid, too_long, "é" * (limit + 40)}
+    assert by_id[valid].HasField("result") and by_id[valid].status.code == 0
+    error = VerifierError.from_status(by_id[too_long].status)
+    assert error.code == "INVALID_ARGUMENT" and not by_id[too_long].HasField("result")
+    assert error.field_violations[0][0] == "id" and "KGV_LIMITS__MAX_ID_CHARS" in error.field_violations[0][1]
+
+
+@pytest.mark.parametrize("path, raw", [
+    ("/grpc.health.v1.Health/Check", b"\x0a\x02\xff\xfe"),
+    ("/grpc.health.v1.Health/Check", b"\xff"),
+    ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", b"\x0a\x02\xff\xfe"),
+])
+async def test_undecodable_health_and_reflection_requests_are_invalid_argument(verifier, path, raw, caplog):
+    """Health needs no token: its parse errors were UNKNOWN with Python's exception text and an ERROR traceback in
+    the server log, per call."""
+    async with grpc.aio.insecure_channel(verifier.addresses[0]) as channel:
+        if "Reflection" in path:
+            call = channel.stream_stream(path, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                async for _ in call(iter([raw]), timeout=30):
+                    pass
+        else:
+            call = channel.unary_unary(path, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call(raw, timeout=30)
+    error = VerifierError.from_rpc_error(info.value)
+    assert error.code == "INVALID_ARGUMENT" and error.reason == "UNDECODABLE_MESSAGE", error
+    assert error.message.startswith("invalid request: the bytes are not a valid grpc."), error.message
+    assert "Unexpected" not in error.message and "<class" not in error.message
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from server.pipeline.errors import InvalidArgumentError
+from server.pipeline.errors import FieldViolation, InvalidArgumentError
 from server.pipeline.types import ChainInput, ChainRequest, InfoGainOptions, InfoGainRequest, KnowledgeOptions
 from server.pipeline.types import KnowledgeRequest, Passage
 from server.pipeline.validation import Limits, validate_chain, validate_info_gain, validate_knowledge
@@ -139,3 +139,77 @@ def test_an_answer_naming_no_option_is_reported_with_the_other_violations():
     assert "options.window" in messages
     validate_info_gain(InfoGainRequest(ChainInput(question="q", reasoning="a step."), answer="c",
                                        choices=("1", "2", "3")), LIMITS)
+
+
+INVISIBLE = ["\u200b", "\x00", "\ufeff", "\u2060", "\u200b\u200b", " \u200b\t", "\u200d", "\u00ad", "\ufe0f",
+             "\u3164", "\u2028", "\U000e0041"]
+
+
+@pytest.mark.parametrize("text", INVISIBLE)
+def test_text_without_a_visible_character_is_empty_wherever_emptiness_is_checked(text):
+    """str.strip() keeps zero-width spaces, BOMs, word joiners and NUL: such a step was judged, and InfoGain scored a
+    target of one zero-width space with knowledge_index_paper 1.0."""
+    from server.pipeline.validation import has_visible_content
+
+    assert not has_visible_content(text)
+    fields = _violations(lambda: validate_chain(ChainRequest(
+        _ki(ChainInput(question=text, steps=("Insulin lowers glucose.", text)),
+            context=[Passage("p", text)]),
+        InfoGainRequest(ChainInput(question=text, steps=("Insulin lowers glucose.", text)), answer=text,
+                        gold_answer=text, choices=("insulin", text))), LIMITS))
+    # a blank answer (" ", "\u2028": what str.strip() removes) is an absent one; then the other is the target
+    expected = {"question", "steps[1]", "context[0].text", "answer", "choices[1]"}
+    assert expected | ({"gold_answer"} if text.strip() else set()) <= fields
+    assert "reasoning" in _violations(lambda: validate_knowledge(_ki(ChainInput(reasoning=text)), LIMITS))
+    with pytest.raises(InvalidArgumentError, match="InfoGain needs the question|question: .*no visible"):
+        validate_info_gain(InfoGainRequest(ChainInput(question=text, reasoning="a step."), answer="a"), LIMITS)
+
+
+def test_text_with_a_visible_character_beside_invisible_ones_is_content():
+    from server.pipeline.validation import has_visible_content
+
+    for text in ("a\u200d", "\u200binsulin", "\U0001F600", "\u0301", "\ue000", "\u00a0x", "\u0661"):
+        assert has_visible_content(text), repr(text)
+    validate_chain(ChainRequest(
+        _ki(ChainInput(question="Which\u200b drug?", steps=("Insulin\u200d lowers glucose.",)),
+            context=[Passage("p", "\ufeffInsulin lowers glucose.")]),
+        InfoGainRequest(ChainInput(question="Which\u200b drug?", steps=("Insulin\u200d lowers glucose.",)),
+                        answer="insulin\u200d", choices=("insulin", "metformin"))), LIMITS)
+    # blank answers still mean "absent": the gold answer is the target
+    validate_info_gain(InfoGainRequest(ChainInput(question="q", steps=("a",)), answer="  ", gold_answer="g"), LIMITS)
+
+
+def test_an_invisible_message_says_what_it_holds():
+    messages = _messages(lambda: validate_knowledge(_ki(ChainInput(steps=("\u200b", " "))), LIMITS))
+    assert messages["steps[0]"].startswith("has no visible characters") and messages["steps[1]"] == "is empty"
+
+
+@pytest.mark.parametrize("choice", ["insulin\nB. aspirin", "insulin\r", "in\u2028sulin", "insulin\x85", "a\vb"])
+def test_an_option_with_a_line_break_is_rejected(choice):
+    """c_0 is the question plus one "A. text" line per option: a line break adds lines that read as options."""
+    messages = _messages(lambda: validate_info_gain(InfoGainRequest(
+        ChainInput(question="q", steps=("a",)), answer="a", choices=("metformin", choice)), LIMITS))
+    assert messages["choices[1]"].startswith("must be one line")
+
+
+@pytest.mark.parametrize("choices", [("A. aspirin", "B. insulin"), ("(a) aspirin", "(b) insulin", "(c) x"),
+                                     ("A) aspirin", "B: insulin"), ("A.",)])
+def test_options_that_all_carry_their_own_letter_label_are_rejected(choices):
+    """"A. aspirin" would be listed in c_0 as "A. A. aspirin"."""
+    messages = _messages(lambda: validate_info_gain(InfoGainRequest(
+        ChainInput(question="q", steps=("a",)), answer="a", choices=choices), LIMITS))
+    assert set(messages) == {f"choices[{i}]" for i in range(len(choices))}
+    assert all("starts with its label" in m for m in messages.values())
+
+
+@pytest.mark.parametrize("choices", [("A. baumannii", "insulin"), ("aspirin", "B. cereus"), ("B. aspirin", "A. x"),
+                                     ("Aspirin.", "Be quiet"), ("A.aspirin", "B.insulin")])
+def test_an_option_that_merely_starts_like_a_label_is_text(choices):
+    validate_info_gain(InfoGainRequest(ChainInput(question="q", steps=("a",)), answer="a", choices=choices), LIMITS)
+
+
+def test_a_violation_of_the_whole_message_reads_without_an_empty_field_name():
+    error = InvalidArgumentError.single("", "the bytes are not a valid X message", reason="UNDECODABLE_MESSAGE")
+    assert error.message == "invalid request: the bytes are not a valid X message"
+    both = InvalidArgumentError([FieldViolation("", "bad bytes"), FieldViolation("id", "is required")])
+    assert both.message == "invalid request: bad bytes; id: is required"
