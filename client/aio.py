@@ -14,13 +14,14 @@ from kgverify.v1 import info_gain_service_pb2, info_gain_service_pb2_grpc, knowl
 from kgverify.v1 import knowledge_base_service_pb2_grpc, knowledge_service_pb2, knowledge_service_pb2_grpc
 
 from . import convert, requests
-from .errors import VerifierError
+from .errors import AUTH_CODES, VerifierError
 from .types import ChainScore, SearchHit, SplitResult
 
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 PROBE_INTERVAL_S = 2.0  # wait_ready: how often a NOT_SERVING service is asked whether its load failed
 PROBE_METADATA = (("kgverify-probe", "wait_ready"),)  # the server's metrics keep these calls apart
 CONNECT_TIMEOUT_S = 3.0  # the CLI's wait_ready: how long a server that never answers may take to answer once
+KNOWLEDGE_SERVICE = knowledge_service_pb2.DESCRIPTOR.services_by_name["KnowledgeService"].full_name
 
 
 def load_probes(knowledge, info_gain, kb, service: str) -> list[tuple[Any, Any]]:
@@ -165,13 +166,32 @@ class AsyncVerifierClient:
         response = await self._call(self._kb.ReloadKnowledgeBase, request, timeout_s)
         return response.previous_kb_id, response.kb_id
 
-    async def _raise_if_load_failed(self, service: str) -> None:
+    async def _raise_if_load_failed(self, service: str) -> bool:
+        """Raises the error of a load probe that says `service` will not serve without an operator; returns
+        whether the service takes calls (every probe got past the server's readiness check: loaded, though it
+        may be waiting for a backend)."""
+        takes_calls = True
         for method, request in load_probes(self._knowledge, self._info_gain, self._kb, service):
             try:
                 await method(request, timeout=2.0, metadata=self.metadata + PROBE_METADATA)
             except grpc.aio.AioRpcError as exc:
                 error = VerifierError.from_rpc_error(exc)
                 if never_serves(error, service):
+                    raise error from None
+                if error.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):  # NOT_READY: still loading
+                    takes_calls = False
+        return takes_calls
+
+    async def check_access(self, service: str = KNOWLEDGE_SERVICE) -> None:
+        """Raises the server's UNAUTHENTICATED or PERMISSION_DENIED when it refuses this client's calls to
+        `service` (no bearer token, or one it does not accept); health checks cannot tell, being exempt from
+        auth. One probe call, kept apart from real calls in the server's metrics."""
+        for method, request in load_probes(self._knowledge, self._info_gain, self._kb, service):
+            try:
+                await method(request, timeout=5.0, metadata=self.metadata + PROBE_METADATA)
+            except grpc.aio.AioRpcError as exc:
+                error = VerifierError.from_rpc_error(exc)
+                if error.code in AUTH_CODES:
                     raise error from None
 
     async def health(self, service: str = "", timeout_s: float = 5.0) -> str:
@@ -184,8 +204,9 @@ class AsyncVerifierClient:
 
     async def wait_ready(self, service: str = "", timeout_s: float = 300.0, *,
                          connect_timeout_s: float | None = None,
-                         on_waiting: Callable[[str], None] | None = None) -> None:
-        """Waits until the server reports SERVING for the service.
+                         on_waiting: Callable[[str], None] | None = None, serving: bool = True) -> None:
+        """Waits until the server reports SERVING for the service (with serving=False, until the service takes
+        calls: loaded, its backend perhaps down, as a KnowledgeService call that asks for InfoGain only needs).
 
         A service whose load failed at startup will never serve, nor will a knowledge base service without a
         KB until a reload repairs it: their FAILED_PRECONDITION (SERVICE_LOAD_FAILED, KB_CORRUPT, ... with the
@@ -205,7 +226,8 @@ class AsyncVerifierClient:
                     return
                 if time.monotonic() - probed_at >= PROBE_INTERVAL_S:
                     probed_at = time.monotonic()
-                    await self._raise_if_load_failed(service)
+                    if await self._raise_if_load_failed(service) and not serving:
+                        return
                 if on_waiting is not None:
                     on_waiting(f"waiting for the server at {self.target} to become ready "
                                f"({service or 'all services'}: {status})…")

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterable
 
-from kgverify.v1 import info_gain_service_pb2, knowledge_base_service_pb2, knowledge_service_pb2
 from tqdm import tqdm
 
 from . import requests
 from .aio import CONNECT_TIMEOUT_S, AsyncVerifierClient, backoff_s
 from .batch_io import InputError, RowError, check_input, export_format, export_journal, is_error_record, read_rows
-from .errors import VerifierError
+from .errors import AUTH_CODES, VerifierError, refusal_advice
+from .readiness import INFO_GAIN, KNOWLEDGE, KNOWLEDGE_BASE  # noqa: F401  (health service names, as before)
+from .readiness import scoring_services, uses_knowledge_base, wait_until_ready
 
 log = logging.getLogger(__name__)
 RETRYABLE = {"UNAVAILABLE", "RESOURCE_EXHAUSTED"}
@@ -30,10 +31,7 @@ RECORD_KEYS = ("knowledge_index", "knowledge_index_paper", "coverage", "counts",
                "info_gain", "info_gain_total", "info_gain_paper", "target", "estimator", "steps", "llm_calls",
                "provenance")
 METRIC_NAMES = ("ki", "infogain")
-# Health service names, as the proto declares them.
-KNOWLEDGE = knowledge_service_pb2.DESCRIPTOR.services_by_name["KnowledgeService"].full_name
-INFO_GAIN = info_gain_service_pb2.DESCRIPTOR.services_by_name["InfoGainService"].full_name
-KNOWLEDGE_BASE = knowledge_base_service_pb2.DESCRIPTOR.services_by_name["KnowledgeBaseService"].full_name
+READY_TIMEOUT_S = 600.0  # how long a reachable server may take to load what the rows need before the run gives up
 # Item errors that the same server gives every row until an operator acts: when the first STOP_AFTER results of a
 # run all have the same one, the run stops instead of writing it to every row.
 STOP_CODES = {"FAILED_PRECONDITION", "UNIMPLEMENTED", "PERMISSION_DENIED", "UNAUTHENTICATED"}
@@ -88,7 +86,7 @@ class BatchOptions:
     credentials: Any = None  # grpc.ChannelCredentials for TLS / mTLS servers
     metadata: tuple = ()  # e.g. (("authorization", "Bearer ..."),)
     retry_errors: bool = False  # score again the rows whose last journal record is an error
-    ready_timeout_s: float = 600.0  # how long a reachable server may take to load before the run gives up
+    ready_timeout_s: float = READY_TIMEOUT_S
     # False: evidence is journaled by fact id, source and score only (its text, repeated for every claim that
     # retrieved it, is most of a record: ~89 KB per MedBullets explanation chain)
     evidence_text: bool = True
@@ -112,6 +110,10 @@ class BatchSummary:
     written: int = 0
     ki_only: int = 0  # rows without answer or gold_answer: InfoGain was asked but cannot be scored
     statuses: dict[str, int] = field(default_factory=dict)
+
+    def written_note(self, output: Path) -> str:
+        """What a run that was refused leaves (without "run again": the same command would be refused again)."""
+        return f"the {self.written} records written to {output} stay" if self.written else "this run wrote nothing"
 
     def progress(self, output: Path) -> str:
         """What a run that ended early leaves, and how to go on (resuming skips the rows written)."""
@@ -281,19 +283,19 @@ def plan_items(opts: BatchOptions, journal: Journal, summary: BatchSummary) -> l
     return planned
 
 
-def _uses_knowledge_base(request) -> bool:
-    """Whether the server judges this request's KI against its KB (the server's rule: without context passages,
-    unless the request says otherwise)."""
-    if requests.METRICS["ki"] not in request.metrics:
-        return False
-    options = request.knowledge_options
-    return options.use_knowledge_base if options.HasField("use_knowledge_base") else not request.context
-
-
 def _services(items: list[Item]) -> tuple[str, ...]:
     """The services the items are scored by (the stream itself is a KnowledgeService call)."""
-    info_gain = any(requests.METRICS["infogain"] in item.request.metrics for item in items)
-    return (KNOWLEDGE,) + ((INFO_GAIN,) if info_gain else ())
+    return scoring_services(item.request for item in items)
+
+
+class ServerRefused(BatchStopped):
+    """A server refuses this client's calls (UNAUTHENTICATED, PERMISSION_DENIED): a token to pass, not a run to
+    resume."""
+
+    def __init__(self, target: str, error: VerifierError, token_given: bool, what: str):
+        self.error = error
+        super().__init__(f"the server at {target} refused the calls: {error}; {refusal_advice(error, token_given)} "
+                         f"({what}; running the same command again cannot help)")
 
 
 def _not_ready(target: str, error: VerifierError) -> BatchError:
@@ -304,9 +306,14 @@ def _not_ready(target: str, error: VerifierError) -> BatchError:
     return BatchError(f"the server at {target} is not ready: {error}")
 
 
+def _token_given(client: AsyncVerifierClient) -> bool:
+    return any(key == "authorization" for key, _ in client.metadata)
+
+
 async def _check_ready(client: AsyncVerifierClient, items: list[Item], timeout_s: float) -> None:
-    """Waits while the server loads; BatchStopped at once when it cannot be reached or will not serve a service
-    the items need (a KB that failed to load included)."""
+    """Waits while the server loads what the items need, and nothing else (timeout_s in all); BatchStopped at
+    once when it cannot be reached, will not serve a service the items need (a KB that failed to load included)
+    or refuses this client's calls (ServerRefused)."""
     said: list[str] = []
 
     def waiting(message: str) -> None:
@@ -314,20 +321,21 @@ async def _check_ready(client: AsyncVerifierClient, items: list[Item], timeout_s
             print(message, file=sys.stderr)
             said.append(message)
 
-    def wait(service: str):
-        return client.wait_ready(service, timeout_s=timeout_s, connect_timeout_s=CONNECT_TIMEOUT_S,
-                                 on_waiting=waiting)
-
+    deadline = time.monotonic() + timeout_s
     try:
-        for service in _services(items):
-            await wait(service)
+        await wait_until_ready(client, [item.request for item in items], timeout_s, on_waiting=waiting,
+                               knowledge_base=False)
+        await client.check_access(KNOWLEDGE)  # health is exempt from auth: the stream would be refused
     except VerifierError as exc:
+        if exc.code in AUTH_CODES:
+            raise ServerRefused(client.target, exc, _token_given(client), "this run wrote nothing") from None
         raise _not_ready(client.target, exc) from None
-    kb_rows = sum(_uses_knowledge_base(item.request) for item in items)
+    kb_rows = sum(uses_knowledge_base(item.request) for item in items)
     if not kb_rows:
         return
     try:
-        await wait(KNOWLEDGE_BASE)
+        await client.wait_ready(KNOWLEDGE_BASE, timeout_s=max(deadline - time.monotonic(), 0.0),
+                                connect_timeout_s=CONNECT_TIMEOUT_S, on_waiting=waiting)
     except VerifierError as exc:
         if exc.reason != "KB_NOT_LOADED" or kb_rows == len(items):
             raise _not_ready(client.target, exc) from None
@@ -483,6 +491,9 @@ class _Scheduler:
                 await self._stream_once(client, window)
                 failures = 0
             except VerifierError as exc:
+                if exc.code in AUTH_CODES:  # the same call is refused again: no retry
+                    raise ServerRefused(client.target, exc, _token_given(client),
+                                        self.writer.summary.written_note(self.writer.journal.path)) from None
                 failures += 1
                 log.warning("stream to %s failed (%s); %d of %d", client.target, exc, failures,
                             self.opts.stream_failures)
@@ -501,6 +512,8 @@ class _Scheduler:
                 alive = [w for w in workers if not w.done()]
                 if not finished.done() and not alive:
                     errors = [w.exception() for w in workers if w.exception()]
+                    if errors and all(isinstance(e, ServerRefused) for e in errors):
+                        raise errors[0]  # every server refuses this client: exit 2, a token to pass
                     raise BatchError(f"every server failed: {errors[0] if errors else 'streams ended'}; "
                                      + self.writer.summary.progress(self.writer.journal.path))
         finally:

@@ -18,12 +18,29 @@ def _settings(**overrides):
     return load_settings(**{k: v for k, v in overrides.items() if v})
 
 
-def _add_server_options(parser: argparse.ArgumentParser, repeat: bool = False) -> None:
-    help_text = "verifier address (host:port or unix:///path); default: start an embedded server"
+EVALUATE_READY_TIMEOUT_S = 300.0  # evaluate and demo: how long a reachable server may take to load what they need
+
+
+def _add_server_options(parser: argparse.ArgumentParser, repeat: bool = False,
+                        help_text: str = "verifier address (host:port or unix:///path); default: start an embedded "
+                                         "server") -> None:
+    from .security import add_security_options
+
     if repeat:
         parser.add_argument("--server", action="append", default=[], help=help_text + "; repeat to balance")
     else:
         parser.add_argument("--server", default=None, help=help_text)
+    add_security_options(parser)
+
+
+def _ready_text(timeout_s: float, what: str) -> str:
+    """The wait limits of a command that scores on --server, for its --help."""
+    from .aio import CONNECT_TIMEOUT_S
+
+    return (f"With --server, it waits up to {CONNECT_TIMEOUT_S:g} s for the server to answer, then up to "
+            f"{timeout_s:g} s for the services {what} to become ready (the knowledge service for KI, the InfoGain "
+            "service for InfoGain, the knowledge base service for KI without context passages), and no longer "
+            "for the others; a service that failed to load stops it at once.")
 
 
 def _add_scoring_options(parser: argparse.ArgumentParser) -> None:
@@ -75,12 +92,12 @@ def _info_gain_kwargs(args) -> dict:
             "window": args.window}
 
 
-async def _with_server(address: str | None, job):
+async def _with_server(address: str | None, job, required: tuple[str, ...] | None = None):
     if address:
         return await job(address)
     from .embedded import embedded_server
 
-    async with embedded_server() as embedded:
+    async with embedded_server(required=required) as embedded:
         return await job(embedded)
 
 
@@ -98,9 +115,10 @@ def _cmd_serve(args) -> int:
 def _cmd_split(args) -> int:
     text = args.text if args.text is not None else sys.stdin.read()
     if args.server:
+        from .security import client_options
         from .sync import VerifierClient
 
-        with VerifierClient(args.server) as client:
+        with VerifierClient(args.server, **client_options(args)) as client:
             print(json.dumps(client.split(text, question=args.question).to_dict(), ensure_ascii=False))
         return 0
     from server.pipeline.splitter import RuleSplitter
@@ -127,8 +145,11 @@ def _read_steps(path: Path) -> list[str]:
 
 
 def _cmd_evaluate(args) -> int:
+    from . import requests
     from .aio import AsyncVerifierClient
+    from .readiness import scoring_services, wait_until_ready
     from .render import render_chain
+    from .security import client_options
 
     row = {"question": args.question, "answer": args.answer or "", "gold_answer": args.gold_answer or ""}
     if (args.reasoning is None) == (args.steps_file is None):
@@ -146,15 +167,17 @@ def _cmd_evaluate(args) -> int:
             raise SystemExit("InfoGain needs a target: give --answer or --gold-answer (or --metrics ki)")
         print("no --answer or --gold-answer: scoring KI only", file=sys.stderr)
 
+    kwargs = {"metrics": metrics, **row, **_knowledge_kwargs(args), **_info_gain_kwargs(args)}
+    request = requests.score_chain_request(kwargs)  # what the server needs for it (a bad option: exit status 2)
+    security = client_options(args)
+
     async def job(address: str):
-        from .aio import CONNECT_TIMEOUT_S
+        async with AsyncVerifierClient(address, **security) as client:
+            await wait_until_ready(client, [request], EVALUATE_READY_TIMEOUT_S,
+                                   on_waiting=lambda message: print(message, file=sys.stderr))
+            return await client.score_chain(**kwargs)
 
-        async with AsyncVerifierClient(address) as client:
-            await client.wait_ready(connect_timeout_s=CONNECT_TIMEOUT_S,
-                                    on_waiting=lambda message: print(message, file=sys.stderr))
-            return await client.score_chain(metrics=metrics, **row, **_knowledge_kwargs(args), **_info_gain_kwargs(args))
-
-    score = _run_interruptible(_with_server(args.server, job))
+    score = _run_interruptible(_with_server(args.server, job, required=scoring_services([request])))
     if args.json:
         print(json.dumps(score.to_record(args.id), ensure_ascii=False, allow_nan=False))
     else:
@@ -196,11 +219,12 @@ def _run_interruptible(coro):
 
 
 def _cmd_batch(args) -> int:
-    from .batch import BatchError, BatchOptions, BatchSummary, channel_security, run_batch
+    from .batch import BatchError, BatchOptions, BatchSummary, run_batch
+    from .security import channel_security_of
 
     summary = BatchSummary()
+    credentials, metadata = channel_security_of(args)  # a bad option: ValueError, exit status 2
     try:
-        credentials, metadata = channel_security(args.tls_ca, args.tls_cert, args.tls_key, args.token_file)
         opts = BatchOptions(
             input=args.input, output=args.output, servers=args.server, concurrency=args.concurrency,
             metrics=args.metrics, keep_order=args.keep_order,
@@ -231,7 +255,7 @@ def _cmd_report(args) -> int:
         report = run_report(opts)
     except ReportError as exc:
         print(f"report failed: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     print(render_text(report))
     for name, path in report["written"].items():
         print(f"wrote {path}", file=sys.stderr)
@@ -241,8 +265,12 @@ def _cmd_report(args) -> int:
 def _cmd_demo(args) -> int:
     from .demo import DEMO_CHAINS, load_chains, run_demo
 
+    from .security import client_options
+
     chains = load_chains(args.chains or DEMO_CHAINS)
-    _run_interruptible(_with_server(args.server, lambda address: run_demo(address, chains)))
+    security = client_options(args)
+    _run_interruptible(_with_server(args.server, lambda address: run_demo(
+        address, chains, ready_timeout_s=EVALUATE_READY_TIMEOUT_S, **security)))
     return 0
 
 
@@ -269,10 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
     split = sub.add_parser("split", help="split a reasoning chain into steps and claims (JSON)")
     split.add_argument("--text", help="the chain (default: read stdin)")
     split.add_argument("--question", default="", help="the question (helps spot restatements)")
-    split.add_argument("--server", help="split on a server instead of locally")
+    _add_server_options(split, help_text="split on a server (host:port or unix:///path) instead of locally")
     split.set_defaults(func=_cmd_split)
 
-    evaluate = sub.add_parser("evaluate", help="score one chain and print a per-step table")
+    evaluate = sub.add_parser("evaluate", help="score one chain and print a per-step table",
+                              description="Score one chain and print a per-step table. "
+                              + _ready_text(EVALUATE_READY_TIMEOUT_S, "the chain needs"))
     evaluate.add_argument("--question", required=True)
     evaluate.add_argument("--reasoning", help="the chain as free text")
     evaluate.add_argument("--steps-file", type=Path, help="steps: a JSON list of strings, or one step per line")
@@ -287,7 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scoring_options(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)
 
-    batch = sub.add_parser("batch", help="score a JSONL, CSV or Parquet dataset into a resumable JSONL journal")
+    from .batch import READY_TIMEOUT_S
+
+    batch = sub.add_parser("batch", help="score a JSONL, CSV or Parquet dataset into a resumable JSONL journal",
+                           description="Score a JSONL, CSV or Parquet dataset into a resumable JSONL journal. "
+                           + _ready_text(READY_TIMEOUT_S, "the rows need").replace("the server", "each server"))
     batch.add_argument("--input", required=True, type=Path, help="rows: .jsonl[.gz], .csv[.gz] or .parquet")
     batch.add_argument("--input-format", choices=["jsonl", "csv", "parquet"], help="default: from the file name")
     batch.add_argument("--output", required=True, type=Path, help="the JSONL journal (re-running resumes it)")
@@ -306,10 +340,6 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--no-progress", action="store_true")
     batch.add_argument("--fsync-interval", type=float, default=1.0,
                        help="seconds between fsyncs of the journal (a kill loses nothing; a power cut at most this)")
-    batch.add_argument("--tls-ca", type=Path, help="CA certificate of TLS servers")
-    batch.add_argument("--tls-cert", type=Path, help="client certificate (mTLS)")
-    batch.add_argument("--tls-key", type=Path, help="client private key (mTLS)")
-    batch.add_argument("--token-file", type=Path, help="file holding the bearer token of servers with auth")
     _add_server_options(batch, repeat=True)
     _add_scoring_options(batch)
     batch.set_defaults(func=_cmd_batch)
@@ -325,7 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     report.set_defaults(func=_cmd_report)
 
-    demo = sub.add_parser("demo", help="score the bundled example chains")
+    demo = sub.add_parser("demo", help="score the bundled example chains",
+                          description="Score the bundled example chains. "
+                          + _ready_text(EVALUATE_READY_TIMEOUT_S, "the chains need"))
     demo.add_argument("--chains", type=Path, help="chains JSONL (default: the bundled demo chains)")
     _add_server_options(demo)
     demo.set_defaults(func=_cmd_demo)
@@ -347,7 +379,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
-    from kb.cli import finish_output, stdout_closed
+    from kb.cli import finish_output, run, stdout_closed
+
+    if args.command == "kb":  # exactly as `python -m kb ...`: its exit statuses and "kgverify kb: error:"
+        return run(args)
 
     try:
         return finish_output(int(args.func(args) or 0))
@@ -359,10 +394,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from server.pipeline.errors import KgverifyError
 
         from .embedded import EmbeddedServerError
-        from .errors import VerifierError
+        from .errors import VerifierError, refusal_note
 
         if isinstance(exc, (VerifierError, KgverifyError, EmbeddedServerError, FileNotFoundError, ValueError)):
-            print(f"kgverify: error: {exc}", file=sys.stderr)
+            print(f"kgverify: error: {exc}{refusal_note(exc, bool(getattr(args, 'token_file', None)))}",
+                  file=sys.stderr)
             return 2
         raise
 

@@ -6,7 +6,9 @@ import json
 import sys
 from pathlib import Path
 
+from . import requests
 from .aio import AsyncVerifierClient
+from .readiness import wait_until_ready
 from .render import render_chain
 
 DEMO_CHAINS = Path(__file__).parent / "demo" / "chains.jsonl"
@@ -18,15 +20,21 @@ def load_chains(path: Path = DEMO_CHAINS) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-async def run_demo(address: str, chains: list[dict], out=sys.stdout) -> dict[str, int]:
-    """Scores each chain through the server; returns how many steps matched their expected verdicts."""
+async def run_demo(address: str, chains: list[dict], out=sys.stdout, *, credentials=None, metadata: tuple = (),
+                   ready_timeout_s: float = 300.0) -> dict[str, int]:
+    """Scores each chain through the server; returns how many steps matched their expected verdicts.
+
+    Waits up to ready_timeout_s for the services the chains need (see client.readiness), and for the knowledge
+    base service, whose info it prints."""
     matched = total = 0
-    async with AsyncVerifierClient(address) as client:
-        await client.wait_ready()
+    rows = [{k: chain[k] for k in ROW_KEYS if k in chain} for chain in chains]
+    async with AsyncVerifierClient(address, credentials=credentials, metadata=metadata) as client:
+        await wait_until_ready(client, [requests.score_chain_request(row) for row in rows], ready_timeout_s,
+                               on_waiting=lambda message: print(message, file=sys.stderr))
         info = await client.kb_info()
         print(f"knowledge base {info['kb_id']}: {info['num_facts']} facts, embedder {info['embedder']}\n", file=out)
-        for chain in chains:
-            score = await client.score_chain(**{k: chain[k] for k in ROW_KEYS if k in chain})
+        for chain, row in zip(chains, rows):
+            score = await client.score_chain(**row)
             expected = chain.get("expected")
             print(f"== {chain['id']}: {chain.get('note', '')}", file=out)
             print(render_chain(score, chain.get("question", ""), expected), file=out)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
+AUTH_CODES = ("UNAUTHENTICATED", "PERMISSION_DENIED")  # the server refuses the caller (its token), not the request
+
 
 @dataclass
 class VerifierError(Exception):
@@ -54,3 +56,21 @@ class VerifierError(Exception):
             return cls.from_status(status)
         code = error.code().name if error.code() else "UNKNOWN"
         return cls(code, code, error.details() or "")
+
+
+def refusal_advice(error: VerifierError, token_given: bool) -> str:
+    """What to do about a server that refuses the caller (AUTH_CODES): a token to pass, since running the same
+    command again cannot help."""
+    if error.code == "PERMISSION_DENIED":
+        return ("the server does not allow this call with the token in --token-file: pass an admin token with "
+                "--token-file")
+    if token_given:
+        return "the server does not accept the token in --token-file: pass a file holding a token it accepts"
+    return "the server requires a bearer token: pass the file holding it with --token-file"
+
+
+def refusal_note(exc: BaseException, token_given: bool) -> str:
+    """"; " and refusal_advice for a VerifierError of a server that refused the caller; "" for any other error."""
+    if isinstance(exc, VerifierError) and exc.code in AUTH_CODES:
+        return "; " + refusal_advice(exc, token_given)
+    return ""

@@ -20,6 +20,15 @@ FILE_GROUPING = "file"  # --by file: one group per input file (e.g. base.jsonl, 
 class ReportError(ValueError):
     """The report cannot be made (no records, unknown baseline)."""
 
+    exit_code = 1
+
+
+class OutputPathError(ReportError):
+    """An output file or the plots directory cannot go where it was asked: its parent directory is missing
+    (report creates no directory above --plots-dir)."""
+
+    exit_code = 2
+
 
 @dataclass
 class ReportOptions:
@@ -118,21 +127,47 @@ def render_text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def check_output_paths(opts: ReportOptions) -> None:
+    """OutputPathError naming the directory when the parent directory of --json, --html or --plots-dir does not
+    exist; checked before any work, so nothing is written (and no directory made) when one is wrong."""
+    for option, path in (("--json", opts.json_out), ("--html", opts.html), ("--plots-dir", opts.plots_dir)):
+        if path is None:
+            continue
+        parent = Path(path).absolute().parent
+        if not parent.is_dir():
+            what = "is not a directory" if parent.exists() else "does not exist"
+            raise OutputPathError(f"{option} {path}: the directory {parent} {what} (create it first)")
+    plots_dir = _plots_dir(opts)
+    if plots_dir is not None and plots_dir.exists() and not plots_dir.is_dir():
+        raise OutputPathError(f"the plots directory {plots_dir} is not a directory (give another --plots-dir)")
+
+
+def _plots_dir(opts: ReportOptions) -> Path | None:
+    """--plots-dir, or the directory beside --html (report_plots/ for report.html)."""
+    if opts.plots_dir is not None:
+        return Path(opts.plots_dir)
+    return Path(opts.html).with_name(f"{Path(opts.html).stem}_plots") if opts.html is not None else None
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
     tmp.replace(path)
 
 
 def run_report(opts: ReportOptions) -> dict[str, Any]:
-    """Builds the report; writes JSON, PNGs and HTML where asked. Returns the report (with written paths)."""
+    """Builds the report; writes JSON, PNGs and HTML where asked. Returns the report (with written paths).
+
+    OutputPathError before anything is read when an output's directory does not exist; the plots directory
+    (--plots-dir, or beside --html) is made when missing, its parent never."""
+    check_output_paths(opts)
     report, chains = build_report(opts)
-    plots_dir = opts.plots_dir or (opts.html.with_name(f"{opts.html.stem}_plots") if opts.html else None)
+    plots_dir = _plots_dir(opts)
     written: dict[str, str] = {}
     if plots_dir is not None or opts.html is not None:
         figures = render_figures(report, chains)
         if plots_dir is not None:
+            Path(plots_dir).mkdir(exist_ok=True)
             for name, (_, png) in figures.items():
                 _write_atomic(Path(plots_dir) / name, png)
                 written[name] = str(Path(plots_dir) / name)

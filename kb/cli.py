@@ -30,6 +30,8 @@ def _add_input_options(cmd) -> None:
 
 
 def add_parser(subparsers) -> None:
+    from client.security import add_security_options
+
     kb = subparsers.add_parser("kb", help="build, extend, inspect, verify and search knowledge bases")
     sub = kb.add_subparsers(dest="kb_command", required=True)
 
@@ -74,10 +76,7 @@ def add_parser(subparsers) -> None:
     reload = sub.add_parser("reload", help="make a running server load its KB's current version (no restart)")
     reload.add_argument("--server", required=True, help="verifier address (host:port or unix:///path)")
     reload.add_argument("--timeout-s", type=float, default=600.0, help="how long the load may take")
-    reload.add_argument("--tls-ca", type=Path, help="CA certificate of a TLS server")
-    reload.add_argument("--tls-cert", type=Path, help="client certificate (mTLS)")
-    reload.add_argument("--tls-key", type=Path, help="client private key (mTLS)")
-    reload.add_argument("--token-file", type=Path, help="file holding the bearer token of a server with auth")
+    add_security_options(reload)
     reload.set_defaults(func=_reload)
 
 
@@ -224,14 +223,10 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _reload(args: argparse.Namespace) -> int:
-    from client.batch import BatchError, channel_security
+    from client.security import client_options
     from client.sync import VerifierClient
 
-    try:
-        credentials, metadata = channel_security(args.tls_ca, args.tls_cert, args.tls_key, args.token_file)
-    except BatchError as exc:
-        raise ValueError(str(exc)) from None
-    with VerifierClient(args.server, credentials=credentials, metadata=metadata, retries=0) as client:
+    with VerifierClient(args.server, retries=0, **client_options(args)) as client:
         previous, current = client.reload_kb(timeout_s=args.timeout_s)
         info = client.kb_info()
     print(json.dumps({"previous_kb_id": previous, "kb_id": current, "num_facts": info.get("num_facts"),
@@ -268,8 +263,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = argparse.ArgumentParser(prog="kgverify")
     add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["kb", *(sys.argv[1:] if argv is None else argv)])
-    from client.errors import VerifierError
+    return run(parser.parse_args(["kb", *(sys.argv[1:] if argv is None else argv)]))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs a parsed `kb` command with its exit statuses (docs/knowledge_base.md): 0 done; 2 for inputs that
+    cannot be used and bad options; 1 for a KB that cannot be read or extended; 130 interrupted; 141 when the
+    reader of stdout went away. `kgverify kb ...` and `python -m kb ...` both end here."""
+    from client.errors import VerifierError, refusal_note
 
     try:
         return finish_output(int(args.func(args) or 0))
@@ -278,7 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (ValueError, FileNotFoundError, VerifierError) as exc:
-        print(f"kgverify kb: error: {exc}", file=sys.stderr)
+        print(f"kgverify kb: error: {exc}{refusal_note(exc, bool(getattr(args, 'token_file', None)))}",
+              file=sys.stderr)
         return 2
     except Exception as exc:
         from server.pipeline.errors import KgverifyError

@@ -16,6 +16,8 @@ JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 CSV_SUFFIXES = (".csv", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 TEXT_SUFFIXES = (".txt", ".md", ".text")
+# The one table of accepted inputs: format -> suffixes (each optionally .gz), in the order they are tried.
+FORMATS = {"jsonl": JSONL_SUFFIXES, "csv": CSV_SUFFIXES, "parquet": PARQUET_SUFFIXES, "text": TEXT_SUFFIXES}
 TEXT_JOINER = "\n\n"  # between the strings of a list-valued text field: every line break ends a chunking unit
 
 
@@ -57,11 +59,16 @@ def _files(paths: Iterable[Path]) -> Iterator[Path]:
 
 def _format(path: Path) -> str | None:
     name = path.name.lower().removesuffix(".gz")
-    for fmt, suffixes in (("jsonl", JSONL_SUFFIXES), ("csv", CSV_SUFFIXES),
-                          ("parquet", PARQUET_SUFFIXES), ("text", TEXT_SUFFIXES)):
+    for fmt, suffixes in FORMATS.items():
         if name.endswith(suffixes):
             return fmt
     return None
+
+
+def accepted_suffixes() -> str:
+    """The accepted suffixes for messages: ".jsonl, .json, ..., .md or .text" (from FORMATS)."""
+    suffixes = [suffix for group in FORMATS.values() for suffix in group]
+    return f"{', '.join(suffixes[:-1])} or {suffixes[-1]}"
 
 
 def document_text(value, where: str, field: str) -> str | None:
@@ -170,8 +177,7 @@ class DocumentReader:
         for path in _files(self.paths):
             fmt = _format(path)
             if fmt is None:
-                raise ValueError(f"unsupported input format: {path} (use .jsonl, .csv, .tsv, .parquet, .txt or .md, "
-                                 "optionally .gz)")
+                raise ValueError(f"unsupported input format: {path} (use {accepted_suffixes()}, optionally .gz)")
             yield path, fmt
 
     def count_rows(self) -> int | None:

@@ -119,3 +119,19 @@ async def test_report_says_what_it_wrote_and_refuses_a_file_that_is_not_a_batch_
     assert await _report(rows) == 1
     err = capsys.readouterr().err
     assert f"{rows} is not a kgverify batch journal" in err and "--output" in err
+
+
+async def test_an_output_whose_directory_does_not_exist_is_an_error_and_no_directory_is_made(tmp_path, capsys):
+    journal = tmp_path / "scores.jsonl"
+    synthetic_journal(journal, questions=5)
+    missing = tmp_path / "missing" / "deeper"
+    for option, path in (("--json", missing / "x.json"), ("--html", missing / "x.html"),
+                         ("--plots-dir", missing / "plots")):
+        assert await _report(journal, option, path, "--bootstrap", "50") == 2, option
+        out, err = capsys.readouterr()
+        assert f"the directory {missing} does not exist" in err and option in err, err
+        assert out == "" and "wrote" not in err  # checked before any work: nothing written
+    assert not (tmp_path / "missing").exists()  # no parent directory was created
+    # the plots directory itself is made when its parent exists
+    assert await _report(journal, "--plots-dir", tmp_path / "plots", "--bootstrap", "50") == 0
+    assert _png_size((tmp_path / "plots" / "group_means.png").read_bytes())[0] > 0

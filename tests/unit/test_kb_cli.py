@@ -135,3 +135,41 @@ def test_the_build_progress_bar_counts_documents_against_their_total(tmp_path, c
     last = stderr.replace("\r", "\n").split("documents:")[-1].splitlines()[0]
     assert code == 0 and "100%" in last and " 2/2 " in last, stderr  # a total (and so an ETA), in documents
     assert "facts=3" in last and "embedded=4" in last, stderr  # the counts after the last batch, not before
+
+
+def test_kgverify_kb_exits_and_words_its_errors_exactly_as_python_m_kb(tmp_path, capsys, csv_input):
+    from client.cli import main as kgverify
+
+    out = tmp_path / "kb"
+    assert _run(capsys, "build", "--input", str(csv_input), "--output", str(out), *FIELDS, "--index", "flat",
+                "--no-progress")[0] == 0
+    more = tmp_path / "more.jsonl"
+    more.write_text(json.dumps({"answer": "Furosemide is a loop diuretic.", "qid": "q3", "url": "u"}) + "\n")
+    store = current_version(out) / "facts.sqlite"
+    store.write_bytes(store.read_bytes()[:-1] + b"\x01")  # a damaged KB: 1 (docs/knowledge_base.md)
+    for command in (["verify", str(out)], ["search", str(out), "warfarin"],
+                    ["add", str(out), "--input", str(more), *FIELDS, "--no-progress"],
+                    ["search", str(tmp_path / "nothing"), "warfarin"],  # not a KB: 1
+                    ["build", "--input", str(tmp_path / "absent.jsonl"), "--output", str(tmp_path / "o"),
+                     "--no-progress"]):  # 2
+        alone = _run(capsys, *command)
+        code = kgverify(["kb", *command])
+        stdout, stderr = capsys.readouterr()
+        assert (code, stdout, stderr) == alone, command
+        last = stderr.strip().splitlines()[-1]  # (after add's stage line)
+        assert last.startswith("kgverify kb: error: ") and code == (2 if command[0] == "build" else 1), stderr
+
+
+def test_an_unsupported_input_suffix_is_refused_with_exactly_the_accepted_suffixes(tmp_path, capsys):
+    from pathlib import Path
+
+    from kb.ingest import _format
+
+    documented = {".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".pq", ".txt", ".md", ".text"}
+    assert all(_format(Path(f"docs{suffix}")) and _format(Path(f"docs{suffix}.gz")) for suffix in documented)
+    source = tmp_path / "docs.xml"
+    source.write_text("<doc>Warfarin is monitored with the INR.</doc>")
+    code, _, stderr = _run(capsys, "build", "--input", str(source), "--output", str(tmp_path / "kb"), "--no-progress")
+    assert code == 2 and f"unsupported input format: {source}" in stderr, stderr
+    listed = stderr.split("(use ", 1)[1].split(", optionally .gz)")[0]
+    assert set(listed.replace(" or ", ", ").split(", ")) == documented, listed
