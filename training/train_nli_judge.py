@@ -127,6 +127,59 @@ def is_binary(source: str) -> bool:
     return source in BINARY_SOURCES
 
 
+# --------------------------------------------------------------------------- negation augmentation
+import re as _re
+
+_AUX = ("is are was were can could will would should may might must has have had does do did")
+_AUX_NOT = _re.compile(r"\b(" + _AUX.replace(" ", "|") + r")(\s+not\b|n't\b)", _re.IGNORECASE)
+_AUX_WORD = _re.compile(r"\b(" + _AUX.replace(" ", "|") + r")\b(?=\s+[A-Za-z])", _re.IGNORECASE)
+# Before the first auxiliary, these open a subordinate clause: negating its verb need not negate the claim.
+_SUBORDINATE = _re.compile(r"\b(?:who|which|that|if|when|whether|because|although|while|whereas|since|"
+                           r"unless|after|before|as)\b", _re.IGNORECASE)
+_NOT_AFTER = frozenset("no never none nothing nobody neither nor only".split())
+_PARTICIPLES = frozenset("been shown found made led done had seen become grown".split())
+# Sources whose labels follow logic under negation (citint's "contradicted" means "not an accurate citation").
+NEGATION_SOURCES = frozenset({"vitaminc", "snli", "checkcovid"})
+NEGATION_FLIP = {"supported": "contradicted", "contradicted": "supported", "not_enough_info": "not_enough_info"}
+
+
+def negate(text: str) -> str | None:
+    """The claim with its first auxiliary negated or un-negated ("X is Y" <-> "X is not Y"), or None when no
+    auxiliary rule applies safely (none, one inside a subordinate clause, or another negation word)."""
+    m = _AUX_WORD.search(text)
+    if m is None or _SUBORDINATE.search(text, 0, m.start()) or len(_AUX_WORD.findall(text)) > 2:
+        return None
+    neg = _AUX_NOT.match(text, m.start())
+    if neg is not None:  # "is not" -> "is", "isn't" -> "is" ("can't"/"won't" do not match: skipped)
+        return text[:neg.end(1)] + text[neg.end():]
+    nxt = text[m.end():].split(None, 1)[0].lower().strip(",.;:")
+    if nxt in _NOT_AFTER or _re.search(r"\b(?:not|no|never|cannot)\b|n't\b", text, _re.IGNORECASE):
+        return None
+    aux = m.group(1).lower()
+    if aux in ("has", "have", "had", "do", "does", "did") and not (nxt.endswith(("ed", "en")) or nxt in _PARTICIPLES):
+        return None  # "had a season" is a main verb: "had not a season" is not English
+    if aux == "can":
+        return text[:m.end()] + "not" + text[m.end():]
+    return text[:m.end()] + " not" + text[m.end():]
+
+
+def negation_rows(rows: Sequence[dict], fraction: float, seed: int) -> list[dict]:
+    """Negated copies of a seeded fraction of the 3-way rows, labels flipped as logic requires: a premise that
+    entails H contradicts not-H and one that contradicts H entails not-H; an undecided pair stays undecided. Each
+    label keeps appearing with and without a negation, so "not" alone does not predict "contradicted"."""
+    out = []
+    for r in rows:
+        if r["source"] not in NEGATION_SOURCES or fraction <= 0:
+            continue
+        u = int.from_bytes(hashlib.sha256(f"{seed}|neg|{r['id']}".encode()).digest()[:8], "big") / 2**64
+        if u >= fraction:
+            continue
+        hyp = negate(r["hypothesis"])
+        if hyp is not None:
+            out.append({**r, "id": r["id"] + "#neg", "hypothesis": hyp, "label": NEGATION_FLIP[r["label"]]})
+    return out
+
+
 # --------------------------------------------------------------------------- metrics
 def macro_f1(y_true: Sequence[int], y_pred: Sequence[int], labels: Iterable[int]) -> float:
     f1s = []
@@ -378,6 +431,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke runs)")
     p.add_argument("--limit-train", type=int, default=0, help="use only N train rows (smoke runs)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt if present")
+    p.add_argument("--negation-aug", type=float, default=0.0,
+                   help="add negated copies (label flipped by logic) of this fraction of the 3-way train rows")
     p.add_argument("--init", default=None,
                    help="start from the weights of a checkpoint (best.pt / best-step<N>.pt of another run) "
                         "instead of the base model's, e.g. to continue on the biomedical sources only; "
@@ -430,6 +485,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sel_rows = [r for r in slices["selection"] if r["source"] in sources]
     if args.limit_train:
         train_rows = random.Random(args.seed).sample(train_rows, min(args.limit_train, len(train_rows)))
+    if args.negation_aug:
+        added = negation_rows(train_rows, args.negation_aug, args.seed)
+        log.info("negation augmentation: %d rows (%s)", len(added), dict(Counter(r["label"] for r in added)))
+        train_rows = train_rows + added
     base_dir = base_model_dir()
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     t0 = time.time()
