@@ -255,3 +255,23 @@ async def test_lookups_are_counted_also_when_judging_fails():
     with pytest.raises(RuntimeError):
         await cache.judge_through(judge, [ITEM, JudgeItem("another claim", ITEM.evidence)], Deadline())
     assert lookups == [(1, 1)] and cache.hits == 1 and cache.misses == 1
+
+
+async def test_a_hit_shows_this_request_s_evidence_scores_in_the_verdict_s_order():
+    """The key holds what the judge read, not retrieval scores: a hit from a hybrid search must not show a dense
+    search its RRF scores."""
+    import dataclasses
+
+    a, b = ev("f-a", "Fact A."), ev("f-b", "Fact B.")
+
+    class DecidingSecond(CountingJudge):
+        async def judge(self, items, deadline):
+            return [dataclasses.replace(SUPPORTED, evidence=(item.evidence[1], item.evidence[0])) for item in items]
+
+    cache, judge = VerdictCache(100), DecidingSecond()
+    hybrid = JudgeItem("claim", (dataclasses.replace(a, score=0.0221), dataclasses.replace(b, score=0.0216)))
+    dense = JudgeItem("claim", (dataclasses.replace(a, score=0.831), dataclasses.replace(b, score=0.684)))
+    first = (await cache.judge_through(judge, [hybrid], Deadline(), "kb-1"))[0]
+    hit = (await cache.judge_through(judge, [dense], Deadline(), "kb-1"))[0]
+    assert hit.cached and [e.score for e in first.evidence] == [0.0216, 0.0221]
+    assert [(e.fact_id, e.score) for e in hit.evidence] == [("f-b", 0.684), ("f-a", 0.831)]

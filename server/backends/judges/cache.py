@@ -45,6 +45,20 @@ def _as_hit(judgement: Judgement) -> Judgement:
     return dataclasses.replace(judgement, cached=True, llm_calls=0)
 
 
+def _with_own_evidence(judgement: Judgement, item: JudgeItem) -> Judgement:
+    """The verdict with this request's evidence objects, in the verdict's order (deciding evidence first).
+
+    The key holds what the judge read (ids, text, title, source), not the retrieval scores: a verdict stored by a
+    hybrid search is a hit for a dense one that found the same facts, and must show the dense scores."""
+    if judgement.evidence is None or not item.evidence:
+        return judgement
+    own: dict = {}
+    for evidence in item.evidence:
+        own.setdefault(_evidence_key(evidence), evidence)
+    shown = tuple(own.get(_evidence_key(e), e) for e in judgement.evidence)
+    return judgement if shown == judgement.evidence else dataclasses.replace(judgement, evidence=shown)
+
+
 class VerdictCache:
     """Bounded LRU, safe across threads and tasks; hits, misses and evictions are counted for metrics."""
 
@@ -144,7 +158,7 @@ class VerdictCache:
             self._count(hits, len(items) - hits)
             if self.on_lookups is not None:
                 self.on_lookups(hits, len(items) - hits)
-        return out  # type: ignore[return-value]
+        return [_with_own_evidence(judgement, item) for judgement, item in zip(out, items)]
 
     async def _judge_own(self, judge, items, deadline: Deadline, own: dict, flights: dict, out: list) -> None:
         """Judges the keys this call owns, hands each verdict to its waiters, and always clears its flights."""
