@@ -62,3 +62,11 @@ async def verifier(cache_dir, demo_kb_path, tmp_path_factory):
     await server.wait_ready(300)
     yield server
     await server.stop(0)
+
+
+def takes_ctrl_c() -> None:
+    """preexec_fn of the child processes tests interrupt: a test run started in the background (`make test &`)
+    ignores SIGINT, and children inherit that, so they would run through the Ctrl-C the test sends them."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -17,7 +17,7 @@ from client.cli import main
 from client.requests import chain_request
 from server.app import start_server
 from server.backends import registry
-from tests.conftest import REPO, make_settings
+from tests.conftest import REPO, make_settings, takes_ctrl_c
 from tests.fakes.backends import FakeEstimator, FakeJudge
 
 FACT = "Protamine sulfate neutralizes heparin."
@@ -193,7 +193,7 @@ async def test_ctrl_c_or_sigterm_says_how_many_rows_were_written_and_the_resumed
         args = [sys.executable, "-m", "client.cli", "batch", "--input", source, "--output", out,
                 "--server", server.addresses[0], "--concurrency", "2"]
         first = subprocess.Popen([*map(str, args), "--no-progress"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE)
+                                 stderr=subprocess.PIPE, preexec_fn=takes_ctrl_c)
         try:
             while _lines(out) < 10 and first.poll() is None:
                 await asyncio.sleep(0.01)  # the server under test runs on this event loop
@@ -286,7 +286,7 @@ async def test_sigterm_while_an_embedded_server_runs_cleans_it_up_and_exits_130(
     env = {**os.environ, "TMPDIR": str(scratch), "KGV_KB__CACHE_DIR": str(cache_dir),
            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "proto")])}
     proc = subprocess.Popen([sys.executable, "-m", "client.cli", *command], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=takes_ctrl_c)
     try:
         seen = b""
         while b"starting the embedded verifier" not in seen:

@@ -11,7 +11,7 @@ import pytest
 
 from server.app import start_server
 from server.backends import registry
-from tests.conftest import REPO, make_settings
+from tests.conftest import REPO, make_settings, takes_ctrl_c
 from tests.fakes.backends import FakeEstimator, FakeJudge
 
 ROWS = 200
@@ -41,7 +41,7 @@ def _rows():
 
 def _batch_process(args, env):
     return subprocess.Popen([sys.executable, "-m", "client.cli", "batch", "--no-progress", *map(str, args)],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=takes_ctrl_c)
 
 
 def _complete_lines(path):

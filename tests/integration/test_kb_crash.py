@@ -14,7 +14,7 @@ from kb.ingest import Document
 from kb.knowledge_base import FaissKnowledgeBase
 from kb.layout import VERSIONS_DIR, current_version
 from server.pipeline.types import RetrievalMode
-from tests.conftest import REPO
+from tests.conftest import REPO, takes_ctrl_c
 
 OLD = [Document("old", "Digoxin toxicity causes nausea and visual changes such as yellow vision.", "https://ex/dig")]
 
@@ -31,7 +31,7 @@ def _run_until(args, marker: str, sig=signal.SIGKILL) -> tuple[int, str]:
     """Starts `python -m kb ARGS`, sends sig once stderr shows marker; returns (exit status, all stderr)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "kb", *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, preexec_fn=takes_ctrl_c)
     seen = b""
     try:
         while marker.encode() not in seen:

@@ -17,7 +17,7 @@ from server.backends import registry
 from server.health import INFO_GAIN, KNOWLEDGE, KNOWLEDGE_BASE
 from server.pipeline.errors import FailedPreconditionError
 from server.pipeline.types import Judgement, LabelProbs, Tier, Verdict
-from tests.conftest import REPO, make_settings
+from tests.conftest import REPO, make_settings, takes_ctrl_c
 
 CHAIN = {"question": "Which drug reverses heparin?", "steps": ["Protamine sulfate neutralizes heparin."],
          "answer": "Protamine"}
@@ -178,7 +178,8 @@ def _serve_process(sock, cache_dir, **settings) -> subprocess.Popen:
     env = {**os.environ, "KGV_KB__CACHE_DIR": str(cache_dir),
            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "proto")]), **settings}
     return subprocess.Popen([sys.executable, "-m", "client.cli", "serve", "--listen", f"unix://{sock}"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=takes_ctrl_c)
 
 
 async def test_sigterm_drains_in_flight_calls_and_exits_cleanly(tmp_path, cache_dir):

@@ -56,7 +56,7 @@ async def test_a_client_that_stops_reading_and_cancels_ends_the_stream_cancelled
     cancelled_before = _count("CANCELLED")
     server, address = await _server(flood)
     try:
-        with caplog.at_level(logging.DEBUG):
+        with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="kgverify.rpc"):
             async with grpc.aio.insecure_channel(address) as channel:
                 call = channel.stream_stream(METHOD)(iter([b""]), timeout=60)
                 last = -1
@@ -85,7 +85,7 @@ async def test_undecodable_health_checks_are_invalid_argument_without_a_tracebac
 
     server, address = await _server(flood)
     try:
-        with caplog.at_level(logging.DEBUG):
+        with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="kgverify.rpc"):
             async with grpc.aio.insecure_channel(address) as channel:
                 check = channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=lambda b: b,
                                             response_deserializer=lambda b: b)
