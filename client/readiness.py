@@ -9,13 +9,13 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterable
 
-from kgverify.v1 import info_gain_service_pb2, knowledge_base_service_pb2, knowledge_service_pb2
+from kgverify.v1 import info_gain_service_pb2, knowledge_base_service_pb2
 
 from . import requests
-from .aio import CONNECT_TIMEOUT_S, AsyncVerifierClient
+from .aio import CONNECT_TIMEOUT_S, KNOWLEDGE_SERVICE, AsyncVerifierClient
 
 # Health service names, as the proto declares them.
-KNOWLEDGE = knowledge_service_pb2.DESCRIPTOR.services_by_name["KnowledgeService"].full_name
+KNOWLEDGE = KNOWLEDGE_SERVICE
 INFO_GAIN = info_gain_service_pb2.DESCRIPTOR.services_by_name["InfoGainService"].full_name
 KNOWLEDGE_BASE = knowledge_base_service_pb2.DESCRIPTOR.services_by_name["KnowledgeBaseService"].full_name
 

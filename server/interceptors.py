@@ -97,15 +97,18 @@ def _other_service(handler, method: str, metadata):
 
     serializers = {"request_deserializer": tolerant(handler.request_deserializer),
                    "response_serializer": handler.response_serializer}
-    if handler.unary_unary is not None and inspect.iscoroutinefunction(handler.unary_unary):
-        behavior = handler.unary_unary
 
-        async def unary(request, context):
+    def guarded(behavior):  # a coroutine handler: health Check, and Watch (gRPC's writer API)
+        async def call(request, context):
             if isinstance(request, Undecodable):
                 await refuse(request.error(), context)
             return await behavior(request, context)
+        return call
 
-        return grpc.unary_unary_rpc_method_handler(unary, **serializers)
+    if handler.unary_unary is not None and inspect.iscoroutinefunction(handler.unary_unary):
+        return grpc.unary_unary_rpc_method_handler(guarded(handler.unary_unary), **serializers)
+    if handler.unary_stream is not None and inspect.iscoroutinefunction(handler.unary_stream):
+        return grpc.unary_stream_rpc_method_handler(guarded(handler.unary_stream), **serializers)
     if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
         behavior = handler.unary_stream
 
@@ -116,15 +119,6 @@ def _other_service(handler, method: str, metadata):
                 yield response
 
         return grpc.unary_stream_rpc_method_handler(unary_stream, **serializers)
-    if handler.unary_stream is not None and inspect.iscoroutinefunction(handler.unary_stream):
-        behavior = handler.unary_stream  # the writer API (health Watch)
-
-        async def unary_stream_writer(request, context):
-            if isinstance(request, Undecodable):
-                await refuse(request.error(), context)
-            return await behavior(request, context)
-
-        return grpc.unary_stream_rpc_method_handler(unary_stream_writer, **serializers)
     if handler.stream_stream is not None and inspect.isasyncgenfunction(handler.stream_stream):
         behavior = handler.stream_stream  # reflection
 
