@@ -160,11 +160,15 @@ class Runtime:
         return {service: exc.message if isinstance(exc, KgverifyError) else f"{type(exc).__name__}: {exc}"
                 for service, exc in self.load_failures.items()}
 
+    def waiting_for_backend(self, service: str) -> bool:
+        """Whether the service loaded everything but its backend is not up yet (e.g. a vLLM judge not serving)."""
+        return service in self.load_done and service not in self.load_failures and not self.health.ready(service)
+
     def not_ready_error(self, service: str) -> KgverifyError:
         """UNAVAILABLE (NOT_READY, retryable) while a service loads; FAILED_PRECONDITION once its load failed
         (unexpected errors' details stay in the log)."""
         failure = self.load_failures.get(service)
-        if failure is None and service in self.load_done:
+        if self.waiting_for_backend(service):
             return NotReadyError(f"{service} is waiting for its backend (unreachable, or not serving the configured "
                                  "model: see the server log); retry shortly")
         if failure is None:
@@ -320,7 +324,7 @@ async def start_server(settings: Settings, listen: list[str] | None = None) -> V
 
     interceptors = [ClientGoneInterceptor(), metrics.MetricsInterceptor(stopping), *([auth] if auth else []),
                     ServiceInterceptor(runtime.admission, runtime.health.ready, runtime.not_ready_error,
-                                       settings.server.log_request_text, stopping)]
+                                       settings.server.log_request_text, stopping, runtime.waiting_for_backend)]
     credentials = security.server_credentials(settings.security)
     server = grpc.aio.server(interceptors=interceptors, options=_options(settings))
     knowledge_service_pb2_grpc.add_KnowledgeServiceServicer_to_server(KnowledgeServicer(runtime), server)

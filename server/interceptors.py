@@ -28,6 +28,23 @@ def _service_of(method: str) -> str:
     return method.lstrip("/").split("/", 1)[0]
 
 
+_INFO_GAIN_SERVICE = "kgverify.v1.InfoGainService"
+
+
+def _judge_free(method: str, request) -> str | None:
+    """For a knowledge-service call that never reaches the judge, the service it needs instead ("" for none):
+    SplitReasoning (the splitter only) and a ScoreChain that asks for InfoGain alone. None for every other call."""
+    name = method.rsplit("/", 1)[-1]
+    if name == "SplitReasoning":
+        return ""
+    if name == "ScoreChain":
+        from kgverify.v1 import knowledge_service_pb2 as kpb
+
+        if request.metrics and all(m == kpb.METRIC_INFO_GAIN for m in request.metrics):
+            return _INFO_GAIN_SERVICE
+    return None
+
+
 def request_summary(request, limit: int = 500) -> str:
     """The request as one line of protobuf text, truncated (logged only with log_request_text)."""
     from google.protobuf import text_format
@@ -185,8 +202,11 @@ class ClientGoneInterceptor(grpc.aio.ServerInterceptor):
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, admission: Admission, ready, not_ready_error, log_request_text: bool = False,
-                 stopping=lambda: False):
+                 stopping=lambda: False, waiting_for_backend=lambda service: False):
         self._admission = admission
+        # service name -> bool: loaded, only its backend (the judge) is not up yet. Calls that never reach the judge
+        # (_judge_free) go through then: a vLLM judge down at startup does not stop SplitReasoning or InfoGain.
+        self._waiting_for_backend = waiting_for_backend
         # () -> bool: is the server shutting down? Calls it cancels then end UNAVAILABLE for their clients.
         self._cancelled_code = lambda: "UNAVAILABLE (server shutdown)" if stopping() else "CANCELLED"
         self._ready = ready  # service name -> bool: has the service finished loading?
@@ -216,7 +236,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                     if isinstance(request, Undecodable):
                         raise request.error()
                     if not self._ready(service):
-                        raise self._not_ready_error(service)
+                        instead = _judge_free(method, request) if self._waiting_for_backend(service) else None
+                        if instead is None or (instead and not self._ready(instead)):
+                            raise self._not_ready_error(instead or service)
                     with self._admission:
                         return await behavior(request, context)
                 except KgverifyError as exc:

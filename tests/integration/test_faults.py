@@ -302,3 +302,18 @@ async def test_overload_is_shed_within_50_ms_and_counted(start):
         for code in set(codes):
             counted = _sample(final, "kgverify_stream_items_total", code=code)
             assert counted - _sample(after, "kgverify_stream_items_total", code=code) == codes.count(code)
+
+
+async def test_a_judge_down_at_startup_does_not_stop_the_calls_that_never_reach_it(start, judge_vllm):
+    """The knowledge service waits for its judge (NOT_READY), but splitting and InfoGain-only chains need no judge."""
+    server = await start(None, judge={"backend": "vllm", "base_url": judge_vllm.base_url, "model": "wrong-judge"},
+                         kb={"enabled": False})
+    async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+        assert await client.health(KNOWLEDGE) == "NOT_SERVING" and await client.health(INFO_GAIN) == "SERVING"
+        error, _ = await _timed_error(client.score_knowledge(steps=CHAIN["steps"], context=["Protamine ..."]))
+        assert error.code == "UNAVAILABLE" and error.reason == "NOT_READY"
+        error, _ = await _timed_error(client.score_chain(**CHAIN, context=["Protamine ..."]))  # KI asked: the judge
+        assert error.code == "UNAVAILABLE" and error.reason == "NOT_READY"
+        assert len((await client.split("Heparin is an anticoagulant. Protamine reverses it.")).steps) >= 1
+        score = await client.score_chain(**CHAIN, metrics=["infogain"])
+        assert score.knowledge_index is None and score.info_gain is not None and len(score.steps) == 2
