@@ -18,6 +18,7 @@ import grpc
 from .admission import Admission
 from .context import new_request_id, request_id_var
 from .errors import grpc_status
+from .health import INFO_GAIN
 from .pipeline.errors import InvalidArgumentError, KgverifyError
 
 log = logging.getLogger("kgverify.rpc")
@@ -26,9 +27,6 @@ SERVICE_PREFIX = "/kgverify.v1."
 
 def _service_of(method: str) -> str:
     return method.lstrip("/").split("/", 1)[0]
-
-
-_INFO_GAIN_SERVICE = "kgverify.v1.InfoGainService"
 
 
 def _judge_free(method: str, request) -> str | None:
@@ -41,7 +39,7 @@ def _judge_free(method: str, request) -> str | None:
         from kgverify.v1 import knowledge_service_pb2 as kpb
 
         if request.metrics and all(m == kpb.METRIC_INFO_GAIN for m in request.metrics):
-            return _INFO_GAIN_SERVICE
+            return INFO_GAIN
     return None
 
 
