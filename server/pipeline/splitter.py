@@ -2,7 +2,8 @@
 
 Every step and claim is a [start, end) span of the chain text with no leading
 or trailing whitespace; steps never overlap and together cover every
-non-whitespace character of the chain. Splitting is idempotent: splitting the
+visible character of the chain (a paragraph of zero-width or control
+characters only is not a step). Splitting is idempotent: splitting the
 text of any output step gives back that one step. The rules are documented in
 docs/splitting.md.
 """
@@ -16,6 +17,7 @@ from typing import Sequence
 from .claims import claim_spans
 from .no_knowledge import NoKnowledgeDetector
 from .types import Claim, SplitResult, Step
+from .validation import has_visible_content
 
 SPLITTER_NAME = "rules/2"
 # A paragraph is a run-on (one step per sentence unit) when its units weigh more than RUN_ON_WEIGHT:
@@ -323,8 +325,8 @@ def _blocks(text: str, regions: Regions) -> list[list[int]]:
 
 def _add_block(blocks: list[list[int]], text: str, start: int, end: int, kind: int) -> None:
     s, e = _trim(text, start, end)
-    if e <= s:
-        return
+    if e <= s or not has_visible_content(text[s:e]):
+        return  # a paragraph of zero-width or control characters only is not a step
     if kind == ITEM and "\n" not in text[s:e] and _HEADING.fullmatch(text, s, e):
         kind = TITLE
     blocks.append([s, e, ITEM if kind == LIST else kind])

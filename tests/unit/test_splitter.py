@@ -101,6 +101,13 @@ def test_code_blocks_are_never_split():
                             "The answer is 1.5."]
 
 
+def test_a_paragraph_with_nothing_visible_is_not_a_step():
+    text = "Aspirin inhibits COX.\n\n\u200b\ufeff\n\nSo the answer is B.\n\n\u2060"
+    assert texts(text) == ["Aspirin inhibits COX.", "So the answer is B."]
+    assert texts("- Warfarin is a VKA.\n- \u200b\n- Heparin acts fast.") == [
+        "- Warfarin is a VKA.", "- \u200b", "- Heparin acts fast."]  # a list marker shows: the item stays a step
+
+
 def test_final_answer_lines_are_their_own_step():
     assert texts("Metformin is first-line.\nFinal Answer: B") == ["Metformin is first-line.", "Final Answer: B"]
     assert texts("Metformin is first-line.\nAnswer: B") == ["Metformin is first-line.", "Answer: B"]

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.pipeline.splitter import RuleSplitter, sentence_spans
+from server.pipeline.validation import has_visible_content
 
 SPLITTER = RuleSplitter()
 
@@ -30,21 +31,28 @@ chain_text = st.lists(
 PROPERTY = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def _check_spans(text: str, spans: list[tuple[int, int]]) -> None:
+def _blank(piece: str) -> bool:
+    return piece.strip() == ""
+
+
+def _check_spans(text: str, spans: list[tuple[int, int]], gap=_blank) -> None:
+    """Spans in order, trimmed, and nothing but what gap accepts between and around them."""
     previous_end = 0
     for start, end in spans:
         assert 0 <= previous_end <= start < end <= len(text)
         assert not text[start].isspace() and not text[end - 1].isspace()
-        assert text[previous_end:start].strip() == ""  # nothing but whitespace between steps
+        assert gap(text[previous_end:start])
         previous_end = end
-    assert text[previous_end:].strip() == ""
+    assert gap(text[previous_end:])
 
 
 @PROPERTY
 @given(chain_text)
 def test_steps_cover_every_character_once_in_order(text):
     result = SPLITTER.split(text)
-    _check_spans(text, [(s.start, s.end) for s in result.steps])
+    # nothing visible between steps: a paragraph of zero-width or control characters only is not a step
+    _check_spans(text, [(s.start, s.end) for s in result.steps], gap=lambda piece: not has_visible_content(piece))
+    assert all(has_visible_content(s.text) for s in result.steps)
     assert [s.index for s in result.steps] == list(range(len(result.steps)))
     for step in result.steps:
         assert step.text == text[step.start:step.end]
