@@ -19,6 +19,7 @@ from .admission import Admission
 from .context import new_request_id, request_id_var
 from .errors import grpc_status
 from .health import INFO_GAIN
+from .metrics import ended_code
 from .pipeline.errors import InvalidArgumentError, KgverifyError
 
 log = logging.getLogger("kgverify.rpc")
@@ -206,11 +207,15 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         # (_judge_free) go through then: a vLLM judge down at startup does not stop SplitReasoning or InfoGain.
         self._waiting_for_backend = waiting_for_backend
         # () -> bool: is the server shutting down? Calls it cancels then end UNAVAILABLE for their clients.
-        self._cancelled_code = lambda: "UNAVAILABLE (server shutdown)" if stopping() else "CANCELLED"
+        self._stopping = stopping
         self._ready = ready  # service name -> bool: has the service finished loading?
         self._not_ready_error = not_ready_error  # service name -> the error for a call it cannot take yet
         # Request texts may hold patient data: they reach the log only when the operator opts in.
         self._log_text = log_request_text
+
+    def _cancelled_code(self, context) -> str:
+        code = ended_code(context, self._stopping())
+        return "UNAVAILABLE (server shutdown)" if code == "UNAVAILABLE" else code
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
@@ -243,7 +248,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                     code = exc.code
                     await context.abort_with_status(grpc_status(exc, request_id_var.get()))
                 except (asyncio.CancelledError, grpc.aio.AbortError):
-                    code = self._cancelled_code()
+                    code = self._cancelled_code(context)
                     raise
                 except Exception as exc:
                     code = "INTERNAL"
@@ -276,7 +281,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit):
                     # GeneratorExit: the call ended while this stream still had results to give (a client that
                     # went away while a result waited to be sent): a cancellation, not a stream that ended OK.
-                    code = self._cancelled_code()
+                    code = self._cancelled_code(context)
                     raise
                 except Exception as exc:
                     code = "INTERNAL"

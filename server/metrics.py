@@ -129,6 +129,19 @@ def instrument(kind: str, backend: Any) -> Any:
     return backend
 
 
+def ended_code(context, stopping: bool) -> str:
+    """The code of a call that was cut off (its handler cancelled): UNAVAILABLE when the server is shutting down (the
+    client sees that), DEADLINE_EXCEEDED when the call's deadline has passed (gRPC cancels the handler then, e.g.
+    while a stream result waits to be sent), else CANCELLED (the client went away)."""
+    if stopping:
+        return "UNAVAILABLE"
+    try:
+        remaining = context.time_remaining()
+    except Exception:
+        remaining = None
+    return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+
+
 def _code_of(context) -> str:
     code = context.code()
     if code is None:
@@ -154,8 +167,8 @@ class _Timed:
 
     def __exit__(self, kind, exc, tb) -> None:
         if kind is not None:
-            if issubclass(kind, asyncio.CancelledError):  # by the client, or by a shutdown (the client sees UNAVAILABLE)
-                self.code = "UNAVAILABLE" if self.stopping() else "CANCELLED"
+            if issubclass(kind, asyncio.CancelledError):  # by the client, its deadline, or a shutdown
+                self.code = ended_code(self.context, self.stopping())
             else:
                 self.code = _failed_code(self.context)
         RPC_SECONDS.labels(self.method, self.code).observe(time.perf_counter() - self.started)
