@@ -10,6 +10,7 @@ import time
 from typing import Any, Callable
 
 import grpc
+from google.protobuf.message import Message
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from .config import MetricsSettings
@@ -174,9 +175,11 @@ class _Timed:
         RPC_SECONDS.labels(self.method, self.code).observe(time.perf_counter() - self.started)
 
 
-def _observed_unary(method: str, behavior, stopping):
+def _observed_unary(method: str, behavior, stopping, probe: bool = False):
     async def unary(request, context):
-        with _Timed(method, context, stopping) as timed:
+        # a probe is an empty request: the header alone does not move a real call out of its method's series
+        label = method + "#probe" if probe and _is_empty(request) else method
+        with _Timed(label, context, stopping) as timed:
             response = await behavior(request, context)
             timed.code = _code_of(context)
             return response
@@ -204,11 +207,15 @@ def _is_probe(metadata) -> bool:
     return any(key == PROBE_METADATA_KEY for key, _ in metadata or ())
 
 
+def _is_empty(request) -> bool:
+    return isinstance(request, Message) and request.ByteSize() == 0
+
+
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
     """Observes every unary and bidi-streaming call: latency by method and final code, stream item codes.
 
-    The clients' readiness probes (empty requests sent while they wait for a service; answered with
-    INVALID_ARGUMENT by a loaded one) are labelled `<method>#probe`, apart from real calls."""
+    The clients' readiness probes (empty unary requests with the probe header, sent while they wait for a service;
+    answered with INVALID_ARGUMENT by a loaded one) are labelled `<method>#probe`, apart from real calls."""
 
     def __init__(self, stopping=lambda: False):
         self._stopping = stopping  # () -> bool: the server is shutting down (its cancels count as UNAVAILABLE)
@@ -217,12 +224,13 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return None
-        method = details.method + ("#probe" if _is_probe(details.invocation_metadata) else "")
+        method = details.method
         serializers = {"request_deserializer": handler.request_deserializer,
                        "response_serializer": handler.response_serializer}
         if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(_observed_unary(method, handler.unary_unary, self._stopping),
-                                                       **serializers)
+            probe = _is_probe(details.invocation_metadata)
+            return grpc.unary_unary_rpc_method_handler(
+                _observed_unary(method, handler.unary_unary, self._stopping, probe), **serializers)
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
                 _observed_stream(method, handler.stream_stream, self._stopping), **serializers)

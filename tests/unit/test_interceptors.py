@@ -114,6 +114,34 @@ async def test_undecodable_health_checks_are_invalid_argument_without_a_tracebac
     assert len(lines) == 2 and all(len(line) < 200 for line in lines), lines
 
 
+async def test_only_an_empty_request_with_the_probe_header_is_counted_as_a_probe():
+    """The probe header alone used to move any call, a real one included, into the `#probe` series."""
+    from client.aio import PROBE_METADATA
+
+    def count(method: str, code: str = "OK") -> float:
+        return REGISTRY.get_sample_value("kgverify_rpc_duration_seconds_count", {"method": method, "code": code}) or 0
+
+    async def flood(request_iterator, context):
+        yield b""
+
+    check = "/grpc.health.v1.Health/Check"
+    before = count(check), count(check + "#probe"), count(check, "NOT_FOUND")
+    server, address = await _server(flood)
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            await stub.Check(health_pb2.HealthCheckRequest(), metadata=PROBE_METADATA, timeout=10)
+            await stub.Check(health_pb2.HealthCheckRequest(service=""), metadata=PROBE_METADATA, timeout=10)
+            with pytest.raises(grpc.aio.AioRpcError):  # a real request that carries the header
+                await stub.Check(health_pb2.HealthCheckRequest(service="kgverify.v1.Nothing"), metadata=PROBE_METADATA,
+                                 timeout=10)
+            await stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
+    finally:
+        await server.stop(0)
+    assert (count(check), count(check + "#probe"), count(check, "NOT_FOUND")) == (
+        before[0] + 1, before[1] + 2, before[2] + 1)
+
+
 def test_a_stream_item_id_is_echoed_in_full_or_in_a_form_no_valid_id_can_take():
     from server.streaming import echoed_id
 
