@@ -17,6 +17,7 @@ from .types import ChainStatus, InfoGainRequest, InfoGainResult, PrefixScores, S
 
 PAPER_MIN_STEPS = 3
 OVERFLOW = "the prefix does not fit the model's context"
+NON_FINITE = "the estimator returned a non-finite value for this prefix (NaN or infinity): a numerical failure"
 
 
 def render_context0(question: str, choices: Sequence[str]) -> str:
@@ -58,6 +59,19 @@ class _Gains:
     windowed: list[bool]
     prefill: int = 0
     calls: int = 0
+
+
+def _finite(scores: PrefixScores) -> PrefixScores:
+    """The scores with every non-finite L_i (NaN or infinity from a backend) made null with its reason: a
+    numerical failure is never passed on as a gain of NaN or infinity."""
+    bad = [i for i, value in enumerate(scores.nll) if value is not None and not math.isfinite(value)]
+    if not bad:
+        return scores
+    reasons = list(scores.null_reasons) + [""] * (len(scores.nll) - len(scores.null_reasons))
+    nll = list(scores.nll)
+    for i in bad:
+        nll[i], reasons[i] = None, NON_FINITE
+    return dataclasses.replace(scores, nll=tuple(nll), null_reasons=tuple(reasons))
 
 
 def _prefix_nulls(scores: PrefixScores) -> tuple[list[str], list[bool]]:
@@ -103,8 +117,11 @@ async def _windowed(estimator, c0: str, texts: Sequence[str], window: int, targe
                                                   deadline)
         return await estimator.score_prefixes(c0, texts[j - 1:i], target, deadline, last=2)  # not all W + 1
 
+    async def checked(i: int) -> PrefixScores:
+        return _finite(await one(i))
+
     # Concurrent calls let a local LM pack several windows into one pass.
-    results = await asyncio.gather(*(one(i) for i in todo))
+    results = await asyncio.gather(*(checked(i) for i in todo))
     for i, scores in zip(todo, results):
         k = len(scores.nll) - 1
         out.gains[i - 1], out.reasons[i - 1], out.overflow[i - 1] = _pair_gain(scores, k - 1, k)
@@ -142,7 +159,7 @@ async def score_info_gain(
     texts = [s.text for s in split.steps]
     n = len(texts)
 
-    scores: PrefixScores = await estimator.score_prefixes(c0, texts, target, deadline)
+    scores: PrefixScores = _finite(await estimator.score_prefixes(c0, texts, target, deadline))
     nll = list(scores.nll)
     gains = _full_gains(scores, n)
     if opts.window:
@@ -154,7 +171,8 @@ async def score_info_gain(
     ppl: list[float | None] = [None] * (n + 1)
     paper_value, paper_reason = None, ""
     if opts.paper:
-        ppl = list(await estimator.paper_perplexities(c0, paper_texts(split), target, deadline))
+        ppl = [p if p is None or math.isfinite(p) else None
+               for p in await estimator.paper_perplexities(c0, paper_texts(split), target, deadline)]
         paper_value, paper_reason = _paper_value(ppl, n)
 
     truncated = list(scores.truncated) or [False] * (n + 1)

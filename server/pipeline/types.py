@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 
 
@@ -55,7 +56,10 @@ class LabelProbs:
 
     @classmethod
     def from_row(cls, row) -> "LabelProbs":
-        s, c, n = (max(0.0, float(x)) for x in row)
+        values = [float(x) for x in row]
+        if not all(math.isfinite(x) for x in values):  # max(0.0, nan) is 0.0: a NaN would pass as a zero
+            raise ValueError(f"probabilities must be finite, got {values}")
+        s, c, n = (max(0.0, x) for x in values)
         total = s + c + n
         if not total > 0:
             raise ValueError("probabilities must have a positive sum")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -268,3 +269,22 @@ async def test_a_letter_past_the_last_option_is_invalid():
         await scoring.info_gain(request(["s"], answer="x", gold="C", choices=["aspirin", "insulin"]),
                                 make_deps(FakeEstimator()), NO_DEADLINE)
     assert info.value.violations[0].field == "gold_answer"
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+async def test_a_non_finite_value_from_the_estimator_is_a_null_gain_with_its_reason_never_nan(bad):
+    class Broken(FakeEstimator):
+        async def score_prefixes(self, context0, steps, target, deadline, last=None):
+            scores = await super().score_prefixes(context0, steps, target, deadline, last)
+            return dataclasses.replace(scores, nll=tuple(bad if i == 2 else v for i, v in enumerate(scores.nll)))
+
+        async def paper_perplexities(self, context0, steps, target, deadline):
+            return [bad if i == 2 else p for i, p in enumerate(await super().paper_perplexities(
+                context0, steps, target, deadline))]
+
+    result = await score_info_gain(request(STEPS, paper=True), make_deps(Broken()), NO_DEADLINE)
+    gains = [s.gain for s in result.steps]
+    assert gains[1] is None and gains[2] is None and all(g is not None for i, g in enumerate(gains) if i not in (1, 2))
+    assert result.steps[1].nll is None and "non-finite" in result.steps[1].null_reason
+    assert all(math.isfinite(v) for v in (result.info_gain, result.info_gain_total))
+    assert result.info_gain_paper is None

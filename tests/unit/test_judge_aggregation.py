@@ -11,7 +11,7 @@ from server.backends.judges.aggregation import AggregationPolicy, Unit, aggregat
 from server.backends.judges.embedded import EmbeddedJudge
 from server.pipeline.deadline import Deadline
 from server.pipeline.runtime import Blocking
-from server.pipeline.types import Evidence, EvidenceOrigin, JudgeItem, Tier, Verdict
+from server.pipeline.types import Evidence, EvidenceOrigin, JudgeItem, LabelProbs, Tier, Verdict
 
 S, C, N = (0.9, 0.05, 0.05), (0.05, 0.9, 0.05), (0.05, 0.05, 0.9)
 
@@ -227,3 +227,21 @@ async def test_embedded_judge_rejects_a_scorer_returning_the_wrong_shape():
     judge = EmbeddedJudge(Broken(), Blocking(None))
     with pytest.raises(ValueError, match="shape"):
         await judge.judge([JudgeItem("x", (ev("y"),))], Deadline())
+
+
+async def test_a_scorer_returning_nan_gives_that_claim_an_error_verdict_not_a_score():
+    """max(0.0, nan) is 0.0: a NaN row used to be read as a zero and (nan, 0.3, 0.2) came out contradicted."""
+    class Nan(FakePairScorer):
+        def predict_proba(self, pairs):
+            rows = super().predict_proba(pairs)
+            rows[[i for i, (_, claim) in enumerate(pairs) if "broken" in claim]] = [np.nan, 0.3, 0.2]
+            return rows
+
+    judge = EmbeddedJudge(Nan(), Blocking(None))
+    out = await judge.judge([JudgeItem("The broken claim.", (ev("The broken claim."),)),
+                             JudgeItem("Lithium is cleared by the kidneys.",
+                                       (ev("Lithium is cleared by the kidneys."),))], Deadline())
+    assert out[0].verdict is Verdict.ERROR and out[0].probabilities is None and "NaN" in out[0].error
+    assert out[1].verdict is Verdict.SUPPORTED
+    with pytest.raises(ValueError, match="finite"):
+        LabelProbs.from_row([np.nan, 0.3, 0.2])

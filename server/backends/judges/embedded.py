@@ -45,6 +45,10 @@ class EmbeddedJudge:
         for item, claim_units in zip(items, units):
             rows = probs[offset:offset + len(claim_units)]
             offset += len(claim_units)
+            if not np.isfinite(rows).all() or (rows < 0).any():  # a numerical failure: never read as a verdict
+                out.append(error_judgement(f"the pair scorer {self.name} returned invalid probabilities "
+                                           "(NaN, infinity or negative) for this claim's evidence", Tier.EMBEDDED))
+                continue
             label_probs, verdict, ordered = aggregate(rows, claim_units, item.evidence, self.policy)
             out.append(Judgement(verdict, label_probs, Tier.EMBEDDED, evidence=ordered))
         return out
