@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -448,9 +449,14 @@ class _Scheduler:
         return getter.result()
 
     async def _stream_once(self, client: AsyncVerifierClient, window: int) -> None:
+        # Each send of an item gets its own stream id (a count of this stream's sends), mapped back to the item:
+        # the server answers an id an earlier item of the stream used with DUPLICATE_ID, so a retried item (an
+        # UNAVAILABLE or RESOURCE_EXHAUSTED answer, sent again on the same stream) must not reuse its first id.
+        # The row's own id never travels as the stream id (its length and form are the journal's business).
         inflight: dict[str, Item] = {}
         slots = asyncio.Semaphore(window)
         broken = asyncio.Event()
+        sends = itertools.count()
 
         async def outgoing():
             while not self.finished.is_set():
@@ -461,12 +467,13 @@ class _Scheduler:
                 if broken.is_set():  # gRPC reads this iterator in its own task, which can outlive the call
                     self.queue.put_nowait(item)
                     return
-                inflight[item.id] = item
-                yield item.id, item.request
+                send_id = str(next(sends))
+                inflight[send_id] = item
+                yield send_id, item.request
 
         try:
-            async for item_id, result in client.stream_chains(outgoing()):
-                item = inflight.pop(item_id, None)
+            async for send_id, result in client.stream_chains(outgoing()):
+                item = inflight.pop(send_id, None)
                 slots.release()
                 if item is None:
                     continue

@@ -1,10 +1,15 @@
-"""The batch scheduler never loses an item when a stream breaks while its request iterator is still being read."""
+"""The batch scheduler: never loses an item when a stream breaks while its request iterator is still being read;
+retries an item under a fresh stream id; gives up on a server only after streams that score nothing."""
 
 import asyncio
 from pathlib import Path
 
+import pytest
+
+from client import batch
 from client.batch import BatchOptions, Item, _Scheduler
 from client.errors import VerifierError
+from client.types import ChainScore
 
 
 class Collect:
@@ -52,3 +57,38 @@ def test_an_item_pulled_after_the_stream_broke_goes_back_to_the_queue():
     writer = asyncio.run(_run(items, client))
     assert sorted(writer.records) == list(range(6))  # each item answered exactly once, none lost
     assert client.streams == 2 and client.late_pulls[0].done()
+
+
+class RejectsRepeatedIds:
+    """Like the real server: an id an earlier item of the same stream used is DUPLICATE_ID (INVALID_ARGUMENT);
+    the first send of each item gets `first` (UNAVAILABLE or RESOURCE_EXHAUSTED), later sends are scored."""
+
+    target = "fake:1"
+
+    def __init__(self, first_code):
+        self.first_code, self.streams, self.tried = first_code, 0, set()
+
+    async def stream_chains(self, items):
+        self.streams += 1
+        seen = set()
+        async for item_id, request in items:
+            if item_id in seen:
+                yield item_id, VerifierError("INVALID_ARGUMENT", "DUPLICATE_ID", "an earlier item used this id")
+                continue
+            seen.add(item_id)
+            if request not in self.tried:
+                self.tried.add(request)
+                yield item_id, VerifierError(self.first_code, "OVERLOADED", "try again")
+            else:
+                yield item_id, ChainScore(steps=(), chain_text="", status="ok")
+
+
+@pytest.mark.parametrize("code", ["UNAVAILABLE", "RESOURCE_EXHAUSTED"])
+def test_an_item_retried_on_the_same_stream_is_sent_under_a_new_stream_id(code, monkeypatch):
+    monkeypatch.setattr(batch, "backoff_s", lambda *a, **k: 0.0)
+    items = [Item(position=i, id=f"c{i}", request=f"request {i}", extra={}) for i in range(5)]
+    client = RejectsRepeatedIds(code)
+    writer = asyncio.run(_run(items, client))
+    assert client.streams == 1  # every retry went over the one stream
+    assert [writer.records[i]["status"] for i in range(5)] == ["ok"] * 5
+    assert [writer.records[i]["id"] for i in range(5)] == [f"c{i}" for i in range(5)]  # mapped back to the row
