@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 import os
+import stat
 import sys
 import time
 from contextlib import asynccontextmanager
@@ -19,7 +20,8 @@ from tqdm import tqdm
 
 from . import requests
 from .aio import CONNECT_TIMEOUT_S, AsyncVerifierClient, backoff_s
-from .batch_io import InputError, RowError, check_input, export_format, export_journal, is_error_record, read_rows
+from .batch_io import InputError, RowError, check_input, could_be_torn_record, export_format, export_journal
+from .batch_io import is_batch_record, is_error_record, read_rows
 from .errors import AUTH_CODES, VerifierError, refusal_advice
 from .readiness import INFO_GAIN, KNOWLEDGE, KNOWLEDGE_BASE  # noqa: F401  (health service names, as before)
 from .readiness import scoring_services, uses_knowledge_base, wait_until_ready
@@ -161,36 +163,56 @@ class Journal:
 
     def __init__(self, path: Path, fsync_interval_s: float = 1.0):
         self.path = Path(path)
+        check_output_path(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            if not stat.S_ISREG(os.fstat(self._fd).st_mode):  # replaced by a pipe or device since the check
+                raise BatchStopped(f"--output {self.path} is not a regular file: give a JSONL file to write")
+            os.set_blocking(self._fd, True)  # (O_NONBLOCK only kept the open of a pipe from waiting for a reader)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise BatchError(f"another batch run is writing {self.path}") from None
+            self.done, self.failed = self._recover()
+        except BaseException:
             os.close(self._fd)
-            raise BatchError(f"another batch run is writing {self.path}") from None
-        self.done, self.failed = self._recover()
+            raise
         self.fsync_interval_s = fsync_interval_s
         self._synced_at = time.monotonic()
 
     def _recover(self) -> tuple[set[str], set[str]]:
-        """(ids whose last record is a result, ids whose last record is an error); drops a torn last line."""
-        if not self.path.exists():
+        """(ids whose last record is a result, ids whose last record is an error); drops a torn last line.
+
+        BatchStopped, the file left as it is, when it is not a journal: a complete line that is a JSON value but
+        not a batch record (a dataset row, e.g. --input given as --output), no batch record at all, or only an
+        unterminated line that cannot be the start of a record. Lines that are not JSON (damage) are skipped."""
+        size = os.fstat(self._fd).st_size
+        if size == 0:
             return set(), set()
-        size = os.path.getsize(self.path)
         keep = _end_of_last_line(self.path, size)
-        if keep < size:
-            with open(self.path, "r+b") as fh:
-                fh.truncate(keep)
         done: set[str] = set()
         failed: set[str] = set()
+        records = 0
         with open(self.path, "rb") as fh:  # line by line: a journal of millions of rows is never held whole
-            for line in fh:
+            for number, line in enumerate(fh, 1):
+                if not line.endswith(b"\n"):
+                    tail = line
+                    break
                 try:
                     record = json.loads(line)
                 except ValueError:  # not JSON, or not UTF-8
                     continue
-                if isinstance(record, dict) and isinstance(record.get("id"), str):
-                    self._mark(record, done, failed)
+                if not is_batch_record(record):
+                    raise _not_a_journal(self.path, f"line {number} is not a batch record")
+                records += 1
+                self._mark(record, done, failed)
+            else:
+                tail = b""
+        if not records and (keep > 0 or not could_be_torn_record(tail)):
+            raise _not_a_journal(self.path, "it holds no batch record")
+        if keep < size:
+            os.ftruncate(self._fd, keep)
         return done, failed
 
     @staticmethod
@@ -219,6 +241,21 @@ class Journal:
         if discard_if_empty and os.fstat(self._fd).st_size == 0:
             self.path.unlink(missing_ok=True)  # still holding the lock: no other run is writing it
         os.close(self._fd)  # releases the lock
+
+
+def _not_a_journal(path: Path, why: str) -> BatchStopped:
+    return BatchStopped(f"--output {path} exists and is not a kgverify batch journal ({why}); it was left as it "
+                        "is: give a new file, or the journal of an earlier run to resume it")
+
+
+def check_output_path(path: Path) -> None:
+    """BatchStopped when --output names something other than a regular file or a missing path (a directory, a
+    pipe, a device), before it is opened (opening a pipe would wait for a reader)."""
+    path = Path(path)
+    if path.is_dir():
+        raise BatchStopped(f"--output {path} is a directory: give a file (e.g. {path / 'scores.jsonl'})")
+    if path.exists() and not path.is_file():
+        raise BatchStopped(f"--output {path} is not a regular file: give a JSONL file to write")
 
 
 def _end_of_last_line(path: Path, size: int, chunk: int = 1 << 16) -> int:
@@ -567,7 +604,16 @@ async def _ready_clients(opts: BatchOptions, items: list[Item], settings=None) -
 def check_options(opts: BatchOptions) -> BatchOptions:
     """The options with metrics normalized, after every check that needs no server; BatchStopped says what to fix."""
     if not opts.input.is_file():
-        raise BatchStopped(f"input {opts.input} does not exist")
+        what = "is a directory" if opts.input.is_dir() else "does not exist"
+        raise BatchStopped(f"input {opts.input} {what}")
+    check_output_path(opts.output)
+    for option, path in (("--output", opts.output), *(("--export", p) for p in opts.export)):
+        if _same_file(path, opts.input):
+            raise BatchStopped(f"{option} {path} is the input file: give another file (nothing was written)")
+    for path in opts.export:
+        if _same_file(path, opts.output):
+            raise BatchStopped(f"--export {path} is the --output journal: give another file (nothing was written)")
+        check_export_path(path)
     if opts.concurrency < 1:
         raise BatchStopped(f"concurrency must be at least 1, not {opts.concurrency}")
     try:
@@ -578,6 +624,25 @@ def check_options(opts: BatchOptions) -> BatchOptions:
     except ValueError as exc:
         raise BatchStopped(str(exc)) from None
     return replace(opts, metrics=metrics)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def check_export_path(path: Path) -> None:
+    """BatchStopped when an --export file could not be written at the end of the run (checked before it)."""
+    path = Path(path)
+    if path.is_dir():
+        raise BatchStopped(f"--export {path} is a directory: give a .csv or .parquet file")
+    parent = path.absolute().parent
+    while not parent.exists():  # the export creates missing directories
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise BatchStopped(f"--export {path}: cannot write in {parent} (nothing was written)")
 
 
 async def run_batch(opts: BatchOptions, settings=None, summary: BatchSummary | None = None) -> BatchSummary:

@@ -6,6 +6,7 @@ import csv
 import gzip
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -259,6 +260,47 @@ def _str_or_none(value: Any) -> str | None:
 
 def export_columns() -> list[str]:
     return [*STRING_COLUMNS, *FLOAT_COLUMNS, *INT_COLUMNS, *JSON_COLUMNS]
+
+
+def is_batch_record(record: Any) -> bool:
+    """Whether a JSON value is a batch output record: an object with a string id and the status every record has,
+    "ok" / "partial" or {"code", ...}."""
+    if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+        return False
+    status = record.get("status")
+    return status in ("ok", "partial") or (isinstance(status, dict) and isinstance(status.get("code"), str))
+
+
+_RECORD_START = re.compile(rb'\{"id": "(?:[^"\\]|\\.)*"')
+_STATUS_KEY = b', "status": '
+
+
+def could_be_torn_record(tail: bytes) -> bool:
+    """Whether bytes without a final newline can be the start of a journal line cut off by a crash: records are
+    written as {"id": "...", "status": ...}, so a dataset row or any other text is told apart."""
+    head = b'{"id": "'
+    if len(tail) <= len(head):
+        return head.startswith(tail)
+    match = _RECORD_START.match(tail)
+    if match is None:
+        return tail.startswith(head)  # cut off within the id
+    rest = tail[match.end():]
+    return _STATUS_KEY.startswith(rest) if len(rest) < len(_STATUS_KEY) else rest.startswith(_STATUS_KEY)
+
+
+def is_journal_file(path: Path, lines: int = 5) -> bool:
+    """Whether an existing file starts like a batch journal (its first JSON lines are batch records)."""
+    try:
+        with open(path, "rb") as fh:
+            for _, line in zip(range(lines), fh):
+                try:
+                    if is_batch_record(json.loads(line)):
+                        return True
+                except ValueError:
+                    continue
+    except OSError:
+        return False
+    return False
 
 
 def is_error_record(record: dict[str, Any]) -> bool:

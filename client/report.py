@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .batch_io import journal_records
+from .batch_io import is_batch_record, journal_records  # noqa: F401  (is_batch_record: as before)
 from .report_html import fmt, fmt_pct, render_html
 from .report_stats import METRICS, Chain, chain_of, compare, group_summary, step_gain_curve
 
@@ -41,12 +41,6 @@ class ReportOptions:
     samples: int = 2000
     seed: int = 0
     max_steps: int = 30
-
-
-def is_batch_record(record: dict[str, Any]) -> bool:
-    """Whether a record has the status every batch output record has: "ok" / "partial", or {"code", ...}."""
-    status = record.get("status")
-    return status in ("ok", "partial") or (isinstance(status, dict) and isinstance(status.get("code"), str))
 
 
 def load_chains(inputs: list[Path], by: str) -> dict[str, list[Chain]]:
