@@ -141,9 +141,13 @@ def _paper_value(ppl: Sequence[float | None], n: int) -> tuple[float | None, str
 
 async def score_info_gain(
     req: InfoGainRequest, deps: PipelineDeps, deadline: Deadline, split: SplitResult | None = None,
-    options_field: str = "options",
+    options_field: str = "options", count_split: bool | None = None,
 ) -> InfoGainResult:
-    """options_field: the request field that holds req.options (ScoreChain: info_gain_options), for errors."""
+    """options_field: the request field that holds req.options (ScoreChain: info_gain_options), for errors.
+    count_split: whether llm_calls includes the LLM calls of the split (an LLM decomposer); by default when the
+    split is made here. ScoreChain counts a shared split once, in the KI result when there is one."""
+    if count_split is None:
+        count_split = split is None
     opts = req.options
     target_kind, target = choose_target(req.answer, req.gold_answer, req.choices)
     if split is None:
@@ -198,7 +202,7 @@ async def score_info_gain(
         estimator=estimator.kind,
         prefill_tokens=scores.prefill_tokens + gains.prefill,
         status=ChainStatus.PARTIAL if len(valid) < n else ChainStatus.OK,
-        llm_calls=scores.llm_calls + gains.calls,
+        llm_calls=scores.llm_calls + gains.calls + (split.llm_calls if count_split else 0),
         provenance=provenance,
     )
 

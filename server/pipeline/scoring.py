@@ -54,7 +54,9 @@ async def chain(req: ChainRequest, deps: PipelineDeps, deadline: Deadline) -> Ch
     if req.knowledge is not None:
         jobs.append(score_knowledge(req.knowledge, deps, deadline, shared))
     if req.info_gain is not None:
-        jobs.append(score_info_gain(req.info_gain, deps, deadline, shared, "info_gain_options"))
+        # the split's LLM calls are counted once: in the KI result, or here when InfoGain is all that was asked
+        jobs.append(score_info_gain(req.info_gain, deps, deadline, shared, "info_gain_options",
+                                    count_split=req.knowledge is None))
     results = await asyncio.gather(*jobs, return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):

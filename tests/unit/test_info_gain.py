@@ -288,3 +288,16 @@ async def test_a_non_finite_value_from_the_estimator_is_a_null_gain_with_its_rea
     assert result.steps[1].nll is None and "non-finite" in result.steps[1].null_reason
     assert all(math.isfinite(v) for v in (result.info_gain, result.info_gain_total))
     assert result.info_gain_paper is None
+
+
+async def test_llm_calls_count_the_decomposer_call_of_the_split_made_for_infogain():
+    """ScoreInfoGain and an InfoGain-only ScoreChain reported the LM's calls only, not the decomposer's."""
+    from server.pipeline.types import ChainRequest
+
+    req = InfoGainRequest(ChainInput(question="Q?", reasoning="a good start\nbad news"), answer="insulin")
+    deps = make_deps(FakeEstimator(), FakeDecomposer())
+    assert (await score_info_gain(req, deps, NO_DEADLINE)).llm_calls == 2  # one LM call, one decomposer call
+    assert (await scoring.chain(ChainRequest(knowledge=None, info_gain=req), deps, NO_DEADLINE)).info_gain.llm_calls == 2
+    split = await deps.splitter("")
+    shared = split.split("a good start\nbad news")
+    assert (await score_info_gain(req, deps, NO_DEADLINE, shared, count_split=False)).llm_calls == 1
