@@ -61,9 +61,24 @@ def unreachable_error(target: str, error: "VerifierError", waited_s: float) -> "
     return VerifierError("UNAVAILABLE", "SERVER_UNREACHABLE", f"cannot reach the kgverify server at {target} ({why})")
 
 
+# Keepalive: while a call is open, the client pings a connection that has been silent for KEEPALIVE_TIME_MS and
+# drops it when no answer comes within KEEPALIVE_TIMEOUT_MS, so the calls to a server that stopped answering
+# without closing the connection (a frozen process or VM, a cut network) fail UNAVAILABLE (a batch run sends their
+# rows again) instead of waiting for ever. A gRPC server takes a ping every 5 minutes on a connection it sends
+# nothing on (grpc.http2.min_ping_interval_without_data_ms, not changed by the kgverify server) and closes one
+# that pings more often (too_many_pings): 5.5 minutes stays clear of it. No pings on an idle channel.
+SERVER_MIN_PING_INTERVAL_MS = 300_000  # gRPC's default
+KEEPALIVE_TIME_MS = 330_000
+KEEPALIVE_TIMEOUT_MS = 20_000
+
+
 def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, Any]]:
     return [("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes)]
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS), ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+            # (gRPC core times a ping out after ping_timeout_ms, 1 minute unless set, whatever keepalive_timeout_ms)
+            ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS), ("grpc.keepalive_permit_without_calls", 0),
+            ("grpc.http2.max_pings_without_data", 0)]  # a server busy for minutes sends nothing: keep pinging
 
 
 def backoff_s(attempt: int, base_s: float = 0.1, cap_s: float = 2.0) -> float:
@@ -134,11 +149,19 @@ class AsyncVerifierClient:
         self, items: AsyncIterable[tuple[str, knowledge_service_pb2.ScoreChainRequest]],
         timeout_s: float | None = None,
     ) -> AsyncIterator[tuple[str, ChainScore | VerifierError]]:
-        """Scores (id, request) items over one StreamScoreChains call; yields (id, result or error) as they finish."""
+        """Scores (id, request) items over one StreamScoreChains call; yields (id, result or error) as they finish.
+
+        An exception raised while the items are read (by gRPC, in a task of its own, which then cancels the call)
+        is raised here, where the stream is read, instead of the call's bare cancellation."""
+        failed: list[Exception] = []
 
         async def outgoing():
-            async for item_id, request in items:
-                yield knowledge_service_pb2.StreamScoreChainsRequest(id=item_id, chain=request)
+            try:
+                async for item_id, request in items:
+                    yield knowledge_service_pb2.StreamScoreChainsRequest(id=item_id, chain=request)
+            except Exception as exc:
+                failed.append(exc)
+                raise
 
         call = self._knowledge.StreamScoreChains(outgoing(), timeout=timeout_s, metadata=self.metadata)
         try:
@@ -148,7 +171,14 @@ class AsyncVerifierClient:
                 else:
                     yield response.id, VerifierError.from_status(response.status)
         except grpc.aio.AioRpcError as exc:
+            if failed:
+                raise failed[0]
             raise VerifierError.from_rpc_error(exc) from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if failed and not (task is not None and task.cancelling()):  # the items failed, not this task
+                raise failed[0] from None
+            raise
         finally:
             call.cancel()  # a consumer that stops early (break, aclose, cancel) ends the server's work too
 

@@ -7,7 +7,9 @@ import fcntl
 import itertools
 import json
 import logging
+import math
 import os
+import re
 import stat
 import sys
 import time
@@ -19,9 +21,9 @@ from typing import Any, AsyncIterator, Iterable
 from tqdm import tqdm
 
 from . import requests
-from .aio import CONNECT_TIMEOUT_S, AsyncVerifierClient, backoff_s
+from .aio import CONNECT_TIMEOUT_S, DEFAULT_MAX_MESSAGE_BYTES, AsyncVerifierClient, backoff_s
 from .batch_io import InputError, RowError, check_input, could_be_torn_record, export_format, export_journal
-from .batch_io import is_batch_record, is_error_record, read_rows
+from .batch_io import INPUT_ROW, is_batch_record, is_error_record, read_rows, record_key
 from .errors import AUTH_CODES, VerifierError, refusal_advice
 from .readiness import INFO_GAIN, KNOWLEDGE, KNOWLEDGE_BASE  # noqa: F401  (health service names, as before)
 from .readiness import scoring_services, uses_knowledge_base, wait_until_ready
@@ -40,6 +42,18 @@ READY_TIMEOUT_S = 600.0  # how long a reachable server may take to load what the
 STOP_CODES = {"FAILED_PRECONDITION", "UNIMPLEMENTED", "PERMISSION_DENIED", "UNAUTHENTICATED"}
 STOP_AFTER = 20
 NO_TARGET = "the row has no answer or gold_answer: InfoGain needs a target (KI only)"
+REQUEST_HEADROOM_BYTES = 16 * 1024  # of a stream message: its item id and framing around the chain request
+STREAM_ITEM_OVERHEAD_BYTES = 64  # a stream message's bytes besides its chain request (the item id, field headers)
+STALL_TIMEOUT_S = 900.0  # the server gives each stream item at most 600 s: a stream silent for longer is stuck
+_MESSAGE_LIMIT = re.compile(r"(?:Sent|Received) message larger than max \((\d+) vs\. (\d+)\)")
+
+
+def message_limit(error: VerifierError) -> int | None:
+    """The message size limit a RESOURCE_EXHAUSTED "Sent/Received message larger than max (N vs. LIMIT)" names."""
+    if error.code != "RESOURCE_EXHAUSTED":
+        return None
+    match = _MESSAGE_LIMIT.search(error.message)
+    return int(match.group(2)) if match else None
 
 
 class BatchError(RuntimeError):
@@ -93,6 +107,9 @@ class BatchOptions:
     # False: evidence is journaled by fact id, source and score only (its text, repeated for every claim that
     # retrieved it, is most of a record: ~89 KB per MedBullets explanation chain)
     evidence_text: bool = True
+    # A stream that returns nothing for this long while rows are in flight is broken and its rows sent again
+    # (0: never); the server's own limit per stream item is 600 s.
+    stall_timeout_s: float = STALL_TIMEOUT_S
 
 
 @dataclass
@@ -103,6 +120,7 @@ class Item:
     extra: dict[str, Any]
     notes: dict[str, Any] = field(default_factory=dict)  # added to the row's result record (not to an error)
     attempts: int = 0
+    size: int = 0  # the request's serialized size
 
 
 @dataclass
@@ -201,7 +219,7 @@ class Journal:
                     break
                 try:
                     record = json.loads(line)
-                except ValueError:  # not JSON, or not UTF-8
+                except (ValueError, RecursionError):  # not JSON, or not UTF-8
                     continue
                 if not is_batch_record(record):
                     raise _not_a_journal(self.path, f"line {number} is not a batch record")
@@ -218,7 +236,7 @@ class Journal:
     @staticmethod
     def _mark(record: dict[str, Any], done: set[str], failed: set[str]) -> None:
         """A later record of an id replaces an earlier one (see batch_io.journal_records)."""
-        item_id = record["id"]
+        item_id = record_key(record)
         if is_error_record(record):
             done.discard(item_id)
             failed.add(item_id)
@@ -226,9 +244,14 @@ class Journal:
             failed.discard(item_id)
             done.add(item_id)
 
-    def write(self, record: dict[str, Any]) -> None:
-        line = (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode()
-        os.write(self._fd, line)
+    @staticmethod
+    def encode(record: dict[str, Any]) -> bytes:
+        """The record's journal line; ValueError for a NaN or infinite number, UnicodeError for a lone surrogate."""
+        return (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode()
+
+    def write(self, record: dict[str, Any], line: bytes | None = None) -> None:
+        """Appends the record (`line`: its encode(), when the caller made it already)."""
+        os.write(self._fd, line if line is not None else self.encode(record))
         self._mark(record, self.done, self.failed)
         if time.monotonic() - self._synced_at >= self.fsync_interval_s:
             os.fsync(self._fd)
@@ -272,37 +295,133 @@ def _end_of_last_line(path: Path, size: int, chunk: int = 1 << 16) -> int:
     return 0
 
 
+def _where(label: str) -> str:
+    return label.replace("-", " ")
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=True, allow_nan=True, default=repr)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _row_id(raw_id: Any, label: str) -> tuple[str, VerifierError | None]:
+    """(the row's id as text, the problem that keeps it from being one: MISSING_ID or INVALID_ID)."""
+    if raw_id is None or raw_id == "":
+        return "", VerifierError("INVALID_ARGUMENT", "MISSING_ID", f"{_where(label)} has no 'id'")
+    if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
+        hint = (" (a column of whole numbers with gaps is read as floats: write the ids as integers or strings)"
+                if isinstance(raw_id, float) else "")
+        return _shown(raw_id), VerifierError(
+            "INVALID_ARGUMENT", "INVALID_ID",
+            f"{_where(label)}: 'id' must be a string or a whole number, not {type(raw_id).__name__} "
+            f"{_shown(raw_id)}{hint}")
+    text = str(raw_id)
+    if not _encodes(text):
+        return text.encode("utf-8", "backslashreplace").decode("utf-8"), VerifierError(
+            "INVALID_ARGUMENT", "INVALID_ID",
+            f"{_where(label)}: 'id' is not valid Unicode text (a lone surrogate such as \\ud800, e.g. from cut-off "
+            "model output)")
+    return text, None
+
+
+def _bad_value(value: Any, path: str) -> str | None:
+    """The path of the first value a journal line cannot hold (a NaN or infinite number, text with a lone
+    surrogate), or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path} ({value})"
+    if isinstance(value, str):
+        return None if _encodes(value) else f"{path} (text with a lone surrogate)"
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            found = _bad_value(key, f"{path} key") or _bad_value(inner, f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for index, inner in enumerate(value):
+            found = _bad_value(inner, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def _extra_of(row: Any) -> tuple[dict[str, Any], VerifierError | None]:
+    """The pass-through fields a record can carry, and the problem of one it cannot (NaN, a lone surrogate)."""
+    extra: dict[str, Any] = {}
+    problem = None
+    for key in PASSTHROUGH:
+        if not isinstance(row, dict) or key not in row:
+            continue
+        bad = _bad_value(row[key], key)
+        if bad is None:
+            extra[key] = row[key]
+        elif problem is None:
+            problem = VerifierError("INVALID_ARGUMENT", "INVALID_FIELD",
+                                    f"{bad}: cannot be journaled (JSON has no NaN or infinity, and text must be "
+                                    "valid Unicode); fix the value or leave the field out")
+    return extra, problem
+
+
+def max_request_bytes(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> int:
+    """The largest chain request a stream item can carry (its id and framing take the rest)."""
+    return max_message_bytes - REQUEST_HEADROOM_BYTES
+
+
+def _too_large(size: int, limit: int, label: str) -> VerifierError:
+    return VerifierError(
+        "INVALID_ARGUMENT", "REQUEST_TOO_LARGE",
+        f"{_where(label)}: its request is {size:,} bytes; one stream item can carry at most {limit:,} (the 16 MiB "
+        "gRPC message limit): shorten the row (the server scores at most limits.max_reasoning_chars characters of "
+        "reasoning anyway)")
+
+
 def plan_items(opts: BatchOptions, journal: Journal, summary: BatchSummary) -> list[tuple[int, Item | dict]]:
     """(input position, item to send or error record of a row that is bad before any call), in input order.
 
-    A repeated id's row gets its DUPLICATE_ID record under its own key, `<id>#<line or row>`, so it never
-    replaces the record of the id's first row (readers take the last record of each id)."""
+    Each request is built and sized here, so a row that cannot be sent (a field that is not valid Unicode text,
+    a request over the transport limit) or journaled (a NaN group) gets its own INVALID_ARGUMENT record instead
+    of failing the run. A row without an id of its own (missing, invalid, or repeated: the first row with the id
+    is scored) gets its record under `<id>#<line or row>` with INPUT_ROW set, so it never replaces the record of
+    a real row (readers take the last record of each key, see record_key)."""
     planned: list[tuple[int, Item | dict]] = []
     seen: set[str] = set()
+    limit = max_request_bytes()
     for position, (label, row) in enumerate(read_rows(opts.input, opts.input_format)):
         summary.total += 1
-        extra = {k: row[k] for k in PASSTHROUGH if isinstance(row, dict) and k in row}
+        extra, problem = _extra_of(row)
         raw_id = row.get("id") if isinstance(row, dict) else getattr(row, "row_id", None)
-        item_id = str(raw_id) if isinstance(raw_id, (str, int)) and str(raw_id) else f"#{label}"
-        duplicate = item_id in seen
-        seen.add(item_id)
-        key = f"{item_id}#{label}" if duplicate else item_id
-        if key in journal.done or (key in journal.failed and (duplicate or not opts.retry_errors)):
-            summary.skipped += 1  # (a duplicate's record never changes: --retry-errors leaves it)
+        item_id, id_problem = _row_id(raw_id, label)
+        duplicate = id_problem is None and item_id in seen
+        if id_problem is None:
+            seen.add(item_id)
+        own_key = id_problem is None and not duplicate
+        record_id = item_id if own_key else f"{item_id}#{label}"
+        key = record_id if own_key else (record_id, INPUT_ROW)
+        if own_key is False:
+            extra[INPUT_ROW] = label
+        if key in journal.done or (key in journal.failed and (not own_key or not opts.retry_errors)):
+            summary.skipped += 1  # (a row without an id of its own never changes: --retry-errors leaves it)
             continue
         if key in journal.failed:
             summary.retried += 1
-        problem = None
         if isinstance(row, RowError):
             problem = VerifierError("INVALID_ARGUMENT", row.reason, str(row))
-        elif raw_id is None or item_id == f"#{label}":
-            problem = VerifierError("INVALID_ARGUMENT", "MISSING_ID", f"{label.replace('-', ' ')} has no 'id'")
+        elif id_problem is not None:
+            problem = id_problem
         elif duplicate:
             problem = VerifierError(
                 "INVALID_ARGUMENT", "DUPLICATE_ID",
-                f"id {item_id!r} appears more than once: {label.replace('-', ' ')} is not scored (the first row "
+                f"id {item_id!r} appears more than once: {_where(label)} is not scored (the first row "
                 f"with this id is); give each row its own id")
         notes: dict[str, Any] = {}
+        request = None
         if problem is None:
             try:
                 request = requests.chain_request(
@@ -310,14 +429,22 @@ def plan_items(opts: BatchOptions, journal: Journal, summary: BatchSummary) -> l
                     requests.info_gain_options(**opts.info_gain))
             except VerifierError as exc:
                 problem = exc
+            except UnicodeError:  # protobuf takes only text that encodes as UTF-8
+                field_path = _bad_value({k: v for k, v in row.items() if k in requests.ROW_KEYS}, "") or "a field"
+                problem = VerifierError("INVALID_ARGUMENT", "INVALID_FIELD",
+                                        f"{_where(label)}: {field_path.lstrip('.')} cannot be sent (only valid "
+                                        "Unicode text can; e.g. cut-off model output): fix the text")
             else:
-                if "ki" in opts.metrics and "infogain" in opts.metrics and not (
+                size = request.ByteSize()
+                if size > limit:
+                    problem, request = _too_large(size, limit, label), None
+                elif "ki" in opts.metrics and "infogain" in opts.metrics and not (
                         request.answer.strip() or request.gold_answer.strip()):
                     request.metrics.remove(requests.METRICS["infogain"])
                     notes["info_gain_null_reason"] = NO_TARGET
                     summary.ki_only += 1
-        planned.append((position, error_record(key, problem, extra) if problem
-                        else Item(position, item_id, request, extra, notes)))
+        planned.append((position, error_record(record_id, problem, extra) if problem
+                        else Item(position, item_id, request, extra, notes, size=request.ByteSize())))
     return planned
 
 
@@ -392,16 +519,33 @@ class _Writer:
         self._buffer: dict[int, dict] = {}
 
     def put(self, position: int, record: dict[str, Any]) -> None:
+        entry = self._encoded(record)
         if not self.keep_order:
-            self._write(record)
+            self._write(*entry)
             return
-        self._buffer[position] = record
+        self._buffer[position] = entry
         while self._next < len(self._order) and self._order[self._next] in self._buffer:
-            self._write(self._buffer.pop(self._order[self._next]))
+            self._write(*self._buffer.pop(self._order[self._next]))
             self._next += 1
 
-    def _write(self, record: dict[str, Any]) -> None:
-        self.journal.write(record)
+    @staticmethod
+    def _encoded(record: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        """(record, journal line); a result a journal line cannot hold (a NaN or infinite number from the server)
+        becomes that row's error record instead of stopping the run."""
+        try:
+            return record, Journal.encode(record)
+        except (ValueError, UnicodeError):
+            where = _bad_value(record, "") or "a value"
+            error = VerifierError(
+                "INTERNAL", "UNWRITABLE_RESULT",
+                f"the server's result holds {where.lstrip('.')}, which JSON cannot hold, so none of it was kept "
+                "(an undefined score should be null); score the row again with --retry-errors")
+            kept = {k: record[k] for k in (*PASSTHROUGH, INPUT_ROW) if k in record}
+            replacement = error_record(record["id"], error, kept)
+            return replacement, Journal.encode(replacement)
+
+    def _write(self, record: dict[str, Any], line: bytes) -> None:
+        self.journal.write(record, line)
         status = record["status"] if isinstance(record["status"], str) else record["status"]["code"]
         self.summary.statuses[status] = self.summary.statuses.get(status, 0) + 1
         self.summary.written += 1
@@ -440,6 +584,7 @@ class _Scheduler:
         self.finished = asyncio.Event()
         self.tripwire = _Tripwire(min(STOP_AFTER, len(items)))
         self.stop: VerifierError | None = None
+        self.message_limits: dict[str, int] = {}  # server -> the message size it was found to refuse above
         if not items:
             self.finished.set()
 
@@ -485,7 +630,22 @@ class _Scheduler:
             return None
         return getter.result()
 
-    async def _stream_once(self, client: AsyncVerifierClient, window: int) -> None:
+    def _too_large_for(self, client: AsyncVerifierClient, item: Item) -> bool:
+        """Finishes an item whose request the server at `client` was found to refuse as too large; whether it
+        was one."""
+        limit = self.message_limits.get(client.target)
+        if limit is None or item.size + STREAM_ITEM_OVERHEAD_BYTES <= limit:
+            return False
+        error = VerifierError(
+            "INVALID_ARGUMENT", "REQUEST_TOO_LARGE",
+            f"the row's request is {item.size:,} bytes; the server at {client.target} takes messages of at most "
+            f"{limit:,} bytes (its KGV_SERVER__MAX_MESSAGE_BYTES): shorten the row")
+        self._finish(item, error_record(item.id, error, item.extra), error)
+        return True
+
+    async def _stream_once(self, client: AsyncVerifierClient, window: int, results: list[int]) -> None:
+        """One stream to the client's server until every item is finished; VerifierError when it breaks (the
+        items in flight go back to the queue). results[0] counts the results it delivered."""
         # Each send of an item gets its own stream id (a count of this stream's sends), mapped back to the item:
         # the server answers an id an earlier item of the stream used with DUPLICATE_ID, so a retried item (an
         # UNAVAILABLE or RESOURCE_EXHAUSTED answer, sent again on the same stream) must not reuse its first id.
@@ -494,6 +654,9 @@ class _Scheduler:
         slots = asyncio.Semaphore(window)
         broken = asyncio.Event()
         sends = itertools.count()
+        loop = asyncio.get_running_loop()
+        stall_s = self.opts.stall_timeout_s
+        watchdog: list[asyncio.Timeout] = []  # nothing back for stall_s while items are in flight: break
 
         async def outgoing():
             while not self.finished.is_set():
@@ -504,24 +667,51 @@ class _Scheduler:
                 if broken.is_set():  # gRPC reads this iterator in its own task, which can outlive the call
                     self.queue.put_nowait(item)
                     return
+                if self._too_large_for(client, item):
+                    slots.release()
+                    continue
                 send_id = str(next(sends))
+                if not inflight and watchdog and stall_s:
+                    watchdog[0].reschedule(loop.time() + stall_s)
                 inflight[send_id] = item
                 yield send_id, item.request
 
         try:
-            async for send_id, result in client.stream_chains(outgoing()):
-                item = inflight.pop(send_id, None)
-                slots.release()
-                if item is None:
-                    continue
-                if isinstance(result, VerifierError):
-                    if result.code in RETRYABLE and result.reason not in NOT_RETRIED:
-                        asyncio.ensure_future(self._retry_later(item, result))
+            async with asyncio.timeout(None) as timeout:
+                watchdog.append(timeout)
+                async for send_id, result in client.stream_chains(outgoing()):
+                    results[0] += 1
+                    item = inflight.pop(send_id, None)
+                    slots.release()
+                    if stall_s:
+                        timeout.reschedule(loop.time() + stall_s if inflight else None)
+                    if item is None:
+                        continue
+                    if isinstance(result, VerifierError):
+                        if result.code in RETRYABLE and result.reason not in NOT_RETRIED:
+                            asyncio.ensure_future(self._retry_later(item, result))
+                        else:
+                            self._finish(item, error_record(item.id, result, item.extra), result)
                     else:
-                        self._finish(item, error_record(item.id, result, item.extra), result)
-                else:
-                    self._finish(item, result.to_record(item.id, {**item.extra, **item.notes},
-                                                        evidence_text=self.opts.evidence_text))
+                        self._finish(item, result.to_record(item.id, {**item.extra, **item.notes},
+                                                            evidence_text=self.opts.evidence_text))
+        except TimeoutError:
+            raise VerifierError("UNAVAILABLE", "STREAM_STALLED",
+                                f"no result from {client.target} for {stall_s:g} s with {len(inflight)} rows in "
+                                "flight (--stall-timeout); those rows are sent again") from None
+        except VerifierError as exc:
+            limit = message_limit(exc)
+            if limit is None:
+                raise
+            # A message over the transport limit breaks the whole stream (gRPC's RESOURCE_EXHAUSTED, "Sent" by
+            # this client or "Received" by the server): the items too large for it get their own record,
+            # and any later one is not sent to this server again; the others go back to the queue.
+            self.message_limits[client.target] = min(limit, self.message_limits.get(client.target, limit))
+            quarantined = [k for k, item in inflight.items() if self._too_large_for(client, item)]
+            for key in quarantined:
+                del inflight[key]
+            if not quarantined:
+                raise
         finally:
             broken.set()
             for item in inflight.values():  # the stream broke: these go back to the queue
@@ -531,13 +721,16 @@ class _Scheduler:
     async def worker(self, client: AsyncVerifierClient, window: int) -> None:
         failures = 0
         while not self.finished.is_set():
+            results = [0]
             try:
-                await self._stream_once(client, window)
+                await self._stream_once(client, window, results)
                 failures = 0
             except VerifierError as exc:
                 if exc.code in AUTH_CODES:  # the same call is refused again: no retry
                     raise ServerRefused(client.target, exc, _token_given(client),
                                         self.writer.summary.written_note(self.writer.journal.path)) from None
+                if results[0]:
+                    failures = 0  # the stream worked for a while (a proxy's stream age, a restart): a new count
                 failures += 1
                 log.warning("stream to %s failed (%s); %d of %d", client.target, exc, failures,
                             self.opts.stream_failures)
@@ -555,7 +748,7 @@ class _Scheduler:
                 await asyncio.wait([finished, *workers], return_when=asyncio.FIRST_COMPLETED)
                 alive = [w for w in workers if not w.done()]
                 if not finished.done() and not alive:
-                    errors = [w.exception() for w in workers if w.exception()]
+                    errors = [w.exception() for w in workers if not w.cancelled() and w.exception()]
                     if errors and all(isinstance(e, ServerRefused) for e in errors):
                         raise errors[0]  # every server refuses this client: exit 2, a token to pass
                     raise BatchError(f"every server failed: {errors[0] if errors else 'streams ended'}; "

@@ -25,6 +25,8 @@ INT_COLUMNS = ("error_steps", "first_error_step", "llm_calls", "n_steps")
 STRING_COLUMNS = ("id", "group", "question_id", "status", "status_code", "status_reason", "status_message",
                   "target", "estimator", "info_gain_null_reason")
 JSON_COLUMNS = ("counts", "steps", "provenance")
+# Set on the record of a row without an id of its own (missing, invalid or repeated): the input row it is for.
+INPUT_ROW = "input_row"
 
 
 class RowError(ValueError):
@@ -63,6 +65,8 @@ def check_input(path: Path, fmt: str | None = None) -> str:
     expected, and for a CSV or Parquet file without an 'id' column."""
     fmt = input_format(path, fmt)
     try:
+        if fmt in ("jsonl", "csv"):
+            _check_text_encoding(path)
         if fmt == "jsonl":
             _check_not_json_array(path)
         elif fmt == "csv":
@@ -128,6 +132,29 @@ def _undecodable(path: Path, error: UnicodeDecodeError) -> InputError:
     return InputError(f"{path}: not UTF-8 text ({error.reason}); save the file as UTF-8")
 
 
+_BOMS = ((b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe\x00\x00", "UTF-32"), (b"\xfe\xff", "UTF-16"),
+         (b"\xff\xfe", "UTF-16"))
+
+
+def _check_text_encoding(path: Path) -> None:
+    """InputError for text that is not UTF-8 as a whole (UTF-16 or UTF-32, e.g. from PowerShell's `>`) and for
+    gzip data under a name without .gz: read line by line, every line would be a bad row of its own."""
+    with open(path, "rb") as fh:
+        raw = fh.read(4)
+    if raw.startswith(b"\x1f\x8b") and not str(path).lower().endswith(".gz"):
+        raise InputError(f"{path} is gzip-compressed: name it with .gz at the end (e.g. {Path(path).name}.gz) "
+                         "or decompress it")
+    with _open_binary(path) as fh:
+        head = fh.read(4096)
+    for bom, encoding in _BOMS:
+        if head.startswith(bom):
+            raise InputError(f"{path} is {encoding} text (it starts with the byte order mark "
+                             f"{bom.hex(' ').upper()}); save it as UTF-8 (e.g. iconv -f {encoding} -t UTF-8)")
+    if b"\x00" in head:
+        raise InputError(f"{path} holds NUL bytes: UTF-16 text without a byte order mark, or binary data, not "
+                         "UTF-8 text; save it as UTF-8")
+
+
 def _check_not_json_array(path: Path) -> None:
     with _open_binary(path) as fh:
         head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
@@ -144,9 +171,10 @@ def _decoded_line(raw: bytes, lineno: int) -> str | RowError:
         row_id = None
         try:
             row = json.loads(raw.decode("utf-8", "replace"))
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             row = None
-        if isinstance(row, dict) and isinstance(row.get("id"), (str, int)) and "\ufffd" not in str(row["id"]):
+        if (isinstance(row, dict) and isinstance(row.get("id"), (str, int)) and not isinstance(row["id"], bool)
+                and "\ufffd" not in str(row["id"])):
             row_id = str(row["id"])
         return RowError(_not_utf8(lineno, raw, exc), "INVALID_UTF8", row_id)
 
@@ -166,6 +194,9 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 yield f"line-{lineno}", RowError(f"line {lineno} is not valid JSON: {exc}", "INVALID_JSON")
+                continue
+            except RecursionError:
+                yield f"line-{lineno}", RowError(f"line {lineno} is nested too deeply to read", "INVALID_JSON")
                 continue
             yield f"line-{lineno}", row if isinstance(row, dict) else RowError(f"line {lineno} is not a JSON object")
 
@@ -202,7 +233,7 @@ def _csv_rows(path: Path) -> Iterator[tuple[str, Any]]:
 def _list_cell(key: str, value: str, number: int) -> Any:
     try:
         parsed = json.loads(value)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise RowError(f"row {number}: column {key!r} must hold a JSON list") from None
     if not isinstance(parsed, list):
         raise RowError(f"row {number}: column {key!r} must hold a JSON list")
@@ -296,11 +327,17 @@ def is_journal_file(path: Path, lines: int = 5) -> bool:
                 try:
                     if is_batch_record(json.loads(line)):
                         return True
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
     except OSError:
         return False
     return False
+
+
+def record_key(record: dict[str, Any]) -> Any:
+    """The journal key of a record: its id, or (id, INPUT_ROW) for the record of a row that has no id of its own
+    (missing, invalid or repeated): such keys never meet a real row's id, whatever its text."""
+    return record["id"] if INPUT_ROW not in record else (record["id"], INPUT_ROW)
 
 
 def is_error_record(record: dict[str, Any]) -> bool:
@@ -316,7 +353,7 @@ def _complete_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 break
             try:
                 record = json.loads(line)
-            except ValueError:  # not JSON, or not UTF-8 (a file that is not a journal)
+            except (ValueError, RecursionError):  # not JSON, or not UTF-8 (a file that is not a journal)
                 continue
             if isinstance(record, dict) and isinstance(record.get("id"), str):
                 yield number, record
@@ -326,9 +363,9 @@ def journal_records(path: Path) -> Iterator[dict[str, Any]]:
     """One record per row id, in journal order: the last complete record written for it (a row scored again
     with `kgverify batch --retry-errors` replaces its error record). Two passes, so memory stays one line
     number per id however large the journal."""
-    last = {record["id"]: number for number, record in _complete_records(path)}
+    last = {record_key(record): number for number, record in _complete_records(path)}
     for number, record in _complete_records(path):
-        if last.get(record["id"]) == number:  # (a record appended between the passes is left out)
+        if last.get(record_key(record)) == number:  # (a record appended between the passes is left out)
             yield record
 
 

@@ -73,6 +73,16 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _non_negative_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {value!r}") from None
+    if not number >= 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, 0 or more, not {value}")
+    return number
+
+
 def _export_path(value: str) -> Path:
     from .batch_io import export_format
 
@@ -231,7 +241,7 @@ def _cmd_batch(args) -> int:
             progress=not args.no_progress, knowledge=_knowledge_kwargs(args), info_gain=_info_gain_kwargs(args),
             input_format=args.input_format, export=args.export, fsync_interval_s=args.fsync_interval,
             credentials=credentials, metadata=metadata, retry_errors=args.retry_errors,
-            evidence_text=args.evidence_text)
+            evidence_text=args.evidence_text, stall_timeout_s=args.stall_timeout)
         _run_interruptible(run_batch(opts, summary=summary))  # SIGTERM: reported and exits like Ctrl-C (130)
     except BatchError as exc:
         print(f"batch failed: {exc}", file=sys.stderr)
@@ -317,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scoring_options(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)
 
-    from .batch import READY_TIMEOUT_S
+    from .batch import READY_TIMEOUT_S, STALL_TIMEOUT_S
 
     batch = sub.add_parser("batch", help="score a JSONL, CSV or Parquet dataset into a resumable JSONL journal",
                            description="Score a JSONL, CSV or Parquet dataset into a resumable JSONL journal. "
@@ -337,6 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--retry-errors", action="store_true",
                        help="also score again the rows whose last record in --output is an error (e.g. after "
                             "fixing the server); their new record replaces the error in report and --export")
+    batch.add_argument("--stall-timeout", type=_non_negative_float, default=STALL_TIMEOUT_S, metavar="SECONDS",
+                       help="break a stream that returns no result for this long while rows are in flight and send "
+                            f"those rows again (default {STALL_TIMEOUT_S:g}; the server gives a row at most 600 s; "
+                            "0: never)")
     batch.add_argument("--no-progress", action="store_true")
     batch.add_argument("--fsync-interval", type=float, default=1.0,
                        help="seconds between fsyncs of the journal (a kill loses nothing; a power cut at most this)")

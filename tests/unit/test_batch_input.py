@@ -105,3 +105,32 @@ def test_an_input_file_batch_cannot_read_stops_the_run_before_any_record(tmp_pat
     assert _batch("--input", source, "--output", out, "--server", "127.0.0.1:1") == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+ROW_TEXT = "".join(json.dumps({"id": f"r{i}", "question": "Q?", "reasoning": "Aspirin inhibits COX."}) + "\r\n"
+                   for i in range(3))
+
+
+@pytest.mark.parametrize("name, data, words", [
+    ("rows.jsonl", ROW_TEXT.encode("utf-16"), "is UTF-16 text"),  # PowerShell's `>`: a BOM, then UTF-16LE
+    ("rows.csv", ("id,question\r\nr0,Q?\r\n").encode("utf-16-be"), "holds NUL bytes"),  # no BOM
+    ("rows.jsonl", ROW_TEXT.encode("utf-32"), "is UTF-32 text"),
+    ("rows.jsonl", gzip.compress(ROW_TEXT.encode()), "is gzip-compressed: name it with .gz"),
+    ("rows.jsonl.gz", gzip.compress(ROW_TEXT.encode("utf-16")), "is UTF-16 text"),
+])
+def test_text_that_is_not_utf8_as_a_whole_stops_the_run_before_anything_is_written(tmp_path, capsys, name, data,
+                                                                                  words):
+    source, out = tmp_path / name, tmp_path / "out.jsonl"
+    source.write_bytes(data)
+    with pytest.raises(InputError, match=words):
+        check_input(source)
+    assert _batch("--input", source, "--output", out, "--server", "127.0.0.1:1") == 2
+    assert words in capsys.readouterr().err and not out.exists()
+
+
+def test_a_line_nested_too_deeply_is_its_own_row_error(tmp_path):
+    source = tmp_path / "rows.jsonl"
+    source.write_text('{"id": "a"}\n{"id": "b", "context": ' + "[" * 100_000 + "]" * 100_000 + "}\n{\"id\": \"c\"}\n")
+    rows = dict(read_rows(source))
+    assert rows["line-1"] == {"id": "a"} and rows["line-3"] == {"id": "c"}
+    assert rows["line-2"].reason == "INVALID_JSON" and "nested too deeply" in str(rows["line-2"])

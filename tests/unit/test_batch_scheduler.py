@@ -2,6 +2,7 @@
 retries an item under a fresh stream id; gives up on a server only after streams that score nothing."""
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -44,9 +45,10 @@ class BreaksOnce:
             yield item_id, VerifierError("INVALID_ARGUMENT", "TEST", "scored")  # a final per-item answer
 
 
-async def _run(items, client):
+async def _run(items, client, **options):
     writer = Collect()
-    opts = BatchOptions(input=Path("in.jsonl"), output=Path("out.jsonl"), concurrency=4, progress=False)
+    opts = BatchOptions(input=Path("in.jsonl"), output=Path("out.jsonl"), **{"concurrency": 4, **options},
+                        progress=False)
     await asyncio.wait_for(_Scheduler(opts, items, writer).run([client]), 20)
     return writer
 
@@ -92,3 +94,117 @@ def test_an_item_retried_on_the_same_stream_is_sent_under_a_new_stream_id(code, 
     assert client.streams == 1  # every retry went over the one stream
     assert [writer.records[i]["status"] for i in range(5)] == ["ok"] * 5
     assert [writer.records[i]["id"] for i in range(5)] == [f"c{i}" for i in range(5)]  # mapped back to the row
+
+
+def _ok():
+    return ChainScore(steps=(), chain_text="", status="ok")
+
+
+class StallsOnce:
+    """The first stream takes items and never answers (a server that stopped without closing the connection)."""
+
+    target = "fake:1"
+
+    def __init__(self):
+        self.streams = 0
+
+    async def stream_chains(self, items):
+        self.streams += 1
+        if self.streams == 1:
+            async for _ in items:
+                pass
+            await asyncio.Event().wait()
+        async for item_id, _request in items:
+            yield item_id, _ok()
+
+
+def test_a_stream_that_returns_nothing_for_the_stall_timeout_is_broken_and_its_rows_sent_again(monkeypatch):
+    monkeypatch.setattr(batch, "backoff_s", lambda *a, **k: 0.0)
+    items = [Item(position=i, id=f"c{i}", request=None, extra={}) for i in range(4)]
+    client = StallsOnce()
+    writer = asyncio.run(_run(items, client, stall_timeout_s=0.3))
+    assert client.streams == 2 and [writer.records[i]["status"] for i in range(4)] == ["ok"] * 4
+
+
+class BreaksAfter:
+    """Scores `n` items per stream, then the connection resets (as a proxy that limits a stream's age does)."""
+
+    target = "fake:1"
+
+    def __init__(self, n):
+        self.n, self.streams = n, 0
+
+    async def stream_chains(self, items):
+        self.streams += 1
+        done = 0
+        async for item_id, _request in items:
+            yield item_id, _ok()
+            done += 1
+            if done == self.n:
+                raise VerifierError("UNAVAILABLE", "STREAM_BROKEN", "connection reset by proxy")
+
+
+def test_streams_that_score_rows_before_they_break_never_add_up_to_a_failed_server(monkeypatch):
+    monkeypatch.setattr(batch, "backoff_s", lambda *a, **k: 0.0)
+    items = [Item(position=i, id=f"c{i}", request=None, extra={}) for i in range(60)]
+    client = BreaksAfter(5)
+    writer = asyncio.run(_run(items, client, concurrency=1))  # 12 broken streams, 5 allowed in a row
+    assert len(writer.records) == 60 and client.streams >= 12
+
+
+class LimitedServer:
+    """A server whose receive limit is below the client's: a message over it fails the whole stream."""
+
+    target = "fake:1"
+    limit = 1 << 20
+
+    def __init__(self):
+        self.streams, self.sent = 0, []
+
+    async def stream_chains(self, items):
+        self.streams += 1
+        async for item_id, request in items:
+            self.sent.append(request)
+            if len(request) > self.limit:
+                raise VerifierError("RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED",
+                                    f"SERVER: Received message larger than max ({len(request) + 9} vs. {self.limit})")
+            yield item_id, _ok()
+
+
+def test_a_row_over_the_servers_message_limit_gets_its_own_record_and_is_not_sent_again(monkeypatch):
+    monkeypatch.setattr(batch, "backoff_s", lambda *a, **k: 0.0)
+    sizes = [10, 2 << 20, 10, 3 << 20, 10, 10]
+    items = [Item(position=i, id=f"c{i}", request="x" * size, extra={"group": "g"}, size=size)
+             for i, size in enumerate(sizes)]
+    client = LimitedServer()
+    writer = asyncio.run(_run(items, client, concurrency=1))
+    statuses = [writer.records[i]["status"] for i in range(len(sizes))]
+    assert [s if isinstance(s, str) else s["reason"] for s in statuses] == [
+        "ok", "REQUEST_TOO_LARGE", "ok", "REQUEST_TOO_LARGE", "ok", "ok"]
+    assert "1,048,576 bytes" in statuses[1]["message"] and writer.records[1]["group"] == "g"
+    assert client.streams == 2  # the first large row broke one stream; the second was never sent
+    assert sum(len(r) > LimitedServer.limit for r in client.sent) == 1
+
+
+class NonFinite:
+    target = "fake:1"
+
+    async def stream_chains(self, items):
+        async for item_id, request in items:
+            score = ChainScore(steps=(), chain_text="", status="ok", knowledge_index=float("nan") if request else 0.5)
+            yield item_id, score
+
+
+def test_a_result_holding_a_non_finite_number_becomes_that_rows_error_record(tmp_path):
+    journal = batch.Journal(tmp_path / "out.jsonl")
+    summary = batch.BatchSummary()
+    writer = batch._Writer(journal, summary, False, list(range(3)), None)
+    items = [Item(position=i, id=f"c{i}", request=(i == 1), extra={"group": "g"}) for i in range(3)]
+    opts = BatchOptions(input=Path("in.jsonl"), output=tmp_path / "out.jsonl", progress=False)
+    asyncio.run(asyncio.wait_for(_Scheduler(opts, items, writer).run([NonFinite()]), 20))
+    journal.close()
+    records = {r["id"]: r for r in map(json.loads, (tmp_path / "out.jsonl").read_text().splitlines())}
+    assert records["c0"]["status"] == records["c2"]["status"] == "ok"
+    status = records["c1"]["status"]
+    assert (status["code"], status["reason"]) == ("INTERNAL", "UNWRITABLE_RESULT")
+    assert "knowledge_index (nan)" in status["message"] and records["c1"]["group"] == "g"
