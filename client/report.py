@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .batch_io import is_batch_record, journal_records  # noqa: F401  (is_batch_record: as before)
-from .report_html import fmt, fmt_pct, render_html
+from .batch_io import is_batch_record, is_journal_file, journal_records
+from .report_html import fmt, fmt_pct, render_html, undefined_interval
 from .report_stats import METRICS, Chain, chain_of, compare, group_summary, step_gain_curve
 
 FILE_GROUPING = "file"  # --by file: one group per input file (e.g. base.jsonl, sft.jsonl, rl.jsonl)
@@ -23,7 +24,13 @@ class ReportError(ValueError):
     exit_code = 1
 
 
-class OutputPathError(ReportError):
+class ReportUsageError(ReportError):
+    """The arguments cannot make a report (e.g. one input file given twice with --by file)."""
+
+    exit_code = 2
+
+
+class OutputPathError(ReportUsageError):
     """An output file or the plots directory cannot go where it was asked: its parent directory is missing
     (report creates no directory above --plots-dir)."""
 
@@ -43,16 +50,34 @@ class ReportOptions:
     max_steps: int = 30
 
 
+def file_group_names(inputs: list[Path]) -> list[str]:
+    """The group name of each input with --by file: its stem (base.jsonl -> base) when the stems differ, else the
+    shortest end of its path that tells it apart (base/scores, sft/scores); ReportError for a file given twice."""
+    resolved = [Path(p).resolve() for p in inputs]
+    for i, path in enumerate(resolved):
+        if path in resolved[:i]:
+            raise ReportUsageError(f"{inputs[i]} is given twice (as {inputs[resolved.index(path)]}): each input file is "
+                              "one group with --by file")
+    parts = [path.with_suffix("").parts if path.suffix else path.parts for path in resolved]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        names = ["/".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [str(path) for path in resolved]
+
+
 def load_chains(inputs: list[Path], by: str) -> dict[str, list[Chain]]:
     """Chains per group, groups in order of first appearance; ReportError for a file that is not batch output."""
     groups: dict[str, list[Chain]] = {}
-    for path in inputs:
+    names = file_group_names(inputs) if by == FILE_GROUPING else [None] * len(inputs)
+    for path, name in zip(inputs, names):
         if not Path(path).is_file():
-            raise ReportError(f"{path} does not exist")
+            what = "is a directory (give the journal files in it)" if Path(path).is_dir() else "does not exist"
+            raise ReportError(f"{path} {what}")
         chains, batch_records = [], 0
         for record in journal_records(Path(path)):
             batch_records += is_batch_record(record)
-            chains.append(chain_of(record, by, Path(path).stem if by == FILE_GROUPING else None))
+            chains.append(chain_of(record, by, name))
         if chains and not batch_records:
             raise ReportError(f"{path} is not a kgverify batch journal: none of its {len(chains)} records has a "
                               "'status' (\"ok\", \"partial\" or an error); give the --output file of kgverify batch, "
@@ -65,6 +90,13 @@ def load_chains(inputs: list[Path], by: str) -> dict[str, list[Chain]]:
     return groups
 
 
+def default_baseline(chains: dict[str, list[Chain]]) -> str:
+    """The first group seen that has a defined score (rows that failed before scoring, e.g. unreadable lines
+    without a group, are journaled first and would make an empty "(none)" group the baseline)."""
+    return next((group for group, members in chains.items()
+                 if any(value is not None for chain in members for value in chain.values.values())), next(iter(chains)))
+
+
 def _rng(seed: int, *key: str) -> np.random.Generator:
     """A generator per quantity derived from the seed: adding a group never changes another group's interval."""
     return np.random.default_rng([seed, *(zlib.crc32(k.encode("utf-8")) for k in key)])
@@ -72,7 +104,7 @@ def _rng(seed: int, *key: str) -> np.random.Generator:
 
 def build_report(opts: ReportOptions) -> tuple[dict[str, Any], dict[str, list[Chain]]]:
     chains = load_chains(opts.inputs, opts.by)
-    baseline = opts.baseline if opts.baseline is not None else next(iter(chains))
+    baseline = opts.baseline if opts.baseline is not None else default_baseline(chains)
     if baseline not in chains:
         raise ReportError(f"no group {baseline!r} (groups: {', '.join(chains)})")
     chains = {baseline: chains[baseline], **{g: c for g, c in chains.items() if g != baseline}}
@@ -115,9 +147,10 @@ def render_text(report: dict[str, Any]) -> str:
     for c in report["comparisons"]:
         pairing = f"paired, {c['n'][0]} questions" if c["paired"] else f"unpaired, n={c['n'][0]}/{c['n'][1]}"
         rel = c["relative_change"]
+        interval = (f"[{fmt_pct(rel['ci'][0])}, {fmt_pct(rel['ci'][1])}]" if rel["ci"][0] is not None
+                    or not rel.get("undefined_share") else undefined_interval(rel["undefined_share"]))
         lines.append(f"{c['group']} vs {c['baseline']}  {c['metric']:<22} {fmt(c['mean'][0])} -> {fmt(c['mean'][1])}"
-                     f"  change {fmt_pct(rel['value'])} [{fmt_pct(rel['ci'][0])}, {fmt_pct(rel['ci'][1])}]"
-                     f"  ({pairing})")
+                     f"  change {fmt_pct(rel['value'])} {interval}  ({pairing})")
     return "\n".join(lines)
 
 
@@ -131,9 +164,25 @@ def check_output_paths(opts: ReportOptions) -> None:
         if not parent.is_dir():
             what = "is not a directory" if parent.exists() else "does not exist"
             raise OutputPathError(f"{option} {path}: the directory {parent} {what} (create it first)")
+        if option == "--plots-dir":
+            continue
+        if Path(path).is_dir():
+            raise OutputPathError(f"{option} {path} is a directory: give a file name")
+        if any(_same_file(path, source) for source in opts.inputs):
+            raise OutputPathError(f"{option} {path} is one of the inputs: give another file (nothing was written)")
+        if Path(path).exists() and is_journal_file(Path(path)):
+            raise OutputPathError(f"{option} {path} is a batch journal: give another file (nothing was written; "
+                                  f"was {path} meant as an input? {option} takes the file to write)")
     plots_dir = _plots_dir(opts)
     if plots_dir is not None and plots_dir.exists() and not plots_dir.is_dir():
         raise OutputPathError(f"the plots directory {plots_dir} is not a directory (give another --plots-dir)")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _plots_dir(opts: ReportOptions) -> Path | None:

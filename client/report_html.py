@@ -30,6 +30,11 @@ def fmt_pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:+.1f}%"
 
 
+def undefined_interval(share: float) -> str:
+    """What stands for a relative change's interval left undefined (a baseline mean of 0 in too many resamples)."""
+    return f"[interval undefined: the baseline mean is 0 in {share * 100:.0f}% of resamples]"
+
+
 def _ci(ci: list, pct: bool = False) -> str:
     if ci[0] is None:
         return ""
@@ -59,14 +64,18 @@ def _comparison_table(report: dict[str, Any]) -> str:
     for c in report["comparisons"]:
         rel = c["relative_change"]["value"]
         low, high = c["relative_change"]["ci"]
-        # Bold when the interval excludes 0; no colour: whether up is good depends on the metric.
-        css = "sig" if low is not None and (low > 0 or high < 0) else ""
+        undefined = c["relative_change"].get("undefined_share") or 0.0
+        # Bold when the interval excludes 0 and every resample had a change; no colour: whether up is good
+        # depends on the metric.
+        css = "sig" if low is not None and not undefined and (low > 0 or high < 0) else ""
+        interval = (_ci(c["relative_change"]["ci"], pct=True) if low is not None or not undefined
+                    else f'<span class="ci">{escape(undefined_interval(undefined))}</span>')
         pairing = f"paired by question_id, {c['n'][0]} pairs" if c["paired"] else f"unpaired, n={c['n'][0]} / {c['n'][1]}"
         rows.append(
             f"<tr><td>{escape(c['group'])} vs {escape(c['baseline'])}</td><td>{escape(LABELS[c['metric']])}</td>"
             f"<td>{fmt(c['mean'][0])} → {fmt(c['mean'][1])}</td>"
             f"<td>{fmt(c['difference']['value'])} {_ci(c['difference']['ci'])}</td>"
-            f"<td class=\"{css}\">{fmt_pct(rel)} {_ci(c['relative_change']['ci'], pct=True)}</td>"
+            f"<td class=\"{css}\">{fmt_pct(rel)} {interval}</td>"
             f"<td>{pairing}</td></tr>")
     return ("<table><tr><th>groups</th><th>metric</th><th>mean A → B</th><th>B − A</th><th>(B − A) / |A|</th>"
             "<th>pairing</th></tr>" + "".join(rows) + "</table>")
@@ -89,7 +98,8 @@ def render_html(report: dict[str, Any], figures: dict[str, tuple[str, bytes]]) -
 <b>{escape(str(report['baseline']))}</b>. Means are over chains whose score is defined (null scores are
 counted as undefined, never as 0); intervals are 95% percentile bootstrap intervals ({boot['samples']} resamples,
 seed {boot['seed']}). Comparisons are paired by <code>question_id</code> when every row of both groups has one.
-Contradiction rate = contradicted steps / knowledge-bearing steps. Bold changes: the interval excludes 0.</p>
+Contradiction rate = contradicted steps / knowledge-bearing steps. Bold changes: the interval excludes 0 (never
+when the baseline mean was 0 in a resample: such a change has no size there).</p>
 <h2>Groups</h2>{_group_table(report)}
 <h2>Changes against the baseline</h2>{_comparison_table(report)}
 <h2>Figures</h2>{images}

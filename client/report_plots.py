@@ -28,6 +28,11 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
+def _text(name: str) -> str:
+    """A group name as matplotlib text: `$` would start math mode (a parse error or garbled text) unescaped."""
+    return str(name).replace("$", r"\$")
+
+
 def _colors(groups: list[str]) -> dict[str, Any]:
     from matplotlib import colormaps
 
@@ -59,12 +64,12 @@ def info_gain_curves(curves: dict[str, list[dict]], chains: dict[str, list[Chain
         steps = [p["step"] for p in points]
         scored = sum(1 for c in chains[group] if c.gains)
         left.plot(steps, [p["mean"] for p in points], marker="o", ms=3, color=colors[group],
-                  label=f"{group} ({scored} chains)")
+                  label=f"{_text(group)} ({scored} chains)")
         left.fill_between(steps, [p["ci"][0] for p in points], [p["ci"][1] for p in points], color=colors[group],
                           alpha=0.18, linewidth=0)
         cumulative = [_cumulative(c) for c in chains[group]]
         means = [np.mean([c[s - 1] for c in cumulative if len(c) >= s]) for s in steps]
-        right.plot(steps, means, marker="o", ms=3, color=colors[group], label=group)
+        right.plot(steps, means, marker="o", ms=3, color=colors[group], label=_text(group))
     left.axhline(0, color="0.4", linewidth=0.8)
     right.axhline(0, color="0.4", linewidth=0.8)
     left.set(title="InfoGain per step (mean, 95% CI)", xlabel="step i", ylabel=f"g_i = L_(i-1) − L_i  [{units}]")
@@ -72,7 +77,8 @@ def info_gain_curves(curves: dict[str, list[dict]], chains: dict[str, list[Chain
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    left.legend(fontsize=9, loc="best")
+    if left.get_legend_handles_labels()[0]:  # (no group reaches 3 chains with gains: no curve)
+        left.legend(fontsize=9, loc="best")
     return _png(fig)
 
 
@@ -89,12 +95,12 @@ def ki_distributions(chains: dict[str, list[Chain]]) -> bytes:
         values = data[group]
         if values.size:
             left.hist(values, bins=bins, weights=np.full(values.size, 1 / values.size), histtype="step",
-                      linewidth=2, color=colors[group], label=f"{group} (n={values.size})")
+                      linewidth=2, color=colors[group], label=f"{_text(group)} (n={values.size})")
     left.set(title="Knowledge Index per chain", xlabel="knowledge_index", ylabel="fraction of chains", xlim=(0, 1))
     left.legend(fontsize=9, loc="upper left")
     shown = [g for g in groups if data[g].size]
     if shown:
-        box = right.boxplot([data[g] for g in shown], tick_labels=shown, showmeans=True, widths=0.5,
+        box = right.boxplot([data[g] for g in shown], tick_labels=[_text(g) for g in shown], showmeans=True, widths=0.5,
                             patch_artist=True, showfliers=False,  # every point is drawn below anyway
                             medianprops={"color": "black", "linewidth": 1.5},
                             meanprops={"marker": "^", "markerfacecolor": "white", "markeredgecolor": "black"})
@@ -124,7 +130,7 @@ def group_means(summary: dict[str, dict]) -> bytes:
             low, high = stat["ci"]
             ax.errorbar(stat["mean"], y, xerr=[[stat["mean"] - low], [high - stat["mean"]]], fmt="o",
                         color=colors[group], capsize=4)
-        ax.set_yticks(range(len(groups)), groups if ax is axes[0] else [""] * len(groups))
+        ax.set_yticks(range(len(groups)), [_text(g) for g in groups] if ax is axes[0] else [""] * len(groups))
         ax.set_ylim(-0.6, len(groups) - 0.4)
         ax.invert_yaxis()
         ax.set_title(LABELS[metric], fontsize=10)

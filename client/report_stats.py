@@ -10,6 +10,8 @@ import numpy as np
 
 METRICS = ("knowledge_index", "knowledge_index_paper", "info_gain", "coverage", "contradiction_rate")
 NO_GROUP = "(none)"
+# Share of bootstrap resamples without a relative change (baseline mean 0) above which its interval is undefined.
+MAX_UNDEFINED_SHARE = 0.005
 
 
 @dataclass
@@ -64,12 +66,31 @@ def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float | Non
     return float(low), float(high)
 
 
+BLOCK_VALUES = 1 << 22  # resampled values drawn at once (32 MiB of indices): memory stays flat however many rows
+
+
+def resample_means(rng: np.random.Generator, n_boot: int, *arrays: np.ndarray) -> list[np.ndarray]:
+    """n_boot bootstrap means of each array, all resampled with the same indices (pairs stay pairs).
+
+    The indices are drawn block by block in the order one (n_boot, n) draw would make them, so the means are
+    the same as from that draw, without holding n_boot x n indices."""
+    size = arrays[0].size
+    out = [np.empty(n_boot) for _ in arrays]
+    block = max(1, BLOCK_VALUES // max(size, 1))
+    for start in range(0, n_boot, block):
+        stop = min(n_boot, start + block)
+        index = rng.integers(0, size, size=(stop - start, size))
+        for means, data in zip(out, arrays):
+            means[start:stop] = data[index].mean(axis=1)
+    return out
+
+
 def bootstrap_mean(values: Sequence[float], rng: np.random.Generator, n_boot: int) -> dict[str, Any]:
     """Mean of the defined values with a 95% percentile bootstrap interval (None when there are none)."""
     data = np.asarray(values, dtype=float)
     if data.size == 0:
         return {"mean": None, "ci": [None, None]}
-    means = data[rng.integers(0, data.size, size=(n_boot, data.size))].mean(axis=1)
+    means, = resample_means(rng, n_boot, data)
     return {"mean": float(data.mean()), "ci": list(percentile_ci(means))}
 
 
@@ -89,7 +110,8 @@ class Comparison:
     n: tuple[int, int]  # defined values (pairs: both numbers equal)
     mean: tuple[float | None, float | None]
     difference: dict[str, Any] = field(default_factory=dict)  # {"value", "ci"}
-    relative_change: dict[str, Any] = field(default_factory=dict)  # {"value", "ci"}; value None when A is 0
+    relative_change: dict[str, Any] = field(default_factory=dict)  # {"value", "ci", "undefined_share"}; see
+    # relative_change(): value None when A is 0, ci None when A is 0 in too many resamples
 
     def to_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "baseline": self.baseline, "group": self.group, "paired": self.paired,
@@ -120,8 +142,7 @@ def compare(metric: str, base: list[Chain], other: list[Chain], names: tuple[str
     if shared:
         a = np.array([a_q[q] for q in shared])
         b = np.array([b_q[q] for q in shared])
-        index = rng.integers(0, len(shared), size=(n_boot, len(shared)))
-        boot_a, boot_b = a[index].mean(axis=1), b[index].mean(axis=1)
+        boot_a, boot_b = resample_means(rng, n_boot, a, b)
         n = (len(shared), len(shared))
     else:
         a = np.array([c.values[metric] for c in base if c.values[metric] is not None])
@@ -129,14 +150,25 @@ def compare(metric: str, base: list[Chain], other: list[Chain], names: tuple[str
         n = (a.size, b.size)
         if a.size == 0 or b.size == 0:
             return Comparison(metric, *names, False, n, (_mean(a), _mean(b)), {"value": None, "ci": [None, None]},
-                              {"value": None, "ci": [None, None]})
-        boot_a = a[rng.integers(0, a.size, size=(n_boot, a.size))].mean(axis=1)
-        boot_b = b[rng.integers(0, b.size, size=(n_boot, b.size))].mean(axis=1)
+                              {"value": None, "ci": [None, None], "undefined_share": None})
+        boot_a, = resample_means(rng, n_boot, a)
+        boot_b, = resample_means(rng, n_boot, b)
     mean_a, mean_b = float(a.mean()), float(b.mean())
     return Comparison(
         metric, *names, bool(shared), n, (mean_a, mean_b),
         {"value": mean_b - mean_a, "ci": list(percentile_ci(boot_b - boot_a))},
-        {"value": _point(float(relative(mean_a, mean_b))), "ci": list(percentile_ci(relative(boot_a, boot_b)))})
+        relative_change(mean_a, mean_b, boot_a, boot_b))
+
+
+def relative_change(mean_a: float, mean_b: float, boot_a: np.ndarray, boot_b: np.ndarray) -> dict[str, Any]:
+    """{"value", "ci", "undefined_share"}: (B − A) / |A| and its interval. Resamples whose baseline mean is 0 have
+    no relative change; when more than MAX_UNDEFINED_SHARE of them have none, neither has the interval (keeping
+    only the others would leave the resamples where the baseline had no events out: a rare event seen only in
+    the baseline would show as a certain −100%)."""
+    samples = relative(boot_a, boot_b)
+    undefined = float(np.mean(~np.isfinite(samples))) if samples.size else 0.0
+    ci = [None, None] if undefined > MAX_UNDEFINED_SHARE else list(percentile_ci(samples))
+    return {"value": _point(float(relative(mean_a, mean_b))), "ci": ci, "undefined_share": undefined}
 
 
 def _mean(values: np.ndarray) -> float | None:
