@@ -194,8 +194,21 @@ class Runtime:
     async def _load_knowledge(self) -> None:
         await self.blocking.run(self.ctx.embedder)  # ranks context passages: no embedder, no knowledge scoring
         await self.splitter(None)
-        judge = await self.judge(None)
-        await self.health.set(KNOWLEDGE, await judge.ready())
+        await self.judge(None)
+        await self.health.set(KNOWLEDGE, await self._knowledge_ready())
+
+    async def _knowledge_ready(self) -> bool:
+        """The judge is up, and so is the default splitter's backend when it has one (the LLM decomposer)."""
+        judge = self._built.get(("judge", self.settings.judge.backend))
+        splitter = self._built.get(("splitter", self.settings.splitter.backend))
+        if judge is None or not await judge.ready():
+            return False
+        splitter_ready = getattr(splitter, "ready", None)
+        return splitter_ready is None or await splitter_ready()
+
+    async def _estimator_ready(self) -> bool:
+        estimator = self._built.get(("estimator", self.settings.lm.backend))
+        return estimator is not None and await estimator.ready()
 
     async def _load_info_gain(self) -> None:
         estimator = await self.estimator(None)
@@ -205,18 +218,17 @@ class Runtime:
         """Re-checks backend health periodically (a judge outage flips only the knowledge service)."""
         while True:
             await asyncio.sleep(self.settings.server.health_interval_s)
-            for service, kind, table, name in (
-                (KNOWLEDGE, "judge", registry.JUDGES, self.settings.judge.backend),
-                (INFO_GAIN, "estimator", registry.ESTIMATORS, self.settings.lm.backend),
+            for service, kind, name, check in (
+                (KNOWLEDGE, "judge", self.settings.judge.backend, self._knowledge_ready),
+                (INFO_GAIN, "estimator", self.settings.lm.backend, self._estimator_ready),
             ):
-                backend = self._built.get((kind, name))
-                if backend is None:
+                if (kind, name) not in self._built:
                     continue
                 try:
                     # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands as
                     # ready() finishes, and stop() would then wait on this loop forever.
                     async with asyncio.timeout(5.0):
-                        ok = await backend.ready()
+                        ok = await check()
                 except Exception:
                     ok = False
                 if ok != self.health.serving[service]:

@@ -150,6 +150,10 @@ class LlmDecomposer:
         """Steps the caller split are kept as given: no LLM call, claims from the rules."""
         return self.rules.split_steps(steps, question)
 
+    async def ready(self) -> bool:
+        """Whether vLLM answers and serves the decomposer's model (part of the knowledge service's health)."""
+        return await self.client.serves(self.model)
+
     async def aclose(self) -> None:
         await self.client.aclose()
 
