@@ -182,7 +182,11 @@ class Journal:
     def __init__(self, path: Path, fsync_interval_s: float = 1.0):
         self.path = Path(path)
         check_output_path(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BatchStopped(f"--output {self.path}: cannot create its directory {self.path.parent} "
+                               f"({exc.strerror or exc})") from None
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644)
         try:
             if not stat.S_ISREG(os.fstat(self._fd).st_mode):  # replaced by a pipe or device since the check

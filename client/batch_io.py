@@ -369,6 +369,18 @@ def journal_records(path: Path) -> Iterator[dict[str, Any]]:
             yield record
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: a string starting like a formula (=, +, -, @, tab, CR: e.g. an id
+    or a group from the input, or a server's message) gets a leading ' (OWASP's CSV injection advice). Numbers
+    stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 def export_format(out: Path) -> str:
     """csv or parquet, from the export file's name; ValueError for any other name."""
     fmt = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(Path(out).suffix.lower())
@@ -387,7 +399,7 @@ def export_journal(journal: Path, out: Path) -> int:
         with open(tmp, "w", encoding="utf-8", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=export_columns())
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows({k: spreadsheet_safe(v) for k, v in row.items()} for row in rows)
     else:
         _write_parquet(rows, tmp)
     os.replace(tmp, out)

@@ -124,6 +124,16 @@ def _cmd_serve(args) -> int:
 
 def _cmd_split(args) -> int:
     text = args.text if args.text is not None else sys.stdin.read()
+    if not args.server:
+        from server.pipeline.validation import empty_description, has_visible_content
+
+        from .errors import VerifierError
+
+        if not has_visible_content(text):  # what a server answers (status 2 either way)
+            why = (f"{empty_description(text)}: the chain is empty" if text.strip()
+                   else "the chain is empty: send reasoning text or steps")
+            raise VerifierError("INVALID_ARGUMENT", "INVALID_ARGUMENT", f"invalid request: reasoning: {why}",
+                                field_violations=[("reasoning", why)])
     if args.server:
         from .security import client_options
         from .sync import VerifierClient
@@ -144,12 +154,32 @@ def _cmd_split(args) -> int:
     return 0
 
 
-def _read_steps(path: Path) -> list[str]:
-    text = path.read_text(encoding="utf-8")
+def read_text_file(path: Path, option: str) -> str:
+    """A UTF-8 text file named by an option; ValueError (exit status 2, one line) naming the option and the file
+    when it is a directory, cannot be read or is not UTF-8."""
+    try:
+        data = Path(path).read_bytes()
+    except IsADirectoryError:
+        raise ValueError(f"{option} {path} is a directory: give a file") from None
+    except OSError as exc:
+        raise ValueError(f"{option} {path}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ValueError(f"{option} {path}: line {line} is not UTF-8 text (byte 0x{data[exc.start]:02x}); save it "
+                         "as UTF-8") from None
+
+
+def _read_steps(path: Path, option: str = "--steps-file") -> list[str]:
+    text = read_text_file(path, option)
     if path.suffix == ".json":
-        steps = json.loads(text)
+        try:
+            steps = json.loads(text)
+        except (ValueError, RecursionError):
+            steps = None
         if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
-            raise SystemExit(f"{path}: expected a JSON list of strings")
+            raise ValueError(f"{option} {path}: expected a JSON list of strings")
         return steps
     return [line for line in text.splitlines() if line.strip()]
 
@@ -169,7 +199,7 @@ def _cmd_evaluate(args) -> int:
     else:
         row["steps"] = _read_steps(args.steps_file)
     if args.context_file:
-        row["context"] = _read_steps(args.context_file)
+        row["context"] = _read_steps(args.context_file, "--context-file")
     metrics = args.metrics
     if not (row["answer"] or row["gold_answer"]) and "infogain" in metrics:
         metrics = tuple(m for m in metrics if m != "infogain")
@@ -387,6 +417,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the command's modules load: no traceback
+        return 130
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -410,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .embedded import EmbeddedServerError
         from .errors import VerifierError, refusal_note
 
-        if isinstance(exc, (VerifierError, KgverifyError, EmbeddedServerError, FileNotFoundError, ValueError)):
+        if isinstance(exc, (VerifierError, KgverifyError, EmbeddedServerError, OSError, ValueError)):
             print(f"kgverify: error: {exc}{refusal_note(exc, bool(getattr(args, 'token_file', None)))}",
                   file=sys.stderr)
             return 2

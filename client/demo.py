@@ -9,15 +9,32 @@ from pathlib import Path
 from . import requests
 from .aio import AsyncVerifierClient
 from .readiness import wait_until_ready
-from .render import render_chain
+from .render import printable, render_chain
 
 DEMO_CHAINS = Path(__file__).parent / "demo" / "chains.jsonl"
 ROW_KEYS = ("question", "reasoning", "steps", "answer", "gold_answer", "choices", "context")
 
 
 def load_chains(path: Path = DEMO_CHAINS) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    """The chains of a JSONL file, each with an id (`chain N` when it has none); ValueError (exit status 2) for
+    a file without chains or with a line that is not a JSON object."""
+    from .cli import read_text_file
+
+    chains = []
+    for number, line in enumerate(read_text_file(path, "--chains").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            chain = json.loads(line)
+        except (ValueError, RecursionError):
+            chain = None
+        if not isinstance(chain, dict):
+            raise ValueError(f"--chains {path}: line {number} is not a JSON object (one chain per line)")
+        chain.setdefault("id", f"chain {len(chains) + 1}")
+        chains.append(chain)
+    if not chains:
+        raise ValueError(f"--chains {path} holds no chains (one JSON object per line)")
+    return chains
 
 
 async def run_demo(address: str, chains: list[dict], out=sys.stdout, *, credentials=None, metadata: tuple = (),
@@ -27,21 +44,23 @@ async def run_demo(address: str, chains: list[dict], out=sys.stdout, *, credenti
     Waits up to ready_timeout_s for the services the chains need (see client.readiness), and for the knowledge
     base service, whose info it prints."""
     matched = total = 0
+    judge = "?"
     rows = [{k: chain[k] for k in ROW_KEYS if k in chain} for chain in chains]
     async with AsyncVerifierClient(address, credentials=credentials, metadata=metadata) as client:
         await wait_until_ready(client, [requests.score_chain_request(row) for row in rows], ready_timeout_s,
                                on_waiting=lambda message: print(message, file=sys.stderr))
         info = await client.kb_info()
-        print(f"knowledge base {info['kb_id']}: {info['num_facts']} facts, embedder {info['embedder']}\n", file=out)
+        print(printable(f"knowledge base {info['kb_id']}: {info['num_facts']} facts, embedder {info['embedder']}")
+              + "\n", file=out)
         for chain, row in zip(chains, rows):
             score = await client.score_chain(**row)
             expected = chain.get("expected")
-            print(f"== {chain['id']}: {chain.get('note', '')}", file=out)
+            print(printable(f"== {chain['id']}: {chain.get('note', '')}"), file=out)
             print(render_chain(score, chain.get("question", ""), expected), file=out)
             print(file=out)
             if expected:
                 total += len(expected)
                 matched += sum(want == step.verdict for want, step in zip(expected, score.steps))
-        judge = score.provenance.get("judge", "?")
-    print(f"{matched}/{total} steps got the verdict they were written for (judge {judge}).", file=out)
+            judge = score.provenance.get("judge", "?")
+    print(printable(f"{matched}/{total} steps got the verdict they were written for (judge {judge})."), file=out)
     return {"matched": matched, "total": total}

@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import textwrap
 from typing import Sequence
 
 from .types import ChainScore, StepScore
+
+# What a terminal acts on instead of showing: C0 controls but tab, DEL, C1 controls (e.g. CSI, U+009B), and the
+# bidirectional embeddings, overrides and isolates that reorder what follows them (Trojan Source).
+_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_LINE_BREAKS = re.compile("\r\n|[\n\r\x0b\x0c\x85\u2028\u2029]")
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: object, one_line: bool = True) -> str:
+    """Text from a request, a server or a file, made safe to print to a terminal: controls that could move the
+    cursor, recolour, retitle or reorder the output shown as visible escapes (\\x1b, \\u202e); line breaks
+    become spaces when one_line."""
+    text = str(text)
+    if one_line:
+        text = _LINE_BREAKS.sub(" ", text)
+    return _CONTROLS.sub(_escape, text)
 
 
 def _num(value: float | None, fmt: str = "{:+.2f}") -> str:
@@ -26,13 +47,13 @@ def step_table(score: ChainScore, expected: Sequence[str] | None = None) -> str:
     text_width = max(20, width - len(head) - 1)
     lines = [head + "step", "-" * min(width, len(head) + text_width)]
     for i, step in enumerate(score.steps):
-        row = f"{step.index:>2}  {step.verdict or '-':<16}{_probs(step):<16}{_num(step.gain):>7}  "
+        row = f"{step.index:>2}  {printable(step.verdict or '-'):<16}{_probs(step):<16}{_num(step.gain):>7}  "
         if expected:
             want = expected[i] if i < len(expected) else "?"
             mark = "ok" if want == step.verdict else "!!"
-            row += f"{want + ' ' + mark:<16}"
+            row += f"{printable(want) + ' ' + mark:<16}"
         evidence = f" [{step.evidence[0].fact_id}]" if step.evidence and step.verdict not in ("no_knowledge",) else ""
-        wrapped = textwrap.wrap(step.text + evidence, text_width) or [""]
+        wrapped = textwrap.wrap(printable(step.text + evidence), text_width) or [""]
         lines.append(row + wrapped[0])
         lines.extend(" " * len(row) + more for more in wrapped[1:3])
     return "\n".join(lines)
@@ -48,13 +69,13 @@ def summary_line(score: ChainScore) -> str:
         parts.append(f"InfoGain {_num(score.info_gain)} {score.units}/step (total {_num(score.info_gain_total)}; "
                      f"target {score.target} {score.target_text!r}; estimator {score.provenance.get('estimator', score.estimator)})")
     parts.append(f"status {score.status}")
-    return " | ".join(parts)
+    return printable(" | ".join(parts))
 
 
 def render_chain(score: ChainScore, question: str = "", expected: Sequence[str] | None = None) -> str:
     out = []
     if question:
-        out.append("Q: " + textwrap.shorten(question, 200))
+        out.append("Q: " + textwrap.shorten(printable(question), 200))
     out.append(step_table(score, expected))
     out.append(summary_line(score))
     return "\n".join(out)
