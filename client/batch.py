@@ -363,7 +363,11 @@ def _extra_of(row: Any) -> tuple[dict[str, Any], VerifierError | None]:
     for key in PASSTHROUGH:
         if not isinstance(row, dict) or key not in row:
             continue
-        bad = _bad_value(row[key], key)
+        try:
+            bad = _bad_value(row[key], key)
+            json.dumps(row[key])  # (nested too deeply to write: RecursionError)
+        except RecursionError:
+            bad = f"{key} (nested too deeply)"
         if bad is None:
             extra[key] = row[key]
         elif problem is None:
@@ -425,7 +429,7 @@ def plan_items(opts: BatchOptions, journal: Journal, summary: BatchSummary) -> l
                 f"id {item_id!r} appears more than once: {_where(label)} is not scored (the first row "
                 f"with this id is); give each row its own id")
         notes: dict[str, Any] = {}
-        request = None
+        request, size = None, 0
         if problem is None:
             try:
                 request = requests.chain_request(
@@ -448,7 +452,7 @@ def plan_items(opts: BatchOptions, journal: Journal, summary: BatchSummary) -> l
                     notes["info_gain_null_reason"] = NO_TARGET
                     summary.ki_only += 1
         planned.append((position, error_record(record_id, problem, extra) if problem
-                        else Item(position, item_id, request, extra, notes, size=request.ByteSize())))
+                        else Item(position, item_id, request, extra, notes, size=size)))
     return planned
 
 
@@ -538,8 +542,11 @@ class _Writer:
         becomes that row's error record instead of stopping the run."""
         try:
             return record, Journal.encode(record)
-        except (ValueError, UnicodeError):
-            where = _bad_value(record, "") or "a value"
+        except (ValueError, UnicodeError, RecursionError):
+            try:
+                where = _bad_value(record, "") or "a value"
+            except RecursionError:
+                where = "a value nested too deeply"
             error = VerifierError(
                 "INTERNAL", "UNWRITABLE_RESULT",
                 f"the server's result holds {where.lstrip('.')}, which JSON cannot hold, so none of it was kept "
