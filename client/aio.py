@@ -64,11 +64,11 @@ def unreachable_error(target: str, error: "VerifierError", waited_s: float) -> "
 # Keepalive: while a call is open, the client pings a connection that has been silent for KEEPALIVE_TIME_MS and
 # drops it when no answer comes within KEEPALIVE_TIMEOUT_MS, so the calls to a server that stopped answering
 # without closing the connection (a frozen process or VM, a cut network) fail UNAVAILABLE (a batch run sends their
-# rows again) instead of waiting for ever. A gRPC server takes a ping every 5 minutes on a connection it sends
-# nothing on (grpc.http2.min_ping_interval_without_data_ms, not changed by the kgverify server) and closes one
-# that pings more often (too_many_pings): 5.5 minutes stays clear of it. No pings on an idle channel.
-SERVER_MIN_PING_INTERVAL_MS = 300_000  # gRPC's default
-KEEPALIVE_TIME_MS = 330_000
+# rows again) instead of waiting for ever. The kgverify server takes a ping every 10 s on a connection it sends
+# nothing on (grpc.http2.min_ping_interval_without_data_ms; gRPC's default is 5 minutes) and closes one that pings
+# more often (too_many_pings): 30 s stays clear of it. No pings on an idle channel.
+SERVER_MIN_PING_INTERVAL_MS = 10_000  # server.app.MIN_CLIENT_PING_INTERVAL_MS
+KEEPALIVE_TIME_MS = 30_000
 KEEPALIVE_TIMEOUT_MS = 20_000
 
 

@@ -308,6 +308,9 @@ class VerifierServer:
             self._metrics_httpd.server_close()
 
 
+MIN_CLIENT_PING_INTERVAL_MS = 10_000  # keepalive pings from clients: at most one per 10 s on a silent connection
+
+
 def _options(settings: Settings) -> list[tuple[str, int]]:
     size = settings.server.max_message_bytes
     # gRPC core cancels calls beyond 1,000 waiting to be picked up (measured: 715 of 3,000 concurrent health
@@ -315,7 +318,11 @@ def _options(settings: Settings) -> list[tuple[str, int]]:
     # which answers or sheds it (RESOURCE_EXHAUSTED) itself.
     return [("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size),
             ("grpc.so_reuseport", 0), ("grpc.server.max_pending_requests", 10_000),
-            ("grpc.server.max_pending_requests_hard_limit", 20_000)]
+            ("grpc.server.max_pending_requests_hard_limit", 20_000),
+            # Clients may ping a connection that sends nothing every 10 s (gRPC's default allows one ping per 5
+            # minutes and closes the connection with "too_many_pings" after that): the kgverify clients ping a
+            # silent call every 30 s to notice a server that stopped answering without closing its connection.
+            ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS)]
 
 
 async def start_server(settings: Settings, listen: list[str] | None = None) -> VerifierServer:
