@@ -36,9 +36,40 @@ def _largest_divisor(dim: int, at_most: int) -> int:
     return max(m for m in range(1, min(dim, at_most) + 1) if dim % m == 0)
 
 
+# The parameters each family takes and the least value of each (faiss aborts the process on some invalid values,
+# e.g. HNSW M=0, or builds an index that cannot be searched, e.g. IVF-PQ nprobe=0).
+PARAM_MINIMUMS = {
+    "flat": {},
+    "hnsw": {"M": 2, "efConstruction": 1, "efSearch": 1},
+    "ivfpq": {"nlist": 1, "m": 1, "nbits": 1, "nprobe": 1, "refine_k": 0, "train_points": 1},
+}
+MAX_NBITS = 16  # bits per PQ code: 2**16 centroids per sub-quantizer is already far past useful
+
+
+KNOWN_PARAMS = {name: least for family in PARAM_MINIMUMS.values() for name, least in family.items()}
+
+
+def check_params(family: str, params: dict, other_families: bool = False) -> None:
+    """ValueError unless every parameter applies to the family and is in range. other_families: parameters of
+    another family are accepted (and unused) too, as build overrides are when the family is chosen by size."""
+    allowed = KNOWN_PARAMS if other_families else PARAM_MINIMUMS[family]
+    for name, value in params.items():
+        if name not in allowed:
+            if other_families:
+                raise ValueError(f"unknown index parameter {name!r} (known: {', '.join(KNOWN_PARAMS)})")
+            takes = ", ".join(allowed) or "no parameters"
+            raise ValueError(f"index parameter {name!r} does not apply to a {family} index (it takes: {takes})")
+        if isinstance(value, bool) or not isinstance(value, int) or value < allowed[name]:
+            raise ValueError(f"index parameter {name}={value!r} must be an integer of at least {allowed[name]}")
+    if params.get("nbits", 0) > MAX_NBITS:
+        raise ValueError(f"index parameter nbits={params['nbits']} must be at most {MAX_NBITS}")
+
+
 def index_params(family: str, num_vectors: int, dim: int, overrides: dict | None = None) -> dict:
-    """Complete parameters for a family at this size (overrides win; sizes adapted to tiny KBs)."""
+    """Complete parameters for a family at this size (overrides win; sizes adapted to tiny KBs).
+    ValueError for a parameter the family does not take or a value out of range."""
     o = {k: int(v) for k, v in (overrides or {}).items() if v is not None}
+    check_params(family, o, other_families=True)
     if family == "flat":
         return {}
     if family == "hnsw":
@@ -46,14 +77,22 @@ def index_params(family: str, num_vectors: int, dim: int, overrides: dict | None
         # 0.83; 320 with efSearch 384 reaches 0.967 at 1.3 ms p50.
         return {"M": o.get("M", 32), "efConstruction": o.get("efConstruction", 320),
                 "efSearch": o.get("efSearch", 384)}
-    n = max(num_vectors, 1)
+    if num_vectors < 2:
+        raise ValueError(f"an ivfpq index needs at least 2 facts to train (this KB has {num_vectors}); "
+                         "use --index flat (or auto)")
+    n = num_vectors
     # ~sqrt(N) lists: centroids stay ~1.5 B per vector at 1M (the resident budget is 64 B with ids)
     nlist = o.get("nlist") or 2 ** round(math.log2(max(math.sqrt(n), 1)))
     nlist = max(1, min(nlist, n // 39 or 1))  # k-means wants ~39 training points per list
     nbits = min(o.get("nbits", 8), max(1, int(math.log2(max(n / 39, 2)))))  # 39 points per PQ centroid
     m = _largest_divisor(dim, o.get("m", 48))
-    return {"nlist": nlist, "m": m, "nbits": nbits, "nprobe": o.get("nprobe", min(nlist, max(1, nlist // 32))),
-            "refine_k": o.get("refine_k", 400), "train_points": min(n, o.get("train_points", 64 * nlist + 10_000))}
+    params = {"nlist": nlist, "m": m, "nbits": nbits, "nprobe": o.get("nprobe", min(nlist, max(1, nlist // 32))),
+              "refine_k": o.get("refine_k", 400), "train_points": min(n, o.get("train_points", 64 * nlist + 10_000))}
+    need = max(nlist, 2 ** nbits)  # k-means needs at least one training point per centroid
+    if params["train_points"] < need:
+        raise ValueError(f"index parameter train_points={params['train_points']} is too few to train {nlist} lists "
+                         f"and {2 ** nbits} PQ centroids: use at least {need}")
+    return params
 
 
 def _batches(vectors: np.ndarray, start: int = 0):

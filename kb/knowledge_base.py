@@ -12,12 +12,22 @@ from server.pipeline.errors import FailedPreconditionError, InvalidArgumentError
 from server.pipeline.types import KbHit, KbInfo, RetrievalMode
 
 from .errors import KnowledgeBaseCorruptError, KnowledgeBaseMismatchError
-from .index import INDEX_NAME, SEARCH_PARAMS, VectorIndex, load_index
-from .layout import current_version
+from .index import INDEX_NAME, PARAM_MINIMUMS, SEARCH_PARAMS, VectorIndex, check_params, load_index
+from .layout import CURRENT_NAME, current_version
 from .lexical import BM25_DIR, Bm25Index
 from .manifest import Manifest
 from .store import STORE_NAME, Fact, FactStore
 from .vectors import VECTOR_FACTS_NAME, VECTORS_NAME, open_vector_facts, open_vectors
+
+
+LOAD_ATTEMPTS = 3  # reads of CURRENT when a writer prunes the version being loaded
+
+
+def _current_name(path: Path) -> str | None:
+    try:
+        return (path / CURRENT_NAME).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -93,7 +103,19 @@ class FaissKnowledgeBase:
             options = LoadOptions(**{**vars(options), "verify": verify if isinstance(verify, str) else
                                      ("auto" if verify else "off")})
         path = Path(path)
-        version = current_version(path)
+        for attempt in range(LOAD_ATTEMPTS):
+            version = current_version(path)
+            try:
+                return cls._load_version(path, version, embedder, options)
+            except (KnowledgeBaseCorruptError, OSError):
+                # A writer published a newer version and pruned this one while it was being read (files gone
+                # mid-load): load the new one. A version that stays CURRENT and cannot be read is damaged.
+                if attempt + 1 == LOAD_ATTEMPTS or _current_name(path) == version.name:
+                    raise
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _load_version(cls, path: Path, version: Path, embedder, options: LoadOptions) -> "FaissKnowledgeBase":
         manifest = Manifest.load(version)
         if manifest.embedder_hash != embedder.weights_hash or manifest.dim != embedder.dim:
             raise KnowledgeBaseMismatchError(
@@ -106,9 +128,13 @@ class FaissKnowledgeBase:
         if options.verify != "off":
             manifest.verify_files(version, options.verify)
         try:
-            params = {**manifest.index.get("params", {}), **{k: v for k, v in options.search_params.items()
-                                                             if k in SEARCH_PARAMS}}
             family = manifest.index["family"]
+            if family not in PARAM_MINIMUMS:
+                raise KnowledgeBaseCorruptError(f"knowledge base {path} ({version.name}): unknown index family "
+                                                f"{family!r} in its manifest")
+            check_params(family, manifest.index.get("params", {}))  # e.g. nprobe 0 would answer no hits
+            params = {**manifest.index.get("params", {}), **{k: v for k, v in options.search_params.items()
+                                                             if k in SEARCH_PARAMS and k in PARAM_MINIMUMS[family]}}
             vectors = open_vectors(version / VECTORS_NAME, manifest.dim) if family == "ivfpq" else None
             index = VectorIndex(load_index(version / INDEX_NAME, options.mmap), family, params, vectors)
             vector_facts = open_vector_facts(version / VECTOR_FACTS_NAME)

@@ -1,5 +1,7 @@
 """Index families on real FAISS: exactness, approximate recall, refinement, memory-mapped loading."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -88,7 +90,7 @@ def test_ivfpq_refinement_rescored_exactly_from_float16_vectors(data):
 @pytest.mark.parametrize("family", ["flat", "hnsw", "ivfpq"])
 def test_memory_mapped_loading_gives_the_same_results(data, tmp_path, family):
     vectors, q, _ = data
-    built = _build(family, vectors, nlist=16)
+    built = _build(family, vectors, **({"nlist": 16} if family == "ivfpq" else {}))
     save_index(built.index, tmp_path / "index.faiss")
     expected = built.search(q, 5)
     for mmap in (False, True):
@@ -104,3 +106,26 @@ def test_asking_for_more_than_the_index_holds(data):
     index = _build("flat", vectors[:3])
     scores, rows = index.search(q[:2], 10)
     assert rows.shape == (2, 3) and sorted(rows[0]) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("family, overrides, message", [
+    ("hnsw", {"M": 0}, "M=0 must be an integer of at least 2"),  # faiss aborted the process
+    ("hnsw", {"M": 1}, "M=1 must be"),  # faiss crashed (segmentation fault)
+    ("hnsw", {"efSearch": 0}, "efSearch=0"),  # built an index that returned fewer hits than asked
+    ("ivfpq", {"nprobe": 0}, "nprobe=0"),  # published a KB whose searches failed
+    ("ivfpq", {"nbits": 0}, "nbits=0"),
+    ("ivfpq", {"nbits": 17}, "at most 16"),
+    ("ivfpq", {"m": 0}, "m=0"),
+    ("ivfpq", {"train_points": 0}, "train_points=0"),
+    ("ivfpq", {"train_points": 100, "nbits": 8}, "too few to train"),
+    ("flat", {"bogus": 3}, "unknown index parameter 'bogus'"),
+])
+def test_index_parameters_out_of_range_or_unknown_are_refused(family, overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        index_params(family, 20_000, DIM, overrides)
+
+
+def test_an_ivfpq_index_of_one_fact_is_refused_with_advice():
+    with pytest.raises(ValueError, match="at least 2 facts.*--index flat"):
+        index_params("ivfpq", 1, DIM)
+    assert index_params("hnsw", 100, DIM, {"nprobe": 4}) == index_params("hnsw", 100, DIM)  # another family's: unused
