@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from .chunking import chunk_spans  # noqa: F401  (re-exported: the historical home of chunking)
+from .layout import is_kb
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 CSV_SUFFIXES = (".csv", ".tsv")
@@ -39,18 +41,33 @@ class FieldMap:
     title: str = "title"
 
 
+def _gzipped(path: Path) -> bool:
+    return path.suffix.lower() == ".gz"
+
+
 def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+    # utf-8-sig: a byte order mark (Excel's "CSV UTF-8", some JSONL writers) is not part of the first field's name
+    if _gzipped(path):
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def _in_directory(root: Path) -> Iterator[Path]:
+    """Files of a directory input, sorted: nothing hidden at any depth (.git, .ipynb_checkpoints), nothing inside a
+    knowledge base (an output directory placed inside the input would be read back as documents)."""
+    found = []
+    for directory, subdirs, files in os.walk(root):
+        here = Path(directory)
+        subdirs[:] = [d for d in subdirs if not d.startswith(".") and not is_kb(here / d)]
+        found.extend(here / f for f in files if not f.startswith(".") and _format(here / f) is not None)
+    return iter(sorted(found))
 
 
 def _files(paths: Iterable[Path]) -> Iterator[Path]:
     for path in paths:
         path = Path(path)
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
-                              and _format(p) is not None)
+            yield from _in_directory(path)
         elif path.is_file():
             yield path
         else:
@@ -157,7 +174,7 @@ def _count_rows(path: Path, fmt: str) -> int:
         csv.field_size_limit(sys.maxsize)
         with _open_text(path) as fh:
             return max(0, sum(1 for _ in csv.reader(fh, delimiter=_csv_delimiter(path))) - 1)  # less the header
-    opener = gzip.open if path.suffix == ".gz" else open
+    opener = gzip.open if _gzipped(path) else open
     with opener(path, "rb") as fh:
         return sum(1 for line in fh if line.strip())
 

@@ -130,3 +130,25 @@ def test_the_reader_counts_rows_up_front_and_as_it_reads_them(tmp_path):
     docs = list(reader)
     assert len(docs) == 3 + 3 + 3 + 1 and reader.rows == 13  # rows without text are read, and counted
     assert DocumentReader([tmp_path / "missing.jsonl"]).count_rows() is None  # reading it says why
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column_or_line(tmp_path):
+    """A CSV from Excel ("CSV UTF-8") with the id column first silently lost its ids; a JSONL with a BOM failed."""
+    (tmp_path / "facts.csv").write_bytes("\ufeffid,text\nw1,Warfarin is monitored with the INR.\n".encode())
+    (tmp_path / "facts.jsonl").write_bytes('\ufeff{"id": "h1", "text": "Heparin is monitored with the aPTT."}\n'
+                                           .encode())
+    with gzip.open(tmp_path / "more.JSONL.GZ", "wt", encoding="utf-8") as fh:  # upper-case suffix: still gzip
+        fh.write('{"id": "p1", "text": "Protamine reverses heparin."}\n')
+    docs = list(read_documents([tmp_path / "facts.csv", tmp_path / "facts.jsonl", tmp_path / "more.JSONL.GZ"]))
+    assert [d.doc_id for d in docs] == ["w1", "h1", "p1"]
+
+
+def test_directories_skip_hidden_directories_and_knowledge_bases_inside_them(tmp_path):
+    root = tmp_path / "corpus"
+    (root / ".ipynb_checkpoints").mkdir(parents=True)
+    (root / ".ipynb_checkpoints" / "notes-checkpoint.txt").write_text("A stale copy.")
+    (root / "kb" / "versions" / "v000001" / "bm25").mkdir(parents=True)
+    (root / "kb" / "CURRENT").write_text("v000001\n")
+    (root / "kb" / "versions" / "v000001" / "bm25" / "params.index.json").write_text("{}")
+    (root / "notes.txt").write_text("Warfarin is a vitamin K antagonist.")
+    assert [d.text for d in read_documents([root])] == ["Warfarin is a vitamin K antagonist."]
