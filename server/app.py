@@ -52,6 +52,7 @@ class Runtime:
         self.settings = settings
         self.executor = ThreadPoolExecutor(settings.server.executor_workers, thread_name_prefix="kgv-work")
         self.blocking = Blocking(self.executor)
+        self._reload_lock = asyncio.Lock()
         self.ctx = registry.BackendContext(settings, self.blocking)
         self.health = HealthState(required=(KNOWLEDGE, INFO_GAIN) + ((KNOWLEDGE_BASE,) if settings.kb.enabled else ()))
         self.admission = Admission(settings.server.max_inflight)
@@ -115,12 +116,15 @@ class Runtime:
     async def reload_kb(self) -> tuple[str, str]:
         if not self.kb.enabled:
             raise KnowledgeBaseUnavailableError("this server runs without a knowledge base (KGV_KB__ENABLED=false)")
-        previous = self.kb.current.info.kb_id if self.kb.current else ""
-        try:
-            await self.blocking.run(self.kb.load, self.ctx.embedder())
-        finally:
-            await self._publish_kb_health()
-        return previous, self.kb.current.info.kb_id
+        async with self._reload_lock:  # one reload at a time; later callers wait here, holding no thread
+            previous = self.kb.current.info.kb_id if self.kb.current else ""
+            try:
+                # on a thread of its own, not the request executor: a load of seconds (hashing a large KB)
+                # must not take a worker from searches, embeddings and the judge
+                await asyncio.to_thread(self.kb.load, self.ctx.embedder())
+            finally:
+                await self._publish_kb_health()
+            return previous, self.kb.current.info.kb_id
 
     async def _publish_kb_health(self) -> None:
         """KB service health after a load or reload: SERVING while a KB is served (a repaired KB serves again,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from pathlib import Path
@@ -67,8 +68,11 @@ class KbHolder:
                 if self.current is None:
                     self.error = error
                 raise error from exc
-            # In-flight searches keep the object they fetched; the old one is freed when they finish.
+            # In-flight searches keep the object they fetched; the old one is freed when they finish. Its SQLite
+            # connection sits in a reference cycle, so only the cycle collector closes it: collect now, so earlier
+            # versions that nothing uses any more release their (possibly pruned) files.
             self.current, self.error = kb, None
+        gc.collect()
         log.info("knowledge base %s loaded from %s (%s, %d facts)", kb.info.kb_id, path, kb.version.name,
                  kb.info.num_facts)
         if self.settings.retrieval_mode not in {m.value for m in kb.info.modes}:

@@ -217,3 +217,36 @@ async def test_an_unexpected_kb_load_error_is_reported_not_called_loading(cache_
 def _sync_wait_ready(address, service):
     with VerifierClient(address) as client:
         client.wait_ready(service, timeout_s=120)
+
+
+async def test_concurrent_reloads_run_one_at_a_time_off_the_request_workers(kb_server, monkeypatch):
+    """Two reloads at once used to block both request workers (a thread lock waited inside the shared executor):
+    every search, embedding and judge call waited for the whole load."""
+    import threading
+    import time
+
+    from kb.knowledge_base import FaissKnowledgeBase
+
+    server, _ = kb_server
+    real = FaissKnowledgeBase.load.__func__
+    threads, active, most = [], [0], [0]
+
+    def slow_load(cls, *args, **kwargs):
+        threads.append(threading.current_thread().name)
+        active[0] += 1
+        most[0] = max(most[0], active[0])
+        try:
+            time.sleep(0.5)
+            return real(cls, *args, **kwargs)
+        finally:
+            active[0] -= 1
+
+    monkeypatch.setattr(FaissKnowledgeBase, "load", classmethod(slow_load))
+    async with AsyncVerifierClient(server.addresses[0]) as client:
+        reloads = [asyncio.create_task(client.reload_kb()) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        hits = await client.search("warfarin monitoring", top_k=1)  # served while both reloads are pending
+        assert not all(r.done() for r in reloads) and hits
+        results = await asyncio.gather(*reloads)
+    assert len(results) == 2 and most[0] == 1
+    assert len(threads) == 2 and not any(name.startswith("kgv-work") for name in threads), threads
