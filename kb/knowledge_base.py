@@ -149,6 +149,14 @@ class FaissKnowledgeBase:
                 f"knowledge base {path} ({version.name}): index holds {index.ntotal} vectors of dim "
                 f"{index.index.d} for {len(vector_facts)} vector rows, the manifest says {manifest.num_vectors} "
                 f"of dim {manifest.dim}")
+        stored = store.count()
+        # every vector row names a stored fact, in fact order (a fact's vectors are consecutive)
+        if stored != manifest.num_facts or (len(vector_facts) and (
+                int(vector_facts.min()) < 0 or int(vector_facts.max()) >= stored
+                or bool((np.diff(vector_facts) < 0).any()))):
+            raise KnowledgeBaseCorruptError(
+                f"knowledge base {path} ({version.name}): the fact store holds {stored} facts, the manifest says "
+                f"{manifest.num_facts}, or the vector rows do not map onto them in order")
         return cls(path, version, manifest, index, vector_facts, store, bm25, embedder, options)
 
     def search(self, queries: Sequence[str], top_k: int, mode: RetrievalMode,

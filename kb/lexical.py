@@ -54,6 +54,7 @@ class Bm25Index:
         import bm25s
 
         self.params = params
+        tokenize(["probe"], params)  # a stemmer or stopword list this install cannot build fails here, not per search
         self._retriever = bm25s.BM25.load(str(directory), mmap=mmap, load_corpus=False, show_progress=False)
         self._vocab = self._retriever.vocab_dict
 

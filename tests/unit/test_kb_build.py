@@ -376,8 +376,11 @@ def test_a_manifest_with_unusable_index_settings_is_refused_at_load(tmp_path, em
     build_kb(DOCS, out, embedder, progress=False, options=BuildOptions(index="hnsw"))
     manifest_path = current_version(out) / "manifest.json"
     good = json.loads(manifest_path.read_text())
-    for index, message in (({**good["index"], "params": {**good["index"]["params"], "efSearch": 0}}, "efSearch=0"),
-                           ({**good["index"], "family": "bogus"}, "unknown index family 'bogus'")):
-        manifest_path.write_text(json.dumps({**good, "index": index}))
+    changes = [({"index": {**good["index"], "params": {**good["index"]["params"], "efSearch": 0}}}, "efSearch=0"),
+               ({"index": {**good["index"], "family": "bogus"}}, "unknown index family 'bogus'"),
+               ({"num_facts": 999}, "the fact store holds"),  # loaded, and reported 999 facts
+               ({"bm25": {**good["bm25"], "stemmer": "klingon"}}, "klingon")]  # every BM25 search failed INTERNAL
+    for change, message in changes:
+        manifest_path.write_text(json.dumps({**good, **change}))
         with pytest.raises(KnowledgeBaseCorruptError, match=message):
             FaissKnowledgeBase.load(out, embedder)
