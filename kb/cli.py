@@ -125,13 +125,43 @@ def sigterm_interrupts():
 @contextmanager
 def _writing(directory: Path):
     """A KB write that SIGTERM (like Ctrl-C) interrupts cleanly: its staging is removed, nothing is published,
-    and the user is told so (exit status 130)."""
+    and the user is told so (exit status 130). An interrupt after the switch says what was published; an OS
+    error (disk full, read-only file system) is one line, status 1."""
+    before = _published(directory)
+
+    def outcome() -> str:
+        now = _published(directory)
+        if now != before:
+            return f"{now} was published in {directory} (removing older versions may not have finished)"
+        return f"{directory} is as it was (nothing was published)"
+
     try:
         with sigterm_interrupts():
             yield
     except KeyboardInterrupt:
-        print(f"kgverify kb: interrupted; {directory} is as it was (nothing was published)", file=sys.stderr)
+        print(f"kgverify kb: interrupted; {outcome()}", file=sys.stderr)
         raise
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError) and not str(exc.filename or "").startswith(str(directory)):
+            raise  # an input that does not exist: status 2
+        print(f"kgverify kb: error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}; "
+              f"{outcome()}", file=sys.stderr)
+        raise _Reported(1) from exc
+
+
+class _Reported(Exception):
+    """An error already explained on stderr; ends the command with this exit status."""
+
+    def __init__(self, status: int):
+        super().__init__(status)
+        self.status = status
+
+
+def _published(directory: Path) -> str | None:
+    try:
+        return (Path(directory) / "CURRENT").read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -206,6 +236,12 @@ def _search(args: argparse.Namespace) -> int:
     from kb.layout import current_version
     from kb.manifest import Manifest
 
+    from server.pipeline.validation import has_visible_content
+
+    if args.k < 0:
+        raise ValueError(f"-k must not be negative, got {args.k}")
+    if not has_visible_content(args.query):
+        raise ValueError("the query is empty (it has no visible characters)")  # as the server refuses it
     manifest = Manifest.load(current_version(args.directory))
     kb = FaissKnowledgeBase.load(args.directory, _embedder(manifest.embedder))
     mode = RetrievalMode(args.mode or DEFAULT_MODE)
@@ -278,6 +314,8 @@ def run(args: argparse.Namespace) -> int:
         return stdout_closed()
     except KeyboardInterrupt:
         return 130
+    except _Reported as exc:
+        return exc.status
     except (ValueError, FileNotFoundError, VerifierError) as exc:
         print(f"kgverify kb: error: {exc}{refusal_note(exc, bool(getattr(args, 'token_file', None)))}",
               file=sys.stderr)

@@ -173,3 +173,36 @@ def test_an_unsupported_input_suffix_is_refused_with_exactly_the_accepted_suffix
     assert code == 2 and f"unsupported input format: {source}" in stderr, stderr
     listed = stderr.split("(use ", 1)[1].split(", optionally .gz)")[0]
     assert set(listed.replace(" or ", ", ").split(", ")) == documented, listed
+
+
+def test_search_refuses_an_empty_query_and_a_negative_k_as_bad_options(tmp_path, capsys, csv_input):
+    out = tmp_path / "kb"
+    assert _run(capsys, "build", "--input", str(csv_input), "--output", str(out), *FIELDS, "--no-progress")[0] == 0
+    code, stdout, stderr = _run(capsys, "search", str(out), "\u200b ")  # answered 5 arbitrary facts, status 0
+    assert code == 2 and "query is empty" in stderr and not stdout
+    code, _, stderr = _run(capsys, "search", str(out), "warfarin", "-k", "-3")  # was status 1
+    assert code == 2 and "-k must not be negative" in stderr
+
+
+def test_an_os_error_while_writing_is_one_line_and_an_interrupt_after_the_switch_says_what_was_published(
+        tmp_path, capsys, csv_input, monkeypatch):
+    import kb.build
+
+    out = tmp_path / "kb"
+    assert _run(capsys, "build", "--input", str(csv_input), "--output", str(out), *FIELDS, "--no-progress")[0] == 0
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(out / "versions" / ".tmp-1" / "index.faiss"))
+
+    monkeypatch.setattr(kb.build, "build_kb", disk_full)
+    code, _, stderr = _run(capsys, "build", "--input", str(csv_input), "--output", str(out), *FIELDS)
+    assert code == 1 and stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert "No space left on device" in stderr and "is as it was (nothing was published)" in stderr
+
+    def published_then_interrupted(*args, **kwargs):
+        (out / "CURRENT").write_text("v000002\n")  # the switch happened; pruning was interrupted
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kb.build, "build_kb", published_then_interrupted)
+    code, _, stderr = _run(capsys, "build", "--input", str(csv_input), "--output", str(out), *FIELDS)
+    assert code == 130 and "v000002 was published" in stderr and "nothing was published" not in stderr
