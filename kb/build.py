@@ -281,12 +281,13 @@ def build_kb(docs: Iterable[Document], out_dir: Path, embedder, *, chunk_chars: 
     options = options or BuildOptions()
     out_dir = Path(out_dir).resolve()
     check_output_dir(out_dir)
+    existed = out_dir.exists()  # an empty directory the user made (its permissions, a mount point) stays
     report = _Progress(progress, stages)
     started = time.perf_counter()
     try:
         return _build_locked(docs, out_dir, embedder, spec, options, build_options, report, started)
     except BaseException:
-        remove_if_unborn(out_dir)  # a first build that failed leaves no half-made KB directory
+        remove_if_unborn(out_dir, created=not existed)  # a failed first build leaves no half-made KB directory
         raise
 
 
@@ -332,6 +333,7 @@ def add_documents(kb_dir: Path, docs: Iterable[Document], embedder, *, build_opt
     "reused": 0, "embeddings_per_s": None, ...}), which the returned manifest's build record (the previous
     operation's) does not hold. Inputs without any document text are a ValueError, as in build_kb."""
     kb_dir = Path(kb_dir).resolve()
+    current_version(kb_dir)  # not a KB (missing, no CURRENT): say so before the lock creates anything there
     report = _Progress(progress, stages)
     started = time.perf_counter()
     with writer_lock(kb_dir):

@@ -88,16 +88,22 @@ def writer_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def remove_if_unborn(path: Path) -> None:
-    """Removes a KB directory a failed first build left behind: no CURRENT, nothing but the lock file and an
-    empty versions/ (a later command would otherwise call it a damaged KB instead of a missing one)."""
+def remove_if_unborn(path: Path, created: bool = True) -> None:
+    """Removes what a failed first build left behind: no CURRENT, nothing but the lock file and an empty
+    versions/ (a later command would otherwise call it a damaged KB instead of a missing one). The directory
+    itself goes only if the build created it; one that existed before keeps nothing of the build."""
     path = Path(path)
     if not path.is_dir() or is_kb(path):
         return
     versions = path / VERSIONS_DIR
     if {p.name for p in path.iterdir()} <= {LOCK_NAME, VERSIONS_DIR} and \
             (not versions.exists() or (versions.is_dir() and not any(versions.iterdir()))):
-        shutil.rmtree(path, ignore_errors=True)
+        if created:
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        if versions.is_dir():
+            versions.rmdir()
+        (path / LOCK_NAME).unlink(missing_ok=True)
 
 
 def check_output_dir(path: Path) -> None:
@@ -109,7 +115,9 @@ def check_output_dir(path: Path) -> None:
         raise ValueError(f"output {path} exists and is not a directory")
     if is_kb(path):
         return
-    stray = [p.name for p in path.iterdir() if p.name not in (LOCK_NAME, VERSIONS_DIR)]
+    # CURRENT.tmp-*: a first build killed while publishing (the writer's own leftover, removed under the lock)
+    stray = [p.name for p in path.iterdir()
+             if p.name not in (LOCK_NAME, VERSIONS_DIR) and not p.name.startswith(f"{CURRENT_NAME}.tmp-")]
     if stray:
         raise ValueError(f"output {path} is not empty and holds no knowledge base ({', '.join(sorted(stray)[:5])}); "
                          "choose an empty or new directory")
@@ -131,6 +139,8 @@ def remove_stale_staging(path: Path) -> None:
         for p in root.iterdir():
             if p.name.startswith(_TMP_PREFIX):
                 shutil.rmtree(p, ignore_errors=True)
+    for p in Path(path).glob(f"{CURRENT_NAME}.tmp-*"):  # a CURRENT replacement that died before its rename
+        p.unlink(missing_ok=True)
 
 
 def next_version_name(path: Path) -> str:

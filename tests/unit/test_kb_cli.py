@@ -206,3 +206,23 @@ def test_an_os_error_while_writing_is_one_line_and_an_interrupt_after_the_switch
     monkeypatch.setattr(kb.build, "build_kb", published_then_interrupted)
     code, _, stderr = _run(capsys, "build", "--input", str(csv_input), "--output", str(out), *FIELDS)
     assert code == 130 and "v000002 was published" in stderr and "nothing was published" not in stderr
+
+
+def test_failed_writes_leave_directories_as_they_were_and_a_publish_killed_midway_does_not_block_builds(
+        tmp_path, capsys, csv_input):
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o2770)  # made by the user (permissions, a mount point): a failed first build deleted it
+    code, _, stderr = _run(capsys, "build", "--input", str(csv_input), "--output", str(mine))  # no 'text' column
+    assert code == 2 and mine.is_dir() and list(mine.iterdir()) == []
+    code, _, stderr = _run(capsys, "add", str(tmp_path / "missing"), "--input", str(csv_input), *FIELDS)
+    assert code == 1 and "does not exist" in stderr and not (tmp_path / "missing").exists()  # no .lock made there
+    # a first build killed while replacing CURRENT: a version, CURRENT's temporary file, no CURRENT
+    killed = tmp_path / "killed"
+    code, stdout, _ = _run(capsys, "build", "--input", str(csv_input), "--output", str(killed), *FIELDS, "--no-progress")
+    assert code == 0
+    facts = json.loads(stdout)["facts"]
+    (killed / "CURRENT").rename(killed / "CURRENT.tmp-1a2b3c4d")
+    code, stdout, stderr = _run(capsys, "build", "--input", str(csv_input), "--output", str(killed), *FIELDS,
+                                "--no-progress")
+    assert code == 0, stderr  # was refused: "not empty and holds no knowledge base (CURRENT.tmp-1a2b3c4d)"
+    assert not list(killed.glob("CURRENT.tmp-*")) and json.loads(stdout)["facts"] == facts
