@@ -7,6 +7,7 @@ import gzip
 import json
 import os
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -209,10 +210,22 @@ class DocumentReader:
         readers = {"jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows}
         for path, fmt in self._inputs():
             rows = _text_rows(path) if fmt == "text" else readers[fmt](path, self.fields)
-            for doc in rows:
-                self.rows += 1
-                if doc is not None:
-                    yield doc
+            done = 0
+            try:
+                for doc in rows:
+                    self.rows += 1
+                    done += 1
+                    if doc is not None:
+                        yield doc
+            except (UnicodeError, EOFError, gzip.BadGzipFile, zlib.error, csv.Error) as exc:
+                # a file that is not UTF-8, a truncated or not-gzip .gz, a broken CSV: name the file and where
+                what = {UnicodeDecodeError: "is not UTF-8 text", EOFError: "ends early (a truncated .gz?)",
+                        gzip.BadGzipFile: "is not gzip data"}.get(type(exc), "cannot be read")
+                raise ValueError(f"{path}: {what} after {done} rows ({exc})") from exc
+            except ValueError as exc:
+                if str(path) in str(exc):
+                    raise
+                raise ValueError(f"{path}: cannot be read after {done} rows ({exc})") from exc  # e.g. Parquet
 
 
 def read_documents(paths: Iterable[Path], fields: FieldMap = FieldMap()) -> Iterator[Document]:

@@ -40,6 +40,9 @@ def build_bm25(batches: Iterable[list[str]], out_dir: Path, params: dict | None 
     for texts in batches:
         for tokens in tokenize(texts, params):
             ids.append([vocab.setdefault(t, len(vocab)) for t in tokens])
+    if not vocab:  # bm25s fails on it deep inside ("max() arg is an empty sequence")
+        raise ValueError("the facts hold no word BM25 can index (only punctuation, numbers or stopwords); "
+                         "build with --no-bm25 for dense retrieval only")
     retriever = bm25s.BM25(k1=params["k1"], b=params["b"], method=params["method"])
     retriever.index(bm25s.tokenization.Tokenized(ids=ids, vocab=vocab), show_progress=False)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -152,3 +152,23 @@ def test_directories_skip_hidden_directories_and_knowledge_bases_inside_them(tmp
     (root / "kb" / "versions" / "v000001" / "bm25" / "params.index.json").write_text("{}")
     (root / "notes.txt").write_text("Warfarin is a vitamin K antagonist.")
     assert [d.text for d in read_documents([root])] == ["Warfarin is a vitamin K antagonist."]
+
+
+def test_unreadable_files_are_errors_naming_the_file(tmp_path):
+    """A file that is not UTF-8 said only "'utf-8' codec can't decode byte 0xe9"; a truncated or not-gzip .gz
+    ended in an EOFError or BadGzipFile traceback (status 1, not 2)."""
+    (tmp_path / "latin.jsonl").write_bytes(b'{"id": "a", "text": "caf\xe9 is coffee"}\n')
+    whole = gzip.compress(b'{"id": "a", "text": "Warfarin is monitored with the INR."}\n' * 200)
+    (tmp_path / "cut.jsonl.gz").write_bytes(whole[:len(whole) // 2])
+    (tmp_path / "plain.jsonl.gz").write_bytes(b'{"id": "a", "text": "not compressed"}\n')
+    for name, what in (("latin.jsonl", "is not UTF-8"), ("cut.jsonl.gz", "ends early"),
+                       ("plain.jsonl.gz", "is not gzip data")):
+        with pytest.raises(ValueError, match=f"{name}: {what}"):
+            list(read_documents([tmp_path / name]))
+
+
+def test_facts_without_any_indexable_word_are_refused_with_advice(tmp_path):
+    from kb.lexical import build_bm25
+
+    with pytest.raises(ValueError, match="--no-bm25"):
+        build_bm25([["!!! ???", "the and of"]], tmp_path / "bm25")
