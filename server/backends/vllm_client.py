@@ -53,6 +53,14 @@ class VllmClient:
             limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
             transport=transport,
         )
+        # Health probes get their own small pool: with every generation connection busy (vLLM loaded, not
+        # down) a probe sharing that pool would wait for a connection and report vLLM unreachable.
+        self._probe_http = httpx.AsyncClient(
+            headers=headers,
+            timeout=timeout_s,
+            limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
+            transport=transport,
+        )
         self._semaphore: asyncio.Semaphore | None = None
         self._model_problems: dict[str, str | None] = {}  # model -> why it is not served (last logged)
         self.calls = 0
@@ -96,9 +104,9 @@ class VllmClient:
     async def _health_problem(self, timeout_s: float) -> str | None:
         """Why vLLM's /health is not 200 (unreachable, starting, engine dead), or None."""
         try:
-            response = await self._http.get(f"{self.root_url}/health", timeout=timeout_s)
+            response = await self._probe_http.get(f"{self.root_url}/health", timeout=timeout_s)
         except httpx.HTTPError as exc:
-            return f"vLLM at {self.root_url} is unreachable ({type(exc).__name__}: {exc or 'no detail'})"
+            return f"vLLM at {self.root_url} is unreachable ({type(exc).__name__}: {str(exc) or 'no detail'})"
         if response.status_code != 200:
             return (f"vLLM at {self.root_url} answers /health with HTTP {response.status_code} "
                     "(still starting, or its engine died)")
@@ -114,7 +122,7 @@ class VllmClient:
         problem = await self._health_problem(timeout_s)
         if problem is None:
             try:
-                response = await self._http.get(f"{self.base_url}/models", timeout=timeout_s)
+                response = await self._probe_http.get(f"{self.base_url}/models", timeout=timeout_s)
                 cards = response.json().get("data") if response.status_code == 200 else None
                 served = [card.get("id") for card in cards] if isinstance(cards, list) else None
             except (httpx.HTTPError, ValueError, AttributeError):
@@ -137,38 +145,68 @@ class VllmClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        await self._probe_http.aclose()
 
     async def _post(self, url: str, body: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
         return await self._request("POST", url, body, deadline)
 
+    async def _acquire_slot(self, url: str, deadline: Deadline) -> asyncio.Semaphore:
+        """A concurrency slot, waited for no longer than the deadline allows."""
+        slot = self._slot()
+        remaining = deadline.remaining()
+        if remaining is None:
+            await slot.acquire()
+            return slot
+        if remaining <= 0:
+            raise BackendTimeoutError(f"no time left in the deadline for vLLM {url}")
+        try:
+            await asyncio.wait_for(slot.acquire(), remaining)
+        except asyncio.TimeoutError as exc:
+            raise BackendTimeoutError(
+                f"no free vLLM slot ({self.max_concurrency} requests in flight) within the deadline") from exc
+        return slot
+
     async def _request(self, method: str, url: str, body: dict[str, Any] | None, deadline: Deadline) -> dict:
         attempt = 0
         while True:
-            timeout = deadline.timeout(self.timeout_s)
-            if timeout <= 0:
-                raise BackendTimeoutError(f"no time left in the deadline for vLLM {url}")
+            slot = await self._acquire_slot(url, deadline)
             try:
-                async with self._slot():
-                    self.calls += 1
-                    response = await self._http.request(method, url, json=body, timeout=timeout)
+                # The timeout is computed once the slot is ours: the wait for it has used part of the deadline.
+                timeout = deadline.timeout(self.timeout_s)
+                if timeout <= 0:
+                    raise BackendTimeoutError(f"no time left in the deadline for vLLM {url}")
+                self.calls += 1
+                response = await self._http.request(method, url, json=body, timeout=timeout)
             except httpx.TimeoutException as exc:
                 if isinstance(exc, httpx.ConnectTimeout) and attempt < self.max_retries:
                     attempt += 1
                     await asyncio.sleep(self.backoff_s * attempt)
                     continue
                 raise BackendTimeoutError(f"vLLM at {url} did not answer within {timeout:.1f} s") from exc
+            except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+                # A misconfigured URL or a request httpx cannot send: retrying cannot help.
+                raise BackendUnavailableError(f"vLLM at {url} cannot be called: {type(exc).__name__}") from exc
             except httpx.TransportError as exc:
                 if attempt < self.max_retries and deadline.timeout(self.timeout_s) > self.backoff_s * (attempt + 1):
                     attempt += 1
                     await asyncio.sleep(self.backoff_s * attempt)
                     continue
                 raise BackendUnavailableError(f"vLLM at {url} is unreachable: {type(exc).__name__}") from exc
+            finally:
+                slot.release()
             if response.status_code in TRANSIENT_STATUS:
                 if attempt < self.max_retries and deadline.timeout(self.timeout_s) > self.backoff_s * (attempt + 1):
                     attempt += 1
                     await asyncio.sleep(self.backoff_s * attempt)
                     continue
                 raise BackendUnavailableError(f"vLLM at {url} answered HTTP {response.status_code}")
+            if response.status_code == 500:
+                # vLLM answers every request with an empty HTTP 500 once its engine died (and /health with 503):
+                # that is an outage of the backend, not a bad answer to this one request.
+                problem = await self._health_problem(min(2.0, max(0.1, deadline.timeout(2.0))))
+                if problem is not None:
+                    log.warning("vLLM answered HTTP 500 on %s; %s", url, problem)
+                    raise BackendUnavailableError(f"vLLM answered HTTP 500 and is not healthy: {problem}")
             return _json_or_error(response, url)
 
 

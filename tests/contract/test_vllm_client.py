@@ -221,3 +221,60 @@ async def test_an_unreachable_vllm_is_logged_with_its_address_and_cause(caplog):
         await client.aclose()
     [message] = [r.getMessage() for r in caplog.records if r.name == "server.backends.vllm_client"]
     assert message.startswith(f"vLLM at {root} is unreachable (ConnectError: ")
+
+
+async def test_a_dead_engine_empty_http_500_is_unavailable_not_a_rejected_request(fake):
+    # vLLM 0.12: after EngineDeadError every generation answers an empty HTTP 500 and /health 503.
+    fake.faults.dead_engine = True
+    client = VllmClient(fake.base_url, max_retries=0)
+    try:
+        with pytest.raises(BackendUnavailableError):
+            await client.chat_completions({"model": "judge", "messages": []})
+        fake.faults.dead_engine = False
+        fake.faults.http_status = 500  # a 500 from a healthy server stays this request's error
+        with pytest.raises(BackendResponseError):
+            await client.chat_completions({"model": "judge", "messages": []})
+    finally:
+        await client.aclose()
+
+
+async def test_health_probe_does_not_wait_for_a_busy_generation_pool(fake):
+    fake.faults.delay_s = 1.5
+    client = VllmClient(fake.base_url, max_concurrency=1)
+    try:
+        busy = asyncio.create_task(client.chat_completions({"model": "judge", "messages": []}))
+        await asyncio.sleep(0.3)
+        assert await client.serves("judge", timeout_s=0.5)  # vLLM is busy, not down
+        await busy
+    finally:
+        await client.aclose()
+
+
+async def test_waiting_for_a_slot_respects_the_deadline_and_a_late_request_is_never_sent(fake):
+    fake.faults.delay_s = 1.0
+    client = VllmClient(fake.base_url, max_concurrency=1)
+    try:
+        busy = asyncio.create_task(client.chat_completions({"model": "judge", "messages": []}))
+        await asyncio.sleep(0.1)
+        sent = len(fake.requests)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(BackendTimeoutError):
+            await client.chat_completions({"model": "judge", "messages": []}, Deadline.after(0.3))
+        assert loop.time() - start < 0.8
+        await busy
+        assert len(fake.requests) == sent
+    finally:
+        await client.aclose()
+
+
+async def test_a_url_without_scheme_is_not_retried():
+    client = VllmClient("vllm:8000/v1", max_retries=2, backoff_s=5.0)
+    try:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(BackendUnavailableError):
+            await client.chat_completions({"model": "judge", "messages": []})
+        assert loop.time() - start < 1.0
+    finally:
+        await client.aclose()

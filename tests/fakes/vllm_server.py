@@ -55,7 +55,7 @@ class Faults:
     http_status: int | None = None  # answer every generation request with this status
     error_body: Any = None  # with http_status: this JSON body (bytes: sent raw) instead of vLLM's error shape
     malformed_body: bool = False  # 200 with a body that is not JSON
-    dead_engine: bool = False  # /health answers 503
+    dead_engine: bool = False  # /health answers 503; generation answers HTTP 500 with an empty body (vLLM 0.12)
     unconstrained: bool = False  # structured outputs not applied (as vLLM >= 0.12 treats the removed guided_*)
 
 
@@ -166,6 +166,11 @@ class FakeVllmServer:
         if method == "POST" and path in ("/v1/chat/completions", "/v1/completions"):
             if self.faults.delay_s:
                 time.sleep(self.faults.delay_s)
+            if self.faults.dead_engine and self.faults.http_status is None:
+                # vLLM 0.12's launcher runtime_exception_handler: once EngineDeadError is raised it answers the
+                # request with an empty HTTP 500 (and /health with 503) before the server shuts down.
+                self._send(handler, 500, None, raw=b"")
+                return
             if self.faults.http_status is not None:
                 body = self.faults.error_body
                 if body is None:
