@@ -201,3 +201,25 @@ async def test_ready_follows_vllm_health(fake, judge):
     assert await judge.ready()
     fake.faults.dead_engine = True
     assert not await judge.ready()
+
+
+@pytest.mark.parametrize("top", ["absent", None, [], [{"token": "A", "logprob": -1.6}]])
+def test_missing_or_short_top_logprobs_is_an_error_not_certainty(top):
+    first = {"token": "A", "logprob": -1.6}
+    if top != "absent":
+        first["top_logprobs"] = top
+    data = {"choices": [{"message": {"content": "A"}, "logprobs": {"content": [first]}}]}
+    with pytest.raises(JudgeOutputError, match="top_logprobs"):
+        parse_judgement(data)
+
+
+async def test_a_claim_without_evidence_is_not_judged_by_the_llm():
+    from server.backends.vllm_client import VllmClient
+    from server.backends.judges.vllm_judge import VllmJudge
+    from server.pipeline.types import Tier
+    judge = VllmJudge(VllmClient("http://127.0.0.1:9/v1"), "judge")
+    try:
+        (out,) = await judge.judge([JudgeItem(CLAIM, ())], Deadline())
+    finally:
+        await judge.aclose()
+    assert out.verdict is Verdict.NOT_ENOUGH_INFO and out.tier is Tier.NONE and out.llm_calls == 0

@@ -227,6 +227,8 @@ class FakeVllmServer:
             first_token = text if constraint is not None or text in candidates else text[:1]
             candidates.setdefault(first_token, LOGPROB_FLOOR)
             ranked = sorted(candidates.items(), key=lambda kv: -kv[1])[:top_n]
+            # vLLM always returns exactly top_logprobs entries (the rest of the vocabulary): pad with other tokens.
+            ranked += [(f"<tok{k}>", LOGPROB_FLOOR) for k in range(top_n - len(ranked))]
             choice["logprobs"] = {"content": [{
                 "token": first_token, "logprob": _clamp(candidates[first_token]),
                 "bytes": list(first_token.encode()),

@@ -113,3 +113,52 @@ async def test_ready_needs_only_the_embedded_tier_and_names_carry_the_policy():
     assert cascade.prompt_version == "llm-prompt;emb-prompt"
     with pytest.raises(ValueError):
         CascadeJudge(FakeJudge("emb", EMBEDDED), FakeJudge("llm", LLM), 1.5)
+
+
+class PerClaimJudge(FakeJudge):
+    """An LLM tier answering claim by claim: a table entry that is an exception is that claim's outage."""
+
+    def __init__(self, name, table, delay_to_deadline: bool = False):
+        super().__init__(name, table)
+        self.delay_to_deadline = delay_to_deadline
+        self.deadlines = []
+
+    async def judge_each(self, items, deadline):
+        import asyncio
+        self.deadlines.append(deadline)
+        self.asked.extend(item.claim for item in items)
+        if self.delay_to_deadline:  # like a client whose timeout is cut to the deadline it is given
+            await asyncio.sleep(deadline.remaining())
+            return [BackendTimeoutError("no answer within the deadline") for _ in items]
+        return [self.table[item.claim] for item in items]
+
+
+async def test_llm_tier_gives_up_before_the_request_deadline_so_degraded_verdicts_are_sent():
+    import time
+    llm = PerClaimJudge("llm", LLM, delay_to_deadline=True)
+    cascade = CascadeJudge(FakeJudge("emb", EMBEDDED), llm, 0.8)
+    deadline = Deadline.after(1.0)  # shorter than any KGV_JUDGE__TIMEOUT_S
+    out = await cascade.judge(items("unsure"), deadline)
+    assert out[0].tier is Tier.DEGRADED
+    assert deadline.at - time.monotonic() >= 0.15  # time left to send the answer
+    assert llm.deadlines[0].at <= deadline.at - 0.2
+
+
+async def test_one_failed_llm_call_degrades_only_its_claim_and_keeps_the_others():
+    table = {**LLM, "unsure": BackendUnavailableError("HTTP 503")}
+    cascade = CascadeJudge(FakeJudge("emb", EMBEDDED), PerClaimJudge("llm", table), 0.8)
+    out = await cascade.judge(items("unsure", "contradicted"), Deadline())
+    assert [o.tier for o in out] == [Tier.DEGRADED, Tier.LLM]
+    assert out[1] == LLM["contradicted"]
+    assert [o.llm_calls for o in out] == [1, 1]  # attempted calls count, answered or not
+    assert cascade.degraded == 1
+
+
+async def test_degraded_embedded_error_keeps_its_own_reason():
+    embedded = {"broken": j(Verdict.ERROR, None, Tier.EMBEDDED)}
+    cascade = CascadeJudge(FakeJudge("emb", embedded),
+                           FakeJudge("llm", {}, fail=BackendUnavailableError("connection refused")), 0.8)
+    (out,) = await cascade.judge(items("broken"), Deadline())
+    assert out.tier is Tier.DEGRADED and out.verdict is Verdict.ERROR
+    assert out.error.startswith("bad output") and "connection refused" in out.error
+    assert "embedded verdict kept" not in out.error

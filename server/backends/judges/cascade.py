@@ -20,6 +20,24 @@ def needs_llm(judgement: Judgement, threshold: float) -> bool:
     return judgement.probabilities.confidence() < threshold
 
 
+LLM_RESERVE_MIN_S = 0.2  # time kept back from the LLM tier to send the degraded verdicts
+LLM_RESERVE_SHARE = 0.1
+
+
+def llm_tier_deadline(deadline: Deadline) -> Deadline:
+    """The request's deadline less a reserve (max(0.2 s, 10% of the remaining time)).
+
+    The LLM tier must give up before the RPC does: with its timeout cut to exactly the request's remaining
+    time, the call would time out when the client already has DEADLINE_EXCEEDED, and the degraded
+    verdicts (the cascade's promise) would never be sent.
+    """
+    remaining = deadline.remaining()
+    if remaining is None or deadline.at is None:
+        return deadline
+    reserve = max(LLM_RESERVE_MIN_S, LLM_RESERVE_SHARE * remaining)
+    return Deadline(deadline.at - reserve)
+
+
 class CascadeJudge:
     """Judge port: every claim gets the embedded verdict; those the policy escalates get the LLM's instead.
 
@@ -45,17 +63,33 @@ class CascadeJudge:
             return first
         self.escalated += len(picked)
         out = list(first)
+        asked = [items[i] for i in picked]
+        llm_deadline = llm_tier_deadline(deadline)
+        each = getattr(self.llm, "judge_each", None)
         try:
-            second = await self.llm.judge([items[i] for i in picked], deadline)
+            if each is not None:
+                second = await each(asked, llm_deadline)
+            else:
+                second = await self.llm.judge(asked, llm_deadline)
         except (BackendUnavailableError, BackendTimeoutError) as exc:
-            self.degraded += len(picked)
-            log.warning("LLM judge tier down (%s); %d claim(s) keep the embedded verdict", exc.message, len(picked))
-            why = f"LLM judge tier down, embedded verdict kept: {exc.message}"
-            for i in picked:
-                out[i] = dataclasses.replace(first[i], tier=Tier.DEGRADED, error=why)
-            return out
-        for i, judgement in zip(picked, second):
-            out[i] = judgement
+            second = [exc] * len(picked)
+        down = [(i, r) for i, r in zip(picked, second) if isinstance(r, (BackendUnavailableError, BackendTimeoutError))]
+        if down:
+            self.degraded += len(down)
+            log.warning("LLM judge tier down (%s); %d of %d escalated claim(s) keep the embedded verdict",
+                        down[0][1].message, len(down), len(picked))
+        for i, result in zip(picked, second):
+            if isinstance(result, (BackendUnavailableError, BackendTimeoutError)):
+                why = f"LLM judge tier down: {result.message}"
+                if first[i].error:  # the embedded verdict was itself an ERROR: keep its reason
+                    why = f"{first[i].error}; {why}"
+                else:
+                    why = f"{why} (embedded verdict kept)"
+                # the escalation was an attempted LLM call, answered or not
+                out[i] = dataclasses.replace(first[i], tier=Tier.DEGRADED, error=why,
+                                             llm_calls=first[i].llm_calls + 1)
+            else:
+                out[i] = result
         return out
 
     async def ready(self) -> bool:

@@ -14,7 +14,7 @@ from ...pipeline.types import JudgeItem, Judgement, LabelProbs, Tier, Verdict
 from ..vllm_client import VLLM_LOGPROB_FLOOR, VllmClient
 from .aggregation import NO_EVIDENCE
 from .embedded import error_judgement
-from .prompts import LABELS, PROMPT_VERSION, VERBALIZERS, request_body
+from .prompts import LABELS, PROMPT_VERSION, TOP_LOGPROBS, VERBALIZERS, request_body
 
 log = logging.getLogger(__name__)
 _ORDER = (Verdict.SUPPORTED, Verdict.CONTRADICTED, Verdict.NOT_ENOUGH_INFO)
@@ -32,9 +32,16 @@ def _logprob(value: Any) -> float:
 
 
 def _label_logprobs(first: dict[str, Any]) -> dict[str, float]:
-    """Log-probability of each label at the first generated position; a label not returned counts as -9999."""
+    """Log-probability of each label at the first generated position; a label not returned counts as -9999.
+
+    A label may count as absent only when the full top list asked for came back: a missing, null or short
+    top_logprobs list says nothing about the labels it lacks (taking them as -9999 would make up certainty).
+    """
     seen: dict[str, float] = {}
-    candidates = [first, *(first.get("top_logprobs") or [])]
+    top_list = first.get("top_logprobs")
+    if not isinstance(top_list, list):
+        raise JudgeOutputError("the response carries no top_logprobs list for the label token")
+    candidates = [first, *top_list]
     for entry in candidates:
         if not isinstance(entry, dict) or not isinstance(entry.get("token"), str):
             raise JudgeOutputError("a logprobs entry has no token")
@@ -46,6 +53,9 @@ def _label_logprobs(first: dict[str, Any]) -> dict[str, float]:
         if values:
             top = max(values)
             out[label] = top + math.log(sum(math.exp(v - top) for v in values))
+        elif len(top_list) < TOP_LOGPROBS:
+            raise JudgeOutputError(f"top_logprobs has {len(top_list)} of the {TOP_LOGPROBS} entries asked for and "
+                                   f"lacks the label {label!r}: its probability is unknown")
         else:
             out[label] = VLLM_LOGPROB_FLOOR
     return out
@@ -98,8 +108,8 @@ class VllmJudge:
         self._closed = False
 
     async def _one(self, item: JudgeItem, deadline: Deadline) -> Judgement:
-        if not item.evidence:
-            return Judgement(Verdict.NOT_ENOUGH_INFO, NO_EVIDENCE, Tier.LLM, evidence=())
+        if not item.evidence:  # nothing to read: not judged, no LLM call
+            return Judgement(Verdict.NOT_ENOUGH_INFO, NO_EVIDENCE, Tier.NONE, evidence=())
         try:
             data = await self.client.chat_completions(request_body(self.model, item.claim, item.evidence), deadline)
         except BackendResponseError as exc:
@@ -111,14 +121,29 @@ class VllmJudge:
             return error_judgement(f"LLM judge: {exc}", Tier.LLM, llm_calls=1)
         return Judgement(verdict, probs, Tier.LLM, llm_calls=1, evidence=item.evidence)
 
+    async def judge_each(self, items: Sequence[JudgeItem],
+                         deadline: Deadline) -> list[Judgement | BackendUnavailableError | BackendTimeoutError]:
+        """One call per claim, concurrently; each claim's outcome on its own.
+
+        A claim whose call found vLLM unreachable or too slow gets that error in its place (the cascade
+        degrades only those claims); any other exception is raised.
+        """
+        results = await asyncio.gather(*(self._one(item, deadline) for item in items), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(
+                    result, (BackendUnavailableError, BackendTimeoutError)):
+                raise result
+        return list(results)
+
     async def judge(self, items: Sequence[JudgeItem], deadline: Deadline) -> list[Judgement]:
         """One call per claim, concurrently (the client bounds how many are in flight).
 
         Unreachable -> BackendUnavailableError, too slow -> BackendTimeoutError, for the
-        whole batch; unusable output -> that claim's ERROR verdict.
+        whole batch (the request fails UNAVAILABLE / DEADLINE_EXCEEDED); unusable output -> that claim's
+        ERROR verdict.
         """
-        results = await asyncio.gather(*(self._one(item, deadline) for item in items), return_exceptions=True)
-        for kind in (BackendUnavailableError, BackendTimeoutError, BaseException):
+        results = await self.judge_each(items, deadline)
+        for kind in (BackendUnavailableError, BackendTimeoutError):
             for result in results:
                 if isinstance(result, kind):
                     raise result
