@@ -23,6 +23,7 @@ def test_exact_copies_align_to_where_each_piece_starts(parts, sep):
         expected.append(pos)
         pos += len(p) + len(sep)
     starts = StepAligner(chain).starts(parts)
+    assert starts == expected
     assert starts == sorted(set(starts))  # strictly increasing
     assert [chain[s:s + len(p)] for s, p in zip(starts, parts)] == parts
 
@@ -50,3 +51,18 @@ def test_steps_out_of_order_fail():
     chain = "First sentence here. Second sentence here."
     with pytest.raises(StepNotFoundError):
         StepAligner(chain).starts(["Second sentence here.", "First sentence here."])
+
+
+@pytest.mark.parametrize("chain, steps, second", [
+    ("Potassium is high, so the answer is B.\n\nSo the answer is B.",
+     ["Potassium is high, so the answer is B.", "So the answer is B."], 40),  # normalized match inside step 0
+    ("We know 2 + 2 = 4, so 4 is even. 4 is even.", ["We know 2 + 2 = 4, so 4 is even.", "4 is even."], 33),
+])
+def test_a_step_repeated_inside_the_previous_one_is_found_where_it_follows(chain, steps, second):
+    assert StepAligner(chain).starts(steps) == [0, second]
+
+
+def test_offsets_after_a_character_that_lower_cases_to_two():
+    chain = "İstanbul has 15 million people. THE capital is Ankara. Ankara is in Anatolia."
+    steps = ["İstanbul has 15 million people.", "the capital is Ankara.", "Ankara is in Anatolia."]
+    assert StepAligner(chain).starts(steps) == [0, chain.index("THE"), chain.rindex("Ankara is")]

@@ -18,6 +18,7 @@ _TRANSLATE = str.maketrans(
 )
 _WORD = re.compile(r"\w+")
 MIN_WORD_RATIO = 0.8  # share of a step's words that must match the chain at the aligned place
+WORD_WINDOW = 4000  # chain words after the previous step that a reworded step is looked for in
 
 
 class StepNotFoundError(ValueError):
@@ -39,19 +40,27 @@ class _Normalized:
     def of(cls, text: str) -> "_Normalized":
         chars: list[str] = []
         origin: list[int] = []
-        for i, ch in enumerate(text.translate(_TRANSLATE).lower()):
-            if ch.isspace():
+        # Lower-cased character by character: some characters lower to two ("İ" -> "i̇"), and each produced
+        # character maps back to the chain character it came from.
+        for i, original in enumerate(text.translate(_TRANSLATE)):
+            if original.isspace():
                 if chars and chars[-1] != " ":
                     chars.append(" ")
                     origin.append(i)
                 continue
-            chars.append(ch)
-            origin.append(i)
+            for ch in original.lower():
+                chars.append(ch)
+                origin.append(i)
         return cls("".join(chars), origin)
 
 
+def _lower(text: str) -> str:
+    """Lower-cased character by character, as _Normalized does (str.lower's context rules would differ)."""
+    return "".join(ch.lower() for ch in text)
+
+
 def _normalize(text: str) -> str:
-    return " ".join(text.translate(_TRANSLATE).lower().split())
+    return " ".join(_lower(text.translate(_TRANSLATE)).split())
 
 
 class StepAligner:
@@ -60,45 +69,56 @@ class StepAligner:
     def __init__(self, chain: str):
         self.chain = chain
         self._normalized = _Normalized.of(chain)
-        self._words = [(m.start(), m.group().lower()) for m in _WORD.finditer(chain)]
+        self._words = [(m.start(), m.end(), _lower(m.group())) for m in _WORD.finditer(chain)]
+        self._word_starts = [start for start, _, _ in self._words]
 
     def starts(self, step_texts: list[str]) -> list[int]:
-        """Offset where each step starts; strictly increasing. Raises StepNotFoundError."""
+        """Offset where each step starts; strictly increasing. Raises StepNotFoundError.
+
+        Each step is looked for after the end of the previous step's match, so a step whose text also
+        occurs inside the previous step ("..., so the answer is B." then "So the answer is B.") is found
+        where it follows, not inside its predecessor."""
         starts: list[int] = []
         cursor = 0
         for index, step in enumerate(step_texts):
-            pos = self.find(step, cursor)
-            if pos is None:
+            found = self.find(step, cursor)
+            if found is None:
                 raise StepNotFoundError(index, step)
-            starts.append(pos)
-            cursor = pos + 1
+            start, end = found
+            starts.append(start)
+            cursor = max(end, start + 1)
         return starts
 
-    def find(self, step: str, cursor: int) -> int | None:
-        """Start offset of step in the chain at or after cursor, or None."""
+    def find(self, step: str, cursor: int) -> tuple[int, int] | None:
+        """(start, end) offsets of step in the chain at or after cursor, or None."""
         step = step.strip()
         if not step:
             return None
         pos = self.chain.find(step, cursor)
         if pos >= 0:
-            return pos
+            return pos, pos + len(step)
         return self._find_normalized(step, cursor) if _normalize(step) else None
 
-    def _find_normalized(self, step: str, cursor: int) -> int | None:
+    def _find_normalized(self, step: str, cursor: int) -> tuple[int, int] | None:
         norm = self._normalized
         key = _normalize(step)
         pos = norm.text.find(key, bisect.bisect_left(norm.origin, cursor))
         if pos >= 0:
-            return norm.origin[pos]
+            return norm.origin[pos], norm.origin[pos + len(key) - 1] + 1
         return self._find_words(step, cursor)
 
-    def _find_words(self, step: str, cursor: int) -> int | None:
-        """Light rewording: align the step's words to the chain's words after the cursor."""
-        step_words = [w.lower() for w in _WORD.findall(step)]
-        chain = [(o, w) for o, w in self._words if o >= cursor]
+    def _find_words(self, step: str, cursor: int) -> tuple[int, int] | None:
+        """Light rewording: align the step's words to the chain's words after the cursor.
+
+        Only the WORD_WINDOW words after the cursor are searched: the steps follow each other in the chain,
+        and searching the whole rest of a long chain for each of hundreds of reworded steps held the
+        interpreter for seconds."""
+        step_words = [_lower(w) for w in _WORD.findall(step)]
+        first = bisect.bisect_left(self._word_starts, cursor)
+        chain = self._words[first:first + WORD_WINDOW + len(step_words)]
         if not step_words or not chain:
             return None
-        words = [w for _, w in chain]
+        words = [w for _, _, w in chain]
         matcher = difflib.SequenceMatcher(None, words, step_words, autojunk=False)
         longest = matcher.find_longest_match(0, len(words), 0, len(step_words))
         if not longest.size:
@@ -110,4 +130,5 @@ class StepAligner:
         blocks = difflib.SequenceMatcher(None, window, step_words, autojunk=False).get_matching_blocks()
         if sum(b.size for b in blocks) < MIN_WORD_RATIO * len(step_words):
             return None
-        return chain[start_word][0]
+        last = max(b.a + b.size - 1 for b in blocks if b.size)  # the last chain word the step matched
+        return chain[start_word][0], chain[start_word + last][1]
