@@ -36,6 +36,16 @@ def _named_device(value: str) -> str:
 TorchDevice = Annotated[str, AfterValidator(_torch_device), AfterValidator(_named_device)]
 """A torch device name, checked at startup (whether torch sees it is checked when the model loads)."""
 LmDevice = Annotated[str, AfterValidator(_torch_device)]
+
+
+def _http_url(value: str | None) -> str | None:
+    """A vLLM base URL must name its scheme: `vllm:8000/v1` would be refused by httpx on every request."""
+    if value is not None and not re.match(r"(?i)https?://[^/\s]+", value):
+        raise ValueError(f"must be an http:// or https:// URL, e.g. 'http://vllm:8000/v1', not {value!r}")
+    return value
+
+
+VllmUrl = Annotated[str, AfterValidator(_http_url)]
 """A torch device name or `auto` (CUDA when torch sees one, else CPU)."""
 
 
@@ -145,7 +155,7 @@ class KbSettings(_Section):
 class JudgeSettings(_Section):
     backend: JudgeName = "nli"
     """Default judge: `nli` (the shipped NLI model), `baseline` (embedding similarity), `vllm` or `cascade`."""
-    base_url: str = "http://127.0.0.1:8000/v1"
+    base_url: VllmUrl = "http://127.0.0.1:8000/v1"
     """OpenAI-compatible base URL of the vLLM judge; the default is used when the judge is `vllm` or `cascade`; with a local default judge, set it to let requests ask for `vllm`/`cascade`."""
     model: str = "judge"
     """Served model name of the vLLM judge."""
@@ -190,7 +200,7 @@ class LmSettings(_Section):
     """InfoGain estimator: `nli` (embedded proxy), `transformers` (local causal LM) or `vllm`."""
     model: str | None = None
     """Causal LM: local path or name (transformers), served name (vllm)."""
-    base_url: str = "http://127.0.0.1:8000/v1"
+    base_url: VllmUrl = "http://127.0.0.1:8000/v1"
     """OpenAI-compatible base URL of the vLLM LM."""
     api_key: SecretStr | None = None
     """Bearer token for the vLLM LM."""
@@ -232,7 +242,7 @@ class BatchingSettings(_Section):
 class SplitterSettings(_Section):
     backend: Literal["rules", "llm"] = "rules"
     """Step splitter: `rules` (embedded) or `llm` (vLLM decomposer)."""
-    base_url: str | None = None
+    base_url: VllmUrl | None = None
     """OpenAI-compatible base URL of the vLLM decomposer; unset = the judge's (KGV_JUDGE__BASE_URL)."""
     model: str | None = None
     """Served model name of the decomposer; unset = the judge's (KGV_JUDGE__MODEL)."""

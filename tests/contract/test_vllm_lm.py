@@ -242,3 +242,10 @@ async def test_unreachable_vllm_is_unavailable():
             await estimator.score_prefixes(QUESTION, chain(2), "insulin", NO_DEADLINE)
     finally:
         await estimator.aclose()
+
+
+@pytest.mark.parametrize("value", [2.5, float("inf"), float("nan")])
+def test_impossible_logprobs_are_a_bad_answer(value):
+    from server.backends.lm.vllm_lm import _logprob
+    with pytest.raises(BackendResponseError, match="impossible log-probability"):
+        _logprob(value)

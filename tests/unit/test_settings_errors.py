@@ -16,6 +16,9 @@ from tests.conftest import REPO
     ("KGV_SERVER__LOG_LEVEL", "verbose", "KGV_SERVER__LOG_LEVEL: String should match pattern"),
     ("KGV_SERVR__LISTEN", '["x:1"]', "KGV_SERVR__LISTEN: not a kgverify setting (did you mean KGV_SERVER__LISTEN?)"),
     ("KGV_JUDGE__CASCADE_THRESHOLD", "2", "KGV_JUDGE__CASCADE_THRESHOLD: Input should be less than or equal to 1"),
+    ("KGV_JUDGE__BASE_URL", "vllm:8000/v1", "KGV_JUDGE__BASE_URL: Value error, must be an http:// or https:// URL"),
+    ("KGV_LM__BASE_URL", "localhost:8000/v1", "KGV_LM__BASE_URL: Value error, must be an http:// or https:// URL"),
+    ("KGV_SPLITTER__BASE_URL", "ftp://x/v1", "KGV_SPLITTER__BASE_URL: Value error, must be an http:// or https://"),
 ])
 def test_a_bad_or_unknown_variable_is_named_with_what_is_expected(monkeypatch, name, value, expected):
     monkeypatch.setenv(name, value)

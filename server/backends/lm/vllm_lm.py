@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any, Sequence
 
 from ...pipeline.deadline import Deadline
@@ -141,6 +142,8 @@ def _usage(data: dict, key: str, default: int) -> int:
 def _logprob(value: Any) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise BackendResponseError("vLLM returned a log-probability that is not a number")
+    if math.isnan(value) or value > 1e-6:  # NaN, +inf or a positive log-probability: not a probability
+        raise BackendResponseError(f"vLLM returned an impossible log-probability {value!r}")
     return _NEG_INF if value <= VLLM_LOGPROB_FLOOR else float(value)
 
 
