@@ -150,7 +150,7 @@ class VllmClient:
     async def _post(self, url: str, body: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
         return await self._request("POST", url, body, deadline)
 
-    async def _acquire_slot(self, url: str, deadline: Deadline) -> asyncio.Semaphore:
+    async def _acquire_slot(self, route: str, deadline: Deadline) -> asyncio.Semaphore:
         """A concurrency slot, waited for no longer than the deadline allows."""
         slot = self._slot()
         remaining = deadline.remaining()
@@ -158,7 +158,7 @@ class VllmClient:
             await slot.acquire()
             return slot
         if remaining <= 0:
-            raise BackendTimeoutError(f"no time left in the deadline for vLLM {url}")
+            raise BackendTimeoutError(f"no time left in the deadline for vLLM {route}")
         try:
             await asyncio.wait_for(slot.acquire(), remaining)
         except asyncio.TimeoutError as exc:
@@ -167,14 +167,20 @@ class VllmClient:
         return slot
 
     async def _request(self, method: str, url: str, body: dict[str, Any] | None, deadline: Deadline) -> dict:
+        # Clients see the route and the status, never this server's vLLM address (the health probes log it
+        # with the cause when vLLM becomes unusable) nor vLLM's own server-error text (logged below).
+        return await self._attempts(method, url, body, deadline)
+
+    async def _attempts(self, method: str, url: str, body: dict[str, Any] | None, deadline: Deadline) -> dict:
+        route = url.removeprefix(self.root_url) or "/"
         attempt = 0
         while True:
-            slot = await self._acquire_slot(url, deadline)
+            slot = await self._acquire_slot(route, deadline)
             try:
                 # The timeout is computed once the slot is ours: the wait for it has used part of the deadline.
                 timeout = deadline.timeout(self.timeout_s)
                 if timeout <= 0:
-                    raise BackendTimeoutError(f"no time left in the deadline for vLLM {url}")
+                    raise BackendTimeoutError(f"no time left in the deadline for vLLM {route}")
                 self.calls += 1
                 response = await self._http.request(method, url, json=body, timeout=timeout)
             except httpx.TimeoutException as exc:
@@ -182,16 +188,16 @@ class VllmClient:
                     attempt += 1
                     await asyncio.sleep(self.backoff_s * attempt)
                     continue
-                raise BackendTimeoutError(f"vLLM at {url} did not answer within {timeout:.1f} s") from exc
+                raise BackendTimeoutError(f"vLLM did not answer {route} within {timeout:.1f} s") from exc
             except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
                 # A misconfigured URL or a request httpx cannot send: retrying cannot help.
-                raise BackendUnavailableError(f"vLLM at {url} cannot be called: {type(exc).__name__}") from exc
+                raise BackendUnavailableError(f"vLLM cannot be called ({type(exc).__name__}): check the base_url setting") from exc
             except httpx.TransportError as exc:
                 if attempt < self.max_retries and deadline.timeout(self.timeout_s) > self.backoff_s * (attempt + 1):
                     attempt += 1
                     await asyncio.sleep(self.backoff_s * attempt)
                     continue
-                raise BackendUnavailableError(f"vLLM at {url} is unreachable: {type(exc).__name__}") from exc
+                raise BackendUnavailableError(f"the vLLM backend is unreachable ({type(exc).__name__})") from exc
             finally:
                 slot.release()
             if response.status_code in TRANSIENT_STATUS:
@@ -199,22 +205,23 @@ class VllmClient:
                     attempt += 1
                     await asyncio.sleep(self.backoff_s * attempt)
                     continue
-                raise BackendUnavailableError(f"vLLM at {url} answered HTTP {response.status_code}")
+                raise BackendUnavailableError(f"vLLM answered HTTP {response.status_code} on {route}")
             if response.status_code == 500:
                 # vLLM answers every request with an empty HTTP 500 once its engine died (and /health with 503):
                 # that is an outage of the backend, not a bad answer to this one request.
                 problem = await self._health_problem(min(2.0, max(0.1, deadline.timeout(2.0))))
                 if problem is not None:
                     log.warning("vLLM answered HTTP 500 on %s; %s", url, problem)
-                    raise BackendUnavailableError(f"vLLM answered HTTP 500 and is not healthy: {problem}")
-            return _json_or_error(response, url)
+                    raise BackendUnavailableError(f"vLLM answered HTTP 500 on {route} and its /health is not 200 "
+                                                  "(engine dead or restarting)")
+            return _json_or_error(response, route)
 
 
 REFUSED_KEY = (401, 403)
 
 
-def _refused_key(url: str, status: int, on: str = "") -> str:
-    return (f"vLLM at {url} refuses this server's API key (HTTP {status}{f' on {on}' if on else ''}): "
+def _refused_key(url: str | None, status: int, on: str = "") -> str:
+    return (f"vLLM{f' at {url}' if url else ''} refuses this server's API key (HTTP {status}{f' on {on}' if on else ''}): "
             "the api_key setting must match vLLM's --api-key")
 
 
@@ -227,25 +234,30 @@ def _error_message(data: Any) -> str:
     return str(message or data.get("message") or data.get("detail") or "")[:300]
 
 
-def _json_or_error(response: httpx.Response, url: str) -> dict[str, Any]:
+def _json_or_error(response: httpx.Response, route: str) -> dict[str, Any]:
     try:
         data = response.json()
     except ValueError as exc:
         if response.status_code == 200:
-            raise BackendResponseError(f"vLLM at {url} returned non-JSON (HTTP 200)") from exc
+            raise BackendResponseError(f"vLLM returned non-JSON on {route} (HTTP 200)") from exc
         data = None
     if response.status_code == 404:
         # The model is not served under that name (or the base URL lacks /v1): every request would fail the
         # same way, so this backend is down for us, like an unreachable one, not a bad answer to one claim.
-        raise BackendUnavailableError(f"vLLM at {url} cannot serve the request (HTTP 404): "
+        raise BackendUnavailableError(f"vLLM cannot serve the request (HTTP 404): "
                                       f"{_error_message(data) or 'not found'}")
     if response.status_code in REFUSED_KEY:  # every request would be refused alike: down for us, not a bad answer
-        raise BackendUnavailableError(_refused_key(url, response.status_code))
+        raise BackendUnavailableError(_refused_key(None, response.status_code))
+    if response.status_code >= 500:
+        # vLLM's own text of a server error (tracebacks, internal names) stays in the log.
+        log.warning("vLLM answered HTTP %d on %s: %s", response.status_code, route,
+                    _error_message(data) or "no JSON")
+        raise BackendResponseError(f"vLLM answered HTTP {response.status_code} on {route}", reason="BACKEND_REJECTED")
     if response.status_code != 200:
         raise BackendResponseError(
-            f"vLLM at {url} rejected the request (HTTP {response.status_code}): {_error_message(data) or 'no JSON'}",
+            f"vLLM rejected the request (HTTP {response.status_code}): {_error_message(data) or 'no JSON'}",
             reason="BACKEND_REJECTED",
         )
     if not isinstance(data, dict):
-        raise BackendResponseError(f"vLLM at {url} returned JSON that is not an object")
+        raise BackendResponseError(f"vLLM returned JSON that is not an object on {route}")
     return data

@@ -278,3 +278,34 @@ async def test_a_url_without_scheme_is_not_retried():
         assert loop.time() - start < 1.0
     finally:
         await client.aclose()
+
+
+async def test_client_visible_messages_name_no_vllm_address_nor_its_server_error_text(fake, caplog):
+    client = VllmClient(fake.base_url, max_retries=0)
+    try:
+        fake.faults.http_status, fake.faults.error_body = 500, {"error": {"message": "Traceback at /opt/vllm/x.py"}}
+        with caplog.at_level("WARNING", logger="server.backends.vllm_client"):
+            with pytest.raises(BackendResponseError) as caught:
+                await client.chat_completions({"model": "judge", "messages": []})
+        assert caught.value.message == "vLLM answered HTTP 500 on /v1/chat/completions"
+        assert any("Traceback" in r.getMessage() for r in caplog.records)  # the operator's log has it
+        fake.faults.http_status = 503
+        with pytest.raises(BackendUnavailableError) as caught:
+            await client.chat_completions({"model": "judge", "messages": []})
+        assert "127.0.0.1" not in caught.value.message
+    finally:
+        await client.aclose()
+    with pytest.raises(BackendUnavailableError) as caught:
+        await _call_an_unreachable_vllm()
+    assert "127.0.0.1" not in caught.value.message and "unreachable" in caught.value.message
+
+
+async def _call_an_unreachable_vllm():
+    server = FakeVllmServer().start()
+    url = server.base_url
+    server.stop()
+    client = VllmClient(url, max_retries=0)
+    try:
+        await client.chat_completions({"model": "judge", "messages": []})
+    finally:
+        await client.aclose()
