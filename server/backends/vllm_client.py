@@ -176,6 +176,7 @@ class VllmClient:
         attempt = 0
         while True:
             slot = await self._acquire_slot(route, deadline)
+            failure: httpx.TransportError | None = None
             try:
                 # The timeout is computed once the slot is ours: the wait for it has used part of the deadline.
                 timeout = deadline.timeout(self.timeout_s)
@@ -183,23 +184,26 @@ class VllmClient:
                     raise BackendTimeoutError(f"no time left in the deadline for vLLM {route}")
                 self.calls += 1
                 response = await self._http.request(method, url, json=body, timeout=timeout)
-            except httpx.TimeoutException as exc:
-                if isinstance(exc, httpx.ConnectTimeout) and attempt < self.max_retries:
+            except httpx.TransportError as exc:
+                failure = exc
+            finally:
+                slot.release()  # never held through a retry's backoff
+            if isinstance(failure, httpx.TimeoutException):
+                if isinstance(failure, httpx.ConnectTimeout) and attempt < self.max_retries:
                     attempt += 1
                     await asyncio.sleep(self.backoff_s * attempt)
                     continue
-                raise BackendTimeoutError(f"vLLM did not answer {route} within {timeout:.1f} s") from exc
-            except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+                raise BackendTimeoutError(f"vLLM did not answer {route} within {timeout:.1f} s") from failure
+            if isinstance(failure, (httpx.UnsupportedProtocol, httpx.LocalProtocolError)):
                 # A misconfigured URL or a request httpx cannot send: retrying cannot help.
-                raise BackendUnavailableError(f"vLLM cannot be called ({type(exc).__name__}): check the base_url setting") from exc
-            except httpx.TransportError as exc:
+                raise BackendUnavailableError(
+                    f"vLLM cannot be called ({type(failure).__name__}): check the base_url setting") from failure
+            if failure is not None:
                 if attempt < self.max_retries and deadline.timeout(self.timeout_s) > self.backoff_s * (attempt + 1):
                     attempt += 1
                     await asyncio.sleep(self.backoff_s * attempt)
                     continue
-                raise BackendUnavailableError(f"the vLLM backend is unreachable ({type(exc).__name__})") from exc
-            finally:
-                slot.release()
+                raise BackendUnavailableError(f"the vLLM backend is unreachable ({type(failure).__name__})") from failure
             if response.status_code in TRANSIENT_STATUS:
                 if attempt < self.max_retries and deadline.timeout(self.timeout_s) > self.backoff_s * (attempt + 1):
                     attempt += 1
