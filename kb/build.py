@@ -16,7 +16,8 @@ import numpy as np
 
 from .chunking import ChunkSpec, chunk_spans, embed_input, embed_key, lead, model_inputs, text_key
 from .errors import KnowledgeBaseCorruptError, KnowledgeBaseMismatchError
-from .index import INDEX_NAME, add_vectors, choose_family, index_params, load_index, new_index, save_index
+from .index import (INDEX_NAME, add_vectors, check_overrides, choose_family, index_params, load_index, new_index,
+                    save_index, training_note)
 from .ingest import Document
 from .layout import (MANIFEST_NAME, check_output_dir, current_version, is_kb, new_staging_dir, next_version_name,
                      publish, remove_if_unborn, remove_stale_staging, writer_lock)
@@ -251,15 +252,47 @@ def _finish(staging: Path, out_dir: Path, manifest_fields: dict, stats: _Stats, 
                         **manifest_fields)
     manifest.version = next_version_name(out_dir)  # stable: we hold the writer lock
     manifest.save(staging)
+    _test_load(staging, out_dir, embedder, progress)
     version = publish(out_dir, staging, keep)
     progress.stage(f"published {version.name} ({kb_id}: {manifest.num_facts} facts) in {out_dir}")
     return manifest
+
+
+def _test_load(staging: Path, out_dir: Path, embedder, progress: _Progress) -> None:
+    """Loads the staged version as a server would (manifest, index, fact store, BM25 and their consistency checks)
+    and searches it for one of its own vectors; a version that fails is not published (KnowledgeBaseCorruptError,
+    the current version stays). faiss accepted some parameters it could not search with, e.g. nprobe 0."""
+    from server.pipeline.errors import KgverifyError
+    from server.pipeline.types import RetrievalMode
+
+    from .knowledge_base import FaissKnowledgeBase, LoadOptions
+
+    progress.stage("test-loading the new version")
+    try:
+        kb = FaissKnowledgeBase._load_version(out_dir, staging, embedder, LoadOptions(verify="off", mmap=True))
+        try:
+            vectors = open_vectors(staging / VECTORS_NAME, embedder.dim)
+            row = len(vectors) // 2
+            probe = np.asarray(vectors[row:row + 1], dtype=np.float32)
+            if not kb.search(["probe"], 1, RetrievalMode.DENSE, vectors=probe)[0]:
+                raise KnowledgeBaseCorruptError(f"a search for its stored vector {row} found nothing")
+            if RetrievalMode.BM25 in kb.info.modes:
+                kb.search(["probe"], 1, RetrievalMode.BM25)
+            del vectors, probe
+        finally:
+            kb.close()
+    except Exception as exc:
+        reason = exc.message if isinstance(exc, KgverifyError) else f"{type(exc).__name__}: {exc}"
+        raise KnowledgeBaseCorruptError(f"the new version of {out_dir} failed its test load ({reason}); "
+                                        "nothing was published") from exc
 
 
 def _index_and_bm25(staging: Path, dim: int, family: str, params: dict, base_index, start: int,
                     store: StoreWriter, bm25: dict | None, progress: _Progress) -> dict | None:
     vectors = open_vectors(staging / VECTORS_NAME, dim)
     progress.stage(f"indexing {len(vectors) - start} vectors ({family})")
+    if base_index is None and (note := training_note(family, params)):
+        progress.stage(note)
     index = base_index if base_index is not None else new_index(family, params, dim, vectors)
     add_vectors(index, vectors, start)
     save_index(index, staging / INDEX_NAME)
@@ -280,6 +313,7 @@ def build_kb(docs: Iterable[Document], out_dir: Path, embedder, *, chunk_chars: 
     spec = chunking or ChunkSpec(max_chars=chunk_chars)
     options = options or BuildOptions()
     out_dir = Path(out_dir).resolve()
+    check_overrides(options.index, options.index_params, embedder.dim)  # before hours of embedding, not after
     check_output_dir(out_dir)
     existed = out_dir.exists()  # an empty directory the user made (its permissions, a mount point) stays
     report = _Progress(progress, stages)
@@ -308,7 +342,8 @@ def _build_locked(docs, out_dir: Path, embedder, spec: ChunkSpec, options: Build
             if store.rows == 0:
                 raise ValueError(NO_TEXT)
             family = choose_family(store.vectors, options.index)
-            params = index_params(family, store.vectors, embedder.dim, options.index_params)
+            params = index_params(family, store.vectors, embedder.dim, options.index_params,
+                                  strict=options.index != "auto")
             bm25 = _index_and_bm25(staging, embedder.dim, family, params, None, 0, store,
                                    {} if options.bm25 else None, report)
             store.close()

@@ -43,33 +43,56 @@ PARAM_MINIMUMS = {
     "hnsw": {"M": 2, "efConstruction": 1, "efSearch": 1},
     "ivfpq": {"nlist": 1, "m": 1, "nbits": 1, "nprobe": 1, "refine_k": 0, "train_points": 1},
 }
+MIN_POINTS_PER_CENTROID = 39  # faiss k-means warns below this many training points per centroid
 MAX_NBITS = 16  # bits per PQ code: 2**16 centroids per sub-quantizer is already far past useful
 
 
 KNOWN_PARAMS = {name: least for family in PARAM_MINIMUMS.values() for name, least in family.items()}
 
 
-def check_params(family: str, params: dict, other_families: bool = False) -> None:
+def check_params(family: str, params: dict, other_families: bool = False, dim: int | None = None) -> None:
     """ValueError unless every parameter applies to the family and is in range. other_families: parameters of
-    another family are accepted (and unused) too, as build overrides are when the family is chosen by size."""
+    another family are accepted (and unused) too, as build overrides are when the family is chosen by size
+    (`--index auto`); a family named explicitly takes only its own. dim: the embedding dimension, which `m`
+    must divide."""
     allowed = KNOWN_PARAMS if other_families else PARAM_MINIMUMS[family]
     for name, value in params.items():
         if name not in allowed:
-            if other_families:
+            if other_families or name not in KNOWN_PARAMS:
                 raise ValueError(f"unknown index parameter {name!r} (known: {', '.join(KNOWN_PARAMS)})")
-            takes = ", ".join(allowed) or "no parameters"
+            takes = ", ".join(PARAM_MINIMUMS[family]) or "no parameters"
             raise ValueError(f"index parameter {name!r} does not apply to a {family} index (it takes: {takes})")
         if isinstance(value, bool) or not isinstance(value, int) or value < allowed[name]:
             raise ValueError(f"index parameter {name}={value!r} must be an integer of at least {allowed[name]}")
     if params.get("nbits", 0) > MAX_NBITS:
         raise ValueError(f"index parameter nbits={params['nbits']} must be at most {MAX_NBITS}")
+    m = params.get("m")
+    if dim is not None and m is not None and (m > dim or dim % m):
+        near = sorted((d for d in range(1, dim + 1) if dim % d == 0), key=lambda d: (abs(d - m), d))[:2]
+        raise ValueError(f"index parameter m={m} must divide the embedding dimension {dim} "
+                         f"(e.g. m={' or m='.join(str(d) for d in sorted(near))})")
+    points = params.get("train_points")
+    need = max(params.get("nlist", 1), 2 ** params.get("nbits", 0))
+    if points is not None and points < need:
+        raise ValueError(f"index parameter train_points={points} is fewer than the {need} centroids it must train "
+                         f"(nlist lists, 2**nbits PQ centroids): use at least {need}")
 
 
-def index_params(family: str, num_vectors: int, dim: int, overrides: dict | None = None) -> dict:
+def check_overrides(requested: str, overrides: dict, dim: int | None = None) -> None:
+    """Checks `--index-param` overrides before anything is built: a family named explicitly takes only its own
+    parameters; with "auto" any known parameter is accepted (the family follows the size)."""
+    if requested == "auto":
+        check_params("flat", overrides, other_families=True, dim=dim)
+    else:
+        check_params(choose_family(0, requested), overrides, dim=dim)
+
+
+def index_params(family: str, num_vectors: int, dim: int, overrides: dict | None = None,
+                 strict: bool = False) -> dict:
     """Complete parameters for a family at this size (overrides win; sizes adapted to tiny KBs).
-    ValueError for a parameter the family does not take or a value out of range."""
+    ValueError for a parameter out of range, unknown, or (strict: the family was named) of another family."""
     o = {k: int(v) for k, v in (overrides or {}).items() if v is not None}
-    check_params(family, o, other_families=True)
+    check_params(family, o, other_families=not strict, dim=dim)
     if family == "flat":
         return {}
     if family == "hnsw":
@@ -83,16 +106,29 @@ def index_params(family: str, num_vectors: int, dim: int, overrides: dict | None
     n = num_vectors
     # ~sqrt(N) lists: centroids stay ~1.5 B per vector at 1M (the resident budget is 64 B with ids)
     nlist = o.get("nlist") or 2 ** round(math.log2(max(math.sqrt(n), 1)))
-    nlist = max(1, min(nlist, n // 39 or 1))  # k-means wants ~39 training points per list
-    nbits = min(o.get("nbits", 8), max(1, int(math.log2(max(n / 39, 2)))))  # 39 points per PQ centroid
-    m = _largest_divisor(dim, o.get("m", 48))
+    nlist = max(1, min(nlist, n // MIN_POINTS_PER_CENTROID or 1))  # k-means wants ~39 training points per list
+    nbits = min(o.get("nbits", 8), max(1, int(math.log2(max(n / MIN_POINTS_PER_CENTROID, 2)))))  # and per centroid
+    m = o["m"] if "m" in o else _largest_divisor(dim, 48)
     params = {"nlist": nlist, "m": m, "nbits": nbits, "nprobe": o.get("nprobe", min(nlist, max(1, nlist // 32))),
               "refine_k": o.get("refine_k", 400), "train_points": min(n, o.get("train_points", 64 * nlist + 10_000))}
     need = max(nlist, 2 ** nbits)  # k-means needs at least one training point per centroid
     if params["train_points"] < need:
-        raise ValueError(f"index parameter train_points={params['train_points']} is too few to train {nlist} lists "
-                         f"and {2 ** nbits} PQ centroids: use at least {need}")
+        raise ValueError(f"index parameter train_points={params['train_points']} is fewer than the {need} centroids "
+                         f"it must train ({nlist} lists, {2 ** nbits} PQ centroids): use at least {need}")
     return params
+
+
+def training_note(family: str, params: dict) -> str | None:
+    """A one-line note when IVF-PQ trains on fewer points than faiss recommends per centroid (faiss would print
+    one warning per sub-quantizer, 48 lines on a tiny KB); None otherwise."""
+    if family != "ivfpq":
+        return None
+    centroids = max(params["nlist"], 2 ** params["nbits"])
+    if params["train_points"] >= MIN_POINTS_PER_CENTROID * centroids:
+        return None
+    return (f"IVF-PQ trains its centroids (nlist={params['nlist']}, {2 ** params['nbits']} per PQ sub-quantizer) on "
+            f"{params['train_points']} vectors, fewer than the {MIN_POINTS_PER_CENTROID} per centroid k-means "
+            "wants: the index is coarse (--index flat is exact and small at this size)")
 
 
 def _batches(vectors: np.ndarray, start: int = 0):
@@ -116,6 +152,10 @@ def new_index(family: str, params: dict, dim: int, vectors: np.ndarray):
     # L2 on unit vectors ranks like inner product, and residual PQ is most accurate under L2.
     quantizer = faiss.IndexFlatL2(dim)
     index = faiss.IndexIVFPQ(quantizer, dim, params["nlist"], params["m"], params["nbits"])
+    # too few points per centroid is reported once by the build (training_note), not by faiss once per
+    # sub-quantizer
+    index.cp.min_points_per_centroid = 1
+    index.pq.cp.min_points_per_centroid = 1
     rng = np.random.default_rng(0)
     take = min(len(vectors), params["train_points"])
     rows = np.sort(rng.choice(len(vectors), size=take, replace=False)) if take < len(vectors) else slice(None)

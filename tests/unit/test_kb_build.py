@@ -138,7 +138,7 @@ def test_approximate_families_find_what_flat_finds(tmp_path, embedder, kb_dir, f
                    for i in range(400)]
     out = tmp_path / family
     build_kb(docs, out, embedder, chunking=ChunkSpec(max_chars=60), progress=False,
-             options=BuildOptions(index=family, index_params={"nlist": 8, "nprobe": 8}))
+             options=BuildOptions(index=family, index_params={"nlist": 8, "nprobe": 8} if family == "ivfpq" else {}))
     kb = FaissKnowledgeBase.load(out, embedder, LoadOptions(max_per_document=0))
     assert kb.info.index_family == family
     for query, word in (("How is the effect of warfarin monitored?", "INR"), ("acid reflux pill", "Omeprazole")):
@@ -384,3 +384,35 @@ def test_a_manifest_with_unusable_index_settings_is_refused_at_load(tmp_path, em
         manifest_path.write_text(json.dumps({**good, **change}))
         with pytest.raises(KnowledgeBaseCorruptError, match=message):
             FaissKnowledgeBase.load(out, embedder)
+
+
+def test_index_parameters_are_checked_before_embedding_and_a_version_failing_its_test_load_is_not_published(
+        tmp_path, embedder, monkeypatch):
+    """A bad --index-param was found only after every fact was embedded (or never: one family's parameter given
+    to another was ignored), and a version whose index could not be searched was published."""
+    import kb.build
+    import kb.index
+
+    out = tmp_path / "kb"
+    build_kb(DOCS, out, embedder, progress=False)
+    published = current_version(out)
+    recorder = RecordingEmbedder(embedder)
+    for options, message in ((BuildOptions(index="hnsw", index_params={"nprobe": 4}), "does not apply to a hnsw"),
+                             (BuildOptions(index="ivfpq", index_params={"m": 7}), "must divide the embedding")):
+        with pytest.raises(ValueError, match=message):
+            build_kb(NEW_DOCS, out, recorder, options=options, progress=False)
+    assert recorder.encoded == []  # refused before anything was embedded
+
+    def searches_nothing(self, queries, k):
+        return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+
+    breakages = [(kb.build, "add_vectors", lambda index, vectors, start=0: None, "index holds 0 vectors"),
+                 (kb.index.VectorIndex, "search", searches_nothing, "found nothing")]
+    for owner, name, broken, reason in breakages:
+        with monkeypatch.context() as patch:
+            patch.setattr(owner, name, broken)
+            with pytest.raises(KnowledgeBaseCorruptError, match=f"failed its test load .*{reason}.*nothing was published"):
+                build_kb(DOCS + NEW_DOCS[:1], out, embedder, progress=False)
+        assert current_version(out) == published and versions(out) == [published]
+        assert not [p for p in (out / "versions").iterdir() if p.name.startswith(".tmp-")]
+    assert FaissKnowledgeBase.load(out, embedder).info.num_facts == len(DOCS)

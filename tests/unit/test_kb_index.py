@@ -5,8 +5,8 @@ import re
 import numpy as np
 import pytest
 
-from kb.index import (AUTO_FLAT_MAX, AUTO_HNSW_MAX, VectorIndex, add_vectors, choose_family, index_params, load_index,
-                      new_index, save_index)
+from kb.index import (AUTO_FLAT_MAX, AUTO_HNSW_MAX, VectorIndex, add_vectors, check_overrides, choose_family,
+                      index_params, load_index, new_index, save_index, training_note)
 from kb.vectors import VECTORS_NAME, VectorWriter, canonical, open_vectors
 
 DIM = 64
@@ -117,7 +117,9 @@ def test_asking_for_more_than_the_index_holds(data):
     ("ivfpq", {"nbits": 17}, "at most 16"),
     ("ivfpq", {"m": 0}, "m=0"),
     ("ivfpq", {"train_points": 0}, "train_points=0"),
-    ("ivfpq", {"train_points": 100, "nbits": 8}, "too few to train"),
+    ("ivfpq", {"train_points": 100, "nbits": 8}, "fewer than the 256 centroids it must train"),
+    ("ivfpq", {"m": 7}, "m=7 must divide the embedding dimension 64 (e.g. m=4 or m=8)"),  # was silently m=4
+    ("ivfpq", {"m": 128}, "m=128 must divide the embedding dimension 64"),
     ("flat", {"bogus": 3}, "unknown index parameter 'bogus'"),
 ])
 def test_index_parameters_out_of_range_or_unknown_are_refused(family, overrides, message):
@@ -129,3 +131,31 @@ def test_an_ivfpq_index_of_one_fact_is_refused_with_advice():
     with pytest.raises(ValueError, match="at least 2 facts.*--index flat"):
         index_params("ivfpq", 1, DIM)
     assert index_params("hnsw", 100, DIM, {"nprobe": 4}) == index_params("hnsw", 100, DIM)  # another family's: unused
+
+
+def test_a_family_named_explicitly_takes_only_its_own_parameters_and_auto_takes_any_known_one():
+    """`--index hnsw --index-param nprobe=4` built an HNSW index and silently ignored nprobe."""
+    with pytest.raises(ValueError, match="'nprobe' does not apply to a hnsw index .it takes: M, efConstruction, efSearch"):
+        check_overrides("hnsw", {"nprobe": 4}, DIM)
+    with pytest.raises(ValueError, match="'M' does not apply to a flat index .it takes: no parameters"):
+        check_overrides("flat", {"M": 16}, DIM)
+    with pytest.raises(ValueError, match="'nprobe' does not apply to a hnsw index"):
+        index_params("hnsw", 100, DIM, {"nprobe": 4}, strict=True)
+    check_overrides("auto", {"nprobe": 4, "M": 16}, DIM)  # the family follows the size: either may be used
+    with pytest.raises(ValueError, match="unknown index parameter 'bogus'"):
+        check_overrides("hnsw", {"bogus": 1}, DIM)
+    with pytest.raises(ValueError, match="m=5 must divide"):
+        check_overrides("auto", {"m": 5}, DIM)
+
+
+def test_training_on_too_few_points_is_one_note_not_a_faiss_warning_per_sub_quantizer(data, capfd):
+    vectors, q, _ = data
+    params = index_params("ivfpq", 60, DIM)
+    assert "fewer than the 39 per centroid" in training_note("ivfpq", params)
+    assert training_note("ivfpq", index_params("ivfpq", 4000, DIM)) is None and training_note("flat", {}) is None
+    capfd.readouterr()
+    index = new_index("ivfpq", params, DIM, vectors[:60])
+    add_vectors(index, vectors[:60])
+    assert "WARNING clustering" not in capfd.readouterr().err  # faiss printed one line per sub-quantizer
+    _, rows = VectorIndex(index, "ivfpq", params, vectors[:60]).search(q[:2], 3)
+    assert (rows >= 0).all()
