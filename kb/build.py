@@ -303,6 +303,12 @@ def _index_and_bm25(staging: Path, dim: int, family: str, params: dict, base_ind
     return build_bm25(store.embed_inputs(), staging / BM25_DIR, {k: v for k, v in bm25.items() if k != "vocabulary"})
 
 
+def _check_keep(keep: int) -> None:
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"--keep-versions must be at least 1, got {keep!r} (keep 2 or more for a KB a server "
+                         "reloads: a reload that races a publish then finds the version it read still there)")
+
+
 def build_kb(docs: Iterable[Document], out_dir: Path, embedder, *, chunk_chars: int = 500,
              chunking: ChunkSpec | None = None, options: BuildOptions | None = None,
              build_options: dict | None = None, progress: bool = True, stages: bool | None = None) -> Manifest:
@@ -313,6 +319,7 @@ def build_kb(docs: Iterable[Document], out_dir: Path, embedder, *, chunk_chars: 
     spec = chunking or ChunkSpec(max_chars=chunk_chars)
     options = options or BuildOptions()
     out_dir = Path(out_dir).resolve()
+    _check_keep(options.keep_versions)
     check_overrides(options.index, options.index_params, embedder.dim)  # before hours of embedding, not after
     check_output_dir(out_dir)
     existed = out_dir.exists()  # an empty directory the user made (its permissions, a mount point) stays
@@ -368,6 +375,7 @@ def add_documents(kb_dir: Path, docs: Iterable[Document], embedder, *, build_opt
     "reused": 0, "embeddings_per_s": None, ...}), which the returned manifest's build record (the previous
     operation's) does not hold. Inputs without any document text are a ValueError, as in build_kb."""
     kb_dir = Path(kb_dir).resolve()
+    _check_keep(keep_versions)
     current_version(kb_dir)  # not a KB (missing, no CURRENT): say so before the lock creates anything there
     report = _Progress(progress, stages)
     started = time.perf_counter()

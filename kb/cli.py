@@ -25,7 +25,8 @@ def _add_input_options(cmd) -> None:
     cmd.add_argument("--source-field", default="source", help="source note or URL of the document")
     cmd.add_argument("--title-field", default="title", help="document title (stored, not embedded)")
     cmd.add_argument("--embedder", default=None, help="embedding model name or local path (default: KGV_EMBEDDER__MODEL)")
-    cmd.add_argument("--keep-versions", type=int, default=2, help="published versions kept on disk")
+    cmd.add_argument("--keep-versions", type=int, default=2,
+                     help="published versions kept on disk (at least 1; keep 2 or more for a KB a server reloads)")
     cmd.add_argument("--no-progress", action="store_true", help="no progress bar (stage lines are still printed)")
 
 

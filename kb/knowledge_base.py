@@ -11,7 +11,7 @@ import numpy as np
 from server.pipeline.errors import FailedPreconditionError, InvalidArgumentError
 from server.pipeline.types import KbHit, KbInfo, RetrievalMode
 
-from .errors import KnowledgeBaseCorruptError, KnowledgeBaseMismatchError
+from .errors import KnowledgeBaseCorruptError, KnowledgeBaseMismatchError, KnowledgeBaseNotFoundError
 from .index import INDEX_NAME, PARAM_MINIMUMS, SEARCH_PARAMS, VectorIndex, check_params, load_index
 from .layout import CURRENT_NAME, current_version
 from .lexical import BM25_DIR, Bm25Index
@@ -104,13 +104,15 @@ class FaissKnowledgeBase:
                                      ("auto" if verify else "off")})
         path = Path(path)
         for attempt in range(LOAD_ATTEMPTS):
-            version = current_version(path)
+            name = _current_name(path)
             try:
-                return cls._load_version(path, version, embedder, options)
+                return cls._load_version(path, current_version(path), embedder, options)
+            except KnowledgeBaseNotFoundError:
+                raise  # no KB there (no CURRENT): nothing a retry can change
             except (KnowledgeBaseCorruptError, OSError):
-                # A writer published a newer version and pruned this one while it was being read (files gone
-                # mid-load): load the new one. A version that stays CURRENT and cannot be read is damaged.
-                if attempt + 1 == LOAD_ATTEMPTS or _current_name(path) == version.name:
+                # A writer published a newer version and pruned this one while it was being resolved or read
+                # (files gone mid-load): load the new one. A version that stays CURRENT and cannot be read is damaged.
+                if attempt + 1 == LOAD_ATTEMPTS or _current_name(path) == name:
                     raise
         raise AssertionError("unreachable")
 

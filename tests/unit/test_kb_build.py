@@ -416,3 +416,35 @@ def test_index_parameters_are_checked_before_embedding_and_a_version_failing_its
         assert current_version(out) == published and versions(out) == [published]
         assert not [p for p in (out / "versions").iterdir() if p.name.startswith(".tmp-")]
     assert FaissKnowledgeBase.load(out, embedder).info.num_facts == len(DOCS)
+
+
+def test_a_load_whose_current_version_is_pruned_as_it_is_resolved_loads_the_new_version(tmp_path, embedder,
+                                                                                        monkeypatch):
+    """CURRENT read, then the version it named pruned by a writer (keep_versions=1) before the reader looked it up:
+    "CURRENT points at v000001, which is missing" (KB_CORRUPT) although every published version was whole."""
+    import kb.knowledge_base
+    import kb.layout
+
+    out = tmp_path / "kb"
+    build_kb(DOCS, out, embedder, progress=False)
+    real = kb.layout.current_version
+    raced = []
+
+    def racing(path):
+        if raced:
+            return real(path)
+        name = (out / "CURRENT").read_text().strip()
+        raced.append(name)
+        add_documents(out, NEW_DOCS[:1], embedder, keep_versions=1, progress=False)  # publishes, prunes `name`
+        return _missing(path, name)
+
+    def _missing(path, name):
+        assert not (out / "versions" / name).exists()
+        raise KnowledgeBaseCorruptError(f"{path}/CURRENT points at {name}, which is missing")  # as real() would
+
+    monkeypatch.setattr(kb.knowledge_base, "current_version", racing)
+    loaded = FaissKnowledgeBase.load(out, embedder)
+    assert raced and loaded.version.name != raced[0] and loaded.info.num_facts == len(DOCS) + 1
+    (out / "CURRENT").write_text("v000042\n")  # stays damaged: refused after the retries, not looped on
+    with pytest.raises(KnowledgeBaseCorruptError, match="v000042, which is missing"):
+        FaissKnowledgeBase.load(out, embedder)

@@ -226,3 +226,9 @@ def test_failed_writes_leave_directories_as_they_were_and_a_publish_killed_midwa
                                 "--no-progress")
     assert code == 0, stderr  # was refused: "not empty and holds no knowledge base (CURRENT.tmp-1a2b3c4d)"
     assert not list(killed.glob("CURRENT.tmp-*")) and json.loads(stdout)["facts"] == facts
+
+
+def test_keep_versions_below_one_is_a_bad_option(tmp_path, capsys, csv_input):
+    code, _, stderr = _run(capsys, "build", "--input", str(csv_input), "--output", str(tmp_path / "kb"), *FIELDS,
+                           "--keep-versions", "0")
+    assert code == 2 and "--keep-versions must be at least 1" in stderr and not (tmp_path / "kb").exists()
