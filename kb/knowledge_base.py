@@ -14,7 +14,7 @@ from server.pipeline.types import KbHit, KbInfo, RetrievalMode
 from .errors import KnowledgeBaseCorruptError, KnowledgeBaseMismatchError, KnowledgeBaseNotFoundError
 from .index import INDEX_NAME, PARAM_MINIMUMS, SEARCH_PARAMS, VectorIndex, check_params, load_index
 from .layout import CURRENT_NAME, current_version
-from .lexical import BM25_DIR, Bm25Index
+from .lexical import BM25_DIR, BM25_FILES, Bm25Index
 from .manifest import Manifest
 from .store import STORE_NAME, Fact, FactStore
 from .vectors import VECTOR_FACTS_NAME, VECTORS_NAME, open_vector_facts, open_vectors
@@ -28,6 +28,24 @@ def _current_name(path: Path) -> str | None:
         return (path / CURRENT_NAME).read_text(encoding="utf-8").strip()
     except OSError:
         return None
+
+
+def required_files(manifest: Manifest) -> list[str]:
+    """The files a version must hold (and its manifest must list, with their checksums): every file load reads."""
+    names = [INDEX_NAME, STORE_NAME, VECTORS_NAME, VECTOR_FACTS_NAME]
+    return names + ([f"{BM25_DIR}/{name}" for name in BM25_FILES] if manifest.bm25 else [])
+
+
+def _check_file_set(path: Path, version: Path, manifest: Manifest) -> None:
+    """KnowledgeBaseCorruptError unless the manifest lists every file load reads and each is there: a file the
+    manifest does not list would be read without any checksum."""
+    required = required_files(manifest)
+    unlisted = [name for name in required if name not in manifest.files]
+    missing = [name for name in required if not (version / name).is_file()]
+    if unlisted or missing:
+        what = (f"its manifest does not list {', '.join(unlisted)}" if unlisted else
+                f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing")
+        raise KnowledgeBaseCorruptError(f"knowledge base {path} ({version.name}) is incomplete: {what}; rebuild it")
 
 
 @dataclass(frozen=True)
@@ -127,6 +145,7 @@ class FaissKnowledgeBase:
                 "rebuild the KB or configure the matching embedder (KGV_EMBEDDER__MODEL)",
                 metadata={"kb_embedder": manifest.embedder, "kb_embedder_hash": manifest.embedder_hash,
                           "embedder_hash": embedder.weights_hash})
+        _check_file_set(path, version, manifest)
         if options.verify != "off":
             manifest.verify_files(version, options.verify)
         try:

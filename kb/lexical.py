@@ -8,6 +8,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 BM25_DIR = "bm25"
+# what bm25s saves for a lucene index and reads back (load refuses a version whose manifest lacks any of them)
+BM25_FILES = ("data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy", "params.index.json",
+              "vocab.index.json")
 DEFAULTS = {"k1": 1.5, "b": 0.75, "method": "lucene", "stopwords": "en", "stemmer": "english"}
 
 

@@ -448,3 +448,33 @@ def test_a_load_whose_current_version_is_pruned_as_it_is_resolved_loads_the_new_
     (out / "CURRENT").write_text("v000042\n")  # stays damaged: refused after the retries, not looped on
     with pytest.raises(KnowledgeBaseCorruptError, match="v000042, which is missing"):
         FaissKnowledgeBase.load(out, embedder)
+
+
+def test_a_version_missing_a_file_or_whose_manifest_does_not_list_one_is_refused(tmp_path, embedder):
+    """A flat KB loaded without vectors.f16 (only IVF-PQ reads it), and a file left out of the manifest was read
+    without any checksum."""
+    import json
+    import shutil
+
+    from kb.knowledge_base import required_files
+    from kb.lexical import BM25_DIR
+
+    out = tmp_path / "kb"
+    build_kb(DOCS, out, embedder, progress=False)
+    version = current_version(out)
+    manifest_path = version / "manifest.json"
+    good = json.loads(manifest_path.read_text())
+    assert sorted(good["files"]) == sorted(required_files(FaissKnowledgeBase.load(out, embedder).manifest))
+    pristine = tmp_path / "pristine"
+    shutil.copytree(version, pristine)
+    for name in ("vectors.f16", f"{BM25_DIR}/vocab.index.json"):
+        manifest_path.write_text(json.dumps({**good, "files": {k: v for k, v in good["files"].items() if k != name}}))
+        for verify in ("full", "off"):
+            with pytest.raises(KnowledgeBaseCorruptError, match=f"incomplete: its manifest does not list {name}"):
+                FaissKnowledgeBase.load(out, embedder, verify=verify)
+    manifest_path.write_text(json.dumps(good))
+    (version / "vectors.f16").unlink()
+    with pytest.raises(KnowledgeBaseCorruptError, match="incomplete: vectors.f16 is missing"):
+        FaissKnowledgeBase.load(out, embedder, verify="off")
+    shutil.copy(pristine / "vectors.f16", version / "vectors.f16")
+    assert FaissKnowledgeBase.load(out, embedder).info.num_facts == len(DOCS)
