@@ -136,6 +136,8 @@ def _writing(directory: Path):
             return f"{now} was published in {directory} (removing older versions may not have finished)"
         return f"{directory} is as it was (nothing was published)"
 
+    import sqlite3
+
     try:
         with sigterm_interrupts():
             yield
@@ -147,6 +149,9 @@ def _writing(directory: Path):
             raise  # an input that does not exist: status 2
         print(f"kgverify kb: error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}; "
               f"{outcome()}", file=sys.stderr)
+        raise _Reported(1) from exc
+    except sqlite3.Error as exc:  # the fact store: "database or disk is full", "attempt to write a readonly database"
+        print(f"kgverify kb: error: {exc} (fact store); {outcome()}", file=sys.stderr)
         raise _Reported(1) from exc
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -171,10 +173,23 @@ def add_vectors(index, vectors: np.ndarray, start: int = 0, progress: Callable[[
             progress(len(batch))
 
 
+_FAISS_WRITE_ERROR = re.compile(r"write error in (?P<path>.+?): .*\((?P<reason>[^()]+)\)\s*$", re.S)
+
+
 def save_index(index, path: Path) -> None:
+    """Writes the index; a failed write (disk full, read-only) is an OSError naming the file, as Python's own
+    writes are, not faiss's RuntimeError with a C++ assertion."""
     import faiss
 
-    faiss.write_index(index, str(path))
+    try:
+        faiss.write_index(index, str(path))
+    except RuntimeError as exc:
+        found = _FAISS_WRITE_ERROR.search(str(exc))
+        if found is None and "write" not in str(exc).lower():
+            raise
+        reason = found["reason"] if found else "faiss could not write the index"
+        code = next((e for e in errno.errorcode if os.strerror(e) == reason), errno.EIO)
+        raise OSError(code, reason, str(path)) from exc
 
 
 def load_index(path: Path, mmap: bool = False):

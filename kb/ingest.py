@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import json
 import os
+import re
 import sys
 import zlib
 from dataclasses import dataclass
@@ -112,6 +114,45 @@ def _document(row: dict, fields: FieldMap, fallback_id: str, where: str) -> Docu
     return Document(doc_id, text, "" if source is None else str(source), "" if title is None else str(title))
 
 
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")  # JSON's only way to hold a lone surrogate: an escape
+
+
+def _refuse_lone_surrogates(row: dict, fields: FieldMap, where: str) -> None:
+    """ValueError naming the row and field when a mapped field holds half of a surrogate pair ("\\ud800"): it is
+    not Unicode text (nothing could store or embed it) and failed later with an error naming no file."""
+    for name in dict.fromkeys((fields.text, fields.id, fields.source, fields.title)):
+        value = row.get(name)
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(item, str):
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise ValueError(f"{where}: field {name!r} holds a lone surrogate "
+                                     f"({item[exc.start]!r}), which is not Unicode text") from None
+
+
+def _first_bad_utf8_line(path: Path) -> tuple[int, str] | None:
+    """The line (1-based, physical) and reason of the first byte sequence that is not UTF-8, None if there is none
+    (read again in binary: the text reader decodes ahead in blocks, so it cannot say where)."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    line = 1
+    try:
+        with (gzip.open(path, "rb") if _gzipped(path) else open(path, "rb")) as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                pending = decoder.getstate()[0]  # bytes of a character cut by the previous block (never a newline)
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as exc:
+                    return line + block.count(b"\n", 0, max(0, exc.start - len(pending))), exc.reason
+                line += block.count(b"\n")
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        return line, exc.reason
+    except (OSError, EOFError, zlib.error):
+        return None
+    return None
+
+
 def _jsonl_rows(path: Path, fields: FieldMap) -> Iterator[Document | None]:
     with _open_text(path) as fh:
         for lineno, line in enumerate(fh, 1):
@@ -123,6 +164,8 @@ def _jsonl_rows(path: Path, fields: FieldMap) -> Iterator[Document | None]:
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
             if not isinstance(row, dict):
                 raise ValueError(f"{path}:{lineno}: expected a JSON object per line")
+            if _ESCAPED_SURROGATE.search(line):
+                _refuse_lone_surrogates(row, fields, f"{path}:{lineno}")
             yield _document(row, fields, f"{path.name}:{lineno}", f"{path}:{lineno}")
 
 
@@ -217,11 +260,20 @@ class DocumentReader:
                     done += 1
                     if doc is not None:
                         yield doc
+            except UnicodeDecodeError as exc:
+                bad = _first_bad_utf8_line(path)
+                where = f"{path}:{bad[0]}" if bad else str(path)
+                raise ValueError(f"{where}: is not UTF-8 text ({bad[1] if bad else exc.reason}); convert the file "
+                                 "to UTF-8") from None
             except (UnicodeError, EOFError, gzip.BadGzipFile, zlib.error, csv.Error) as exc:
-                # a file that is not UTF-8, a truncated or not-gzip .gz, a broken CSV: name the file and where
-                what = {UnicodeDecodeError: "is not UTF-8 text", EOFError: "ends early (a truncated .gz?)",
+                # a truncated or not-gzip .gz, a broken CSV: name the file and where
+                what = {EOFError: "ends early (a truncated .gz?)",
                         gzip.BadGzipFile: "is not gzip data"}.get(type(exc), "cannot be read")
-                raise ValueError(f"{path}: {what} after {done} rows ({exc})") from exc
+                raise ValueError(f"{path}: {what} after {done} rows ({exc})") from None
+            except FileNotFoundError:
+                raise
+            except OSError as exc:  # unreadable (permissions, I/O error): an input problem, status 2, one line
+                raise ValueError(f"{exc.filename or path}: cannot be read ({exc.strerror or exc})") from None
             except ValueError as exc:
                 if str(path) in str(exc):
                     raise

@@ -232,3 +232,39 @@ def test_keep_versions_below_one_is_a_bad_option(tmp_path, capsys, csv_input):
     code, _, stderr = _run(capsys, "build", "--input", str(csv_input), "--output", str(tmp_path / "kb"), *FIELDS,
                            "--keep-versions", "0")
     assert code == 2 and "--keep-versions must be at least 1" in stderr and not (tmp_path / "kb").exists()
+
+
+def test_a_full_disk_seen_by_faiss_or_sqlite_is_one_line_saying_nothing_was_published(
+        tmp_path, capsys, csv_input, monkeypatch):
+    """On a full file system faiss raised RuntimeError ("'ret == (size * 4)' failed: write error in …") and SQLite
+    OperationalError ("database or disk is full"): tracebacks with status 1, saying nothing of the KB."""
+    import sqlite3
+
+    import faiss
+
+    import kb.store
+
+    out = tmp_path / "kb"
+    assert _run(capsys, "build", "--input", str(csv_input), "--output", str(out), *FIELDS, "--no-progress")[0] == 0
+    published = (out / "CURRENT").read_text()
+
+    def faiss_disk_full(index, path):
+        raise RuntimeError("Error in void faiss::write_index(const Index*, IOWriter*, int) at index_write.cpp:499: "
+                           f"Error: 'ret == (size * 4)' failed: write error in {path}: 180179 != 915456 "
+                           "(No space left on device)")
+
+    def sqlite_disk_full(self, facts):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    for owner, name, broken, message in ((faiss, "write_index", faiss_disk_full, "No space left on device: "),
+                                         (kb.store.StoreWriter, "add_facts", sqlite_disk_full,
+                                          "database or disk is full (fact store)")):
+        with monkeypatch.context() as patch:
+            patch.setattr(owner, name, broken)
+            code, stdout, stderr = _run(capsys, "build", "--input", str(csv_input), "--output", str(out), *FIELDS,
+                                        "--no-progress", "--context-chars", "0")
+        assert code == 1 and not stdout and "Traceback" not in stderr
+        last = stderr.strip().splitlines()[-1]
+        assert message in last and last.endswith(f"{out} is as it was (nothing was published)"), stderr
+        assert (out / "CURRENT").read_text() == published and [p.name for p in (out / "versions").iterdir()] == [
+            published.strip()]

@@ -3,6 +3,7 @@
 import csv
 import gzip
 import json
+import re
 
 import pytest
 
@@ -161,9 +162,9 @@ def test_unreadable_files_are_errors_naming_the_file(tmp_path):
     whole = gzip.compress(b'{"id": "a", "text": "Warfarin is monitored with the INR."}\n' * 200)
     (tmp_path / "cut.jsonl.gz").write_bytes(whole[:len(whole) // 2])
     (tmp_path / "plain.jsonl.gz").write_bytes(b'{"id": "a", "text": "not compressed"}\n')
-    for name, what in (("latin.jsonl", "is not UTF-8"), ("cut.jsonl.gz", "ends early"),
-                       ("plain.jsonl.gz", "is not gzip data")):
-        with pytest.raises(ValueError, match=f"{name}: {what}"):
+    for name, what in (("latin.jsonl", ":1: is not UTF-8"), ("cut.jsonl.gz", ": ends early"),
+                       ("plain.jsonl.gz", ": is not gzip data")):
+        with pytest.raises(ValueError, match=f"{name}{what}"):
             list(read_documents([tmp_path / name]))
 
 
@@ -172,3 +173,35 @@ def test_facts_without_any_indexable_word_are_refused_with_advice(tmp_path):
 
     with pytest.raises(ValueError, match="--no-bm25"):
         build_bm25([["!!! ???", "the and of"]], tmp_path / "bm25")
+
+
+def test_text_that_is_not_utf8_or_holds_a_lone_surrogate_is_an_error_naming_file_and_line(tmp_path):
+    """The reader decodes ahead in blocks: a bad byte on line 3 of a CSV said "after 0 rows" and no line; a lone
+    surrogate escape in JSON failed later with "'utf-8' codec can't encode character" naming no file."""
+    (tmp_path / "latin.csv").write_bytes(b"id,text\na,Fine text here.\nb,\"Two\nlines\"\nc,Caf\xe9 au lait.\n")
+    (tmp_path / "late.jsonl.gz").write_bytes(gzip.compress(
+        b'{"id": "a", "text": "Fine."}\n' * 50_000 + b'{"id": "b", "text": "caf\xe9"}\n'))  # past the first block
+    (tmp_path / "surrogate.jsonl").write_bytes(b'{"id": "a", "text": "Good \\ud83d\\ude00 pair."}\n'
+                                               b'{"id": "b\\udc80", "text": "A bad id."}\n')
+    for name, message in (("latin.csv", "latin.csv:5: is not UTF-8 text (invalid continuation byte)"),
+                          ("late.jsonl.gz", "late.jsonl.gz:50001: is not UTF-8 text"),
+                          ("surrogate.jsonl", "surrogate.jsonl:2: field 'id' holds a lone surrogate")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            list(read_documents([tmp_path / name]))
+
+
+def test_an_input_that_cannot_be_opened_is_an_input_error_naming_it(tmp_path, monkeypatch):
+    import builtins
+
+    path = tmp_path / "secret.jsonl"
+    path.write_text('{"id": "a", "text": "Warfarin."}\n')
+    real_open = builtins.open
+
+    def denied(file, *args, **kwargs):
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", denied)  # chmod 000 does not stop root
+    with pytest.raises(ValueError, match=re.escape(f"{path}: cannot be read (Permission denied)")):
+        list(read_documents([path]))
