@@ -174,3 +174,13 @@ class FactStore:
     def close(self) -> None:
         self._con.close()
 
+    def __del__(self) -> None:
+        # sqlite3.Connection sits in a reference cycle of its own (its statement cache): without this, a store
+        # dropped by its last user (a replaced KB version once its last request ends) kept its file open until
+        # the cycle collector happened to run. Nothing holds the store any more, so nothing is mid-query.
+        con = getattr(self, "_con", None)
+        if con is not None:
+            try:
+                con.close()
+            except Exception:  # interpreter shutdown, a connection already closed
+                pass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 from pathlib import Path
@@ -68,11 +67,10 @@ class KbHolder:
                 if self.current is None:
                     self.error = error
                 raise error from exc
-            # In-flight searches keep the object they fetched; the old one is freed when they finish. Its SQLite
-            # connection sits in a reference cycle, so only the cycle collector closes it: collect now, so earlier
-            # versions that nothing uses any more release their (possibly pruned) files.
+            # In-flight searches keep the object they fetched; the old one is freed, and its fact store closed
+            # (FactStore.__del__), when the last of them lets go: its (possibly pruned) files are released then,
+            # never under a running request.
             self.current, self.error = kb, None
-        gc.collect()
         log.info("knowledge base %s loaded from %s (%s, %d facts)", kb.info.kb_id, path, kb.version.name,
                  kb.info.num_facts)
         if self.settings.retrieval_mode not in {m.value for m in kb.info.modes}:
