@@ -18,10 +18,13 @@ EVIDENCE = [
 
 
 def response(content: str, first: tuple[str, float], top: list[tuple[str, float]]) -> dict:
+    """A chat completion as vLLM sends it: the top list always holds the top_logprobs entries asked for (other
+    tokens of the vocabulary fill it after the ones given)."""
+    filler = [(f"tok{i}", -30.0 - i) for i in range(max(0, prompts.TOP_LOGPROBS - len(top)))]
     return {"choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                          "logprobs": {"content": [{"token": first[0], "logprob": first[1], "bytes": [],
                                                    "top_logprobs": [{"token": t, "logprob": lp, "bytes": []}
-                                                                    for t, lp in top]}]},
+                                                                    for t, lp in [*top, *filler]]}]},
                          "finish_reason": "stop"}]}
 
 
