@@ -89,11 +89,12 @@ def _embedder(name: str | None):
     return SentenceTransformerEmbedder(name or cfg.model, cfg.device, cfg.batch_size)
 
 
-def _documents(args: argparse.Namespace):
+def _documents(args: argparse.Namespace, output: Path):
     from kb.ingest import DocumentReader, FieldMap
 
     fields = FieldMap(args.text_field, args.id_field, args.source_field, args.title_field)
-    return DocumentReader(args.input, fields)  # counts its rows: the progress bar gets a total
+    # counts its rows (the progress bar gets a total); never reads the KB being written, should it be inside an input
+    return DocumentReader(args.input, fields, exclude=[output])
 
 
 def _index_params(items: list[str]) -> dict:
@@ -178,7 +179,7 @@ def _build(args: argparse.Namespace) -> int:
     options = BuildOptions(index=args.index, index_params=_index_params(args.index_param), bm25=not args.no_bm25,
                            keep_versions=args.keep_versions)
     with _writing(args.output):
-        manifest = build_kb(_documents(args), args.output, _embedder(args.embedder), chunking=spec,
+        manifest = build_kb(_documents(args, args.output), args.output, _embedder(args.embedder), chunking=spec,
                             options=options, build_options={"inputs": [str(p) for p in args.input]},
                             progress=not args.no_progress, stages=True)
     print(json.dumps(_summary(manifest, args.output)))
@@ -193,7 +194,8 @@ def _add(args: argparse.Namespace) -> int:
     embedder = _embedder(args.embedder or Manifest.load(current_version(args.directory)).embedder)
     outcome: dict = {}
     with _writing(args.directory):
-        manifest = add_documents(args.directory, _documents(args), embedder, keep_versions=args.keep_versions,
+        manifest = add_documents(args.directory, _documents(args, args.directory), embedder,
+                                 keep_versions=args.keep_versions,
                                  build_options={"inputs": [str(p) for p in args.input]},
                                  progress=not args.no_progress, stages=True, outcome=outcome)
     print(json.dumps(_summary(manifest, args.directory, outcome or None)))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from .chunking import chunk_spans  # noqa: F401  (re-exported: the historical home of chunking)
-from .layout import is_kb
+from .layout import holds_kb_files
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 CSV_SUFFIXES = (".csv", ".tsv")
@@ -55,22 +55,26 @@ def _open_text(path: Path):
     return open(path, encoding="utf-8-sig", newline="")
 
 
-def _in_directory(root: Path) -> Iterator[Path]:
-    """Files of a directory input, sorted: nothing hidden at any depth (.git, .ipynb_checkpoints), nothing inside a
-    knowledge base (an output directory placed inside the input would be read back as documents)."""
+def _in_directory(root: Path, exclude: frozenset[Path] = frozenset()) -> Iterator[Path]:
+    """Files of a directory input, sorted: nothing hidden below the root (.git, .ipynb_checkpoints), nothing inside
+    a knowledge base, published or not, nor in an excluded directory (the output: a KB placed inside its input
+    would be read back as documents, its manifest and BM25 files as JSON lines)."""
+    if holds_kb_files(root):
+        raise ValueError(f"input {root} is a knowledge base, not documents")
     found = []
     for directory, subdirs, files in os.walk(root):
         here = Path(directory)
-        subdirs[:] = [d for d in subdirs if not d.startswith(".") and not is_kb(here / d)]
+        subdirs[:] = [d for d in subdirs if not d.startswith(".") and not holds_kb_files(here / d)
+                      and (here / d).resolve() not in exclude]
         found.extend(here / f for f in files if not f.startswith(".") and _format(here / f) is not None)
     return iter(sorted(found))
 
 
-def _files(paths: Iterable[Path]) -> Iterator[Path]:
+def _files(paths: Iterable[Path], exclude: frozenset[Path] = frozenset()) -> Iterator[Path]:
     for path in paths:
         path = Path(path)
         if path.is_dir():
-            yield from _in_directory(path)
+            yield from _in_directory(path, exclude)
         elif path.is_file():
             yield path
         else:
@@ -229,13 +233,14 @@ class DocumentReader:
     `rows` counts the rows read so far, with text or without (a text file is one row), and `count_rows()`
     counts all of them up front, so progress can be shown against a total."""
 
-    def __init__(self, paths: Iterable[Path], fields: FieldMap = FieldMap()):
+    def __init__(self, paths: Iterable[Path], fields: FieldMap = FieldMap(), exclude: Iterable[Path] = ()):
         self.paths = [Path(p) for p in paths]
         self.fields = fields
+        self.exclude = frozenset(Path(p).resolve() for p in exclude)  # directories not to read (the output KB)
         self.rows = 0
 
     def _inputs(self) -> Iterator[tuple[Path, str]]:
-        for path in _files(self.paths):
+        for path in _files(self.paths, self.exclude):
             fmt = _format(path)
             if fmt is None:
                 raise ValueError(f"unsupported input format: {path} (use {accepted_suffixes()}, optionally .gz)")

@@ -46,6 +46,20 @@ def is_kb(path: Path) -> bool:
     return (Path(path) / CURRENT_NAME).is_file()
 
 
+def holds_kb_files(path: Path) -> bool:
+    """Whether path is a knowledge base directory, published or not: CURRENT, or a versions/ directory beside the
+    writer's lock or holding versions or staging (a first build that died, one in progress)."""
+    path = Path(path)
+    if is_kb(path):
+        return True
+    root = path / VERSIONS_DIR
+    try:
+        return root.is_dir() and ((path / LOCK_NAME).exists() or any(
+            _VERSION.match(p.name) or p.name.startswith(_TMP_PREFIX) for p in root.iterdir()))
+    except OSError:
+        return False
+
+
 def current_version(path: Path) -> Path:
     """The version directory CURRENT points at (what a reader loads)."""
     path = Path(path)

@@ -205,3 +205,27 @@ def test_an_input_that_cannot_be_opened_is_an_input_error_naming_it(tmp_path, mo
     monkeypatch.setattr(builtins, "open", denied)  # chmod 000 does not stop root
     with pytest.raises(ValueError, match=re.escape(f"{path}: cannot be read (Permission denied)")):
         list(read_documents([path]))
+
+
+def test_directories_skip_unpublished_knowledge_bases_and_the_excluded_output(tmp_path):
+    """An output inside the input whose first build died after its version was renamed into place (versions/v…
+    with manifest.json and bm25/*.json, no CURRENT yet) was read back: 'manifest.json:1: not valid JSON'."""
+    from kb.ingest import DocumentReader
+
+    root = tmp_path / "corpus"
+    unborn = root / "kb" / "versions" / "v000001"
+    (unborn / "bm25").mkdir(parents=True)
+    (root / "kb" / ".lock").touch()
+    (unborn / "manifest.json").write_text('{\n  "kb_id": "kb-1"\n}\n')
+    (unborn / "bm25" / "vocab.index.json").write_text('{"warfarin": 0}\n')
+    (root / "staged" / "versions" / ".tmp-3f2a").mkdir(parents=True)  # a build in progress, lock elsewhere
+    (root / "staged" / "versions" / ".tmp-3f2a" / "notes.txt").write_text("Half-built.")
+    (root / "out").mkdir()
+    (root / "out" / "draft.txt").write_text("Not an input: the output directory.")
+    (root / "versions").mkdir()  # a plain folder of that name is data
+    (root / "versions" / "v2.txt").write_text("Heparin is monitored with the aPTT.")
+    (root / "notes.txt").write_text("Warfarin is a vitamin K antagonist.")
+    docs = DocumentReader([root], exclude=[root / "out"])
+    assert [d.text for d in docs] == ["Warfarin is a vitamin K antagonist.", "Heparin is monitored with the aPTT."]
+    with pytest.raises(ValueError, match="is a knowledge base, not documents"):
+        list(read_documents([root / "kb"]))
