@@ -192,6 +192,7 @@ def _ingest(docs: Iterable[Document], spec: ChunkSpec, store: StoreWriter, vecto
     ingest.read = getattr(docs, "rows", ingest.read)
     ingest.flush()
     progress.close()
+    store.save_chunk_counts(ingest.counts)  # a later `kb add` numbers on from these
     store.commit()
     return ingest.stats
 

@@ -19,6 +19,9 @@ CREATE TABLE vectors (vrow INTEGER PRIMARY KEY, row INTEGER NOT NULL, embed_key 
 CREATE INDEX facts_doc_id ON facts (doc_id);
 CREATE INDEX documents_doc_id ON documents (doc_id);
 """
+# How many chunks the documents of each source id had, duplicates dropped included: fact ids number on from it, so a
+# build and a build followed by `kb add` give the same ids. Stores written before it lack it (see chunk_counts).
+_CHUNK_COUNTS = "CREATE TABLE IF NOT EXISTS chunk_counts (doc_id TEXT PRIMARY KEY, chunks INTEGER NOT NULL)"
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,14 @@ class NewFact:
     inputs: tuple[tuple[bytes, str], ...]
 
 
+def _chunks_shown(doc_id: str, fact_id: str) -> int:
+    """How many chunks a fact id shows its source id had at least: "id" 1, "id#k" (or "id#k~n") k + 1."""
+    if fact_id == doc_id:
+        return 1
+    k = fact_id[len(doc_id) + 1:].partition("~")[0] if fact_id.startswith(f"{doc_id}#") else ""
+    return int(k) + 1 if k.isdigit() else 0
+
+
 class StoreWriter:
     """Appends documents and facts to a store file (new, or a copy of the previous version's)."""
 
@@ -52,9 +63,12 @@ class StoreWriter:
         self._con.execute("PRAGMA synchronous=OFF")
         if create:
             self._con.executescript(_SCHEMA)
-        elif "source" not in {row[1] for row in self._con.execute("PRAGMA table_info(documents)")}:
-            # stores written before documents kept their source: those rows match any source (NULL)
-            self._con.execute("ALTER TABLE documents ADD COLUMN source TEXT")
+            self._con.execute(_CHUNK_COUNTS)
+        else:
+            if "source" not in {row[1] for row in self._con.execute("PRAGMA table_info(documents)")}:
+                # stores written before documents kept their source: those rows match any source (NULL)
+                self._con.execute("ALTER TABLE documents ADD COLUMN source TEXT")
+            self._con.execute(_CHUNK_COUNTS)  # stores written before chunks were counted (see chunk_counts)
         self.rows = int(self._con.execute("SELECT COUNT(*) FROM facts").fetchone()[0])
         self.vectors = int(self._con.execute("SELECT COUNT(*) FROM vectors").fetchone()[0])
         self.docs = int(self._con.execute("SELECT COALESCE(MAX(doc) + 1, 0) FROM documents").fetchone()[0])
@@ -63,15 +77,27 @@ class StoreWriter:
         return {k for (k,) in self._con.execute("SELECT text_key FROM facts")}
 
     def chunk_counts(self, doc_ids: Sequence[str]) -> dict[str, int]:
-        """How many facts already carry each of these source ids (fact ids continue the count)."""
+        """How many chunks the documents of each of these source ids had (fact ids continue the count): the stored
+        count, which includes chunks dropped as duplicates; for a source id stored before chunks were counted, the
+        most its fact ids show ("id" is 1, "id#k" k + 1) or its number of facts, whichever is more."""
         counts: dict[str, int] = {}
         unique = sorted(set(doc_ids))
         for i in range(0, len(unique), 500):
             part = unique[i:i + 500]
             marks = ",".join("?" * len(part))
             counts.update(self._con.execute(
-                f"SELECT doc_id, COUNT(*) FROM facts WHERE doc_id IN ({marks}) GROUP BY doc_id", part))
+                f"SELECT doc_id, chunks FROM chunk_counts WHERE doc_id IN ({marks})", part))
+            legacy = [d for d in part if d not in counts]
+            if not legacy:
+                continue
+            marks = ",".join("?" * len(legacy))
+            for doc_id, fact_id in self._con.execute(
+                    f"SELECT doc_id, fact_id FROM facts WHERE doc_id IN ({marks})", legacy):
+                counts[doc_id] = max(counts.get(doc_id, 0) + 1, _chunks_shown(doc_id, fact_id))
         return counts
+
+    def save_chunk_counts(self, counts: dict[str, int]) -> None:
+        self._con.executemany("INSERT OR REPLACE INTO chunk_counts (doc_id, chunks) VALUES (?, ?)", counts.items())
 
     def source_context(self, doc_id: str, source: str = "") -> str | None:
         """The context of the first document stored under this id and source, None for a new pair.

@@ -478,3 +478,45 @@ def test_a_version_missing_a_file_or_whose_manifest_does_not_list_one_is_refused
         FaissKnowledgeBase.load(out, embedder, verify="off")
     shutil.copy(pristine / "vectors.f16", version / "vectors.f16")
     assert FaissKnowledgeBase.load(out, embedder).info.num_facts == len(DOCS)
+
+
+def _fact_ids(path):
+    import sqlite3
+
+    con = sqlite3.connect(current_version(path) / "facts.sqlite")
+    try:
+        return [row[0] for row in con.execute("SELECT fact_id FROM facts ORDER BY row")]
+    finally:
+        con.close()
+
+
+def test_fact_ids_after_kb_add_are_those_one_build_gives_even_when_chunks_were_dropped(tmp_path, embedder):
+    """Fact ids continued from the number of stored facts: a source id whose first chunk was dropped as a duplicate
+    got 'a#2' twice and then 'a#2~1' from build + add, where one build gave 'a#3'."""
+    import sqlite3
+
+    from kb.manifest import FileEntry, Manifest
+
+    spec = ChunkSpec(max_chars=36, context_chars=0)
+    first = Document("z", "Aspirin is an NSAID.")
+    repeated = Document("a", "Aspirin is an NSAID.\nWarfarin is monitored with the INR.\nHeparin is monitored with aPTT.")
+    later = Document("a", "Metformin lowers hepatic glucose output.")
+    build_kb([first, repeated, later], tmp_path / "once", embedder, chunking=spec, progress=False)
+    expected = _fact_ids(tmp_path / "once")
+    assert expected == ["z", "a#1", "a#2", "a#3", "a#4"]  # a#0 was a duplicate of z
+    build_kb([first, repeated], tmp_path / "twice", embedder, chunking=spec, progress=False)
+    add_documents(tmp_path / "twice", [later], embedder, progress=False)
+    assert _fact_ids(tmp_path / "twice") == expected
+    # a KB built before chunks were counted numbers on from the highest fact id it holds
+    legacy = tmp_path / "legacy"
+    build_kb([first, repeated], legacy, embedder, chunking=spec, progress=False)
+    store = current_version(legacy) / "facts.sqlite"
+    con = sqlite3.connect(store)
+    con.execute("DROP TABLE chunk_counts")
+    con.commit()
+    con.close()
+    manifest = Manifest.load(current_version(legacy))
+    manifest.files["facts.sqlite"] = vars(FileEntry.of(store))
+    manifest.save(current_version(legacy))
+    add_documents(legacy, [later], embedder, progress=False)
+    assert _fact_ids(legacy) == expected and FaissKnowledgeBase.load(legacy, embedder).info.num_facts == 5
