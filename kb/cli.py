@@ -266,15 +266,36 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+# A reload the server refused because of the KB itself (damaged, missing, another embedder): status 1, as for a KB
+# that cannot be read locally; other refusals (unreachable server, authentication) are status 2.
+KB_REFUSALS = ("KB_CORRUPT", "KB_NOT_FOUND", "KB_EMBEDDER_MISMATCH", "SERVICE_LOAD_FAILED")
+
+
 def _reload(args: argparse.Namespace) -> int:
+    from client.errors import VerifierError
     from client.security import client_options
     from client.sync import VerifierClient
 
     with VerifierClient(args.server, retries=0, **client_options(args)) as client:
-        previous, current = client.reload_kb(timeout_s=args.timeout_s)
+        try:
+            previous, current = client.reload_kb(timeout_s=args.timeout_s)
+        except VerifierError as exc:
+            if exc.reason not in KB_REFUSALS:
+                raise
+            print(f"kgverify kb: error: the server refused the reload and keeps its knowledge base: {exc}",
+                  file=sys.stderr)
+            return 1
         info = client.kb_info()
-    print(json.dumps({"previous_kb_id": previous, "kb_id": current, "num_facts": info.get("num_facts"),
-                      "path": info.get("path")}))
+    summary = {"previous_kb_id": previous, "kb_id": current, "num_facts": info.get("num_facts"),
+               "path": info.get("path"), "modes": info.get("modes"), "default_mode": info.get("default_mode")}
+    default, modes = info.get("default_mode"), info.get("modes") or []
+    if default and default not in modes:
+        # loaded, but every request that keeps the server's default mode now fails FAILED_PRECONDITION
+        summary["warning"] = (f"the knowledge base supports retrieval modes {', '.join(modes)}, not the server's "
+                              f"default {default!r} (KGV_KB__RETRIEVAL_MODE): requests that do not choose a mode fail "
+                              "RETRIEVAL_MODE_UNAVAILABLE until it is rebuilt with BM25 or the default is set to dense")
+        print(f"kgverify kb: warning: {summary['warning']}", file=sys.stderr)
+    print(json.dumps(summary))
     return 0
 
 

@@ -171,8 +171,10 @@ async def test_a_server_started_on_a_damaged_kb_says_why_and_serves_again_after_
             assert scored.steps[0].verdict == "supported"  # context passages need no KB
             assert await client.health(knowledge_base) == "NOT_SERVING"
 
-            assert await asyncio.to_thread(kb_cli.main, ["reload", "--server", server.addresses[0]]) == 2
-            assert "KB_CORRUPT" in capsys.readouterr().err  # still damaged: the reload says why
+            # still damaged: the reload says why, with the status of a KB that cannot be read (it was 2, the status
+            # of bad options)
+            assert await asyncio.to_thread(kb_cli.main, ["reload", "--server", server.addresses[0]]) == 1
+            assert "KB_CORRUPT" in capsys.readouterr().err
 
             build_kb(DOCS, path, embedder, progress=False)  # the operator repairs it and reloads
             assert await asyncio.to_thread(kb_cli.main, ["reload", "--server", server.addresses[0]]) == 0
@@ -250,3 +252,31 @@ async def test_concurrent_reloads_run_one_at_a_time_off_the_request_workers(kb_s
         results = await asyncio.gather(*reloads)
     assert len(results) == 2 and most[0] == 1
     assert len(threads) == 2 and not any(name.startswith("kgv-work") for name in threads), threads
+
+
+async def test_a_reload_onto_a_kb_without_bm25_warns_that_the_default_mode_now_fails(kb_server, embedder, capsys):
+    """A server whose default mode is hybrid reloaded a KB built --no-bm25 silently (exit 0, no word): every
+    request keeping the default mode then failed FAILED_PRECONDITION."""
+    import json
+
+    from kb import cli as kb_cli
+    from kb.build import BuildOptions
+
+    server, path = kb_server
+    address = server.addresses[0]
+    try:
+        build_kb(DOCS, path, embedder, chunking=ChunkSpec(max_chars=200), options=BuildOptions(bm25=False),
+                 progress=False)
+        assert await asyncio.to_thread(kb_cli.main, ["reload", "--server", address]) == 0
+        out, err = capsys.readouterr()
+        reloaded = json.loads(out)
+        assert reloaded["modes"] == ["dense"] and reloaded["default_mode"] == "hybrid"
+        assert "not the server's default 'hybrid'" in reloaded["warning"] and "RETRIEVAL_MODE_UNAVAILABLE" in err
+        async with AsyncVerifierClient(address, retries=0) as client:
+            with pytest.raises(VerifierError, match="RETRIEVAL_MODE_UNAVAILABLE"):
+                await client.search("warfarin INR", top_k=1)  # what the warning announced
+    finally:
+        build_kb(DOCS, path, embedder, chunking=ChunkSpec(max_chars=200), progress=False)
+        assert await asyncio.to_thread(kb_cli.main, ["reload", "--server", address]) == 0
+    out, err = capsys.readouterr()
+    assert "warning" not in json.loads(out) and "warning" not in err
