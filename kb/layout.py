@@ -170,16 +170,31 @@ def publish(path: Path, staging: Path, keep: int = 2) -> Path:
     version = path / VERSIONS_DIR / next_version_name(path)
     fsync_tree(staging)
     os.rename(staging, version)
-    fsync_dir(version.parent)
     tmp = path / f"{CURRENT_NAME}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(version.name + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path / CURRENT_NAME)
+    try:
+        fsync_dir(version.parent)
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(version.name + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path / CURRENT_NAME)
+    except BaseException:
+        # interrupted (or failed) before the switch: the version was never published, so nothing of it stays
+        # (it would have been the newest version on disk without ever being current)
+        tmp.unlink(missing_ok=True)
+        if _current_name(path) != version.name:
+            shutil.rmtree(version, ignore_errors=True)
+        raise
     fsync_dir(path)
     prune(path, keep)
     return version
+
+
+def _current_name(path: Path) -> str | None:
+    try:
+        return (Path(path) / CURRENT_NAME).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
 
 
 def prune(path: Path, keep: int) -> None:

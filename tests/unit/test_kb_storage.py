@@ -117,3 +117,24 @@ def test_manifest_round_trip_and_bad_manifests(tmp_path):
     (tmp_path / "manifest.json").write_text("{")
     with pytest.raises(KnowledgeBaseCorruptError, match="not a valid manifest"):
         Manifest.load(tmp_path)
+
+
+def test_an_interrupt_inside_publish_before_the_switch_leaves_no_unpublished_version(tmp_path, monkeypatch):
+    """Ctrl-C after the staging was renamed to versions/v… but before CURRENT was replaced left that version on
+    disk, never current, counted as the newest by pruning and read back by directory inputs."""
+    import kb.layout
+
+    root = tmp_path / "kb"
+    v1 = publish(root, _stage(root, "one"))
+    real_replace = os.replace
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kb.layout.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        publish(root, _stage(root, "two"))
+    monkeypatch.setattr(kb.layout.os, "replace", real_replace)
+    assert current_version(root) == v1 and versions(root) == [v1]
+    assert sorted(p.name for p in root.iterdir()) == [CURRENT_NAME, "versions"]  # no CURRENT.tmp-* either
+    assert publish(root, _stage(root, "three")).name == "v000002"
