@@ -155,6 +155,11 @@ def remove_stale_staging(path: Path) -> None:
                 shutil.rmtree(p, ignore_errors=True)
     for p in Path(path).glob(f"{CURRENT_NAME}.tmp-*"):  # a CURRENT replacement that died before its rename
         p.unlink(missing_ok=True)
+    current = _VERSION.match(_current_name(path) or "")
+    if current:  # versions newer than CURRENT were renamed into place by a writer killed before its switch
+        for p in versions(path):
+            if int(_VERSION.match(p.name).group(1)) > int(current.group(1)):
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def next_version_name(path: Path) -> str:

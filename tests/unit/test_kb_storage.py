@@ -138,3 +138,10 @@ def test_an_interrupt_inside_publish_before_the_switch_leaves_no_unpublished_ver
     assert current_version(root) == v1 and versions(root) == [v1]
     assert sorted(p.name for p in root.iterdir()) == [CURRENT_NAME, "versions"]  # no CURRENT.tmp-* either
     assert publish(root, _stage(root, "three")).name == "v000002"
+    # killed (kill -9) at that point: the next writer removes the never-published version under the lock
+    staged = _stage(root, "four")
+    staged.rename(root / "versions" / "v000003")
+    (root / f"{CURRENT_NAME}.tmp-1a2b3c4d").write_text("v000003\n")
+    remove_stale_staging(root)
+    assert [v.name for v in versions(root)] == ["v000001", "v000002"] and current_version(root).name == "v000002"
+    assert not list(root.glob(f"{CURRENT_NAME}.tmp-*"))
