@@ -411,7 +411,8 @@ def test_index_parameters_are_checked_before_embedding_and_a_version_failing_its
     for owner, name, broken, reason in breakages:
         with monkeypatch.context() as patch:
             patch.setattr(owner, name, broken)
-            with pytest.raises(KnowledgeBaseCorruptError, match=f"failed its test load .*{reason}.*nothing was published"):
+            with pytest.raises(KnowledgeBaseCorruptError,
+                               match=f"failed its test load .*{reason}.*nothing was published"):
                 build_kb(DOCS + NEW_DOCS[:1], out, embedder, progress=False)
         assert current_version(out) == published and versions(out) == [published]
         assert not [p for p in (out / "versions").iterdir() if p.name.startswith(".tmp-")]
@@ -499,7 +500,8 @@ def test_fact_ids_after_kb_add_are_those_one_build_gives_even_when_chunks_were_d
 
     spec = ChunkSpec(max_chars=36, context_chars=0)
     first = Document("z", "Aspirin is an NSAID.")
-    repeated = Document("a", "Aspirin is an NSAID.\nWarfarin is monitored with the INR.\nHeparin is monitored with aPTT.")
+    repeated = Document("a", "Aspirin is an NSAID.\nWarfarin is monitored with the INR.\n"
+                             "Heparin is monitored with aPTT.")
     later = Document("a", "Metformin lowers hepatic glucose output.")
     build_kb([first, repeated, later], tmp_path / "once", embedder, chunking=spec, progress=False)
     expected = _fact_ids(tmp_path / "once")

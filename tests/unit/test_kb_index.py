@@ -135,7 +135,8 @@ def test_an_ivfpq_index_of_one_fact_is_refused_with_advice():
 
 def test_a_family_named_explicitly_takes_only_its_own_parameters_and_auto_takes_any_known_one():
     """`--index hnsw --index-param nprobe=4` built an HNSW index and silently ignored nprobe."""
-    with pytest.raises(ValueError, match="'nprobe' does not apply to a hnsw index .it takes: M, efConstruction, efSearch"):
+    with pytest.raises(ValueError,
+                       match="'nprobe' does not apply to a hnsw index .it takes: M, efConstruction, efSearch"):
         check_overrides("hnsw", {"nprobe": 4}, DIM)
     with pytest.raises(ValueError, match="'M' does not apply to a flat index .it takes: no parameters"):
         check_overrides("flat", {"M": 16}, DIM)
