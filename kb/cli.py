@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
+from kb.layout import current_name
 from server.pipeline.types import RetrievalMode
 
 DEFAULT_MODE = "hybrid"  # the best mode measured on MedQuAD (docs/knowledge_base.md)
@@ -129,10 +130,10 @@ def _writing(directory: Path):
     """A KB write that SIGTERM (like Ctrl-C) interrupts cleanly: its staging is removed, nothing is published,
     and the user is told so (exit status 130). An interrupt after the switch says what was published; an OS
     error (disk full, read-only file system) is one line, status 1."""
-    before = _published(directory)
+    before = current_name(directory)
 
     def outcome() -> str:
-        now = _published(directory)
+        now = current_name(directory)
         if now != before:
             return f"{now} was published in {directory} (removing older versions may not have finished)"
         return f"{directory} is as it was (nothing was published)"
@@ -164,11 +165,6 @@ class _Reported(Exception):
         self.status = status
 
 
-def _published(directory: Path) -> str | None:
-    try:
-        return (Path(directory) / "CURRENT").read_text(encoding="utf-8").strip() or None
-    except OSError:
-        return None
 
 
 def _build(args: argparse.Namespace) -> int:

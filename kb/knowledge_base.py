@@ -13,7 +13,7 @@ from server.pipeline.types import KbHit, KbInfo, RetrievalMode
 
 from .errors import KnowledgeBaseCorruptError, KnowledgeBaseMismatchError, KnowledgeBaseNotFoundError
 from .index import INDEX_NAME, PARAM_MINIMUMS, SEARCH_PARAMS, VectorIndex, check_params, load_index
-from .layout import CURRENT_NAME, current_version
+from .layout import current_name, current_version
 from .lexical import BM25_DIR, BM25_FILES, Bm25Index
 from .manifest import Manifest
 from .store import STORE_NAME, Fact, FactStore
@@ -21,13 +21,6 @@ from .vectors import VECTOR_FACTS_NAME, VECTORS_NAME, open_vector_facts, open_ve
 
 
 LOAD_ATTEMPTS = 3  # reads of CURRENT when a writer prunes the version being loaded
-
-
-def _current_name(path: Path) -> str | None:
-    try:
-        return (path / CURRENT_NAME).read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
 
 
 def required_files(manifest: Manifest) -> list[str]:
@@ -122,7 +115,7 @@ class FaissKnowledgeBase:
                                      ("auto" if verify else "off")})
         path = Path(path)
         for attempt in range(LOAD_ATTEMPTS):
-            name = _current_name(path)
+            name = current_name(path)
             try:
                 return cls._load_version(path, current_version(path), embedder, options)
             except KnowledgeBaseNotFoundError:
@@ -130,7 +123,7 @@ class FaissKnowledgeBase:
             except (KnowledgeBaseCorruptError, OSError):
                 # A writer published a newer version and pruned this one while it was being resolved or read
                 # (files gone mid-load): load the new one. A version that stays CURRENT and cannot be read is damaged.
-                if attempt + 1 == LOAD_ATTEMPTS or _current_name(path) == name:
+                if attempt + 1 == LOAD_ATTEMPTS or current_name(path) == name:
                     raise
         raise AssertionError("unreachable")
 

@@ -155,7 +155,7 @@ def remove_stale_staging(path: Path) -> None:
                 shutil.rmtree(p, ignore_errors=True)
     for p in Path(path).glob(f"{CURRENT_NAME}.tmp-*"):  # a CURRENT replacement that died before its rename
         p.unlink(missing_ok=True)
-    current = _VERSION.match(_current_name(path) or "")
+    current = _VERSION.match(current_name(path) or "")
     if current:  # versions newer than CURRENT were renamed into place by a writer killed before its switch
         for p in versions(path):
             if int(_VERSION.match(p.name).group(1)) > int(current.group(1)):
@@ -187,7 +187,7 @@ def publish(path: Path, staging: Path, keep: int = 2) -> Path:
         # interrupted (or failed) before the switch: the version was never published, so nothing of it stays
         # (it would have been the newest version on disk without ever being current)
         tmp.unlink(missing_ok=True)
-        if _current_name(path) != version.name:
+        if current_name(path) != version.name:
             shutil.rmtree(version, ignore_errors=True)
         raise
     fsync_dir(path)
@@ -195,9 +195,10 @@ def publish(path: Path, staging: Path, keep: int = 2) -> Path:
     return version
 
 
-def _current_name(path: Path) -> str | None:
+def current_name(path: Path) -> str | None:
+    """What CURRENT names right now ("v000003"), or None when it cannot be read or is empty (no validation)."""
     try:
-        return (Path(path) / CURRENT_NAME).read_text(encoding="utf-8").strip()
+        return (Path(path) / CURRENT_NAME).read_text(encoding="utf-8").strip() or None
     except OSError:
         return None
 
