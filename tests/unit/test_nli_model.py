@@ -145,6 +145,70 @@ def test_bfloat16_stays_close_to_fp32_and_is_batch_invariant(model):
         NliModel.load(quantize=False, dtype="float16")
 
 
+def test_fixed_row_blocks_make_a_bfloat16_product_batch_invariant():
+    """Where oneDNN uses AMX the split of a bf16 product's reduction depends on its row count (BERT's 1536-wide
+    output projection: 57 to ~500 rows summed differently from fewer or more), so a row's result moved with its
+    batch; in fixed blocks each row comes out the same whatever the rows beside it and however many."""
+    import torch
+
+    from server.backends.judges.nli_model import fixed_row_blocks
+
+    torch.manual_seed(0)
+    inner = torch.nn.Linear(1536, 384).to(torch.bfloat16)
+    blocked = fixed_row_blocks(inner, rows=128)
+    x = torch.randn(700, 1536).to(torch.bfloat16)
+    with torch.inference_mode():
+        alone = torch.cat([blocked(x[i:i + 1]) for i in range(300)])
+        for m in (1, 60, 128, 300, 700):
+            out = blocked(x[:m])
+            assert out.shape == (m, 384)
+            torch.testing.assert_close(out, inner(x[:m]), atol=0.1, rtol=0.02)  # the same product, rounded
+            assert torch.equal(out[:300], alone[:m])  # unblocked, rows 60, 128 and 300 differed here (AMX)
+        perm = torch.randperm(300)
+        assert torch.equal(blocked(x[:300][perm]), blocked(x[:300])[perm])
+        assert torch.equal(blocked(x[:300].reshape(3, 100, 1536)).reshape(300, 384), blocked(x[:300]))
+
+
+def test_fixed_row_blocks_are_used_only_where_onednn_may_use_amx(monkeypatch):
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from server.backends.judges import nli_model
+
+    monkeypatch.setattr(nli_model, "cpu_flags", lambda: frozenset({"avx512_bf16", "amx_bf16"}))
+    for isa, amx in ((None, True), ("ALL", True), ("avx512_core_amx", True), ("AVX512_CORE_BF16", False)):
+        if isa is None:
+            monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+        else:
+            monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+        assert nli_model.onednn_amx() is amx, isa
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(nli_model, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    assert not nli_model.onednn_amx()
+
+    def tiny():
+        torch.manual_seed(0)
+        return BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
+                                                        num_attention_heads=2, intermediate_size=32, num_labels=3))
+
+    def blocked(model):
+        return sum(type(m).__name__ == "_FixedRows" for m in model.modules())
+
+    ids = torch.tensor([[1, 5, 7, 2, 9, 2, 0, 0]])
+    mask = (ids > 0).long()
+    reference = tiny().eval()
+    with torch.inference_mode():
+        expected = reference(input_ids=ids, attention_mask=mask).logits
+    for amx, count in ((True, 2 * 6), (False, 0)):  # six Linear layers per BERT layer
+        monkeypatch.setattr(nli_model, "onednn_amx", lambda amx=amx: amx)
+        model = nli_model.to_precision(tiny().eval(), "bfloat16")
+        assert blocked(model) == count
+        with torch.inference_mode():
+            torch.testing.assert_close(model(input_ids=ids, attention_mask=mask).logits, expected,
+                                       atol=0.05, rtol=0.05)
+    assert blocked(nli_model.to_precision(tiny().eval(), "float32")) == 0
+
+
 def test_auto_precision_is_bfloat16_only_on_a_cpu_that_has_it(monkeypatch):
     from server.backends.judges import nli_model
 
