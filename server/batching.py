@@ -88,8 +88,8 @@ class MicroBatcher(Generic[I, R]):
                  on_out_of_memory: Callable[[str], None] | None = None, stoppable: bool = False):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
-        if max_wait_ms < 0:
-            raise ValueError("max_wait_ms must not be negative")
+        if not 0 <= max_wait_ms < float("inf"):  # NaN fails too; infinite would never run a partial batch
+            raise ValueError("max_wait_ms must be a finite number, not negative")
         self.name = name
         self.enabled = enabled
         self.max_batch_size = max_batch_size

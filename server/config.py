@@ -49,16 +49,21 @@ VllmUrl = Annotated[str, AfterValidator(_http_url)]
 """A torch device name or `auto` (CUDA when torch sees one, else CPU)."""
 
 
+GRPC_MAX_INT = 2**31 - 1  # gRPC channel arguments are C ints (a larger message limit was an OverflowError)
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    # allow_inf_nan=False: "inf" or "nan" for a float setting is an error naming the variable (an infinite
+    # KGV_BATCHING__MAX_WAIT_MS made the micro-batcher wait forever for a full batch).
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
 
 
 class ServerSettings(_Section):
-    listen: list[str] = ["127.0.0.1:50051"]
+    listen: list[str] = Field(["127.0.0.1:50051"], min_length=1)
     """Addresses to listen on: `host:port` or `unix:///path/to.sock`."""
     reflection: bool = True
     """Serve gRPC server reflection."""
-    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=GRPC_MAX_INT)
     """Transport limit for one message: bigger requests get RESOURCE_EXHAUSTED from gRPC, results that would not fit RESOURCE_EXHAUSTED / RESPONSE_TOO_LARGE."""
     max_inflight: int = Field(128, ge=1)
     """Calls and stream items processed at once; more are shed with RESOURCE_EXHAUSTED (health is never shed)."""
@@ -235,7 +240,7 @@ class BatchingSettings(_Section):
     """Cross-request micro-batching of the local models (NLI judge, embedder); false = each request batches only its own items."""
     max_batch_size: int = Field(64, ge=1)
     """Most items (pairs, texts) in one model call; a request with more is split across calls."""
-    max_wait_ms: float = Field(2.0, ge=0)
+    max_wait_ms: float = Field(2.0, ge=0, le=60_000)
     """Longest an idle model waits for other requests' items before running a partial batch (docs/performance.md)."""
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 
-from .config import SecuritySettings
+from .config import SecuritySettings, SettingsError
 from .errors import grpc_status
 from .pipeline.errors import KgverifyError
 
@@ -39,47 +39,78 @@ class PermissionDeniedError(KgverifyError):
     reason = "ADMIN_TOKEN_REQUIRED"
 
 
-class SecurityConfigError(ValueError):
-    """A configured certificate, key or token file cannot be used."""
+class SecurityConfigError(SettingsError):
+    """A configured certificate, key or token file cannot be used (a SettingsError: `python -m server` and
+    `kgverify serve` print it in one line and exit 2, naming the variable)."""
 
 
-def _read(path: Path, what: str) -> bytes:
+def _read(path: Path, what: str, variable: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
-        raise SecurityConfigError(f"cannot read the {what} {path}: {exc.strerror}") from None
+        raise SecurityConfigError(f"{variable}: cannot read the {what} {path}: {exc.strerror or exc}") from None
+
+
+def _check_pem(cfg: SecuritySettings) -> None:
+    """Loads the certificate, key and client CA with the ssl module, so that a file that is not PEM, or a key that
+    does not match the certificate, stops the start naming the variable (gRPC only logged "Invalid cert chain
+    file" and failed to bind, which read as "the address is in use")."""
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # password: an encrypted key is refused here rather than prompted for on the terminal (gRPC cannot use one)
+        context.load_cert_chain(cfg.tls_cert_file, cfg.tls_key_file, password=lambda: b"")
+    except (ssl.SSLError, ValueError) as exc:
+        raise SecurityConfigError(
+            f"KGV_SECURITY__TLS_CERT_FILE / KGV_SECURITY__TLS_KEY_FILE: {cfg.tls_cert_file} and {cfg.tls_key_file} "
+            f"are not a PEM certificate chain and its unencrypted private key ({exc})") from None
+    if cfg.tls_client_ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=cfg.tls_client_ca_file)
+        except (ssl.SSLError, ValueError) as exc:
+            raise SecurityConfigError(f"KGV_SECURITY__TLS_CLIENT_CA_FILE: {cfg.tls_client_ca_file} is not a PEM "
+                                      f"CA bundle ({exc})") from None
 
 
 def server_credentials(cfg: SecuritySettings) -> grpc.ServerCredentials | None:
     """TLS credentials for TCP listeners (mTLS when a client CA is set), or None to serve plaintext."""
     if cfg.tls_cert_file is None or cfg.tls_key_file is None:
         return None
-    key = _read(cfg.tls_key_file, "TLS key")
-    chain = _read(cfg.tls_cert_file, "TLS certificate")
-    client_ca = _read(cfg.tls_client_ca_file, "client CA") if cfg.tls_client_ca_file else None
+    key = _read(cfg.tls_key_file, "TLS key", "KGV_SECURITY__TLS_KEY_FILE")
+    chain = _read(cfg.tls_cert_file, "TLS certificate", "KGV_SECURITY__TLS_CERT_FILE")
+    client_ca = _read(cfg.tls_client_ca_file, "client CA", "KGV_SECURITY__TLS_CLIENT_CA_FILE") \
+        if cfg.tls_client_ca_file else None
+    _check_pem(cfg)
     return grpc.ssl_server_credentials([(key, chain)], root_certificates=client_ca,
                                        require_client_auth=cfg.require_client_auth)
 
 
-def _digests(tokens: list, path: Path | None, what: str) -> list[bytes]:
+def _digests(tokens: list, path: Path | None, what: str, variable: str) -> list[bytes]:
     """sha256 digests of the tokens and of the file's lines (the tokens themselves are not kept)."""
     tokens = [t.get_secret_value().strip() for t in tokens]
     if path is not None:
-        text = _read(path, what).decode("utf-8", errors="strict")
+        data = _read(path, what, f"{variable}_FILE")
+        try:
+            text = data.decode("utf-8", errors="strict")
+        except UnicodeDecodeError as exc:  # the message names the file and line, never the bytes (a secret)
+            line = data[:exc.start].count(b"\n") + 1
+            raise SecurityConfigError(f"{variable}_FILE: line {line} of the {what} {path} is not UTF-8 text") \
+                from None
         tokens += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
     if any(not t for t in tokens):
-        raise SecurityConfigError("an empty auth token would accept every caller")
+        raise SecurityConfigError(f"{variable}: an empty auth token would accept every caller")
     return [hashlib.sha256(t.encode()).digest() for t in tokens]
 
 
 def load_tokens(cfg: SecuritySettings) -> list[bytes]:
     """sha256 digests of the accepted (non-admin) tokens."""
-    return _digests(cfg.auth_tokens, cfg.auth_tokens_file, "token file")
+    return _digests(cfg.auth_tokens, cfg.auth_tokens_file, "token file", "KGV_SECURITY__AUTH_TOKENS")
 
 
 def load_admin_tokens(cfg: SecuritySettings) -> list[bytes]:
     """sha256 digests of the admin tokens."""
-    return _digests(cfg.admin_tokens, cfg.admin_tokens_file, "admin token file")
+    return _digests(cfg.admin_tokens, cfg.admin_tokens_file, "admin token file", "KGV_SECURITY__ADMIN_TOKENS")
 
 
 def _bearer(metadata) -> str | None:
