@@ -62,6 +62,16 @@ class TransformersCausalLm:
         self._keep_logits = "logits_to_keep" in params
         self.max_context = _context_length(self.model.config)
         self.forward_passes = 0
+        self.local_window = _local_attention_window(self.model.config)
+        if self.local_window is not None and self.max_context is not None and self.local_window >= self.max_context:
+            self.local_window = None  # a window as long as the context changes nothing
+        if self.local_window is not None and strategy != "walk":
+            # One custom 4D mask is used as it is by every layer, so packed passes would let the layers that see
+            # only the last W tokens see the whole prefix: wrong values on any sequence longer than W, which a
+            # short probe never shows. The walk leaves the masks to the model.
+            log.warning("this model's attention is local (a window of %d tokens) in some layers; packed passes "
+                        "would ignore the window, so InfoGain uses the KV-cache walk", self.local_window)
+            strategy = "walk"
         self.strategy = self._probe() if strategy == "auto" else strategy
         log.info("causal LM %s on %s (%s), strategy %s, context %s", model_name, self.device, self.dtype,
                  self.strategy, self.max_context)
@@ -243,6 +253,20 @@ def _dtype(dtype: str, device: str, torch):
     if not isinstance(value, torch.dtype) or not value.is_floating_point:
         raise BackendNotConfiguredError(f"unknown torch dtype {dtype!r} (e.g. auto, float32, bfloat16, float16)")
     return value
+
+
+def _local_attention_window(config) -> int | None:
+    """The window of a model with sliding-window (local, chunked) attention in any layer, or None when every
+    layer attends to the whole prefix (Mistral's sliding_window, Gemma's sliding layers, GPT-Neo's local ones)."""
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    types = getattr(config, "layer_types", None) or getattr(config, "attention_layers", None)
+    if types is not None and all(t in ("full_attention", "global") for t in types):
+        return None
+    for key in ("sliding_window", "window_size", "attention_chunk_size"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 def _context_length(config) -> int | None:
