@@ -2,7 +2,9 @@
 
 Pinned tokenization (every backend agrees on it): prefix ids = tokens of
 c_i + " Answer:" with the tokenizer's leading special tokens (BOS) if it adds
-any; answer ids = tokens of " " + A without special tokens; the scored
+any; answer ids = tokens of " " + A without special tokens (of A alone when
+the tokenizer itself starts every text with a word boundary, SentencePiece's
+dummy prefix, which would otherwise make that space a second one); the scored
 sequence is their concatenation. Paper mode scores the jointly tokenized
 string c_i + " Answer: " + A with the tokenizer's default special tokens.
 """
@@ -22,6 +24,7 @@ ANSWER_CUE = " Answer:"
 PAPER_CUE = " Answer: "
 ZERO_PROBABILITY = "the LM gives the answer zero probability after this prefix (log-probability -inf)"
 _BOS_PROBE = "a"
+_SPACE_PROBE = "a"
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class LmEstimator:
         self.name = f"lm:{lm.name}"
         self._max_context = max_context_tokens
         self._bos: list[int] | None = None
+        self._space_supplied: bool | None = None
 
     async def _leading(self, deadline: Deadline) -> list[int]:
         if self._bos is None:
@@ -97,6 +101,18 @@ class LmEstimator:
                                         self.lm.tokenize([_BOS_PROBE], False, deadline))
             self._bos = leading_specials(both[0][0], both[1][0])
         return self._bos
+
+    async def _answer_text(self, target: str, deadline: Deadline) -> str:
+        """The text whose tokens are the answer ids: " " + A, or A when the tokenizer supplies the space.
+
+        A SentencePiece tokenizer with a dummy prefix (Llama-2, Mistral-7B) encodes "a" as "▁a", and " a" as
+        "▁▁a": " " + A would score "Answer:  A", with a token for the extra space, not the answer as it
+        follows the cue. Such a tokenizer encodes "a a" as the tokens of "a" twice."""
+        if self._space_supplied is None:
+            one, two = await asyncio.gather(self.lm.tokenize([_SPACE_PROBE], False, deadline),
+                                            self.lm.tokenize([f"{_SPACE_PROBE} {_SPACE_PROBE}"], False, deadline))
+            self._space_supplied = list(two[0]) == list(one[0]) * 2
+        return target if self._space_supplied else " " + target
 
     async def _limit(self, deadline: Deadline) -> int | None:
         if self._max_context is not None:
@@ -107,8 +123,9 @@ class LmEstimator:
                                deadline: Deadline) -> tuple[list[list[int]], int]:
         """The pinned sequences (prefix ids + answer ids) of c_0..c_n, and the number of answer ids."""
         texts = [c + ANSWER_CUE for c in render_contexts(context0, steps)]
+        answer_text = await self._answer_text(target, deadline)
         bos, (answer, *prefixes) = await asyncio.gather(
-            self._leading(deadline), self.lm.tokenize([" " + target, *texts], False, deadline))
+            self._leading(deadline), self.lm.tokenize([answer_text, *texts], False, deadline))
         if not answer:
             raise BackendResponseError("the target tokenizes to no tokens")
         return [bos + p + answer for p in prefixes], len(answer)
