@@ -92,6 +92,29 @@ def tolerant(deserializer):
     return parse
 
 
+class Refused:
+    """A stream item refused before conversion (its repeated fields are over the limits: validation.check_counts):
+    the stream answers it with `error` under its own id, like any invalid item."""
+
+    def __init__(self, item_id: str, error: KgverifyError):
+        self.id = item_id
+        self._error = error
+
+    def error(self) -> KgverifyError:
+        return self._error
+
+
+async def _prechecked(requests, precheck):
+    """Stream items whose chain fails `precheck` become Refused (the stream goes on)."""
+    async for item in requests:
+        if not isinstance(item, Undecodable):
+            try:
+                precheck(item.chain)
+            except KgverifyError as exc:
+                item = Refused(item.id, exc)
+        yield item
+
+
 async def _checked(requests):
     """A request stream that ends the call with UNDECODABLE_MESSAGE at its first undecodable item (for streams
     without per-item statuses, such as reflection)."""
@@ -201,8 +224,11 @@ class ClientGoneInterceptor(grpc.aio.ServerInterceptor):
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, admission: Admission, ready, not_ready_error, log_request_text: bool = False,
-                 stopping=lambda: False, waiting_for_backend=lambda service: False):
+                 stopping=lambda: False, waiting_for_backend=lambda service: False, precheck=None):
         self._admission = admission
+        # request message -> None, or raises InvalidArgumentError: cheap checks (repeated fields' lengths) before the
+        # servicer converts the message on the event loop (validation.check_counts)
+        self._precheck = precheck
         # service name -> bool: loaded, only its backend (the judge) is not up yet. Calls that never reach the judge
         # (_judge_free) go through then: a vLLM judge down at startup does not stop SplitReasoning or InfoGain.
         self._waiting_for_backend = waiting_for_backend
@@ -242,6 +268,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                         instead = _judge_free(method, request) if self._waiting_for_backend(service) else None
                         if instead is None or (instead and not self._ready(instead)):
                             raise self._not_ready_error(instead or service)
+                    if self._precheck is not None:
+                        self._precheck(request)
                     with self._admission:
                         return await behavior(request, context)
                 except KgverifyError as exc:
@@ -268,6 +296,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 started = time.perf_counter()
                 if self._log_text:
                     request_iterator = _logged(request_iterator, method)
+                if self._precheck is not None:
+                    request_iterator = _prechecked(request_iterator, self._precheck)
                 items, code = 0, "OK"
                 try:
                     if not self._ready(service):

@@ -12,7 +12,7 @@ from kgverify.v1 import knowledge_service_pb2 as kpb
 from .admission import Admission
 from .context import request_id_var
 from .errors import OK_STATUS, error_status
-from .interceptors import Undecodable
+from .interceptors import Refused, Undecodable
 from .pipeline.errors import InvalidArgumentError, KgverifyError
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ async def run_stream(
                     raise InvalidArgumentError.single(
                         "id", "is the id of an earlier item of this stream: results come back in any order, so "
                               "each item needs its own id (this item was not scored)", reason="DUPLICATE_ID")
+                if isinstance(item, Refused):  # its chain's repeated fields are over the limits
+                    raise item.error()
                 with admission:
                     response.result.CopyFrom(await process(item.chain))
                 response.status.CopyFrom(OK_STATUS)
