@@ -20,6 +20,22 @@ OVERFLOW = "the prefix does not fit the model's context"
 NON_FINITE = "the estimator returned a non-finite value for this prefix (NaN or infinity): a numerical failure"
 
 
+async def gather_or_cancel(*aws):
+    """asyncio.gather that cancels the other awaitables as soon as one fails, and waits until they have stopped.
+
+    A plain gather leaves them running: one bad answer among an InfoGain call's hundreds of vLLM requests (or
+    windows queued for the local LM) returned the error while the rest kept going for nobody, holding the
+    backend's concurrency slots."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 def render_context0(question: str, choices: Sequence[str]) -> str:
     """c_0: the question, then one "A. text" line per option."""
     if not choices:
@@ -121,7 +137,7 @@ async def _windowed(estimator, c0: str, texts: Sequence[str], window: int, targe
         return _finite(await one(i))
 
     # Concurrent calls let a local LM pack several windows into one pass.
-    results = await asyncio.gather(*(checked(i) for i in todo))
+    results = await gather_or_cancel(*(checked(i) for i in todo))
     for i, scores in zip(todo, results):
         k = len(scores.nll) - 1
         out.gains[i - 1], out.reasons[i - 1], out.overflow[i - 1] = _pair_gain(scores, k - 1, k)

@@ -11,13 +11,13 @@ string c_i + " Answer: " + A with the tokenizer's default special tokens.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from dataclasses import dataclass
 from typing import Protocol, Sequence, runtime_checkable
 
 from ...pipeline.deadline import Deadline
 from ...pipeline.errors import BackendResponseError
+from ...pipeline.info_gain import gather_or_cancel
 from ...pipeline.types import PrefixScores
 
 ANSWER_CUE = " Answer:"
@@ -97,7 +97,7 @@ class LmEstimator:
 
     async def _leading(self, deadline: Deadline) -> list[int]:
         if self._bos is None:
-            both = await asyncio.gather(self.lm.tokenize([_BOS_PROBE], True, deadline),
+            both = await gather_or_cancel(self.lm.tokenize([_BOS_PROBE], True, deadline),
                                         self.lm.tokenize([_BOS_PROBE], False, deadline))
             self._bos = leading_specials(both[0][0], both[1][0])
         return self._bos
@@ -109,7 +109,7 @@ class LmEstimator:
         "▁▁a": " " + A would score "Answer:  A", with a token for the extra space, not the answer as it
         follows the cue. Such a tokenizer encodes "a a" as the tokens of "a" twice."""
         if self._space_supplied is None:
-            one, two = await asyncio.gather(self.lm.tokenize([_SPACE_PROBE], False, deadline),
+            one, two = await gather_or_cancel(self.lm.tokenize([_SPACE_PROBE], False, deadline),
                                             self.lm.tokenize([f"{_SPACE_PROBE} {_SPACE_PROBE}"], False, deadline))
             self._space_supplied = list(two[0]) == list(one[0]) * 2
         return target if self._space_supplied else " " + target
@@ -124,7 +124,7 @@ class LmEstimator:
         """The pinned sequences (prefix ids + answer ids) of c_0..c_n, and the number of answer ids."""
         texts = [c + ANSWER_CUE for c in render_contexts(context0, steps)]
         answer_text = await self._answer_text(target, deadline)
-        bos, (answer, *prefixes) = await asyncio.gather(
+        bos, (answer, *prefixes) = await gather_or_cancel(
             self._leading(deadline), self.lm.tokenize([answer_text, *texts], False, deadline))
         if not answer:
             raise BackendResponseError("the target tokenizes to no tokens")

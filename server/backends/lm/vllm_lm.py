@@ -15,13 +15,13 @@ vLLM clamps -inf to -9999.0: that value is read as zero probability.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from typing import Any, Sequence
 
 from ...pipeline.deadline import Deadline
 from ...pipeline.errors import BackendResponseError
+from ...pipeline.info_gain import gather_or_cancel
 from ...pipeline.runtime import Blocking
 from ..vllm_client import VLLM_LOGPROB_FLOOR, VllmClient
 from .causal_lm import JobLogprobs, ScoringJob
@@ -55,7 +55,7 @@ class VllmCausalLm:
             from .transformers_lm import encode
 
             return await self._blocking.run(encode, self._tokenizer, texts, add_special_tokens)
-        return list(await asyncio.gather(
+        return list(await gather_or_cancel(
             *(self.client.tokenize(t, add_special_tokens, self.model, deadline) for t in texts)))
 
     async def context_tokens(self, deadline: Deadline) -> int | None:
@@ -88,7 +88,7 @@ class VllmCausalLm:
     async def _score_prompt_logprobs(self, job: ScoringJob, deadline: Deadline) -> JobLogprobs:
         seqs = [list(s) for s in job.sequences]
         groups = [range(a, min(len(seqs), a + self.max_prompts)) for a in range(0, len(seqs), self.max_prompts)]
-        replies = await asyncio.gather(*(
+        replies = await gather_or_cancel(*(
             self.client.completions(self._body([seqs[k] for k in g], prompt_logprobs=0), deadline) for g in groups))
         values: list[tuple[float, ...]] = []
         prefill = 0
@@ -117,7 +117,7 @@ class VllmCausalLm:
             return value, _usage(data, "prompt_tokens", t) - int(cached)
 
         head = await one(order[0])
-        rest = await asyncio.gather(*(one(p) for p in order[1:]))
+        rest = await gather_or_cancel(*(one(p) for p in order[1:]))
         results = dict(zip(order, [head, *rest]))
         values: list[list[float]] = [[] for _ in job.sequences]
         for p, (k, _) in enumerate(prompts):
