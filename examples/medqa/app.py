@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,6 +38,11 @@ class Config:
     verify_timeout_s: float = 2.0
     fail_mode: str = "closed"  # closed: no unverified answer leaves the service; open: it leaves, marked
     min_ki: float = 0.5
+
+    @property
+    def drain_timeout_s(self) -> float:
+        """The longest one answer may take (LLM, then verifier), plus a second: what a shutdown waits for."""
+        return self.llm_timeout_s + self.verify_timeout_s + 1.0
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -77,10 +85,29 @@ class MedQa:
                                        metadata=metadata)
         headers = {"Authorization": f"Bearer {config.llm_api_key}"} if config.llm_api_key else {}
         self.llm = httpx.Client(base_url=config.llm_url, headers=headers, timeout=config.llm_timeout_s)
+        self._inflight = 0
+        self._idle = threading.Condition()
 
     def close(self) -> None:
         self.verifier.close()
         self.llm.close()
+
+    @contextmanager
+    def in_flight(self):
+        """Counts a request from its arrival until its response is written (see drain)."""
+        with self._idle:
+            self._inflight += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._inflight -= 1
+                self._idle.notify_all()
+
+    def drain(self, timeout_s: float) -> bool:
+        """Waits until no request is in flight; False when timeout_s passed first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._inflight == 0, timeout_s)
 
     def ask_llm(self, question: str) -> str:
         body = {"model": self.config.llm_model, "temperature": 0.0, "max_tokens": 1024,
@@ -90,9 +117,12 @@ class MedQa:
         try:
             response = self.llm.post("/chat/completions", json=body)
             response.raise_for_status()
-            return response.json()["choices"][0]["message"]["content"]
-        except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+            content = response.json()["choices"][0]["message"]["content"]
+        except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as exc:
             raise LlmError(f"the QA model failed: {type(exc).__name__}") from None
+        if not isinstance(content, str):  # e.g. null: a reasoning parser put everything in reasoning_content
+            raise LlmError("the QA model's message has no text content")
+        return content
 
     def verify(self, question: str, reasoning: str, answer: str) -> Decision:
         try:
@@ -100,6 +130,9 @@ class MedQa:
                                               metrics=("ki",), timeout_s=self.config.verify_timeout_s)
         except VerifierError as exc:
             return decide_on_failure(exc.code, self.config.fail_mode)
+        except Exception as exc:  # failed in the client (text protobuf cannot encode, ...): no verdict either
+            log.warning("verification failed in the client: %s", type(exc).__name__)  # never the text
+            return decide_on_failure("INTERNAL", self.config.fail_mode)
         return decide_on_score(score, self.config.min_ki, self.config.fail_mode)
 
     def answer(self, question: str) -> tuple[int, dict]:
@@ -129,6 +162,8 @@ def make_handler(app: MedQa):
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(data)
 
@@ -137,12 +172,29 @@ def make_handler(app: MedQa):
                 return self._send(200, {"status": "ok"})
             self._send(404, {"error": "not found"})
 
+        def _refuse(self, status: int, error: str) -> None:
+            """An answer sent without reading the body: the connection closes, or its bytes would be read as the
+            next request."""
+            self.close_connection = True
+            self._send(status, {"error": error})
+
         def do_POST(self):
+            with app.in_flight():
+                self._post()
+
+        def _post(self):
             if self.path != "/v1/answer":
-                return self._send(404, {"error": "not found"})
-            length = int(self.headers.get("Content-Length") or 0)
+                return self._refuse(404, "not found")
+            if self.headers.get("Transfer-Encoding"):
+                return self._refuse(411, "send the body with a Content-Length")
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if length < 0:  # rfile.read(-1) would wait for the client to close the connection
+                return self._refuse(400, "Content-Length must be a non-negative integer")
             if length > MAX_BODY_BYTES:
-                return self._send(413, {"error": f"body over {MAX_BODY_BYTES} bytes"})
+                return self._refuse(413, f"body over {MAX_BODY_BYTES} bytes")
             try:
                 question = json.loads(self.rfile.read(length) or b"{}").get("question")
             except (ValueError, AttributeError):
@@ -154,6 +206,9 @@ def make_handler(app: MedQa):
             except LlmError as exc:
                 log.warning("no answer: %s", exc)
                 self._send(502, {"status": "no_answer", "error": str(exc)})
+            except Exception as exc:  # answered, never a dropped connection; nothing is released
+                log.error("request failed: %s", type(exc).__name__)  # the type only: messages may quote text
+                self._send(500, {"status": "error", "error": "internal error"})
 
     return Handler
 
@@ -169,11 +224,23 @@ def create_server(config: Config) -> tuple[ThreadingHTTPServer, MedQa]:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     server, app = create_server(Config.from_env())
+
+    def stop(signum, frame):  # shutdown() waits for serve_forever, which runs in this (the main) thread
+        log.info("%s: no new requests; draining", signal.Signals(signum).name)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    # A handler for SIGTERM is required, not only tidy: as PID 1 of its container, Python would ignore the
+    # SIGTERM of `docker stop` (pid_namespaces(7)) and be killed after the grace period, mid-request.
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     log.info("medqa on %s:%d, verifier %s, fail-%s", *server.server_address[:2], app.config.verifier,
              app.config.fail_mode)
     try:
         server.serve_forever()
     finally:
+        server.server_close()  # closes the listening socket: nothing new is accepted
+        if not app.drain(app.config.drain_timeout_s):
+            log.warning("requests still in flight after %.0f s; exiting", app.config.drain_timeout_s)
         app.close()
 
 

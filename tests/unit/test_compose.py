@@ -114,6 +114,15 @@ def test_verifiers_get_time_to_drain_before_docker_kills_them(services):
         assert _seconds(services[name]["stop_grace_period"]) >= grace + 10, name  # Docker's default is 10 s
 
 
+def test_medqa_gets_time_to_drain_its_answers_in_flight(services):
+    from examples.medqa.app import Config
+
+    env = {k: _resolve(str(v)) for k, v in services["medqa"]["environment"].items()}
+    config = Config(verify_timeout_s=float(env["MEDQA_VERIFY_TIMEOUT_S"]),
+                    llm_timeout_s=float(env.get("MEDQA_LLM_TIMEOUT_S", Config.llm_timeout_s)))
+    assert _seconds(services["medqa"]["stop_grace_period"]) >= config.drain_timeout_s + 2  # Docker's default: 10 s
+
+
 def test_networks_and_volumes_are_declared(compose, services):
     for name, service in services.items():
         for network in service.get("networks", []):
