@@ -57,7 +57,7 @@ def test_vllm_is_pinned_gpu_reserved_health_checked_and_internal(compose, servic
     wrapper = " ".join(vllm["entrypoint"])
     # The key is required by the container itself: it refuses to start without one, then passes it on.
     assert '[ -z "$$VLLM_API_KEY" ]' in wrapper and "exit 64" in wrapper
-    assert 'exec vllm serve --api-key "$$VLLM_API_KEY" "$$@"' in wrapper and vllm.get("ipc") == "host"
+    assert 'exec vllm serve "$$model" --api-key "$$VLLM_API_KEY" "$$@"' in wrapper and vllm.get("ipc") == "host"
     assert _resolve(vllm["environment"]["VLLM_API_KEY"]) == ""  # passed through, no default key
     assert all(compose["networks"][n].get("internal") for n in vllm["networks"])  # no route off the host
 
@@ -96,7 +96,17 @@ def test_vllm_wrapper_refuses_no_key_and_passes_the_key_and_arguments(services, 
     started = subprocess.run(argv, capture_output=True, text=True, env={**env, "VLLM_API_KEY": "k e y"})
     assert started.returncode == 0, started.stderr
     args = started.stdout.splitlines()
-    assert args[:3] == ["serve", "--api-key", "k e y"] and args[3:] == [_resolve(a) for a in vllm["command"]]
+    command = [_resolve(a) for a in vllm["command"]]
+    assert args[:4] == ["serve", "Qwen/Qwen2.5-7B-Instruct", "--api-key", "k e y"] and args[4:] == command[1:]
+
+
+def test_vllm_gets_its_model_as_the_positional_argument(services):
+    # vLLM v0.12 `vllm serve --model X` logs "With `vllm serve`, you should provide the model as a positional
+    # argument ... The `--model` option will be removed in v0.13." (vllm/utils/argparse_utils.py); since PR #34973
+    # `--served-model-name` without the model first is a ValueError.
+    command = services["vllm"]["command"]
+    assert not any(re.match(r"--model(=|$)", str(a)) for a in command)
+    assert not str(command[0]).startswith("-") and "--served-model-name" in command
 
 
 def test_no_variable_is_required_by_compose_itself():
