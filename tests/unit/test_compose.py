@@ -186,6 +186,48 @@ def test_the_image_builds_from_what_the_repository_has():
     assert (REPO / "examples" / "medqa" / "app.py").is_file()
 
 
+def _dockerignored(path: str, patterns: list[str]) -> bool:
+    """Docker's .dockerignore rule: a pattern matches the path or a folder above it (`*` within one name, `**` any
+    number of folders), the last matching pattern wins and `!` re-includes."""
+    def regex(pattern: str) -> re.Pattern:
+        out, i = "", 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                out, i = out + "(?:.*/)?", i + 3
+            elif pattern.startswith("**", i):
+                out, i = out + ".*", i + 2
+            elif pattern[i] == "*":
+                out, i = out + "[^/]*", i + 1
+            elif pattern[i] == "?":
+                out, i = out + "[^/]", i + 1
+            else:
+                out, i = out + re.escape(pattern[i]), i + 1
+        return re.compile(out)
+
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    ignored = False
+    for line in patterns:
+        negated, pattern = line.startswith("!"), line.lstrip("!").strip("/")
+        if any(regex(pattern).fullmatch(prefix) for prefix in prefixes):
+            ignored = not negated
+    return ignored
+
+
+def test_secrets_and_keys_stay_out_of_the_image():
+    # `COPY . .` takes whatever the build context holds: compose reads VLLM_API_KEY and HF_TOKEN from .env
+    # beside docker-compose.yml, and the TLS commands in docs/deployment.md write keys into the current folder.
+    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    for secret in (".env", ".env.production", "deploy/.env", "ca.key", "server.key", "server.pem", "ca.pem",
+                   "server.csr", "ca.srl", "certs/client.key", "secrets/kgverify_tokens", ".git/config"):
+        assert _dockerignored(secret, patterns), secret
+    for needed in ("server/app.py", "server/healthcheck.py", "client/cli.py", "kb/demo/facts.jsonl",
+                   "models/nli-judge/weights.safetensors", "models/nli-judge/config.json", "examples/medqa/app.py",
+                   "proto/kgverify/v1/verifier.proto", "pyproject.toml", "README.md"):
+        assert not _dockerignored(needed, patterns), needed
+
+
 @pytest.mark.skipif(shutil.which("docker") is None, reason="no docker client on this machine")
 def test_docker_compose_config_accepts_every_profile():
     probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
