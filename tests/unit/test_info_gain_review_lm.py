@@ -86,3 +86,15 @@ def test_the_local_window_is_read_from_every_kind_of_config():
     assert window(NS(layer_types=["sliding_attention", "full_attention"], sliding_window=512)) == 512  # Gemma
     assert window(NS(attention_layers=["global", "local"], window_size=256)) == 256  # GPT-Neo
     assert window(NS(attention_layers=["global", "global"], window_size=256)) is None
+
+
+def test_the_context_length_of_a_multimodal_config_is_its_text_models():
+    from transformers import Gemma3Config, GPT2Config, LlamaConfig
+
+    from server.backends.lm.transformers_lm import _context_length, _local_attention_window
+
+    config = Gemma3Config()  # what AutoModelForCausalLM loads for Gemma-3 checkpoints
+    assert _context_length(config) == config.get_text_config().max_position_embeddings
+    assert _local_attention_window(config) == config.get_text_config().sliding_window
+    assert _context_length(LlamaConfig(max_position_embeddings=4096)) == 4096
+    assert _context_length(GPT2Config(n_positions=1024)) == 1024

@@ -270,6 +270,9 @@ def _local_attention_window(config) -> int | None:
 
 
 def _context_length(config) -> int | None:
+    # A multimodal model's causal LM (Gemma-3 loads as Gemma3ForConditionalGeneration) keeps its context length
+    # in the text config: at the top level none was found, and no prefix was ever reported as overflowing.
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
     for key in _CONTEXT_KEYS:
         value = getattr(config, key, None)
         if isinstance(value, int) and value > 0:
