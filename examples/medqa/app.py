@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import threading
@@ -58,6 +59,13 @@ class Config:
             fail_mode=env.get("MEDQA_FAIL_MODE", cls.fail_mode), min_ki=float(env.get("MEDQA_MIN_KI", cls.min_ki)))
         if config.fail_mode not in ("open", "closed"):
             raise ValueError(f"MEDQA_FAIL_MODE must be 'open' or 'closed', not {config.fail_mode!r}")
+        for name, seconds in (("MEDQA_LLM_TIMEOUT_S", config.llm_timeout_s),
+                              ("MEDQA_VERIFY_TIMEOUT_S", config.verify_timeout_s)):
+            # 0 would cut every call at once (every answer a 503); NaN and inf never end
+            if not 0 < seconds < math.inf:
+                raise ValueError(f"{name} must be a positive number of seconds, not {seconds!r}")
+        if not 0 <= config.min_ki <= 1:  # NaN compares false: nothing would ever be flagged
+            raise ValueError(f"MEDQA_MIN_KI must be between 0 and 1, not {config.min_ki!r}")
         return config
 
 

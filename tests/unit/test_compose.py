@@ -124,6 +124,24 @@ def test_verifiers_get_time_to_drain_before_docker_kills_them(services):
         assert _seconds(services[name]["stop_grace_period"]) >= grace + 10, name  # Docker's default is 10 s
 
 
+def test_one_shot_services_are_not_probed_as_servers(services):
+    # kb-build runs this repo's image, whose HEALTHCHECK probes a gRPC server that a KB build never starts.
+    assert services["kb-build"]["healthcheck"] == {"disable": True}
+
+
+def test_every_documented_compose_variable_of_medqa_reaches_it(services):
+    # "Environment for compose" in docs/deployment.md: a variable set on the host reaches the container only
+    # when the service's environment passes it on.
+    docs = (REPO / "docs" / "deployment.md").read_text()
+    paragraph = docs[docs.index("Environment for compose"):].split("\n\n", 1)[0]
+    documented = set(re.findall(r"`(MEDQA_[A-Z_]+)`", paragraph))
+    env = services["medqa"]["environment"]
+    assert documented and documented <= set(env)
+    source = (REPO / "examples" / "medqa" / "app.py").read_text()
+    for name in env:  # and each is a variable the app reads
+        assert f'"{name}"' in source, name
+
+
 def test_medqa_gets_time_to_drain_its_answers_in_flight(services):
     from examples.medqa.app import Config
 

@@ -110,6 +110,24 @@ def test_a_verifier_client_failure_outside_grpc_follows_the_fail_mode(medqa, fai
     assert "anticoagulant" not in caplog.text
 
 
+@pytest.mark.parametrize("variable, value", [
+    ("MEDQA_VERIFY_TIMEOUT_S", "0"), ("MEDQA_VERIFY_TIMEOUT_S", "-1"), ("MEDQA_VERIFY_TIMEOUT_S", "nan"),
+    ("MEDQA_LLM_TIMEOUT_S", "0"), ("MEDQA_LLM_TIMEOUT_S", "inf"), ("MEDQA_MIN_KI", "nan"), ("MEDQA_MIN_KI", "50"),
+])
+def test_settings_that_would_silently_defeat_the_policy_stop_the_start(monkeypatch, variable, value):
+    # MEDQA_VERIFY_TIMEOUT_S=0 cuts every verification at once (all answers 503); MEDQA_MIN_KI=nan never flags.
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=variable):
+        Config.from_env()
+
+
+def test_the_default_settings_load(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("MEDQA_"):
+            monkeypatch.delenv(name)
+    assert Config.from_env() == Config()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
