@@ -145,10 +145,10 @@ class LmEstimator:
             prefill, calls = result.prefill_tokens, result.calls
             for i, lps in enumerate(result.logprobs):
                 total = -math.fsum(lps)
-                if math.isfinite(total):
-                    nll[i] = total
-                else:
+                if total == math.inf:  # a log-probability of -inf, and no NaN
                     why[i] = ZERO_PROBABILITY
+                else:
+                    nll[i] = total  # NaN (a numerical failure, e.g. fp16 overflow) is nulled as non-finite
         return PrefixScores(nll=tuple(nll), answer_tokens=n_answer, prefill_tokens=prefill, llm_calls=calls,
                               overflow_reason=reason, null_reasons=tuple(why))
 
