@@ -9,9 +9,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 WORKDIR /app
 RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==2.13.0"
 
+# The other dependencies get their own layer, keyed on pyproject.toml alone, so that a source change reuses it:
+# an empty package skeleton installs nothing but the dependencies, and is removed again.
+COPY pyproject.toml ./
+RUN mkdir -p server client kb proto/kgverify && touch README.md \
+    && pip install . && pip uninstall -y kgverify \
+    && rm -rf server client kb proto README.md build kgverify.egg-info
+
 # What gets copied is decided by .dockerignore (no venv, tests, training data or git history).
 COPY . .
-RUN pip install . && useradd --system --uid 10001 --home-dir /app kgv \
+RUN pip install --no-deps . && useradd --system --uid 10001 --home-dir /app kgv \
     && mkdir -p /kb /run/kgverify /var/cache/kgverify \
     && chown kgv /kb /run/kgverify /var/cache/kgverify
 

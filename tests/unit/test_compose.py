@@ -204,6 +204,17 @@ def test_the_image_builds_from_what_the_repository_has():
     assert (REPO / "examples" / "medqa" / "app.py").is_file()
 
 
+def test_a_source_change_does_not_reinstall_the_dependencies():
+    # Docker reuses a layer only while everything above it is unchanged: `pip install .` after `COPY . .`
+    # downloads and installs every dependency again for a one-line change anywhere in the repository.
+    lines = [line.strip() for line in (REPO / "Dockerfile").read_text().splitlines()]
+    copy_all = lines.index("COPY . .")
+    deps = next(i for i, line in enumerate(lines) if "pip install . " in line + " " and "--no-deps" not in line)
+    assert lines.index("COPY pyproject.toml ./") < deps < copy_all
+    assert any("pip install --no-deps ." in line for line in lines[copy_all:])
+    assert not any(re.search(r"pip install (?!--no-deps)\S*\s*\.(\s|$)", line) for line in lines[copy_all:])
+
+
 def _dockerignored(path: str, patterns: list[str]) -> bool:
     """Docker's .dockerignore rule: a pattern matches the path or a folder above it (`*` within one name, `**` any
     number of folders), the last matching pattern wins and `!` re-includes."""
