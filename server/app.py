@@ -23,7 +23,7 @@ from .admission import Admission
 from .backends import registry
 from .config import Settings
 from .health import INFO_GAIN, KNOWLEDGE, KNOWLEDGE_BASE, HealthState
-from .interceptors import ClientGoneInterceptor, ServiceInterceptor
+from .interceptors import ClientGoneInterceptor, ServiceInterceptor, size_check
 from .kb_holder import KbHolder
 from .pipeline.deadline import Deadline
 from .pipeline.deps import PipelineDeps
@@ -36,7 +36,7 @@ from .pipeline.errors import (
 )
 from .pipeline.runtime import Blocking
 from .pipeline.types import Provenance, RetrievalMode
-from .pipeline.validation import Limits, check_counts
+from .pipeline.validation import Limits
 from .servicers.info_gain import InfoGainServicer
 from .servicers.knowledge import KnowledgeServicer
 from .servicers.knowledge_base import KnowledgeBaseServicer
@@ -348,7 +348,7 @@ async def start_server(settings: Settings, listen: list[str] | None = None) -> V
     interceptors = [ClientGoneInterceptor(), metrics.MetricsInterceptor(stopping), *([auth] if auth else []),
                     ServiceInterceptor(runtime.admission, runtime.health.ready, runtime.not_ready_error,
                                        settings.server.log_request_text, stopping, runtime.waiting_for_backend,
-                                    precheck=lambda message: check_counts(message, runtime.deps.limits))]
+                                       precheck=size_check(runtime.deps.limits))]
     credentials = security.server_credentials(settings.security)
     server = grpc.aio.server(interceptors=interceptors, options=_options(settings))
     knowledge_service_pb2_grpc.add_KnowledgeServiceServicer_to_server(KnowledgeServicer(runtime), server)

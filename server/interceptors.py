@@ -92,8 +92,25 @@ def tolerant(deserializer):
     return parse
 
 
+def size_check(limits):
+    """The ServiceInterceptor's precheck: validation.check_sizes of a request message, for a ScoreChainRequest
+    only on the parts (KI, InfoGain) it asks for."""
+    from kgverify.v1 import knowledge_service_pb2 as kpb
+
+    from .pipeline.validation import MAX_METRICS, check_sizes
+
+    def check(message) -> None:
+        parts = {}
+        metrics = getattr(message, "metrics", None)
+        if metrics and len(metrics) <= MAX_METRICS:  # no metrics named: both
+            parts = {"knowledge": kpb.METRIC_KNOWLEDGE_INDEX in metrics, "info_gain": kpb.METRIC_INFO_GAIN in metrics}
+        check_sizes(message, limits, **parts)
+
+    return check
+
+
 class Refused:
-    """A stream item refused before conversion (its repeated fields are over the limits: validation.check_counts):
+    """A stream item refused before conversion (fields over the limits: validation.check_sizes):
     the stream answers it with `error` under its own id, like any invalid item."""
 
     def __init__(self, item_id: str, error: KgverifyError):
@@ -227,7 +244,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                  stopping=lambda: False, waiting_for_backend=lambda service: False, precheck=None):
         self._admission = admission
         # request message -> None, or raises InvalidArgumentError: cheap checks (repeated fields' lengths) before the
-        # servicer converts the message on the event loop (validation.check_counts)
+        # servicer converts the message on the event loop (size_check)
         self._precheck = precheck
         # service name -> bool: loaded, only its backend (the judge) is not up yet. Calls that never reach the judge
         # (_judge_free) go through then: a vLLM judge down at startup does not stop SplitReasoning or InfoGain.

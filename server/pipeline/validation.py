@@ -219,16 +219,28 @@ def check_info_gain(req: InfoGainRequest, limits: Limits, out: list[FieldViolati
 
 
 MAX_METRICS = 16  # entries of a request's `metrics` list (there are two metrics; repeating one changes nothing)
+# Text fields of request messages -> the limit on their length (query: SearchKnowledgeBase, limited like a step).
+_TEXT_LIMITS = (("question", "max_question_chars"), ("reasoning", "max_reasoning_chars"),
+                ("query", "max_step_chars"))
+_INFO_GAIN_TEXT_LIMITS = (("answer", "max_answer_chars"), ("gold_answer", "max_answer_chars"))
 
 
-def check_counts(message, limits: Limits) -> None:
-    """The lengths of a request message's repeated fields (steps, context, choices, metrics), checked before the
-    message is converted: converting is linear in them and runs on the event loop, and one 16 MiB request of 8
-    million empty context passages held it (every call and health check) for half a minute and took 2 GB. Works
-    on any object with those attributes (no protobuf import); fields the message lacks are skipped."""
+def check_sizes(message, limits: Limits, *, knowledge: bool = True, info_gain: bool = True) -> None:
+    """The lengths of a request message's repeated fields (steps, context, choices, metrics) and texts, checked
+    before the message is converted and validated. Both are linear in them and run on the event loop: one 16 MiB
+    request of 8 million empty context passages held it (every call and health check) for half a minute and took
+    2 GB, and a 15 MB reasoning of spaces took 1.5 s to find it held no visible character. Works on any object
+    with those attributes (no protobuf import); fields the message lacks are skipped. Violations read as
+    validation's own.
+
+    Never stricter than validation: `knowledge` / `info_gain` false (a ScoreChain that does not ask for that
+    metric, whose context passages or choices and answers are then neither converted nor validated) skips that
+    part's fields."""
     out: list[FieldViolation] = []
-    for field, noun, limit in (("steps", "steps", "max_steps"), ("context", "passages", "max_context_passages"),
-                               ("choices", "options", "max_choices")):
+    counted = [("steps", "steps", "max_steps")]
+    counted += [("context", "passages", "max_context_passages")] if knowledge else []
+    counted += [("choices", "options", "max_choices")] if info_gain else []
+    for field, noun, limit in counted:
         values = getattr(message, field, None)
         most = getattr(limits, limit)
         if values is not None and len(values) > most:
@@ -237,6 +249,21 @@ def check_counts(message, limits: Limits) -> None:
     if metrics is not None and len(metrics) > MAX_METRICS:
         out.append(FieldViolation("metrics", f"has {len(metrics)} entries; at most {MAX_METRICS} (name each metric "
                                              "once)"))
+    if out:  # the counts are over: the loops below would be long
+        _raise(out)
+    for field, limit in _TEXT_LIMITS + (_INFO_GAIN_TEXT_LIMITS if info_gain else ()):
+        value = getattr(message, field, None)
+        if isinstance(value, str):
+            _too_long(field, value, limits, limit, out)
+    for i, step in enumerate(getattr(message, "steps", ())):
+        _too_long(f"steps[{i}]", step, limits, "max_step_chars", out)
+    for i, choice in enumerate(getattr(message, "choices", ()) if info_gain else ()):
+        _too_long(f"choices[{i}]", choice, limits, "max_choice_chars", out)
+    for i, passage in enumerate(getattr(message, "context", ()) if knowledge else ()):
+        _too_long(f"context[{i}].text", passage.text, limits, "max_passage_chars", out)
+        _too_long(f"context[{i}].id", passage.id, limits, "max_id_chars", out)
+        _too_long(f"context[{i}].title", passage.title, limits, "max_passage_meta_chars", out)
+        _too_long(f"context[{i}].source", passage.source, limits, "max_passage_meta_chars", out)
     _raise(out)
 
 

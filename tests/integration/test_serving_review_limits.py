@@ -111,3 +111,39 @@ async def test_a_stream_item_with_millions_of_passages_gets_its_own_error_and_th
     assert "KGV_LIMITS__MAX_CONTEXT_PASSAGES" in by_id["huge"].status.message
     assert by_id["ok"].status.code == 0 and by_id["ok"].result.HasField("knowledge")
     assert time.perf_counter() - started < 5.0
+
+
+async def test_a_reasoning_of_millions_of_zero_width_spaces_is_refused_by_its_length_without_scanning_it(server):
+    """has_visible_content scanned all 4 million characters (over a second on the event loop) before the length
+    was looked at."""
+    request = kpb.ScoreKnowledgeRequest(reasoning="\u200b" * 4_000_000)  # 12 MB of zero-width spaces
+    async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+        call = channel.unary_unary(KNOWLEDGE + "ScoreKnowledge", request_serializer=kpb.ScoreKnowledgeRequest.SerializeToString)
+        started = time.perf_counter()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call(request, timeout=60)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "reasoning: is 4000000 characters long; the limit is 100000 (KGV_LIMITS__MAX_REASONING_CHARS)" in \
+        info.value.details()
+    assert time.perf_counter() - started < 1.0
+
+
+async def test_the_early_checks_are_no_stricter_than_validation_for_the_parts_a_chain_does_not_ask_for(server):
+    """An InfoGain-only chain neither converts nor validates context passages; a KI-only one ignores choices and
+    answers: too many or too long of those must not fail it now."""
+    from client import requests as rq
+
+    row = {"question": "Which drug reverses heparin?", "answer": "Protamine sulfate",
+           "steps": ["Protamine sulfate neutralizes heparin."],
+           "context": [{"id": f"p{i}", "text": "Protamine sulfate neutralizes heparin."} for i in range(70)]}
+    async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+        call = channel.unary_unary(KNOWLEDGE + "ScoreChain", request_serializer=kpb.ScoreChainRequest.SerializeToString,
+                                   response_deserializer=kpb.ScoreChainResponse.FromString)
+        with pytest.raises(grpc.aio.AioRpcError) as info:  # asks for KI: 70 passages are too many
+            await call(rq.chain_request(row, ("ki",)), timeout=60)
+        assert "KGV_LIMITS__MAX_CONTEXT_PASSAGES" in info.value.details()
+        response = await call(rq.chain_request(row, ("infogain",)), timeout=120)
+        assert response.HasField("info_gain") and not response.HasField("knowledge")
+        ki_only = {**row, "context": row["context"][:3], "answer": "x" * 5_000, "choices": ["a"] * 30}
+        response = await call(rq.chain_request(ki_only, ("ki",)), timeout=60)
+        assert response.HasField("knowledge")
