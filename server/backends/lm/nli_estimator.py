@@ -19,6 +19,7 @@ from ...pipeline.runtime import Blocking
 from ...pipeline.types import PrefixScores
 
 _FLOOR = 1e-9
+_HYPOTHESIS_HEAD = "The answer is"
 _WORD = re.compile(r"\S+")
 
 Counter = Callable[[Sequence[str]], list[int]]
@@ -94,6 +95,13 @@ class NliEstimator:
         self.max_chars = max_chars
         self._batcher = batcher  # server.batching.MicroBatcher of the scorer (shared with the judge); None = direct
 
+    def _premise_room(self, hypothesis: str) -> int | None:
+        """Tokens left for c_i next to the hypothesis; None for a scorer that counts characters only."""
+        budget = getattr(self.scorer, "premise_budget", None)
+        if budget is None or getattr(self.scorer, "count_tokens", None) is None:
+            return None
+        return budget(hypothesis)
+
     def fit_contexts(self, context0: str, steps: Sequence[str], hypothesis: str) -> list[tuple[str, bool]]:
         count = getattr(self.scorer, "count_tokens", None)
         budget = getattr(self.scorer, "premise_budget", None)
@@ -104,7 +112,14 @@ class NliEstimator:
     async def score_prefixes(self, context0: str, steps: Sequence[str], target: str, deadline: Deadline,
                              last: int | None = None) -> PrefixScores:
         """L_0..L_n; with `last`, only the last that many of them (an InfoGain window needs two)."""
-        hypothesis = f"The answer is {target.strip()}."
+        hypothesis = f"{_HYPOTHESIS_HEAD} {target.strip()}."
+        room = await self._blocking.run(self._premise_room, hypothesis)  # tokenizer work
+        if room is not None and room <= 0:
+            # Every c_i would be empty: equal L_i, gains of exactly 0 that no step earned. None, with why.
+            count = len(steps) + 1 if last is None else min(last, len(steps) + 1)
+            why = (f"the answer is too long for the nli estimator: \"{_HYPOTHESIS_HEAD}…\" fills the pair "
+                   "scorer's whole input, leaving no room for the question and steps (use a causal LM estimator)")
+            return PrefixScores(nll=(None,) * count, answer_tokens=0, null_reasons=(why,) * count)
         contexts = await self._blocking.run(self.fit_contexts, context0, list(steps), hypothesis)  # tokenizer work
         if last is not None:
             contexts = contexts[-last:]
