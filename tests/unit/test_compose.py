@@ -124,6 +124,17 @@ def test_verifiers_get_time_to_drain_before_docker_kills_them(services):
         assert _seconds(services[name]["stop_grace_period"]) >= grace + 10, name  # Docker's default is 10 s
 
 
+def test_the_sidecars_load_shedding_cap_is_the_operators_to_size(services, monkeypatch):
+    # The right cap is throughput × deadline, which depends on the host: it must be settable without editing
+    # the compose file, and it must reach the server as a valid setting.
+    from server.config import Settings
+
+    value = services["verifier-sidecar"]["environment"]["KGV_SERVER__MAX_INFLIGHT"]
+    assert re.fullmatch(r"\$\{VERIFIER_MAX_INFLIGHT:-\d+\}", value)
+    monkeypatch.setenv("KGV_SERVER__MAX_INFLIGHT", _resolve(value))
+    assert Settings().server.max_inflight == int(_resolve(value))
+
+
 def test_one_shot_services_are_not_probed_as_servers(services):
     # kb-build runs this repo's image, whose HEALTHCHECK probes a gRPC server that a KB build never starts.
     assert services["kb-build"]["healthcheck"] == {"disable": True}
