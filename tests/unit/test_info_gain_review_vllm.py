@@ -68,3 +68,20 @@ async def test_gather_or_cancel_cancels_and_awaits_the_others():
         await gather_or_cancel(slow(1), bad(), slow(2))
     assert sorted(stopped) == [1, 2]  # cancelled, and finished before the error was raised
     assert await gather_or_cancel(asyncio.sleep(0, "a"), asyncio.sleep(0, "b")) == ["a", "b"]
+
+
+async def test_a_context_setting_above_max_model_len_is_capped_by_it():
+    """KGV_LM__MAX_CONTEXT_TOKENS=4096 on a vLLM with max_model_len 64 sent prompts vLLM rejects (HTTP 400): the
+    whole call failed with INTERNAL instead of scoring the prefixes that fit and nulling the rest."""
+    with fake_server(max_model_len=64) as fake:
+        client = VllmClient(fake.base_url, max_retries=0)
+        estimator = LmEstimator(VllmCausalLm(client, "tiny"), max_context_tokens=4096)
+        try:
+            scores = await estimator.score_prefixes(QUESTION, chain(6, seed=1), "insulin", NO_DEADLINE)
+            lower = await LmEstimator(VllmCausalLm(client, "tiny"), max_context_tokens=40).score_prefixes(
+                QUESTION, chain(6, seed=1), "insulin", NO_DEADLINE)
+        finally:
+            await estimator.aclose()
+    assert scores.nll[0] is not None and scores.nll[-1] is None
+    assert "context is 63 tokens" in scores.overflow_reason
+    assert "context is 40 tokens" in lower.overflow_reason  # a lower setting still applies

@@ -115,9 +115,14 @@ class LmEstimator:
         return target if self._space_supplied else " " + target
 
     async def _limit(self, deadline: Deadline) -> int | None:
-        if self._max_context is not None:
-            return self._max_context
-        return await self.lm.context_tokens(deadline)
+        if self._max_context is None:
+            return await self.lm.context_tokens(deadline)
+        if getattr(self.lm, "context_is_hard", False):
+            # vLLM rejects a longer prompt (HTTP 400, the whole call failing), so the setting can only lower it.
+            hard = await self.lm.context_tokens(deadline)
+            if hard is not None:
+                return min(self._max_context, hard)
+        return self._max_context
 
     async def answer_sequences(self, context0: str, steps: Sequence[str], target: str,
                                deadline: Deadline) -> tuple[list[list[int]], int]:

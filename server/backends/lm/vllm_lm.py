@@ -34,6 +34,8 @@ _NEG_INF = float("-inf")
 class VllmCausalLm:
     """A causal LM served by vLLM, through the project's one vLLM client."""
 
+    context_is_hard = True  # max_model_len: KGV_LM__MAX_CONTEXT_TOKENS can lower the context, never raise it
+
     def __init__(self, client: VllmClient, model: str, tokenizer=None, scoring: str = "prompt_logprobs",
                  max_prompts_per_request: int = 64, cached_max_scored_tokens: int = 32,
                  blocking: Blocking | None = None):
