@@ -10,6 +10,7 @@ import pytest
 from examples.medqa.app import Config, create_server
 from server.app import start_server
 from server.backends import registry
+from server.pipeline.types import Judgement, Verdict
 from tests.conftest import make_settings
 from tests.fakes.backends import FakeJudge
 from tests.fakes.vllm_server import ChatReply, FakeVllmServer
@@ -111,3 +112,38 @@ async def test_no_question_text_in_any_log(sidecar, medqa, caplog):
     assert (await _ask(url, f"{SECRET}: which drug reverses heparin?"))[0] == 200
     assert any(r.name == "medqa" for r in caplog.records)
     assert SECRET not in caplog.text and "Protamine" not in caplog.text
+
+
+class _ErrorOnJudge(FakeJudge):
+    """Judges like FakeJudge, but gives the ERROR verdict (a reachable judge with unusable output) to claims
+    containing `error_on`."""
+
+    def __init__(self, error_on: str):
+        super().__init__()
+        self.error_on = error_on
+
+    async def judge(self, items, deadline):
+        judged = await super().judge(items, deadline)
+        return [Judgement(Verdict.ERROR, None, j.tier, error="unusable output") if self.error_on in item.claim else j
+                for item, j in zip(items, judged)]
+
+
+@pytest.mark.parametrize("fail_mode", ["closed", "open"])
+async def test_a_partially_judged_chain_follows_the_fail_mode(cache_dir, demo_kb_path, monkeypatch, tmp_path, medqa,
+                                                              fail_mode):
+    """The real server marks the chain `partial`; the QA service treats the unjudged steps as a verifier failure."""
+    monkeypatch.setitem(registry.JUDGES, "nli", lambda ctx: _ErrorOnJudge("Protamine"))
+    sock = tmp_path / "kgverify.sock"
+    server = await start_server(make_settings(cache_dir), [f"unix://{sock}"])
+    try:
+        await server.wait_ready(300)
+        url = medqa(f"unix://{sock}", fail_mode=fail_mode)
+        status, body = await _ask(url, "Which drug reverses heparin?")
+    finally:
+        await server.stop(0)
+    assert body["status"] == "unverified" and body["verification"]["reason"] == "PARTIAL"
+    assert body["verification"]["knowledge_index"] == 1.0  # the judged step, reported beside the reason
+    if fail_mode == "closed":
+        assert status == 503 and body["answer"] is None and body["reasoning"] is None
+    else:
+        assert status == 200 and body["answer"] == "Protamine sulfate"
