@@ -59,7 +59,9 @@ async def run_stream(
     async def run_item(item: kpb.StreamScoreChainsRequest, item_id: str, duplicate: bool) -> None:
         # The slot taken by read() is released once the result has been sent, so
         # items being processed plus results not yet sent stay within max_inflight.
-        request_id_var.set(f"{stream_id}/{item_id[:32]}")
+        # ascii(): the id as sent may hold line breaks or control characters, and the request id starts every log
+        # line of the item (x-request-id is taken only when printable; an item id is whatever the client sent)
+        request_id_var.set(f"{stream_id}/{ascii(item_id[:32])[1:-1]}")
         try:
             response = kpb.StreamScoreChainsResponse(id=item_id)
             try:
