@@ -39,6 +39,7 @@ class Config:
     verify_timeout_s: float = 2.0
     fail_mode: str = "closed"  # closed: no unverified answer leaves the service; open: it leaves, marked
     min_ki: float = 0.5
+    max_question_chars: int = 20_000  # the verifier's KGV_LIMITS__MAX_QUESTION_CHARS: longer is refused up front
 
     @property
     def drain_timeout_s(self) -> float:
@@ -56,7 +57,8 @@ class Config:
             cache_salt=env.get("MEDQA_CACHE_SALT") or None, verifier=env.get("MEDQA_VERIFIER", cls.verifier),
             verifier_token_file=Path(token_file) if token_file else None,
             verify_timeout_s=float(env.get("MEDQA_VERIFY_TIMEOUT_S", cls.verify_timeout_s)),
-            fail_mode=env.get("MEDQA_FAIL_MODE", cls.fail_mode), min_ki=float(env.get("MEDQA_MIN_KI", cls.min_ki)))
+            fail_mode=env.get("MEDQA_FAIL_MODE", cls.fail_mode), min_ki=float(env.get("MEDQA_MIN_KI", cls.min_ki)),
+            max_question_chars=int(env.get("MEDQA_MAX_QUESTION_CHARS", cls.max_question_chars)))
         if config.fail_mode not in ("open", "closed"):
             raise ValueError(f"MEDQA_FAIL_MODE must be 'open' or 'closed', not {config.fail_mode!r}")
         for name, seconds in (("MEDQA_LLM_TIMEOUT_S", config.llm_timeout_s),
@@ -66,6 +68,8 @@ class Config:
                 raise ValueError(f"{name} must be a positive number of seconds, not {seconds!r}")
         if not 0 <= config.min_ki <= 1:  # NaN compares false: nothing would ever be flagged
             raise ValueError(f"MEDQA_MIN_KI must be between 0 and 1, not {config.min_ki!r}")
+        if config.max_question_chars < 1:
+            raise ValueError(f"MEDQA_MAX_QUESTION_CHARS must be at least 1, not {config.max_question_chars!r}")
         return config
 
 
@@ -209,6 +213,8 @@ def make_handler(app: MedQa):
                 question = None
             if not isinstance(question, str) or not question.strip():
                 return self._send(400, {"error": "send {\"question\": \"...\"}"})
+            if len(question) > app.config.max_question_chars:  # the verifier would refuse it after the LLM ran
+                return self._send(400, {"error": f"question over {app.config.max_question_chars} characters"})
             try:
                 self._send(*app.answer(question))
             except LlmError as exc:

@@ -113,6 +113,7 @@ def test_a_verifier_client_failure_outside_grpc_follows_the_fail_mode(medqa, fai
 @pytest.mark.parametrize("variable, value", [
     ("MEDQA_VERIFY_TIMEOUT_S", "0"), ("MEDQA_VERIFY_TIMEOUT_S", "-1"), ("MEDQA_VERIFY_TIMEOUT_S", "nan"),
     ("MEDQA_LLM_TIMEOUT_S", "0"), ("MEDQA_LLM_TIMEOUT_S", "inf"), ("MEDQA_MIN_KI", "nan"), ("MEDQA_MIN_KI", "50"),
+    ("MEDQA_MAX_QUESTION_CHARS", "0"),
 ])
 def test_settings_that_would_silently_defeat_the_policy_stop_the_start(monkeypatch, variable, value):
     # MEDQA_VERIFY_TIMEOUT_S=0 cuts every verification at once (all answers 503); MEDQA_MIN_KI=nan never flags.
@@ -126,6 +127,22 @@ def test_the_default_settings_load(monkeypatch):
         if name.startswith("MEDQA_"):
             monkeypatch.delenv(name)
     assert Config.from_env() == Config()
+
+
+def test_a_question_the_verifier_would_refuse_is_a_400_before_the_llm_runs(medqa):
+    from server.config import LimitsSettings
+
+    host, port, app = medqa()
+    assert app.config.max_question_chars == LimitsSettings().max_question_chars
+    asked = []
+    transport = _llm_answering(json.dumps(GOOD))
+    app.llm = httpx.Client(base_url="http://llm.invalid/v1",
+                           transport=httpx.MockTransport(lambda r: asked.append(r) or transport.handle_request(r)))
+    # Before, it went to the LLM, then came back 503 "unverified" (INVALID_ARGUMENT): retrying never helps.
+    response = httpx.post(f"http://{host}:{port}/v1/answer", json={"question": "x" * 20_001}, timeout=10)
+    assert response.status_code == 400 and "20000 characters" in response.json()["error"] and not asked
+    response = httpx.post(f"http://{host}:{port}/v1/answer", json={"question": "x" * 20_000}, timeout=10)
+    assert response.status_code != 400 and asked
 
 
 def _free_port() -> int:
