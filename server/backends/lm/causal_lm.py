@@ -11,6 +11,7 @@ string c_i + " Answer: " + A with the tokenizer's default special tokens.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass
 from typing import Protocol, Sequence, runtime_checkable
@@ -127,13 +128,15 @@ class LmEstimator:
     async def answer_sequences(self, context0: str, steps: Sequence[str], target: str,
                                deadline: Deadline) -> tuple[list[list[int]], int]:
         """The pinned sequences (prefix ids + answer ids) of c_0..c_n, and the number of answer ids."""
-        texts = [c + ANSWER_CUE for c in render_contexts(context0, steps)]
+        # Off the event loop: at the request limits the n+1 contexts hold millions of characters and tokens, and
+        # copying them here stalled every other request on the server for a fraction of a second.
+        texts = await asyncio.to_thread(lambda: [c + ANSWER_CUE for c in render_contexts(context0, steps)])
         answer_text = await self._answer_text(target, deadline)
         bos, (answer, *prefixes) = await gather_or_cancel(
             self._leading(deadline), self.lm.tokenize([answer_text, *texts], False, deadline))
         if not answer:
             raise BackendResponseError("the target tokenizes to no tokens")
-        return [bos + p + answer for p in prefixes], len(answer)
+        return await asyncio.to_thread(lambda: [bos + p + answer for p in prefixes]), len(answer)
 
     async def score_prefixes(self, context0: str, steps: Sequence[str], target: str,
                              deadline: Deadline) -> PrefixScores:
@@ -143,8 +146,8 @@ class LmEstimator:
         why = [""] * len(sequences)
         prefill = calls = 0
         if fit:
-            job = ScoringJob(tuple(tuple(s) for s in sequences[:fit]),
-                             tuple(len(s) - n_answer for s in sequences[:fit]))
+            job = await asyncio.to_thread(lambda: ScoringJob(tuple(tuple(s) for s in sequences[:fit]),
+                                                             tuple(len(s) - n_answer for s in sequences[:fit])))
             result = await self.lm.score(job, deadline)
             _check_shape(result, job)
             prefill, calls = result.prefill_tokens, result.calls

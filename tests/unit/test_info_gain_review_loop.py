@@ -1,0 +1,41 @@
+"""InfoGain review: the LM estimator builds the n+1 contexts and token sequences off the event loop."""
+
+from __future__ import annotations
+
+import threading
+
+from server.backends.lm import causal_lm
+from server.backends.lm.causal_lm import JobLogprobs, LmEstimator
+from server.pipeline.deadline import NO_DEADLINE
+
+
+class CharLm:
+    name = "chars"
+
+    async def tokenize(self, texts, add_special_tokens, deadline):
+        return [[ord(c) for c in text] for text in texts]
+
+    async def context_tokens(self, deadline):
+        return None
+
+    async def score(self, job, deadline):
+        return JobLogprobs(tuple(tuple([-1.0] * (len(s) - st)) for s, st in zip(job.sequences, job.starts)), 0)
+
+
+async def test_contexts_and_the_scoring_job_are_built_off_the_event_loop(monkeypatch):
+    """At the request limits (256 steps, 100k characters) the n+1 contexts hold millions of characters and
+    tokens; building them and the job on the event loop stalled every other request (0.7 s measured)."""
+    loop_thread = threading.get_ident()
+    threads = []
+
+    def spy(name, real):
+        def wrapper(*args, **kwargs):
+            threads.append((name, threading.get_ident() != loop_thread))
+            return real(*args, **kwargs)
+        monkeypatch.setattr(causal_lm, name, wrapper)
+
+    spy("render_contexts", causal_lm.render_contexts)
+    spy("ScoringJob", causal_lm.ScoringJob)
+    scores = await LmEstimator(CharLm()).score_prefixes("Q?", ["s1", "s2"], "ok", NO_DEADLINE)
+    assert scores.nll == (3.0, 3.0, 3.0)
+    assert threads == [("render_contexts", True), ("ScoringJob", True)]
