@@ -21,6 +21,7 @@ past its deadline frees the model after at most one pass instead of holding it t
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import sys
@@ -120,7 +121,10 @@ class MicroBatcher(Generic[I, R]):
         self._queue.append(request)
         self._wake.set()
         if self._collector is None or self._collector.done():
-            self._collector = loop.create_task(self._collect(), name=f"batcher:{self.name}")
+            # a context of its own: the collector serves every request, and its log lines carried the request id
+            # of whichever request happened to start it
+            self._collector = loop.create_task(self._collect(), name=f"batcher:{self.name}",
+                                               context=contextvars.Context())
         try:
             # shield: a timeout or cancel of this request must not cancel the shared future's batch
             return await asyncio.wait_for(asyncio.shield(request.future), deadline.remaining())

@@ -265,3 +265,40 @@ async def test_a_stoppable_model_drops_the_work_of_a_request_past_its_deadline()
     await asyncio.wait_for(b._collector, HANG_GUARD_S)
     assert 0 < len(passes) < 10_000 and b.stats.expired >= 1
     assert await b.submit(["short"], Deadline.after(HANG_GUARD_S)) == ["out:short"]
+
+
+async def test_the_batchers_log_lines_do_not_carry_the_request_id_of_the_request_that_started_it(caplog):
+    """The collector task copied the context of the first request's task: its warnings about batches of other
+    requests were logged under that request's id."""
+    import logging
+
+    from server.context import request_id_var
+
+    seen: list[str] = []
+
+    class Ids(logging.Filter):
+        def filter(self, record):
+            seen.append(request_id_var.get())
+            return True
+
+    model = Model(gated=True)
+    b = batcher(model, max_batch_size=4)
+    logger = logging.getLogger("kgverify.batching")
+    ids = Ids()
+    logger.addFilter(ids)
+    try:
+        async def request(request_id: str, items: list[str]):
+            request_id_var.set(request_id)
+            return await b.submit(items)
+
+        first = asyncio.ensure_future(request("starter", ["a"]))  # starts the collector; its batch holds the model
+        await asyncio.to_thread(model.started.wait, HANG_GUARD_S)
+        others = asyncio.gather(request("r1", ["boom"]), request("r2", ["b"]), return_exceptions=True)
+        await until_queued(b, 2)
+        model.gate.set()
+        assert await first == ["out:a"]
+        results = await others  # one shared batch fails: the collector logs a warning about it
+    finally:
+        logger.removeFilter(ids)
+    assert isinstance(results[0], ModelFailure) and results[1] == ["out:b"]
+    assert seen and "starter" not in seen, seen
