@@ -39,3 +39,7 @@ async def test_contexts_and_the_scoring_job_are_built_off_the_event_loop(monkeyp
     scores = await LmEstimator(CharLm()).score_prefixes("Q?", ["s1", "s2"], "ok", NO_DEADLINE)
     assert scores.nll == (3.0, 3.0, 3.0)
     assert threads == [("render_contexts", True), ("ScoringJob", True)]
+    threads.clear()
+    ppl = await LmEstimator(CharLm()).paper_perplexities("Q?", ["s1", "s2"], "ok", NO_DEADLINE)
+    assert all(p is not None for p in ppl)
+    assert threads == [("render_contexts", True), ("ScoringJob", True)]  # paper mode too

@@ -163,14 +163,14 @@ class LmEstimator:
     async def paper_perplexities(self, context0: str, steps: Sequence[str], target: str,
                                  deadline: Deadline) -> list[float | None]:
         """PPL_i of c_i + " Answer: " + A over every token after the first (default special tokens)."""
-        texts = [c + PAPER_CUE + target for c in render_contexts(context0, steps)]
+        texts = await asyncio.to_thread(lambda: [c + PAPER_CUE + target for c in render_contexts(context0, steps)])
         sequences = await self.lm.tokenize(texts, True, deadline)
         fit, _ = _fitting(sequences, await self._limit(deadline))
         ppl: list[float | None] = [None] * len(sequences)
         scorable = [i for i in range(fit) if len(sequences[i]) >= 2]
         if scorable:
-            job = ScoringJob(tuple(tuple(sequences[i]) for i in scorable), tuple(1 for _ in scorable),
-                             whole_sequences=True)
+            job = await asyncio.to_thread(lambda: ScoringJob(tuple(tuple(sequences[i]) for i in scorable),
+                                                             tuple(1 for _ in scorable), whole_sequences=True))
             result = await self.lm.score(job, deadline)
             _check_shape(result, job)
             for i, lps in zip(scorable, result.logprobs):
