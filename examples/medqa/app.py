@@ -216,13 +216,14 @@ def make_handler(app: MedQa):
             if len(question) > app.config.max_question_chars:  # the verifier would refuse it after the LLM ran
                 return self._send(400, {"error": f"question over {app.config.max_question_chars} characters"})
             try:
-                self._send(*app.answer(question))
+                status, payload = app.answer(question)
             except LlmError as exc:
                 log.warning("no answer: %s", exc)
-                self._send(502, {"status": "no_answer", "error": str(exc)})
+                status, payload = 502, {"status": "no_answer", "error": str(exc)}
             except Exception as exc:  # answered, never a dropped connection; nothing is released
                 log.error("request failed: %s", type(exc).__name__)  # the type only: messages may quote text
-                self._send(500, {"status": "error", "error": "internal error"})
+                status, payload = 500, {"status": "error", "error": "internal error"}
+            self._send(status, payload)
 
     return Handler
 
@@ -239,8 +240,13 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     server, app = create_server(Config.from_env())
 
+    stopping = []
+
     def stop(signum, frame):  # shutdown() waits for serve_forever, which runs in this (the main) thread
-        log.info("%s: no new requests; draining", signal.Signals(signum).name)
+        if stopping:  # a second signal: no more waiting
+            os._exit(128 + signum)
+        stopping.append(signum)
+        log.info("%s: no new requests; draining (a second signal exits at once)", signal.Signals(signum).name)
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     # A handler for SIGTERM is required, not only tidy: as PID 1 of its container, Python would ignore the

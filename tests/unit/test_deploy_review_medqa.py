@@ -3,6 +3,7 @@ drains on SIGTERM (it is PID 1 of its container)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -151,23 +152,57 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _start_medqa(llm, tmp_path) -> tuple[subprocess.Popen, int]:
+    """`python -m examples.medqa.app` as compose runs it, once it answers /healthz."""
+    port = _free_port()
+    env = {**os.environ, "MEDQA_LISTEN": f"127.0.0.1:{port}", "MEDQA_LLM_URL": llm.base_url,
+           "MEDQA_VERIFIER": f"unix://{tmp_path / 'no-such.sock'}", "MEDQA_VERIFY_TIMEOUT_S": "1",
+           "MEDQA_FAIL_MODE": "closed"}
+    proc = subprocess.Popen([sys.executable, "-m", "examples.medqa.app"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return proc, port
+        except httpx.TransportError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"medqa did not start: {proc.stderr.read()}")
+            time.sleep(0.1)
+
+
+def test_a_second_signal_exits_at_once(tmp_path):
+    with FakeVllmServer(model="qa", chat=lambda body: ChatReply(GOOD), faults=Faults(delay_s=10)) as llm:
+        proc, port = _start_medqa(llm, tmp_path)
+        try:
+            def ask():  # the forced exit drops this request: that is the point
+                with contextlib.suppress(httpx.TransportError):
+                    httpx.post(f"http://127.0.0.1:{port}/v1/answer", json={"question": "q?"}, timeout=30)
+
+            asker = threading.Thread(target=ask, daemon=True)
+            asker.start()
+            deadline = time.monotonic() + 20
+            while not any(path == "/v1/chat/completions" for path, _ in llm.requests):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            assert proc.poll() is None  # draining the request in flight
+            started = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(5) == 128 + signal.SIGINT and time.monotonic() - started < 5
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(tmp_path):
     with FakeVllmServer(model="qa", chat=lambda body: ChatReply(GOOD), faults=Faults(delay_s=1.5)) as llm:
-        port = _free_port()
-        env = {**os.environ, "MEDQA_LISTEN": f"127.0.0.1:{port}", "MEDQA_LLM_URL": llm.base_url,
-               "MEDQA_VERIFIER": f"unix://{tmp_path / 'no-such.sock'}", "MEDQA_VERIFY_TIMEOUT_S": "1",
-               "MEDQA_FAIL_MODE": "closed"}
-        proc = subprocess.Popen([sys.executable, "-m", "examples.medqa.app"], cwd=REPO, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc, port = _start_medqa(llm, tmp_path)
         try:
             deadline = time.monotonic() + 60
-            while True:
-                try:
-                    httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                    break
-                except httpx.TransportError:
-                    assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-                    time.sleep(0.1)
             result = {}
 
             def ask():
