@@ -234,6 +234,15 @@ class LmSettings(_Section):
     nli_max_chars: int = Field(1_500, ge=64)
     """NLI estimator: most characters of context kept (also fitted to the scorer's tokens; docs/info_gain.md)."""
 
+    @model_validator(mode="after")
+    def _consistent(self) -> "LmSettings":
+        # Found at load otherwise: the server came up with InfoGain failed (FAILED_PRECONDITION) and its overall
+        # health NOT_SERVING for good.
+        if self.backend != "nli" and not (self.model or "").strip():
+            what = "a local path or name" if self.backend == "transformers" else "the served model name"
+            raise ValueError(f"backend={self.backend} needs KGV_LM__MODEL ({what})")
+        return self
+
 
 class BatchingSettings(_Section):
     enabled: bool = True

@@ -82,3 +82,16 @@ def test_python_m_server_says_what_is_wrong_with_a_token_file_in_one_line(tmp_pa
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith(
         "kgverify: error: KGV_SECURITY__AUTH_TOKENS_FILE: cannot read the token file")
+
+
+@pytest.mark.parametrize("backend", ["transformers", "vllm"])
+def test_a_causal_lm_backend_without_a_model_is_refused_at_load(backend, monkeypatch):
+    """Was found only while loading: the server came up with InfoGain failed and its overall health NOT_SERVING."""
+    for other in [n for n in os.environ if n.startswith("KGV_")]:
+        monkeypatch.delenv(other)
+    monkeypatch.setenv("KGV_LM__BACKEND", backend)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert f"KGV_LM: Value error, backend={backend} needs KGV_LM__MODEL" in str(info.value)
+    monkeypatch.setenv("KGV_LM__MODEL", "qa")
+    assert load_settings().lm.model == "qa"
