@@ -275,6 +275,9 @@ def check_listen_address(address: str) -> None:
 def _prepare_unix_socket(address: str) -> None:
     path = Path(_unix_path(address))
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not stat.S_ISSOCK(path.stat().st_mode):  # gRPC said "Address already in use"
+        raise ListenError(f"cannot listen on {address}: {path} exists and is not a socket (a file or directory "
+                          "there is never replaced: name another path)")
     if path.exists() and stat.S_ISSOCK(path.stat().st_mode):
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
