@@ -218,9 +218,14 @@ class VllmClient:
                     log.warning("vLLM answered HTTP 500 on %s; %s", url, problem)
                     raise BackendUnavailableError(f"vLLM answered HTTP 500 on {route} and its /health is not 200 "
                                                   "(engine dead or restarting)")
+            if len(response.content) > LARGE_BODY_BYTES:
+                # prompt_logprobs of a long chain come back as megabytes of JSON (~11 MB for 150k prompt tokens:
+                # 0.3 s to parse): parsed on a worker thread, not on the event loop every other call shares.
+                return await asyncio.to_thread(_json_or_error, response, route)
             return _json_or_error(response, route)
 
 
+LARGE_BODY_BYTES = 256 * 1024
 REFUSED_KEY = (401, 403)
 
 

@@ -309,3 +309,33 @@ async def _call_an_unreachable_vllm():
         await client.chat_completions({"model": "judge", "messages": []})
     finally:
         await client.aclose()
+
+
+async def test_a_large_reply_is_parsed_off_the_event_loop(fake, monkeypatch):
+    """prompt_logprobs of a long chain are megabytes of JSON (0.3 s to parse 11 MB): not on the event loop."""
+    import threading
+
+    from server.backends import vllm_client
+
+    threads = []
+    real = vllm_client._json_or_error
+
+    def recording(response, route):
+        threads.append((len(response.content), threading.current_thread() is threading.main_thread()))
+        return real(response, route)
+
+    monkeypatch.setattr(vllm_client, "_json_or_error", recording)
+    client = VllmClient(fake.base_url)
+    try:
+        small = await client.completions({"model": "judge", "prompt": [[1, 5, 7]], "max_tokens": 1,
+                                          "prompt_logprobs": 0})
+        long_prompt = [1] + [5 + i % 40 for i in range(2000)]  # the fake serves 2,048 tokens
+        large = await client.completions({"model": "judge", "prompt": [long_prompt] * 4, "max_tokens": 1,
+                                          "prompt_logprobs": 0})
+    finally:
+        await client.aclose()
+    assert len(small["choices"][0]["prompt_logprobs"]) == 3
+    assert [len(c["prompt_logprobs"]) for c in large["choices"]] == [2001] * 4
+    (small_bytes, small_on_loop), (large_bytes, large_on_loop) = threads
+    assert small_bytes < vllm_client.LARGE_BODY_BYTES < large_bytes
+    assert small_on_loop and not large_on_loop
