@@ -44,17 +44,36 @@ def _judge_free(method: str, request) -> str | None:
     return None
 
 
+SUMMARY_ENTRIES = 8  # entries of each repeated field formatted into a request summary
+
+
+def _trimmed(message):
+    """The message with every repeated field (nested ones too) cut to SUMMARY_ENTRIES entries: formatting all of
+    a request's million passages took seconds on the event loop to log its first 500 characters."""
+    for field, value in message.ListFields():
+        if field.is_repeated:
+            del value[SUMMARY_ENTRIES:]
+            if field.message_type is not None:
+                for entry in value:
+                    _trimmed(entry)
+        elif field.message_type is not None:
+            _trimmed(value)
+    return message
+
+
 def request_summary(request, limit: int = 500) -> str:
     """The request as one line of protobuf text, truncated (logged only with log_request_text)."""
     from google.protobuf import text_format
 
-    text = text_format.MessageToString(request, as_one_line=True, as_utf8=True)
+    copy = type(request)()
+    copy.CopyFrom(request)
+    text = text_format.MessageToString(_trimmed(copy), as_one_line=True, as_utf8=True)
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
 
 
 async def _logged(requests, method: str):
     async for item in requests:
-        if not isinstance(item, Undecodable):
+        if not isinstance(item, Undecodable) and log.isEnabledFor(logging.DEBUG):
             log.debug("%s item: %s", method, request_summary(item))
         yield item
 
@@ -275,7 +294,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             async def unary(request, context):
                 request_id_var.set(new_request_id(metadata))
                 started = time.perf_counter()
-                if self._log_text and not isinstance(request, Undecodable):
+                if self._log_text and not isinstance(request, Undecodable) and log.isEnabledFor(logging.DEBUG):
                     log.debug("%s request: %s", method, request_summary(request))
                 code = "OK"
                 try:
