@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -11,13 +12,31 @@ from typing import Sequence
 from .chains import split_chain
 from .deadline import Deadline
 from .deps import PipelineDeps
-from .errors import InvalidArgumentError
+from .errors import BackendResponseError, InvalidArgumentError
 from .validation import named_option, option_violation
 from .types import ChainStatus, InfoGainRequest, InfoGainResult, PrefixScores, SplitResult, Step, StepGain
 
 PAPER_MIN_STEPS = 3
 OVERFLOW = "the prefix does not fit the model's context"
 NON_FINITE = "the estimator returned a non-finite value for this prefix (NaN or infinity): a numerical failure"
+UNUSABLE = "the language model's answer was unusable, so this prefix has no score: {}"
+log = logging.getLogger(__name__)
+
+
+def _unusable(exc: BackendResponseError, count: int) -> PrefixScores:
+    """Null L_i for `count` prefixes whose scoring call the LM answered unusably, each with the reason: as a judge's
+    unusable answer makes that claim ERROR (never a score), the LM's makes these gains null and the chain partial,
+    and the rest of the request (KI of a ScoreChain, other windows) stands."""
+    log.warning("InfoGain: %s", exc)
+    return PrefixScores(nll=(None,) * count, answer_tokens=0, null_reasons=(UNUSABLE.format(exc),) * count)
+
+
+async def _scored(estimator, c0: str, texts: Sequence[str], target: str, deadline: Deadline,
+                  count: int, **kwargs) -> PrefixScores:
+    try:
+        return _finite(await estimator.score_prefixes(c0, texts, target, deadline, **kwargs))
+    except BackendResponseError as exc:
+        return _unusable(exc, count)
 
 
 async def gather_or_cancel(*aws):
@@ -129,15 +148,12 @@ async def _windowed(estimator, c0: str, texts: Sequence[str], window: int, targe
     async def one(i: int) -> PrefixScores:
         j = i - window
         if estimator.kind == "lm":
-            return await estimator.score_prefixes("\n".join([c0, *texts[j - 1:i - 1]]), [texts[i - 1]], target,
-                                                  deadline)
-        return await estimator.score_prefixes(c0, texts[j - 1:i], target, deadline, last=2)  # not all W + 1
-
-    async def checked(i: int) -> PrefixScores:
-        return _finite(await one(i))
+            return await _scored(estimator, "\n".join([c0, *texts[j - 1:i - 1]]), [texts[i - 1]], target,
+                                 deadline, 2)
+        return await _scored(estimator, c0, texts[j - 1:i], target, deadline, 2, last=2)  # not all W + 1
 
     # Concurrent calls let a local LM pack several windows into one pass.
-    results = await gather_or_cancel(*(checked(i) for i in todo))
+    results = await gather_or_cancel(*(one(i) for i in todo))
     for i, scores in zip(todo, results):
         k = len(scores.nll) - 1
         out.gains[i - 1], out.reasons[i - 1], out.overflow[i - 1] = _pair_gain(scores, k - 1, k)
@@ -179,7 +195,7 @@ async def score_info_gain(
     texts = [s.text for s in split.steps]
     n = len(texts)
 
-    scores: PrefixScores = _finite(await estimator.score_prefixes(c0, texts, target, deadline))
+    scores: PrefixScores = await _scored(estimator, c0, texts, target, deadline, n + 1)
     nll = list(scores.nll)
     gains = _full_gains(scores, n)
     if opts.window:
@@ -191,9 +207,13 @@ async def score_info_gain(
     ppl: list[float | None] = [None] * (n + 1)
     paper_value, paper_reason = None, ""
     if opts.paper:
-        ppl = [p if p is None or math.isfinite(p) else None
-               for p in await estimator.paper_perplexities(c0, paper_texts(split), target, deadline)]
-        paper_value, paper_reason = _paper_value(ppl, n)
+        try:
+            ppl = [p if p is None or math.isfinite(p) else None
+                   for p in await estimator.paper_perplexities(c0, paper_texts(split), target, deadline)]
+            paper_value, paper_reason = _paper_value(ppl, n)
+        except BackendResponseError as exc:
+            log.warning("InfoGain, paper mode: %s", exc)
+            paper_reason = UNUSABLE.format(exc).replace("this prefix has", "the reference formula has")
 
     truncated = list(scores.truncated) or [False] * (n + 1)
     steps = [

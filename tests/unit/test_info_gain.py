@@ -301,3 +301,48 @@ async def test_llm_calls_count_the_decomposer_call_of_the_split_made_for_infogai
     split = await deps.splitter("")
     shared = split.split("a good start\nbad news")
     assert (await score_info_gain(req, deps, NO_DEADLINE, shared, count_split=False)).llm_calls == 1
+
+
+async def test_an_unusable_lm_answer_nulls_those_gains_with_the_reason_and_the_chain_is_partial():
+    """ARCHITECTURE: a reachable backend's unusable output is never a score, and fails only what it was for (a
+    judge: that claim's ERROR verdict; the LM: those gains). The whole call failed INTERNAL, and a ScoreChain lost
+    its KI results with it."""
+    from server.pipeline.errors import BackendResponseError
+    from server.pipeline.types import ChainRequest
+
+    class Garbled(FakeEstimator):
+        def __init__(self, bad_window_only=False):
+            super().__init__()
+            self.bad_window_only = bad_window_only
+
+        async def score_prefixes(self, context0, steps, target, deadline, last=None):
+            if not self.bad_window_only or "bad news" in context0:
+                raise BackendResponseError("vLLM returned an impossible log-probability 2.5 on /v1/completions")
+            return await super().score_prefixes(context0, steps, target, deadline, last)
+
+        async def paper_perplexities(self, context0, steps, target, deadline):
+            raise BackendResponseError("vLLM returned non-JSON on /v1/completions (HTTP 200)")
+
+    result = await score_info_gain(request(STEPS, paper=True), make_deps(Garbled()), NO_DEADLINE)
+    assert result.status is ChainStatus.PARTIAL
+    assert all(s.gain is None and s.nll is None for s in result.steps)
+    assert all("unusable" in s.null_reason and "impossible log-probability" in s.null_reason for s in result.steps)
+    assert result.info_gain is None and result.info_gain_total is None and result.nll_initial is None
+    assert result.info_gain_paper is None and "non-JSON" in result.info_gain_paper_reason
+    assert all("context_overflow" not in s.flags for s in result.steps)
+
+    # windows: only the window whose call was garbled loses its gain; the others are scored
+    steps = ["good one", "bad news", "plain two", "good three", "plain four"]
+    windowed = await score_info_gain(request(steps, window=1), make_deps(Garbled(bad_window_only=True)),
+                                     NO_DEADLINE)
+    # the full pass (c_0 = "Q?") is scored; the window of step 3 (its context holds "bad news") is garbled
+    assert [s.gain is not None for s in windowed.steps[:2]] == [True, True]
+    assert windowed.status is ChainStatus.PARTIAL
+    by_window = {s.step.index: s for s in windowed.steps}
+    assert by_window[2].gain is None and "unusable" in by_window[2].null_reason  # window j=2: context has "bad news"
+    assert by_window[3].gain is not None and "windowed" in by_window[3].flags
+
+    # a ScoreChain answers (it raised INTERNAL)
+    req = request(STEPS)
+    out = await scoring.chain(ChainRequest(knowledge=None, info_gain=req), make_deps(Garbled()), NO_DEADLINE)
+    assert out.info_gain.status is ChainStatus.PARTIAL
