@@ -65,9 +65,14 @@ def test_vllm_is_pinned_gpu_reserved_health_checked_and_internal(compose, servic
 def test_verifiers_probe_grpc_health_and_wait_for_their_dependencies(services):
     import server.healthcheck  # noqa: F401  (the module the probe runs)
 
+    from client.aio import KNOWLEDGE_SERVICE
+
     for name in ("verifier", "verifier-cpu", "verifier-sidecar"):
         service = services[name]
-        assert service["healthcheck"]["test"] == ["CMD", "python", "-m", "server.healthcheck"]
+        # the medqa sidecar is healthy while the service medqa calls serves (ScoreChain, KI only)
+        scope = ["--service", KNOWLEDGE_SERVICE] if name == "verifier-sidecar" else []
+        assert service["healthcheck"]["test"] == ["CMD", "python", "-m", "server.healthcheck", *scope]
+        assert service["healthcheck"]["start_period"] == "120s"
         assert service["depends_on"]["kb-build"]["condition"] == "service_completed_successfully"
         assert any(v.startswith("kb:/kb") for v in service["volumes"])
     for name in ("verifier", "verifier-sidecar"):
