@@ -34,8 +34,9 @@ _OPENER = re.compile(r"```|~~~|\$\$|\\\[|\\begin\{(?P<env>[A-Za-z*]+)\}|\\\(|\$|
 _INLINE_DOLLAR = re.compile(r"(?<![\\$])\$(?=[^\s$])[^$\n]{0,300}?(?<=[^\s\\$])\$(?!\d)")
 _INLINE_CODE = re.compile(r"`[^`\n]+`")
 _CLOSERS = {"$$": "$$", "\\[": "\\]", "\\(": "\\)"}
-_BLANK = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)*")
-_TAG = re.compile(r"<think>|</think>|(?m:^[ \t]*(?:-{3,}|\*{3,}|_{3,}|={3,})[ \t]*$)", re.IGNORECASE)
+# "\r" counts as space at a line end, so Windows line breaks ("\r\n\r\n") separate paragraphs too.
+_BLANK = re.compile(r"\n[ \t\r]*\n(?:[ \t\r]*\n)*")
+_TAG = re.compile(r"<think>|</think>|(?m:^[ \t]*(?:-{3,}|\*{3,}|_{3,}|={3,})[ \t\r]*$)", re.IGNORECASE)
 # Section starts: headings, bold labels, "Step k", answer lines. List items start steps only in a list paragraph.
 _SECTION = (r"[ \t]*(?:#{1,6}[ \t]|\*\*\S|__\S|step[ \t]*\d{1,3}\b|(?:final[ \t]+)?answer[ \t]*[:：]"
             r"|final[ \t]+answer\b)")
@@ -59,7 +60,7 @@ ABBREVIATIONS = frozenset({
 })
 _NO_CUT_NEXT = frozenset(",;:.!?)]}=+/<>|&^")
 # Sentence starters that begin a new unit even after a formula or a number with no full stop ("... = 49 However, ...").
-_CUE = re.compile(r"[)\]}$\d:][ \t\n]+(?P<word>[A-Z][a-z']+)\b")
+_CUE = re.compile(r"[)\]}$\d:][ \t\r\n]+(?P<word>[A-Z][a-z']+)\b")
 CUE_WORDS = frozenset(
     "However Therefore Thus Hence So Since First Second Third Fourth Fifth Next Now Finally Then Let Let's We If "
     "For To Substituting Using Given Consider Considering Case Note Similarly Additionally Also Because After "
@@ -203,7 +204,7 @@ def _cue_cut(text: str, m: re.Match, unit_start: int) -> int | None:
 def _line_cut(text: str, nl: int, unit_start: int, end: int) -> int | None:
     """Start of the next unit when the line break at nl ends a unit, else None."""
     prev = nl - 1
-    while prev >= unit_start and text[prev] in " \t":
+    while prev >= unit_start and text[prev] in " \t\r":
         prev -= 1
     nxt = _skip_space(text, nl + 1, end)
     if prev < unit_start or nxt >= end:
