@@ -95,17 +95,26 @@ class StepAligner:
         if not step:
             return None
         pos = self.chain.find(step, cursor)
+        if not _normalize(step):
+            return (pos, pos + len(step)) if pos >= 0 else None
         if pos >= 0:
-            return pos, pos + len(step)
-        return self._find_normalized(step, cursor) if _normalize(step) else None
+            # A copy that differs only in whitespace, case, quotes or dashes may sit before the exact one (the model
+            # wrote "x = 2." for "x =  2.", and "x = 2." also occurs later): the step is the earlier one.
+            earlier = self._find_normalized(step, cursor, before=pos)
+            return earlier if earlier is not None else (pos, pos + len(step))
+        found = self._find_normalized(step, cursor)
+        return found if found is not None else self._find_words(step, cursor)
 
-    def _find_normalized(self, step: str, cursor: int) -> tuple[int, int] | None:
+    def _find_normalized(self, step: str, cursor: int, before: int | None = None) -> tuple[int, int] | None:
+        """(start, end) of the normalized step at or after cursor (and starting before `before`), or None."""
         norm = self._normalized
         key = _normalize(step)
-        pos = norm.text.find(key, bisect.bisect_left(norm.origin, cursor))
-        if pos >= 0:
+        lo = bisect.bisect_left(norm.origin, cursor)
+        hi = len(norm.text) if before is None else bisect.bisect_left(norm.origin, before) + len(key) - 1
+        pos = norm.text.find(key, lo, hi)
+        if pos >= 0 and (before is None or norm.origin[pos] < before):
             return norm.origin[pos], norm.origin[pos + len(key) - 1] + 1
-        return self._find_words(step, cursor)
+        return None
 
     def _find_words(self, step: str, cursor: int) -> tuple[int, int] | None:
         """Light rewording: align the step's words to the chain's words after the cursor.

@@ -12,6 +12,7 @@ gets a silent score.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from typing import Any, Callable, Sequence
 
@@ -19,7 +20,7 @@ from ...pipeline.deadline import NO_DEADLINE, Deadline
 from ...pipeline.errors import BackendNotConfiguredError, BackendResponseError
 from ...pipeline.runtime import Blocking
 from ...pipeline.splitter import RuleSplitter
-from ...pipeline.types import Claim, SplitResult, Step
+from ...pipeline.types import SplitResult, Step
 from ..judges.vllm_judge import vllm_configured
 from ..vllm_client import VllmClient
 from .alignment import StepAligner, StepNotFoundError
@@ -170,10 +171,11 @@ def _with_fields(step: Step, parsed: dict[str, str]) -> Step:
     """Adds planning / knowledge; the model's empty `knowledge` marks the step (and its claims) NO_KNOWLEDGE."""
     knowledge = parsed["knowledge"].strip()
     if not knowledge:
-        claims = tuple(Claim(c.text, c.start, c.end, True) for c in step.claims)
+        claims = tuple(dataclasses.replace(c, no_knowledge=True) for c in step.claims)
     elif step.claims and all(c.no_knowledge for c in step.claims):
-        # The model names knowledge the rules did not see: judge the claims rather than hide them.
-        claims = tuple(Claim(c.text, c.start, c.end, False) for c in step.claims)
+        # The model names knowledge the rules did not see: judge the claims rather than hide them (each keeps
+        # the subject it borrowed: "has a potassium of 6.1" is judged as "The man has a potassium of 6.1").
+        claims = tuple(dataclasses.replace(c, no_knowledge=False) for c in step.claims)
     else:
         claims = step.claims
     return Step(step.index, step.text, step.start, step.end, claims, all(c.no_knowledge for c in claims),
