@@ -49,6 +49,9 @@ _COPULA = re.compile(r"\s(?:is|are|was|were)\s", _I)
 # A worked computation: an operator or equals sign between numbers, or a percentage.
 _WORKED = re.compile(r"\d\)?\s*(?:[=+×÷*/^-]|\\times|\\div|\\cdot)\s*\(?-?[$€£]?\d|=\s*-?[$€£]?\d"
                      r"|\d\s*(?:%|percent)")
+# A range or a name written with hyphens between numbers and followed by a unit or a word: "3.5-5.0 mEq/L",
+# "a 30-60-90 triangle", "37-38 °C". Not a subtraction ("19-7x", "(52-5)!" and "20-5 = 15" still are).
+_RANGE = re.compile(r"(?<![\w.^_{}\\-])\d+(?:\.\d+)?(?:-\d+(?:\.\d+)?)+(?=\s+[A-Za-zµμ]|\s*[%°])")
 # A formula over a general variable: "(n - 2) × 180", "n(n + 1)/2" (not an assignment such as "n = 8").
 _GENERAL_VARIABLE = re.compile(r"\b[nk]\s*[-+]\s*\d|\b[nk]\s*\(|\(\s*[nk]\b(?!\s*=)")
 _SYMBOLIC = re.compile(r"\b[a-zπ]\s*\^|\bπ\s*[a-z]\b|\b[a-z]\s*[×*·/]\s*[a-z]\b|\b[a-z]\([a-z]\)")
@@ -116,7 +119,8 @@ def _verbless(words: list[str]) -> bool:
 
 def _arithmetic(text: str, words: list[str], question_words: frozenset[str]) -> bool:
     """Worked arithmetic on the problem's quantities: numbers and operators, few words beyond the question's."""
-    if not _WORKED.search(text) or (("n" in words or "k" in words) and _GENERAL_VARIABLE.search(text)):
+    if not _WORKED.search(_RANGE.sub("range", text) if "-" in text else text) or (
+            ("n" in words or "k" in words) and _GENERAL_VARIABLE.search(text)):
         return False
     words = [w for w in _WORD.findall(_MATH_NOISE.sub(" ", text).lower()) if w not in STOPWORDS and len(w) > 1]
     return sum(1 for w in words if w not in ARITHMETIC_WORDS and _stem(w) not in question_words
