@@ -28,6 +28,11 @@ from .types import (
 )
 
 
+def _same_text(text: str) -> str:
+    """What makes two pieces of evidence the same fact: their text up to whitespace."""
+    return " ".join(text.split())
+
+
 def _rank_context(claim_vecs: np.ndarray, passage_vecs: np.ndarray, passages: Sequence[Passage], top_k: int):
     sims = claim_vecs @ passage_vecs.T
     out = []
@@ -69,9 +74,21 @@ async def gather_evidence(claims: Sequence[str], req: KnowledgeRequest, deps: Pi
             evidence[i].extend(items)
     if kb is not None:
         vectors = {"vectors": vecs[: len(claims)]} if dense_kb else {}
-        hits = await deps.blocking.run(kb.search, list(claims), top_k, mode, **vectors)
+        # A KB fact with the text of a context passage already shown is the same fact twice: it is skipped, so
+        # enough facts are fetched to still give top_k others (the best of a longer list are the same facts).
+        fetch = top_k + (min(top_k, len(req.context)) if req.context else 0)
+        hits = await deps.blocking.run(kb.search, list(claims), fetch, mode, **vectors)
         for i, row in enumerate(hits):
-            evidence[i].extend(h.as_evidence() for h in row)
+            seen = {_same_text(e.text) for e in evidence[i]}
+            added = 0
+            for h in row:
+                if added >= top_k:
+                    break
+                key = _same_text(h.text)
+                if key not in seen:
+                    seen.add(key)
+                    evidence[i].append(h.as_evidence())
+                    added += 1
     return evidence, kb
 
 

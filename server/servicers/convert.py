@@ -84,7 +84,7 @@ def _info_gain_options(msg: igpb.InfoGainOptions, v: _Violations, field: str) ->
         estimator=v.enum(msg.estimator, ESTIMATORS, f"{field}.estimator"),
         paper=bool(v.enum(msg.mode, PAPER, f"{field}.mode")),
         units=v.enum(msg.units, UNITS, f"{field}.units") or "nats",
-        window=max(0, msg.window),
+        window=msg.window,  # never clamped: a negative window is reported above (and by validation)
         per_token=msg.per_token,
     )
 
@@ -110,9 +110,17 @@ def info_gain_request(msg: igpb.ScoreInfoGainRequest) -> t.InfoGainRequest:
     return t.InfoGainRequest(chain_input(msg), msg.answer, msg.gold_answer, tuple(msg.choices), options)
 
 
+def _metric(value: int, v: _Violations, field: str):
+    if value == kpb.METRIC_UNSPECIFIED:  # a known value, but never a metric: "unknown enum value 0" misled
+        v.items.append(FieldViolation(field, "METRIC_UNSPECIFIED is not a metric: name METRIC_KNOWLEDGE_INDEX "
+                                             "or METRIC_INFO_GAIN, or send an empty list for all metrics"))
+        return None
+    return v.enum(value, METRICS, field)
+
+
 def chain_request(msg: kpb.ScoreChainRequest) -> t.ChainRequest:
     v = _Violations()
-    metrics = {v.enum(m, METRICS, f"metrics[{i}]") for i, m in enumerate(msg.metrics)} or set(METRICS.values())
+    metrics = {_metric(m, v, f"metrics[{i}]") for i, m in enumerate(msg.metrics)} or set(METRICS.values())
     k_opts = _knowledge_options(msg.knowledge_options, v, "knowledge_options")
     ig_opts = _info_gain_options(msg.info_gain_options, v, "info_gain_options")
     v.raise_if_any()

@@ -1,0 +1,111 @@
+"""KI review: evidence gathering (no repeated facts) and the request conversion (no silent clamps)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kgverify.v1 import info_gain_service_pb2 as igpb
+from kgverify.v1 import knowledge_service_pb2 as kpb
+from server.pipeline.deadline import Deadline
+from server.pipeline.deps import PipelineDeps
+from server.pipeline.errors import InvalidArgumentError
+from server.pipeline.knowledge_index import gather_evidence
+from server.pipeline.runtime import Blocking
+from server.pipeline.types import (ChainInput, EvidenceOrigin, KbHit, KnowledgeOptions, KnowledgeRequest, Passage,
+                                   RetrievalMode)
+from server.pipeline.validation import Limits
+from server.servicers import convert
+
+FACT = "Metformin is cleared by the kidneys."
+
+
+class _Kb:
+    """A KB whose search returns its facts in order (a copy of the context passage first), as many as asked."""
+
+    class info:
+        kb_id = "kb-test"
+        checksum = "c"
+        modes = (RetrievalMode.DENSE,)
+
+    def __init__(self):
+        self.facts = [KbHit("kb-1", " Metformin is cleared   by the kidneys. ", "", "", 0.9)] + [
+            KbHit(f"kb-{i}", f"distinct fact {i}", "", "", 0.9 - i / 100) for i in range(2, 12)]
+        self.asked: list[int] = []
+
+    def search(self, queries, top_k, mode, vectors=None):
+        self.asked.append(top_k)
+        return [self.facts[:top_k] for _ in queries]
+
+
+def _deps(kb):
+    async def embed(texts, deadline):
+        # every passage scores 1.0 against the claim: the (stable) ranking keeps the order they were sent in
+        return np.asarray([[1.0, 0.0]] + [[1.0, 0.01 * i] for i in range(1, len(texts))], dtype=np.float32)
+
+    return PipelineDeps(limits=Limits(), blocking=Blocking(None), splitter=None, judge=None, estimator=None,
+                        knowledge_base=lambda: kb, embedder=lambda: None, embed=embed)
+
+
+async def test_a_kb_fact_repeating_a_context_passage_is_shown_once_and_top_k_stays_full():
+    kb = _Kb()
+    req = KnowledgeRequest(ChainInput(steps=("x",)), (Passage("p1", FACT),),
+                           KnowledgeOptions(top_k=3, use_knowledge_base=True))
+    evidence, _ = await gather_evidence(["claim"], req, _deps(kb), Deadline())
+    ev = evidence[0]
+    assert [e.fact_id for e in ev] == ["p1", "kb-2", "kb-3", "kb-4"]  # the context passage, then 3 other facts
+    assert ev[0].origin is EvidenceOrigin.CONTEXT
+    assert len({" ".join(e.text.split()) for e in ev}) == len(ev)
+
+
+async def test_context_passages_are_kept_as_sent_and_a_kb_fact_repeating_either_is_skipped():
+    """The caller's passages are the caller's (each id stays visible); only the KB's copy of one is dropped."""
+    kb = _Kb()
+    req = KnowledgeRequest(ChainInput(steps=("x",)),
+                           (Passage("a", FACT), Passage("b", " " + FACT), Passage("c", "another fact")),
+                           KnowledgeOptions(top_k=2, use_knowledge_base=True))
+    evidence, _ = await gather_evidence(["claim"], req, _deps(kb), Deadline())
+    assert [e.fact_id for e in evidence[0]] == ["a", "b", "kb-2", "kb-3"]
+    assert kb.asked == [4]  # top_k, and one more per context passage shown (at most top_k more)
+
+
+async def test_kb_alone_is_searched_for_exactly_top_k():
+    kb = _Kb()
+    req = KnowledgeRequest(ChainInput(steps=("x",)), (), KnowledgeOptions(top_k=4))
+    evidence, _ = await gather_evidence(["claim"], req, _deps(kb), Deadline())
+    assert kb.asked == [4] and [e.fact_id for e in evidence[0]] == ["kb-1", "kb-2", "kb-3", "kb-4"]
+
+
+def _violations(call):
+    with pytest.raises(InvalidArgumentError) as caught:
+        call()
+    return {v.field: v.description for v in caught.value.violations}
+
+
+def test_a_negative_window_is_a_field_violation_and_never_clamped():
+    msg = igpb.ScoreInfoGainRequest(question="q", steps=["a"], answer="x", options=igpb.InfoGainOptions(window=-3))
+    assert "options.window" in _violations(lambda: convert.info_gain_request(msg))
+    v = convert._Violations()
+    assert convert._info_gain_options(msg.options, v, "options").window == -3  # what validation sees, too
+    chain = kpb.ScoreChainRequest(steps=["a"], metrics=[kpb.METRIC_INFO_GAIN],
+                                  info_gain_options=igpb.InfoGainOptions(window=-1))
+    assert "info_gain_options.window" in _violations(lambda: convert.chain_request(chain))
+
+
+def test_metric_unspecified_in_the_list_says_what_to_send():
+    msg = kpb.ScoreChainRequest(steps=["a"], metrics=[kpb.METRIC_UNSPECIFIED])
+    description = _violations(lambda: convert.chain_request(msg))["metrics[0]"]
+    assert "METRIC_UNSPECIFIED" in description and "empty list" in description
+    assert _violations(lambda: convert.chain_request(kpb.ScoreChainRequest(steps=["a"], metrics=[7])))[
+        "metrics[0]"] == "unknown enum value 7"
+
+
+@pytest.mark.parametrize("options, field", [
+    (kpb.KnowledgeOptions(top_k=-1), "options.top_k"),
+    (kpb.KnowledgeOptions(judge=42), "options.judge"),
+    (kpb.KnowledgeOptions(retrieval_mode=42), "options.retrieval_mode"),
+    (kpb.KnowledgeOptions(splitter=42), "options.splitter"),
+])
+def test_knowledge_options_out_of_range_are_field_violations(options, field):
+    msg = kpb.ScoreKnowledgeRequest(steps=["a"], options=options)
+    assert field in _violations(lambda: convert.knowledge_request(msg))
