@@ -34,8 +34,8 @@ _OPENER = re.compile(r"```|~~~|\$\$|\\\[|\\begin\{(?P<env>[A-Za-z*]+)\}|\\\(|\$|
 _INLINE_DOLLAR = re.compile(r"(?<![\\$])\$(?=[^\s$])[^$\n]{0,300}?(?<=[^\s\\$])\$(?!\d)")
 _INLINE_CODE = re.compile(r"`[^`\n]+`")
 _CLOSERS = {"$$": "$$", "\\[": "\\]", "\\(": "\\)"}
-# "\r" counts as space at a line end, so Windows line breaks ("\r\n\r\n") separate paragraphs too.
-_BLANK = re.compile(r"\n[ \t\r]*\n(?:[ \t\r]*\n)*")
+# A line of any spaces is blank: "\r" (Windows line breaks, "\r\n\r\n"), tabs, no-break spaces ("\n\xa0\n" from HTML).
+_BLANK = re.compile(r"\n[^\S\n]*\n(?:[^\S\n]*\n)*")
 _TAG = re.compile(r"<think>|</think>|(?m:^[ \t]*(?:-{3,}|\*{3,}|_{3,}|={3,})[ \t\r]*$)", re.IGNORECASE)
 # Section starts: headings, bold labels, "Step k", answer lines. List items start steps only in a list paragraph.
 _SECTION = (r"[ \t]*(?:#{1,6}[ \t]|\*\*\S|__\S|step[ \t]*\d{1,3}\b|(?:final[ \t]+)?answer[ \t]*[:：]"
@@ -196,6 +196,8 @@ def _cue_cut(text: str, m: re.Match, unit_start: int) -> int | None:
     """A capitalised sentence starter right after a formula, a number or a colon starts a new unit."""
     if m.start() <= unit_start:
         return None
+    if text[m.start()] == ")" and _LIST_LABEL.fullmatch(text, unit_start, m.start() + 1):
+        return None  # a list label opening the unit ("a) The patient ...", "(1) Therefore ..."), not a sentence end
     if text[m.start()] == ":" and m.group("word") not in _ENUM_CUES:
         return None
     return m.start("word")

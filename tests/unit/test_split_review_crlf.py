@@ -1,4 +1,4 @@
-"""Windows line breaks ("\r\n") split a chain exactly as "\n" does: paragraphs, rules, line ends."""
+"""Windows line breaks ("\r\n") split a chain exactly as "\n" does; a line of no-break spaces is blank."""
 
 from __future__ import annotations
 
@@ -41,3 +41,10 @@ def test_blank_crlf_lines_separate_paragraphs():
 def test_a_crlf_line_ending_with_a_colon_continues_the_sentence():
     text = "The dose is:\r\nWeight times 2.5 mg."
     assert sentence_spans(text, 0, len(text)) == [(0, len(text))]
+
+
+@pytest.mark.parametrize("blank", ["\u00a0", "\u3000", "\t\u00a0 ", "\u2009"])
+def test_a_line_of_unicode_spaces_separates_paragraphs(blank):
+    text = f"Metformin lowers glucose.\n{blank}\nInsulin is a hormone.\n{blank}\nSo the answer is B."
+    assert [s.text for s in SPLITTER.split(text).steps] == [
+        "Metformin lowers glucose.", "Insulin is a hormone.", "So the answer is B."]
