@@ -18,6 +18,7 @@ from .types import (
     Evidence,
     EvidenceOrigin,
     JudgeItem,
+    KbHit,
     KnowledgeRequest,
     KnowledgeResult,
     Passage,
@@ -28,9 +29,16 @@ from .types import (
 )
 
 
-def _same_text(text: str) -> str:
-    """What makes two pieces of evidence the same fact: their text up to whitespace."""
+def _norm(text: str) -> str:
     return " ".join(text.split())
+
+
+def _repeats(hit: KbHit, shown: set[tuple[str, str]]) -> bool:
+    """Whether a KB fact adds nothing to the evidence shown: its text (up to whitespace) is already there with the
+    same title, or it has no title. The same sentence under another title is another fact (the KB keeps both:
+    "It is contraindicated in pregnancy." of two drugs), and the LLM judge reads the title."""
+    text, title = _norm(hit.text), _norm(hit.title)
+    return (text, title) in shown or (not title and any(t == text for t, _ in shown))
 
 
 def _rank_context(claim_vecs: np.ndarray, passage_vecs: np.ndarray, passages: Sequence[Passage], top_k: int):
@@ -74,19 +82,18 @@ async def gather_evidence(claims: Sequence[str], req: KnowledgeRequest, deps: Pi
             evidence[i].extend(items)
     if kb is not None:
         vectors = {"vectors": vecs[: len(claims)]} if dense_kb else {}
-        # A KB fact with the text of a context passage already shown is the same fact twice: it is skipped, so
-        # enough facts are fetched to still give top_k others (the best of a longer list are the same facts).
+        # A KB fact repeating a context passage already shown (same text and title) is skipped, so enough facts
+        # are fetched to still give top_k others (the best of a longer list are the same facts, in the same order).
         fetch = top_k + (min(top_k, len(req.context)) if req.context else 0)
         hits = await deps.blocking.run(kb.search, list(claims), fetch, mode, **vectors)
         for i, row in enumerate(hits):
-            seen = {_same_text(e.text) for e in evidence[i]}
+            shown = {(_norm(e.text), _norm(e.title)) for e in evidence[i]}
             added = 0
             for h in row:
                 if added >= top_k:
                     break
-                key = _same_text(h.text)
-                if key not in seen:
-                    seen.add(key)
+                if not _repeats(h, shown):
+                    shown.add((_norm(h.text), _norm(h.title)))
                     evidence[i].append(h.as_evidence())
                     added += 1
     return evidence, kb

@@ -29,7 +29,7 @@ class _Kb:
         modes = (RetrievalMode.DENSE,)
 
     def __init__(self):
-        self.facts = [KbHit("kb-1", " Metformin is cleared   by the kidneys. ", "", "", 0.9)] + [
+        self.facts = [KbHit("kb-1", " Metformin is cleared   by the kidneys. ", "src", "Metformin", 0.9)] + [
             KbHit(f"kb-{i}", f"distinct fact {i}", "", "", 0.9 - i / 100) for i in range(2, 12)]
         self.asked: list[int] = []
 
@@ -49,7 +49,8 @@ def _deps(kb):
 
 async def test_a_kb_fact_repeating_a_context_passage_is_shown_once_and_top_k_stays_full():
     kb = _Kb()
-    req = KnowledgeRequest(ChainInput(steps=("x",)), (Passage("p1", FACT),),
+    # the caller forwards a fact it retrieved, with its title (the source note may differ)
+    req = KnowledgeRequest(ChainInput(steps=("x",)), (Passage("p1", FACT, title=" Metformin"),),
                            KnowledgeOptions(top_k=3, use_knowledge_base=True))
     evidence, _ = await gather_evidence(["claim"], req, _deps(kb), Deadline())
     ev = evidence[0]
@@ -58,15 +59,34 @@ async def test_a_kb_fact_repeating_a_context_passage_is_shown_once_and_top_k_sta
     assert len({" ".join(e.text.split()) for e in ev}) == len(ev)
 
 
-async def test_context_passages_are_kept_as_sent_and_a_kb_fact_repeating_either_is_skipped():
+async def test_context_passages_are_kept_as_sent_and_a_kb_fact_repeating_one_is_skipped():
     """The caller's passages are the caller's (each id stays visible); only the KB's copy of one is dropped."""
     kb = _Kb()
     req = KnowledgeRequest(ChainInput(steps=("x",)),
-                           (Passage("a", FACT), Passage("b", " " + FACT), Passage("c", "another fact")),
+                           (Passage("a", FACT, title="Metformin"), Passage("b", " " + FACT, title="Metformin"),
+                            Passage("c", "another fact")),
                            KnowledgeOptions(top_k=2, use_knowledge_base=True))
     evidence, _ = await gather_evidence(["claim"], req, _deps(kb), Deadline())
     assert [e.fact_id for e in evidence[0]] == ["a", "b", "kb-2", "kb-3"]
     assert kb.asked == [4]  # top_k, and one more per context passage shown (at most top_k more)
+
+
+async def test_a_kb_fact_that_adds_its_title_is_kept():
+    """An untitled passage with the fact's text: the KB's copy names the topic (the LLM judge reads titles)."""
+    kb = _Kb()
+    req = KnowledgeRequest(ChainInput(steps=("x",)), (Passage("p1", FACT),),
+                           KnowledgeOptions(top_k=2, use_knowledge_base=True))
+    evidence, _ = await gather_evidence(["claim"], req, _deps(kb), Deadline())
+    assert [e.fact_id for e in evidence[0]] == ["p1", "kb-1", "kb-2"]
+
+
+async def test_an_untitled_kb_fact_repeating_a_passage_is_skipped():
+    kb = _Kb()
+    kb.facts[0] = KbHit("kb-1", FACT, "", "", 0.9)
+    req = KnowledgeRequest(ChainInput(steps=("x",)), (Passage("p1", FACT, title="Metformin"),),
+                           KnowledgeOptions(top_k=2, use_knowledge_base=True))
+    evidence, _ = await gather_evidence(["claim"], req, _deps(kb), Deadline())
+    assert [e.fact_id for e in evidence[0]] == ["p1", "kb-2", "kb-3"]
 
 
 async def test_kb_alone_is_searched_for_exactly_top_k():
