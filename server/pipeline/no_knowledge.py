@@ -44,6 +44,10 @@ _RESTATE = re.compile(
     r"|(?:we|you) (?:have|know|are told|are given)|given (?:that|are|is)|here,? we have"
     r"|(?:he|she|they) (?:has|have|is|are|had|was|were|presents?|takes?|buys?|earns?|reads?|walks?|saves?|sells?)\b)",
     _I)
+# A negation the question does not have: "Insulin is not a sulfonylurea" asked about "Which drug is a sulfonylurea?
+# A. Insulin ..." uses only the question's words but says what the question does not (it is not a restatement).
+_NEGATION = re.compile(r"\b(?:not|no|never|cannot|neither|nor)\b|n't\b", _I)
+NEGATED = "~not"  # in question_words when the question holds a negation (never a word: words are letters or digits)
 _GENERIC_SUBJECT = re.compile(r"^(?:an? |any |every |all |most )[a-z]", _I)
 _COPULA = re.compile(r"\s(?:is|are|was|were)\s", _I)
 # A worked computation: an operator or equals sign between numbers, or a percentage.
@@ -161,7 +165,7 @@ class NoKnowledgeDetector:
             not _PHRASE_HINTS.isdisjoint(words) and bool(_KNOWLEDGE_PHRASE.search(rest)))
         if _CONCLUSION_START.match(claim.lstrip()) and not knowledge and (
                 not CASE_WORDS.isdisjoint(words) or any(c.isdigit() or c == "=" for c in rest)
-                or _subject_from_question(rest, question_words)
+                or _subject_from_question(rest, question_words) and not _new_negation(rest, question_words)
                 or (_verbless(words) and len(_content(words)) <= 3)):  # "So insulin.": the conclusion, named
             return True
         if _PLANNING.match(rest) and not _ASSERTS.search(rest):
@@ -175,6 +179,8 @@ class NoKnowledgeDetector:
         content = _content(words)
         if not content:
             return True
+        if _new_negation(rest, question_words) and CASE_WORDS.isdisjoint(words):
+            return False  # ("This is not in simplest form" talks about the work: the rules below decide)
         covered = sum(1 for w in content if w in question_words) / len(content)
         if _RESTATE.match(rest) or _verbless(words):
             return covered >= self.restate_coverage / 2  # a restating opener or a verbless list of findings
@@ -183,8 +189,14 @@ class NoKnowledgeDetector:
 
 @functools.lru_cache(maxsize=256)
 def question_words(question: str) -> frozenset[str]:
-    """The stemmed content words of a question."""
-    return frozenset(_content(_WORD.findall(question.lower())))
+    """The stemmed content words of a question, and NEGATED when it holds a negation."""
+    words = _content(_WORD.findall(question.lower()))
+    return frozenset(words + [NEGATED] if _NEGATION.search(question) else words)
+
+
+def _new_negation(text: str, question_words: frozenset[str]) -> bool:
+    """Whether text negates something while the question negates nothing."""
+    return bool(question_words) and NEGATED not in question_words and _NEGATION.search(text) is not None
 
 
 _DEFAULT = NoKnowledgeDetector()

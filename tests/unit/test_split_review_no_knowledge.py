@@ -27,3 +27,28 @@ def test_a_range_or_a_hyphenated_name_is_knowledge(claim):
 ])
 def test_subtraction_is_still_worked_arithmetic(claim, question):
     assert is_no_knowledge(claim, question)
+
+
+MCQ = "Which of the following drugs is a sulfonylurea? A. Insulin B. Glipizide C. Metformin D. Sitagliptin"
+
+
+@pytest.mark.parametrize("claim", [
+    "Insulin is not a sulfonylurea.",
+    "So insulin is not a sulfonylurea.",
+    "Metformin isn't a sulfonylurea.",
+    "Sitagliptin is never classed with the sulfonylureas.",
+])
+def test_a_negated_relation_between_the_questions_words_is_knowledge(claim):
+    # every content word is in the question, but the claim says what the question does not
+    assert not is_no_knowledge(claim, MCQ)
+
+
+@pytest.mark.parametrize("claim, question", [
+    ("It is not a sulfonylurea.", MCQ),  # a short sentence about the case
+    ("So the answer is not A.", MCQ),
+    ("This is not in simplest radical form.", "Simplify the radical sqrt(72) into simplest radical form."),
+    ("The patient has no fever and no rash.", "A 5-year-old boy has no fever and no rash. What is the diagnosis?"),
+    ("Insulin is not a sulfonylurea.", "Which of the following drugs is not a sulfonylurea? A. Insulin B. Glipizide"),
+])
+def test_negations_that_restate_or_talk_about_the_case_stay_no_knowledge(claim, question):
+    assert is_no_knowledge(claim, question)
