@@ -129,3 +129,32 @@ def test_metric_unspecified_in_the_list_says_what_to_send():
 def test_knowledge_options_out_of_range_are_field_violations(options, field):
     msg = kpb.ScoreKnowledgeRequest(steps=["a"], options=options)
     assert field in _violations(lambda: convert.knowledge_request(msg))
+
+
+def _result(verdicts):
+    from server.pipeline.aggregate import chain_scores, step_result
+    from server.pipeline.types import Claim, ClaimResult, KnowledgeResult, Provenance, Step, Tier, Verdict
+
+    steps = []
+    for i, verdict in enumerate(verdicts):
+        claim = Claim("c", 0, 1, verdict is Verdict.NO_KNOWLEDGE)
+        tier = Tier.NONE if verdict is Verdict.NO_KNOWLEDGE else Tier.LLM
+        steps.append(step_result(Step(i, "c", 0, 1, (claim,), claim.no_knowledge),
+                                 [ClaimResult(claim, verdict, None, tier, error="bad" if tier is Tier.LLM else "")]))
+    return KnowledgeResult("c", tuple(steps), llm_calls=0, provenance=Provenance(), **chain_scores(steps))
+
+
+def test_a_chain_of_only_error_or_only_no_knowledge_steps_leaves_undefined_scores_absent():
+    from kgverify.v1 import common_pb2 as pb
+    from server.pipeline.types import Verdict
+
+    out = convert.knowledge_response(_result([Verdict.ERROR, Verdict.ERROR]))
+    assert not any(out.HasField(f) for f in ("knowledge_index", "knowledge_index_paper", "coverage"))
+    assert out.status == pb.CHAIN_STATUS_PARTIAL and out.error_steps == out.counts.error == 2
+    assert out.first_error_step == -1
+    assert all(s.verdict == pb.VERDICT_ERROR and not s.HasField("probabilities") for s in out.steps)
+    assert all(c.error == "bad" and not c.HasField("probabilities") for s in out.steps for c in s.claims)
+    out = convert.knowledge_response(_result([Verdict.NO_KNOWLEDGE]))
+    assert not out.HasField("knowledge_index") and not out.HasField("coverage")
+    assert out.HasField("knowledge_index_paper") and out.knowledge_index_paper == 1.0
+    assert out.status == pb.CHAIN_STATUS_OK and out.steps[0].tier == pb.JUDGE_TIER_NONE
