@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import difflib
 import re
+import unicodedata
 from dataclasses import dataclass
 
 _TRANSLATE = str.maketrans(
@@ -40,18 +41,28 @@ class _Normalized:
     def of(cls, text: str) -> "_Normalized":
         chars: list[str] = []
         origin: list[int] = []
-        # Lower-cased character by character: some characters lower to two ("İ" -> "i̇"), and each produced
-        # character maps back to the chain character it came from.
+        # Folded character by character: some characters lower to two ("İ" -> "i̇") or decompose ("é" -> "e" + U+0301),
+        # and each produced character maps back to the chain character it came from.
         for i, original in enumerate(text.translate(_TRANSLATE)):
             if original.isspace():
                 if chars and chars[-1] != " ":
                     chars.append(" ")
                     origin.append(i)
                 continue
-            for ch in original.lower():
+            for ch in _fold(original):
                 chars.append(ch)
                 origin.append(i)
         return cls("".join(chars), origin)
+
+
+# A label the model put in front of a step the chain does not number: "Step 2:", "2.", "2)", "-", "*", "•".
+_ADDED_LABEL = re.compile(r"(?:(?:step\s*\d{1,3}\s*[:.)]|\d{1,3}[.)]|[-*•])\s+)+", re.IGNORECASE)
+
+
+def _variants(step: str) -> list[str]:
+    """The step as the model wrote it, then without a label it may have added in front."""
+    m = _ADDED_LABEL.match(step)
+    return [step, step[m.end():]] if m and m.end() < len(step) else [step]
 
 
 def _lower(text: str) -> str:
@@ -59,8 +70,15 @@ def _lower(text: str) -> str:
     return "".join(ch.lower() for ch in text)
 
 
+def _fold(ch: str) -> str:
+    """One character lower-cased and canonically decomposed (NFD): "é" and "e" + U+0301 compare equal, so a
+    chain in NFD (macOS text) still matches the model's NFC copy, and the reverse."""
+    low = ch.lower()
+    return low if low.isascii() else unicodedata.normalize("NFD", low)
+
+
 def _normalize(text: str) -> str:
-    return " ".join(_lower(text.translate(_TRANSLATE)).split())
+    return " ".join("".join(_fold(ch) for ch in text.translate(_TRANSLATE)).split())
 
 
 class StepAligner:
@@ -82,6 +100,8 @@ class StepAligner:
         cursor = 0
         for index, step in enumerate(step_texts):
             found = self.find(step, cursor)
+            if found is None and starts:
+                found = self._overlapping(step, starts[-1], cursor)
             if found is None:
                 raise StepNotFoundError(index, step)
             start, end = found
@@ -89,11 +109,29 @@ class StepAligner:
             cursor = max(end, start + 1)
         return starts
 
+    def _overlapping(self, step: str, previous_start: int, previous_end: int) -> tuple[int, int] | None:
+        """A step that repeats the end of the previous one ("A. B." then "B. C."): its copy starting inside the
+        previous step and running past it. The previous step then ends where this one starts; a step found
+        only inside its predecessor (a repeated fragment) is still not found."""
+        for variant in _variants(step.strip()):
+            found = self._find_copy(variant, previous_start + 1)
+            if found is not None and found[0] < previous_end < found[1]:
+                return found
+        return None
+
     def find(self, step: str, cursor: int) -> tuple[int, int] | None:
         """(start, end) offsets of step in the chain at or after cursor, or None."""
         step = step.strip()
         if not step:
             return None
+        for variant in _variants(step):
+            found = self._find_copy(variant, cursor)
+            if found is not None:
+                return found
+        return self._find_words(step, cursor) if _normalize(step) else None
+
+    def _find_copy(self, step: str, cursor: int) -> tuple[int, int] | None:
+        """The earliest copy of step at or after cursor, exact or differing in whitespace, case, quotes, dashes."""
         pos = self.chain.find(step, cursor)
         if not _normalize(step):
             return (pos, pos + len(step)) if pos >= 0 else None
@@ -102,8 +140,7 @@ class StepAligner:
             # wrote "x = 2." for "x =  2.", and "x = 2." also occurs later): the step is the earlier one.
             earlier = self._find_normalized(step, cursor, before=pos)
             return earlier if earlier is not None else (pos, pos + len(step))
-        found = self._find_normalized(step, cursor)
-        return found if found is not None else self._find_words(step, cursor)
+        return self._find_normalized(step, cursor)
 
     def _find_normalized(self, step: str, cursor: int, before: int | None = None) -> tuple[int, int] | None:
         """(start, end) of the normalized step at or after cursor (and starting before `before`), or None."""

@@ -125,6 +125,11 @@ class LlmDecomposer:
         return await self.blocking.run(self._result, text, question, parsed)
 
     def _result(self, text: str, question: str, parsed: list[dict[str, str]]) -> SplitResult:
+        # A step with a blank step_text holds no chain text: it is left out (it was reported as text "not in the
+        # chain", failing the request). The chain's text is still all covered by the other steps.
+        parsed = [p for p in parsed if p["step_text"].strip()]
+        if not parsed:
+            raise BackendResponseError("the LLM decomposer returned only steps with an empty step_text")
         try:
             starts = StepAligner(text).starts([p["step_text"] for p in parsed])
         except StepNotFoundError as exc:
