@@ -115,6 +115,8 @@ def split_coordination(text: str, start: int, end: int, regions: _Regions) -> li
         right_words = _WORD.findall(text[m.end():min(end, m.end() + 80)])
         if left.words < 2 or len(right_words) < 2 or not left.verb:
             continue
+        if _elliptical(text, m.end(), end):
+            continue  # "..., but aspirin does not": the clause means nothing without the verb phrase before it
         clause_ok = bool(m.group("comma") or m.group("semi") or m.group("so") or m.group("word") in ("but", "whereas"))
         continues = _starts_predicate(right_words)
         if not (continues or (clause_ok and _starts_clause(right_words))):
@@ -124,6 +126,25 @@ def split_coordination(text: str, start: int, end: int, regions: _Regions) -> li
         left = _Left(cursor)
     spans.append((cursor, end, predicate))
     return spans
+
+
+_ELLIPSIS_TAIL = frozenset(("not", "too", "either", "so", "also", "n't"))
+_ELLIPSIS_HEAD = frozenset(("so", "neither", "nor"))
+
+
+def _elliptical(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] is a clause that leaves its verb phrase out: "aspirin does", "warfarin is not",
+    "ARBs don't", "so does liraglutide", "neither do ARBs" (split off, it would be judged as written)."""
+    if end - start > 60:
+        return False
+    tokens = [t.strip(".,;:!?)\"'”’").lower() for t in text[start:end].split()]
+    if not 2 <= len(tokens) <= 6:
+        return False
+    if tokens[0] in _ELLIPSIS_HEAD:
+        return tokens[1] in AUXILIARIES
+    # the clause must end with the auxiliary (a number after it is a predicate: "the new sum is 42")
+    tail = tokens[-2] if tokens[-1] in _ELLIPSIS_TAIL and len(tokens) > 2 else tokens[-1]
+    return tail in AUXILIARIES and not _finite_verb(tokens[0])
 
 
 class _Left:
