@@ -80,6 +80,20 @@ KNOWLEDGE_WORDS = frozenset(
     "stimulate stimulates secrete secretes secreted produce produces metabolized metabolised excreted cleared "
     "indicate indicates suggests suggest first-line contraindicated complication complications".split()
 )
+# Words of talk about the reasoning itself; a claim made of these (and stopwords) states nothing ("Hmm, I'm not
+# sure about that.", "Moving on to the next option."). A number or any other word makes it a candidate claim.
+REASONING_WORDS = frozenset(
+    "hmm hmmm okay ok alright wait well yes yeah oh ah um uh so now then next first again also actually anyway "
+    "alternatively maybe perhaps probably really quite pretty just still right wrong correct incorrect true false "
+    "sure unsure certain confident interesting tricky careful confusing confused mistake mistakes error oops "
+    "i'm i've i'd i'll let's that's it's what's there's let think thinking thought recall remember reconsider "
+    "reconsidering rethink consider considering check checking double-check double-checking verify verifying "
+    "look looking see seems seem seemed go going move moving back made make making work working figure "
+    "option options choice choices question questions step steps part point approach idea thing things something "
+    "anything everything case recap summarize summarise summary together putting put put's bit moment mind "
+    "fine good great hard easy clear obvious doesn't don't didn't isn't aren't wasn't can't won't".split()
+)
+_MATH_MARKS = frozenset("=<>+*/^\\$")  # an equation is not talk ("We see that: f(-x) = -f(x)")
 CASE_WORDS = frozenset("answer option choice diagnosis this these it we he she his her they that here there x y n"
                        .split())
 VERB_WORDS = frozenset("is are was were be been has have had can could may might must should will would does do did"
@@ -161,6 +175,9 @@ class NoKnowledgeDetector:
             return True  # only interjections, markup or punctuation
         if (not _ANSWER_HINTS.isdisjoint(words) or len(words) < 3) and _ANSWER.search(rest) or _META.match(rest):
             return True
+        if all(w in REASONING_WORDS or w in STOPWORDS or w in CASE_WORDS or len(w) == 1 and w.isalpha()
+               for w in words) and not any(c in _MATH_MARKS for c in rest):
+            return True  # only talk about the reasoning: "Wait, I made a mistake.", "Hmm, interesting.", "To recap:"
         knowledge = not KNOWLEDGE_WORDS.isdisjoint(words) or (
             not _PHRASE_HINTS.isdisjoint(words) and bool(_KNOWLEDGE_PHRASE.search(rest)))
         if _CONCLUSION_START.match(claim.lstrip()) and not knowledge and (

@@ -52,3 +52,32 @@ def test_a_negated_relation_between_the_questions_words_is_knowledge(claim):
 ])
 def test_negations_that_restate_or_talk_about_the_case_stay_no_knowledge(claim, question):
     assert is_no_knowledge(claim, question)
+
+
+@pytest.mark.parametrize("claim", [
+    "Hmm, interesting.",
+    "Wait, I made a mistake.",
+    "Alternatively, maybe I'm wrong.",
+    "I recall something about this.",
+    "Yes, correct.",
+    "Hmm, I'm not sure about that.",
+    "But wait, maybe the question is tricky.",
+    "That doesn't seem right.",
+    "Moving on to the next option.",
+    "Now, considering option D.",
+    "Putting it all together.",
+    "To recap:",
+    "Oops!",
+])
+def test_talk_about_the_reasoning_is_no_knowledge(claim):
+    assert is_no_knowledge(claim, MCQ)
+
+
+@pytest.mark.parametrize("claim", [
+    "Wait, insulin is a hormone.",
+    "Not all sulfonylurea cases are obvious.",
+    "We see that: f(-x) = -f(x) for an odd function.",
+    "Hmm, the error rate is 5 percent.",
+])
+def test_talk_with_a_fact_or_an_equation_in_it_is_judged(claim):
+    assert not is_no_knowledge(claim, MCQ)
