@@ -14,10 +14,13 @@ from typing import Callable
 
 _I = re.IGNORECASE
 # Discourse openers and interjections carry nothing; what follows them decides.
+# "No" is an interjection only before punctuation ("No, that is wrong."): "No antibiotics are needed" keeps its
+# negation. An opener word inside a compound ("First-line", "Well-controlled") is not an opener.
 _OPENER = re.compile(
-    r"^(?:(?:okay|ok|alright|all right|right|hmm+|um+|uh+|wait|well|yes|yeah|no|so|now|then|next|first|firstly|"
+    r"^(?:(?:(?:okay|ok|alright|all right|right|hmm+|um+|uh+|wait|well|yes|yeah|so|now|then|next|first|firstly|"
     r"second|secondly|third|finally|lastly|also|thus|therefore|hence|again|actually|oh|ah|great|good|"
-    r"in (?:summary|conclusion|short)|overall|to summari[sz]e|to conclude|that said)\b[\s,.:;!?-]*)+", _I)
+    r"in (?:summary|conclusion|short)|overall|to summari[sz]e|to conclude|that said)\b(?!-\w)|no\b(?=\s*[,.:;!?]))"
+    r"[\s,.:;!?-]*)+", _I)
 _CONCLUSION_START = re.compile(r"^(?:so|thus|therefore|hence|in (?:summary|conclusion)|overall|that means)\b", _I)
 _ANSWER = re.compile(
     r"\b(?:the|my|our) (?:final |correct |best |right )?(?:answer|option|choice)\b|^final answer\b|^answer\s*[:：]"

@@ -81,3 +81,17 @@ def test_talk_about_the_reasoning_is_no_knowledge(claim):
 ])
 def test_talk_with_a_fact_or_an_equation_in_it_is_judged(claim):
     assert not is_no_knowledge(claim, MCQ)
+
+
+URI = ("A 58-year-old man has type 2 diabetes and a viral upper respiratory infection. Which drug is first-line "
+       "therapy for his diabetes, and are antibiotics needed?")
+
+
+def test_a_leading_no_that_negates_the_claim_is_not_an_interjection():
+    # "No" was stripped as an opener: the claim became "antibiotics are needed for ..." (a restatement)
+    assert not is_no_knowledge("No antibiotics are needed for a viral upper respiratory infection.", URI)
+
+
+@pytest.mark.parametrize("claim", ["No, that is wrong.", "No. Let me redo this.", "Hmm, no, wait."])
+def test_no_before_punctuation_is_still_an_interjection(claim):
+    assert is_no_knowledge(claim, URI)
