@@ -174,7 +174,9 @@ class _Timed:
 
     def __exit__(self, kind, exc, tb) -> None:
         if kind is not None:
-            if issubclass(kind, asyncio.CancelledError):  # by the client, its deadline, or a shutdown
+            # by the client, its deadline, or a shutdown; GeneratorExit: a stream closed while it still had results
+            # to give (gRPC closes the generator instead of cancelling it at times), as the service interceptor reads it
+            if issubclass(kind, (asyncio.CancelledError, GeneratorExit)):
                 self.code = ended_code(self.context, self.stopping())
             else:
                 self.code = _failed_code(self.context)
