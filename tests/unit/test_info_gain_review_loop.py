@@ -5,21 +5,9 @@ from __future__ import annotations
 import threading
 
 from server.backends.lm import causal_lm
-from server.backends.lm.causal_lm import JobLogprobs, LmEstimator
+from server.backends.lm.causal_lm import LmEstimator
 from server.pipeline.deadline import NO_DEADLINE
-
-
-class CharLm:
-    name = "chars"
-
-    async def tokenize(self, texts, add_special_tokens, deadline):
-        return [[ord(c) for c in text] for text in texts]
-
-    async def context_tokens(self, deadline):
-        return None
-
-    async def score(self, job, deadline):
-        return JobLogprobs(tuple(tuple([-1.0] * (len(s) - st)) for s, st in zip(job.sequences, job.starts)), 0)
+from tests.helpers.char_lm import CharLm
 
 
 async def test_contexts_and_the_scoring_job_are_built_off_the_event_loop(monkeypatch):

@@ -4,33 +4,21 @@ from __future__ import annotations
 
 import math
 
-from server.backends.lm.causal_lm import ZERO_PROBABILITY, JobLogprobs, LmEstimator
+from server.backends.lm.causal_lm import ZERO_PROBABILITY, LmEstimator
 from server.pipeline.deadline import NO_DEADLINE
 from server.pipeline.info_gain import NON_FINITE, _finite
+from tests.helpers.char_lm import CharLm
 
 
-class CharLm:
-    """One token per character; log-probability -1 per answer token, NaN after prefix 1, -inf after prefix 2."""
+class NanLm(CharLm):
+    """Log-probability -1 per answer token, NaN after prefix 1, -inf after prefix 2."""
 
-    name = "chars"
-
-    async def tokenize(self, texts, add_special_tokens, deadline):
-        return [[ord(c) for c in text] for text in texts]
-
-    async def context_tokens(self, deadline):
-        return None
-
-    async def score(self, job, deadline):
-        values = []
-        for k, (seq, start) in enumerate(zip(job.sequences, job.starts)):
-            lp = [-1.0] * (len(seq) - start)
-            lp[0] = {1: math.nan, 2: -math.inf}.get(k, -1.0)
-            values.append(tuple(lp))
-        return JobLogprobs(tuple(values), prefill_tokens=0)
+    def logprobs(self, k, scored):
+        return ({1: math.nan, 2: -math.inf}.get(k, -1.0),) + (-1.0,) * (scored - 1)
 
 
 async def test_nan_is_reported_as_a_numerical_failure_and_minus_inf_as_zero_probability():
-    scores = _finite(await LmEstimator(CharLm()).score_prefixes("Q?", ["s1", "s2", "s3"], "ok", NO_DEADLINE))
+    scores = _finite(await LmEstimator(NanLm()).score_prefixes("Q?", ["s1", "s2", "s3"], "ok", NO_DEADLINE))
     assert scores.nll[0] == 3.0 and scores.nll[3] == 3.0  # " ok": three tokens
     assert scores.nll[1] is None and scores.null_reasons[1] == NON_FINITE  # was "zero probability"
     assert scores.nll[2] is None and scores.null_reasons[2] == ZERO_PROBABILITY
