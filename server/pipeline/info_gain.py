@@ -19,7 +19,7 @@ from .types import ChainStatus, InfoGainRequest, InfoGainResult, PrefixScores, S
 PAPER_MIN_STEPS = 3
 OVERFLOW = "the prefix does not fit the model's context"
 NON_FINITE = "the estimator returned a non-finite value for this prefix (NaN or infinity): a numerical failure"
-UNUSABLE = "the language model's answer was unusable, so this prefix has no score: {}"
+UNUSABLE = "the language model's answer was unusable, so {} no score: {}"
 log = logging.getLogger(__name__)
 
 
@@ -28,15 +28,18 @@ def _unusable(exc: BackendResponseError, count: int) -> PrefixScores:
     unusable answer makes that claim ERROR (never a score), the LM's makes these gains null and the chain partial,
     and the rest of the request (KI of a ScoreChain, other windows) stands."""
     log.warning("InfoGain: %s", exc)
-    return PrefixScores(nll=(None,) * count, answer_tokens=0, null_reasons=(UNUSABLE.format(exc),) * count)
+    reason = UNUSABLE.format("this prefix has", exc)
+    return PrefixScores(nll=(None,) * count, answer_tokens=0, null_reasons=(reason,) * count)
 
 
 async def _scored(estimator, c0: str, texts: Sequence[str], target: str, deadline: Deadline,
-                  count: int, **kwargs) -> PrefixScores:
+                  last: int | None = None) -> PrefixScores:
     try:
-        return _finite(await estimator.score_prefixes(c0, texts, target, deadline, **kwargs))
+        if last is None:
+            return _finite(await estimator.score_prefixes(c0, texts, target, deadline))
+        return _finite(await estimator.score_prefixes(c0, texts, target, deadline, last=last))
     except BackendResponseError as exc:
-        return _unusable(exc, count)
+        return _unusable(exc, len(texts) + 1 if last is None else min(last, len(texts) + 1))
 
 
 async def gather_or_cancel(*aws):
@@ -94,6 +97,7 @@ class _Gains:
     windowed: list[bool]
     prefill: int = 0
     calls: int = 0
+    answer_tokens: int = 0  # told by a window's call (the full pass may have been unusable)
 
 
 def _finite(scores: PrefixScores) -> PrefixScores:
@@ -149,8 +153,8 @@ async def _windowed(estimator, c0: str, texts: Sequence[str], window: int, targe
         j = i - window
         if estimator.kind == "lm":
             return await _scored(estimator, "\n".join([c0, *texts[j - 1:i - 1]]), [texts[i - 1]], target,
-                                 deadline, 2)
-        return await _scored(estimator, c0, texts[j - 1:i], target, deadline, 2, last=2)  # not all W + 1
+                                 deadline)
+        return await _scored(estimator, c0, texts[j - 1:i], target, deadline, last=2)  # not all W + 1
 
     # Concurrent calls let a local LM pack several windows into one pass.
     results = await gather_or_cancel(*(one(i) for i in todo))
@@ -160,6 +164,7 @@ async def _windowed(estimator, c0: str, texts: Sequence[str], window: int, targe
         out.windowed[i - 1] = True
         out.prefill += scores.prefill_tokens
         out.calls += scores.llm_calls
+        out.answer_tokens = out.answer_tokens or scores.answer_tokens
     return out
 
 
@@ -195,14 +200,16 @@ async def score_info_gain(
     texts = [s.text for s in split.steps]
     n = len(texts)
 
-    scores: PrefixScores = await _scored(estimator, c0, texts, target, deadline, n + 1)
+    scores: PrefixScores = await _scored(estimator, c0, texts, target, deadline)
     nll = list(scores.nll)
     gains = _full_gains(scores, n)
     if opts.window:
         gains = await _windowed(estimator, c0, texts, opts.window, target, gains, deadline)
 
     unit = 1.0 / math.log(2) if opts.units == "bits" else 1.0
-    gain_scale = unit / (scores.answer_tokens if opts.per_token and scores.answer_tokens > 0 else 1)
+    # the answer's token count, also when the full pass was unusable and a window's call told it
+    tokens = scores.answer_tokens or gains.answer_tokens
+    gain_scale = unit / (tokens if opts.per_token and tokens > 0 else 1)
 
     ppl: list[float | None] = [None] * (n + 1)
     paper_value, paper_reason = None, ""
@@ -213,11 +220,11 @@ async def score_info_gain(
             paper_value, paper_reason = _paper_value(ppl, n)
         except BackendResponseError as exc:
             log.warning("InfoGain, paper mode: %s", exc)
-            paper_reason = UNUSABLE.format(exc).replace("this prefix has", "the reference formula has")
+            paper_reason = UNUSABLE.format("the reference formula has", exc)
 
     truncated = list(scores.truncated) or [False] * (n + 1)
     steps = [
-        _step_gain(step, nll[i + 1], gains, i, scores.answer_tokens, unit, gain_scale, truncated[i + 1], ppl[i + 1])
+        _step_gain(step, nll[i + 1], gains, i, tokens, unit, gain_scale, truncated[i + 1], ppl[i + 1])
         for i, step in enumerate(split.steps)
     ]
     valid = [g for g in gains.gains if g is not None]
@@ -233,7 +240,7 @@ async def score_info_gain(
         perplexity_paper_initial=ppl[0],
         target=target_kind,
         target_text=target,
-        answer_tokens=scores.answer_tokens,
+        answer_tokens=tokens,
         units=opts.units,
         estimator=estimator.kind,
         prefill_tokens=scores.prefill_tokens + gains.prefill,

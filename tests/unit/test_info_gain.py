@@ -346,3 +346,26 @@ async def test_an_unusable_lm_answer_nulls_those_gains_with_the_reason_and_the_c
     req = request(STEPS)
     out = await scoring.chain(ChainRequest(knowledge=None, info_gain=req), make_deps(Garbled()), NO_DEADLINE)
     assert out.info_gain.status is ChainStatus.PARTIAL
+
+
+async def test_per_token_gains_keep_their_unit_when_only_the_full_pass_was_unusable():
+    """The full pass unusable, the windows scored: their per-token gains divide by the answer's tokens, as told by
+    the windows' calls (the unusable pass knows none; dividing by 1 gave whole-answer gains as per-token)."""
+    from server.pipeline.errors import BackendResponseError
+
+    class FullPassGarbled(FakeEstimator):
+        async def score_prefixes(self, context0, steps, target, deadline, last=None):
+            if context0 == "Q?":
+                raise BackendResponseError("vLLM returned non-JSON on /v1/completions (HTTP 200)")
+            return await super().score_prefixes(context0, steps, target, deadline, last)
+
+    steps = ["good one", "bad news", "plain two", "good three"]
+    whole = await score_info_gain(request(steps, answer="two words", window=1), make_deps(FullPassGarbled()),
+                                  NO_DEADLINE)
+    per_token = await score_info_gain(request(steps, answer="two words", window=1, per_token=True),
+                                      make_deps(FullPassGarbled()), NO_DEADLINE)
+    assert per_token.answer_tokens == 2
+    scored = [i for i, s in enumerate(whole.steps) if s.gain is not None]
+    assert scored == [2, 3]  # the windows; steps 0 and 1 needed the unusable full pass
+    for i in scored:
+        assert per_token.steps[i].gain == pytest.approx(whole.steps[i].gain / 2)
