@@ -83,7 +83,9 @@ async def gather_evidence(claims: Sequence[str], req: KnowledgeRequest, deps: Pi
     if kb is not None:
         vectors = {"vectors": vecs[: len(claims)]} if dense_kb else {}
         # A KB fact repeating a context passage already shown (same text and title) is skipped, so enough facts
-        # are fetched to still give top_k others (the best of a longer list are the same facts, in the same order).
+        # are fetched to still give top_k others. With an exact dense index the best of the longer list are the same
+        # facts in the same order; hybrid fusion over more candidates than KGV_KB__CANDIDATES, or an approximate
+        # index, may rank the tail differently.
         fetch = top_k + (min(top_k, len(req.context)) if req.context else 0)
         hits = await deps.blocking.run(kb.search, list(claims), fetch, mode, **vectors)
         for i, row in enumerate(hits):

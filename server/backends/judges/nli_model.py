@@ -55,8 +55,9 @@ def native_bf16() -> bool:
 
 def onednn_amx() -> bool:
     """Whether oneDNN may multiply bfloat16 with AMX tiles here: the CPU has AMX-BF16 and the operator did not cap
-    oneDNN below AMX (``ONEDNN_MAX_CPU_ISA``: unset, ``ALL`` or an ``*AMX*`` level)."""
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").strip().upper()
+    oneDNN below AMX (``ONEDNN_MAX_CPU_ISA``, or its older name ``DNNL_MAX_CPU_ISA``: unset, ``ALL`` or an ``*AMX*``
+    level)."""
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL")).strip().upper()
     return "amx_bf16" in cpu_flags() and (isa in ("", "ALL") or "AMX" in isa)
 
 
