@@ -109,6 +109,14 @@ def check_chain(chain: ChainInput, limits: Limits, out: list[FieldViolation]) ->
                                            f"{_over('max_reasoning_chars', limits.max_reasoning_chars)}"))
 
 
+def _passage_lengths(i: int, passage, limits: Limits, out: list[FieldViolation]) -> None:
+    """Length limits of context passage i's text, id, title and source (validation and the early size check)."""
+    _too_long(f"context[{i}].text", passage.text, limits, "max_passage_chars", out)
+    _too_long(f"context[{i}].id", passage.id, limits, "max_id_chars", out)
+    _too_long(f"context[{i}].title", passage.title, limits, "max_passage_meta_chars", out)
+    _too_long(f"context[{i}].source", passage.source, limits, "max_passage_meta_chars", out)
+
+
 def check_knowledge(req: KnowledgeRequest, limits: Limits, out: list[FieldViolation], options: str = "options") -> None:
     top_k = req.options.top_k
     if top_k is not None and not 1 <= top_k <= limits.max_top_k:
@@ -123,10 +131,7 @@ def check_knowledge(req: KnowledgeRequest, limits: Limits, out: list[FieldViolat
     for i, passage in enumerate(req.context):
         if not has_visible_content(passage.text):
             out.append(FieldViolation(f"context[{i}].text", empty_description(passage.text)))
-        _too_long(f"context[{i}].text", passage.text, limits, "max_passage_chars", out)
-        _too_long(f"context[{i}].id", passage.id, limits, "max_id_chars", out)
-        _too_long(f"context[{i}].title", passage.title, limits, "max_passage_meta_chars", out)
-        _too_long(f"context[{i}].source", passage.source, limits, "max_passage_meta_chars", out)
+        _passage_lengths(i, passage, limits, out)
         if passage.id in ids:
             if passage.id == f"context:{i}":  # the default id of a passage sent without one
                 out.append(FieldViolation(f"context[{i}].id", f"is empty, and its default id {passage.id!r} is "
@@ -260,10 +265,7 @@ def check_sizes(message, limits: Limits, *, knowledge: bool = True, info_gain: b
     for i, choice in enumerate(getattr(message, "choices", ()) if info_gain else ()):
         _too_long(f"choices[{i}]", choice, limits, "max_choice_chars", out)
     for i, passage in enumerate(getattr(message, "context", ()) if knowledge else ()):
-        _too_long(f"context[{i}].text", passage.text, limits, "max_passage_chars", out)
-        _too_long(f"context[{i}].id", passage.id, limits, "max_id_chars", out)
-        _too_long(f"context[{i}].title", passage.title, limits, "max_passage_meta_chars", out)
-        _too_long(f"context[{i}].source", passage.source, limits, "max_passage_meta_chars", out)
+        _passage_lengths(i, passage, limits, out)
     _raise(out)
 
 
