@@ -70,7 +70,8 @@ def main() -> int:
         return 1
     print(f"model-fetch: {model}: {len(keep)} files, {_gb(sizes, keep)}"
           + (f"; skipping {len(skip)} files vLLM does not load ({_gb(sizes, skip)}): {', '.join(skip)}" if skip else ""))
-    path = snapshot_download(model, revision=info.sha, allow_patterns=keep, token=token)
+    # No revision pin: vLLM, offline, resolves the cache's refs/main, which a download by commit hash leaves unset.
+    path = snapshot_download(model, allow_patterns=keep, token=token)
     print(f"model-fetch: {model} at {path}")
     return 0
 

@@ -84,12 +84,12 @@ def _info(files):
                                                           for f in files])
 
 
-def test_main_downloads_the_selection_at_the_listed_commit(fetch, monkeypatch, capsys):
+def test_main_downloads_the_selection_of_main(fetch, monkeypatch, capsys):
     monkeypatch.setenv("MODEL", "org/model")
     files = CONFIG + ["model.safetensors", "original/consolidated.00.pth"]
     calls = _hub(monkeypatch, fetch, info=_info(files))
     assert fetch.main() == 0
-    assert calls == [{"model": "org/model", "revision": "a" * 40, "allow": sorted(CONFIG + ["model.safetensors"]),
+    assert calls == [{"model": "org/model", "revision": None, "allow": sorted(CONFIG + ["model.safetensors"]),
                       "local": False}]
     out = capsys.readouterr().out
     assert "skipping 1 files vLLM does not load (2.0 GB): original/consolidated.00.pth" in out
