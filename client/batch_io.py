@@ -7,6 +7,7 @@ import gzip
 import json
 import os
 import re
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -25,6 +26,11 @@ INT_COLUMNS = ("error_steps", "first_error_step", "llm_calls", "n_steps")
 STRING_COLUMNS = ("id", "group", "question_id", "status", "status_code", "status_reason", "status_message",
                   "target", "estimator", "info_gain_null_reason")
 JSON_COLUMNS = ("counts", "steps", "provenance")
+# Longest CSV cell read (the csv module's own default, 131,072 characters, is less than one long chain with its
+# context): a row too large to send gets its own REQUEST_TOO_LARGE record instead of stopping the run.
+CSV_FIELD_LIMIT = 2**31 - 1
+# What reading a file that breaks off or is damaged midway raises (a truncated or corrupt .gz, an I/O error).
+READ_ERRORS = (OSError, EOFError, zlib.error)
 # Set on the record of a row without an id of its own (missing, invalid or repeated): the input row it is for.
 INPUT_ROW = "input_row"
 
@@ -71,7 +77,7 @@ def check_input(path: Path, fmt: str | None = None) -> str:
             _check_not_json_array(path)
         elif fmt == "csv":
             with _open_text(path, "utf-8-sig") as fh:
-                reader = csv.DictReader(fh)
+                reader = _csv_reader(fh)
                 try:
                     _require_id_column(path, reader.fieldnames)
                 except UnicodeDecodeError as exc:
@@ -80,9 +86,14 @@ def check_input(path: Path, fmt: str | None = None) -> str:
                     raise InputError(f"{path}: line {reader.line_num}: not readable as CSV ({exc})") from None
         else:
             _require_id_column(path, _parquet_file(path).schema_arrow.names, empty_ok=False)
-    except (OSError, EOFError) as exc:  # unreadable, or a damaged .gz
+    except READ_ERRORS as exc:  # unreadable, or a damaged .gz
         raise InputError(f"{path}: cannot be read ({exc})") from None
     return fmt
+
+
+def _csv_reader(fh) -> csv.DictReader:
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
+    return csv.DictReader(fh)
 
 
 def _require_id_column(path: Path, columns: list[str] | None, empty_ok: bool = True) -> None:
@@ -97,12 +108,15 @@ def read_rows(path: Path, fmt: str | None = None) -> Iterator[tuple[str, Any]]:
     """(row label, row dict or the RowError that kept it from being read) for each row of the dataset; InputError
     when the file as a whole cannot be read (see check_input)."""
     fmt = check_input(path, fmt)
-    if fmt == "csv":
-        yield from _csv_rows(path)
-    elif fmt == "parquet":
-        yield from _parquet_rows(path)
-    else:
-        yield from _jsonl_rows(path)
+    rows = _csv_rows(path) if fmt == "csv" else _parquet_rows(path) if fmt == "parquet" else _jsonl_rows(path)
+    label = None
+    try:
+        for label, row in rows:
+            yield label, row
+    except READ_ERRORS as exc:  # e.g. a .gz cut off by an interrupted download: the rows after it are lost
+        where = f"after {label.replace('-', ' ')}" if label else "before its first row"
+        raise InputError(f"{path}: cannot be read {where} ({exc}); repair or replace the file (e.g. download it "
+                         "again) and run the same command again") from None
 
 
 def _open_text(path: Path, encoding: str = "utf-8"):
@@ -171,7 +185,7 @@ def _decoded_line(raw: bytes, lineno: int) -> str | RowError:
         row_id = None
         try:
             row = json.loads(raw.decode("utf-8", "replace"))
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):
             row = None
         if (isinstance(row, dict) and isinstance(row.get("id"), (str, int)) and not isinstance(row["id"], bool)
                 and "\ufffd" not in str(row["id"])):
@@ -192,7 +206,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError as exc:
+            except ValueError as exc:  # (also a number Python will not convert: over 4300 digits)
                 yield f"line-{lineno}", RowError(f"line {lineno} is not valid JSON: {exc}", "INVALID_JSON")
                 continue
             except RecursionError:
@@ -203,7 +217,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
 
 def _csv_rows(path: Path) -> Iterator[tuple[str, Any]]:
     with _open_text(path, "utf-8-sig") as fh:  # -sig: Excel's "CSV UTF-8" starts with a byte order mark
-        reader = csv.DictReader(fh)
+        reader = _csv_reader(fh)
         rows = enumerate(reader, 1)
         while True:
             try:
@@ -233,7 +247,7 @@ def _csv_rows(path: Path) -> Iterator[tuple[str, Any]]:
 def _list_cell(key: str, value: str, number: int) -> Any:
     try:
         parsed = json.loads(value)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):
         raise RowError(f"row {number}: column {key!r} must hold a JSON list") from None
     if not isinstance(parsed, list):
         raise RowError(f"row {number}: column {key!r} must hold a JSON list")
