@@ -131,7 +131,7 @@ class _Ingest:
             return
         self.stats.documents += 1
         context = lead(doc.text, self.spec)
-        if context:
+        if context and doc.named:  # a row without an id is a source of its own
             known = self.store.source_context(doc.doc_id, doc.source)
             context = context if known is None else known
         docno = self.store.add_document(doc.doc_id, context, doc.source)

@@ -10,7 +10,7 @@ import os
 import re
 import sys
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -32,6 +32,10 @@ class Document:
     text: str
     source: str = ""
     title: str = ""
+    named: bool = field(default=True, compare=False)
+    """The id came from the input (a row without one is named <file>:<line>, which files of the same name in other
+    directories, or a later batch given to `kb add`, repeat for unrelated rows): only named documents share their
+    source's context."""
 
 
 @dataclass(frozen=True)
@@ -112,10 +116,11 @@ def _document(row: dict, fields: FieldMap, fallback_id: str, where: str) -> Docu
     if text is None or not text.strip():
         return None
     doc_id = row.get(fields.id)
-    doc_id = fallback_id if doc_id is None or str(doc_id) == "" else str(doc_id)
+    named = doc_id is not None and str(doc_id) != ""
     source = row.get(fields.source)
     title = row.get(fields.title)
-    return Document(doc_id, text, "" if source is None else str(source), "" if title is None else str(title))
+    return Document(str(doc_id) if named else fallback_id, text, "" if source is None else str(source),
+                    "" if title is None else str(title), named)
 
 
 _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")  # JSON's only way to hold a lone surrogate: an escape

@@ -1,0 +1,43 @@
+"""Knowledge base edge cases: ingestion ids and source context, chunking, retrieval (real MiniLM, FAISS, bm25s)."""
+
+import json
+
+from kb.build import add_documents, build_kb
+from kb.chunking import ChunkSpec
+from kb.ingest import DocumentReader
+
+
+class RecordingEmbedder:
+    """The real embedder, recording every text it is asked to encode."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.name, self.weights_hash, self.dim = inner.name, inner.weights_hash, inner.dim
+        self.encoded: list[str] = []
+
+    def encode(self, texts):
+        self.encoded.extend(texts)
+        return self._inner.encode(texts)
+
+
+def _jsonl(path, *texts):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    return path
+
+
+def test_rows_without_an_id_never_take_another_files_context(tmp_path, embedder):
+    # rows without an id are named <file>:<line>: files of the same name (shards in two directories, the next
+    # batch of docs.jsonl given to kb add) give unrelated rows the same name, and no source tells them apart
+    spec = ChunkSpec(max_chars=40, context_chars=200)
+    recorder = RecordingEmbedder(embedder)
+    _jsonl(tmp_path / "en" / "docs.jsonl", "Warfarin is an anticoagulant. It is monitored with the INR.")
+    _jsonl(tmp_path / "fr" / "docs.jsonl", "Saturn has many moons. The largest is Titan.")
+    build_kb(DocumentReader([tmp_path / "en", tmp_path / "fr"]), tmp_path / "kb", recorder, chunking=spec,
+             progress=False)
+    _jsonl(tmp_path / "next" / "docs.jsonl", "Mars is red. Its soil holds much iron oxide.")
+    add_documents(tmp_path / "kb", DocumentReader([tmp_path / "next"]), recorder, progress=False)
+    assert "Saturn has many moons.\nThe largest is Titan." in recorder.encoded
+    assert "Mars is red.\nIts soil holds much iron oxide." in recorder.encoded
+    in_warfarin_context = [text for text in recorder.encoded if text.startswith("Warfarin is an anticoagulant.\n")]
+    assert in_warfarin_context == ["Warfarin is an anticoagulant.\nIt is monitored with the INR."]
