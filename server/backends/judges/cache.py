@@ -12,6 +12,7 @@ from typing import Callable, Hashable, Sequence
 
 from ...pipeline.deadline import Deadline
 from ...pipeline.types import Evidence, JudgeItem, Judgement, Tier, Verdict
+from .cascade import llm_tier_deadline
 
 CacheKey = tuple[Hashable, ...]
 
@@ -126,8 +127,8 @@ class VerdictCache:
 
         Single flight: a key repeated within `items`, or being judged right now for another request on this
         event loop, is judged once; the others get that verdict as a hit (`cached: true`, no LLM calls). If
-        that judging fails, is cancelled, gives an uncacheable verdict or outlasts this deadline, the waiting
-        items are judged here after all."""
+        that judging fails, is cancelled, gives an uncacheable verdict or outlasts this deadline (less the time
+        kept to judge here), the waiting items are judged here after all."""
         loop = asyncio.get_running_loop()
         keys = [cache_key(item, judge.name, judge.prompt_version, kb_id) for item in items]
         out: list[Judgement | None] = [self._peek(key) for key in keys]
@@ -180,7 +181,9 @@ class VerdictCache:
 
     async def _await_others(self, judge, items, deadline: Deadline, keys: list, waiting: dict, out: list) -> None:
         """Takes the verdicts other calls are judging; judges here what they could not share in time."""
-        await asyncio.wait([flight for flight, _ in waiting.values()], timeout=deadline.remaining())
+        # Waiting stops with time left to judge here (the reserve the cascade keeps for its degraded verdicts): a
+        # caller with a shorter deadline than the judging one would otherwise wait it out and fail DEADLINE_EXCEEDED.
+        await asyncio.wait([flight for flight, _ in waiting.values()], timeout=llm_tier_deadline(deadline).remaining())
         again: list[list[int]] = []
         for flight, positions in waiting.values():
             judgement = flight.result() if flight.done() and not flight.cancelled() else None
