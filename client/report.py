@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .batch_io import is_batch_record, is_journal_file, journal_records
+from .render import printable
 from .report_html import fmt, fmt_pct, render_html, undefined_interval
 from .report_stats import METRICS, Chain, chain_of, compare, group_summary, step_gain_curve
 
@@ -106,7 +107,7 @@ def build_report(opts: ReportOptions) -> tuple[dict[str, Any], dict[str, list[Ch
     chains = load_chains(opts.inputs, opts.by)
     baseline = opts.baseline if opts.baseline is not None else default_baseline(chains)
     if baseline not in chains:
-        raise ReportError(f"no group {baseline!r} (groups: {', '.join(chains)})")
+        raise ReportError(printable(f"no group {baseline!r} (groups: {', '.join(chains)})"))
     chains = {baseline: chains[baseline], **{g: c for g, c in chains.items() if g != baseline}}
 
     def rng(*key: str) -> np.random.Generator:
@@ -137,6 +138,7 @@ def render_figures(report: dict[str, Any], chains: dict[str, list[Chain]]) -> di
 
 
 def render_text(report: dict[str, Any]) -> str:
+    """The report for a terminal: group names come from the journals, so controls in them show as escapes."""
     lines = []
     for group, summary in report["groups"].items():
         lines.append(f"{report['by']}={group}: n={summary['n']}, error rows={summary['n_error']}")
@@ -151,7 +153,7 @@ def render_text(report: dict[str, Any]) -> str:
                     or not rel.get("undefined_share") else undefined_interval(rel["undefined_share"]))
         lines.append(f"{c['group']} vs {c['baseline']}  {c['metric']:<22} {fmt(c['mean'][0])} -> {fmt(c['mean'][1])}"
                      f"  change {fmt_pct(rel['value'])} {interval}  ({pairing})")
-    return "\n".join(lines)
+    return "\n".join(map(printable, lines))
 
 
 def check_output_paths(opts: ReportOptions) -> None:

@@ -1,0 +1,38 @@
+"""`kgverify report` and the evaluate tables as an auditor reads them: group names from a journal never reach the
+terminal as control sequences nor stop the report, every group is named in the figures' legends with the right
+chain count, and a long step keeps its evidence id in the table."""
+
+import json
+
+from client import report_plots
+from client.cli import main
+from client.report import ReportOptions, run_report
+
+HOSTILE_GROUP = "sft\x1b]0;owned\x07\x1b[2J\u202e"
+
+
+def _record(i, group, ki=0.5, gains=(0.1, 0.2), **fields):
+    return {"id": f"{group}{i}", "status": "ok", "group": group, "knowledge_index": ki, "knowledge_index_paper": ki,
+            "coverage": 1.0, "info_gain": None if None in gains else sum(gains) / len(gains),
+            "counts": {"supported": 1, "contradicted": 0, "not_enough_info": 0},
+            "steps": [{"gain": g} for g in gains], **fields}
+
+
+def _journal(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def _raw_controls(text):
+    return [c for c in text if (ord(c) < 0x20 and c not in "\n\t") or 0x7f <= ord(c) <= 0x9f
+            or 0x202a <= ord(c) <= 0x202e or 0x2066 <= ord(c) <= 0x2069]
+
+
+def test_group_names_reach_the_terminal_without_control_sequences(tmp_path, capsys):
+    path = _journal(tmp_path / "s.jsonl", [_record(i, g) for g in ("base", HOSTILE_GROUP) for i in range(3)])
+    assert main(["report", "--bootstrap", "20", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert _raw_controls(out) == [] and "sft\\x1b]0;owned\\x07\\x1b[2J\\u202e vs base" in out
+    assert main(["report", "--bootstrap", "20", str(path), "--baseline", "rl"]) == 1
+    err = capsys.readouterr().err
+    assert _raw_controls(err) == [] and "no group 'rl' (groups: base, sft\\x1b]0;owned" in err
