@@ -14,7 +14,7 @@ import numpy as np
 from .batch_io import is_batch_record, is_journal_file, journal_records
 from .render import printable
 from .report_html import fmt, fmt_pct, render_html, undefined_interval
-from .report_stats import METRICS, Chain, chain_of, compare, group_summary, step_gain_curve
+from .report_stats import METRICS, Chain, chain_of, compare, group_summary, step_gain_curve, text_of
 
 FILE_GROUPING = "file"  # --by file: one group per input file (e.g. base.jsonl, sft.jsonl, rl.jsonl)
 
@@ -114,7 +114,7 @@ def build_report(opts: ReportOptions) -> tuple[dict[str, Any], dict[str, list[Ch
         return _rng(opts.seed, *key)
 
     report: dict[str, Any] = {
-        "inputs": [str(p) for p in opts.inputs], "by": opts.by, "baseline": baseline,
+        "inputs": [text_of(p) for p in opts.inputs], "by": opts.by, "baseline": baseline,
         "bootstrap": {"samples": opts.samples, "seed": opts.seed, "level": 0.95},
         "groups": {g: group_summary(c, rng(g), opts.samples) for g, c in chains.items()},
         "comparisons": [compare(m, chains[baseline], chains[g], (baseline, g), rng(g, m), opts.samples).to_dict()

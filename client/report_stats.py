@@ -41,11 +41,18 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
+def text_of(value: Any) -> str:
+    """A name from a journal or a file name as valid Unicode: a lone surrogate (half of an emoji cut off, or a
+    byte of a file name that is not UTF-8) shows as its escape (\\ud83d) instead of failing every output."""
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def chain_of(record: dict[str, Any], by: str, group: str | None = None) -> Chain:
     """The report's view of one record; `group` overrides the --by field (grouping by input file)."""
     if group is None:
         raw = record.get(by)
-        group = NO_GROUP if raw is None or raw == "" else str(raw)
+        group = NO_GROUP if raw is None or raw == "" else raw
+    group = text_of(group)
     ok = isinstance(record.get("status"), str)
     values = {m: _number(record.get(m)) for m in METRICS if m != "contradiction_rate"}
     values["contradiction_rate"] = contradiction_rate(record.get("counts")) if ok else None

@@ -36,3 +36,18 @@ def test_group_names_reach_the_terminal_without_control_sequences(tmp_path, caps
     assert main(["report", "--bootstrap", "20", str(path), "--baseline", "rl"]) == 1
     err = capsys.readouterr().err
     assert _raw_controls(err) == [] and "no group 'rl' (groups: base, sft\\x1b]0;owned" in err
+
+
+def test_group_names_and_file_names_that_are_not_valid_unicode_are_shown_escaped(tmp_path, capsys):
+    # A lone surrogate ("\ud800" in a JSON string, e.g. an emoji cut in half) and a file name that is not UTF-8.
+    path = _journal(tmp_path / "s.jsonl", [_record(i, g) for g in ("base", "sft\ud83d") for i in range(3)])
+    latin1 = _journal(tmp_path / "r\xe9sum\xe9.jsonl".encode("latin-1").decode("utf-8", "surrogateescape"),
+                      [_record(i, "x") for i in range(3)])
+    report = run_report(ReportOptions(inputs=[path], samples=20, html=tmp_path / "r.html", json_out=tmp_path / "r.json"))
+    assert list(report["groups"]) == ["base", "sft\\ud83d"]
+    assert "sft\\ud83d" in (tmp_path / "r.html").read_text(encoding="utf-8")
+    report = run_report(ReportOptions(inputs=[path, latin1], by="file", samples=20, html=tmp_path / "f.html"))
+    assert list(report["groups"]) == ["s", "r\\udce9sum\\udce9"]
+    assert "r\\udce9sum\\udce9.jsonl" in (tmp_path / "f.html").read_text(encoding="utf-8")
+    assert main(["report", "--bootstrap", "20", str(path)]) == 0
+    assert "sft\\ud83d vs base" in capsys.readouterr().out
