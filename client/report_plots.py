@@ -33,6 +33,12 @@ def _text(name: str) -> str:
     return str(name).replace("$", r"\$")
 
 
+def _legend(ax, handles: list, loc: str) -> None:
+    """A legend of these artists under their labels: left to itself, matplotlib leaves out every label that
+    starts with "_" (a group named _base would be a curve without a name)."""
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=9, loc=loc)
+
+
 def _colors(groups: list[str]) -> dict[str, Any]:
     from matplotlib import colormaps
 
@@ -57,14 +63,15 @@ def info_gain_curves(curves: dict[str, list[dict]], chains: dict[str, list[Chain
     colors = _colors(groups)
     fig = _figure(11, 4.2)
     left, right = fig.subplots(1, 2)
+    handles = []
     for group in groups:
         points = curves[group]
         if not points:
             continue
         steps = [p["step"] for p in points]
-        scored = sum(1 for c in chains[group] if c.gains)
-        left.plot(steps, [p["mean"] for p in points], marker="o", ms=3, color=colors[group],
-                  label=f"{_text(group)} ({scored} chains)")
+        scored = sum(1 for c in chains[group] if any(g is not None for g in c.gains))  # (KI-only rows: no gain)
+        handles += left.plot(steps, [p["mean"] for p in points], marker="o", ms=3, color=colors[group],
+                             label=f"{_text(group)} ({scored} chains)")
         left.fill_between(steps, [p["ci"][0] for p in points], [p["ci"][1] for p in points], color=colors[group],
                           alpha=0.18, linewidth=0)
         cumulative = [_cumulative(c) for c in chains[group]]
@@ -77,8 +84,8 @@ def info_gain_curves(curves: dict[str, list[dict]], chains: dict[str, list[Chain
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    if left.get_legend_handles_labels()[0]:  # (no group reaches 3 chains with gains: no curve)
-        left.legend(fontsize=9, loc="best")
+    if handles:  # (no group reaches 3 chains with gains: no curve)
+        _legend(left, handles, loc="best")
     return _png(fig)
 
 
@@ -91,13 +98,15 @@ def ki_distributions(chains: dict[str, list[Chain]]) -> bytes:
     bins = np.linspace(0, 1, 11)
     data = {g: np.array([c.values["knowledge_index"] for c in chains[g] if c.values["knowledge_index"] is not None])
             for g in groups}
+    handles = []
     for group in groups:
         values = data[group]
         if values.size:
-            left.hist(values, bins=bins, weights=np.full(values.size, 1 / values.size), histtype="step",
-                      linewidth=2, color=colors[group], label=f"{_text(group)} (n={values.size})")
+            handles += left.hist(values, bins=bins, weights=np.full(values.size, 1 / values.size), histtype="step",
+                                 linewidth=2, color=colors[group], label=f"{_text(group)} (n={values.size})")[2]
     left.set(title="Knowledge Index per chain", xlabel="knowledge_index", ylabel="fraction of chains", xlim=(0, 1))
-    left.legend(fontsize=9, loc="upper left")
+    if handles:
+        _legend(left, handles, loc="upper left")
     shown = [g for g in groups if data[g].size]
     if shown:
         box = right.boxplot([data[g] for g in shown], tick_labels=[_text(g) for g in shown], showmeans=True, widths=0.5,

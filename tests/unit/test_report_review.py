@@ -51,3 +51,26 @@ def test_group_names_and_file_names_that_are_not_valid_unicode_are_shown_escaped
     assert "r\\udce9sum\\udce9.jsonl" in (tmp_path / "f.html").read_text(encoding="utf-8")
     assert main(["report", "--bootstrap", "20", str(path)]) == 0
     assert "sft\\ud83d vs base" in capsys.readouterr().out
+
+
+def _legends(monkeypatch, tmp_path, records):
+    """The legend texts of each figure, read off the figures the report draws."""
+    drawn = []
+    png = report_plots._png
+    monkeypatch.setattr(report_plots, "_png", lambda fig: drawn.append(fig) or png(fig))
+    run_report(ReportOptions(inputs=[_journal(tmp_path / "s.jsonl", records)], samples=20, plots_dir=tmp_path / "p"))
+    return [[t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()] for fig in drawn]
+
+
+def test_every_group_is_in_the_legends_even_when_its_name_starts_with_an_underscore(tmp_path, monkeypatch):
+    records = [_record(i, g) for g in ("_base", "sft") for i in range(4)]
+    curves, ki, _ = _legends(monkeypatch, tmp_path, records)
+    assert curves == ["_base (4 chains)", "sft (4 chains)"]
+    assert ki == ["_base (n=4)", "sft (n=4)"]
+
+
+def test_the_info_gain_legend_counts_the_chains_with_gains(tmp_path, monkeypatch):
+    # Rows without an answer are scored for KI only: their steps have no gain and are not InfoGain chains.
+    records = [_record(i, "base") for i in range(3)] + [_record(i, "base", gains=(None, None)) for i in range(3, 8)]
+    curves, ki, _ = _legends(monkeypatch, tmp_path, records)
+    assert curves == ["base (3 chains)"] and ki == ["base (n=8)"]
