@@ -39,6 +39,15 @@ def _probs(step: StepScore) -> str:
     return "-" if p is None else f"{p.supported:.2f}/{p.contradicted:.2f}/{p.not_enough_info:.2f}"
 
 
+def _wrap(text: str, evidence: str, width: int, max_lines: int = 3) -> list[str]:
+    """A step's text and evidence id in at most max_lines lines; a longer text ends in " …" and keeps the id."""
+    wrapped = textwrap.wrap(text + evidence, width) or [""]
+    if len(wrapped) <= max_lines:
+        return wrapped
+    placeholder = " …" + evidence if len(evidence) + 2 < width else " …"
+    return textwrap.wrap(text, width, max_lines=max_lines, placeholder=placeholder)
+
+
 def step_table(score: ChainScore, expected: Sequence[str] | None = None) -> str:
     width = max(60, shutil.get_terminal_size((120, 20)).columns)
     head = f"{'#':>2}  {'verdict':<16}{'P(s/c/n)':<16}{'gain':>7}  "
@@ -53,9 +62,9 @@ def step_table(score: ChainScore, expected: Sequence[str] | None = None) -> str:
             mark = "ok" if want == step.verdict else "!!"
             row += f"{printable(want) + ' ' + mark:<16}"
         evidence = f" [{step.evidence[0].fact_id}]" if step.evidence and step.verdict not in ("no_knowledge",) else ""
-        wrapped = textwrap.wrap(printable(step.text + evidence), text_width) or [""]
+        wrapped = _wrap(printable(step.text), printable(evidence), text_width)
         lines.append(row + wrapped[0])
-        lines.extend(" " * len(row) + more for more in wrapped[1:3])
+        lines.extend(" " * len(row) + more for more in wrapped[1:])
     return "\n".join(lines)
 
 

@@ -6,7 +6,9 @@ import json
 
 from client import report_plots
 from client.cli import main
+from client.render import render_chain
 from client.report import ReportOptions, run_report
+from client.types import ChainScore, Evidence, StepScore
 
 HOSTILE_GROUP = "sft\x1b]0;owned\x07\x1b[2J\u202e"
 
@@ -74,3 +76,14 @@ def test_the_info_gain_legend_counts_the_chains_with_gains(tmp_path, monkeypatch
     records = [_record(i, "base") for i in range(3)] + [_record(i, "base", gains=(None, None)) for i in range(3, 8)]
     curves, ki, _ = _legends(monkeypatch, tmp_path, records)
     assert curves == ["base (3 chains)"] and ki == ["base (n=8)"]
+
+
+def test_a_long_step_is_cut_visibly_and_keeps_its_evidence_id(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    evidence = Evidence(fact_id="kb:42", text="t", source="s", score=0.5, title="", origin="kb")
+    long = StepScore(index=1, text=" ".join(["metformin lowers hepatic glucose output"] * 12) + " in renal failure",
+                     start=0, end=10, verdict="contradicted", evidence=(evidence,))
+    short = StepScore(index=2, text="short", start=0, end=5, verdict="supported", evidence=(evidence,))
+    table = render_chain(ChainScore(steps=(long, short), chain_text="x", status="ok")).splitlines()
+    assert table[2].startswith(" 1  contradicted") and table[4].endswith(" … [kb:42]")
+    assert table[5].startswith(" 2  supported") and table[5].endswith("short [kb:42]")
