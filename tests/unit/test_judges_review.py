@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from server.backends.judges.cache import VerdictCache
+from server.backends.judges.cache import VerdictCache, cache_key
 from server.pipeline.deadline import Deadline
 from server.pipeline.errors import BackendTimeoutError
 from server.pipeline.types import Evidence, EvidenceOrigin, JudgeItem, Judgement, LabelProbs, Tier, Verdict
@@ -45,3 +45,53 @@ async def test_a_waiter_stops_waiting_with_time_left_to_judge_its_claims_itself(
     owner.cancel()
     with pytest.raises(asyncio.CancelledError):
         await owner
+
+
+class EchoJudge:
+    """Supports every claim, relying on its evidence in reverse order (the deciding evidence first)."""
+
+    name = "echo"
+    prompt_version = "p1"
+
+    async def judge(self, items, deadline):
+        return [Judgement(Verdict.SUPPORTED, LabelProbs(0.9, 0.05, 0.05), Tier.EMBEDDED,
+                          evidence=tuple(reversed(item.evidence))) for item in items]
+
+
+def _passages(n: int, tag: str, size: int = 10_000) -> tuple[Evidence, ...]:
+    return tuple(Evidence(f"context:{i}", f"{tag} passage {i} " + "x" * size, "", "", 0.5, EvidenceOrigin.CONTEXT)
+                 for i in range(n))
+
+
+async def test_cached_verdicts_do_not_keep_the_evidence_texts_alive():
+    """The cache is bounded in entries; an entry must not hold its evidence texts (up to top_k passages of
+    max_passage_chars each), or 10,000 entries from long-context requests hold gigabytes."""
+    import gc
+    import tracemalloc
+
+    cache, judge = VerdictCache(10_000), EchoJudge()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(100):  # 100 requests, each one claim against 5 passages of 10,000 characters of its own
+            await cache.judge_through(judge, [JudgeItem(f"claim {n}", _passages(5, f"request {n}"))], Deadline())
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(cache) == 100
+    assert kept < 1_000_000  # the texts alone are 5 MB
+
+
+async def test_a_hit_shows_this_request_s_evidence_in_the_stored_verdict_s_order():
+    cache, judge = VerdictCache(100), EchoJudge()
+    first = JudgeItem("claim", _passages(3, "same", size=10))
+    (fresh,) = await cache.judge_through(judge, [first], Deadline())
+    again = JudgeItem("claim", tuple(Evidence(e.fact_id, e.text, e.source, e.title, 0.9, e.origin)
+                                      for e in first.evidence))
+    (hit,) = await cache.judge_through(judge, [again], Deadline())
+    assert hit.cached and [e.fact_id for e in hit.evidence] == [e.fact_id for e in fresh.evidence] == [
+        "context:2", "context:1", "context:0"]
+    assert all(e.score == 0.9 for e in hit.evidence)  # this request's evidence objects
+    assert cache.get(cache_key(again, judge.name, judge.prompt_version, ""), again).evidence == hit.evidence

@@ -67,7 +67,8 @@ class VerdictCache:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
-        self._entries: OrderedDict[CacheKey, Judgement] = OrderedDict()
+        # key -> (verdict, its evidence as positions in the key's evidence, or None when the verdict holds its own)
+        self._entries: OrderedDict[CacheKey, tuple[Judgement, tuple[int, ...] | None]] = OrderedDict()
         self._lock = threading.Lock()  # held only for dict operations, never across an await
         self.hits = 0
         self.misses = 0
@@ -81,18 +82,24 @@ class VerdictCache:
         with self._lock:
             return len(self._entries)
 
-    def get(self, key: CacheKey) -> Judgement | None:
-        judgement = self._peek(key)
+    def get(self, key: CacheKey, item: JudgeItem | None = None) -> Judgement | None:
+        """The stored verdict as a hit; its evidence is `item`'s (the claim looked up) in the verdict's order, or
+        None without `item` (the cache keeps the order, not the evidence)."""
+        judgement = self._peek(key, item)
         self._count(judgement is not None, judgement is None)
         return judgement
 
-    def _peek(self, key: CacheKey) -> Judgement | None:
+    def _peek(self, key: CacheKey, item: JudgeItem | None = None) -> Judgement | None:
         """The stored verdict as a hit (`cached`, no LLM calls), counting nothing."""
         with self._lock:
-            judgement = self._entries.get(key)
-            if judgement is None:
+            entry = self._entries.get(key)
+            if entry is None:
                 return None
             self._entries.move_to_end(key)
+        judgement, order = entry
+        if order is not None:
+            shown = tuple(item.evidence[i] for i in order) if item is not None else None
+            judgement = dataclasses.replace(judgement, evidence=shown)
         return _as_hit(judgement)
 
     def _count(self, hits: int, misses: int) -> None:
@@ -103,9 +110,20 @@ class VerdictCache:
     def put(self, key: CacheKey, judgement: Judgement) -> None:
         if not cacheable(judgement):
             return
-        stored = dataclasses.replace(judgement, cached=False)
+        stored, order = dataclasses.replace(judgement, cached=False), None
+        if judgement.evidence:
+            # The entry keeps the verdict's evidence order, not the evidence: the key names every item (the hit's
+            # request brings its own copies), and the texts of top_k long passages would make each entry heavy.
+            positions: dict = {}
+            for i, evidence_key in enumerate(key[1] if len(key) > 1 and isinstance(key[1], tuple) else ()):
+                positions.setdefault(evidence_key, i)
+            order = tuple(positions.get(_evidence_key(e), -1) for e in judgement.evidence)
+            if -1 in order:  # evidence the key does not name: kept as it is
+                order = None
+            else:
+                stored = dataclasses.replace(stored, evidence=None)
         with self._lock:
-            self._entries[key] = stored
+            self._entries[key] = (stored, order)
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
@@ -131,7 +149,7 @@ class VerdictCache:
         kept to judge here), the waiting items are judged here after all."""
         loop = asyncio.get_running_loop()
         keys = [cache_key(item, judge.name, judge.prompt_version, kb_id) for item in items]
-        out: list[Judgement | None] = [self._peek(key) for key in keys]
+        out: list[Judgement | None] = [self._peek(key, item) for key, item in zip(keys, items)]
         own: dict[CacheKey, list[int]] = {}  # judged by this call: key -> its positions in items
         waiting: dict[CacheKey, tuple[asyncio.Future, list[int]]] = {}  # judged by another call right now
         with self._lock:
