@@ -68,14 +68,18 @@ def info_gain_curves(curves: dict[str, list[dict]], chains: dict[str, list[Chain
         points = curves[group]
         if not points:
             continue
-        steps = [p["step"] for p in points]
+        # A step without a point (too few defined gains there) is a gap in the line, not a straight line over it.
+        steps = list(range(1, points[-1]["step"] + 1))
+        by_step = {p["step"]: p for p in points}
+        shown = [by_step.get(s, {"mean": np.nan, "ci": [np.nan, np.nan]}) for s in steps]
         scored = sum(1 for c in chains[group] if any(g is not None for g in c.gains))  # (KI-only rows: no gain)
-        handles += left.plot(steps, [p["mean"] for p in points], marker="o", ms=3, color=colors[group],
+        handles += left.plot(steps, [p["mean"] for p in shown], marker="o", ms=3, color=colors[group],
                              label=f"{_text(group)} ({scored} chains)")
-        left.fill_between(steps, [p["ci"][0] for p in points], [p["ci"][1] for p in points], color=colors[group],
+        left.fill_between(steps, [p["ci"][0] for p in shown], [p["ci"][1] for p in shown], color=colors[group],
                           alpha=0.18, linewidth=0)
         cumulative = [_cumulative(c) for c in chains[group]]
-        means = [np.mean([c[s - 1] for c in cumulative if len(c) >= s]) for s in steps]
+        reached = [[c[s - 1] for c in cumulative if len(c) >= s] for s in steps]
+        means = [np.mean(values) if values else np.nan for values in reached]
         right.plot(steps, means, marker="o", ms=3, color=colors[group], label=_text(group))
     left.axhline(0, color="0.4", linewidth=0.8)
     right.axhline(0, color="0.4", linewidth=0.8)

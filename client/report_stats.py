@@ -194,11 +194,13 @@ def group_summary(chains: list[Chain], rng: np.random.Generator, n_boot: int) ->
 
 def step_gain_curve(chains: list[Chain], max_steps: int, rng: np.random.Generator,
                     n_boot: int, min_chains: int = 3) -> list[dict[str, Any]]:
-    """Mean InfoGain at each step index (1-based) with its interval, while at least min_chains reach it."""
+    """Mean InfoGain at each step index (1-based) with its interval, while at least min_chains reach it; a step
+    where fewer than min_chains have a defined gain (the others' are null) has no point, and the curve goes on."""
     curve = []
     for index in range(max_steps):
-        values = [c.gains[index] for c in chains if index < len(c.gains) and c.gains[index] is not None]
-        if len(values) < min_chains:
+        if sum(index < len(c.gains) for c in chains) < min_chains:
             break
-        curve.append({"step": index + 1, "n": len(values), **bootstrap_mean(values, rng, n_boot)})
+        values = [c.gains[index] for c in chains if index < len(c.gains) and c.gains[index] is not None]
+        if len(values) >= min_chains:
+            curve.append({"step": index + 1, "n": len(values), **bootstrap_mean(values, rng, n_boot)})
     return curve

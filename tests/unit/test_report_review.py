@@ -4,6 +4,8 @@ chain count, and a long step keeps its evidence id in the table."""
 
 import json
 
+import numpy as np
+
 from client import report_plots
 from client.cli import main
 from client.render import render_chain
@@ -87,3 +89,21 @@ def test_a_long_step_is_cut_visibly_and_keeps_its_evidence_id(monkeypatch):
     table = render_chain(ChainScore(steps=(long, short), chain_text="x", status="ok")).splitlines()
     assert table[2].startswith(" 1  contradicted") and table[4].endswith(" … [kb:42]")
     assert table[5].startswith(" 2  supported") and table[5].endswith("short [kb:42]")
+
+
+def test_the_info_gain_curve_goes_on_past_a_step_whose_gains_are_mostly_null(tmp_path, monkeypatch):
+    # Step 2 of four chains is null (the language model's answer for that prefix was unusable): the chains still
+    # reach steps 3 and 4, and the curve shows them, with a gap at step 2.
+    drawn = []
+    png = report_plots._png
+    monkeypatch.setattr(report_plots, "_png", lambda fig: drawn.append(fig) or png(fig))
+    records = [_record(i, "base", gains=(0.1, None if i < 4 else 0.2, 0.3, 0.4)) for i in range(6)]
+    report = run_report(ReportOptions(inputs=[_journal(tmp_path / "s.jsonl", records)], samples=20,
+                                      plots_dir=tmp_path / "p"))
+    curve = report["info_gain_curves"]["base"]
+    assert [(p["step"], p["n"], round(p["mean"], 6)) for p in curve] == [(1, 6, 0.1), (3, 6, 0.3), (4, 6, 0.4)]
+    line = drawn[0].axes[0].get_lines()[0]
+    assert list(line.get_xdata()) == [1, 2, 3, 4] and np.isnan(line.get_ydata()[1])
+    records = [_record(i, "base", gains=(0.1,) * (2 + (i < 2) * 8)) for i in range(6)]  # only 2 chains are long
+    report = run_report(ReportOptions(inputs=[_journal(tmp_path / "s.jsonl", records)], samples=20))
+    assert [p["step"] for p in report["info_gain_curves"]["base"]] == [1, 2]
