@@ -44,9 +44,13 @@ class KbHolder:
         from kb.knowledge_base import FaissKnowledgeBase, LoadOptions
 
         with self._load_lock:  # concurrent reloads load one after the other; the last one wins
-            path = Path(self.settings.path) if self.settings.path else ensure_demo_kb(self.settings.cache_dir, embedder)
+            # the demo KB's cache directory is named in messages until the demo is there: building it may fail (a
+            # directory that cannot be written, a full disk), a load failure like any other, not "still loading"
+            path = Path(self.settings.path or self.settings.cache_dir).expanduser()
             try:
                 try:
+                    if not self.settings.path:
+                        path = ensure_demo_kb(self.settings.cache_dir, embedder)
                     kb = FaissKnowledgeBase.load(path, embedder, LoadOptions.from_settings(self.settings))
                 except KnowledgeBaseCorruptError as exc:
                     if self.settings.path:
