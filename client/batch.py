@@ -13,10 +13,11 @@ import re
 import stat
 import sys
 import time
+from collections import deque
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Iterable, Iterator
 
 from tqdm import tqdm
 
@@ -45,6 +46,9 @@ NO_TARGET = "the row has no answer or gold_answer: InfoGain needs a target (KI o
 REQUEST_HEADROOM_BYTES = 16 * 1024  # of a stream message: its item id and framing around the chain request
 STREAM_ITEM_OVERHEAD_BYTES = 64  # a stream message's bytes besides its chain request (the item id, field headers)
 STALL_TIMEOUT_S = 900.0  # the server gives each stream item at most 600 s: a stream silent for longer is stuck
+# With --keep-order, finished records held for an earlier row still being scored: past this many (or 4 per chain in
+# flight, if more), no new row is read until the earlier one is written.
+REORDER_LIMIT = 1024
 _MESSAGE_LIMIT = re.compile(r"(?:Sent|Received) message larger than max \((\d+) vs\. (\d+)\)")
 
 
@@ -390,15 +394,18 @@ def _too_large(size: int, limit: int, label: str) -> VerifierError:
         "reasoning anyway)")
 
 
-def plan_items(opts: BatchOptions, journal: Journal, summary: BatchSummary) -> list[tuple[int, Item | dict]]:
-    """(input position, item to send or error record of a row that is bad before any call), in input order.
+def plan_items(opts: BatchOptions, journal: Journal, summary: BatchSummary,
+               resumed: tuple[set, set] | None = None) -> Iterator[tuple[int, Item | dict]]:
+    """(input position, item to send or error record of a row that is bad before any call), in input order, read
+    as they are asked for (a dataset is never held whole); `resumed`: the journal's (done, failed) keys to skip,
+    by default those it holds when the first row is read.
 
     Each request is built and sized here, so a row that cannot be sent (a field that is not valid Unicode text,
     a request over the transport limit) or journaled (a NaN group) gets its own INVALID_ARGUMENT record instead
     of failing the run. A row without an id of its own (missing, invalid, or repeated: the first row with the id
     is scored) gets its record under `<id>#<line or row>` with INPUT_ROW set, so it never replaces the record of
     a real row (readers take the last record of each key, see record_key)."""
-    planned: list[tuple[int, Item | dict]] = []
+    done, failed = resumed if resumed is not None else (set(journal.done), set(journal.failed))
     seen: set[str] = set()
     limit = max_request_bytes()
     for position, (label, row) in enumerate(read_rows(opts.input, opts.input_format)):
@@ -414,10 +421,10 @@ def plan_items(opts: BatchOptions, journal: Journal, summary: BatchSummary) -> l
         key = record_id if own_key else (record_id, INPUT_ROW)
         if own_key is False:
             extra[INPUT_ROW] = label
-        if key in journal.done or (key in journal.failed and (not own_key or not opts.retry_errors)):
+        if key in done or (key in failed and (not own_key or not opts.retry_errors)):
             summary.skipped += 1  # (a row without an id of its own never changes: --retry-errors leaves it)
             continue
-        if key in journal.failed:
+        if key in failed:
             summary.retried += 1
         if isinstance(row, RowError):
             problem = VerifierError("INVALID_ARGUMENT", row.reason, str(row))
@@ -451,14 +458,52 @@ def plan_items(opts: BatchOptions, journal: Journal, summary: BatchSummary) -> l
                     request.metrics.remove(requests.METRICS["infogain"])
                     notes["info_gain_null_reason"] = NO_TARGET
                     summary.ki_only += 1
-        planned.append((position, error_record(record_id, problem, extra) if problem
-                        else Item(position, item_id, request, extra, notes, size=size)))
-    return planned
+        yield position, (error_record(record_id, problem, extra) if problem
+                         else Item(position, item_id, request, extra, notes, size=size))
 
 
-def _services(items: list[Item]) -> tuple[str, ...]:
-    """The services the items are scored by (the stream itself is a KnowledgeService call)."""
-    return scoring_services(item.request for item in items)
+@dataclass
+class _Census:
+    """What a first pass over the input finds before anything is sent: how many rows get a record and how many
+    are sent, and the few requests that stand for all of them when asking a server whether it is ready (the
+    first asking for KI, the first asking for InfoGain, the first judged against the knowledge base)."""
+
+    planned: int = 0
+    items: int = 0
+    kb_rows: int = 0
+    requests: list = field(default_factory=list)
+
+    def add(self, planned: Item | dict) -> None:
+        self.planned += 1
+        if not isinstance(planned, Item):
+            return
+        self.items += 1
+        request = planned.request
+        kb = uses_knowledge_base(request)
+        self.kb_rows += kb
+        needs = {metric: metric in request.metrics for metric in requests.METRICS.values()}
+        if kb and not any(uses_knowledge_base(r) for r in self.requests) or any(
+                needed and not any(metric in r.metrics for r in self.requests) for metric, needed in needs.items()):
+            self.requests.append(request)
+
+
+def _items_to_send(rows: Iterable[tuple[int, Item | dict]], writer: _Writer, clients: list) -> Iterator[Item]:
+    """The items of the planned rows, as they are asked for; the record of a row that is bad before any call is
+    written as it is reached (in its place with --keep-order)."""
+    for position, planned in rows:
+        writer.expect(position)
+        if isinstance(planned, Item):
+            if not clients:  # the first pass found nothing to send
+                raise InputError(f"{planned.id!r} is a row to score that was not there when the input was first "
+                                 "read: the input changed during the run")
+            yield planned
+        else:
+            writer.put(position, planned)
+
+
+def _services(census: _Census) -> tuple[str, ...]:
+    """The services the rows are scored by (the stream itself is a KnowledgeService call)."""
+    return scoring_services(census.requests)
 
 
 class ServerRefused(BatchStopped):
@@ -483,9 +528,9 @@ def _token_given(client: AsyncVerifierClient) -> bool:
     return any(key == "authorization" for key, _ in client.metadata)
 
 
-async def _check_ready(client: AsyncVerifierClient, items: list[Item], timeout_s: float) -> None:
-    """Waits while the server loads what the items need, and nothing else (timeout_s in all); BatchStopped at
-    once when it cannot be reached, will not serve a service the items need (a KB that failed to load included)
+async def _check_ready(client: AsyncVerifierClient, census: _Census, timeout_s: float) -> None:
+    """Waits while the server loads what the rows need, and nothing else (timeout_s in all); BatchStopped at
+    once when it cannot be reached, will not serve a service the rows need (a KB that failed to load included)
     or refuses this client's calls (ServerRefused)."""
     said: list[str] = []
 
@@ -496,35 +541,45 @@ async def _check_ready(client: AsyncVerifierClient, items: list[Item], timeout_s
 
     deadline = time.monotonic() + timeout_s
     try:
-        await wait_until_ready(client, [item.request for item in items], timeout_s, on_waiting=waiting,
-                               knowledge_base=False)
+        await wait_until_ready(client, census.requests, timeout_s, on_waiting=waiting, knowledge_base=False)
         await client.check_access(KNOWLEDGE)  # health is exempt from auth: the stream would be refused
     except VerifierError as exc:
         if exc.code in AUTH_CODES:
             raise ServerRefused(client.target, exc, _token_given(client), "this run wrote nothing") from None
         raise _not_ready(client.target, exc) from None
-    kb_rows = sum(uses_knowledge_base(item.request) for item in items)
+    kb_rows = census.kb_rows
     if not kb_rows:
         return
     try:
         await client.wait_ready(KNOWLEDGE_BASE, timeout_s=max(deadline - time.monotonic(), 0.0),
                                 connect_timeout_s=CONNECT_TIMEOUT_S, on_waiting=waiting)
     except VerifierError as exc:
-        if exc.reason != "KB_NOT_LOADED" or kb_rows == len(items):
+        if exc.reason != "KB_NOT_LOADED" or kb_rows == census.items:
             raise _not_ready(client.target, exc) from None
         # A server run without a KB still judges rows against their own context passages.
-        print(f"note: the server at {client.target} runs without a knowledge base: the {kb_rows} of {len(items)} "
+        print(f"note: the server at {client.target} runs without a knowledge base: the {kb_rows} of {census.items} "
               "rows without context passages will get KB_NOT_LOADED", file=sys.stderr)
 
 
 class _Writer:
-    """Writes records as they finish, or in input order when asked (a reorder buffer)."""
+    """Writes records as they finish, or in input order when asked (a reorder buffer of the rows read so far:
+    expect() adds each position as its row is read, in input order).
 
-    def __init__(self, journal: Journal, summary: BatchSummary, keep_order: bool, positions: list[int], bar):
+    `room` is clear while the reorder buffer holds `limit` records or more: the scheduler then reads no new row
+    until the earlier one they wait for is written, so the buffer stays bounded however large the dataset."""
+
+    def __init__(self, journal: Journal, summary: BatchSummary, keep_order: bool, positions: Iterable[int] = (),
+                 bar=None, limit: int = REORDER_LIMIT):
         self.journal, self.summary, self.keep_order, self.bar = journal, summary, keep_order, bar
-        self._order = positions  # input positions still to write, ascending
-        self._next = 0
-        self._buffer: dict[int, dict] = {}
+        self._order: deque[int] = deque(positions)  # input positions read and not yet written, ascending
+        self._buffer: dict[int, tuple[dict, bytes]] = {}
+        self.limit = limit
+        self.room = asyncio.Event()
+        self.room.set()
+
+    def expect(self, position: int) -> None:
+        if self.keep_order:
+            self._order.append(position)
 
     def put(self, position: int, record: dict[str, Any]) -> None:
         entry = self._encoded(record)
@@ -532,9 +587,12 @@ class _Writer:
             self._write(*entry)
             return
         self._buffer[position] = entry
-        while self._next < len(self._order) and self._order[self._next] in self._buffer:
-            self._write(*self._buffer.pop(self._order[self._next]))
-            self._next += 1
+        while self._order and self._order[0] in self._buffer:
+            self._write(*self._buffer.pop(self._order.popleft()))
+        if len(self._buffer) >= self.limit:
+            self.room.clear()
+        else:
+            self.room.set()
 
     @staticmethod
     def _encoded(record: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
@@ -584,19 +642,28 @@ class _Tripwire:
 
 
 class _Scheduler:
-    """Feeds items to one stream per server, retries retryable item errors, reopens broken streams."""
+    """Feeds items to one stream per server, retries retryable item errors, reopens broken streams.
 
-    def __init__(self, opts: BatchOptions, items: list[Item], writer: _Writer):
+    Items are taken from `items` only as a stream has room for one (an iterator reading the dataset keeps memory
+    bounded: rows in flight, waiting for a retry or, with --keep-order, held for an earlier row); `count` is how
+    many it will give (the tripwire watches the first of them)."""
+
+    def __init__(self, opts: BatchOptions, items: Iterable[Item], writer: _Writer, count: int | None = None):
         self.opts, self.writer = opts, writer
-        self.queue: asyncio.Queue = asyncio.Queue()
-        for item in items:
-            self.queue.put_nowait(item)
-        self.remaining = len(items)
+        if count is None:
+            items = list(items)
+            count = len(items)
+        self._source: Iterator[Item] | None = iter(items)
+        self._room: asyncio.Event | None = getattr(writer, "room", None)
+        self.failure: Exception | None = None  # reading the items failed: the run stops with it
+        self.queue: asyncio.Queue = asyncio.Queue()  # items sent again (a broken stream, a retry)
+        self.remaining = 0  # items taken from the source and not finished
         self.finished = asyncio.Event()
-        self.tripwire = _Tripwire(min(STOP_AFTER, len(items)))
+        self.tripwire = _Tripwire(min(STOP_AFTER, count))
         self.stop: VerifierError | None = None
         self.message_limits: dict[str, int] = {}  # server -> the message size it was found to refuse above
-        if not items:
+        if not count:
+            self._source = None
             self.finished.set()
 
     def _finish(self, item: Item, record: dict[str, Any], error: VerifierError | None = None) -> None:
@@ -605,8 +672,24 @@ class _Scheduler:
         self.writer.put(item.position, record)
         self.remaining -= 1
         self.stop = self.tripwire.observe(error)
-        if self.remaining == 0 or self.stop is not None:
+        if (self.remaining == 0 and self._source is None) or self.stop is not None:
             self.finished.set()
+
+    def _pull(self) -> Item | None:
+        """The next item of the source (None once it is exhausted, or failed: the run ends with that failure)."""
+        try:
+            item = next(self._source)
+        except StopIteration:
+            self._source = None
+            if self.remaining == 0:
+                self.finished.set()
+            return None
+        except Exception as exc:  # (noqa: BLE001) e.g. the input file cut short since it was first read
+            self._source, self.failure = None, exc
+            self.finished.set()
+            return None
+        self.remaining += 1
+        return item
 
     def _stopped(self) -> BatchStopped:
         summary, n = self.writer.summary, self.tripwire.n
@@ -624,22 +707,35 @@ class _Scheduler:
         self.queue.put_nowait(item)
 
     async def _next_item(self) -> Item | None:
-        """The next queued item, or None once every item is finished; never drops an item when cancelled."""
-        getter = asyncio.ensure_future(self.queue.get())
-        done_waiter = asyncio.ensure_future(self.finished.wait())
-        try:
-            await asyncio.wait({getter, done_waiter}, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            if getter.done() and not getter.cancelled():
-                self.queue.put_nowait(getter.result())  # taken just as the stream broke: keep it
+        """The next item: one to send again first, else the source's next (while the writer has room), or None
+        once every item is finished; never drops an item when cancelled."""
+        while True:
+            if not self.queue.empty():
+                return self.queue.get_nowait()
+            if self.finished.is_set():
+                return None
+            if self._source is not None and (self._room is None or self._room.is_set()):
+                item = self._pull()
+                if item is not None:
+                    return item
+                continue
+            getter = asyncio.ensure_future(self.queue.get())
+            waiters = {getter, asyncio.ensure_future(self.finished.wait())}
+            if self._source is not None:  # (no room: wait for the records held to be written)
+                waiters.add(asyncio.ensure_future(self._room.wait()))
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                if getter.done() and not getter.cancelled():
+                    self.queue.put_nowait(getter.result())  # taken just as the stream broke: keep it
+                getter.cancel()
+                raise
+            finally:
+                for waiter in waiters - {getter}:
+                    waiter.cancel()
+            if getter.done():
+                return getter.result()
             getter.cancel()
-            raise
-        finally:
-            done_waiter.cancel()
-        if not getter.done():
-            getter.cancel()
-            return None
-        return getter.result()
 
     def _too_large_for(self, client: AsyncVerifierClient, item: Item) -> bool:
         """Finishes an item whose request the server at `client` was found to refuse as too large; whether it
@@ -768,17 +864,19 @@ class _Scheduler:
             for task in (*workers, finished):
                 task.cancel()
             await asyncio.gather(*workers, finished, return_exceptions=True)
+        if self.failure is not None:
+            raise self.failure
         if self.stop is not None:
             raise self._stopped()
 
 
 @asynccontextmanager
-async def _clients(opts: BatchOptions, addresses: list[str], items: list[Item]) -> AsyncIterator[list]:
+async def _clients(opts: BatchOptions, addresses: list[str], census: _Census) -> AsyncIterator[list]:
     clients = [AsyncVerifierClient(address, credentials=opts.credentials, metadata=opts.metadata)
                for address in addresses]
     try:
         for client in clients:
-            await _check_ready(client, items, opts.ready_timeout_s)
+            await _check_ready(client, census, opts.ready_timeout_s)
         yield clients
     finally:
         for client in clients:
@@ -786,20 +884,20 @@ async def _clients(opts: BatchOptions, addresses: list[str], items: list[Item]) 
 
 
 @asynccontextmanager
-async def _ready_clients(opts: BatchOptions, items: list[Item], settings=None) -> AsyncIterator[list]:
-    """A client per server, each ready for what the items need (an embedded server without --server); none when
+async def _ready_clients(opts: BatchOptions, census: _Census, settings=None) -> AsyncIterator[list]:
+    """A client per server, each ready for what the rows need (an embedded server without --server); none when
     there is nothing to score."""
-    if not items:
+    if not census.items:
         yield []
     elif opts.servers:
-        async with _clients(opts, opts.servers, items) as clients:
+        async with _clients(opts, opts.servers, census) as clients:
             yield clients
     else:
         from .embedded import EmbeddedServerError, embedded_server
 
         try:
-            async with embedded_server(settings, required=_services(items)) as address:
-                async with _clients(opts, [address], items) as clients:
+            async with embedded_server(settings, required=_services(census)) as address:
+                async with _clients(opts, [address], census) as clients:
                     yield clients
         except EmbeddedServerError as exc:
             raise BatchStopped(str(exc)) from exc
@@ -858,26 +956,38 @@ async def run_batch(opts: BatchOptions, settings=None, summary: BatchSummary | N
     opts = check_options(opts)
     summary = summary if summary is not None else BatchSummary()
     journal = Journal(opts.output, opts.fsync_interval_s)
-    bar = None
+    resumed = (set(journal.done), set(journal.failed))
+    bar = rows = None
     completed = False
     try:
+        # Two passes over the input: the first only counts (and checks every row can be read) before anything is
+        # sent; the second reads the rows again as they are sent, so no more than those in flight are held.
+        census = _Census()
         try:
-            planned = plan_items(opts, journal, summary)
+            for _, planned in plan_items(opts, journal, summary, resumed):
+                census.add(planned)
         except InputError as exc:
             raise BatchStopped(str(exc)) from None
-        items = [p for _, p in planned if isinstance(p, Item)]
-        async with _ready_clients(opts, items, settings) as clients:
+        async with _ready_clients(opts, census, settings) as clients:
             desc = f"scoring (resumed: {summary.skipped} rows already done)" if summary.skipped else "scoring"
-            bar = tqdm(total=summary.skipped + len(planned), initial=summary.skipped, unit="chain", desc=desc,
+            bar = tqdm(total=summary.skipped + census.planned, initial=summary.skipped, unit="chain", desc=desc,
                        disable=not opts.progress, file=sys.stderr)
-            writer = _Writer(journal, summary, opts.keep_order, [position for position, _ in planned], bar)
-            for position, record in planned:
-                if isinstance(record, dict):
-                    writer.put(position, record)
-            if items:
-                await _Scheduler(opts, items, writer).run(clients)
+            writer = _Writer(journal, summary, opts.keep_order, bar=bar,
+                             limit=max(REORDER_LIMIT, 4 * opts.concurrency))
+            rows = plan_items(opts, journal, BatchSummary(), resumed)
+            items = _items_to_send(rows, writer, clients)
+            try:
+                if census.items:
+                    await _Scheduler(opts, items, writer, census.items).run(clients)
+                else:
+                    for _ in items:
+                        pass
+            except InputError as exc:  # the input changed or was cut short since the first pass
+                raise BatchError(f"{exc}; {summary.progress(opts.output)}") from None
         completed = True
     finally:
+        if rows is not None:
+            rows.close()
         if bar is not None:
             bar.close()
         journal.close(discard_if_empty=not completed)

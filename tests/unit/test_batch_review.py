@@ -1,6 +1,7 @@
 """`kgverify batch` input reading: a row it cannot read is that row's error naming its line, a file that breaks off
 midway stops the run naming where, and long CSV cells are read."""
 
+import asyncio
 import gzip
 import json
 
@@ -63,3 +64,102 @@ def test_a_truncated_gzip_input_stops_the_run_with_status_2_before_any_record(tm
     err = capsys.readouterr().err
     assert "Traceback" not in err and "batch failed:" in err and "after line" in err
     assert not out.exists()
+
+
+class WatchedRoom(asyncio.Event):
+    """The writer's room, telling when the scheduler waits for it."""
+
+    def __init__(self):
+        super().__init__()
+        self.set()
+        self.waited = asyncio.Event()
+
+    async def wait(self):
+        if not self.is_set():
+            self.waited.set()
+        return await super().wait()
+
+
+class HoldsTheFirstRow:
+    """A server that keeps the first row's answer until the client waits to read on (its --keep-order buffer
+    full) or has sent every other row; it answers the others at once."""
+
+    target = "fake:1"
+
+    def __init__(self, room, total):
+        self.room, self.total, self.received, self.released_at = room, total, 0, None
+
+    async def stream_chains(self, items):
+        from client.types import ChainScore
+
+        score = ChainScore(steps=(), chain_text="", status="ok", knowledge_index=0.5)
+        incoming: asyncio.Queue = asyncio.Queue()
+
+        async def read():
+            async for request in items:
+                await incoming.put(request)
+            await incoming.put(None)
+
+        reader = asyncio.ensure_future(read())
+        held = None
+        try:
+            while True:
+                getter, waited = asyncio.ensure_future(incoming.get()), asyncio.ensure_future(self.room.waited.wait())
+                await asyncio.wait({getter, waited}, return_when=asyncio.FIRST_COMPLETED)
+                waited.cancel()
+                if not getter.done():
+                    getter.cancel()
+                    self.room.waited.clear()
+                    if held is not None:  # the client reads no further until the first row is answered
+                        self.released_at, held = self.received, None
+                        yield held_id, score
+                    continue
+                request = getter.result()
+                if request is None:
+                    return
+                item_id, position = request
+                self.received += 1
+                if position == 0:
+                    held = held_id = item_id
+                    continue
+                yield item_id, score
+                if held is not None and self.received == self.total:
+                    self.released_at, held = self.received, None
+                    yield held_id, score
+        finally:
+            reader.cancel()
+
+
+def test_keep_order_reads_no_further_while_its_buffer_is_full_and_writes_every_row_in_order(tmp_path):
+    from pathlib import Path
+
+    from client import batch
+
+    total, limit, window = 60, 4, 2
+    journal = batch.Journal(tmp_path / "out.jsonl")
+    writer = batch._Writer(journal, batch.BatchSummary(), True, limit=limit)
+    held: list[int] = []
+    put = writer.put
+
+    def watched(position, record):
+        put(position, record)
+        held.append(len(writer._buffer))
+
+    writer.put = watched
+    rows = ((i, batch.Item(position=i, id=f"c{i:02d}", request=i, extra={})) for i in range(total))
+    opts = batch.BatchOptions(input=Path("in.jsonl"), output=tmp_path / "out.jsonl", concurrency=window,
+                              keep_order=True, progress=False)
+
+    async def run():
+        writer.room = WatchedRoom()
+        server = HoldsTheFirstRow(writer.room, total)
+        scheduler = batch._Scheduler(opts, batch._items_to_send(rows, writer, [server]), writer, total)
+        await asyncio.wait_for(scheduler.run([server]), 20)
+        return server
+
+    server = asyncio.run(run())
+    journal.close()
+    assert server.released_at is not None and server.released_at < total  # it stopped reading: the buffer was full
+    assert max(held) <= limit + window
+    ids = [json.loads(line)["id"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert ids == [f"c{i:02d}" for i in range(total)]
