@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,32 @@ def _text(name: str) -> str:
     return str(name).replace("$", r"\$")
 
 
+LABEL_CHARS = 30  # longest group name drawn as it is: longer ones overlap as ticks and squeeze the axes
+_SEPARATORS = "/\\-_ .:"
+
+
+def _labels(groups: list[str]) -> dict[str, str]:
+    """Each group's name as drawn: names longer than LABEL_CHARS lose the words that every group's name starts and
+    ends with (a shared checkpoint path), then their middle, so that they fit and still tell the groups apart (the
+    tables keep the full names)."""
+    names = [str(g) for g in groups]
+    if len(names) > 1 and max(map(len, names)) > LABEL_CHARS:
+        head = _whole_words(os.path.commonprefix(names))
+        room = min(map(len, names)) - len(head)
+        tail = _whole_words(os.path.commonprefix([n[::-1] for n in names])[:room])[::-1]
+        kept = [n[len(head):len(n) - len(tail)] for n in names]
+        if all(kept):
+            names = [("…" if head else "") + k + ("…" if tail else "") for k in kept]
+    half = LABEL_CHARS // 2
+    return {g: _text(n if len(n) <= LABEL_CHARS else n[:half] + "…" + n[-(LABEL_CHARS - half - 1):])
+            for g, n in zip(groups, names)}
+
+
+def _whole_words(common: str) -> str:
+    """A shared start of names up to its last separator (a shared part of a word stays)."""
+    return common[:max(common.rfind(s) for s in _SEPARATORS) + 1]
+
+
 def _legend(ax, handles: list, loc: str) -> None:
     """A legend of these artists under their labels: left to itself, matplotlib leaves out every label that
     starts with "_" (a group named _base would be a curve without a name)."""
@@ -60,7 +87,7 @@ def _cumulative(chain: Chain) -> list[float]:
 def info_gain_curves(curves: dict[str, list[dict]], chains: dict[str, list[Chain]], units: str) -> bytes:
     """Left: mean gain g_i at step i with its 95% interval. Right: mean cumulative gain L_0 − L_i."""
     groups = list(curves)
-    colors = _colors(groups)
+    colors, labels = _colors(groups), _labels(groups)
     fig = _figure(11, 4.2)
     left, right = fig.subplots(1, 2)
     handles = []
@@ -74,13 +101,13 @@ def info_gain_curves(curves: dict[str, list[dict]], chains: dict[str, list[Chain
         shown = [by_step.get(s, {"mean": np.nan, "ci": [np.nan, np.nan]}) for s in steps]
         scored = sum(1 for c in chains[group] if any(g is not None for g in c.gains))  # (KI-only rows: no gain)
         handles += left.plot(steps, [p["mean"] for p in shown], marker="o", ms=3, color=colors[group],
-                             label=f"{_text(group)} ({scored} chains)")
+                             label=f"{labels[group]} ({scored} chains)")
         left.fill_between(steps, [p["ci"][0] for p in shown], [p["ci"][1] for p in shown], color=colors[group],
                           alpha=0.18, linewidth=0)
         cumulative = [_cumulative(c) for c in chains[group]]
         reached = [[c[s - 1] for c in cumulative if len(c) >= s] for s in steps]
         means = [np.mean(values) if values else np.nan for values in reached]
-        right.plot(steps, means, marker="o", ms=3, color=colors[group], label=_text(group))
+        right.plot(steps, means, marker="o", ms=3, color=colors[group], label=labels[group])
     left.axhline(0, color="0.4", linewidth=0.8)
     right.axhline(0, color="0.4", linewidth=0.8)
     left.set(title="InfoGain per step (mean, 95% CI)", xlabel="step i", ylabel=f"g_i = L_(i-1) − L_i  [{units}]")
@@ -96,7 +123,7 @@ def info_gain_curves(curves: dict[str, list[dict]], chains: dict[str, list[Chain
 def ki_distributions(chains: dict[str, list[Chain]]) -> bytes:
     """Left: histogram of chain KI per group (fraction of chains). Right: KI per group as box + points."""
     groups = list(chains)
-    colors = _colors(groups)
+    colors, labels = _colors(groups), _labels(groups)
     fig = _figure(11, 4.2)
     left, right = fig.subplots(1, 2)
     bins = np.linspace(0, 1, 11)
@@ -107,13 +134,13 @@ def ki_distributions(chains: dict[str, list[Chain]]) -> bytes:
         values = data[group]
         if values.size:
             handles += left.hist(values, bins=bins, weights=np.full(values.size, 1 / values.size), histtype="step",
-                                 linewidth=2, color=colors[group], label=f"{_text(group)} (n={values.size})")[2]
+                                 linewidth=2, color=colors[group], label=f"{labels[group]} (n={values.size})")[2]
     left.set(title="Knowledge Index per chain", xlabel="knowledge_index", ylabel="fraction of chains", xlim=(0, 1))
     if handles:
         _legend(left, handles, loc="upper left")
     shown = [g for g in groups if data[g].size]
     if shown:
-        box = right.boxplot([data[g] for g in shown], tick_labels=[_text(g) for g in shown], showmeans=True, widths=0.5,
+        box = right.boxplot([data[g] for g in shown], tick_labels=[labels[g] for g in shown], showmeans=True, widths=0.5,
                             patch_artist=True, showfliers=False,  # every point is drawn below anyway
                             medianprops={"color": "black", "linewidth": 1.5},
                             meanprops={"marker": "^", "markerfacecolor": "white", "markeredgecolor": "black"})
@@ -132,7 +159,7 @@ def ki_distributions(chains: dict[str, list[Chain]]) -> bytes:
 def group_means(summary: dict[str, dict]) -> bytes:
     """One panel per metric: each group's mean with its 95% bootstrap interval."""
     groups = list(summary)
-    colors = _colors(groups)
+    colors, labels = _colors(groups), _labels(groups)
     fig = _figure(13, 3.4)
     axes = fig.subplots(1, len(METRICS))
     for ax, metric in zip(axes, METRICS):
@@ -143,7 +170,7 @@ def group_means(summary: dict[str, dict]) -> bytes:
             low, high = stat["ci"]
             ax.errorbar(stat["mean"], y, xerr=[[stat["mean"] - low], [high - stat["mean"]]], fmt="o",
                         color=colors[group], capsize=4)
-        ax.set_yticks(range(len(groups)), [_text(g) for g in groups] if ax is axes[0] else [""] * len(groups))
+        ax.set_yticks(range(len(groups)), [labels[g] for g in groups] if ax is axes[0] else [""] * len(groups))
         ax.set_ylim(-0.6, len(groups) - 0.4)
         ax.invert_yaxis()
         ax.set_title(LABELS[metric], fontsize=10)

@@ -107,3 +107,14 @@ def test_the_info_gain_curve_goes_on_past_a_step_whose_gains_are_mostly_null(tmp
     records = [_record(i, "base", gains=(0.1,) * (2 + (i < 2) * 8)) for i in range(6)]  # only 2 chains are long
     report = run_report(ReportOptions(inputs=[_journal(tmp_path / "s.jsonl", records)], samples=20))
     assert [p["step"] for p in report["info_gain_curves"]["base"]] == [1, 2]
+
+
+def test_long_group_names_are_drawn_short_and_still_apart(tmp_path, monkeypatch):
+    # Checkpoint paths as group names: drawn in full they overlap as tick labels and squeeze the axes to nothing.
+    names = [f"/models/run-2026-11-20/{k}-medqa-lr1e-5-bs64/checkpoint-12000" for k in ("base", "sft", "rl-grpo")]
+    curves, ki, _ = _legends(monkeypatch, tmp_path, [_record(i, g) for g in names for i in range(3)])
+    assert ki == ["…base… (n=3)", "…sft… (n=3)", "…rl-grpo… (n=3)"]
+    assert curves == ["…base… (3 chains)", "…sft… (3 chains)", "…rl-grpo… (3 chains)"]
+    alone = "x" * 40 + "$" + "y" * 40
+    assert _legends(monkeypatch, tmp_path, [_record(i, alone) for i in range(3)])[1] == ["x" * 15 + "…" + "y" * 14 + " (n=3)"]
+    assert report_plots._labels(["sft", "sft" + "-v2" * 20]) == {"sft": "sft", "sft" + "-v2" * 20: "sft-v2-v2-v2-v2…v2-v2-v2-v2-v2"}
