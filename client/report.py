@@ -104,6 +104,11 @@ def _rng(seed: int, *key: str) -> np.random.Generator:
 
 
 def build_report(opts: ReportOptions) -> tuple[dict[str, Any], dict[str, list[Chain]]]:
+    if opts.samples < 1:
+        raise ReportUsageError(f"--bootstrap {opts.samples}: give the number of bootstrap resamples, at least 1 "
+                               "(default 2000)")
+    if opts.seed < 0:
+        raise ReportUsageError(f"--seed {opts.seed}: give a seed of 0 or more")
     chains = load_chains(opts.inputs, opts.by)
     baseline = opts.baseline if opts.baseline is not None else default_baseline(chains)
     if baseline not in chains:

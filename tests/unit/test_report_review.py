@@ -118,3 +118,12 @@ def test_long_group_names_are_drawn_short_and_still_apart(tmp_path, monkeypatch)
     alone = "x" * 40 + "$" + "y" * 40
     assert _legends(monkeypatch, tmp_path, [_record(i, alone) for i in range(3)])[1] == ["x" * 15 + "…" + "y" * 14 + " (n=3)"]
     assert report_plots._labels(["sft", "sft" + "-v2" * 20]) == {"sft": "sft", "sft" + "-v2" * 20: "sft-v2-v2-v2-v2…v2-v2-v2-v2-v2"}
+
+
+def test_bootstrap_and_seed_out_of_range_are_usage_errors_that_name_the_option(tmp_path, capsys):
+    path = _journal(tmp_path / "s.jsonl", [_record(i, "base") for i in range(3)])
+    for option, value in (("--bootstrap", "-5"), ("--bootstrap", "0"), ("--seed", "-1")):
+        assert main(["report", option, value, str(path), "--json", str(tmp_path / "r.json")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"report failed: {option} {value}: ") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "r.json").exists()
