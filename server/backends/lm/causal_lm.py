@@ -11,21 +11,26 @@ string c_i + " Answer: " + A with the tokenizer's default special tokens.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Callable, Protocol, Sequence, TypeVar, runtime_checkable
 
 from ...pipeline.deadline import Deadline
 from ...pipeline.errors import BackendResponseError
 from ...pipeline.info_gain import gather_or_cancel
+from ...pipeline.runtime import Blocking
 from ...pipeline.types import PrefixScores
+
+T = TypeVar("T")
 
 ANSWER_CUE = " Answer:"
 PAPER_CUE = " Answer: "
 ZERO_PROBABILITY = "the LM gives the answer zero probability after this prefix (log-probability -inf)"
 _BOS_PROBE = "a"
 _SPACE_PROBE = "a"
+# Copying up to this many characters or token ids takes microseconds: done on the event loop, it costs less than a
+# hop to the executor, which can wait behind a model call. Larger copies (at the request limits, millions) run there.
+INLINE_COPY_ELEMENTS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -89,12 +94,21 @@ class LmEstimator:
 
     kind = "lm"
 
-    def __init__(self, lm: CausalLm, max_context_tokens: int | None = None):
+    def __init__(self, lm: CausalLm, max_context_tokens: int | None = None, blocking: Blocking | None = None):
         self.lm = lm
         self.name = f"lm:{lm.name}"
         self._max_context = max_context_tokens
+        # The server's bounded executor for blocking work (the one its LM already runs on), so that these copies
+        # are counted and bounded like the rest, not run on asyncio's default executor beside it.
+        self._blocking = blocking or getattr(lm, "_blocking", None) or Blocking(None)
         self._bos: list[int] | None = None
         self._space_supplied: bool | None = None
+
+    async def _copy(self, elements: int, make: Callable[[], T]) -> T:
+        """make() on the event loop when it copies few elements, else on the server's executor."""
+        if elements <= INLINE_COPY_ELEMENTS:
+            return make()
+        return await self._blocking.run(make)
 
     async def _leading(self, deadline: Deadline) -> list[int]:
         if self._bos is None:
@@ -130,13 +144,15 @@ class LmEstimator:
         """The pinned sequences (prefix ids + answer ids) of c_0..c_n, and the number of answer ids."""
         # Off the event loop: at the request limits the n+1 contexts hold millions of characters and tokens, and
         # copying them here stalled every other request on the server for a fraction of a second.
-        texts = await asyncio.to_thread(lambda: [c + ANSWER_CUE for c in render_contexts(context0, steps)])
+        texts = await self._copy(_context_chars(context0, steps),
+                                 lambda: [c + ANSWER_CUE for c in render_contexts(context0, steps)])
         answer_text = await self._answer_text(target, deadline)
         bos, (answer, *prefixes) = await gather_or_cancel(
             self._leading(deadline), self.lm.tokenize([answer_text, *texts], False, deadline))
         if not answer:
             raise BackendResponseError("the target tokenizes to no tokens")
-        return await asyncio.to_thread(lambda: [bos + p + answer for p in prefixes]), len(answer)
+        size = sum(map(len, prefixes)) + len(prefixes) * (len(bos) + len(answer))
+        return await self._copy(size, lambda: [bos + p + answer for p in prefixes]), len(answer)
 
     async def score_prefixes(self, context0: str, steps: Sequence[str], target: str,
                              deadline: Deadline) -> PrefixScores:
@@ -146,8 +162,8 @@ class LmEstimator:
         why = [""] * len(sequences)
         prefill = calls = 0
         if fit:
-            job = await asyncio.to_thread(lambda: ScoringJob(tuple(tuple(s) for s in sequences[:fit]),
-                                                             tuple(len(s) - n_answer for s in sequences[:fit])))
+            job = await self._copy(sum(map(len, sequences[:fit])), lambda: ScoringJob(
+                tuple(tuple(s) for s in sequences[:fit]), tuple(len(s) - n_answer for s in sequences[:fit])))
             result = await self.lm.score(job, deadline)
             _check_shape(result, job)
             prefill, calls = result.prefill_tokens, result.calls
@@ -163,14 +179,15 @@ class LmEstimator:
     async def paper_perplexities(self, context0: str, steps: Sequence[str], target: str,
                                  deadline: Deadline) -> list[float | None]:
         """PPL_i of c_i + " Answer: " + A over every token after the first (default special tokens)."""
-        texts = await asyncio.to_thread(lambda: [c + PAPER_CUE + target for c in render_contexts(context0, steps)])
+        texts = await self._copy(_context_chars(context0, steps) + (len(steps) + 1) * len(target),
+                                 lambda: [c + PAPER_CUE + target for c in render_contexts(context0, steps)])
         sequences = await self.lm.tokenize(texts, True, deadline)
         fit, _ = _fitting(sequences, await self._limit(deadline))
         ppl: list[float | None] = [None] * len(sequences)
         scorable = [i for i in range(fit) if len(sequences[i]) >= 2]
         if scorable:
-            job = await asyncio.to_thread(lambda: ScoringJob(tuple(tuple(sequences[i]) for i in scorable),
-                                                             tuple(1 for _ in scorable), whole_sequences=True))
+            job = await self._copy(sum(len(sequences[i]) for i in scorable), lambda: ScoringJob(
+                tuple(tuple(sequences[i]) for i in scorable), tuple(1 for _ in scorable), whole_sequences=True))
             result = await self.lm.score(job, deadline)
             _check_shape(result, job)
             for i, lps in zip(scorable, result.logprobs):
@@ -184,6 +201,12 @@ class LmEstimator:
 
     async def aclose(self) -> None:
         await self.lm.aclose()
+
+
+def _context_chars(context0: str, steps: Sequence[str]) -> int:
+    """Characters in c_0..c_n together (c_i repeats c_0 and the first i steps)."""
+    n = len(steps)
+    return (n + 1) * len(context0) + sum((n - i) * (len(step) + 1) for i, step in enumerate(steps))
 
 
 def _fitting(sequences: Sequence[Sequence[int]], limit: int | None) -> tuple[int, str]:
