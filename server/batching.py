@@ -80,6 +80,11 @@ class BatcherStats:
     out_of_memory: int = 0  # batches whose model call ran out of device memory
 
 
+def _gone(request: _Request) -> bool:
+    """No one waits for the request's results any more (also read from the worker thread running its batch)."""
+    return request.future.done() or request.deadline.expired()
+
+
 class MicroBatcher(Generic[I, R]):
     """Runs `run(items) -> results` (blocking, one result per item, in order) for many concurrent requests."""
 
@@ -251,11 +256,20 @@ class MicroBatcher(Generic[I, R]):
         requests = list({id(r): r for r, _ in batch}.values())
         run = self._run
         if self._stoppable:
-            run = functools.partial(run, stop=lambda: all(r.future.done() or r.deadline.expired() for r in requests))
+            run = functools.partial(run, stop=lambda: all(_gone(r) for r in requests))
+
+        def call() -> tuple[list[int], Sequence[Any]]:
+            # The call can wait for a worker behind other blocking work: items of requests cancelled or expired
+            # meanwhile are not computed (results do not depend on the batch's other rows).
+            live = [k for k in order if not _gone(batch[k][0])]
+            if not live:
+                raise Abandoned(f"no request waits for this {self.name} batch any more")
+            return live, run([items[k] for k in live])
+
         try:
-            out = await self._blocking.run(run, [items[k] for k in order])
-            if len(out) != len(items):
-                raise ValueError(f"the {self.name} model returned {len(out)} results for {len(items)} items")
+            live, out = await self._blocking.run(call)
+            if len(out) != len(live):
+                raise ValueError(f"the {self.name} model returned {len(out)} results for {len(live)} items")
         except Abandoned:
             log.info("the %s model stopped a batch of %d items: no request waits for it any more", self.name,
                      len(items))
@@ -280,7 +294,7 @@ class MicroBatcher(Generic[I, R]):
                 if not request.future.done():
                     request.future.set_exception(exc)
             return
-        for position, k in enumerate(order):
+        for position, k in enumerate(live):
             request, i = batch[k]
             request.results[i] = out[position]
             request.filled += 1
