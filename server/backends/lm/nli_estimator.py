@@ -52,9 +52,9 @@ def tail_that_fits(text: str, count: Counter, max_tokens: int, max_chars: int) -
 
 
 def fitted_contexts(question: str, steps: Sequence[str], count: Counter, max_tokens: int,
-                    max_chars: int) -> list[tuple[str, bool]]:
-    """(c_i, truncated) for i = 0..n: c_i = the question and steps[:i], joined by newlines, within max_tokens
-    (as `count` counts them) and max_chars."""
+                    max_chars: int, first: int = 0) -> list[tuple[str, bool]]:
+    """(c_i, truncated) for i = first..n: c_i = the question and steps[:i], joined by newlines, within max_tokens
+    (as `count` counts them) and max_chars. Each c_i costs tokenizer calls: an InfoGain window needs only two."""
     step_tokens = count(list(steps)) if steps else []
     # One question text for every c_i (a changing question would show up as gains): whole when everything
     # fits, else its end, leaving the steps at least half of the room.
@@ -66,7 +66,7 @@ def fitted_contexts(question: str, steps: Sequence[str], count: Counter, max_tok
     room_tokens = max_tokens - (count([head])[0] if head else 0)
     room_chars = max_chars - len(head) - 1
     contexts = []
-    for i in range(len(steps) + 1):
+    for i in range(max(first, 0), len(steps) + 1):
         kept, tokens, chars = [], 0, 0
         for j in range(i - 1, -1, -1):  # newest first
             if tokens + step_tokens[j] > room_tokens or chars + len(steps[j]) + 1 > room_chars:
@@ -102,27 +102,38 @@ class NliEstimator:
             return None
         return budget(hypothesis)
 
-    def fit_contexts(self, context0: str, steps: Sequence[str], hypothesis: str) -> list[tuple[str, bool]]:
+    def fit_contexts(self, context0: str, steps: Sequence[str], hypothesis: str, room: int | None = None,
+                     last: int | None = None) -> list[tuple[str, bool]]:
+        """(c_i, truncated) for i = 0..n, or the last `last` of them; room: _premise_room(hypothesis) when the
+        caller has it already."""
+        first = 0 if not last else len(steps) + 1 - last
         count = getattr(self.scorer, "count_tokens", None)
         budget = getattr(self.scorer, "premise_budget", None)
         if count is None or budget is None:  # a scorer without a tokenizer: characters only
-            return fitted_contexts(context0, steps, _chars, self.max_chars, self.max_chars)
-        return fitted_contexts(context0, steps, count, budget(hypothesis), self.max_chars)
+            return fitted_contexts(context0, steps, _chars, self.max_chars, self.max_chars, first)
+        return fitted_contexts(context0, steps, count, budget(hypothesis) if room is None else room, self.max_chars,
+                               first)
+
+    def _room_and_contexts(self, context0: str, steps: Sequence[str], hypothesis: str,
+                           last: int | None) -> tuple[int | None, list[tuple[str, bool]]]:
+        """The premise room and the fitted c_i (none when there is no room), in one trip to the executor."""
+        room = self._premise_room(hypothesis)
+        if room is not None and room <= 0:
+            return room, []
+        return room, self.fit_contexts(context0, steps, hypothesis, room, last)
 
     async def score_prefixes(self, context0: str, steps: Sequence[str], target: str, deadline: Deadline,
                              last: int | None = None) -> PrefixScores:
         """L_0..L_n; with `last`, only the last that many of them (an InfoGain window needs two)."""
         hypothesis = f"{_HYPOTHESIS_HEAD} {target.strip()}."
-        room = await self._blocking.run(self._premise_room, hypothesis)  # tokenizer work
+        # tokenizer work, in one executor call: each call can wait behind a model batch on the shared workers
+        room, contexts = await self._blocking.run(self._room_and_contexts, context0, list(steps), hypothesis, last)
         if room is not None and room <= 0:
             # Every c_i would be empty: equal L_i, gains of exactly 0 that no step earned. None, with why.
             count = len(steps) + 1 if last is None else min(last, len(steps) + 1)
             why = (f"the answer is too long for the nli estimator: \"{_HYPOTHESIS_HEAD}…\" fills the pair "
                    "scorer's whole input, leaving no room for the question and steps (use a causal LM estimator)")
             return PrefixScores(nll=(None,) * count, answer_tokens=0, null_reasons=(why,) * count)
-        contexts = await self._blocking.run(self.fit_contexts, context0, list(steps), hypothesis)  # tokenizer work
-        if last is not None:
-            contexts = contexts[-last:]
         pairs = [(c, hypothesis) for c, _ in contexts]
         if self._batcher is not None:
             probs = await self._batcher.submit(pairs, deadline)
