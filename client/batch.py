@@ -66,6 +66,10 @@ class BatchError(RuntimeError):
     exit_code = 1
 
 
+class JournalError(BatchError):
+    """The journal cannot take the next record (a full disk, a file size limit): the run stops at once."""
+
+
 class BatchStopped(BatchError):
     """The run cannot start or go on until something is fixed: its options, its input file or the server."""
 
@@ -206,6 +210,7 @@ class Journal:
             raise
         self.fsync_interval_s = fsync_interval_s
         self._synced_at = time.monotonic()
+        self._size = os.fstat(self._fd).st_size  # where the last whole record ends
 
     def _recover(self) -> tuple[set[str], set[str]]:
         """(ids whose last record is a result, ids whose last record is an error); drops a torn last line.
@@ -258,8 +263,17 @@ class Journal:
         return (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode()
 
     def write(self, record: dict[str, Any], line: bytes | None = None) -> None:
-        """Appends the record (`line`: its encode(), when the caller made it already)."""
-        os.write(self._fd, line if line is not None else self.encode(record))
+        """Appends the record (`line`: its encode(), when the caller made it already); OSError, the journal
+        left ending with the last whole record, when it cannot be written whole (e.g. the disk is full)."""
+        data = memoryview(line if line is not None else self.encode(record))
+        written = 0
+        try:
+            while written < len(data):  # a write cut short (the disk filling up): the next says why, or goes on
+                written += os.write(self._fd, data[written:])
+        except OSError:
+            os.ftruncate(self._fd, self._size)  # no torn record is left before the records of a later run
+            raise
+        self._size += len(data)
         self._mark(record, self.done, self.failed)
         if time.monotonic() - self._synced_at >= self.fsync_interval_s:
             os.fsync(self._fd)
@@ -268,10 +282,12 @@ class Journal:
     def close(self, discard_if_empty: bool = False) -> None:
         """Syncs and releases the journal; discard_if_empty removes it when it holds nothing (a run that stopped
         before writing a record leaves no empty journal behind)."""
-        os.fsync(self._fd)
-        if discard_if_empty and os.fstat(self._fd).st_size == 0:
-            self.path.unlink(missing_ok=True)  # still holding the lock: no other run is writing it
-        os.close(self._fd)  # releases the lock
+        try:
+            os.fsync(self._fd)
+            if discard_if_empty and os.fstat(self._fd).st_size == 0:
+                self.path.unlink(missing_ok=True)  # still holding the lock: no other run is writing it
+        finally:
+            os.close(self._fd)  # releases the lock
 
 
 def _not_a_journal(path: Path, why: str) -> BatchStopped:
@@ -614,7 +630,11 @@ class _Writer:
             return replacement, Journal.encode(replacement)
 
     def _write(self, record: dict[str, Any], line: bytes) -> None:
-        self.journal.write(record, line)
+        try:
+            self.journal.write(record, line)
+        except OSError as exc:
+            raise JournalError(f"cannot write {self.journal.path} ({exc.strerror or exc}); "
+                               + self.summary.progress(self.journal.path)) from None
         status = record["status"] if isinstance(record["status"], str) else record["status"]["code"]
         self.summary.statuses[status] = self.summary.statuses.get(status, 0) + 1
         self.summary.written += 1
@@ -853,6 +873,9 @@ class _Scheduler:
         try:
             while not finished.done():
                 await asyncio.wait([finished, *workers], return_when=asyncio.FIRST_COMPLETED)
+                for worker in workers:  # the journal cannot take a record: no server can help
+                    if worker.done() and not worker.cancelled() and isinstance(worker.exception(), JournalError):
+                        raise worker.exception()
                 alive = [w for w in workers if not w.done()]
                 if not finished.done() and not alive:
                     errors = [w.exception() for w in workers if not w.cancelled() and w.exception()]

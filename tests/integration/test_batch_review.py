@@ -134,3 +134,49 @@ async def test_an_input_that_breaks_off_while_it_is_sent_ends_the_run_with_the_r
     assert again.skipped == summary.written and again.written == 30 - summary.written
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     assert sorted(ids) == [f"row-{i:03d}" for i in range(30)]
+
+
+def _journal_limit(limit_bytes):
+    """preexec_fn: the child may write files of at most limit_bytes (as on a disk that fills up: a write is cut
+    short at the limit, then fails with EFBIG)."""
+
+    def limit():
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, resource.RLIM_INFINITY))
+
+    return limit
+
+
+async def test_a_journal_that_cannot_grow_stops_the_run_naming_it_and_leaves_no_torn_record(fast_server, tmp_path):
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in _rows(60)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "proto")])}
+    args = [sys.executable, "-m", "client.cli", "batch", "--no-progress", "--input", str(source), "--output",
+            str(out), "--server", fast_server.addresses[0], "--concurrency", "2", "--metrics", "ki"]
+    process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=_journal_limit(40_000))
+    _, stderr = await asyncio.to_thread(process.communicate, timeout=300)
+    last = stderr.decode().strip().splitlines()[-1]
+    assert process.returncode == 1, stderr.decode()
+    assert last.startswith(f"batch failed: cannot write {out}") and "File too large" in last, last
+    assert "run the same command again to resume" in last and "every server failed" not in last
+    data = out.read_bytes()
+    assert data and data.endswith(b"\n")  # the record cut short was taken back
+    written = [json.loads(line) for line in data.decode().splitlines()]
+    assert f"{len(written)} rows written" in last
+
+    again = await asyncio.to_thread(subprocess.run, args, cwd=REPO, env=env, capture_output=True,
+                                    timeout=300)  # room again (the server runs on this event loop): it resumes
+    assert again.returncode == 0, again.stderr.decode()
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert sorted(ids) == [f"row-{i:03d}" for i in range(60)]
