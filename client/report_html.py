@@ -97,7 +97,8 @@ def render_html(report: dict[str, Any], figures: dict[str, tuple[str, bytes]]) -
 <p class="note">Input: {inputs}. Grouped by <code>{escape(report['by'])}</code>; baseline
 <b>{escape(str(report['baseline']))}</b>. Means are over chains whose score is defined (null scores are
 counted as undefined, never as 0); intervals are 95% percentile bootstrap intervals ({boot['samples']} resamples,
-seed {boot['seed']}). Comparisons are paired by <code>question_id</code> when every row of both groups has one.
+seed {boot['seed']}); a single value (one chain, or one shared question) has none. Comparisons are paired by
+<code>question_id</code> when every row of both groups has one.
 Contradiction rate = contradicted steps / knowledge-bearing steps. Bold changes: the interval excludes 0 (never
 when the baseline mean was 0 in a resample: such a change has no size there).</p>
 <h2>Groups</h2>{_group_table(report)}

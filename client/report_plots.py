@@ -168,8 +168,8 @@ def group_means(summary: dict[str, dict]) -> bytes:
             if stat["mean"] is None:
                 continue
             low, high = stat["ci"]
-            ax.errorbar(stat["mean"], y, xerr=[[stat["mean"] - low], [high - stat["mean"]]], fmt="o",
-                        color=colors[group], capsize=4)
+            xerr = None if low is None else [[stat["mean"] - low], [high - stat["mean"]]]  # (one value: no interval)
+            ax.errorbar(stat["mean"], y, xerr=xerr, fmt="o", color=colors[group], capsize=4)
         ax.set_yticks(range(len(groups)), [labels[g] for g in groups] if ax is axes[0] else [""] * len(groups))
         ax.set_ylim(-0.6, len(groups) - 0.4)
         ax.invert_yaxis()

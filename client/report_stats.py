@@ -92,11 +92,17 @@ def resample_means(rng: np.random.Generator, n_boot: int, *arrays: np.ndarray) -
     return out
 
 
+# Fewest values that have an interval: every resample of one value is that value, a width of 0 that would show
+# it (and a change from it) as certain.
+MIN_VALUES = 2
+
+
 def bootstrap_mean(values: Sequence[float], rng: np.random.Generator, n_boot: int) -> dict[str, Any]:
-    """Mean of the defined values with a 95% percentile bootstrap interval (None when there are none)."""
+    """Mean of the defined values with a 95% percentile bootstrap interval (None when there are none; the interval
+    None for fewer than MIN_VALUES)."""
     data = np.asarray(values, dtype=float)
-    if data.size == 0:
-        return {"mean": None, "ci": [None, None]}
+    if data.size < MIN_VALUES:
+        return {"mean": _mean(data), "ci": [None, None]}
     means, = resample_means(rng, n_boot, data)
     return {"mean": float(data.mean()), "ci": list(percentile_ci(means))}
 
@@ -149,7 +155,6 @@ def compare(metric: str, base: list[Chain], other: list[Chain], names: tuple[str
     if shared:
         a = np.array([a_q[q] for q in shared])
         b = np.array([b_q[q] for q in shared])
-        boot_a, boot_b = resample_means(rng, n_boot, a, b)
         n = (len(shared), len(shared))
     else:
         a = np.array([c.values[metric] for c in base if c.values[metric] is not None])
@@ -158,9 +163,17 @@ def compare(metric: str, base: list[Chain], other: list[Chain], names: tuple[str
         if a.size == 0 or b.size == 0:
             return Comparison(metric, *names, False, n, (_mean(a), _mean(b)), {"value": None, "ci": [None, None]},
                               {"value": None, "ci": [None, None], "undefined_share": None})
+    mean_a, mean_b = float(a.mean()), float(b.mean())
+    if min(n) < MIN_VALUES:
+        return Comparison(metric, *names, bool(shared), n, (mean_a, mean_b),
+                          {"value": mean_b - mean_a, "ci": [None, None]},
+                          {"value": _point(float(relative(mean_a, mean_b))), "ci": [None, None],
+                           "undefined_share": None})
+    if shared:
+        boot_a, boot_b = resample_means(rng, n_boot, a, b)
+    else:
         boot_a, = resample_means(rng, n_boot, a)
         boot_b, = resample_means(rng, n_boot, b)
-    mean_a, mean_b = float(a.mean()), float(b.mean())
     return Comparison(
         metric, *names, bool(shared), n, (mean_a, mean_b),
         {"value": mean_b - mean_a, "ci": list(percentile_ci(boot_b - boot_a))},

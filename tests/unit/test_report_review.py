@@ -127,3 +127,21 @@ def test_bootstrap_and_seed_out_of_range_are_usage_errors_that_name_the_option(t
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"report failed: {option} {value}: ") and len(err.splitlines()) == 1, err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_one_value_has_no_interval_and_a_change_from_one_chain_is_never_bold(tmp_path):
+    # One chain per group: the resamples all repeat it, and a zero-width "95% interval" would mark any change as
+    # certain (bold in the HTML).
+    records = [_record(0, "base", ki=0.5, question_id="q1"), _record(0, "sft", ki=0.6, question_id="q1")]
+    records += [_record(i, "rl", ki=0.6 + 0.01 * i) for i in range(1, 4)]  # unpaired (no question_id), n = 1 / 3
+    report = run_report(ReportOptions(inputs=[_journal(tmp_path / "s.jsonl", records)], samples=50,
+                                      html=tmp_path / "r.html"))
+    ki = report["groups"]["base"]["metrics"]["knowledge_index"]
+    assert ki["mean"] == 0.5 and ki["ci"] == [None, None]
+    for c in report["comparisons"]:
+        assert c["difference"]["ci"] == [None, None] and c["relative_change"]["ci"] == [None, None], c
+    sft = next(c for c in report["comparisons"] if c["group"] == "sft" and c["metric"] == "knowledge_index")
+    assert sft["paired"] and sft["n"] == [1, 1] and round(sft["relative_change"]["value"], 6) == 0.2
+    assert 'class="sig"' not in (tmp_path / "r.html").read_text()
+    rl = report["groups"]["rl"]["metrics"]["knowledge_index"]
+    assert rl["ci"][0] < rl["mean"] < rl["ci"][1]  # two values or more keep their interval
