@@ -41,3 +41,39 @@ def test_rows_without_an_id_never_take_another_files_context(tmp_path, embedder)
     assert "Mars is red.\nIts soil holds much iron oxide." in recorder.encoded
     in_warfarin_context = [text for text in recorder.encoded if text.startswith("Warfarin is an anticoagulant.\n")]
     assert in_warfarin_context == ["Warfarin is an anticoagulant.\nIt is monitored with the INR."]
+
+
+def _lookup_steps(store, doc_id: str, source: str) -> int:
+    """SQLite virtual-machine steps one source-context lookup takes (deterministic, unlike its time)."""
+    steps = [0]
+
+    def count():
+        steps[0] += 1
+        return 0
+
+    store._con.set_progress_handler(count, 1)
+    try:
+        store.source_context(doc_id, source)
+    finally:
+        store._con.set_progress_handler(None, 1)
+    return steps[0]
+
+
+def test_looking_up_a_source_context_does_not_read_every_document_sharing_the_id(tmp_path):
+    # a corpus whose rows share an id across many sources (a coarse --id-field, URLs as sources): every lookup read
+    # all earlier documents of the id, so building n of them took time quadratic in n (40,000: minutes)
+    from kb.store import StoreWriter
+
+    store = StoreWriter(tmp_path / "facts.sqlite", create=True)
+    steps = {}
+    for n in range(1, 4001):
+        store.add_document("shared", f"context {n}", f"https://site/{n}")
+        if n in (100, 4000):
+            steps[n] = _lookup_steps(store, "shared", "https://site/new")
+    assert steps[4000] < 2 * steps[100], steps
+    assert store.source_context("shared", "https://site/7") == "context 7"
+    assert store.source_context("shared", "https://elsewhere") is None
+    store.add_document("shared", "the first without a source", None)  # a store written before sources were kept
+    assert store.source_context("shared", "https://elsewhere") == "the first without a source"
+    assert store.source_context("shared", "https://site/7") == "context 7"  # the earlier of the two
+    store.close()
