@@ -41,8 +41,36 @@ def _repeats(hit: KbHit, shown: set[tuple[str, str]]) -> bool:
     return (text, title) in shown or (not title and any(t == text for t, _ in shown))
 
 
-def _rank_context(claim_vecs: np.ndarray, passage_vecs: np.ndarray, passages: Sequence[Passage], top_k: int):
-    sims = claim_vecs @ passage_vecs.T
+RANK_PIECE_CHARS = 700  # a piece of a context passage the claim embedder reads whole (it reads 256 tokens of a text)
+RANK_MAX_PIECES = 16  # pieces ranked per passage: as many windows as the embedded judge reads of one
+
+
+def _rank_pieces(text: str) -> list[str]:
+    """A context passage as the embedder can read it: the passage when short, else consecutive pieces of at most
+    RANK_PIECE_CHARS cut after a sentence (or at a space). The embedder reads only a text's first 256 tokens: a
+    long passage ranked by its opening alone dropped out of the top_k when its fact came later."""
+    if len(text) <= RANK_PIECE_CHARS:
+        return [text]
+    out: list[str] = []
+    start = 0
+    while start < len(text) and len(out) < RANK_MAX_PIECES:
+        end = start + RANK_PIECE_CHARS
+        if end >= len(text):
+            out.append(text[start:])
+            break
+        cut = max(text.rfind(". ", start, end), text.rfind("\n", start, end))
+        if cut <= start:
+            cut = text.rfind(" ", start, end)
+        cut = end if cut <= start else cut + 1
+        out.append(text[start:cut])
+        start = cut
+    return out
+
+
+def _rank_context(claim_vecs: np.ndarray, piece_vecs: np.ndarray, firsts: Sequence[int], passages: Sequence[Passage],
+                  top_k: int):
+    """Passages per claim by their best piece's similarity (firsts: each passage's first row in piece_vecs)."""
+    sims = np.maximum.reduceat(claim_vecs @ piece_vecs.T, np.asarray(firsts, dtype=np.intp), axis=1)
     out = []
     for row in sims:
         order = np.argsort(-row, kind="stable")[:top_k]
@@ -74,10 +102,12 @@ async def gather_evidence(claims: Sequence[str], req: KnowledgeRequest, deps: Pi
     mode = opts.retrieval_mode or deps.default_retrieval_mode
     dense_kb = kb is not None and mode is not RetrievalMode.BM25
     vecs = None
+    pieces = [_rank_pieces(p.text) for p in req.context]
     if req.context or dense_kb:  # claims (and passages) embedded once, batched with other requests' texts
-        vecs = await deps.embed_texts([*claims, *(p.text for p in req.context)], deadline)
+        vecs = await deps.embed_texts([*claims, *(t for texts in pieces for t in texts)], deadline)
     if req.context:
-        ranked = _rank_context(vecs[: len(claims)], vecs[len(claims):], req.context, top_k)
+        firsts = np.cumsum([0] + [len(texts) for texts in pieces[:-1]])
+        ranked = _rank_context(vecs[: len(claims)], vecs[len(claims):], firsts, req.context, top_k)
         for i, items in enumerate(ranked):
             evidence[i].extend(items)
     if kb is not None:

@@ -57,3 +57,26 @@ async def test_a_request_waiting_for_another_s_slow_llm_verdict_still_gets_degra
     assert knowledge_claims(hurried)[0].verdict in ("supported", "contradicted", "not_enough_info")
     assert hurried.status == "ok"
     assert [c.tier for c in knowledge_claims(slow)] == ["llm"] and slow.llm_calls == 1
+
+
+FILLER = ("Type 2 diabetes affects hundreds of millions of adults worldwide, and its prevalence has risen in every "
+          "region over the last three decades. Screening programmes in primary care identify many patients years "
+          "before symptoms. Lifestyle measures such as diet and exercise remain the foundation of care, and "
+          "structured education improves self-management. ") * 8
+OTHER_PASSAGES = ["Insulin is secreted by pancreatic beta cells.", "Sulfonylureas stimulate insulin release.",
+                  "Hypoglycaemia is the main risk of sulfonylureas.", "GLP-1 agonists are given by injection.",
+                  "SGLT2 inhibitors lower glucose by increasing urinary excretion.",
+                  "Diabetes raises cardiovascular risk."]
+
+
+async def test_a_fact_at_the_end_of_a_long_context_passage_is_found_among_more_passages_than_top_k(verifier):
+    """Context passages are ranked for each claim before the judge reads the top_k; the embedder reads only a
+    passage's first 256 tokens, so a long passage whose fact comes at its end ranked last and was never judged."""
+    long_passage = FILLER + "Metformin is cleared by the kidneys, unchanged, by tubular secretion."
+    context = [{"id": "long", "text": long_passage}] + [{"id": f"p{i}", "text": t} for i, t in enumerate(OTHER_PASSAGES)]
+    async with AsyncVerifierClient(verifier.addresses[0], retries=0) as client:
+        score = await client.score_knowledge(steps=["Metformin is cleared by the kidneys."], context=context,
+                                             judge="nli", top_k=5)
+    (claim,) = knowledge_claims(score)
+    assert "long" in [e.fact_id for e in claim.evidence]
+    assert claim.verdict == "supported" and claim.evidence[0].fact_id == "long"
