@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
+import numpy as np
 import pytest
 
 from server.backends.judges.cache import VerdictCache, cache_key
+from server.backends.judges.embedded import EmbeddedJudge
 from server.pipeline.deadline import Deadline
 from server.pipeline.errors import BackendTimeoutError
+from server.pipeline.runtime import Blocking
 from server.pipeline.types import Evidence, EvidenceOrigin, JudgeItem, Judgement, LabelProbs, Tier, Verdict
 
 SUPPORTED = Judgement(Verdict.SUPPORTED, LabelProbs(0.9, 0.05, 0.05), Tier.EMBEDDED)
@@ -95,3 +99,30 @@ async def test_a_hit_shows_this_request_s_evidence_in_the_stored_verdict_s_order
         "context:2", "context:1", "context:0"]
     assert all(e.score == 0.9 for e in hit.evidence)  # this request's evidence objects
     assert cache.get(cache_key(again, judge.name, judge.prompt_version, ""), again).evidence == hit.evidence
+
+
+class UnsureScorer:
+    name = "unsure"
+
+    def predict_proba(self, pairs):
+        return np.tile([0.2, 0.1, 0.7], (len(pairs), 1))
+
+
+async def test_long_evidence_is_cut_into_windows_once_per_request_and_off_the_event_loop(monkeypatch):
+    """Claims of one request share their context passages: cutting each into sentence windows for every claim
+    (up to 50 passages of 10,000 characters per claim) held the event loop for seconds."""
+    from server.backends.judges import aggregation
+
+    cuts: list[threading.Thread] = []
+    real = aggregation.windows
+
+    def counting(text, policy):
+        cuts.append(threading.current_thread())
+        return real(text, policy)
+
+    monkeypatch.setattr(aggregation, "windows", counting)
+    passages = _passages(5, "shared", size=3000)
+    judge = EmbeddedJudge(UnsureScorer(), Blocking(None))
+    out = await judge.judge([JudgeItem(f"claim {n}", passages) for n in range(10)], Deadline())
+    assert [j.verdict for j in out] == [Verdict.NOT_ENOUGH_INFO] * 10
+    assert len(cuts) == 5 and threading.main_thread() not in cuts

@@ -78,9 +78,17 @@ def windows(text: str, policy: AggregationPolicy) -> list[str]:
     return out
 
 
-def units_for(evidence: Sequence[Evidence], policy: AggregationPolicy) -> list[Unit]:
-    """Every premise to score for one claim, in evidence order; the joint unit (if any) last."""
-    out = [Unit(w, (k,)) for k, e in enumerate(evidence) for w in windows(e.text, policy)]
+def units_for(evidence: Sequence[Evidence], policy: AggregationPolicy,
+              cut: dict[str, list[str]] | None = None) -> list[Unit]:
+    """Every premise to score for one claim, in evidence order; the joint unit (if any) last.
+
+    cut: windows already cut from evidence texts (text -> windows), filled here: claims share their evidence."""
+    cut = {} if cut is None else cut
+    out = []
+    for k, e in enumerate(evidence):
+        if e.text not in cut:
+            cut[e.text] = windows(e.text, policy)
+        out.extend(Unit(w, (k,)) for w in cut[e.text])
     n = min(policy.joint_support, len(evidence))
     if n >= 2 and all(e.text.strip() for e in evidence[:n]):
         joint = " ".join(" ".join(e.text.split()) for e in evidence[:n])

@@ -36,8 +36,17 @@ class EmbeddedJudge:
         index = {pair: i for i, pair in enumerate(distinct)}
         return rows[[index[pair] for pair in pairs]]
 
+    def _units(self, items: Sequence[JudgeItem]) -> list[list]:
+        cut: dict[str, list[str]] = {}  # each evidence text is cut into windows once: claims share their context
+        return [units_for(item.evidence, self.policy, cut) for item in items]
+
     async def judge(self, items: Sequence[JudgeItem], deadline: Deadline) -> list[Judgement]:
-        units = [units_for(item.evidence, self.policy) for item in items]
+        if any(len(e.text) > self.policy.window_chars for item in items for e in item.evidence):
+            # sentence windows of long evidence (up to 50 passages of 10,000 characters per claim) take long enough
+            # to stall every other request on the event loop
+            units = await self._blocking.run(self._units, items)
+        else:
+            units = self._units(items)
         pairs = [(u.text, item.claim) for item, claim_units in zip(items, units) for u in claim_units]
         probs = await self._score(pairs, deadline) if pairs else np.zeros((0, 3))
         out: list[Judgement] = []
