@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Iterator
 
@@ -40,12 +41,24 @@ class ChunkSpec:
         return cls(**{k: int(v) for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
+def _cut(text: str, start: int, max_chars: int) -> int:
+    """Where a unit longer than max_chars is cut: at its last whitespace within reach (a space, a tab, a no-break
+    space); else max_chars on, moved back so that a combining mark (an accent, a Thai or Devanagari vowel sign)
+    stays with its letter."""
+    limit = start + max_chars
+    for cut in range(limit, start, -1):
+        if text[cut].isspace():
+            return cut
+    cut = limit
+    while cut > start + 1 and unicodedata.category(text[cut]).startswith("M"):
+        cut -= 1
+    return cut if not unicodedata.category(text[cut]).startswith("M") else limit
+
+
 def _split_long(text: str, start: int, end: int, max_chars: int) -> Iterator[tuple[int, int]]:
     """Cuts a unit longer than max_chars at whitespace (hard cut only when a word is longer)."""
     while end - start > max_chars:
-        cut = text.rfind(" ", start + 1, start + max_chars + 1)
-        if cut <= start:
-            cut = start + max_chars
+        cut = _cut(text, start, max_chars)
         piece_end = cut
         while piece_end > start and text[piece_end - 1].isspace():
             piece_end -= 1

@@ -1,6 +1,7 @@
 """Knowledge base edge cases: ingestion ids and source context, chunking, retrieval (real MiniLM, FAISS, bm25s)."""
 
 import json
+import unicodedata
 
 from kb.build import add_documents, build_kb
 from kb.chunking import ChunkSpec
@@ -77,3 +78,18 @@ def test_looking_up_a_source_context_does_not_read_every_document_sharing_the_id
     assert store.source_context("shared", "https://elsewhere") == "the first without a source"
     assert store.source_context("shared", "https://site/7") == "context 7"  # the earlier of the two
     store.close()
+
+
+def test_long_units_are_cut_at_any_whitespace_and_never_inside_a_letter():
+    from kb.chunking import chunk_spans
+
+    cells = "Warfarin\t5mg\toral\tdaily\tINR\t2-3"  # a table row: tab-separated, no space
+    assert [cells[s:e] for s, e in chunk_spans(cells, ChunkSpec(max_chars=14))] == [
+        "Warfarin\t5mg", "oral\tdaily\tINR", "2-3"]
+    accented = "e\u0301" * 6  # é written as e + a combining acute accent
+    pieces = [accented[s:e] for s, e in chunk_spans(accented, ChunkSpec(max_chars=5))]
+    assert "".join(pieces) == accented and all(p.startswith("e") and p.endswith("\u0301") for p in pieces), pieces
+    thai = "ภาษาไทยเป็นภาษาที่ไม่มีการเว้นวรรคระหว่างคำ"  # no spaces between words, vowel signs above letters
+    pieces = [thai[s:e] for s, e in chunk_spans(thai, ChunkSpec(max_chars=10))]
+    assert "".join(pieces) == thai and all(len(p) <= 10 for p in pieces)
+    assert not any(unicodedata.category(p[0]).startswith("M") for p in pieces), pieces
