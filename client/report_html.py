@@ -23,7 +23,11 @@ img { max-width: 100%; border: 1px solid #eee; margin: 0.5rem 0; }
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
+    """`digits` decimals; a number below 0.01 (e.g. InfoGain per answer token in bits) `digits` significant digits,
+    not 0.000 or 0.004 for 0.0042."""
+    if value is None:
+        return "—"
+    return f"{value:.{digits}g}" if 0 < abs(value) < 0.01 else f"{value:.{digits}f}"
 
 
 def fmt_pct(value: float | None) -> str:

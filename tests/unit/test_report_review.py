@@ -145,3 +145,17 @@ def test_one_value_has_no_interval_and_a_change_from_one_chain_is_never_bold(tmp
     assert 'class="sig"' not in (tmp_path / "r.html").read_text()
     rl = report["groups"]["rl"]["metrics"]["knowledge_index"]
     assert rl["ci"][0] < rl["mean"] < rl["ci"][1]  # two values or more keep their interval
+
+
+def test_small_means_keep_their_digits(tmp_path):
+    # InfoGain per answer token in bits is often below 0.01: three decimals showed every mean as 0.000.
+    records = [{**_record(i, g), "info_gain": v * (1 + 0.1 * i)} for g, v in (("base", 0.0004), ("sft", -0.0002))
+               for i in range(3)]
+    report = run_report(ReportOptions(inputs=[_journal(tmp_path / "s.jsonl", records)], samples=20,
+                                      html=tmp_path / "r.html"))
+    from client.report import render_text
+
+    text = render_text(report)
+    assert "info_gain              0.00044  [0.0004" in text and "0.00044 -> -0.00022" in text
+    assert "0.00044 → -0.00022" in (tmp_path / "r.html").read_text()
+    assert "knowledge_index          0.500  [0.500, 0.500]" in text  # larger numbers keep three decimals
