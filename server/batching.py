@@ -264,7 +264,10 @@ class MicroBatcher(Generic[I, R]):
             live = [k for k in order if not _gone(batch[k][0])]
             if not live:
                 raise Abandoned(f"no request waits for this {self.name} batch any more")
-            return live, run([items[k] for k in live])
+            try:
+                return live, run([items[k] for k in live])
+            except StopIteration as exc:  # an asyncio future refuses it: the batch would never finish, nor the batcher
+                raise RuntimeError(f"the {self.name} model raised StopIteration") from exc
 
         try:
             live, out = await self._blocking.run(call)

@@ -200,3 +200,23 @@ async def test_a_request_cancelled_while_its_batch_waits_for_a_worker_is_not_com
     finally:
         gate.set()
         executor.shutdown()
+
+
+async def test_a_model_raising_stop_iteration_fails_its_request_and_the_batcher_serves_on():
+    """An asyncio future refuses a StopIteration (TypeError in the executor's callback): the batch never finished,
+    the collector waited on it forever, and every later request of that model ran into its deadline."""
+
+    def model(items):
+        if "bad" in items:
+            next(iter(()))  # a model bug: StopIteration escapes
+        return [f"out:{item}" for item in items]
+
+    executor = ThreadPoolExecutor(1)
+    b = MicroBatcher("test-model", model, Blocking(executor), max_batch_size=64, max_wait_ms=0)
+    try:
+        async with asyncio.timeout(HANG_GUARD_S):
+            with pytest.raises(RuntimeError, match="StopIteration"):
+                await b.submit(["bad"])
+            assert await b.submit(["good"]) == ["out:good"]
+    finally:
+        executor.shutdown()
