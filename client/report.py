@@ -83,9 +83,11 @@ def load_chains(inputs: list[Path], by: str) -> dict[str, list[Chain]]:
             raise ReportError(f"{path} is not a kgverify batch journal: none of its {len(chains)} records has a "
                               "'status' (\"ok\", \"partial\" or an error); give the --output file of kgverify batch, "
                               "not its --input")
+        if name is not None:  # --by file: a file without records is a group of none, not a group left out
+            groups.setdefault(text_of(name), [])
         for chain in chains:
             groups.setdefault(chain.group, []).append(chain)
-    if not groups:
+    if not any(groups.values()):
         raise ReportError("no records in " + ", ".join(map(str, inputs)) + " (a batch journal holds one JSON "
                           "object per line, each with an 'id' and a 'status')")
     return groups

@@ -159,3 +159,13 @@ def test_small_means_keep_their_digits(tmp_path):
     assert "info_gain              0.00044  [0.0004" in text and "0.00044 -> -0.00022" in text
     assert "0.00044 → -0.00022" in (tmp_path / "r.html").read_text()
     assert "knowledge_index          0.500  [0.500, 0.500]" in text  # larger numbers keep three decimals
+
+
+def test_an_input_file_without_records_is_a_group_of_none_with_by_file(tmp_path, capsys):
+    # sft.jsonl is still empty (its batch run has not written a record yet): the report says so instead of
+    # leaving the file out and reporting "nothing to compare".
+    base = _journal(tmp_path / "base.jsonl", [_record(i, "x") for i in range(3)])
+    sft = _journal(tmp_path / "sft.jsonl", [])
+    assert main(["report", "--bootstrap", "20", "--by", "file", str(base), str(sft)]) == 0
+    out = capsys.readouterr().out
+    assert "file=sft: n=0, error rows=0" in out and "sft vs base  knowledge_index        0.500 -> —" in out
