@@ -9,7 +9,7 @@ import os
 import re
 import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 INPUT_FORMATS = ("jsonl", "csv", "parquet")
 EXPORT_FORMATS = ("csv", "parquet")
@@ -403,29 +403,59 @@ def export_format(out: Path) -> str:
     return fmt
 
 
+# Parquet export rows are written a row group at a time: at most this many rows or (about) bytes of cell text.
+EXPORT_CHUNK_ROWS = 1024
+EXPORT_CHUNK_BYTES = 32 * 1024 * 1024
+
+
 def export_journal(journal: Path, out: Path) -> int:
-    """Writes the journal as CSV or Parquet (by out's suffix), atomically; returns the number of rows."""
+    """Writes the journal as CSV or Parquet (by out's suffix), atomically, a record at a time (a journal of
+    evidence-laden records is never held whole); returns the number of rows."""
     fmt = export_format(out)
-    rows = [flatten_record(r) for r in journal_records(journal)]
+    rows = (flatten_record(r) for r in journal_records(journal))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    if fmt == "csv":
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=export_columns())
-            writer.writeheader()
-            writer.writerows({k: spreadsheet_safe(v) for k, v in row.items()} for row in rows)
-    else:
-        _write_parquet(rows, tmp)
+    try:
+        if fmt == "csv":
+            count = 0
+            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=export_columns())
+                writer.writeheader()
+                for row in rows:
+                    writer.writerow({k: spreadsheet_safe(v) for k, v in row.items()})
+                    count += 1
+        else:
+            count = _write_parquet(rows, tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, out)
-    return len(rows)
+    return count
 
 
-def _write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
+def _write_parquet(rows: Iterable[dict[str, Any]], path: Path) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     types = {**{c: pa.string() for c in (*STRING_COLUMNS, *JSON_COLUMNS)},
              **{c: pa.float64() for c in FLOAT_COLUMNS}, **{c: pa.int64() for c in INT_COLUMNS}}
     schema = pa.schema([(name, types[name]) for name in export_columns()])
-    table = pa.Table.from_pydict({name: [r[name] for r in rows] for name in export_columns()}, schema=schema)
-    pq.write_table(table, path)
+    count = 0
+    chunk: list[dict[str, Any]] = []
+    size = 0
+
+    def table() -> Any:
+        return pa.Table.from_pydict({name: [r[name] for r in chunk] for name in export_columns()}, schema=schema)
+
+    with pq.ParquetWriter(path, schema) as writer:
+        for row in rows:
+            chunk.append(row)
+            size += sum(len(v) for v in row.values() if isinstance(v, str))
+            if len(chunk) >= EXPORT_CHUNK_ROWS or size >= EXPORT_CHUNK_BYTES:
+                writer.write_table(table())
+                count += len(chunk)
+                chunk, size = [], 0
+        if chunk or not count:  # (an empty journal: a file with the columns and no rows)
+            writer.write_table(table())
+            count += len(chunk)
+    return count

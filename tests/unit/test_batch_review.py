@@ -163,3 +163,35 @@ def test_keep_order_reads_no_further_while_its_buffer_is_full_and_writes_every_r
     assert max(held) <= limit + window
     ids = [json.loads(line)["id"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert ids == [f"c{i:02d}" for i in range(total)]
+
+
+@pytest.mark.parametrize("name", ["scores.csv", "scores.parquet"])
+def test_export_writes_a_record_at_a_time_instead_of_holding_the_journal(tmp_path, monkeypatch, name):
+    import tracemalloc
+
+    import pyarrow.parquet as pq
+
+    from client import batch_io
+
+    monkeypatch.setattr(batch_io, "EXPORT_CHUNK_BYTES", 1 << 20, raising=False)
+    journal = tmp_path / "scores.jsonl"
+    evidence = [{"fact_id": "f", "text": "Aspirin irreversibly inhibits cyclooxygenase. " * 100}] * 4
+    with open(journal, "w") as fh:
+        for i in range(600):  # ~33 MB: each record carries its evidence text, as a batch journal does
+            record = {"id": f"r{i}", "status": "ok", "knowledge_index": 0.5, "group": "g", "llm_calls": 0,
+                      "steps": [{"index": j, "text": "A step.", "evidence": evidence} for j in range(3)]}
+            fh.write(json.dumps(record) + "\n")
+    out = tmp_path / name
+    tracemalloc.start()
+    try:
+        assert batch_io.export_journal(journal, out) == 600
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < journal.stat().st_size / 4, (peak, journal.stat().st_size)
+    if name.endswith(".csv"):
+        assert out.read_text().count("\n") >= 601
+    else:
+        table = pq.read_table(out)
+        assert table.num_rows == 600 and table.column("id").to_pylist()[-1] == "r599"
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
