@@ -51,8 +51,9 @@ def _labels(groups: list[str]) -> dict[str, str]:
         if all(kept):
             names = [("…" if head else "") + k + ("…" if tail else "") for k in kept]
     half = LABEL_CHARS // 2
-    return {g: _text(n if len(n) <= LABEL_CHARS else n[:half] + "…" + n[-(LABEL_CHARS - half - 1):])
-            for g, n in zip(groups, names)}
+    labels = {g: _text(n if len(n) <= LABEL_CHARS else n[:half] + "…" + n[-(LABEL_CHARS - half - 1):])
+              for g, n in zip(groups, names)}
+    return labels if len(set(labels.values())) == len(labels) else {g: _text(g) for g in groups}  # (never two alike)
 
 
 def _whole_words(common: str) -> str:

@@ -118,6 +118,8 @@ def test_long_group_names_are_drawn_short_and_still_apart(tmp_path, monkeypatch)
     alone = "x" * 40 + "$" + "y" * 40
     assert _legends(monkeypatch, tmp_path, [_record(i, alone) for i in range(3)])[1] == ["x" * 15 + "…" + "y" * 14 + " (n=3)"]
     assert report_plots._labels(["sft", "sft" + "-v2" * 20]) == {"sft": "sft", "sft" + "-v2" * 20: "sft-v2-v2-v2-v2…v2-v2-v2-v2-v2"}
+    apart_in_the_middle = ["a" * 40 + "X" + "b" * 40, "a" * 40 + "Y" + "b" * 40]
+    assert list(report_plots._labels(apart_in_the_middle).values()) == apart_in_the_middle  # never two alike
 
 
 def test_bootstrap_and_seed_out_of_range_are_usage_errors_that_name_the_option(tmp_path, capsys):
