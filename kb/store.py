@@ -141,7 +141,9 @@ class StoreWriter:
                         (self.rows, fact_id, f.doc, f.doc_id, f.text, f.source, f.title, f.start, f.end,
                          item.text_key))
                     break
-                except sqlite3.IntegrityError:
+                except sqlite3.IntegrityError as exc:
+                    if "facts.fact_id" not in str(exc):  # e.g. a None source: no other id would help
+                        raise
                     fact_id = f"{f.fact_id}~{attempt}"
             for key, _ in item.inputs:
                 self._con.execute("INSERT INTO vectors VALUES (?, ?, ?)", (self.vectors, self.rows, key))

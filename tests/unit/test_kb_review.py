@@ -1,11 +1,15 @@
 """Knowledge base edge cases: ingestion ids and source context, chunking, retrieval (real MiniLM, FAISS, bm25s)."""
 
 import json
+import sqlite3
 import unicodedata
 
+import pytest
+
 from kb.build import add_documents, build_kb
-from kb.chunking import ChunkSpec
+from kb.chunking import ChunkSpec, chunk_spans
 from kb.ingest import DocumentReader
+from kb.store import Fact, NewFact, StoreWriter
 
 
 class RecordingEmbedder:
@@ -63,8 +67,6 @@ def _lookup_steps(store, doc_id: str, source: str) -> int:
 def test_looking_up_a_source_context_does_not_read_every_document_sharing_the_id(tmp_path):
     # a corpus whose rows share an id across many sources (a coarse --id-field, URLs as sources): every lookup read
     # all earlier documents of the id, so building n of them took time quadratic in n (40,000: minutes)
-    from kb.store import StoreWriter
-
     store = StoreWriter(tmp_path / "facts.sqlite", create=True)
     steps = {}
     for n in range(1, 4001):
@@ -81,8 +83,6 @@ def test_looking_up_a_source_context_does_not_read_every_document_sharing_the_id
 
 
 def test_long_units_are_cut_at_any_whitespace_and_never_inside_a_letter():
-    from kb.chunking import chunk_spans
-
     cells = "Warfarin\t5mg\toral\tdaily\tINR\t2-3"  # a table row: tab-separated, no space
     assert [cells[s:e] for s, e in chunk_spans(cells, ChunkSpec(max_chars=14))] == [
         "Warfarin\t5mg", "oral\tdaily\tINR", "2-3"]
@@ -93,3 +93,15 @@ def test_long_units_are_cut_at_any_whitespace_and_never_inside_a_letter():
     pieces = [thai[s:e] for s, e in chunk_spans(thai, ChunkSpec(max_chars=10))]
     assert "".join(pieces) == thai and all(len(p) <= 10 for p in pieces)
     assert not any(unicodedata.category(p[0]).startswith("M") for p in pieces), pieces
+
+
+def test_a_fact_the_store_refuses_for_another_reason_than_its_id_is_an_error_not_a_million_retries(tmp_path):
+    # an id clash is retried as "id~1", "id~2"...; any other refusal was retried the same way a million times, then
+    # the fact was left out while its vectors were kept
+    store = StoreWriter(tmp_path / "facts.sqlite", create=True)
+    store.add_facts([NewFact(Fact("a", "a", "Warfarin.", "s", "", 0, 0, 9), 1, ((b"k1", "Warfarin."),))])
+    assert store.add_facts([NewFact(Fact("a", "a", "Heparin.", "s", "", 0, 0, 8), 2, ((b"k2", "Heparin."),))]) == [1]
+    with pytest.raises(sqlite3.IntegrityError, match="facts.source"):
+        store.add_facts([NewFact(Fact("b", "b", "Metformin.", None, "", 0, 0, 10), 3, ((b"k3", "Metformin."),))])
+    assert [row for (row,) in store._con.execute("SELECT fact_id FROM facts ORDER BY row")] == ["a", "a~1"]
+    store.close()
