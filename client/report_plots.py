@@ -70,8 +70,8 @@ def _legend(ax, handles: list, loc: str) -> None:
 def _colors(groups: list[str]) -> dict[str, Any]:
     from matplotlib import colormaps
 
-    palette = colormaps["tab10"]
-    return {g: palette(i % 10) for i, g in enumerate(groups)}
+    palette = colormaps["tab10" if len(groups) <= 10 else "tab20"]  # (tab10 gave group 11 the colour of group 1)
+    return {g: palette(i % palette.N) for i, g in enumerate(groups)}
 
 
 def _cumulative(chain: Chain) -> list[float]:

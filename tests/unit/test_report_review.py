@@ -171,3 +171,13 @@ def test_an_input_file_without_records_is_a_group_of_none_with_by_file(tmp_path,
     assert main(["report", "--bootstrap", "20", "--by", "file", str(base), str(sft)]) == 0
     out = capsys.readouterr().out
     assert "file=sft: n=0, error rows=0" in out and "sft vs base  knowledge_index        0.500 -> —" in out
+
+
+def test_up_to_twenty_groups_are_drawn_in_colours_of_their_own(tmp_path, monkeypatch):
+    drawn = []
+    png = report_plots._png
+    monkeypatch.setattr(report_plots, "_png", lambda fig: drawn.append(fig) or png(fig))
+    records = [_record(i, f"checkpoint-{k}") for k in range(12) for i in range(3)]
+    run_report(ReportOptions(inputs=[_journal(tmp_path / "s.jsonl", records)], samples=20, plots_dir=tmp_path / "p"))
+    lines = drawn[0].axes[0].get_legend().get_lines()
+    assert len(lines) == 12 and len({line.get_color() for line in lines}) == 12
