@@ -53,6 +53,10 @@ def _strings(row: Mapping[str, Any], key: str) -> list[str]:
 
 def passages(value: Iterable[Any] | None) -> list[pb.Passage]:
     """Context passages from strings or {"text", "id"?, "source"?, "title"?} objects."""
+    if value is not None and (isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable)):
+        # (a string or an object would otherwise be read a character or a key at a time)
+        raise _bad("context", "must be a list of passages (strings or objects with a string 'text'), not "
+                              f"{type(value).__name__}")
     out = []
     for i, item in enumerate(value or []):
         if isinstance(item, str):

@@ -195,3 +195,26 @@ def test_export_writes_a_record_at_a_time_instead_of_holding_the_journal(tmp_pat
         table = pq.read_table(out)
         assert table.num_rows == 600 and table.column("id").to_pylist()[-1] == "r599"
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("context", [5, "Aspirin inhibits COX.", {"text": "Aspirin inhibits COX."}, True])
+def test_a_context_that_is_not_a_list_of_passages_is_rejected_not_split_into_characters(context):
+    from client import requests
+    from client.errors import VerifierError
+
+    with pytest.raises(VerifierError) as info:
+        requests.chain_request({"reasoning": "Aspirin helps.", "context": context})
+    assert info.value.code == "INVALID_ARGUMENT" and "context" in info.value.message
+    assert "list" in info.value.message
+
+
+def test_rows_whose_context_is_not_a_list_get_their_own_error_records(tmp_path, capsys):
+    source, out = tmp_path / "rows.jsonl", tmp_path / "out.jsonl"
+    rows = [{"id": "n", "reasoning": "x", "context": 5}, {"id": "s", "reasoning": "x", "context": "Aspirin."},
+            {"id": "d", "reasoning": "x", "context": {"text": "Aspirin."}}]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert _batch("--input", source, "--output", out) == 0, capsys.readouterr().err
+    records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert sorted(records) == ["d", "n", "s"]
+    for record in records.values():
+        assert record["status"]["code"] == "INVALID_ARGUMENT" and "context" in record["status"]["message"]
