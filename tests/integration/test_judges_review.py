@@ -49,7 +49,7 @@ async def test_a_request_waiting_for_another_s_slow_llm_verdict_still_gets_degra
             patient = asyncio.ensure_future(client.score_knowledge(steps=steps, timeout_s=60))
             while fake.paths().count("/v1/chat/completions") == calls:  # its LLM call is in flight
                 await asyncio.sleep(0.02)
-            hurried = await client.score_knowledge(steps=steps, timeout_s=2.5)
+            hurried = await client.score_knowledge(steps=steps, timeout_s=4.0)
             slow = await patient
     finally:
         fake.faults.delay_s = 0.0
