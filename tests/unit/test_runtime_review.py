@@ -56,12 +56,12 @@ def test_the_lm_estimators_copies_run_on_the_servers_executor_and_small_ones_on_
     blocking = RecordingBlocking(executor)
     lm = TransformersCausalLm(str(tiny_lm_path("llama")), blocking, strategy="packed")
     estimator = LmEstimator(lm, max_context_tokens=200)  # most long prefixes overflow: only the copies are heavy
-    long_steps = chain(60, words_per_step=(40, 60))
+    long_steps = chain(120, words_per_step=(40, 60))
     short_steps = chain(3)
     def chars(steps):
         return sum(map(len, render_contexts(QUESTION, steps)))
 
-    assert chars(long_steps) > 100_000 and chars(short_steps) < 1_000
+    assert chars(long_steps) > 1_000_000 and chars(short_steps) < 1_000
     default = RecordingExecutor()
 
     async def main():
