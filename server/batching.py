@@ -6,7 +6,8 @@ results. One collector task per model gathers the items of concurrent requests u
 fairly among the queued requests (a huge request cannot starve small ones), orders them by
 length (less padding), runs one blocking model call at a time on the executor and
 hands every request exactly its own rows back. Requests that expire or are cancelled
-while queued lose their queued items; a failing model call fails only the requests
+while queued lose their queued items, and their items in a batch still waiting for an executor
+worker are left out of its model call; a failing model call fails only the requests
 with items in that batch, with the model's own error — except running out of device
 memory, which becomes DeviceOutOfMemoryError (RESOURCE_EXHAUSTED with a retry delay,
 not INTERNAL) after the allocator's cached blocks are released. Disabled, a request's items
