@@ -162,17 +162,33 @@ def _first_bad_utf8_line(path: Path) -> tuple[int, str] | None:
     return None
 
 
+def _one_document_advice(path: Path, line: str) -> str:
+    """Advice for an input whose first line opens one JSON document (an array of objects, an object over several
+    lines), a .json file as most tools write it: the error alone called valid JSON "not valid JSON"."""
+    opening = line.lstrip()[:1]
+    if opening not in ("[", "{"):
+        return ""
+    convert = "jq -c '.[]'" if opening == "[" else "jq -c ."
+    return (f"; the file looks like one JSON document, and inputs hold JSON lines (one object per line): convert it, "
+            f"e.g. {convert} {path.name} > {path.name.split('.')[0]}.jsonl")
+
+
 def _jsonl_rows(path: Path, fields: FieldMap) -> Iterator[Document | None]:
     with _open_text(path) as fh:
+        first = True
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+                advice = _one_document_advice(path, line) if first else ""
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg}){advice}") from exc
             if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object per line")
+                advice = _one_document_advice(path, line) if first else ""
+                raise ValueError(f"{path}:{lineno}: expected a JSON object per line, not {type(row).__name__}"
+                                 f"{advice}")
+            first = False
             if _ESCAPED_SURROGATE.search(line):
                 _refuse_lone_surrogates(row, fields, f"{path}:{lineno}")
             yield _document(row, fields, f"{path.name}:{lineno}", f"{path}:{lineno}")

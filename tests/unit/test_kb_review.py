@@ -105,3 +105,18 @@ def test_a_fact_the_store_refuses_for_another_reason_than_its_id_is_an_error_not
         store.add_facts([NewFact(Fact("b", "b", "Metformin.", None, "", 0, 0, 10), 3, ((b"k3", "Metformin."),))])
     assert [row for (row,) in store._con.execute("SELECT fact_id FROM facts ORDER BY row")] == ["a", "a~1"]
     store.close()
+
+
+@pytest.mark.parametrize("content, convert", [
+    ('[\n  {"id": "a", "text": "Warfarin is monitored with the INR."}\n]\n', "jq -c '.[]' docs.json > docs.jsonl"),
+    ('[{"id": "a", "text": "Warfarin is monitored with the INR."}]\n', "jq -c '.[]' docs.json > docs.jsonl"),
+    ('{\n  "id": "a",\n  "text": "Warfarin is monitored with the INR."\n}\n', "jq -c . docs.json > docs.jsonl"),
+])
+def test_a_json_input_holding_one_json_document_says_inputs_are_json_lines(tmp_path, content, convert):
+    # a .json file as most tools write it (an array, an indented object) was "not valid JSON (Expecting value)"
+    path = tmp_path / "docs.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError) as err:
+        list(DocumentReader([path]))
+    assert str(err.value).startswith(f"{path}:1: ") and "JSON lines (one object per line)" in str(err.value)
+    assert str(err.value).endswith(convert)
