@@ -687,9 +687,14 @@ class _Scheduler:
             self.finished.set()
 
     def _finish(self, item: Item, record: dict[str, Any], error: VerifierError | None = None) -> None:
-        if self.stop is not None:
+        if self.stop is not None or self.failure is not None:
             return  # the run stopped: rows still in flight are scored by the next run
-        self.writer.put(item.position, record)
+        try:
+            self.writer.put(item.position, record)
+        except JournalError as exc:  # (from a stream, a retry's task or the request iterator alike)
+            self.failure = exc
+            self.finished.set()
+            return
         self.remaining -= 1
         self.stop = self.tripwire.observe(error)
         if (self.remaining == 0 and self._source is None) or self.stop is not None:
@@ -873,9 +878,6 @@ class _Scheduler:
         try:
             while not finished.done():
                 await asyncio.wait([finished, *workers], return_when=asyncio.FIRST_COMPLETED)
-                for worker in workers:  # the journal cannot take a record: no server can help
-                    if worker.done() and not worker.cancelled() and isinstance(worker.exception(), JournalError):
-                        raise worker.exception()
                 alive = [w for w in workers if not w.done()]
                 if not finished.done() and not alive:
                     errors = [w.exception() for w in workers if not w.cancelled() and w.exception()]

@@ -218,3 +218,43 @@ def test_rows_whose_context_is_not_a_list_get_their_own_error_records(tmp_path, 
     assert sorted(records) == ["d", "n", "s"]
     for record in records.values():
         assert record["status"]["code"] == "INVALID_ARGUMENT" and "context" in record["status"]["message"]
+
+
+class AlwaysUnavailable:
+    target = "fake:1"
+
+    async def stream_chains(self, items):
+        from client.errors import VerifierError
+
+        async for item_id, _request in items:
+            yield item_id, VerifierError("UNAVAILABLE", "BACKEND_DOWN", "the judge is down")
+
+
+class FullJournal:
+    """A writer whose journal cannot take another record."""
+
+    def __init__(self):
+        from client.batch import BatchSummary
+
+        self.summary, self.calls = BatchSummary(), 0
+
+    def put(self, position, record):
+        from client.batch import JournalError
+
+        self.calls += 1
+        raise JournalError("cannot write out.jsonl (No space left on device); 0 rows written to out.jsonl; run the "
+                           "same command again to resume")
+
+
+def test_a_journal_that_fails_on_the_error_record_of_a_row_out_of_retries_ends_the_run(tmp_path):
+    from pathlib import Path
+
+    from client import batch
+
+    opts = batch.BatchOptions(input=Path("in.jsonl"), output=tmp_path / "out.jsonl", max_attempts=2, progress=False)
+    writer = FullJournal()
+    items = [batch.Item(position=0, id="c0", request=None, extra={})]
+    with pytest.raises(batch.JournalError, match="No space left on device"):
+        # (the error record is written by the retry's own task, outside any stream: the run must still end)
+        asyncio.run(asyncio.wait_for(batch._Scheduler(opts, items, writer).run([AlwaysUnavailable()]), 20))
+    assert writer.calls == 1
