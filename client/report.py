@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import zlib
@@ -123,7 +124,7 @@ def build_report(opts: ReportOptions) -> tuple[dict[str, Any], dict[str, list[Ch
     report: dict[str, Any] = {
         "inputs": [text_of(p) for p in opts.inputs], "by": opts.by, "baseline": baseline,
         "bootstrap": {"samples": opts.samples, "seed": opts.seed, "level": 0.95},
-        "groups": {g: group_summary(c, rng(g), opts.samples) for g, c in chains.items()},
+        "groups": {g: group_summary(c, functools.partial(rng, g, "mean"), opts.samples) for g, c in chains.items()},
         "comparisons": [compare(m, chains[baseline], chains[g], (baseline, g), rng(g, m), opts.samples).to_dict()
                         for g in chains if g != baseline for m in METRICS],
         "info_gain_curves": {g: step_gain_curve(c, opts.max_steps, rng(g, "curve"), opts.samples)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -195,13 +195,14 @@ def _mean(values: np.ndarray) -> float | None:
     return float(values.mean()) if values.size else None
 
 
-def group_summary(chains: list[Chain], rng: np.random.Generator, n_boot: int) -> dict[str, Any]:
-    """n, error rows, and per metric: defined / undefined counts and the mean with its interval."""
+def group_summary(chains: list[Chain], rng: Callable[[str], np.random.Generator], n_boot: int) -> dict[str, Any]:
+    """n, error rows, and per metric: defined / undefined counts and the mean with its interval (drawn from
+    rng(metric): a metric's interval never moves with how many values another metric has)."""
     out: dict[str, Any] = {"n": len(chains), "n_error": sum(not c.ok for c in chains), "metrics": {}}
     for metric in METRICS:
         defined = [c.values[metric] for c in chains if c.values[metric] is not None]
         out["metrics"][metric] = {"n_defined": len(defined), "n_undefined": len(chains) - len(defined),
-                                  **bootstrap_mean(defined, rng, n_boot)}
+                                  **bootstrap_mean(defined, rng(metric), n_boot)}
     return out
 
 

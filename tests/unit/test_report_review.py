@@ -181,3 +181,18 @@ def test_up_to_twenty_groups_are_drawn_in_colours_of_their_own(tmp_path, monkeyp
     run_report(ReportOptions(inputs=[_journal(tmp_path / "s.jsonl", records)], samples=20, plots_dir=tmp_path / "p"))
     lines = drawn[0].axes[0].get_legend().get_lines()
     assert len(lines) == 12 and len({line.get_color() for line in lines}) == 12
+
+
+def test_a_metric_interval_does_not_move_with_another_metric_defined_count(tmp_path):
+    # Seeded per group and metric (docs/deployment.md#reports): one chain's InfoGain turning null must not move
+    # the interval of coverage, a metric drawn after it.
+    def report(null_gain):
+        records = [_record(i, "base", ki=0.3 + 0.05 * i, coverage=0.5 + 0.04 * i) for i in range(8)]
+        if null_gain:
+            records[0] = _record(0, "base", ki=0.3, gains=(0.1, None), coverage=0.5)
+        return run_report(ReportOptions(inputs=[_journal(tmp_path / f"s{null_gain}.jsonl", records)], samples=200))
+
+    with_gain, without = report(False)["groups"]["base"]["metrics"], report(True)["groups"]["base"]["metrics"]
+    assert with_gain["info_gain"]["n_defined"] == 8 and without["info_gain"]["n_defined"] == 7
+    assert with_gain["coverage"]["ci"] == without["coverage"]["ci"]
+    assert with_gain["knowledge_index"]["ci"] == without["knowledge_index"]["ci"]

@@ -29,7 +29,7 @@ def test_error_rows_and_null_scores_are_undefined_never_zero():
              "steps": []}
     chains = [chain_of(_record(0, "a", 1.0, ki=None), "group"), chain_of(_record(1, "a", 3.0, ki=0.8), "group"),
               chain_of(error, "group"), chain_of({**_record(2, "a", float("nan")), "info_gain": float("nan")}, "group")]
-    summary = group_summary(chains, np.random.default_rng(0), 200)
+    summary = group_summary(chains, lambda metric: np.random.default_rng(0), 200)
     assert summary["n"] == 4 and summary["n_error"] == 1
     ki = summary["metrics"]["knowledge_index"]
     assert ki["mean"] == pytest.approx((0.8 + 0.5) / 2) and ki["n_defined"] == 2 and ki["n_undefined"] == 2
