@@ -38,8 +38,11 @@ def resolve_model_dir(model: str) -> Path:
 
 
 def _model_files(directory: Path) -> list[Path]:
-    """Files that decide the embeddings: weights of every module, tokenizer, configs (not docs)."""
-    return sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith(".")
+    """Files that decide the embeddings: weights of every module, tokenizer, configs (not docs, nothing hidden: a
+    directory downloaded with `hf download --local-dir` keeps the time of the download under .cache/huggingface, which
+    would make the same model downloaded twice two embedders)."""
+    return sorted(p for p in directory.rglob("*") if p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(directory).parts)
                   and not p.name.lower().startswith("readme"))
 
 

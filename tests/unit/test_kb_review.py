@@ -8,7 +8,7 @@ import pytest
 
 from kb.build import add_documents, build_kb
 from kb.chunking import ChunkSpec, chunk_spans
-from kb.ingest import DocumentReader
+from kb.ingest import Document, DocumentReader
 from kb.store import Fact, NewFact, StoreWriter
 
 
@@ -120,3 +120,35 @@ def test_a_json_input_holding_one_json_document_says_inputs_are_json_lines(tmp_p
         list(DocumentReader([path]))
     assert str(err.value).startswith(f"{path}:1: ") and "JSON lines (one object per line)" in str(err.value)
     assert str(err.value).endswith(convert)
+
+
+def _model_copy(directory, downloaded_at: float):
+    """The bundled MiniLM as `hf download --local-dir` leaves a model: its files, plus download metadata under
+    .cache/huggingface (commit, etag and the time of the download)."""
+    from kb.embedder import resolve_model_dir
+
+    source = resolve_model_dir("all-MiniLM-L6-v2")
+    for path in source.rglob("*"):
+        if path.is_file():
+            (directory / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+            (directory / path.relative_to(source)).symlink_to(path)
+    metadata = directory / ".cache" / "huggingface" / "download" / "model.safetensors.metadata"
+    metadata.parent.mkdir(parents=True)
+    metadata.write_text(f"c9745ed1d9f207416be6d2e6f8de32d1f16199bf\n\"53aa51172d\"\n{downloaded_at}\n")
+    return directory
+
+
+def test_the_same_model_downloaded_twice_serves_the_kbs_it_built(tmp_path, embedder):
+    # a model directory downloaded on the build machine and again on the server differs only in the download times
+    # its .cache/huggingface metadata records: those made its weights hash differ, and every KB was refused as
+    # "built with another embedder"
+    from kb.embedder import SentenceTransformerEmbedder
+    from kb.knowledge_base import FaissKnowledgeBase
+    from server.pipeline.types import RetrievalMode
+
+    builder = SentenceTransformerEmbedder(str(_model_copy(tmp_path / "build-machine", 1764300000.5)))
+    server = SentenceTransformerEmbedder(str(_model_copy(tmp_path / "server", 1764390000.25)))
+    assert builder.weights_hash == server.weights_hash == embedder.weights_hash
+    build_kb([Document("w", "Warfarin is monitored with the INR.")], tmp_path / "kb", builder, progress=False)
+    kb = FaissKnowledgeBase.load(tmp_path / "kb", server)
+    assert kb.search(["warfarin monitoring"], 1, RetrievalMode.DENSE)[0][0].fact_id == "w"
