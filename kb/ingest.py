@@ -66,10 +66,16 @@ def _in_directory(root: Path, exclude: frozenset[Path] = frozenset()) -> Iterato
     if holds_kb_files(root):
         raise ValueError(f"input {root} is a knowledge base, not documents")
     found = []
-    for directory, subdirs, files in os.walk(root):
+    read = {root.resolve()}  # directories read, by real path: a linked directory is read once, a link loop ends
+    for directory, subdirs, files in os.walk(root, followlinks=True):  # a linked directory holds documents too
         here = Path(directory)
-        subdirs[:] = [d for d in subdirs if not d.startswith(".") and not holds_kb_files(here / d)
-                      and (here / d).resolve() not in exclude]
+        kept = []
+        for d in subdirs:
+            real = (here / d).resolve()
+            if not d.startswith(".") and not holds_kb_files(here / d) and real not in exclude and real not in read:
+                read.add(real)
+                kept.append(d)
+        subdirs[:] = kept
         found.extend(here / f for f in files if not f.startswith(".") and _format(here / f) is not None)
     return iter(sorted(found))
 

@@ -152,3 +152,14 @@ def test_the_same_model_downloaded_twice_serves_the_kbs_it_built(tmp_path, embed
     build_kb([Document("w", "Warfarin is monitored with the INR.")], tmp_path / "kb", builder, progress=False)
     kb = FaissKnowledgeBase.load(tmp_path / "kb", server)
     assert kb.search(["warfarin monitoring"], 1, RetrievalMode.DENSE)[0][0].fact_id == "w"
+
+
+def test_a_linked_directory_inside_a_directory_input_is_read_once(tmp_path):
+    # linked directories were skipped without a word (their documents silently left out of the KB)
+    _jsonl(tmp_path / "corpus" / "a.jsonl", "Warfarin is monitored with the INR.")
+    _jsonl(tmp_path / "elsewhere" / "b.jsonl", "Heparin is monitored with the aPTT.")
+    (tmp_path / "corpus" / "linked").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "corpus" / "again").symlink_to(tmp_path / "elsewhere")  # the same directory twice: read once
+    (tmp_path / "corpus" / "loop").symlink_to(tmp_path / "corpus")  # a link back up: no endless walk
+    texts = [doc.text for doc in DocumentReader([tmp_path / "corpus"])]
+    assert sorted(texts) == ["Heparin is monitored with the aPTT.", "Warfarin is monitored with the INR."]
