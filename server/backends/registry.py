@@ -177,7 +177,7 @@ def _transformers_estimator(ctx: BackendContext):
 def _vllm_estimator(ctx: BackendContext):
     from .lm.vllm_lm import estimator_from_settings
 
-    return ctx.shared("lm:vllm", lambda: estimator_from_settings(ctx.settings.lm))
+    return ctx.shared("lm:vllm", lambda: estimator_from_settings(ctx.settings.lm, ctx.blocking))
 
 
 def _rule_splitter(ctx: BackendContext):

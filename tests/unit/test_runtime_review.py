@@ -48,14 +48,16 @@ def test_the_lm_estimators_copies_run_on_the_servers_executor_and_small_ones_on_
     executor (up to cores + 4 threads), beside the server's KGV_SERVER__EXECUTOR_WORKERS pool, unbounded by it and
     unseen by the shutdown's wait for blocking work."""
     pytest.importorskip("torch")
-    from server.backends.lm.causal_lm import LmEstimator, render_contexts
-    from server.backends.lm.transformers_lm import TransformersCausalLm
+    from server.backends.lm.causal_lm import render_contexts
+    from server.backends.lm.transformers_lm import estimator_from_settings
+    from server.config import LmSettings
     from tests.helpers.tiny_lm import chain, tiny_lm_path
 
     executor = ThreadPoolExecutor(2, thread_name_prefix="kgv-work")
     blocking = RecordingBlocking(executor)
-    lm = TransformersCausalLm(str(tiny_lm_path("llama")), blocking, strategy="packed")
-    estimator = LmEstimator(lm, max_context_tokens=200)  # most long prefixes overflow: only the copies are heavy
+    # as the server builds it; most long prefixes overflow 200 tokens: only the copies are heavy
+    estimator = estimator_from_settings(LmSettings(backend="transformers", model=str(tiny_lm_path("llama")),
+                                                   strategy="packed", max_context_tokens=200), blocking)
     long_steps = chain(120, words_per_step=(40, 60))
     short_steps = chain(3)
     def chars(steps):

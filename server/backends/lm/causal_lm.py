@@ -100,9 +100,9 @@ class LmEstimator:
         self.lm = lm
         self.name = f"lm:{lm.name}"
         self._max_context = max_context_tokens
-        # The server's bounded executor for blocking work (the one its LM already runs on), so that these copies
-        # are counted and bounded like the rest, not run on asyncio's default executor beside it.
-        self._blocking = blocking or getattr(lm, "_blocking", None) or Blocking(None)
+        # The server's bounded executor for blocking work (the one its LM runs on), so that these copies are
+        # counted and bounded like the rest, not run on asyncio's default executor beside it.
+        self._blocking = blocking or Blocking(None)
         self._bos: list[int] | None = None
         self._space_supplied: bool | None = None
 

@@ -289,4 +289,4 @@ def estimator_from_settings(lm, blocking: Blocking, batching=None):
     causal = TransformersCausalLm(lm.model, blocking, device=lm.device, dtype=lm.dtype,
                                   max_tokens_per_pass=lm.max_tokens_per_pass, strategy=lm.strategy,
                                   timeout_s=lm.timeout_s, batching=batching)
-    return LmEstimator(causal, lm.max_context_tokens)
+    return LmEstimator(causal, lm.max_context_tokens, blocking)

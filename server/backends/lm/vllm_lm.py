@@ -173,7 +173,7 @@ def _read_generated(choice: dict, token: int) -> float:
     return _logprob(top[f"token_id:{token}"])
 
 
-def estimator_from_settings(lm):
+def estimator_from_settings(lm, blocking: Blocking | None = None):
     """The `lm` estimator on vLLM (KGV_LM__BASE_URL, KGV_LM__MODEL = the served model name)."""
     from pathlib import Path
 
@@ -194,5 +194,5 @@ def estimator_from_settings(lm):
     client = VllmClient(lm.base_url, lm.api_key, timeout_s=lm.timeout_s, max_concurrency=lm.max_concurrency,
                         cache_salt=lm.vllm_cache_salt)  # the client salts every request
     causal = VllmCausalLm(client, lm.model, tokenizer, scoring=lm.vllm_scoring,
-                          max_prompts_per_request=lm.vllm_max_prompts)
-    return LmEstimator(causal, lm.max_context_tokens)
+                          max_prompts_per_request=lm.vllm_max_prompts, blocking=blocking)
+    return LmEstimator(causal, lm.max_context_tokens, blocking)
