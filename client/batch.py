@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import itertools
 import json
@@ -269,7 +270,10 @@ class Journal:
         written = 0
         try:
             while written < len(data):  # a write cut short (the disk filling up): the next says why, or goes on
-                written += os.write(self._fd, data[written:])
+                step = os.write(self._fd, data[written:])
+                if not step:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                written += step
         except OSError:
             os.ftruncate(self._fd, self._size)  # no torn record is left before the records of a later run
             raise
@@ -497,9 +501,10 @@ class _Census:
         request = planned.request
         kb = uses_knowledge_base(request)
         self.kb_rows += kb
-        needs = {metric: metric in request.metrics for metric in requests.METRICS.values()}
-        if kb and not any(uses_knowledge_base(r) for r in self.requests) or any(
-                needed and not any(metric in r.metrics for r in self.requests) for metric, needed in needs.items()):
+        new_need = (kb and not any(uses_knowledge_base(r) for r in self.requests)) or any(
+            metric in request.metrics and not any(metric in r.metrics for r in self.requests)
+            for metric in requests.METRICS.values())
+        if new_need:
             self.requests.append(request)
 
 

@@ -258,3 +258,32 @@ def test_a_journal_that_fails_on_the_error_record_of_a_row_out_of_retries_ends_t
         # (the error record is written by the retry's own task, outside any stream: the run must still end)
         asyncio.run(asyncio.wait_for(batch._Scheduler(opts, items, writer).run([AlwaysUnavailable()]), 20))
     assert writer.calls == 1
+
+
+def test_the_census_asks_a_server_for_what_any_row_needs_as_the_rows_themselves_would(tmp_path):
+    import itertools
+
+    from client import batch
+    from client.readiness import scoring_services, serving_needed, uses_knowledge_base
+
+    kinds = {"ki_own_context": {"reasoning": "x", "context": ["Aspirin."]},  # KI only (no answer), no KB
+             "both_kb": {"reasoning": "x", "answer": "A"},  # KI against the KB, and InfoGain
+             "both_context": {"reasoning": "x", "answer": "A", "context": ["Aspirin."]}}
+    for metrics in (("ki",), ("infogain",), ("ki", "infogain")):
+        for order in itertools.permutations(kinds, 2):
+            source = tmp_path / "rows.jsonl"
+            source.write_text("".join(json.dumps({"id": f"{name}-{i}", **kinds[name]}) + "\n"
+                                      for name in order for i in range(3)))
+            opts = batch.check_options(batch.BatchOptions(input=source, output=tmp_path / "o.jsonl", metrics=metrics))
+            journal = batch.Journal(tmp_path / "o.jsonl")
+            census = batch._Census()
+            every = []
+            for _, planned in batch.plan_items(opts, journal, batch.BatchSummary()):
+                census.add(planned)
+                every.append(planned.request)
+            journal.close(discard_if_empty=True)
+            assert len(census.requests) <= 3 and census.items == len(every) == 6
+            assert batch._services(census) == scoring_services(every), (metrics, order)
+            assert serving_needed(census.requests) == serving_needed(every), (metrics, order)
+            assert any(map(uses_knowledge_base, census.requests)) == any(map(uses_knowledge_base, every))
+            assert census.kb_rows == sum(map(uses_knowledge_base, every))
