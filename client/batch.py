@@ -50,6 +50,10 @@ STALL_TIMEOUT_S = 900.0  # the server gives each stream item at most 600 s: a st
 # With --keep-order, finished records held for an earlier row still being scored: past this many (or 4 per chain in
 # flight, if more), no new row is read until the earlier one is written.
 REORDER_LIMIT = 1024
+# A row shed by a busy server (RESOURCE_EXHAUSTED / OVERLOADED: more rows in flight than it takes, e.g. several runs
+# sharing it) is sent again until it is taken, as long as rows keep finishing; only a server that has finished no
+# row for this long (its own limit per stream item is 600 s) uses up the row's attempts.
+OVERLOAD_PATIENCE_S = 600.0
 _MESSAGE_LIMIT = re.compile(r"(?:Sent|Received) message larger than max \((\d+) vs\. (\d+)\)")
 
 
@@ -130,6 +134,7 @@ class Item:
     notes: dict[str, Any] = field(default_factory=dict)  # added to the row's result record (not to an error)
     attempts: int = 0
     size: int = 0  # the request's serialized size
+    sheds: int = 0  # times a busy server shed it (OVERLOADED) without that counting as an attempt
 
 
 @dataclass
@@ -687,6 +692,7 @@ class _Scheduler:
         self.tripwire = _Tripwire(min(STOP_AFTER, count))
         self.stop: VerifierError | None = None
         self.message_limits: dict[str, int] = {}  # server -> the message size it was found to refuse above
+        self.finished_at = time.monotonic()  # when a row last finished (or the run started)
         if not count:
             self._source = None
             self.finished.set()
@@ -694,6 +700,7 @@ class _Scheduler:
     def _finish(self, item: Item, record: dict[str, Any], error: VerifierError | None = None) -> None:
         if self.stop is not None or self.failure is not None:
             return  # the run stopped: rows still in flight are scored by the next run
+        self.finished_at = time.monotonic()
         try:
             self.writer.put(item.position, record)
         except JournalError as exc:  # (from a stream, a retry's task or the request iterator alike)
@@ -729,6 +736,11 @@ class _Scheduler:
             "those rows again)")
 
     async def _retry_later(self, item: Item, error: VerifierError) -> None:
+        if error.reason == "OVERLOADED" and time.monotonic() - self.finished_at < OVERLOAD_PATIENCE_S:
+            item.sheds += 1  # the server is busy, not failing the row: it waits its turn
+            await asyncio.sleep(backoff_s(min(item.sheds, 5), base_s=0.25, cap_s=5.0))
+            self.queue.put_nowait(item)
+            return
         item.attempts += 1
         if item.attempts >= self.opts.max_attempts:
             self._finish(item, error_record(item.id, error, item.extra), error)

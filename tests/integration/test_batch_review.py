@@ -180,3 +180,23 @@ async def test_a_journal_that_cannot_grow_stops_the_run_naming_it_and_leaves_no_
     assert again.returncode == 0, again.stderr.decode()
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     assert sorted(ids) == [f"row-{i:03d}" for i in range(60)]
+
+
+async def test_rows_a_busy_server_sheds_wait_their_turn_instead_of_becoming_errors(cache_dir, demo_kb_path,
+                                                                                   monkeypatch, tmp_path):
+    monkeypatch.setitem(registry.JUDGES, "nli", lambda ctx: FakeJudge(delay_s=0.5))
+    monkeypatch.setitem(registry.ESTIMATORS, "nli", lambda ctx: FakeEstimator())
+    # The server takes 2 rows at a time and sheds the rest (RESOURCE_EXHAUSTED / OVERLOADED): the run sends 8.
+    server = await start_server(make_settings(cache_dir, server={"max_inflight": 2}), ["127.0.0.1:0"])
+    try:
+        await server.wait_ready(300)
+        source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+        source.write_text("".join(json.dumps({"id": f"r{i}", "reasoning": "Aspirin inhibits COX.",
+                                              "context": ["Aspirin irreversibly inhibits cyclooxygenase."]}) + "\n"
+                                  for i in range(24)))
+        summary = await run_batch(BatchOptions(input=source, output=out, servers=[server.addresses[0]],
+                                               concurrency=8, metrics=("ki",), progress=False))
+    finally:
+        await server.stop(0)
+    assert summary.statuses == {"ok": 24}, summary.statuses
+    assert server.runtime.admission.shed > 0  # (rows were shed, and sent again until taken)
