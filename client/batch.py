@@ -948,7 +948,9 @@ async def _ready_clients(opts: BatchOptions, census: _Census, settings=None) -> 
 def check_options(opts: BatchOptions) -> BatchOptions:
     """The options with metrics normalized, after every check that needs no server; BatchStopped says what to fix."""
     if not opts.input.is_file():
-        what = "is a directory" if opts.input.is_dir() else "does not exist"
+        what = ("is a directory" if opts.input.is_dir() else "does not exist" if not opts.input.exists() else
+                "is not a regular file (a pipe or a device): give a file (batch reads it once to count and check the "
+                "rows, then again as they are sent; .gz files are read as they are)")
         raise BatchStopped(f"input {opts.input} {what}")
     check_output_path(opts.output)
     for option, path in (("--output", opts.output), *(("--export", p) for p in opts.export)):

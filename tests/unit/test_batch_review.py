@@ -287,3 +287,13 @@ def test_the_census_asks_a_server_for_what_any_row_needs_as_the_rows_themselves_
             assert serving_needed(census.requests) == serving_needed(every), (metrics, order)
             assert any(map(uses_knowledge_base, census.requests)) == any(map(uses_knowledge_base, every))
             assert census.kb_rows == sum(map(uses_knowledge_base, every))
+
+
+def test_an_input_that_is_a_pipe_is_refused_as_such_not_as_missing(tmp_path, capsys):
+    import os
+
+    fifo = tmp_path / "rows.jsonl"
+    os.mkfifo(fifo)  # e.g. --input <(zcat rows.jsonl.gz)
+    assert _batch("--input", fifo, "--output", tmp_path / "out.jsonl") == 2
+    err = capsys.readouterr().err
+    assert "does not exist" not in err and "not a regular file" in err and "pipe" in err
