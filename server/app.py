@@ -120,8 +120,9 @@ class Runtime:
             previous = self.kb.current.info.kb_id if self.kb.current else ""
             try:
                 # on a thread of its own, not the request executor: a load of seconds (hashing a large KB)
-                # must not take a worker from searches, embeddings and the judge
-                await asyncio.to_thread(self.kb.load, self.ctx.embedder())
+                # must not take a worker from searches, embeddings and the judge; the embedder too (its first
+                # use loads the model, or waits for the startup load building it)
+                await asyncio.to_thread(lambda: self.kb.load(self.ctx.embedder()))
             finally:
                 await self._publish_kb_health()
             return previous, self.kb.current.info.kb_id
