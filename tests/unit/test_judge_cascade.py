@@ -65,6 +65,14 @@ def test_policy_escalates_low_confidence_contradictions_and_errors():
     assert needs_llm(EMBEDDED["confident"], 1.0)
 
 
+def test_policy_escalates_a_claim_the_minimum_decisive_probability_left_unsettled():
+    # min decisive 0.9 above the threshold 0.8: top label supported at 0.85, so the verdict is not_enough_info
+    unsettled = j(Verdict.NOT_ENOUGH_INFO, (0.85, 0.05, 0.10), Tier.EMBEDDED)
+    assert needs_llm(unsettled, 0.8)
+    assert needs_llm(j(Verdict.NOT_ENOUGH_INFO, (0.05, 0.85, 0.10), Tier.EMBEDDED), 0.8)
+    assert not needs_llm(j(Verdict.NOT_ENOUGH_INFO, (0.05, 0.10, 0.85), Tier.EMBEDDED), 0.8)  # settled: no info
+
+
 async def test_each_claim_says_which_tier_decided():
     embedded, llm = FakeJudge("emb", EMBEDDED), FakeJudge("llm", LLM)
     cascade = CascadeJudge(embedded, llm, 0.8)

@@ -14,10 +14,15 @@ log = logging.getLogger(__name__)
 
 
 def needs_llm(judgement: Judgement, threshold: float) -> bool:
-    """Escalation policy: contradictions (the costly verdict to get wrong), errors, and low confidence."""
-    if judgement.verdict in (Verdict.CONTRADICTED, Verdict.ERROR) or judgement.probabilities is None:
+    """Escalation policy: contradictions (the costly verdict to get wrong), errors, and low confidence.
+
+    A verdict that is not its probabilities' top label (KGV_JUDGE__MIN_DECISIVE_PROBABILITY left the claim
+    not settled) is low confidence whatever the threshold: with the minimum above the threshold, a claim whose
+    top label had a probability between the two was answered not_enough_info by neither tier."""
+    probabilities = judgement.probabilities
+    if judgement.verdict in (Verdict.CONTRADICTED, Verdict.ERROR) or probabilities is None:
         return True
-    return judgement.probabilities.confidence() < threshold
+    return judgement.verdict != probabilities.verdict() or probabilities.confidence() < threshold
 
 
 LLM_RESERVE_MIN_S = 0.2  # time kept back from the LLM tier to send the degraded verdicts
