@@ -87,14 +87,15 @@ def units(text: str, max_chars: int) -> list[tuple[int, int]]:
     return out
 
 
-def chunk_spans(text: str, spec: ChunkSpec | int) -> list[tuple[int, int]]:
-    """[start, end) spans of the facts of one document, in order; every unit lands in at least one."""
+def chunk_spans(text: str, spec: ChunkSpec | int, limit: int | None = None) -> list[tuple[int, int]]:
+    """[start, end) spans of the facts of one document, in order; every unit lands in at least one (or the first
+    `limit` spans only: the judge's evidence windows)."""
     if isinstance(spec, int):
         spec = ChunkSpec(max_chars=spec)
     parts = units(text, spec.max_chars)
     chunks: list[tuple[int, int]] = []
     i = 0
-    while i < len(parts):
+    while i < len(parts) and (limit is None or len(chunks) < limit):
         start, end = parts[i]
         j = i + 1
         while j < len(parts) and parts[j][1] - start <= spec.max_chars:

@@ -60,22 +60,11 @@ def windows(text: str, policy: AggregationPolicy) -> list[str]:
     text = text.strip()
     if len(text) <= policy.window_chars:
         return [text] if text else []
-    from kb.chunking import units
+    from kb.chunking import ChunkSpec, chunk_spans
 
-    spans = units(text, policy.window_chars)  # sentences; an over-long one is cut at whitespace
-    out: list[str] = []
-    i = 0
-    while i < len(spans) and len(out) < policy.max_windows:
-        start, end = spans[i]
-        j = i + 1
-        while j < len(spans) and spans[j][1] - start <= policy.window_chars:
-            end = spans[j][1]
-            j += 1
-        out.append(text[start:end])
-        if j >= len(spans):
-            break
-        i = max(i + 1, j - policy.window_overlap)
-    return out
+    # sentences packed as a KB packs facts (an over-long one cut at whitespace), overlapping
+    spec = ChunkSpec(max_chars=policy.window_chars, overlap=policy.window_overlap)
+    return [text[start:end] for start, end in chunk_spans(text, spec, limit=policy.max_windows)]
 
 
 def units_for(evidence: Sequence[Evidence], policy: AggregationPolicy,
