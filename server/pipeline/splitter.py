@@ -49,7 +49,8 @@ _HEADING = re.compile(r"[ \t]*(?:#{1,6}[ \t].*|\*\*[^*\n]+\*\*[ \t]*:?|__[^_\n]+
 # Sentence ends (punctuation followed by whitespace) and line breaks: candidate unit boundaries.
 # Possessive runs that start at the run's first mark: linear time on any run of marks (a backtracking
 # `[.!?…]+` took seconds on 20,000 dots and froze the server's event loop with the GIL held).
-_CUT = re.compile(r"(?<![.!?…])[.!?…]++[\"'”’)\]*_]*+(?=\s)|\n")
+# Western sentence ends need a space after them; Chinese and Japanese full stops do not (no space follows them).
+_CUT = re.compile(r"(?<![.!?…])[.!?…]++[\"'”’)\]*_]*+(?=\s)|[。！？]++[」』）\"”’]*+|\n")
 _TOKEN_BEFORE = re.compile(r"(\S+)$")
 _LIST_LABEL = re.compile(r"\(?(?:\d{1,3}|[A-Za-z])\)?")
 _DOTTED = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]")
