@@ -51,8 +51,10 @@ STALL_TIMEOUT_S = 900.0  # the server gives each stream item at most 600 s: a st
 # flight, if more), no new row is read until the earlier one is written.
 REORDER_LIMIT = 1024
 # A row shed by a busy server (RESOURCE_EXHAUSTED / OVERLOADED: more rows in flight than it takes, e.g. several runs
-# sharing it) is sent again until it is taken, as long as rows keep finishing; only a server that has finished no
-# row for this long (its own limit per stream item is 600 s) uses up the row's attempts.
+# sharing it), or answered UNAVAILABLE during an outage of what it needs (the judge's or the LM's vLLM restarting,
+# models still loading), is sent again until it is taken, as long as some row finished within this long (the
+# server's own limit per stream item is 600 s): an outage of minutes costs no error records; only a run that has
+# finished no row for this long uses up the row's attempts.
 OVERLOAD_PATIENCE_S = 600.0
 _MESSAGE_LIMIT = re.compile(r"(?:Sent|Received) message larger than max \((\d+) vs\. (\d+)\)")
 
@@ -134,7 +136,7 @@ class Item:
     notes: dict[str, Any] = field(default_factory=dict)  # added to the row's result record (not to an error)
     attempts: int = 0
     size: int = 0  # the request's serialized size
-    sheds: int = 0  # times a busy server shed it (OVERLOADED) without that counting as an attempt
+    sheds: int = 0  # times a busy server shed it (OVERLOADED) or an outage refused it, not counted as attempts
 
 
 @dataclass
@@ -693,6 +695,7 @@ class _Scheduler:
         self.stop: VerifierError | None = None
         self.message_limits: dict[str, int] = {}  # server -> the message size it was found to refuse above
         self.finished_at = time.monotonic()  # when a row last finished (or the run started)
+        self._outage_logged = False
         if not count:
             self._source = None
             self.finished.set()
@@ -736,8 +739,13 @@ class _Scheduler:
             "those rows again)")
 
     async def _retry_later(self, item: Item, error: VerifierError) -> None:
-        if error.reason == "OVERLOADED" and time.monotonic() - self.finished_at < OVERLOAD_PATIENCE_S:
-            item.sheds += 1  # the server is busy, not failing the row: it waits its turn
+        waits = error.reason == "OVERLOADED" or error.code == "UNAVAILABLE"
+        if waits and time.monotonic() - self.finished_at < OVERLOAD_PATIENCE_S:
+            if error.code == "UNAVAILABLE" and not self._outage_logged:
+                self._outage_logged = True
+                log.warning("%s: rows are sent again while the server recovers (up to %g s with no row "
+                            "finished)", error.message, OVERLOAD_PATIENCE_S)
+            item.sheds += 1  # the server is busy or recovering, not failing the row: it waits its turn
             await asyncio.sleep(backoff_s(min(item.sheds, 5), base_s=0.25, cap_s=5.0))
             self.queue.put_nowait(item)
             return

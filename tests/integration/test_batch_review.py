@@ -1,6 +1,7 @@
 """`kgverify batch` against a real server: the dataset is read as rows are sent, never held whole, with every
 row still written once (in input order with --keep-order)."""
 
+import asyncio
 import json
 
 import pytest
@@ -200,3 +201,32 @@ async def test_rows_a_busy_server_sheds_wait_their_turn_instead_of_becoming_erro
         await server.stop(0)
     assert summary.statuses == {"ok": 24}, summary.statuses
     assert server.runtime.admission.shed > 0  # (rows were shed, and sent again until taken)
+
+
+async def test_rows_refused_during_a_backend_outage_are_sent_again_when_it_recovers(cache_dir, demo_kb_path,
+                                                                                    monkeypatch, tmp_path):
+    # The judge's backend goes down mid-run for longer than a row's six quick attempts take (~4 s): the rows
+    # answered UNAVAILABLE (BACKEND_UNAVAILABLE) meanwhile wait for it instead of becoming error records.
+    judge = FakeJudge(delay_s=0.05)
+    monkeypatch.setitem(registry.JUDGES, "nli", lambda ctx: judge)
+    monkeypatch.setitem(registry.ESTIMATORS, "nli", lambda ctx: FakeEstimator())
+    server = await start_server(make_settings(cache_dir), ["127.0.0.1:0"])
+    try:
+        await server.wait_ready(300)
+        source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+        source.write_text("".join(json.dumps({"id": f"r{i}", "reasoning": f"Aspirin {i} inhibits COX.",
+                                              "context": ["Aspirin irreversibly inhibits cyclooxygenase."]}) + "\n"
+                                  for i in range(40)))
+        run = asyncio.ensure_future(run_batch(BatchOptions(input=source, output=out, servers=[server.addresses[0]],
+                                                           concurrency=4, metrics=("ki",), progress=False)))
+        while judge.calls < 5:
+            await asyncio.sleep(0.01)
+        judge.down = True
+        refused = judge.calls
+        await asyncio.sleep(8)
+        assert judge.calls > refused + 4  # rows were refused during the outage (and sent again)
+        judge.down = False
+        summary = await asyncio.wait_for(run, 120)
+    finally:
+        await server.stop(0)
+    assert summary.statuses == {"ok": 40}, summary.statuses

@@ -246,10 +246,12 @@ class FullJournal:
                            "same command again to resume")
 
 
-def test_a_journal_that_fails_on_the_error_record_of_a_row_out_of_retries_ends_the_run(tmp_path):
+def test_a_journal_that_fails_on_the_error_record_of_a_row_out_of_retries_ends_the_run(tmp_path, monkeypatch):
     from pathlib import Path
 
     from client import batch
+
+    monkeypatch.setattr(batch, "OVERLOAD_PATIENCE_S", 0.0)  # no waiting out the outage: the attempts run out
 
     opts = batch.BatchOptions(input=Path("in.jsonl"), output=tmp_path / "out.jsonl", max_attempts=2, progress=False)
     writer = FullJournal()
