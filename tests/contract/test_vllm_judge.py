@@ -213,6 +213,24 @@ def test_missing_or_short_top_logprobs_is_an_error_not_certainty(top):
         parse_judgement(data)
 
 
+@pytest.mark.parametrize("listed", [True, False])
+def test_a_label_chosen_from_outside_the_models_top_tokens_is_an_error_not_certainty(listed):
+    # The model wants prose: its 20 likeliest tokens are words, and constrained decoding picked "A" from below them
+    # (vLLM lists the sampled token among top_logprobs in place of the 20th; shown both ways). "B" and "C" may be
+    # as likely as "A": taking them as -9999 would report P(supported) = 1.0.
+    prose = [{"token": f"word{k}", "logprob": -0.5 - 0.2 * k} for k in range(20)]
+    first = {"token": "A", "logprob": -9.0}
+    first["top_logprobs"] = [dict(first), *prose[:19]] if listed else prose
+    data = {"choices": [{"message": {"content": "A"}, "logprobs": {"content": [first]}}]}
+    with pytest.raises(JudgeOutputError, match="ranks below all 19|ranks below all 20"):
+        parse_judgement(data)
+    # The same list with "A" the model's own first choice: the absent labels are below the 20th token, -9999.
+    first = {"token": "A", "logprob": -0.1}
+    first["top_logprobs"] = [dict(first), *prose[:19]]
+    verdict, probs = parse_judgement({"choices": [{"message": {"content": "A"}, "logprobs": {"content": [first]}}]})
+    assert verdict is Verdict.SUPPORTED and probs.supported == 1.0
+
+
 async def test_a_claim_without_evidence_is_not_judged_by_the_llm():
     from server.backends.vllm_client import VllmClient
     from server.backends.judges.vllm_judge import VllmJudge
