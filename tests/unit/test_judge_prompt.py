@@ -52,6 +52,21 @@ def test_long_evidence_is_clipped_within_the_prompt_budget():
     assert prompts.format_evidence([]) == "(no evidence)"
 
 
+def test_a_long_passage_shows_the_sentences_about_the_claim_not_only_its_opening():
+    # A long abstract whose fact about the claim comes after 1,500 characters of other findings.
+    filler = " ".join(f"Finding {i} concerned the cohort's baseline characteristics." for i in range(40))
+    passage = filler + " Dabigatran directly inhibits thrombin. " + filler
+    body = prompts.request_body("judge", "Dabigatran is a direct thrombin inhibitor.",
+                                [Evidence("ctx", passage, "", "", 0.9, EvidenceOrigin.CONTEXT)])
+    user = body["messages"][-1]["content"]
+    shown = user.split("[1] ", 1)[1].split("\n\nClaim:", 1)[0]
+    assert "Dabigatran directly inhibits thrombin." in shown
+    assert shown.startswith("…") and shown.endswith("…") and len(shown) <= prompts.MAX_EVIDENCE_CHARS
+    # without the claim's words in it, a long passage is shown from its start
+    assert prompts.format_evidence([Evidence("c", filler, "", "", 0.9, EvidenceOrigin.CONTEXT)]).startswith(
+        "[1] Finding 0")
+
+
 def test_prompt_version_is_a_hash_of_everything_that_shapes_the_answer(monkeypatch):
     assert prompts.PROMPT_VERSION.startswith(prompts.PROMPT_NAME + "@")
     assert prompts._version() == prompts.PROMPT_VERSION  # stable across calls

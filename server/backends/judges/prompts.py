@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any, Sequence
 
 from ...pipeline.types import Evidence, Verdict
@@ -20,6 +21,9 @@ LABELS: tuple[str, ...] = tuple(VERBALIZERS.values())
 SEED = 0
 TOP_LOGPROBS = 20  # vLLM's default --max-logprobs: the most a stock server returns
 MAX_EVIDENCE_CHARS = 1_500  # per numbered item; long passages are cut, not dropped
+# A passage longer than its share is shown as its sentences (packed up to the share) that hold the most of the
+# claim's words, not always its opening: the fact a claim is about may come late in a long abstract.
+EXCERPT = "claim-words/1"
 MAX_PROMPT_EVIDENCE_CHARS = 12_000  # all items together (stays well inside an 8k-token context)
 
 SYSTEM_PROMPT = (
@@ -36,19 +40,42 @@ SYSTEM_PROMPT = (
 USER_TEMPLATE = "Evidence:\n{evidence}\n\nClaim: {claim}\n\nAnswer (A, B or C):"
 
 
+_WORD = re.compile(r"\w{3,}")
+
+
 def _clip(text: str, limit: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def format_evidence(evidence: Sequence[Evidence]) -> str:
+def _excerpt(text: str, claim: str, limit: int) -> str:
+    """text within limit characters: whole, or the run of its sentences sharing the most words with the claim
+    (the earliest such run on a tie), marked with "…" where it was cut."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    if limit < 40:
+        return _clip(text, limit)
+    from kb.chunking import chunk_spans
+
+    words = set(_WORD.findall(claim.lower()))
+    best, best_score = None, -1
+    for start, end in chunk_spans(text, limit - 2):  # room for the two marks
+        score = len(words.intersection(_WORD.findall(text[start:end].lower())))
+        if score > best_score:
+            best, best_score = (start, end), score
+    start, end = best
+    return ("…" if start > 0 else "") + text[start:end] + ("…" if end < len(text) else "")
+
+
+def format_evidence(evidence: Sequence[Evidence], claim: str = "") -> str:
     """Evidence as a numbered list, best first, within the prompt's character budget."""
     lines: list[str] = []
     budget = MAX_PROMPT_EVIDENCE_CHARS
     for number, item in enumerate(evidence, 1):
         if budget <= 0:
             break
-        text = _clip(item.text, min(MAX_EVIDENCE_CHARS, budget))
+        text = _excerpt(item.text, claim, min(MAX_EVIDENCE_CHARS, budget))
         title = f" ({_clip(item.title, 120)})" if item.title.strip() else ""
         lines.append(f"[{number}]{title} {text}")
         budget -= len(text)
@@ -60,7 +87,7 @@ CHAT_TEMPLATE_KWARGS = {"enable_thinking": False}
 
 
 def messages(claim: str, evidence: Sequence[Evidence]) -> list[dict[str, str]]:
-    user = USER_TEMPLATE.format(evidence=format_evidence(evidence), claim=" ".join(claim.split()))
+    user = USER_TEMPLATE.format(evidence=format_evidence(evidence, claim), claim=" ".join(claim.split()))
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
@@ -86,7 +113,8 @@ def _version() -> str:
         "name": PROMPT_NAME, "system": SYSTEM_PROMPT, "user": USER_TEMPLATE,
         "labels": {v.value: t for v, t in VERBALIZERS.items()}, "seed": SEED, "temperature": 0,
         "top_logprobs": TOP_LOGPROBS, "max_evidence_chars": MAX_EVIDENCE_CHARS,
-        "max_prompt_evidence_chars": MAX_PROMPT_EVIDENCE_CHARS, "format": "structured_outputs.choice",
+        "max_prompt_evidence_chars": MAX_PROMPT_EVIDENCE_CHARS, "excerpt": EXCERPT,
+        "format": "structured_outputs.choice",
         "max_completion_tokens": MAX_COMPLETION_TOKENS, "chat_template_kwargs": CHAT_TEMPLATE_KWARGS,
     }
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode("utf-8")).hexdigest()[:12]

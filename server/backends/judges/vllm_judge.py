@@ -60,7 +60,8 @@ def _label_logprobs(first: dict[str, Any]) -> dict[str, float]:
             out[label] = VLLM_LOGPROB_FLOOR
     absent = [label for label, lp in out.items() if lp <= VLLM_LOGPROB_FLOOR]
     rivals = [seen[e["token"]] for e in top_list if e["token"].strip() not in LABELS]
-    if absent and rivals and seen[first["token"]] <= min(rivals):
+    sampled = seen[first["token"]]
+    if absent and rivals and VLLM_LOGPROB_FLOOR < sampled <= min(rivals):
         # The generated label ranks below every other token returned (constrained decoding chose it from outside
         # the model's top list, e.g. a model that wants to write prose): the labels not returned may be as likely
         # as it, so counting them as -9999 would make up certainty.
