@@ -440,6 +440,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+# Arguments a resumed run may change: they do not touch the data order, the loss or the schedule.
+RESUME_FREE_ARGS = frozenset({"out", "data", "resume", "init", "threads", "ckpt_every", "eval_every", "log_every"})
+
+
+def resume_changes(saved: dict, current: dict) -> dict[str, tuple]:
+    """The arguments whose values differ from those the checkpoint was written with ({name: (then, now)})."""
+    return {k: (saved.get(k), v) for k, v in current.items() if k not in RESUME_FREE_ARGS and saved.get(k) != v}
+
+
 def parse_kv(spec: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for part in filter(None, (s.strip() for s in spec.split(","))):
@@ -544,7 +553,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "source_licences": {s: SOURCE_LICENCES.get(s) for s in sources},
         "torch": torch.__version__,
     }
-    atomic_write_text(out / "run_config.json", json.dumps(run_config, indent=2))
 
     step, epoch, batch_in_epoch, best = 0, 0, 0, -1.0
     history: list[dict] = []
@@ -564,6 +572,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ck = torch.load(last, map_location="cpu", weights_only=False)
         if ck.get("data_sha256") != data_sha:
             raise SystemExit("resume: training data changed since the checkpoint")
+        changed = resume_changes(ck.get("args", {}), vars(args))
+        if changed:  # another seed, batch size, source list... would continue at batch N of another epoch plan
+            diff = ", ".join(f"--{k.replace('_', '-')} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+            raise SystemExit(f"resume: {last} was written with other arguments ({diff}); rerun with those or a new --out")
         model.load_state_dict(ck["weights"], strict=False)
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
@@ -571,6 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         step, epoch, batch_in_epoch = ck["step"], ck["epoch"], ck["batch_in_epoch"]
         best, history = ck.get("best", -1.0), ck.get("history", [])
         log.info("resumed from %s: step=%d epoch=%d batch=%d best=%.4f", last, step, epoch, batch_in_epoch, best)
+    atomic_write_text(out / "run_config.json", json.dumps(run_config, indent=2))  # once a resume is known to fit
 
     def save_last() -> None:
         atomic_torch_save(
@@ -619,7 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         adapt_threads(ours=0)  # this process has not loaded the machine yet
     model.train()
     loss_ema, seen_since, t_since = None, 0, time.time()
-    done = False
+    done = bool(args.max_steps) and step >= args.max_steps  # a resumed run that already reached --max-steps
     while epoch < args.epochs and not done:
         batches = epoch_plan(train_rows, enc_train.lengths, args.seed, epoch, source_mult, args.class_alpha,
                              args.batch_size)
@@ -665,7 +678,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_eval()
             save_last()
     if done:
-        run_eval()
+        if not (history and history[-1]["step"] == step):  # not yet evaluated at this step
+            run_eval()
         save_last()
     atomic_write_text(out / "DONE", json.dumps({"step": step, "epoch": epoch, "best": best}))
     log.info("training finished: step=%d best selection score=%.4f", step, best)

@@ -1,0 +1,90 @@
+"""The judge's training scripts: slices, loss, resume and export provenance (smoke runs of a few steps, tiny data)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "training"))
+import train_nli_judge as T  # noqa: E402
+
+LABELS = ("supported", "contradicted", "not_enough_info")
+
+
+def _write(path, rows):
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in rows)
+    return path
+
+
+def _checkcovid(n=90, salt=""):
+    return [{"id": f"checkcovid:{salt}{i}_0", "source": "checkcovid", "split": "train",
+             "premise": f"Trial {i} found that drug {i % 7} lowered mortality in {i} patients.",
+             "hypothesis": f"Drug {i % 7} lowers mortality in trial {i}.", "label": LABELS[i % 3]} for i in range(n)]
+
+
+def _args(data, out, *extra):
+    return ["--data", str(data), "--out", str(out), "--sources", "checkcovid", "--epochs", "2", "--batch-size", "8",
+            "--max-length", "48", "--ckpt-every", "2", "--eval-every", "1000", "--log-every", "1000",
+            "--threads", "1", "--no-bf16", *extra]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return _write(tmp_path_factory.mktemp("nli") / "train.jsonl.gz", _checkcovid())
+
+
+def _last(out):
+    import torch
+
+    return torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+
+
+def test_a_run_interrupted_mid_epoch_resumes_to_the_same_weights(data, tmp_path, monkeypatch):
+    import torch
+
+    T.main(_args(data, tmp_path / "whole", "--max-steps", "7"))
+    calls = {"n": 0}
+    loss = T.nli_loss
+
+    def interrupted(*a):
+        calls["n"] += 1
+        if calls["n"] == 4:  # after the step-2 checkpoint and one more step
+            raise KeyboardInterrupt
+        return loss(*a)
+
+    monkeypatch.setattr(T, "nli_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        T.main(_args(data, tmp_path / "cut", "--max-steps", "7"))
+    monkeypatch.setattr(T, "nli_loss", loss)
+    assert _last(tmp_path / "cut")["step"] == 2
+    T.main(_args(data, tmp_path / "cut", "--max-steps", "7", "--resume"))
+    whole, cut = _last(tmp_path / "whole"), _last(tmp_path / "cut")
+    assert (whole["step"], whole["epoch"], whole["batch_in_epoch"]) == (cut["step"], cut["epoch"], cut["batch_in_epoch"])
+    assert all(torch.equal(whole["weights"][k], cut["weights"][k]) for k in whole["weights"])
+
+
+def test_resume_refuses_other_arguments_and_leaves_the_run_config(data, tmp_path):
+    out = tmp_path / "run"
+    T.main(_args(data, out, "--max-steps", "2"))
+    config = (out / "run_config.json").read_text()
+    with pytest.raises(SystemExit, match=r"--batch-size 8 -> 4"):
+        T.main(_args(data, out, "--max-steps", "2", "--resume", "--batch-size", "4"))
+    assert (out / "run_config.json").read_text() == config
+    assert _last(out)["step"] == 2
+
+
+def test_resuming_a_finished_run_trains_no_further_step(data, tmp_path):
+    out = tmp_path / "run"
+    T.main(_args(data, out, "--max-steps", "3"))
+    before = _last(out)
+    T.main(_args(data, out, "--max-steps", "3", "--resume"))
+    after = _last(out)
+    assert after["step"] == before["step"] == 3
+    assert [h["step"] for h in after["history"]] == [3]
+    assert json.loads((out / "DONE").read_text())["step"] == 3
