@@ -6,9 +6,10 @@ through the judge's evidence windows. The cascade escalates a claim when it is j
 contradicted, or when its top probability is below the threshold. Reported per source and
 overall, at the configured threshold and over a sweep: LLM calls per step (split into
 "contradicted" and "low confidence"), and the embedded judge's accuracy on the claims it
-keeps versus those it escalates (what the LLM tier is there to fix). The same count on the
-demo chains through the pipeline (demo KB retrieval; planning and answer steps included)
-shows the rate on reasoning chains, where contradictions are rarer than in NLI data.
+keeps versus those it escalates (what the LLM tier is there to fix; on the binary sources a
+verdict is right when it says supported vs not supported as the label does, as in bench/judge.py).
+The same count on the demo chains through the pipeline (demo KB retrieval; planning and answer
+steps included) shows the rate on reasoning chains, where contradictions are rarer than in NLI data.
 
     nice -n 10 .venv/bin/python bench/cascade.py > bench/results/cascade.json
 """
@@ -32,6 +33,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 DEV = REPO.parent / "shared" / "data" / "nli" / "dev.jsonl.gz"
 SWEEP = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+# Sources labelled supported vs not supported only ("contradicted" / "not_enough_info" mean "not supported"),
+# scored that way as in bench/judge.py.
+BINARY_SOURCES = frozenset({"scifact", "covidfact", "wice"})
 
 
 def eprint(*args) -> None:
@@ -66,13 +70,21 @@ async def judge_all(scorer, rows: list[dict]) -> list:
     return out
 
 
+def is_correct(verdict: str, row: dict) -> bool:
+    """The verdict matches the row's label; on a binary source, supported vs not supported."""
+    if row["source"] in BINARY_SOURCES:
+        return verdict in ("supported", "contradicted", "not_enough_info") and \
+            (verdict == "supported") == (row["label"] == "supported")
+    return verdict == row["label"]
+
+
 def rates(rows: list[dict], judgements: list, threshold: float) -> dict:
     from server.backends.judges.cascade import needs_llm
 
     n = len(rows)
     escalated = [needs_llm(j, threshold) for j in judgements]
     contradicted = sum(j.verdict.value == "contradicted" for j in judgements)
-    correct = [j.verdict.value == r["label"] for j, r in zip(judgements, rows)]
+    correct = [is_correct(j.verdict.value, r) for j, r in zip(judgements, rows)]
     kept = [c for c, e in zip(correct, escalated) if not e]
     sent = [c for c, e in zip(correct, escalated) if e]
     return {
@@ -126,6 +138,9 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=0, help="first N pairs per source (smoke runs)")
     p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "kgverify", help="demo KB location")
     args = p.parse_args(argv)
+    if not DEV.is_file():
+        p.error(f"{DEV} not found: the benchmark reads the shared data set (../shared/data beside the repository, "
+                "see its README.md)")
 
     from server.config import JudgeSettings
 

@@ -55,6 +55,15 @@ def read_jsonl_gz(path: Path) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def missing_data(paths) -> str | None:
+    """The message for the first input file that is not there (the shared data lives outside the repository)."""
+    for path in paths:
+        if not Path(path).is_file():
+            return f"{path} not found: the benchmark reads the shared data set (../shared/data beside the " \
+                   "repository, see its README.md)"
+    return None
+
+
 def corpus_documents(corpus: list[dict]):
     from kb.ingest import Document
 
@@ -161,19 +170,22 @@ def recall(results, claims: list[dict]) -> dict:
 
 
 def escalation(results, threshold: float) -> float:
-    """LLM calls per step the cascade would make: claims it escalates over claims judged."""
+    """LLM calls per step the cascade would make: claims it escalates (one call each) over steps.
+
+    A step with two claims that both escalate costs two calls."""
     from server.backends.judges.cascade import needs_llm
     from server.pipeline.types import Judgement
 
-    judged = escalated = 0
+    steps = escalated = 0
     for result in results:
-        for claim in result.steps[0].claims:
-            if claim.probabilities is None and claim.verdict.value == "no_knowledge":
-                continue
-            judged += 1
-            escalated += bool(claim.evidence) and needs_llm(
-                Judgement(claim.verdict, claim.probabilities, claim.tier), threshold)
-    return round(escalated / max(judged, 1), 4)
+        for step in result.steps:
+            steps += 1
+            for claim in step.claims:
+                if claim.probabilities is None and claim.verdict.value == "no_knowledge":
+                    continue
+                escalated += bool(claim.evidence) and needs_llm(
+                    Judgement(claim.verdict, claim.probabilities, claim.tier), threshold)
+    return round(escalated / max(steps, 1), 4)
 
 
 def _summary(results, claims: list[dict], threshold: float) -> dict:
@@ -282,6 +294,8 @@ def main(argv=None) -> int:
                    help="aggregation variants: least top-label probability for a premise to settle a claim")
     p.add_argument("--limit", type=int, default=0, help="first N claims only (smoke runs)")
     args = p.parse_args(argv)
+    if problem := missing_data([DATA / "kb" / "checkcovid_corpus.jsonl.gz", DATA / "nli" / "dev.jsonl.gz"]):
+        p.error(problem)
 
     from kb.embedder import SentenceTransformerEmbedder
     from server.config import JudgeSettings

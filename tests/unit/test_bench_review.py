@@ -1,0 +1,131 @@
+"""The benchmarks' metrics (their numbers are quoted in README.md and docs/) and their handling of missing data."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+
+from server.pipeline.types import (Claim, ClaimResult, Evidence, EvidenceOrigin, Judgement, LabelProbs, Step,
+                                   StepResult, Tier, Verdict)
+from tests.conftest import REPO
+
+
+def _bench(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+EVIDENCE = (Evidence("f1", "Remdesivir shortened recovery in adults.", "cord", "", 0.9, EvidenceOrigin.KNOWLEDGE_BASE),)
+
+
+def _claim(text: str, verdict: Verdict, probs: tuple[float, float, float]) -> ClaimResult:
+    return ClaimResult(Claim(text, 0, len(text)), verdict, LabelProbs(*probs), Tier.EMBEDDED, EVIDENCE)
+
+
+class _Result:
+    def __init__(self, *steps: tuple[ClaimResult, ...]):
+        self.steps = [StepResult(Step(0, " ".join(c.claim.text for c in claims), 0, 1), claims[0].verdict, None,
+                                 Tier.EMBEDDED, EVIDENCE, claims) for claims in steps]
+
+
+def test_ki_e2e_cascade_calls_are_counted_per_step_not_per_claim():
+    ki_e2e = _bench("ki_e2e")
+    # one step of two claims, both escalated (one call each); one step of one confident supported claim
+    two = (_claim("Remdesivir cures COVID-19.", Verdict.CONTRADICTED, (0.1, 0.85, 0.05)),
+           _claim("It is given orally.", Verdict.SUPPORTED, (0.5, 0.2, 0.3)))
+    one = (_claim("Remdesivir shortened recovery.", Verdict.SUPPORTED, (0.95, 0.03, 0.02)),)
+    assert ki_e2e.escalation([_Result(two), _Result(one)], 0.8) == 1.0  # 2 LLM calls over 2 steps
+
+
+def _judgement(verdict: Verdict, probs) -> Judgement:
+    return Judgement(verdict, LabelProbs(*probs), Tier.EMBEDDED)
+
+
+def test_cascade_accuracy_scores_binary_sources_supported_vs_not():
+    cascade = _bench("cascade")
+    # SciFact's "contradicted" means "not entailed": a not_enough_info verdict is right there, as in bench/judge.py
+    rows = [{"source": "scifact", "label": "contradicted"}, {"source": "wice", "label": "not_enough_info"},
+            {"source": "covidfact", "label": "supported"}, {"source": "checkcovid", "label": "contradicted"}]
+    judgements = [_judgement(Verdict.NOT_ENOUGH_INFO, (0.05, 0.05, 0.9)),  # kept, right (not supported)
+                  _judgement(Verdict.CONTRADICTED, (0.05, 0.9, 0.05)),  # escalated, right (not supported)
+                  _judgement(Verdict.SUPPORTED, (0.95, 0.03, 0.02)),  # kept, right
+                  _judgement(Verdict.NOT_ENOUGH_INFO, (0.05, 0.05, 0.9))]  # kept, wrong (3-way source)
+    out = cascade.rates(rows, judgements, 0.8)
+    assert out["embedded_accuracy_kept"] == round(2 / 3, 4)
+    assert out["embedded_accuracy_escalated"] == 1.0
+    assert out["llm_calls_per_step"] == 0.25
+
+
+def test_judge_metrics_match_their_definitions():
+    import numpy as np
+
+    judge = _bench("judge")
+    rows = [{"source": "scifact", "label": lab} for lab in ("supported", "contradicted", "contradicted")] + \
+           [{"source": "checkcovid", "label": lab} for lab in ("supported", "contradicted", "not_enough_info")]
+    probs = np.array([[0.61, 0.29, 0.1], [0.2, 0.1, 0.7], [0.65, 0.05, 0.3],
+                      [0.7, 0.2, 0.1], [0.1, 0.2, 0.7], [0.2, 0.1, 0.7]])
+    y, k = judge.targets(rows)
+    pred, conf = judge.decisions_from_probs(probs, rows)
+    assert y.tolist() == [0, 1, 1, 0, 1, 2] and k.tolist() == [2, 2, 2, 3, 3, 3]
+    assert pred.tolist() == [0, 1, 0, 0, 2, 2]  # binary: P(supported) >= 0.5; 3-way: argmax
+    assert conf.tolist() == pytest.approx([0.61, 0.8, 0.65, 0.7, 0.7, 0.7])
+    # binary F1: supported 2*1/(1+2) = 2/3, not supported 2*1/(2+1) = 2/3
+    assert judge.macro_f1_np(y[:3], pred[:3], 2) == pytest.approx(2 / 3)
+    # 3-way: supported 1, contradicted 0, not_enough_info 2*1/(1+2): mean over the three classes
+    assert judge.macro_f1_np(y[3:], pred[3:], 3) == pytest.approx((1 + 0 + 2 / 3) / 3)
+    # ECE, 15 equal-width bins weighted by their rows: 0.8 alone (right), 0.61 and 0.65 in (0.6, 0.667] (one
+    # right), the three 0.7s in (0.667, 0.733] (two right)
+    correct = y == pred
+    expected = (abs(0.8 - 1) + abs(0.61 + 0.65 - 1) + abs(3 * 0.7 - 2)) / 6
+    assert judge.ece_np(conf, correct) == pytest.approx(expected)
+
+
+def _stderr_of_exit(capsys, fn, *args) -> str:
+    with pytest.raises(SystemExit) as raised:
+        fn(*args)
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def test_judge_without_its_dev_file_says_so(tmp_path, capsys):
+    missing = tmp_path / "nope" / "dev.jsonl.gz"
+    err = _stderr_of_exit(capsys, _bench("judge").main, ["--dev", str(missing)])
+    assert f"{missing} not found" in err and "../shared/data" in err
+
+
+def test_split_without_processbench_says_so(tmp_path, capsys):
+    err = _stderr_of_exit(capsys, _bench("split").main, ["--data", str(tmp_path)])
+    assert f"{tmp_path / 'gsm8k.json'} not found" in err and "../shared/data" in err
+
+
+def test_ki_e2e_without_shared_data_says_so(tmp_path, monkeypatch, capsys):
+    ki_e2e = _bench("ki_e2e")
+    monkeypatch.setattr(ki_e2e, "DATA", tmp_path)
+    err = _stderr_of_exit(capsys, ki_e2e.main, [])
+    assert f"{tmp_path / 'kb' / 'checkcovid_corpus.jsonl.gz'} not found" in err and "../shared/data" in err
+
+
+def test_cascade_without_shared_data_says_so(tmp_path, monkeypatch, capsys):
+    cascade = _bench("cascade")
+    monkeypatch.setattr(cascade, "DEV", tmp_path / "dev.jsonl.gz")
+    err = _stderr_of_exit(capsys, cascade.main, [])
+    assert f"{tmp_path / 'dev.jsonl.gz'} not found" in err and "../shared/data" in err
+
+
+def test_kb_bench_without_medquad_or_a_built_kb_says_so(tmp_path, capsys):
+    kb = _bench("kb")
+    err = _stderr_of_exit(capsys, kb.main, ["--medquad", str(tmp_path / "medquad.jsonl.gz"), "--work",
+                                            str(tmp_path / "work")])
+    assert f"{tmp_path / 'medquad.jsonl.gz'} not found" in err
+    medquad = tmp_path / "medquad.jsonl.gz"
+    medquad.write_bytes(b"")
+    err = _stderr_of_exit(capsys, kb.main, ["--only", "quality", "--medquad", str(medquad), "--work",
+                                            str(tmp_path / "work")])
+    assert "no MedQuAD KB in" in err and "--only build,quality" in err
