@@ -56,6 +56,15 @@ def read_jsonl_gz(path) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def missing_data(paths) -> str | None:
+    """The message for the first input file that is not there (the shared data lives outside the repository)."""
+    for path in paths:
+        if not Path(path).is_file():
+            return (f"{path} not found: the benchmark reads the shared data set (../shared/data beside the "
+                    "repository, see its README.md) or the file given on the command line")
+    return None
+
+
 # --------------------------------------------------------------------------- scoring
 def targets(rows: Sequence[dict]):
     """Per row: y (class id in its scoring regime), K (2 or 3)."""
@@ -191,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="timed passes over the dev pairs per judge (best and all are reported)")
     p.add_argument("--limit", type=int, default=0, help="first N dev rows only (quick runs)")
     args = p.parse_args(argv)
+    if problem := missing_data([args.dev] + ([args.train] if args.baseline else [])):
+        p.error(problem)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

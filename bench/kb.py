@@ -203,7 +203,7 @@ def scale_section(args) -> dict:
     return json.loads(done.stdout)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/kgv-bench"), help="scratch directory")
     parser.add_argument("--medquad", type=Path, default=DEFAULT_MEDQUAD)
@@ -217,8 +217,14 @@ def main() -> int:
     parser.add_argument("--context-chars", type=int, default=200)
     parser.add_argument("--reuse-kb", action="store_true", help="skip the build when the work dir holds the KB")
     parser.add_argument("--scale-vectors", type=int, default=1_000_000)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     sections = set(args.only.split(","))
+    if sections & {"build", "quality"} and not args.medquad.is_file():
+        parser.error(f"{args.medquad} not found: the benchmark reads MedQuAD from the shared data set "
+                     "(../shared/data/kb/medquad.jsonl.gz, see ../shared/data/README.md) or from --medquad")
+    if "quality" in sections and "build" not in sections and not (args.work / "medquad-kb" / "CURRENT").is_file():
+        parser.error(f"no MedQuAD KB in {args.work / 'medquad-kb'}: run the build section first "
+                     "(--only build,quality) or point --work at the directory of an earlier build")
     args.work.mkdir(parents=True, exist_ok=True)
     out: dict = {"machine": machine(), "command": "nice -n 10 python bench/kb.py " + " ".join(sys.argv[1:])}
     embedder = None

@@ -124,6 +124,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subsets", nargs="+", default=["gsm8k", "math"])
     parser.add_argument("--repeat", type=int, default=3, help="throughput repetitions (best is kept)")
     args = parser.parse_args(argv)
+    for subset in args.subsets:
+        if not (args.data / f"{subset}.json").is_file():
+            parser.error(f"{args.data / f'{subset}.json'} not found: --data names the ProcessBench directory of the "
+                         "shared data set (../shared/data/chains/processbench, see ../shared/data/README.md)")
     splitter = RuleSplitter()
     report: dict = {"splitter": splitter.name, "run_on_weight": splitter.run_on_weight,
                     "cue_weight": splitter.cue_weight, "boundaries": {},
