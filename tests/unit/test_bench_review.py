@@ -129,3 +129,22 @@ def test_kb_bench_without_medquad_or_a_built_kb_says_so(tmp_path, capsys):
     err = _stderr_of_exit(capsys, kb.main, ["--only", "quality", "--medquad", str(medquad), "--work",
                                             str(tmp_path / "work")])
     assert "no MedQuAD KB in" in err and "--only build,quality" in err
+
+
+def test_split_throughput_counts_the_gold_steps_whatever_the_splitter_makes_of_them():
+    split = _bench("split")
+    from server.pipeline.splitter import RuleSplitter
+
+    # three gold steps of several sentences each: as one run-on paragraph the splitter makes more steps of them
+    chains = [["To find how many marbles Tom has left, we can work through the problem in steps. First, Tom "
+               "starts the week with 40 red marbles in his bag.",
+               "On Monday, he gives away one quarter of the marbles. Since he had 40 marbles, \\(40 / 4 = 10\\) "
+               "marbles are given away. So, he keeps \\(40 - 10 = 30\\) marbles. Then, his sister gives him 12 "
+               "blue marbles.",
+               "Now Tom has \\(30 + 12 = 42\\) marbles. Therefore, at the end of Monday Tom has 42 marbles. The "
+               "answer is \\(\\boxed{42}\\)."]] * 2
+    out = split.throughput(RuleSplitter(), chains, "runon", 1)
+    assert out["steps"] == 6 and out["chains"] == 2
+    assert out["predicted_steps"] > 6
+    # the rate is of the gold steps: steps/s over chains/s is the gold steps per chain
+    assert out["steps_per_s"] / out["chains_per_s"] == pytest.approx(3, rel=0.01)
