@@ -68,11 +68,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path, ck in zip(args.ckpt, checkpoints):
         if ck.get("data_sha256") not in (None, data_sha):
             raise SystemExit(f"{path} was trained on other data than --data")
+    versions = {ck.get("slices", 1) for ck in checkpoints}
+    if len(versions) > 1:  # each was selected on slices the other may have trained on
+        raise SystemExit(f"the checkpoints were trained with different slices (versions {sorted(versions)})")
+    slice_version = versions.pop()
     run_configs = [json.loads((Path(c).parent / "run_config.json").read_text()) for c in args.ckpt]
     sources = sorted(set().union(*(set(rc["args"]["sources"].split(",")) for rc in run_configs)))
 
     rows = T.read_jsonl_gz(args.data)
-    sel_rows = [r for r in T.split_slices(rows)["selection"] if r["source"] in sources]
+    sel_rows = [r for r in T.split_slices(rows, slice_version)["selection"] if r["source"] in sources]
     enc = T.Encoded(sel_rows, AutoTokenizer.from_pretrained(T.base_model_dir()), args.max_length)
     model = T.build_model(T.base_model_dir())
     states = [ck["weights"] for ck in checkpoints]
@@ -91,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = {"average_of": args.ckpt, "alpha": best["alpha"], "selection": best,
             "step": f"average(alpha={best['alpha']})"}
     T.atomic_torch_save({"weights": mix(states, best["alpha"]), "meta": meta, "data_sha256": data_sha,
+                         "slices": slice_version,
                          "labels": list(T.LABELS), "max_length": args.max_length}, out / "best.pt")
     run_config = {**run_configs[0], "args": {**run_configs[0]["args"], "sources": ",".join(sources)},
                   "average_of": [{"ckpt": c, "run_args": rc["args"]} for c, rc in zip(args.ckpt, run_configs)],

@@ -237,7 +237,7 @@ def _export(args: argparse.Namespace, run: Path, run_cfg: dict, out: Path) -> tu
     # Calibration on the train calibration slice, with the model rebuilt from the artefact.
     rows = T.read_jsonl_gz(args.data)
     sources = set(cfg["training"]["sources"])
-    cal_rows = [r for r in T.split_slices(rows)["calibration"] if r["source"] in sources]
+    cal_rows = [r for r in T.split_slices(rows, ck.get("slices", 1))["calibration"] if r["source"] in sources]
     tok = AutoTokenizer.from_pretrained(T.base_model_dir())
     enc = T.Encoded(cal_rows, tok, args.max_length)
     y, binary = calibration_targets(cal_rows)

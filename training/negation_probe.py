@@ -30,15 +30,25 @@ def main(argv=None) -> int:
     from transformers import AutoTokenizer
 
     torch.set_num_threads(args.threads)
-    selection = [r for r in T.split_slices(T.read_jsonl_gz(args.data))["selection"] if r["source"] in T.DEFAULT_SOURCES]
-    negated = T.negation_rows(selection, 1.0, 0)
+    rows = T.read_jsonl_gz(args.data)
     base = T.base_model_dir()
     tokenizer = AutoTokenizer.from_pretrained(base)
-    encoded = {"selection": T.Encoded(selection, tokenizer, 256), "negated": T.Encoded(negated, tokenizer, 256)}
+    by_version: dict = {}  # each checkpoint is probed on the selection slice of the slices it was trained with
+
+    def encoded_for(version: int) -> dict:
+        if version not in by_version:
+            selection = [r for r in T.split_slices(rows, version)["selection"] if r["source"] in T.DEFAULT_SOURCES]
+            negated = T.negation_rows(selection, 1.0, 0)
+            by_version[version] = {"selection": T.Encoded(selection, tokenizer, 256),
+                                   "negated": T.Encoded(negated, tokenizer, 256)}
+        return by_version[version]
+
     for path in args.checkpoints:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
         model = T.build_model(base)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["weights"], strict=False)
-        out = {"checkpoint": path, "negated_rows": len(negated)}
+        model.load_state_dict(ck["weights"], strict=False)
+        encoded = encoded_for(ck.get("slices", 1))
+        out = {"checkpoint": path, "negated_rows": len(encoded["negated"].rows)}
         for name, enc in encoded.items():
             res = T.evaluate(model, enc, autocast=True)
             out[name] = {k: round(v if k == "score" else v["macro_f1"], 4) for k, v in res.items()}

@@ -72,6 +72,8 @@ SMALL_SOURCE_ROWS = 5000
 SLICE_FRAC_SMALL = (0.08, 0.08)
 SLICE_FRAC_LARGE = (0.025, 0.025)
 SLICE_SALT = "kgverify-nli-slices-v1"
+# How rows are grouped before slicing (see slice_keys); checkpoints record it as "slices" (absent: 1).
+SLICE_VERSION = 2
 
 log = logging.getLogger("train_nli_judge")
 
@@ -102,11 +104,44 @@ def group_key(row: dict) -> str:
     return rid
 
 
-def slice_of(row: dict, source_rows: dict[str, int]) -> str:
-    """'selection', 'calibration' or 'train', decided by a salted hash of the group key."""
+def slice_keys(rows: Sequence[dict], version: int = SLICE_VERSION) -> list[str]:
+    """The key each row is sliced by. Version 1: its group key. Version 2 also joins the groups that share a
+    (premise, hypothesis) pair or, outside SNLI (whose generic hypotheses recur under unrelated premises), a claim:
+    a vitaminc case duplicated under another case id, or a scifact claim with several evidence sentences, would
+    otherwise be trained on and scored on the selection or calibration slice."""
+    keys = [group_key(r) for r in rows]
+    if version < 2:
+        return keys
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        root = x
+        while parent.setdefault(root, root) != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    for key, r in zip(keys, rows):
+        links = ["\0pair|" + r["source"] + "|" + r["premise"] + "\0" + r["hypothesis"]]
+        if r["source"] != "snli":
+            links.append("\0claim|" + r["source"] + "|" + r["hypothesis"])
+        for link in links:
+            a, b = find(key), find(link)
+            if a != b:
+                parent[b] = a
+    smallest: dict[str, str] = {}  # a group's key stays its own when nothing joins it
+    for key in keys:
+        root = find(key)
+        smallest[root] = min(smallest.get(root, key), key)
+    return [smallest[find(key)] for key in keys]
+
+
+def slice_of(row: dict, source_rows: dict[str, int], key: str | None = None) -> str:
+    """'selection', 'calibration' or 'train', decided by a salted hash of the group key (or `key`)."""
     n = source_rows.get(row["source"], 0)
     sel, cal = SLICE_FRAC_SMALL if n < SMALL_SOURCE_ROWS else SLICE_FRAC_LARGE
-    digest = hashlib.sha256((SLICE_SALT + "|" + group_key(row)).encode("utf-8")).digest()
+    digest = hashlib.sha256((SLICE_SALT + "|" + (key or group_key(row))).encode("utf-8")).digest()
     u = int.from_bytes(digest[:8], "big") / 2**64
     if u < sel:
         return "selection"
@@ -115,11 +150,12 @@ def slice_of(row: dict, source_rows: dict[str, int]) -> str:
     return "train"
 
 
-def split_slices(rows: Sequence[dict]) -> dict[str, list[dict]]:
+def split_slices(rows: Sequence[dict], version: int = SLICE_VERSION) -> dict[str, list[dict]]:
+    """The rows of each slice; `version` is the checkpoint's (``ck.get("slices", 1)``) when one is evaluated."""
     counts = Counter(r["source"] for r in rows)
     out: dict[str, list[dict]] = {"train": [], "selection": [], "calibration": []}
-    for r in rows:
-        out[slice_of(r, counts)].append(r)
+    for r, key in zip(rows, slice_keys(rows, version)):
+        out[slice_of(r, counts, key)].append(r)
     return out
 
 
@@ -489,7 +525,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     data_sha = file_sha256(args.data)
     rows = read_jsonl_gz(args.data)
-    slices = split_slices(rows)
+    last = out / "last.pt"
+    ck = torch.load(last, map_location="cpu", weights_only=False) if args.resume and last.exists() else None
+    init = torch.load(args.init, map_location="cpu", weights_only=False) if args.init and ck is None else None
+    prior = ck if ck is not None else init  # a resumed or --init run keeps the slices its weights never trained on
+    slice_version = prior.get("slices", 1) if prior is not None else SLICE_VERSION
+    slices = split_slices(rows, slice_version)
     train_rows = [r for r in slices["train"] if r["source"] in sources]
     sel_rows = [r for r in slices["selection"] if r["source"] in sources]
     if args.limit_train:
@@ -550,15 +591,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "total_steps": total_steps, "steps_per_epoch": plans_len, "train_rows": len(train_rows),
         "train_rows_per_source": dict(Counter(r["source"] for r in train_rows)),
         "selection_rows": len(sel_rows), "binary_sources": sorted(BINARY_SOURCES),
-        "source_licences": {s: SOURCE_LICENCES.get(s) for s in sources},
+        "source_licences": {s: SOURCE_LICENCES.get(s) for s in sources}, "slices": slice_version,
         "torch": torch.__version__,
     }
 
     step, epoch, batch_in_epoch, best = 0, 0, 0, -1.0
     history: list[dict] = []
-    last = out / "last.pt"
-    if args.init and not (args.resume and last.exists()):
-        init = torch.load(args.init, map_location="cpu", weights_only=False)
+    if init is not None:
         if init.get("data_sha256") not in (None, data_sha):
             # the calibration and selection slices are carved from this file: a checkpoint trained on
             # another version of it may have seen this version's slices
@@ -568,8 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"--init: {args.init} lacks {len(missing)} trainable tensors, e.g. {sorted(missing)[0]}")
         model.load_state_dict(init["weights"], strict=False)
         log.info("initialised from %s (step %s)", args.init, init.get("meta", {}).get("step", init.get("step")))
-    if args.resume and last.exists():
-        ck = torch.load(last, map_location="cpu", weights_only=False)
+    if ck is not None:
         if ck.get("data_sha256") != data_sha:
             raise SystemExit("resume: training data changed since the checkpoint")
         changed = resume_changes(ck.get("args", {}), vars(args))
@@ -591,13 +629,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "weights": trainable_state(model, names), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
                 "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "best": best,
-                "history": history, "data_sha256": data_sha, "args": vars(args),
+                "history": history, "data_sha256": data_sha, "args": vars(args), "slices": slice_version,
             },
             last,
         )
 
     def save_weights(path: Path, meta: dict) -> None:
         atomic_torch_save({"weights": trainable_state(model, names), "meta": meta, "data_sha256": data_sha,
+                           "slices": slice_version,
                            "labels": list(LABELS), "max_length": args.max_length}, path)
 
     def run_eval() -> None:

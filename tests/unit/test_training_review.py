@@ -88,3 +88,38 @@ def test_resuming_a_finished_run_trains_no_further_step(data, tmp_path):
     assert after["step"] == before["step"] == 3
     assert [h["step"] for h in after["history"]] == [3]
     assert json.loads((out / "DONE").read_text())["step"] == 3
+
+
+def _slice_of_each(rows, version=None):
+    slices = T.split_slices(rows) if version is None else T.split_slices(rows, version)
+    return {r["id"]: name for name, part in slices.items() for r in part}
+
+
+def test_a_claim_or_a_pair_never_straddles_train_and_a_slice():
+    """A scifact claim has several evidence rows, each its own id; vitaminc repeats cases under other case ids."""
+    rows = [{"id": f"scifact:train-{3 * c + k}", "source": "scifact", "split": "train", "premise": f"Evidence {k} on {c}.",
+             "hypothesis": f"Claim {c} holds.", "label": LABELS[c % 2]} for c in range(300) for k in range(3)]
+    rows += [{"id": f"vitaminc:case{c}{dup}_1", "source": "vitaminc", "split": "train", "premise": f"Revision {c}.",
+              "hypothesis": f"Fact {c}.", "label": "supported"} for c in range(300) for dup in ("a", "b")]
+    where = _slice_of_each(rows)
+    by_claim: dict = {}
+    for r in rows:
+        by_claim.setdefault((r["source"], r["hypothesis"]), set()).add(where[r["id"]])
+    assert all(len(s) == 1 for s in by_claim.values())
+    assert {"selection", "calibration", "train"} <= set(where.values())
+    # checkpoints written before claims and pairs were joined (no "slices" key) keep the slices they trained with
+    old = _slice_of_each(rows, 1)
+    assert old == {r["id"]: T.slice_of(r, {"scifact": 900, "vitaminc": 600}) for r in rows} != where
+
+
+def test_slices_are_recorded_and_an_init_run_keeps_those_of_its_checkpoint(data, tmp_path):
+    import torch
+
+    T.main(_args(data, tmp_path / "new", "--max-steps", "1"))
+    assert _last(tmp_path / "new")["slices"] == T.SLICE_VERSION == 2
+    assert json.loads((tmp_path / "new" / "run_config.json").read_text())["slices"] == 2
+    old = _last(tmp_path / "new")
+    del old["slices"]  # a checkpoint from before slice versions
+    torch.save(old, tmp_path / "old.pt")
+    T.main(_args(data, tmp_path / "second", "--max-steps", "1", "--init", str(tmp_path / "old.pt")))
+    assert _last(tmp_path / "second")["slices"] == 1
