@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"the checkpoints were trained with different slices (versions {sorted(versions)})")
     slice_version = versions.pop()
     run_configs = [json.loads((Path(c).parent / "run_config.json").read_text()) for c in args.ckpt]
-    sources = sorted(set().union(*(set(rc["args"]["sources"].split(",")) for rc in run_configs)))
+    sources = sorted(set().union(*(T.run_sources(rc) for rc in run_configs)))
 
     rows = T.read_jsonl_gz(args.data)
     sel_rows = [r for r in T.split_slices(rows, slice_version)["selection"] if r["source"] in sources]
@@ -98,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "slices": slice_version,
                          "labels": list(T.LABELS), "max_length": args.max_length}, out / "best.pt")
     run_config = {**run_configs[0], "args": {**run_configs[0]["args"], "sources": ",".join(sources)},
+                  "trained_sources": sources, "source_licences": {s: T.SOURCE_LICENCES.get(s) for s in sources},
                   "average_of": [{"ckpt": c, "run_args": rc["args"]} for c, rc in zip(args.ckpt, run_configs)],
                   "alpha": best["alpha"]}
     T.atomic_write_text(out / "run_config.json", json.dumps(run_config, indent=2))

@@ -221,8 +221,8 @@ def _export(args: argparse.Namespace, run: Path, run_cfg: dict, out: Path) -> tu
         "training": {
             "data_file": "shared/data/nli/train.jsonl.gz",
             "data_sha256": data_sha,
-            "sources": run_cfg["args"]["sources"].split(","),
-            "source_licences": run_cfg.get("source_licences"),
+            "sources": T.run_sources(run_cfg),
+            "source_licences": {s: T.SOURCE_LICENCES.get(s) for s in T.run_sources(run_cfg)},
             "train_rows_per_source": run_cfg.get("train_rows_per_source"),
             "checkpoint": args.ckpt,
             "step": meta.get("step", ck.get("step")),

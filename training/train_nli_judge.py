@@ -159,6 +159,23 @@ def split_slices(rows: Sequence[dict], version: int = SLICE_VERSION) -> dict[str
     return out
 
 
+def run_sources(run_config: dict) -> list[str]:
+    """The sources a run's weights were trained on, those of the run it started from (--init) included."""
+    if "trained_sources" in run_config:
+        return list(run_config["trained_sources"])
+    args = run_config["args"]
+    found = [s.strip() for s in args["sources"].split(",") if s.strip()]
+    ancestors = run_sources(init_run_config(args["init"])) if args.get("init") else []
+    return list(dict.fromkeys(found + ancestors))
+
+
+def init_run_config(ckpt: str | os.PathLike) -> dict:
+    path = Path(ckpt).parent / "run_config.json"
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: the sources {ckpt} was trained on (for the licence list) are unknown")
+    return json.loads(path.read_text())
+
+
 def is_binary(source: str) -> bool:
     return source in BINARY_SOURCES
 
@@ -585,13 +602,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
 
+    ancestors = run_sources(init_run_config(args.init)) if args.init else []  # also when resuming such a run
+    trained = list(dict.fromkeys([s for s in sources if s in {r["source"] for r in train_rows}] + ancestors))
     run_config = {
         "args": vars(args), "data_sha256": data_sha, "base_model_dir": base_dir,
         "labels": list(LABELS), "trainable": names, "frozen_prefixes": list(FROZEN_PREFIXES),
         "total_steps": total_steps, "steps_per_epoch": plans_len, "train_rows": len(train_rows),
         "train_rows_per_source": dict(Counter(r["source"] for r in train_rows)),
         "selection_rows": len(sel_rows), "binary_sources": sorted(BINARY_SOURCES),
-        "source_licences": {s: SOURCE_LICENCES.get(s) for s in sources}, "slices": slice_version,
+        "trained_sources": trained, "source_licences": {s: SOURCE_LICENCES.get(s) for s in trained},
+        "slices": slice_version,
         "torch": torch.__version__,
     }
 

@@ -120,6 +120,32 @@ def test_slices_are_recorded_and_an_init_run_keeps_those_of_its_checkpoint(data,
     assert json.loads((tmp_path / "new" / "run_config.json").read_text())["slices"] == 2
     old = _last(tmp_path / "new")
     del old["slices"]  # a checkpoint from before slice versions
-    torch.save(old, tmp_path / "old.pt")
-    T.main(_args(data, tmp_path / "second", "--max-steps", "1", "--init", str(tmp_path / "old.pt")))
+    torch.save(old, tmp_path / "new" / "old.pt")
+    T.main(_args(data, tmp_path / "second", "--max-steps", "1", "--init", str(tmp_path / "new" / "old.pt")))
     assert _last(tmp_path / "second")["slices"] == 1
+
+
+def _vitaminc(n=90):
+    return [{"id": f"vitaminc:case{i}_1", "source": "vitaminc", "split": "train", "premise": f"The tower is {i} m tall.",
+             "hypothesis": f"The tower is taller than {i + (i % 3) - 1} m.", "label": LABELS[i % 3]} for i in range(n)]
+
+
+def test_an_export_lists_the_licences_of_every_source_its_weights_were_trained_on(tmp_path, capsys):
+    """A second stage (--init) on checkcovid carries the vitaminc training of its first stage, and so does an average."""
+    import average_checkpoints as A
+    import export_nli_judge as E
+
+    data = _write(tmp_path / "train.jsonl.gz", _checkcovid() + _vitaminc())
+    first, second = tmp_path / "first", tmp_path / "second"
+    T.main([*_args(data, first, "--max-steps", "1"), "--sources", " vitaminc"])
+    T.main([*_args(data, second, "--max-steps", "1", "--init", str(first / "best.pt")), "--sources", "checkcovid"])
+    A.main(["--ckpt", str(second / "best.pt"), "--ckpt", str(first / "best.pt"), "--alphas", "0.5", "--data", str(data),
+            "--out", str(tmp_path / "soup"), "--threads", "1", "--max-length", "48"])
+    for run in (second, tmp_path / "soup"):
+        out = tmp_path / "judge" / run.name
+        assert E.main(["--run", str(run), "--data", str(data), "--out", str(out), "--threads", "1",
+                       "--max-length", "48"]) == 0
+        training = json.loads((out / "config.json").read_text())["training"]
+        assert sorted(training["sources"]) == ["checkcovid", "vitaminc"]
+        assert training["source_licences"] == {"checkcovid": "MIT", "vitaminc": "CC BY-SA 3.0"}
+    capsys.readouterr()
