@@ -42,25 +42,44 @@ def eprint(*args) -> None:
     print(*args, file=sys.stderr, flush=True)
 
 
+def judge_settings():
+    """The judge settings the server would run with (KGV_JUDGE__* applied)."""
+    from server.config import Settings
+
+    return Settings().judge
+
+
 def scorer_for(args):
+    """The pair scorer as the server builds it from its settings (KGV_JUDGE__*: precision, device, threshold)."""
     from kb.embedder import SentenceTransformerEmbedder
 
+    cfg = judge_settings()
     if args.judge == "baseline":
         from server.backends.judges.similarity import SimilarityPairScorer
 
-        return SimilarityPairScorer(SentenceTransformerEmbedder())
+        return SimilarityPairScorer(SentenceTransformerEmbedder(), cfg.support_threshold)
     from server.backends.judges.nli_model import NliModel
 
-    return NliModel.load(args.model)
+    return NliModel.load(args.model or cfg.nli_model_path, device=cfg.nli_device, quantize=cfg.nli_int8,
+                         dtype=cfg.nli_dtype)
+
+
+def embedded_judge(scorer):
+    """The embedded judge over `scorer` with the server's aggregation settings."""
+    from server.backends.judges.aggregation import AggregationPolicy
+    from server.backends.judges.embedded import EmbeddedJudge
+    from server.pipeline.runtime import Blocking
+
+    cfg = judge_settings()
+    return EmbeddedJudge(scorer, Blocking(None), AggregationPolicy(window_chars=cfg.window_chars,
+                                                                   min_decisive=cfg.min_decisive_probability))
 
 
 async def judge_all(scorer, rows: list[dict]) -> list:
-    from server.backends.judges.embedded import EmbeddedJudge
     from server.pipeline.deadline import Deadline
-    from server.pipeline.runtime import Blocking
     from server.pipeline.types import Evidence, EvidenceOrigin, JudgeItem
 
-    judge = EmbeddedJudge(scorer, Blocking(None))
+    judge = embedded_judge(scorer)
     items = [JudgeItem(r["hypothesis"], (Evidence(r["id"], r["premise"], r["source"], "", 1.0,
                                                   EvidenceOrigin.CONTEXT),)) for r in rows]
     out = []
@@ -142,9 +161,7 @@ def main(argv=None) -> int:
         p.error(f"{DEV} not found: the benchmark reads the shared data set (../shared/data beside the repository, "
                 "see its README.md)")
 
-    from server.config import JudgeSettings
-
-    threshold = JudgeSettings().cascade_threshold if args.threshold is None else args.threshold
+    threshold = judge_settings().cascade_threshold if args.threshold is None else args.threshold
     with gzip.open(DEV, "rt", encoding="utf-8") as fh:
         rows = [json.loads(line) for line in fh if line.strip()]
     if args.limit:

@@ -298,10 +298,10 @@ def main(argv=None) -> int:
         p.error(problem)
 
     from kb.embedder import SentenceTransformerEmbedder
-    from server.config import JudgeSettings
+    from server.config import Settings
 
-    if args.threshold is None:
-        args.threshold = JudgeSettings().cascade_threshold
+    if args.threshold is None:  # the server's (KGV_JUDGE__CASCADE_THRESHOLD applied)
+        args.threshold = Settings().judge.cascade_threshold
     corpus = read_jsonl_gz(DATA / "kb" / "checkcovid_corpus.jsonl.gz")
     claims = claims_of(read_jsonl_gz(DATA / "nli" / "dev.jsonl.gz"), corpus)
     if args.limit:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -148,3 +149,57 @@ def test_split_throughput_counts_the_gold_steps_whatever_the_splitter_makes_of_t
     assert out["predicted_steps"] > 6
     # the rate is of the gold steps: steps/s over chains/s is the gold steps per chain
     assert out["steps_per_s"] / out["chains_per_s"] == pytest.approx(3, rel=0.01)
+
+
+@pytest.mark.skipif(not (REPO / "models" / "nli-judge" / "config.json").exists(), reason="the NLI judge is not exported")
+def test_cascade_bench_runs_the_judge_the_server_would_run(tmp_path, monkeypatch, capsys, cache_dir, demo_kb_path):
+    import gzip
+    import json
+
+    cascade = _bench("cascade")
+    rows = [{"id": "a", "source": "checkcovid", "label": "supported", "hypothesis": "Masks reduce transmission.",
+             "premise": "Wearing masks reduced the transmission of the virus in households."},
+            {"id": "b", "source": "scifact", "label": "contradicted", "hypothesis": "Aspirin raises blood glucose.",
+             "premise": "Aspirin inhibits platelet aggregation."}]
+    dev = tmp_path / "dev.jsonl.gz"
+    with gzip.open(dev, "wt", encoding="utf-8") as fh:
+        fh.write("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(cascade, "DEV", dev)
+    monkeypatch.setenv("KGV_JUDGE__NLI_INT8", "true")  # a precision the default never resolves to
+    monkeypatch.setenv("KGV_JUDGE__CASCADE_THRESHOLD", "0.5")
+    monkeypatch.setenv("KGV_JUDGE__MIN_DECISIVE_PROBABILITY", "0.5")
+    monkeypatch.setenv("KGV_JUDGE__WINDOW_CHARS", "300")
+    assert cascade.main(["--cache-dir", str(cache_dir)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["threshold"] == 0.5 and out["judge"].endswith("+int8")
+    assert out["overall"]["pairs"] == 2 and out["demo_chains"]["steps"] > 0
+    policy = cascade.embedded_judge(SimpleNamespace(name="scorer")).policy
+    assert (policy.min_decisive, policy.window_chars) == (0.5, 300)
+
+
+def test_ki_e2e_takes_the_servers_cascade_threshold(tmp_path, monkeypatch, capsys, cache_dir, demo_kb_path):
+    import gzip
+    import json
+
+    ki_e2e = _bench("ki_e2e")
+    corpus = [{"cord_id": "c1", "title": "Masks", "abstract": [
+        "Wearing masks reduced household transmission of the virus by half.",
+        "The effect was larger when masks were worn before symptoms began."]},
+        {"cord_id": "c2", "title": "Vitamin D", "abstract": [
+            "Vitamin D supplements did not shorten hospital stays of patients with the disease."]}]
+    dev = [{"id": "d1", "source": "checkcovid", "label": "supported", "hypothesis": "Masks reduce transmission.",
+            "premise": corpus[0]["abstract"][0]},
+           {"id": "d2", "source": "checkcovid", "label": "contradicted",
+            "hypothesis": "Vitamin D shortens hospital stays.", "premise": corpus[1]["abstract"][0]}]
+    for name, rows in (("kb/checkcovid_corpus.jsonl.gz", corpus), ("nli/dev.jsonl.gz", dev)):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        with gzip.open(tmp_path / name, "wt", encoding="utf-8") as fh:
+            fh.write("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(ki_e2e, "DATA", tmp_path)
+    monkeypatch.setenv("KGV_JUDGE__CASCADE_THRESHOLD", "0.5")
+    assert ki_e2e.main(["--judges", "baseline", "--mode", "hybrid", "--joint", "2", "--conflict", "rank",
+                        "--kb-dir", str(tmp_path / "kb-built"), "--cache-dir", str(cache_dir)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["cascade_threshold"] == 0.5 and report["claims"] == 2
+    [run] = report["runs"]
+    assert run["e2e"]["evidence_recall"]["any_gold_sentence"] == 1.0  # each premise is in the two-abstract KB
