@@ -63,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from transformers import AutoTokenizer
 
     torch.set_num_threads(args.threads)
+    rows = T.read_train_rows(args.data)
     data_sha = T.file_sha256(args.data)
     checkpoints = [torch.load(c, map_location="cpu", weights_only=False) for c in args.ckpt]
     for path, ck in zip(args.ckpt, checkpoints):
@@ -73,9 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"the checkpoints were trained with different slices (versions {sorted(versions)})")
     slice_version = versions.pop()
     run_configs = [json.loads((Path(c).parent / "run_config.json").read_text()) for c in args.ckpt]
+    bases = {rc["base_weights_sha256"] for rc in run_configs if rc.get("base_weights_sha256")}
+    if len(bases) > 1:
+        raise SystemExit("the checkpoints were trained from different base models")
     sources = sorted(set().union(*(T.run_sources(rc) for rc in run_configs)))
 
-    rows = T.read_jsonl_gz(args.data)
     sel_rows = [r for r in T.split_slices(rows, slice_version)["selection"] if r["source"] in sources]
     enc = T.Encoded(sel_rows, AutoTokenizer.from_pretrained(T.base_model_dir()), args.max_length)
     model = T.build_model(T.base_model_dir())

@@ -131,6 +131,9 @@ def write_deltas(ckpt_path: Path, out_dir: Path) -> tuple[list[str], dict]:
     for name in sorted(trained):
         w = trained[name].detach().to(torch.float32)
         if name in base:
+            if base[name].shape != w.shape:
+                raise SystemExit(f"{name}: {tuple(w.shape)} in {ckpt_path}, {tuple(base[name].shape)} in the base "
+                                 f"model at {base_dir}: not the base model it was trained from")
             tensors[name] = (w - base[name].to(torch.float32)).to(torch.float16).contiguous()
         else:
             tensors[name] = w.to(torch.float16).contiguous()
@@ -194,11 +197,16 @@ def _export(args: argparse.Namespace, run: Path, run_cfg: dict, out: Path) -> tu
 
     from server.backends.judges import nli_model as NM
 
+    rows = T.read_train_rows(args.data)
+    base_sha = T.file_sha256(os.path.join(T.base_model_dir(), "model.safetensors"))
+    trained_from = run_cfg.get("base_weights_sha256")
+    if trained_from not in (None, base_sha):  # the deltas would be added to other frozen word embeddings
+        raise SystemExit(f"the base model at {T.base_model_dir()} (sha256 {base_sha[:16]}) is not the one {run} "
+                         f"was trained from (sha256 {trained_from[:16]})")
     absolute, ck = write_deltas(run / args.ckpt, out)
     data_sha = T.file_sha256(args.data)
     if ck.get("data_sha256") not in (None, data_sha):
         raise SystemExit("the checkpoint was trained on different data than --data")
-    base_sha = T.file_sha256(os.path.join(T.base_model_dir(), "model.safetensors"))
     weights_sha = T.file_sha256(out / "weights.safetensors")
     meta = ck.get("meta", {})
     cfg = {
@@ -235,7 +243,6 @@ def _export(args: argparse.Namespace, run: Path, run_cfg: dict, out: Path) -> tu
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
 
     # Calibration on the train calibration slice, with the model rebuilt from the artefact.
-    rows = T.read_jsonl_gz(args.data)
     sources = set(cfg["training"]["sources"])
     cal_rows = [r for r in T.split_slices(rows, ck.get("slices", 1))["calibration"] if r["source"] in sources]
     tok = AutoTokenizer.from_pretrained(T.base_model_dir())

@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     from transformers import AutoTokenizer
 
     torch.set_num_threads(args.threads)
-    rows = T.read_jsonl_gz(args.data)
+    rows = T.read_train_rows(args.data)
     base = T.base_model_dir()
     tokenizer = AutoTokenizer.from_pretrained(base)
     by_version: dict = {}  # each checkpoint is probed on the selection slice of the slices it was trained with

@@ -84,6 +84,18 @@ def read_jsonl_gz(path: str | os.PathLike) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def read_train_rows(path: str | os.PathLike) -> list[dict]:
+    """The rows of train.jsonl.gz; a missing file, or rows of another split (dev is for reporting only), stop here."""
+    if not Path(path).is_file():
+        raise SystemExit(f"training data not found: {path} (default {DEFAULT_DATA}, see shared/data/README.md)")
+    rows = read_jsonl_gz(path)
+    other = Counter(r.get("split", "train") for r in rows if r.get("split", "train") != "train")
+    if other:
+        raise SystemExit(f"{path} holds rows of other splits ({dict(other)}): "
+                         "training, selection and calibration read train rows only")
+    return rows
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -540,8 +552,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     source_mult = parse_kv(args.source_mult)
     source_weight = parse_kv(args.source_weight)
 
+    rows = read_train_rows(args.data)
     data_sha = file_sha256(args.data)
-    rows = read_jsonl_gz(args.data)
+    unknown = [s for s in sources if s not in {r["source"] for r in rows}]
+    if unknown:
+        raise SystemExit(f"--sources: {args.data} has no rows of {', '.join(unknown)} "
+                         f"(its sources: {', '.join(sorted({r['source'] for r in rows}))})")
     last = out / "last.pt"
     ck = torch.load(last, map_location="cpu", weights_only=False) if args.resume and last.exists() else None
     init = torch.load(args.init, map_location="cpu", weights_only=False) if args.init and ck is None else None
@@ -606,6 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     trained = list(dict.fromkeys([s for s in sources if s in {r["source"] for r in train_rows}] + ancestors))
     run_config = {
         "args": vars(args), "data_sha256": data_sha, "base_model_dir": base_dir,
+        "base_weights_sha256": file_sha256(os.path.join(base_dir, "model.safetensors")),
         "labels": list(LABELS), "trainable": names, "frozen_prefixes": list(FROZEN_PREFIXES),
         "total_steps": total_steps, "steps_per_epoch": plans_len, "train_rows": len(train_rows),
         "train_rows_per_source": dict(Counter(r["source"] for r in train_rows)),

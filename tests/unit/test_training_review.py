@@ -149,3 +149,32 @@ def test_an_export_lists_the_licences_of_every_source_its_weights_were_trained_o
         assert sorted(training["sources"]) == ["checkcovid", "vitaminc"]
         assert training["source_licences"] == {"checkcovid": "MIT", "vitaminc": "CC BY-SA 3.0"}
     capsys.readouterr()
+
+
+def test_training_refuses_dev_rows_a_missing_file_and_unknown_sources(data, tmp_path):
+    dev = _write(tmp_path / "dev.jsonl.gz", [{**r, "split": "dev"} for r in _checkcovid()])
+    with pytest.raises(SystemExit, match=r"other splits \({'dev': 90}\)"):
+        T.main(_args(dev, tmp_path / "on-dev", "--max-steps", "1"))
+    with pytest.raises(SystemExit, match="training data not found: .*absent.jsonl.gz"):
+        T.main(_args(tmp_path / "absent.jsonl.gz", tmp_path / "none", "--max-steps", "1"))
+    with pytest.raises(SystemExit, match="has no rows of scifcat .*its sources: checkcovid"):
+        T.main([*_args(data, tmp_path / "typo", "--max-steps", "1"), "--sources", "checkcovid,scifcat"])
+    assert not (tmp_path / "typo" / "run_config.json").exists()
+
+
+def test_export_refuses_dev_data_and_a_run_trained_from_another_base_model(data, tmp_path, capsys):
+    import export_nli_judge as E
+
+    run = tmp_path / "run"
+    T.main(_args(data, run, "--max-steps", "1"))
+    config = json.loads((run / "run_config.json").read_text())
+    assert config["base_weights_sha256"] == T.file_sha256(f"{T.base_model_dir()}/model.safetensors")
+    dev = _write(tmp_path / "dev.jsonl.gz", [{**r, "split": "dev"} for r in _checkcovid()])
+    out = tmp_path / "judge"
+    with pytest.raises(SystemExit, match="other splits"):
+        E.main(["--run", str(run), "--data", str(dev), "--out", str(out), "--threads", "1", "--max-length", "48"])
+    (run / "run_config.json").write_text(json.dumps({**config, "base_weights_sha256": "0" * 64}))
+    with pytest.raises(SystemExit, match="is not the one .* was trained from"):
+        E.main(["--run", str(run), "--data", str(data), "--out", str(out), "--threads", "1", "--max-length", "48"])
+    assert not out.exists()
+    capsys.readouterr()
