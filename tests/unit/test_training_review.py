@@ -178,3 +178,24 @@ def test_export_refuses_dev_data_and_a_run_trained_from_another_base_model(data,
         E.main(["--run", str(run), "--data", str(data), "--out", str(out), "--threads", "1", "--max-length", "48"])
     assert not out.exists()
     capsys.readouterr()
+
+
+def test_a_binary_source_is_taught_supported_versus_not_never_contradicted():
+    """scifact's "contradicted" means "not entailed": moving mass between contradicted and not_enough_info is free."""
+    import math
+
+    import torch
+
+    logits = torch.log(torch.tensor([[0.2, 0.2, 0.6], [0.2, 0.6, 0.2]]))
+    labels = torch.tensor([T.LABEL2ID["contradicted"]] * 2)
+    ones = torch.ones(2)
+    binary = T.nli_loss(logits, labels, torch.tensor([True, True]), ones)
+    assert binary.item() == pytest.approx(-math.log(0.8))
+    three_way = T.nli_loss(logits, labels, torch.tensor([False, False]), ones)
+    assert three_way.item() == pytest.approx((-math.log(0.2) - math.log(0.6)) / 2)
+    z = logits[:1].clone().requires_grad_(True)
+    T.nli_loss(z, labels[:1], torch.tensor([True]), ones[:1]).backward()
+    # the gradient lowers contradicted and not_enough_info alike, in proportion to their probabilities
+    assert z.grad[0, 1].item() / 0.2 == pytest.approx(z.grad[0, 2].item() / 0.6)
+    supported = T.nli_loss(logits, torch.tensor([0, 0]), torch.tensor([True, False]), torch.tensor([1.0, 3.0]))
+    assert supported.item() == pytest.approx(-math.log(0.2))  # both rows say supported: one target either way
