@@ -199,3 +199,15 @@ def test_a_binary_source_is_taught_supported_versus_not_never_contradicted():
     assert z.grad[0, 1].item() / 0.2 == pytest.approx(z.grad[0, 2].item() / 0.6)
     supported = T.nli_loss(logits, torch.tensor([0, 0]), torch.tensor([True, False]), torch.tensor([1.0, 3.0]))
     assert supported.item() == pytest.approx(-math.log(0.2))  # both rows say supported: one target either way
+
+
+def test_a_checkpoint_write_that_fails_keeps_the_last_good_one_and_leaves_no_partial_file(tmp_path):
+    import torch
+
+    path = tmp_path / "last.pt"
+    T.atomic_torch_save({"step": 1, "weights": torch.zeros(4)}, path)
+    good = path.read_bytes()
+    with pytest.raises(Exception):  # pickling fails after the tensor was written, as a full disk would
+        T.atomic_torch_save({"weights": torch.ones(1 << 16), "step": lambda: 2}, path)
+    assert path.read_bytes() == good and torch.load(path, weights_only=False)["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
