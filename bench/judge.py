@@ -15,6 +15,8 @@ error (ECE, 15 equal-width bins, top-label confidence) of
 Binary sources (scifact, covidfact, wice: "contradicted"/"not_enough_info" mean "not
 supported") are scored supported vs not-supported: predicted supported iff
 P(supported) >= 0.5, confidence max(P(s), 1 - P(s)). Three-way sources use the argmax.
+The bootstrap resamples units, not pairs: pairs that share a claim or a premise (a claim with its
+supporting and refuting evidence, a premise with its counter-claims) are one unit, drawn together.
 Throughput = pairs/s of ``predict_proba`` over all dev pairs as they are (max length 256,
 batched, length-bucketed, tokenization included). Bench only: nothing here asserts timings.
 
@@ -116,6 +118,34 @@ def metrics(y, pred, conf, k: int) -> dict:
     out = {"accuracy": float(correct.mean()), "macro_f1": macro_f1_np(y, pred, k)}
     out["ece"] = ece_np(conf, correct) if conf is not None else None
     return out
+
+
+def units(rows: Sequence[dict]):
+    """Bootstrap unit per row: rows sharing a hypothesis or a premise, directly or through others, are one unit."""
+    import numpy as np
+
+    parent: dict = {}
+
+    def root(x):
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for r in rows:
+        a, b = root(("h", r["hypothesis"])), root(("p", r["premise"]))
+        parent[a] = b
+    ids: dict = {}
+    return np.array([ids.setdefault(root(("h", r["hypothesis"])), len(ids)) for r in rows], dtype=int)
+
+
+def unit_resamples(unit_of, n_boot: int, rng) -> list:
+    """Bootstrap samples (row positions) drawing whole units with replacement, as many units as there are."""
+    import numpy as np
+
+    order = np.argsort(unit_of, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(unit_of[order])) + 1) if len(unit_of) else []
+    return [np.concatenate([groups[g] for g in rng.integers(0, len(groups), len(groups))]) for _ in range(n_boot)]
 
 
 def with_ci(point: dict, boots: list[dict]) -> dict:
@@ -221,7 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result: dict = {
         "dev": {"file": str(args.dev), "rows": len(dev), "per_source": {s: int(len(v)) for s, v in by_src.items()}},
         "settings": {"max_length": args.max_length, "batch_size": args.batch_size, "threads": args.threads,
-                     "bootstrap": args.boot, "ece_bins": 15, "binary_sources": sorted(BINARY_SOURCES),
+                     "bootstrap": args.boot, "bootstrap_unit": "pairs sharing a claim or a premise",
+                     "ece_bins": 15, "binary_sources": sorted(BINARY_SOURCES),
                      "torch": torch.__version__, "cpu_count": os.cpu_count(), "device": args.device,
                      "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
                      "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]},
@@ -285,7 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["baseline_rules"] = rules
 
     rng = np.random.default_rng(args.seed)
-    boot_idx = {s: [rng.integers(0, len(v), len(v)) for _ in range(args.boot)] for s, v in by_src.items()}
+    unit_of = {s: units([dev[i] for i in v]) for s, v in by_src.items()}
+    boot_idx = {s: unit_resamples(unit_of[s], args.boot, rng) for s in by_src}
+    result["dev"]["bootstrap_units_per_source"] = {s: int(u.max()) + 1 for s, u in unit_of.items()}
     per_source: dict = {}
     for s in sources:
         ii = by_src[s]

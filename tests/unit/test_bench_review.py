@@ -203,3 +203,46 @@ def test_ki_e2e_takes_the_servers_cascade_threshold(tmp_path, monkeypatch, capsy
     assert report["cascade_threshold"] == 0.5 and report["claims"] == 2
     [run] = report["runs"]
     assert run["e2e"]["evidence_recall"]["any_gold_sentence"] == 1.0  # each premise is in the two-abstract KB
+
+
+def test_judge_bootstrap_draws_pairs_that_share_a_claim_or_a_premise_together():
+    import numpy as np
+
+    judge = _bench("judge")
+    rows = [{"hypothesis": h, "premise": p} for h, p in
+            (("h1", "p1"), ("h1", "p2"), ("h2", "p2"), ("h3", "p3"), ("h4", "p3"), ("h5", "p5"))]
+    unit = judge.units(rows)
+    assert unit[0] == unit[1] == unit[2] and unit[3] == unit[4] and len(set(unit.tolist())) == 3
+    for sample in judge.unit_resamples(unit, 200, np.random.default_rng(0)):
+        count = np.bincount(sample, minlength=6)
+        assert count[0] == count[1] == count[2] and count[3] == count[4]  # a unit comes whole or not at all
+        assert count[0] + count[3] + count[5] == 3  # as many units as the source has
+
+
+@pytest.mark.skipif(not (REPO / "models" / "nli-judge" / "config.json").exists(), reason="the NLI judge is not exported")
+def test_judge_bench_reports_intervals_over_units(tmp_path, capsys):
+    import gzip
+    import json
+
+    judge = _bench("judge")
+    # a claim with its supporting and its refuting premise, and a premise with two counter-claims: two units each
+    rows = []
+    for i in range(2):
+        rows += [{"source": "checkcovid", "label": "supported", "hypothesis": f"Masks reduce spread in city {i}.",
+                  "premise": f"In city {i}, masks halved the spread of the virus."},
+                 {"source": "checkcovid", "label": "contradicted", "hypothesis": f"Masks reduce spread in city {i}.",
+                  "premise": f"In city {i}, masks did not change the spread of the virus."},
+                 {"source": "covidfact", "label": "supported", "hypothesis": f"Drug {i} lowers fever.",
+                  "premise": f"Drug {i} lowered fever in a trial of 200 adults."},
+                 {"source": "covidfact", "label": "contradicted", "hypothesis": f"Drug {i} raises fever.",
+                  "premise": f"Drug {i} lowered fever in a trial of 200 adults."}]
+    dev = tmp_path / "dev.jsonl.gz"
+    with gzip.open(dev, "wt", encoding="utf-8") as fh:
+        fh.write("".join(json.dumps(r) + "\n" for r in rows))
+    assert judge.main(["--dev", str(dev), "--no-baseline", "--no-int8", "--no-bf16", "--boot", "50",
+                       "--tp-repeats", "1", "--threads", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["dev"]["bootstrap_units_per_source"] == {"checkcovid": 2, "covidfact": 2}
+    assert report["settings"]["bootstrap_unit"] == "pairs sharing a claim or a premise"
+    ci = report["per_source"]["checkcovid"]["judge_fp32"]["accuracy"]["ci95"]
+    assert ci[0] <= report["per_source"]["checkcovid"]["judge_fp32"]["accuracy"]["value"] <= ci[1]
