@@ -49,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--alphas", default="0,0.25,0.5,0.75,1", help="weights of the second checkpoint to score")
     p.add_argument("--out", required=True, help="run directory for the chosen average (best.pt, run_config.json)")
     p.add_argument("--data", default=str(T.DEFAULT_DATA), help="train.jsonl.gz (for the selection slice)")
-    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--max-length", type=int, default=None,
+                   help="tokens per pair (default: the length the first checkpoint was trained with)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     if len(args.ckpt) != 2:
@@ -69,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path, ck in zip(args.ckpt, checkpoints):
         if ck.get("data_sha256") not in (None, data_sha):
             raise SystemExit(f"{path} was trained on other data than --data")
+    if args.max_length is None:
+        args.max_length = int(checkpoints[0].get("max_length") or 256)
     versions = {ck.get("slices", 1) for ck in checkpoints}
     if len(versions) > 1:  # each was selected on slices the other may have trained on
         raise SystemExit(f"the checkpoints were trained with different slices (versions {sorted(versions)})")

@@ -154,7 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--ckpt", default="best.pt", help="checkpoint file inside the run (best.pt, epochN.pt)")
     p.add_argument("--data", default=str(T.DEFAULT_DATA), help="train.jsonl.gz (for the calibration slice)")
     p.add_argument("--out", default=str(DEFAULT_OUT))
-    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--max-length", type=int, default=None,
+                   help="tokens per pair at inference (default: the length the checkpoint was trained with)")
     p.add_argument("--version", default="1")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--calibration", choices=["balanced", "pooled"], default="balanced",
@@ -204,6 +205,8 @@ def _export(args: argparse.Namespace, run: Path, run_cfg: dict, out: Path) -> tu
         raise SystemExit(f"the base model at {T.base_model_dir()} (sha256 {base_sha[:16]}) is not the one {run} "
                          f"was trained from (sha256 {trained_from[:16]})")
     absolute, ck = write_deltas(run / args.ckpt, out)
+    if args.max_length is None:  # pairs are cut as in training
+        args.max_length = int(ck.get("max_length") or run_cfg["args"].get("max_length") or 256)
     data_sha = T.file_sha256(args.data)
     if ck.get("data_sha256") not in (None, data_sha):
         raise SystemExit("the checkpoint was trained on different data than --data")

@@ -134,13 +134,15 @@ def test_an_export_lists_the_licences_of_every_source_its_weights_were_trained_o
     """A second stage (--init) on checkcovid carries the vitaminc training of its first stage, and so does an average."""
     import average_checkpoints as A
     import export_nli_judge as E
+    import torch
 
     data = _write(tmp_path / "train.jsonl.gz", _checkcovid() + _vitaminc())
     first, second = tmp_path / "first", tmp_path / "second"
     T.main([*_args(data, first, "--max-steps", "1"), "--sources", " vitaminc"])
     T.main([*_args(data, second, "--max-steps", "1", "--init", str(first / "best.pt")), "--sources", "checkcovid"])
     A.main(["--ckpt", str(second / "best.pt"), "--ckpt", str(first / "best.pt"), "--alphas", "0.5", "--data", str(data),
-            "--out", str(tmp_path / "soup"), "--threads", "1", "--max-length", "48"])
+            "--out", str(tmp_path / "soup"), "--threads", "1"])
+    assert torch.load(tmp_path / "soup" / "best.pt", weights_only=False)["max_length"] == 48
     for run in (second, tmp_path / "soup"):
         out = tmp_path / "judge" / run.name
         assert E.main(["--run", str(run), "--data", str(data), "--out", str(out), "--threads", "1",
@@ -211,3 +213,16 @@ def test_a_checkpoint_write_that_fails_keeps_the_last_good_one_and_leaves_no_par
         T.atomic_torch_save({"weights": torch.ones(1 << 16), "step": lambda: 2}, path)
     assert path.read_bytes() == good and torch.load(path, weights_only=False)["step"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_an_export_cuts_pairs_at_the_length_the_checkpoint_was_trained_with(data, tmp_path, capsys):
+    import export_nli_judge as E
+
+    run = tmp_path / "run"
+    T.main(_args(data, run, "--max-steps", "1"))  # --max-length 48
+    assert E.main(["--run", str(run), "--data", str(data), "--out", str(tmp_path / "judge"), "--threads", "1"]) == 0
+    assert json.loads((tmp_path / "judge" / "config.json").read_text())["max_length"] == 48
+    assert E.main(["--run", str(run), "--data", str(data), "--out", str(tmp_path / "long"), "--threads", "1",
+                   "--max-length", "64"]) == 0
+    assert json.loads((tmp_path / "long" / "config.json").read_text())["max_length"] == 64
+    capsys.readouterr()
