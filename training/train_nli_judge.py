@@ -72,6 +72,8 @@ SMALL_SOURCE_ROWS = 5000
 SLICE_FRAC_SMALL = (0.08, 0.08)
 SLICE_FRAC_LARGE = (0.025, 0.025)
 SLICE_SALT = "kgverify-nli-slices-v1"
+# Sources whose claims come in families over one evidence text (covidfact: a claim and its counter-claims).
+EVIDENCE_GROUPED = frozenset({"covidfact"})
 # How rows are grouped before slicing (see slice_keys); checkpoints record it as "slices" (absent: 1).
 SLICE_VERSION = 2
 
@@ -120,7 +122,8 @@ def slice_keys(rows: Sequence[dict], version: int = SLICE_VERSION) -> list[str]:
     """The key each row is sliced by. Version 1: its group key. Version 2 also joins the groups that share a
     (premise, hypothesis) pair or, outside SNLI (whose generic hypotheses recur under unrelated premises), a claim:
     a vitaminc case duplicated under another case id, or a scifact claim with several evidence sentences, would
-    otherwise be trained on and scored on the selection or calibration slice."""
+    otherwise be trained on and scored on the selection or calibration slice. In EVIDENCE_GROUPED sources the rows
+    that share their evidence are joined too: a covidfact claim and its automatic counter-claims."""
     keys = [group_key(r) for r in rows]
     if version < 2:
         return keys
@@ -138,6 +141,8 @@ def slice_keys(rows: Sequence[dict], version: int = SLICE_VERSION) -> list[str]:
         links = ["\0pair|" + r["source"] + "|" + r["premise"] + "\0" + r["hypothesis"]]
         if r["source"] != "snli":
             links.append("\0claim|" + r["source"] + "|" + r["hypothesis"])
+        if r["source"] in EVIDENCE_GROUPED:
+            links.append("\0evidence|" + r["source"] + "|" + r["premise"])
         for link in links:
             a, b = find(key), find(link)
             if a != b:

@@ -101,15 +101,20 @@ def test_a_claim_or_a_pair_never_straddles_train_and_a_slice():
              "hypothesis": f"Claim {c} holds.", "label": LABELS[c % 2]} for c in range(300) for k in range(3)]
     rows += [{"id": f"vitaminc:case{c}{dup}_1", "source": "vitaminc", "split": "train", "premise": f"Revision {c}.",
               "hypothesis": f"Fact {c}.", "label": "supported"} for c in range(300) for dup in ("a", "b")]
+    # covidfact: a claim and its automatic counter-claims over one evidence text
+    rows += [{"id": f"covidfact:train-{3 * c + k}", "source": "covidfact", "split": "train", "premise": f"Study {c}.",
+              "hypothesis": f"Drug {c} {verb} deaths.", "label": LABELS[min(k, 1)]}
+             for c in range(300) for k, verb in enumerate(("cuts", "raises", "doubles"))]
     where = _slice_of_each(rows)
     by_claim: dict = {}
     for r in rows:
-        by_claim.setdefault((r["source"], r["hypothesis"]), set()).add(where[r["id"]])
+        group = r["premise"] if r["source"] == "covidfact" else r["hypothesis"]
+        by_claim.setdefault((r["source"], group), set()).add(where[r["id"]])
     assert all(len(s) == 1 for s in by_claim.values())
     assert {"selection", "calibration", "train"} <= set(where.values())
     # checkpoints written before claims and pairs were joined (no "slices" key) keep the slices they trained with
     old = _slice_of_each(rows, 1)
-    assert old == {r["id"]: T.slice_of(r, {"scifact": 900, "vitaminc": 600}) for r in rows} != where
+    assert old == {r["id"]: T.slice_of(r, {"scifact": 900, "vitaminc": 600, "covidfact": 900}) for r in rows} != where
 
 
 def test_slices_are_recorded_and_an_init_run_keeps_those_of_its_checkpoint(data, tmp_path):
