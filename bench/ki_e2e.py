@@ -226,12 +226,13 @@ def off_topic_contexts(args, claims: list[dict], top_k: int) -> list[tuple]:
     return [tuple(Passage(h.fact_id, h.text) for h in row) for row in hits]
 
 
-def off_topic_summary(results) -> dict:
+def off_topic_summary(results, contexts: list[tuple]) -> dict:
     """Claims given a verdict by evidence that cannot settle them (every one should be not_enough_info)."""
     _, raw = verdicts(results)
     settled = raw.get("supported", 0) + raw.get("contradicted", 0)
     return {"claims": len(results), "verdicts": dict(raw), "settled_share": round(settled / max(len(results), 1), 4),
-            "contradicted_share": round(raw.get("contradicted", 0) / max(len(results), 1), 4)}
+            "contradicted_share": round(raw.get("contradicted", 0) / max(len(results), 1), 4),
+            "passages_per_claim": round(sum(map(len, contexts)) / max(len(contexts), 1), 2)}
 
 
 async def run_judge(args, kb_dir: Path, judge: str, claims: list[dict]) -> list[dict]:
@@ -252,7 +253,7 @@ async def run_judge(args, kb_dir: Path, judge: str, claims: list[dict]) -> list[
         for joint, conflict, decisive in variants:
             policy = AggregationPolicy(joint_support=joint, conflict=conflict, min_decisive=decisive)
             runtime._built[("judge", judge)] = EmbeddedJudge(scorer, runtime.blocking, policy)
-            gold, gold_summary, off_topic = None, None, None
+            gold, gold_summary, off_topic = None, None, {}  # off-topic evidence: top_k passages, whatever the mode
             for mode in args.mode.split(","):
                 for top_k in (int(x) for x in args.top_k.split(",")):
                     eprint(f"{judge} joint_support={joint} conflict={conflict} min_decisive={decisive} mode={mode} "
@@ -262,16 +263,16 @@ async def run_judge(args, kb_dir: Path, judge: str, claims: list[dict]) -> list[
                     if gold is None:
                         gold = await score_all(runtime, claims, True, top_k, mode)
                         gold_summary = _summary(gold, claims, args.threshold)
-                    if off_topic is None:
+                    if top_k not in off_topic:
                         off = await score_all(runtime, claims, False, top_k, mode, unrelated[top_k])
-                        off_topic = off_topic_summary(off)
+                        off_topic[top_k] = off_topic_summary(off, unrelated[top_k])
                     e2e_summary = _summary(e2e, claims, args.threshold)
                     e2e_summary["evidence_recall"] = recall(e2e, claims)
                     ratio = e2e_summary["macro_f1"] / gold_summary["macro_f1"] if gold_summary["macro_f1"] else None
                     runs.append({"judge": built.name, "aggregation": policy.version(), "retrieval_mode": mode,
                                  "top_k": top_k,
                                  "e2e": e2e_summary, "gold_evidence": gold_summary,
-                                 "off_topic_evidence": off_topic,
+                                 "off_topic_evidence": off_topic[top_k],
                                  "e2e_over_gold": None if ratio is None else round(ratio, 4),
                                  "seconds": round(time.perf_counter() - t0, 1)})
     finally:

@@ -177,11 +177,11 @@ def test_cascade_bench_runs_the_judge_the_server_would_run(tmp_path, monkeypatch
     assert (policy.min_decisive, policy.window_chars) == (0.5, 300)
 
 
-def test_ki_e2e_takes_the_servers_cascade_threshold(tmp_path, monkeypatch, capsys, cache_dir, demo_kb_path):
+def _write_checkcovid(root):
+    """A two-abstract Check-COVID corpus and two dev claims (team-written) in the shared data's layout."""
     import gzip
     import json
 
-    ki_e2e = _bench("ki_e2e")
     corpus = [{"cord_id": "c1", "title": "Masks", "abstract": [
         "Wearing masks reduced household transmission of the virus by half.",
         "The effect was larger when masks were worn before symptoms began."]},
@@ -192,9 +192,16 @@ def test_ki_e2e_takes_the_servers_cascade_threshold(tmp_path, monkeypatch, capsy
            {"id": "d2", "source": "checkcovid", "label": "contradicted",
             "hypothesis": "Vitamin D shortens hospital stays.", "premise": corpus[1]["abstract"][0]}]
     for name, rows in (("kb/checkcovid_corpus.jsonl.gz", corpus), ("nli/dev.jsonl.gz", dev)):
-        (tmp_path / name).parent.mkdir(exist_ok=True)
-        with gzip.open(tmp_path / name, "wt", encoding="utf-8") as fh:
+        (root / name).parent.mkdir(exist_ok=True)
+        with gzip.open(root / name, "wt", encoding="utf-8") as fh:
             fh.write("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_ki_e2e_takes_the_servers_cascade_threshold(tmp_path, monkeypatch, capsys, cache_dir, demo_kb_path):
+    import json
+
+    ki_e2e = _bench("ki_e2e")
+    _write_checkcovid(tmp_path)
     monkeypatch.setattr(ki_e2e, "DATA", tmp_path)
     monkeypatch.setenv("KGV_JUDGE__CASCADE_THRESHOLD", "0.5")
     assert ki_e2e.main(["--judges", "baseline", "--mode", "hybrid", "--joint", "2", "--conflict", "rank",
@@ -203,6 +210,20 @@ def test_ki_e2e_takes_the_servers_cascade_threshold(tmp_path, monkeypatch, capsy
     assert report["cascade_threshold"] == 0.5 and report["claims"] == 2
     [run] = report["runs"]
     assert run["e2e"]["evidence_recall"]["any_gold_sentence"] == 1.0  # each premise is in the two-abstract KB
+
+
+def test_ki_e2e_judges_off_topic_evidence_at_each_top_k(tmp_path, monkeypatch, capsys, cache_dir, demo_kb_path):
+    import json
+
+    ki_e2e = _bench("ki_e2e")
+    _write_checkcovid(tmp_path)
+    monkeypatch.setattr(ki_e2e, "DATA", tmp_path)
+    assert ki_e2e.main(["--judges", "baseline", "--mode", "dense,hybrid", "--top-k", "1,3", "--joint", "2",
+                        "--conflict", "rank", "--kb-dir", str(tmp_path / "kb-built"), "--cache-dir",
+                        str(cache_dir)]) == 0
+    runs = json.loads(capsys.readouterr().out)["runs"]
+    assert [(r["retrieval_mode"], r["top_k"], r["off_topic_evidence"]["passages_per_claim"]) for r in runs] == [
+        ("dense", 1, 1), ("dense", 3, 3), ("hybrid", 1, 1), ("hybrid", 3, 3)]
 
 
 def test_judge_bootstrap_draws_pairs_that_share_a_claim_or_a_premise_together():
