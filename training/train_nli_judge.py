@@ -106,25 +106,27 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def group_key(row: dict) -> str:
+def group_key(row: dict, version: int = SLICE_VERSION) -> str:
     """Rows sharing a group key land in the same slice (no straddling)."""
     src, rid = row["source"], row["id"]
     if src in ("vitaminc", "checkcovid"):  # <source>:<case or claim id>_<n>
         return rid.rsplit("_", 1)[0]
-    if src == "citint":  # citint:<citing paper>-<n>
-        return rid.split("-", 1)[0]
+    if src == "citint":  # citint:<row>-<paper * 1000 + n>: version 1 took the row number, one group per row
+        row_no, tail = rid.split("-", 1)
+        return row_no if version < 2 or not tail.isdigit() else f"citint:paper{int(tail) // 1000}"
     if src == "snli":  # several hypotheses per premise
         return "snli:" + row["premise"]
     return rid
 
 
 def slice_keys(rows: Sequence[dict], version: int = SLICE_VERSION) -> list[str]:
-    """The key each row is sliced by. Version 1: its group key. Version 2 also joins the groups that share a
+    """The key each row is sliced by. Version 1: its group key. Version 2 groups citint by paper (the rows of a
+    paper share evidence sentences; dev holds other papers) and joins the groups that share a
     (premise, hypothesis) pair or, outside SNLI (whose generic hypotheses recur under unrelated premises), a claim:
     a vitaminc case duplicated under another case id, or a scifact claim with several evidence sentences, would
     otherwise be trained on and scored on the selection or calibration slice. In EVIDENCE_GROUPED sources the rows
     that share their evidence are joined too: a covidfact claim and its automatic counter-claims."""
-    keys = [group_key(r) for r in rows]
+    keys = [group_key(r, version) for r in rows]
     if version < 2:
         return keys
     parent: dict[str, str] = {}

@@ -105,16 +105,21 @@ def test_a_claim_or_a_pair_never_straddles_train_and_a_slice():
     rows += [{"id": f"covidfact:train-{3 * c + k}", "source": "covidfact", "split": "train", "premise": f"Study {c}.",
               "hypothesis": f"Drug {c} {verb} deaths.", "label": LABELS[min(k, 1)]}
              for c in range(300) for k, verb in enumerate(("cuts", "raises", "doubles"))]
+    # citint ids are citint:<row>-<paper * 1000 + n>; a paper's citations share evidence sentences
+    rows += [{"id": f"citint:{30 * p + n}-{p * 1000 + n}", "source": "citint", "split": "train",
+              "premise": f"Paper {p} sentence {n % 4}.", "hypothesis": f"Paper {p} citation {n}.",
+              "label": LABELS[n % 3]} for p in range(1, 60) for n in range(30)]
     where = _slice_of_each(rows)
     by_claim: dict = {}
     for r in rows:
-        group = r["premise"] if r["source"] == "covidfact" else r["hypothesis"]
+        group = {"covidfact": r["premise"], "citint": r["id"].rsplit("-")[-1][:-3]}.get(r["source"], r["hypothesis"])
         by_claim.setdefault((r["source"], group), set()).add(where[r["id"]])
     assert all(len(s) == 1 for s in by_claim.values())
     assert {"selection", "calibration", "train"} <= set(where.values())
     # checkpoints written before claims and pairs were joined (no "slices" key) keep the slices they trained with
     old = _slice_of_each(rows, 1)
-    assert old == {r["id"]: T.slice_of(r, {"scifact": 900, "vitaminc": 600, "covidfact": 900}) for r in rows} != where
+    counts = {"scifact": 900, "vitaminc": 600, "covidfact": 900, "citint": 1770}
+    assert old == {r["id"]: T.slice_of(r, counts, T.group_key(r, 1)) for r in rows} != where
 
 
 def test_slices_are_recorded_and_an_init_run_keeps_those_of_its_checkpoint(data, tmp_path):
