@@ -633,11 +633,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
 
-    ancestors = run_sources(init_run_config(args.init)) if args.init else []  # also when resuming such a run
+    base_sha = file_sha256(os.path.join(base_dir, "model.safetensors"))
+    init_config = init_run_config(args.init) if args.init else None  # also when resuming such a run
+    ancestors = run_sources(init_config) if init_config else []
     trained = list(dict.fromkeys([s for s in sources if s in {r["source"] for r in train_rows}] + ancestors))
     run_config = {
         "args": vars(args), "data_sha256": data_sha, "base_model_dir": base_dir,
-        "base_weights_sha256": file_sha256(os.path.join(base_dir, "model.safetensors")),
+        "base_weights_sha256": base_sha,
         "labels": list(LABELS), "trainable": names, "frozen_prefixes": list(FROZEN_PREFIXES),
         "total_steps": total_steps, "steps_per_epoch": plans_len, "train_rows": len(train_rows),
         "train_rows_per_source": dict(Counter(r["source"] for r in train_rows)),
@@ -654,6 +656,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # the calibration and selection slices are carved from this file: a checkpoint trained on
             # another version of it may have seen this version's slices
             raise SystemExit(f"--init: {args.init} was trained on other data (sha256 {init['data_sha256'][:16]})")
+        if init_config.get("base_weights_sha256") not in (None, base_sha):  # its deltas sit on other embeddings
+            raise SystemExit(f"--init: {args.init} was trained from another base model than {base_dir}")
         missing = set(names) - set(init["weights"])
         if missing:
             raise SystemExit(f"--init: {args.init} lacks {len(missing)} trainable tensors, e.g. {sorted(missing)[0]}")

@@ -236,3 +236,12 @@ def test_an_export_cuts_pairs_at_the_length_the_checkpoint_was_trained_with(data
                    "--max-length", "64"]) == 0
     assert json.loads((tmp_path / "long" / "config.json").read_text())["max_length"] == 64
     capsys.readouterr()
+
+
+def test_init_refuses_a_checkpoint_trained_from_another_base_model(data, tmp_path):
+    first = tmp_path / "first"
+    T.main(_args(data, first, "--max-steps", "1"))
+    config = json.loads((first / "run_config.json").read_text())
+    (first / "run_config.json").write_text(json.dumps({**config, "base_weights_sha256": "0" * 64}))
+    with pytest.raises(SystemExit, match="trained from another base model"):
+        T.main(_args(data, tmp_path / "second", "--max-steps", "1", "--init", str(first / "best.pt")))
