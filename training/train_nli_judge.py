@@ -575,6 +575,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          f"(its sources: {', '.join(sorted({r['source'] for r in rows}))})")
     last = out / "last.pt"
     ck = torch.load(last, map_location="cpu", weights_only=False) if args.resume and last.exists() else None
+    if ck is not None:  # --init is ignored on resume: the run keeps the start point (and its sources) it had
+        args.init = ck.get("args", {}).get("init")
     init = torch.load(args.init, map_location="cpu", weights_only=False) if args.init and ck is None else None
     prior = ck if ck is not None else init  # a resumed or --init run keeps the slices its weights never trained on
     slice_version = prior.get("slices", 1) if prior is not None else SLICE_VERSION

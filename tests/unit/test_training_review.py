@@ -245,3 +245,13 @@ def test_init_refuses_a_checkpoint_trained_from_another_base_model(data, tmp_pat
     (first / "run_config.json").write_text(json.dumps({**config, "base_weights_sha256": "0" * 64}))
     with pytest.raises(SystemExit, match="trained from another base model"):
         T.main(_args(data, tmp_path / "second", "--max-steps", "1", "--init", str(first / "best.pt")))
+
+
+def test_a_resumed_second_stage_keeps_the_sources_of_its_first_without_init(tmp_path):
+    data = _write(tmp_path / "train.jsonl.gz", _checkcovid() + _vitaminc())
+    first, second = tmp_path / "first", tmp_path / "second"
+    T.main([*_args(data, first, "--max-steps", "1"), "--sources", "vitaminc"])
+    T.main(_args(data, second, "--max-steps", "1", "--init", str(first / "best.pt")))
+    T.main(_args(data, second, "--max-steps", "1", "--resume"))  # the documented command, --init left out
+    config = json.loads((second / "run_config.json").read_text())
+    assert config["trained_sources"] == ["checkcovid", "vitaminc"] and config["args"]["init"] == str(first / "best.pt")
