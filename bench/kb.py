@@ -7,8 +7,11 @@ Prints one JSON object on stdout (progress on stderr). Sections:
   embedded): facts, documents, duplicates dropped, build and embedding time, embeddings/s, bytes on disk.
 * ``quality`` — for sampled MedQuAD questions (default 500), recall@5 / recall@10 and MRR@10 of retrieving
   a fact of that question's own answer, for dense, BM25 and hybrid side by side (each also with at most one
-  fact per source document). A hit is a fact whose text, after whitespace/case normalisation, is one of
-  the chunks of the row's answer, so de-duplicated chunks still count for every row they came from.
+  fact per source document). A hit is a fact that holds a chunk of the row's answer: the fact its page stored,
+  or the identical fact (same text and source context) the build kept instead, so de-duplicated chunks still
+  count for every row they came from, while the same boilerplate text on another page (GARD's "If the
+  information is available, the table below includes how often the symptom is seen…" is on about 700 pages,
+  each with its own context) is not that answer.
   ``resampled``: recall@5 per mode on `--samples` further samples (seeds 1..N), since one sample of 500
   moves recall@5 by a few points.
 * ``scale``   — runs bench/kb_scale.py (1M vectors sampled around k-means centroids of real MiniLM
@@ -95,15 +98,41 @@ def _questions(path: Path, n: int, seed: int) -> list[dict]:
     return random.Random(seed).sample(rows, min(n, len(rows)))
 
 
-def _gold(rows: list[dict], spec) -> list[set]:
-    """Per question, the normalised texts of its own answer's chunks (a hit is a retrieved fact among them)."""
-    from kb.chunking import chunk_spans, text_key
+def _gold(rows: list[dict], spec, kb_dir: Path) -> list[set[str]]:
+    """Per question, the ids of the facts that hold its own answer's chunks.
 
-    return [{text_key(r["answer"][s:e]) for s, e in chunk_spans(r["answer"], spec)} for r in rows]
+    A chunk is stored under the key of its text in its page's context (kb/build.py); a chunk whose key an
+    earlier page already stored (identical text and context) is that earlier fact."""
+    import sqlite3
+
+    from kb.chunking import chunk_spans, embed_input, text_key
+    from kb.layout import current_version
+    from kb.store import STORE_NAME
+
+    con = sqlite3.connect(f"file:{current_version(kb_dir) / STORE_NAME}?mode=ro", uri=True)
+    out = []
+    try:
+        for r in rows:
+            doc_id, source = str(r.get(FIELDS["id"]) or ""), str(r.get(FIELDS["source"]) or "")
+            found = con.execute("SELECT context FROM documents WHERE doc_id = ? AND source = ? ORDER BY doc LIMIT 1",
+                                (doc_id, source)).fetchone()
+            context = found[0] if found else ""
+            keys = [text_key(embed_input(r["answer"][s:e], context)) for s, e in chunk_spans(r["answer"], spec)]
+            marks = ",".join("?" * len(keys))
+            out.append({fact_id for (fact_id,) in con.execute(
+                f"SELECT fact_id FROM facts WHERE text_key IN ({marks})", keys)} if keys else set())
+    finally:
+        con.close()
+    return out
+
+
+def hit_rank(hits, gold: set[str]) -> int | None:
+    """Rank (from 1) of the first retrieved fact that holds a chunk of the question's own answer."""
+    return next((k for k, h in enumerate(hits, 1) if h.fact_id in gold), None)
 
 
 def quality_section(args, embedder, kb_dir: Path) -> dict:
-    from kb.chunking import ChunkSpec, text_key
+    from kb.chunking import ChunkSpec
     from kb.knowledge_base import FaissKnowledgeBase, LoadOptions
     from kb.layout import current_version
     from kb.manifest import Manifest
@@ -111,10 +140,11 @@ def quality_section(args, embedder, kb_dir: Path) -> dict:
 
     spec = ChunkSpec.from_dict(Manifest.load(current_version(kb_dir)).chunking)
     rows = _questions(args.medquad, args.questions, args.seed)
-    gold = _gold(rows, spec)
+    gold = _gold(rows, spec, kb_dir)
     queries = [r["question"] for r in rows]
+
     def score(name: str, hits: list, seconds: float) -> None:
-        ranks = [next((k for k, h in enumerate(row, 1) if text_key(h.text) in g), None) for row, g in zip(hits, gold)]
+        ranks = [hit_rank(row, g) for row, g in zip(hits, gold)]
         results[name] = {
             "recall@5": round(sum(r is not None and r <= 5 for r in ranks) / len(ranks), 4),
             "recall@10": round(sum(r is not None for r in ranks) / len(ranks), 4),
@@ -139,14 +169,14 @@ def quality_section(args, embedder, kb_dir: Path) -> dict:
     samples = _resampled(args, embedder, kb_dir, spec) if args.samples else None
     return {"questions": len(rows), "seed": args.seed, "top_k": 10, "results": results, "resampled": samples,
             "default": "hybrid (KGV_KB__RETRIEVAL_MODE), one fact per document (KGV_KB__MAX_PER_DOCUMENT=1)",
-            "hit": "a retrieved fact is a chunk of the question's own answer (normalised text)"}
+            "hit": "a retrieved fact holds a chunk of the question's own answer (its page's, or the identical "
+                   "fact the build kept instead)"}
 
 
 def _resampled(args, embedder, kb_dir: Path, spec) -> dict:
     """recall@5 per mode (default options) on `--samples` more samples of as many questions (seeds 1..N)."""
     import numpy as np
 
-    from kb.chunking import text_key
     from kb.knowledge_base import FaissKnowledgeBase
     from server.pipeline.types import RetrievalMode
 
@@ -154,7 +184,7 @@ def _resampled(args, embedder, kb_dir: Path, spec) -> dict:
     per_mode: dict[str, list[float]] = {mode.value: [] for mode in RetrievalMode}
     for seed in range(1, args.samples + 1):
         rows = _questions(args.medquad, args.questions, seed)
-        gold = _gold(rows, spec)
+        gold = _gold(rows, spec, kb_dir)
         queries = [r["question"] for r in rows]
         vectors = embedder.encode(queries)
         for mode in RetrievalMode:
@@ -163,7 +193,7 @@ def _resampled(args, embedder, kb_dir: Path, spec) -> dict:
                 hits.extend(kb.search(queries[i:i + 50], 5, mode,
                                       vectors=None if mode is RetrievalMode.BM25 else vectors[i:i + 50]))
             per_mode[mode.value].append(round(float(np.mean(
-                [any(text_key(h.text) in g for h in row) for row, g in zip(hits, gold)])), 4))
+                [hit_rank(row, g) is not None for row, g in zip(hits, gold)])), 4))
         eprint(f"resample seed {seed}: { {m: v[-1] for m, v in per_mode.items()} }")
     hybrid = np.array(per_mode["hybrid"])
     return {"seeds": list(range(1, args.samples + 1)), "questions_each": args.questions, "recall@5": per_mode,

@@ -267,3 +267,52 @@ def test_judge_bench_reports_intervals_over_units(tmp_path, capsys):
     assert report["settings"]["bootstrap_unit"] == "pairs sharing a claim or a premise"
     ci = report["per_source"]["checkcovid"]["judge_fp32"]["accuracy"]["ci95"]
     assert ci[0] <= report["per_source"]["checkcovid"]["judge_fp32"]["accuracy"]["value"] <= ci[1]
+
+
+def test_kb_bench_counts_a_hit_only_for_a_fact_that_holds_the_questions_own_answer(tmp_path, embedder):
+    import argparse
+    import gzip
+    import json
+
+    from kb.chunking import ChunkSpec
+    from server.pipeline.types import KbHit
+
+    kb = _bench("kb")
+    boilerplate = "The table below lists how often each symptom is seen in people with this condition."
+    generic = "This condition is inherited in an autosomal dominant pattern."
+    rows = [  # MedQuAD-like: ids repeat across sites, pages share boilerplate, whole answers repeat
+        {"doc_id": "1", "url": "https://a.example/alpha", "focus": "Alpha", "question": "Symptoms of Alpha syndrome?",
+         "answer": f"Alpha syndrome is a rare disorder of the skin. {boilerplate}"},
+        {"doc_id": "1", "url": "https://b.example/beta", "focus": "Beta", "question": "Symptoms of Beta syndrome?",
+         "answer": f"Beta syndrome is a common disorder of the lungs. {boilerplate}"},
+        {"doc_id": "2", "url": "https://a.example/gamma", "focus": "Gamma", "question": "Is Gamma inherited?",
+         "answer": generic},
+        {"doc_id": "3", "url": "https://a.example/delta", "focus": "Delta", "question": "Is Delta inherited?",
+         "answer": generic}]
+    medquad = tmp_path / "medquad.jsonl.gz"
+    with gzip.open(medquad, "wt", encoding="utf-8") as fh:
+        fh.write("".join(json.dumps(r) + "\n" for r in rows))
+    args = argparse.Namespace(work=tmp_path, medquad=medquad, reuse_kb=False, chunk_chars=90, chunk_overlap=0,
+                              context_chars=200)
+    build, kb_dir = kb.build_section(args, embedder)
+    assert build["facts"] == 5  # Delta's answer is Gamma's fact (same text, same context)
+    alpha, beta, gamma, delta = kb._gold(rows, ChunkSpec(90, 0, 200), kb_dir)
+    assert len(alpha) == len(beta) == 2 and alpha.isdisjoint(beta)
+    assert gamma == delta and len(gamma) == 1
+
+    # Beta's copy of the boilerplate is not Alpha's answer, though its text is one of Alpha's chunks
+    import sqlite3
+
+    from kb.layout import current_version
+
+    con = sqlite3.connect(current_version(kb_dir) / "facts.sqlite")
+    fact = {(text, source): fact_id for fact_id, text, source in con.execute("SELECT fact_id, text, source FROM facts")}
+    con.close()
+    alpha_copy, beta_copy = fact[boilerplate, rows[0]["url"]], fact[boilerplate, rows[1]["url"]]
+    assert alpha_copy in alpha and beta_copy in beta
+    other = KbHit(beta_copy, boilerplate, rows[1]["url"], "Beta", 1.0)
+    own = KbHit(alpha_copy, boilerplate, rows[0]["url"], "Alpha", 0.9)
+    assert kb.hit_rank([other], alpha) is None
+    assert kb.hit_rank([other, own], alpha) == 2
+    kept = KbHit(fact[generic, rows[2]["url"]], generic, rows[2]["url"], "Gamma", 1.0)
+    assert kb.hit_rank([kept], delta) == 1  # Delta's answer, stored once under Gamma's page
