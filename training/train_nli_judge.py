@@ -7,7 +7,8 @@ Reproducible, resumable training of the model that ships in ``models/nli-judge``
   (premise = evidence, hypothesis = claim; labels supported / contradicted / not_enough_info).
   ``dev.jsonl.gz`` is never read here: it is for reporting only (``bench/judge.py``).
 * Two deterministic slices are carved out of train by a hash of a *group* key (so a
-  vitaminc case or a checkcovid claim never straddles train and a slice):
+  vitaminc case, a checkcovid or scifact claim, a citint paper or a repeated pair never straddles
+  train and a slice; checkpoints record the grouping as ``slices``, see ``slice_keys``):
   ``selection`` (checkpoint selection, logged periodically) and ``calibration``
   (temperature scaling in ``training/export_nli_judge.py``). Everything else is trained on.
 * Binary sources (scifact, covidfact: "contradicted" means "not entailed") get a binary
@@ -22,7 +23,8 @@ Reproducible, resumable training of the model that ships in ``models/nli-judge``
   ``best-step<N>.pt`` (a hard link), so an earlier best stays exportable after the run goes on.
 * Checkpoints are atomic (temp file + os.replace) every ``--ckpt-every`` steps and at
   epoch ends; ``--resume`` continues from ``<out>/last.pt`` exactly where it stopped
-  (same epoch plan, same batch index, optimizer / scheduler / RNG state), also after kill -9.
+  (same epoch plan, same batch index, optimizer / scheduler / RNG state), also after kill -9; it refuses
+  arguments that would change the data order or the schedule.
 
 Example (background, low priority)::
 
