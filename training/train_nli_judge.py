@@ -526,9 +526,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 RESUME_FREE_ARGS = frozenset({"out", "data", "resume", "init", "threads", "ckpt_every", "eval_every", "log_every"})
 
 
-def resume_changes(saved: dict, current: dict) -> dict[str, tuple]:
-    """The arguments whose values differ from those the checkpoint was written with ({name: (then, now)})."""
-    return {k: (saved.get(k), v) for k, v in current.items() if k not in RESUME_FREE_ARGS and saved.get(k) != v}
+def resume_changes(saved: dict, current: dict, defaults: dict) -> dict[str, tuple]:
+    """The arguments whose values differ from those the checkpoint was written with ({name: (then, now)}); an
+    option newer than the checkpoint counts as unchanged at its default."""
+    then = {k: saved.get(k, defaults.get(k)) for k in current}
+    return {k: (then[k], v) for k, v in current.items() if k not in RESUME_FREE_ARGS and then[k] != v}
 
 
 def parse_kv(spec: str) -> dict[str, float]:
@@ -670,7 +672,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ck is not None:
         if ck.get("data_sha256") != data_sha:
             raise SystemExit("resume: training data changed since the checkpoint")
-        changed = resume_changes(ck.get("args", {}), vars(args))
+        changed = resume_changes(ck.get("args", {}), vars(args), vars(parse_args(["--out", args.out])))
         if changed:  # another seed, batch size, source list... would continue at batch N of another epoch plan
             diff = ", ".join(f"--{k.replace('_', '-')} {a!r} -> {b!r}" for k, (a, b) in changed.items())
             raise SystemExit(f"resume: {last} was written with other arguments ({diff}); rerun with those or a new --out")

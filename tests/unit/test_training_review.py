@@ -255,3 +255,16 @@ def test_a_resumed_second_stage_keeps_the_sources_of_its_first_without_init(tmp_
     T.main(_args(data, second, "--max-steps", "1", "--resume"))  # the documented command, --init left out
     config = json.loads((second / "run_config.json").read_text())
     assert config["trained_sources"] == ["checkcovid", "vitaminc"] and config["args"]["init"] == str(first / "best.pt")
+
+
+def test_resume_accepts_a_checkpoint_older_than_an_option_left_at_its_default(data, tmp_path):
+    import torch
+
+    out = tmp_path / "run"
+    T.main(_args(data, out, "--max-steps", "1", "--epochs", "1"))
+    old = _last(out)
+    del old["args"]["negation_aug"]  # written by a version without --negation-aug
+    torch.save(old, out / "last.pt")
+    assert T.main(_args(data, out, "--max-steps", "1", "--epochs", "1", "--resume")) == 0
+    with pytest.raises(SystemExit, match=r"--negation-aug 0.0 -> 0.5"):
+        T.main(_args(data, out, "--max-steps", "1", "--epochs", "1", "--resume", "--negation-aug", "0.5"))
