@@ -315,8 +315,12 @@ def raw_ceiling(device: str, precision: str, max_batch_size: int, chains: list[d
     def ceiling(work) -> dict:
         claims = [c for w in work for c in w[0]]
         pairs = [p for w in work for p in (*w[1], *w[2])]
-        seconds = timed(embedder.encode, claims) + timed(score, pairs)
+        # best of two passes: first-use costs (kernel selection for new shapes) would lower the ceiling and
+        # flatter the servers' ratios to it
+        passes = [timed(embedder.encode, claims) + timed(score, pairs) for _ in range(2)]
+        seconds = min(passes)
         return {"chains": len(work), "claims": len(claims), "pairs": len(pairs), "model_s": round(seconds, 2),
+                "model_s_passes": [round(s, 2) for s in passes],
                 "chains_per_s": round(len(work) / seconds, 2), "pairs_per_s": round(len(pairs) / seconds, 1)}
 
     work = chain_work(chains, embedder, kb, settings, nli)
@@ -493,9 +497,8 @@ def main() -> None:
     if any(len(x) != 2 for x in args.server_env):
         parser.error("--server-env takes NAME=VALUE")
     variants = [parse_variant(v) for v in args.variant] or [("embedded-defaults", {})]
-    began = time.time()
+    began, load_start = time.time(), os.getloadavg()
     if args.suite == "batching":
-        load_start = os.getloadavg()
         result = batching_suite(args)
         print(json.dumps({"benchmark": "load-batching", "transport": "grpc over TCP loopback (127.0.0.1)",
                           "device": args.device, "level_s": args.level_s, "warmup_s": args.warmup_s,
@@ -510,7 +513,7 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "load", "transport": "grpc over TCP loopback (127.0.0.1)", "chain_steps": 10,
         "metrics": ["ki", "infogain"], "top_k": 5, "level_s": args.level_s, "warmup_s": args.warmup_s,
-        "machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg(),
+        "machine": {"cpus": os.cpu_count(), "load_avg_at_start": load_start, "load_avg_at_end": os.getloadavg(),
                     "note": "shared machine (other jobs running); compare variants within one run"},
         "started_unix": round(began), "elapsed_s": round(time.time() - began), "variants": results,
     }, indent=2))
