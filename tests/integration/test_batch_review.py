@@ -12,19 +12,9 @@ from server.app import start_server
 from server.backends import registry
 from tests.conftest import make_settings
 from tests.fakes.backends import FakeEstimator, FakeJudge
+from tests.integration.test_batch_resume import fast_server  # noqa: F401  (a real server whose fakes answer at once)
 
 ROWS = 120
-
-
-@pytest.fixture
-async def fast_server(cache_dir, demo_kb_path, monkeypatch):
-    """A real server (demo KB, real retrieval) whose judge and InfoGain estimator answer at once."""
-    monkeypatch.setitem(registry.JUDGES, "nli", lambda ctx: FakeJudge())
-    monkeypatch.setitem(registry.ESTIMATORS, "nli", lambda ctx: FakeEstimator())
-    server = await start_server(make_settings(cache_dir), ["127.0.0.1:0"])
-    await server.wait_ready(300)
-    yield server
-    await server.stop(0)
 
 
 def _rows(n):

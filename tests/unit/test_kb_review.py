@@ -10,19 +10,7 @@ from kb.build import add_documents, build_kb
 from kb.chunking import ChunkSpec, chunk_spans
 from kb.ingest import Document, DocumentReader
 from kb.store import Fact, NewFact, StoreWriter
-
-
-class RecordingEmbedder:
-    """The real embedder, recording every text it is asked to encode."""
-
-    def __init__(self, inner):
-        self._inner = inner
-        self.name, self.weights_hash, self.dim = inner.name, inner.weights_hash, inner.dim
-        self.encoded: list[str] = []
-
-    def encode(self, texts):
-        self.encoded.extend(texts)
-        return self._inner.encode(texts)
+from tests.unit.test_kb_build import RecordingEmbedder  # the real embedder, recording every text it encodes
 
 
 def _jsonl(path, *texts):
