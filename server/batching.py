@@ -37,7 +37,8 @@ from .pipeline.runtime import Blocking
 log = logging.getLogger("kgverify.batching")
 I = TypeVar("I")  # noqa: E741 - an item
 R = TypeVar("R")  # one item's result
-# (batcher name, items in the batch, queue wait of each request first served by it in seconds)
+# (batcher name, items the model call scored, queue wait of each request first served by it in seconds): called once
+# a model call has returned its results (a call that failed or was abandoned served nothing)
 BatchObserver = Callable[[str, int, Sequence[float]], None]
 
 
@@ -60,6 +61,7 @@ class _Request:
     deadline: Deadline
     future: asyncio.Future
     enqueued: float
+    waited: float | None = None  # seconds its first items queued, until a served batch reports it
     results: list = field(default_factory=list)
     dispatched: int = 0  # items handed to a batch so far (the rest are queued)
     filled: int = 0  # results received
@@ -72,10 +74,13 @@ class _Request:
 class BatcherStats:
     """Counters of one batcher (also exported as Prometheus metrics when an observer is set)."""
 
-    batches: int = 0
-    items: int = 0
+    batches: int = 0  # batches taken from the queue
+    items: int = 0  # items taken from the queue
     requests: int = 0
-    largest_batch: int = 0
+    largest_batch: int = 0  # most items of one model call that returned its results
+    served_batches: int = 0  # model calls that returned their results (batches the model failed on do not count)
+    served_items: int = 0  # items those calls scored (items of requests gone before their call are not scored)
+    failed: int = 0  # model calls that raised (out of memory included)
     expired: int = 0
     abandoned: int = 0
     out_of_memory: int = 0  # batches whose model call ran out of device memory
@@ -92,7 +97,8 @@ class MicroBatcher(Generic[I, R]):
     def __init__(self, name: str, run: Callable[[list[I]], Sequence[R]], blocking: Blocking, *,
                  enabled: bool = True, max_batch_size: int = 64, max_wait_ms: float = 2.0,
                  length: Callable[[I], int] | None = text_length, on_batch: BatchObserver | None = None,
-                 on_out_of_memory: Callable[[str], None] | None = None, stoppable: bool = False):
+                 on_out_of_memory: Callable[[str], None] | None = None, stoppable: bool = False,
+                 on_failure: Callable[[str], None] | None = None):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         if not 0 <= max_wait_ms < float("inf"):  # NaN fails too; infinite would never run a partial batch
@@ -104,6 +110,7 @@ class MicroBatcher(Generic[I, R]):
         self.stats = BatcherStats()
         self.on_batch = on_batch
         self.on_out_of_memory = on_out_of_memory  # called with the batcher's name (metrics)
+        self.on_failure = on_failure  # called with the batcher's name for each model call that raised (metrics)
         self._run = run
         self._stoppable = stoppable  # run(items, stop=...) checks stop() between passes (module docstring)
         self._blocking = blocking
@@ -135,6 +142,8 @@ class MicroBatcher(Generic[I, R]):
             # shield: a timeout or cancel of this request must not cancel the shared future's batch
             return await asyncio.wait_for(asyncio.shield(request.future), deadline.remaining())
         except TimeoutError as exc:
+            if request.future.done() and not request.future.cancelled() and request.future.exception() is exc:
+                raise  # the model's own error (a timeout of its device or library), not this request's deadline
             self.stats.expired += 1
             raise self._timeout() from exc
         finally:
@@ -215,7 +224,6 @@ class MicroBatcher(Generic[I, R]):
         thousands of items cannot hold the model while single-claim requests queue behind it (results do not
         depend on batch composition; tests/integration/test_batching_equivalence.py)."""
         batch: list[tuple[_Request, int]] = []
-        waits: list[float] = []
         now = time.monotonic()
         self._prune()
         queue = self._queue if self.enabled else self._queue[:1]
@@ -234,7 +242,7 @@ class MicroBatcher(Generic[I, R]):
                 if not count:
                     continue
                 if request.dispatched == 0:
-                    waits.append(now - request.enqueued)
+                    request.waited = now - request.enqueued
                 batch.extend((request, i) for i in range(request.dispatched, request.dispatched + count))
                 request.dispatched += count
             served = [r for r in self._queue if takes.get(id(r))]
@@ -242,13 +250,14 @@ class MicroBatcher(Generic[I, R]):
         if batch:
             self.stats.batches += 1
             self.stats.items += len(batch)
-            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-            if self.on_batch is not None:
-                try:
-                    self.on_batch(self.name, len(batch), waits)
-                except Exception:  # metrics never break scoring
-                    log.exception("batch observer failed")
         return batch
+
+    def _observe(self, observer: Callable | None, *args: Any) -> None:
+        if observer is not None:
+            try:
+                observer(self.name, *args)
+            except Exception:  # metrics never break scoring
+                log.exception("batch observer failed")
 
     async def _execute(self, batch: list[tuple[_Request, int]]) -> None:
         items = [request.items[i] for request, i in batch]
@@ -283,6 +292,8 @@ class MicroBatcher(Generic[I, R]):
                     request.future.set_exception(self._timeout())
             return
         except Exception as exc:
+            self.stats.failed += 1
+            self._observe(self.on_failure)
             if len(requests) > 1 and not is_out_of_memory(exc):
                 # One request's item may be what the model cannot take: each request runs its items of this batch
                 # alone, so only a request whose own items fail gets the error (results are batch-invariant).
@@ -298,6 +309,15 @@ class MicroBatcher(Generic[I, R]):
                 if not request.future.done():
                     request.future.set_exception(exc)
             return
+        self.stats.served_batches += 1
+        self.stats.served_items += len(live)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(live))
+        waits = []
+        for request in {id(batch[k][0]): batch[k][0] for k in live}.values():  # requests this call served first
+            if request.waited is not None:
+                waits.append(request.waited)
+                request.waited = None
+        self._observe(self.on_batch, len(live), waits)
         for position, k in enumerate(live):
             request, i = batch[k]
             request.results[i] = out[position]

@@ -32,9 +32,12 @@ CACHE_LOOKUPS = Counter("kgverify_cache_lookups_total", "Cache lookups by cache 
                         ["cache", "result"])
 QUEUE_DEPTH = Gauge("kgverify_inflight", "Calls and stream items admitted and running (load shedding starts at "
                     "KGV_SERVER__MAX_INFLIGHT)")
-BATCHES = Counter("kgverify_batches_total", "Model calls run by the micro-batcher, by model", ["model"])
+BATCHES = Counter("kgverify_batches_total", "Model calls run by the micro-batcher that returned their results, "
+                  "by model", ["model"])
 BATCH_ITEMS = Counter("kgverify_batch_items_total", "Items (pairs, texts) scored through the micro-batcher, by model",
                       ["model"])
+BATCH_FAILURES = Counter("kgverify_batch_failures_total", "Micro-batched model calls that raised (out of memory "
+                         "included), by model; their items are not counted as scored", ["model"])
 BATCH_SIZE = Histogram("kgverify_batch_size_items", "Items per micro-batched model call, by model", ["model"],
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
 BATCH_QUEUE_SECONDS = Histogram("kgverify_batch_queue_wait_seconds",
@@ -62,12 +65,17 @@ def record_cache_lookup(cache: str, hit: bool, count: int = 1) -> None:
 
 
 def record_batch(model: str, items: int, queue_waits_s) -> None:
-    """Counts one micro-batched model call (a batching.BatchObserver)."""
+    """Counts one micro-batched model call that returned its results (a batching.BatchObserver)."""
     BATCHES.labels(model).inc()
     BATCH_ITEMS.labels(model).inc(items)
     BATCH_SIZE.labels(model).observe(items)
     for wait in queue_waits_s:
         BATCH_QUEUE_SECONDS.labels(model).observe(wait)
+
+
+def record_batch_failure(model: str) -> None:
+    """Counts one micro-batched model call that raised (a batching.MicroBatcher on_failure callback)."""
+    BATCH_FAILURES.labels(model).inc()
 
 
 def record_out_of_memory(model: str) -> None:

@@ -1,0 +1,136 @@
+"""Server runtime: the micro-batcher's errors and counters, request summaries for the log."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from prometheus_client import REGISTRY
+
+from server import metrics
+from server.batching import MicroBatcher
+from server.pipeline.deadline import Deadline
+from server.pipeline.errors import BackendTimeoutError
+from server.pipeline.runtime import Blocking
+
+EXECUTOR = ThreadPoolExecutor(2, thread_name_prefix="test-review3")
+HANG_GUARD_S = 30  # only catches a hang; nothing here depends on timing
+
+
+class DeviceTimeout(TimeoutError):
+    pass
+
+
+def _model(items):
+    if "slow-device" in items:
+        raise DeviceTimeout("the device did not answer within 5 s")
+    if "boom" in items:
+        raise ValueError("the model cannot take this item")
+    return [f"out:{item}" for item in items]
+
+
+async def test_a_timeout_raised_by_the_model_itself_is_its_own_error_not_the_requests_deadline():
+    """A TimeoutError from inside the model call (its device or library timing out) was reported as "the deadline
+    expired while waiting for the model" (DEADLINE_EXCEEDED), even for a request without any deadline."""
+    b = MicroBatcher("test-model", _model, Blocking(EXECUTOR), max_wait_ms=0)
+    async with asyncio.timeout(HANG_GUARD_S):
+        for deadline in (Deadline(None), Deadline.after(HANG_GUARD_S)):
+            with pytest.raises(DeviceTimeout, match="the device did not answer"):
+                await b.submit(["slow-device"], deadline)
+        assert b.stats.expired == 0
+        assert await b.submit(["fine"]) == ["out:fine"]
+
+        # a deadline that really expires while waiting still says so
+        gate = threading.Event()
+
+        def held(items):
+            gate.wait(HANG_GUARD_S)
+            return items
+
+        slow = MicroBatcher("slow-model", held, Blocking(EXECUTOR), max_wait_ms=0)
+        try:
+            with pytest.raises(BackendTimeoutError, match="deadline expired while waiting for the slow-model"):
+                await slow.submit(["a"], Deadline.after(0.05))
+        finally:
+            gate.set()
+        assert slow.stats.expired == 1
+
+
+async def test_batch_counters_count_only_model_calls_that_returned_their_results():
+    """A batch was counted (kgverify_batches_total, items, size) when taken from the queue: a model call that then
+    raised, or items of a request gone before the call, counted as scored."""
+    served, failed = [], []
+    b = MicroBatcher("test-model", _model, Blocking(EXECUTOR), max_wait_ms=0,
+                     on_batch=lambda name, size, waits: served.append((name, size, len(waits))),
+                     on_failure=failed.append)
+    async with asyncio.timeout(HANG_GUARD_S):
+        with pytest.raises(ValueError, match="cannot take"):
+            await b.submit(["boom", "x"])
+        assert served == [] and failed == ["test-model"]
+        assert (b.stats.served_batches, b.stats.served_items, b.stats.failed) == (0, 0, 1)
+        assert await b.submit(["a", "b"]) == ["out:a", "out:b"]
+        assert served == [("test-model", 2, 1)]
+        assert (b.stats.served_batches, b.stats.served_items, b.stats.largest_batch) == (1, 2, 2)
+
+
+async def test_items_of_a_request_gone_before_its_model_call_are_not_counted_as_scored():
+    executor = ThreadPoolExecutor(1, thread_name_prefix="busy")
+    gate = threading.Event()
+    served = []
+    b = MicroBatcher("test-model", _model, Blocking(executor), max_wait_ms=0,
+                     on_batch=lambda name, size, waits: served.append((size, len(waits))))
+    loop = asyncio.get_running_loop()
+    try:
+        held = loop.run_in_executor(executor, gate.wait, HANG_GUARD_S)  # the only worker is busy
+        gone = asyncio.ensure_future(b.submit([f"gone{i}" for i in range(40)]))
+        kept = asyncio.ensure_future(b.submit(["kept"]))
+        while b.stats.batches < 1:  # both requests are in the batch waiting for the worker
+            await asyncio.sleep(0.001)
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        gate.set()
+        async with asyncio.timeout(HANG_GUARD_S):
+            assert await kept == ["out:kept"]
+            await held
+        assert served == [(1, 1)]  # one item scored, one request's queue wait
+        assert b.stats.served_items == 1
+    finally:
+        gate.set()
+        executor.shutdown()
+
+
+async def test_a_shared_batch_that_fails_counts_one_failure_and_each_requests_own_call():
+    """The batch shared by two requests fails; each request's items then run alone: the good one is served."""
+    gate = threading.Event()
+    executor = ThreadPoolExecutor(1, thread_name_prefix="busy")
+    served, failed = [], []
+    b = MicroBatcher("test-model", _model, Blocking(executor), max_wait_ms=0,
+                     on_batch=lambda name, size, waits: served.append(size), on_failure=failed.append)
+    loop = asyncio.get_running_loop()
+    try:
+        held = loop.run_in_executor(executor, gate.wait, HANG_GUARD_S)
+        bad = asyncio.ensure_future(b.submit(["boom"]))
+        good = asyncio.ensure_future(b.submit(["g1", "g2"]))
+        await asyncio.sleep(0)
+        gate.set()
+        async with asyncio.timeout(HANG_GUARD_S):
+            await held
+            assert await good == ["out:g1", "out:g2"]
+            with pytest.raises(ValueError):
+                await bad
+        assert sorted(served) == [2] and failed == ["test-model", "test-model"]
+    finally:
+        gate.set()
+        executor.shutdown()
+
+
+def test_a_failed_model_call_is_exported_apart_from_served_ones():
+    def value(name):
+        return REGISTRY.get_sample_value(name, {"model": "review3-model"}) or 0.0
+
+    before = value("kgverify_batch_failures_total"), value("kgverify_batches_total")
+    metrics.record_batch_failure("review3-model")
+    assert (value("kgverify_batch_failures_total"), value("kgverify_batches_total")) == (before[0] + 1, before[1])
