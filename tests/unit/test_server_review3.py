@@ -134,3 +134,31 @@ def test_a_failed_model_call_is_exported_apart_from_served_ones():
     before = value("kgverify_batch_failures_total"), value("kgverify_batches_total")
     metrics.record_batch_failure("review3-model")
     assert (value("kgverify_batch_failures_total"), value("kgverify_batches_total")) == (before[0] + 1, before[1])
+
+
+def test_a_request_summary_formats_a_bounded_message_whatever_the_size_of_its_strings(monkeypatch):
+    """With log_request_text, a request holding one 4 MB step was copied whole, then formatted whole (16 MB of
+    escapes for control characters, seconds of the event loop) to log its first 500 characters."""
+    from google.protobuf import text_format
+
+    from kgverify.v1 import knowledge_service_pb2 as kpb
+    from server.interceptors import request_summary
+
+    request = kpb.ScoreKnowledgeRequest(question="q?")
+    request.steps.append("\x01" * (4 * 1024 * 1024 - 100))
+    request.steps.append("second")
+    full = text_format.MessageToString(request, as_one_line=True, as_utf8=True)
+    formatted = []
+    real = text_format.MessageToString
+    monkeypatch.setattr(text_format, "MessageToString", lambda message, **kw: formatted.append(message.ByteSize())
+                        or real(message, **kw))
+    summary = request_summary(request)
+    assert formatted and max(formatted) < 2_000, formatted
+    assert summary.startswith(full[:500]) and summary[500:].startswith("... (over ")
+    assert len(request.steps[0]) == 4 * 1024 * 1024 - 100  # the request itself is left as it was
+
+    small = kpb.ScoreKnowledgeRequest(question="q?", steps=["a", "b\n"])
+    assert request_summary(small) == real(small, as_one_line=True, as_utf8=True)  # small requests: their whole text
+    medium = kpb.ScoreKnowledgeRequest(question="q?", steps=["x" * 300, "y" * 300])
+    text = real(medium, as_one_line=True, as_utf8=True)
+    assert request_summary(medium) == text[:500] + f"... ({len(text)} chars)"
