@@ -139,8 +139,11 @@ class MicroBatcher(Generic[I, R]):
             self._collector = loop.create_task(self._collect(), name=f"batcher:{self.name}",
                                                context=contextvars.Context())
         try:
-            # shield: a timeout or cancel of this request must not cancel the shared future's batch
-            return await asyncio.wait_for(asyncio.shield(request.future), deadline.remaining())
+            # shield: a timeout or cancel of this request must not cancel the shared future's batch. asyncio.timeout,
+            # not wait_for: on 3.11 wait_for swallows a cancel that lands once the batch has set the future (the
+            # caller, a call its client left or a server stopping, would run on as if never cancelled)
+            async with asyncio.timeout(deadline.remaining()):
+                return await asyncio.shield(request.future)
         except TimeoutError as exc:
             if request.future.done() and not request.future.cancelled() and request.future.exception() is exc:
                 raise  # the model's own error (a timeout of its device or library), not this request's deadline

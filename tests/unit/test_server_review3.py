@@ -162,3 +162,20 @@ def test_a_request_summary_formats_a_bounded_message_whatever_the_size_of_its_st
     medium = kpb.ScoreKnowledgeRequest(question="q?", steps=["x" * 300, "y" * 300])
     text = real(medium, as_one_line=True, as_utf8=True)
     assert request_summary(medium) == text[:500] + f"... ({len(text)} chars)"
+
+
+async def test_a_cancel_landing_once_the_batch_has_set_the_result_is_not_swallowed():
+    """On 3.11, asyncio.wait_for returned the result when the caller was cancelled after the batch had set it and
+    before the caller ran: the cancel was lost, and a call whose client had gone (or a server stopping) ran on."""
+    loop = asyncio.get_running_loop()
+    callers: list[asyncio.Task] = []
+    # the observer runs in the collector just before the results are set: the cancel lands right after them
+    b = MicroBatcher("test-model", _model, Blocking(EXECUTOR), max_wait_ms=0,
+                     on_batch=lambda *_: loop.call_soon(callers[0].cancel))
+    async with asyncio.timeout(HANG_GUARD_S):
+        for deadline in (Deadline.after(HANG_GUARD_S), Deadline(None)):
+            callers[:] = [asyncio.ensure_future(b.submit(["a"], deadline))]
+            with pytest.raises(asyncio.CancelledError):
+                await callers[0]
+        b.on_batch = None
+        assert await b.submit(["b"], Deadline.after(HANG_GUARD_S)) == ["out:b"]
