@@ -86,8 +86,9 @@ async def test_items_of_a_request_gone_before_its_model_call_are_not_counted_as_
         held = loop.run_in_executor(executor, gate.wait, HANG_GUARD_S)  # the only worker is busy
         gone = asyncio.ensure_future(b.submit([f"gone{i}" for i in range(40)]))
         kept = asyncio.ensure_future(b.submit(["kept"]))
-        while b.stats.batches < 1:  # both requests are in the batch waiting for the worker
-            await asyncio.sleep(0.001)
+        async with asyncio.timeout(HANG_GUARD_S):
+            while b.stats.batches < 1:  # both requests are in the batch waiting for the worker
+                await asyncio.sleep(0.001)
         gone.cancel()
         with pytest.raises(asyncio.CancelledError):
             await gone
