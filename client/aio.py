@@ -94,6 +94,15 @@ def backoff_s(attempt: int, base_s: float = 0.1, cap_s: float = 2.0) -> float:
     return random.uniform(0, min(cap_s, base_s * 2 ** attempt))
 
 
+def retry_pause_s(error: VerifierError, pause: float, cap_s: float = 2.0) -> float:
+    """The pause before retrying after `error`: `pause` (a backoff_s), and at least the delay the server asked
+    for in its RetryInfo (with up to 20% jitter, so the calls it shed together do not all come back together), but
+    never more than cap_s for it."""
+    if error.retry_delay_s:
+        pause = max(pause, min(cap_s, error.retry_delay_s * random.uniform(1.0, 1.2)))
+    return pause
+
+
 class AsyncVerifierClient:
     """Calls every kgverify RPC; results are plain dataclasses, errors one VerifierError."""
 
@@ -130,7 +139,7 @@ class AsyncVerifierClient:
                 return await method(request, timeout=max(remaining, 0.001), metadata=self.metadata)
             except grpc.aio.AioRpcError as exc:
                 error = VerifierError.from_rpc_error(exc)
-                pause = backoff_s(attempt)
+                pause = retry_pause_s(error, backoff_s(attempt))
                 if not error.retryable or attempt >= self.retries or deadline - time.monotonic() <= pause:
                     raise error from None
             attempt += 1

@@ -23,7 +23,7 @@ from typing import Any, AsyncIterator, Iterable, Iterator
 from tqdm import tqdm
 
 from . import requests
-from .aio import CONNECT_TIMEOUT_S, DEFAULT_MAX_MESSAGE_BYTES, AsyncVerifierClient, backoff_s
+from .aio import CONNECT_TIMEOUT_S, DEFAULT_MAX_MESSAGE_BYTES, AsyncVerifierClient, backoff_s, retry_pause_s
 from .batch_io import InputError, RowError, check_input, could_be_torn_record, export_format, export_journal
 from .batch_io import INPUT_ROW, is_batch_record, is_error_record, read_rows, record_key
 from .errors import AUTH_CODES, VerifierError, refusal_advice
@@ -56,6 +56,12 @@ REORDER_LIMIT = 1024
 # server's own limit per stream item is 600 s): an outage of minutes costs no error records; only a run that has
 # finished no row for this long uses up the row's attempts.
 OVERLOAD_PATIENCE_S = 600.0
+# A stream that breaks (as a whole, not one item's error) while rows are in flight may have been broken by one of
+# them (e.g. a result over this client's message size limit): each row in flight then is sent again alone, and a
+# row that breaks the stream with an error the server gives for what it was sent (not UNAVAILABLE: an outage, a
+# crash) this many times while alone gets that error as its record and the run goes on.
+POISON_BREAKS = 2
+OUTAGE_CODES = {"UNAVAILABLE", "CANCELLED", "DEADLINE_EXCEEDED"}
 _MESSAGE_LIMIT = re.compile(r"(?:Sent|Received) message larger than max \((\d+) vs\. (\d+)\)")
 
 
@@ -137,6 +143,9 @@ class Item:
     attempts: int = 0
     size: int = 0  # the request's serialized size
     sheds: int = 0  # times a busy server shed it (OVERLOADED) or an outage refused it, not counted as attempts
+    label: str = ""  # where it is in the input: line-N (JSONL) or row-N (CSV, Parquet)
+    breaks: int = 0  # streams that broke while it was in flight: from then on it is sent alone
+    solo_breaks: int = 0  # of those, the ones it was the only row in flight of
 
 
 @dataclass
@@ -486,7 +495,7 @@ def plan_items(opts: BatchOptions, journal: Journal, summary: BatchSummary,
                     notes["info_gain_null_reason"] = NO_TARGET
                     summary.ki_only += 1
         yield position, (error_record(record_id, problem, extra) if problem
-                         else Item(position, item_id, request, extra, notes, size=size))
+                         else Item(position, item_id, request, extra, notes, size=size, label=label))
 
 
 @dataclass
@@ -696,6 +705,7 @@ class _Scheduler:
         self.message_limits: dict[str, int] = {}  # server -> the message size it was found to refuse above
         self.finished_at = time.monotonic()  # when a row last finished (or the run started)
         self._outage_logged = False
+        self.suspect: Item | None = None  # the last row alone in flight when a stream broke
         if not count:
             self._source = None
             self.finished.set()
@@ -704,6 +714,8 @@ class _Scheduler:
         if self.stop is not None or self.failure is not None:
             return  # the run stopped: rows still in flight are scored by the next run
         self.finished_at = time.monotonic()
+        if item is self.suspect:
+            self.suspect = None
         try:
             self.writer.put(item.position, record)
         except JournalError as exc:  # (from a stream, a retry's task or the request iterator alike)
@@ -746,14 +758,14 @@ class _Scheduler:
                 log.warning("%s: rows are sent again while the server recovers (up to %g s with no row "
                             "finished)", error.message, OVERLOAD_PATIENCE_S)
             item.sheds += 1  # the server is busy or recovering, not failing the row: it waits its turn
-            await asyncio.sleep(backoff_s(min(item.sheds, 5), base_s=0.25, cap_s=5.0))
+            await asyncio.sleep(retry_pause_s(error, backoff_s(min(item.sheds, 5), base_s=0.25, cap_s=5.0), 5.0))
             self.queue.put_nowait(item)
             return
         item.attempts += 1
         if item.attempts >= self.opts.max_attempts:
             self._finish(item, error_record(item.id, error, item.extra), error)
             return
-        await asyncio.sleep(backoff_s(item.attempts, base_s=0.25, cap_s=5.0))
+        await asyncio.sleep(retry_pause_s(error, backoff_s(item.attempts, base_s=0.25, cap_s=5.0), 5.0))
         self.queue.put_nowait(item)
 
     async def _next_item(self) -> Item | None:
@@ -810,6 +822,8 @@ class _Scheduler:
         inflight: dict[str, Item] = {}
         slots = asyncio.Semaphore(window)
         broken = asyncio.Event()
+        idle = asyncio.Event()  # set while no item is in flight
+        idle.set()
         sends = itertools.count()
         loop = asyncio.get_running_loop()
         stall_s = self.opts.stall_timeout_s
@@ -827,10 +841,25 @@ class _Scheduler:
                 if self._too_large_for(client, item):
                     slots.release()
                     continue
+                # A row in flight when a stream broke is sent alone, and nothing is sent beside it: a row that
+                # breaks streams is found, and the others in flight with it are not held up by it for ever.
+                while item.breaks or any(other.breaks for other in inflight.values()):
+                    if not inflight:
+                        break
+                    idle.clear()
+                    try:
+                        await idle.wait()
+                    except BaseException:
+                        self.queue.put_nowait(item)  # (never dropped: see _next_item)
+                        raise
+                if broken.is_set():
+                    self.queue.put_nowait(item)
+                    return
                 send_id = str(next(sends))
                 if not inflight and watchdog and stall_s:
                     watchdog[0].reschedule(loop.time() + stall_s)
                 inflight[send_id] = item
+                idle.clear()
                 yield send_id, item.request
 
         try:
@@ -840,6 +869,8 @@ class _Scheduler:
                     results[0] += 1
                     item = inflight.pop(send_id, None)
                     slots.release()
+                    if not inflight:
+                        idle.set()
                     if stall_s:
                         timeout.reschedule(loop.time() + stall_s if inflight else None)
                     if item is None:
@@ -871,9 +902,46 @@ class _Scheduler:
                 raise
         finally:
             broken.set()
-            for item in inflight.values():  # the stream broke: these go back to the queue
-                self.queue.put_nowait(item)
+            idle.set()
+            stuck = list(inflight.values())
             inflight.clear()
+            error = sys.exc_info()[1]
+            if isinstance(error, VerifierError) and stuck:
+                for item in stuck:
+                    item.breaks += 1
+                if len(stuck) == 1 and self._poisoned(client, stuck[0], error):
+                    results[0] += 1  # the break is explained: not the server failing
+                    stuck = []
+            for item in stuck:  # the stream broke: these go back to the queue
+                self.queue.put_nowait(item)
+
+    def _poisoned(self, client: AsyncVerifierClient, item: Item, error: VerifierError) -> bool:
+        """Counts a stream break that `item` was the only row in flight of; finishes it with the stream's error
+        (naming the row) once it broke POISON_BREAKS streams alone with an error that is not an outage's."""
+        item.solo_breaks += 1
+        self.suspect = item
+        if error.code in OUTAGE_CODES or error.code in AUTH_CODES or item.solo_breaks < POISON_BREAKS:
+            return False
+        where = _where(item.label) if item.label else "the row"
+        log.warning("row %r (%s) broke the stream to %s each of the %d times it was sent alone (%s): recorded as "
+                    "failed", item.id, where, client.target, item.solo_breaks, error)
+        poison = VerifierError(
+            error.code, error.reason,
+            f"{where}: the stream to {client.target} broke each of the {item.solo_breaks} times this row was sent "
+            f"alone, so it was not scored: {error.message} (score it again with --retry-errors once the cause is "
+            "fixed)", error.metadata)
+        self._finish(item, error_record(item.id, poison, item.extra), poison)
+        return True
+
+    def _suspect_note(self) -> str:
+        """For a run that stops because a server keeps failing: the row that was alone in flight the last times
+        its streams broke, if any (a row the server cannot take, e.g. one that crashes it)."""
+        item = self.suspect
+        if item is None or item.solo_breaks < POISON_BREAKS:
+            return ""
+        where = _where(item.label) if item.label else "its input row"
+        return (f" (row {item.id!r}, {where}, was the only row in flight the last {item.solo_breaks} times the "
+                "stream broke: if the server fails on that row, fix it or leave it out)")
 
     async def worker(self, client: AsyncVerifierClient, window: int) -> None:
         failures = 0
@@ -892,8 +960,8 @@ class _Scheduler:
                 log.warning("stream to %s failed (%s); %d of %d", client.target, exc, failures,
                             self.opts.stream_failures)
                 if failures >= self.opts.stream_failures:
-                    raise BatchError(f"server {client.target} keeps failing: {exc}") from exc
-                await asyncio.sleep(backoff_s(failures, base_s=0.5, cap_s=10.0))
+                    raise BatchError(f"server {client.target} keeps failing: {exc}{self._suspect_note()}") from exc
+                await asyncio.sleep(retry_pause_s(exc, backoff_s(failures, base_s=0.5, cap_s=10.0), 10.0))
 
     async def run(self, clients: list[AsyncVerifierClient]) -> None:
         windows = [max(1, self.opts.concurrency // len(clients) + (i < self.opts.concurrency % len(clients)))

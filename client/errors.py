@@ -17,6 +17,7 @@ class VerifierError(Exception):
     message: str
     metadata: dict[str, str] = field(default_factory=dict)
     field_violations: list[tuple[str, str]] = field(default_factory=list)
+    retry_delay_s: float | None = None  # the server's google.rpc.RetryInfo: how long to wait before retrying
 
     def __post_init__(self) -> None:
         super().__init__(f"{self.code} [{self.reason}]: {self.message}")
@@ -31,7 +32,7 @@ class VerifierError(Exception):
 
     @classmethod
     def from_status(cls, status: status_pb2.Status) -> "VerifierError":
-        reason, metadata, violations = "", {}, []
+        reason, metadata, violations, retry_delay_s = "", {}, [], None
         for detail in status.details:
             if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
                 info = error_details_pb2.ErrorInfo()
@@ -41,8 +42,12 @@ class VerifierError(Exception):
                 bad = error_details_pb2.BadRequest()
                 detail.Unpack(bad)
                 violations = [(v.field, v.description) for v in bad.field_violations]
+            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                retry = error_details_pb2.RetryInfo()
+                detail.Unpack(retry)
+                retry_delay_s = max(0.0, retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9)
         code = next((c.name for c in grpc.StatusCode if c.value[0] == status.code), "UNKNOWN")
-        return cls(code, reason or code, status.message, metadata, violations)
+        return cls(code, reason or code, status.message, metadata, violations, retry_delay_s)
 
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError) -> "VerifierError":

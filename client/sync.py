@@ -13,7 +13,7 @@ from kgverify.v1 import knowledge_service_pb2, knowledge_service_pb2_grpc
 
 from . import convert, requests
 from .aio import (DEFAULT_MAX_MESSAGE_BYTES, PROBE_INTERVAL_S, PROBE_METADATA, backoff_s, channel_options, load_probes,
-                  never_serves, unreachable_error)
+                  never_serves, retry_pause_s, unreachable_error)
 from .errors import VerifierError
 from .types import ChainScore, SearchHit, SplitResult
 
@@ -53,7 +53,7 @@ class VerifierClient:
                 return method(request, timeout=max(deadline - time.monotonic(), 0.001), metadata=self.metadata)
             except grpc.RpcError as exc:
                 error = VerifierError.from_rpc_error(exc)
-                pause = backoff_s(attempt)
+                pause = retry_pause_s(error, backoff_s(attempt))
                 if not error.retryable or attempt >= self.retries or deadline - time.monotonic() <= pause:
                     raise error from None
             attempt += 1

@@ -1,0 +1,62 @@
+"""The client's errors and batch scheduler: the server's RetryInfo is read; a row that breaks every stream it is
+sent on is named when the run stops."""
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from client.aio import retry_pause_s
+from client.batch import BatchError, BatchOptions, BatchSummary, Item, _Scheduler
+from client.errors import VerifierError
+from server.errors import error_status
+from server.pipeline.errors import BackendUnavailableError, OverloadedError
+
+
+def test_the_retry_delay_of_the_servers_status_is_read_and_waited_at_least():
+    error = VerifierError.from_status(error_status(OverloadedError("busy", retry_after_s=1.25)))
+    assert (error.code, error.reason, error.retry_delay_s) == ("RESOURCE_EXHAUSTED", "OVERLOADED", 1.25)
+    assert all(1.25 <= retry_pause_s(error, 0.1) <= 1.5 for _ in range(50))
+    assert retry_pause_s(error, 1.9) == 1.9  # (a longer backoff stands)
+    assert retry_pause_s(VerifierError.from_status(error_status(OverloadedError("busy", retry_after_s=60))), 0.1,
+                         cap_s=2.0) == 2.0  # never longer than the client's own limit
+    assert VerifierError.from_status(error_status(BackendUnavailableError("down"))).retry_delay_s is None
+
+
+class Collect:
+    """Stands in for the journal writer: what was finished, by position."""
+
+    def __init__(self):
+        self.records: dict[int, dict] = {}
+        self.summary = BatchSummary()
+        self.journal = SimpleNamespace(path=Path("out.jsonl"))
+
+    def put(self, position, record):
+        self.records[position] = record
+
+
+class CrashesOn:
+    """A server that goes away (UNAVAILABLE) whenever it is sent one row, and scores the others."""
+
+    target = "fake:1"
+
+    def __init__(self, poison):
+        self.poison = poison
+
+    async def stream_chains(self, items):
+        async for item_id, request in items:
+            if request == self.poison:
+                raise VerifierError("UNAVAILABLE", "UNAVAILABLE", "Socket closed")
+            yield item_id, VerifierError("INVALID_ARGUMENT", "TEST", "scored")
+
+
+def test_a_run_stopped_by_a_row_that_crashes_the_server_names_the_row(monkeypatch):
+    monkeypatch.setattr("client.batch.backoff_s", lambda *args, **kwargs: 0.0)
+    items = [Item(position=i, id=f"c{i}", request=f"request {i}", extra={}, label=f"line-{i + 1}") for i in range(6)]
+    writer = Collect()
+    opts = BatchOptions(input=Path("in.jsonl"), output=Path("out.jsonl"), concurrency=4, progress=False)
+    with pytest.raises(BatchError) as caught:
+        asyncio.run(asyncio.wait_for(_Scheduler(opts, items, writer).run([CrashesOn("request 2")]), 20))
+    assert "row 'c2', line 3, was the only row in flight" in str(caught.value), caught.value
+    assert 2 not in writer.records
