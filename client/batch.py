@@ -35,8 +35,8 @@ RETRYABLE = {"UNAVAILABLE", "RESOURCE_EXHAUSTED"}
 NOT_RETRIED = {"RESPONSE_TOO_LARGE"}  # the same row would get it again
 PASSTHROUGH = ("group", "question_id")
 RECORD_KEYS = ("knowledge_index", "knowledge_index_paper", "coverage", "counts", "error_steps", "first_error_step",
-               "info_gain", "info_gain_total", "info_gain_paper", "target", "estimator", "steps", "llm_calls",
-               "provenance")
+               "info_gain", "info_gain_total", "info_gain_paper", "target", "estimator", "units", "steps",
+               "llm_calls", "provenance")
 METRIC_NAMES = ("ki", "infogain")
 READY_TIMEOUT_S = 600.0  # how long a reachable server may take to load what the rows need before the run gives up
 # Item errors that the same server gives every row until an operator acts: when the first STOP_AFTER results of a

@@ -24,7 +24,7 @@ FLOAT_COLUMNS = ("knowledge_index", "knowledge_index_paper", "coverage", "info_g
                  "info_gain_paper")
 INT_COLUMNS = ("error_steps", "first_error_step", "llm_calls", "n_steps")
 STRING_COLUMNS = ("id", "group", "question_id", "status", "status_code", "status_reason", "status_message",
-                  "target", "estimator", "info_gain_null_reason")
+                  "target", "estimator", "units", "info_gain_null_reason")
 JSON_COLUMNS = ("counts", "steps", "provenance")
 # Longest CSV cell read (the csv module's own default, 131,072 characters, is less than one long chain with its
 # context): a row too large to send gets its own REQUEST_TOO_LARGE record instead of stopping the run.
@@ -285,7 +285,8 @@ def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
         "id": record.get("id"), "group": _str_or_none(record.get("group")),
         "question_id": _str_or_none(record.get("question_id")), "status": state, "status_code": code,
         "status_reason": reason, "status_message": message, "target": record.get("target"),
-        "estimator": record.get("estimator"), "info_gain_null_reason": record.get("info_gain_null_reason"),
+        "estimator": record.get("estimator"), "units": record.get("units"),
+        "info_gain_null_reason": record.get("info_gain_null_reason"),
     }
     for name in FLOAT_COLUMNS:
         value = record.get(name)

@@ -71,6 +71,7 @@ def file_group_names(inputs: list[Path]) -> list[str]:
 def load_chains(inputs: list[Path], by: str) -> dict[str, list[Chain]]:
     """Chains per group, groups in order of first appearance; ReportError for a file that is not batch output."""
     groups: dict[str, list[Chain]] = {}
+    units: dict[str, str] = {}  # InfoGain units (nats, bits) -> the first input holding a record scored in them
     names = file_group_names(inputs) if by == FILE_GROUPING else [None] * len(inputs)
     for path, name in zip(inputs, names):
         if not Path(path).is_file():
@@ -80,6 +81,9 @@ def load_chains(inputs: list[Path], by: str) -> dict[str, list[Chain]]:
         for record in journal_records(Path(path)):
             batch_records += is_batch_record(record)
             chains.append(chain_of(record, by, name))
+            unit = record.get("units")  # (absent from the records of older versions: not known)
+            if isinstance(unit, str) and unit and record.get("info_gain") is not None:
+                units.setdefault(unit, str(path))
         if chains and not batch_records:
             raise ReportError(f"{path} is not a kgverify batch journal: none of its {len(chains)} records has a "
                               "'status' (\"ok\", \"partial\" or an error); give the --output file of kgverify batch, "
@@ -88,6 +92,12 @@ def load_chains(inputs: list[Path], by: str) -> dict[str, list[Chain]]:
             groups.setdefault(text_of(name), [])
         for chain in chains:
             groups.setdefault(chain.group, []).append(chain)
+    if len(units) > 1:
+        held = "; ".join(f"{unit} (e.g. in {path})" for unit, path in units.items())
+        raise ReportUsageError(printable(
+            f"the inputs hold InfoGain in different units: {held}; InfoGain in nats and in bits cannot be "
+            "compared or averaged: score them again in one unit (kgverify batch --units nats or --units bits into "
+            "a new --output) and report those"))
     if not any(groups.values()):
         raise ReportError("no records in " + ", ".join(map(str, inputs)) + " (a batch journal holds one JSON "
                           "object per line, each with an 'id' and a 'status')")

@@ -127,7 +127,7 @@ class ChainScore:
             "coverage": self.coverage, "counts": self.counts, "error_steps": self.error_steps,
             "first_error_step": self.first_error_step, "info_gain": self.info_gain,
             "info_gain_total": self.info_gain_total, "info_gain_paper": self.info_gain_paper,
-            "target": self.target, "estimator": self.estimator,
+            "target": self.target, "estimator": self.estimator, "units": self.units,
             "steps": [s.to_dict(evidence_text) for s in self.steps], "llm_calls": self.llm_calls,
             "provenance": dict(self.provenance),
         }

@@ -88,3 +88,23 @@ async def test_rows_shed_by_a_busy_server_wait_the_delay_its_retry_info_asks_for
     assert shed, pauses
     assert all(delay == 1.5 and 1.5 <= pause <= 5.0 for _, delay, pause in shed), shed
 
+
+
+async def test_records_carry_their_info_gain_units_and_report_refuses_to_mix_them(fast_server, tmp_path,  # noqa: F811
+                                                                                 capsys):
+    source = tmp_path / "in.jsonl"
+    _write(source, [_row(i) for i in range(3)])
+    journals = {}
+    for units in ("nats", "bits"):
+        journals[units] = tmp_path / f"{units}.jsonl"
+        assert await _batch(fast_server.addresses[0], source, journals[units], "--units", units) == 0
+        assert {r["units"] for r in _records(journals[units])} == {units}
+    capsys.readouterr()
+    assert main(["report", str(journals["nats"]), str(journals["bits"]), "--by", "file"]) == 2
+    err = capsys.readouterr().err
+    assert "different units" in err and "nats" in err and "bits" in err, err
+    # A journal of an older version (no units in its records) still reports beside either.
+    old = tmp_path / "old.jsonl"
+    old.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "units"}) + "\n"
+                           for r in _records(journals["bits"])))
+    assert main(["report", str(journals["nats"]), str(old), "--by", "file"]) == 0
