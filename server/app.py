@@ -53,6 +53,7 @@ class Runtime:
         self.executor = ThreadPoolExecutor(settings.server.executor_workers, thread_name_prefix="kgv-work")
         self.blocking = Blocking(self.executor)
         self._reload_lock = asyncio.Lock()
+        self._reloading: asyncio.Task | None = None  # the reload whose load runs now
         self.ctx = registry.BackendContext(settings, self.blocking)
         self.health = HealthState(required=(KNOWLEDGE, INFO_GAIN) + ((KNOWLEDGE_BASE,) if settings.kb.enabled else ()))
         self.admission = Admission(settings.server.max_inflight)
@@ -116,7 +117,21 @@ class Runtime:
     async def reload_kb(self) -> tuple[str, str]:
         if not self.kb.enabled:
             raise KnowledgeBaseUnavailableError("this server runs without a knowledge base (KGV_KB__ENABLED=false)")
+        # A task of its own: a caller that leaves (its deadline, its client) cannot stop the load's thread, and the
+        # load that goes on must still publish its outcome (health stayed NOT_SERVING after a repaired KB loaded)
+        # and keep later reloads waiting until it is done. A reload still waiting for its turn then never starts.
+        reload = asyncio.ensure_future(self._reload())
+        reload.add_done_callback(lambda task: task.cancelled() or task.exception())  # a caller gone: logged there
+        try:
+            return await asyncio.shield(reload)
+        except asyncio.CancelledError:
+            if self._reloading is not reload:
+                reload.cancel()
+            raise
+
+    async def _reload(self) -> tuple[str, str]:
         async with self._reload_lock:  # one reload at a time; later callers wait here, holding no thread
+            self._reloading = asyncio.current_task()
             previous = self.kb.current.info.kb_id if self.kb.current else ""
             try:
                 # on a thread of its own, not the request executor: a load of seconds (hashing a large KB)
@@ -125,6 +140,7 @@ class Runtime:
                 await asyncio.to_thread(lambda: self.kb.load(self.ctx.embedder()))
             finally:
                 await self._publish_kb_health()
+                self._reloading = None
             return previous, self.kb.current.info.kb_id
 
     async def _publish_kb_health(self) -> None:

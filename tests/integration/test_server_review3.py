@@ -10,8 +10,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from client import AsyncVerifierClient, VerifierError
 from server.app import start_server
+from server.health import KNOWLEDGE_BASE
 from tests.conftest import make_settings
 
+HANG_GUARD_S = 60  # only catches a hang; nothing here depends on timing
 STEPS = ["Heparin is an anticoagulant.", "Protamine sulfate neutralizes heparin."]
 
 
@@ -62,3 +64,67 @@ async def test_a_model_timing_out_on_its_own_is_not_the_callers_deadline_and_is_
         assert score.steps[1].verdict == "supported"
         served = await asyncio.to_thread(_scrape, nli_server.metrics_address)
         assert _judge_model(served, "kgverify_batches_total") > _judge_model(after, "kgverify_batches_total")
+
+
+async def test_a_reload_whose_caller_leaves_mid_load_still_turns_the_kb_serving(cache_dir, embedder, tmp_path,
+                                                                                   monkeypatch):
+    """The caller of ReloadKnowledgeBase gave up (its deadline) while a repaired KB loaded: the load went on in its
+    thread and served the KB, but health was published when the caller left, not when the load ended, so the
+    service (and the whole server) stayed NOT_SERVING for orchestrators; and the next reload did not wait for it
+    (it reported the KB before that load as the previous one)."""
+    import threading
+
+    from kb.build import build_kb
+    from kb.ingest import Document
+    from kb.knowledge_base import FaissKnowledgeBase
+
+    path = tmp_path / "kb"
+    build_kb([Document("w", "Warfarin is monitored with the INR.", "https://ex/w")], path, embedder, progress=False)
+    real = FaissKnowledgeBase.load.__func__
+    gate, loads = threading.Event(), []
+
+    def load(cls, *args, **kwargs):
+        if not gate.is_set():
+            loads.append("held")
+            gate.wait(HANG_GUARD_S)
+        return real(cls, *args, **kwargs)
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(FaissKnowledgeBase, "load", unreadable)
+    server = await start_server(make_settings(cache_dir, kb={"path": path}), ["127.0.0.1:0"])
+    try:
+        await server.wait_ready(300)
+        async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+            assert await client.health(KNOWLEDGE_BASE) == "NOT_SERVING"
+            monkeypatch.setattr(FaissKnowledgeBase, "load", classmethod(load))  # repaired, and slow to load
+            with pytest.raises(VerifierError) as info:
+                await client.reload_kb(timeout_s=0.5)
+            assert info.value.code == "DEADLINE_EXCEEDED" and loads == ["held"]
+            assert await client.health(KNOWLEDGE_BASE) == "NOT_SERVING"  # still loading
+            gate.set()
+            async with asyncio.timeout(HANG_GUARD_S):
+                while await client.health(KNOWLEDGE_BASE) != "SERVING":
+                    await asyncio.sleep(0.05)
+                await client.wait_ready("", timeout_s=HANG_GUARD_S)
+                assert (await client.search("warfarin INR", top_k=1))[0].fact_id == "w"
+            first = (await client.kb_info())["kb_id"]
+
+            # a new KB, whose caller leaves while it loads: the next reload waits for that load
+            gate.clear()
+            build_kb([Document("h", "Heparin is monitored with the aPTT.", "https://ex/h")], path, embedder,
+                     progress=False)
+            with pytest.raises(VerifierError):
+                await client.reload_kb(timeout_s=0.5)
+            assert loads == ["held", "held"]
+            following = asyncio.ensure_future(client.reload_kb(timeout_s=HANG_GUARD_S))
+            await asyncio.sleep(0.2)  # (only lets the call reach the server; the result does not depend on it)
+            gate.set()
+            async with asyncio.timeout(HANG_GUARD_S):
+                previous, current = await following
+            assert previous == current != first
+            assert (await client.search("heparin aPTT", top_k=1))[0].fact_id == "h"
+    finally:
+        gate.set()
+        await server.stop(0)
