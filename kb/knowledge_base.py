@@ -189,13 +189,33 @@ class FaissKnowledgeBase:
                 reason="RETRIEVAL_MODE_UNAVAILABLE")
         if not queries or top_k == 0:
             return [[] for _ in queries]
-        pool = top_k if mode is not RetrievalMode.HYBRID and not self.options.max_per_document \
-            else max(top_k, self.options.candidates)
+        cap = self.options.max_per_document
+        pool = top_k if mode is not RetrievalMode.HYBRID and not cap else max(top_k, self.options.candidates)
+        if mode is not RetrievalMode.BM25 and vectors is None:
+            vectors = self._embedder.encode(list(queries))
+        # A query left short of top_k hits (one document owning the pool when hits per document are limited)
+        # searches again with a wider pool, until it has them or nothing more can come: no more facts, no more
+        # lexical matches, or fewer documents than top_k hits need.
+        want = min(top_k, self.manifest.num_documents * cap) if cap else top_k
+        out: list[list[KbHit]] = [[] for _ in queries]
+        todo = list(range(len(queries)))
+        while todo:
+            found = self._search_pool([queries[i] for i in todo], None if vectors is None else
+                                      np.asarray(vectors)[todo], top_k, mode, pool)
+            short = []
+            for i, (hits, more) in zip(todo, found):
+                out[i] = hits
+                if len(hits) < want and more and pool < self.manifest.num_facts:
+                    short.append(i)
+            todo, pool = short, 4 * pool
+        return out
+
+    def _search_pool(self, queries: Sequence[str], vectors: np.ndarray | None, top_k: int, mode: RetrievalMode,
+                     pool: int) -> list[tuple[list[KbHit], bool]]:
+        """Hits per query from the best `pool` facts of each retriever, and whether a wider pool could add any."""
         dense = lexical = None
         if mode is not RetrievalMode.BM25:
             # a fact may own two vectors: fetch twice the pool, keep each fact's best
-            if vectors is None:
-                vectors = self._embedder.encode(list(queries))
             scores, rows = self._index.search(np.ascontiguousarray(vectors, dtype=np.float32), 2 * pool)
             dense = [self._facts_of(r, s, pool) for r, s in zip(rows, scores)]
         if mode is not RetrievalMode.DENSE:
@@ -206,7 +226,8 @@ class FaissKnowledgeBase:
                 rows, scores = _rrf([dense[i][0], lexical[i][0]], [1.0, self.options.bm25_weight], self.options.rrf_k)
             else:
                 rows, scores = dense[i] if mode is RetrievalMode.DENSE else lexical[i]
-            out.append(self._hits(rows, scores, top_k))
+            more = any(len(found[i][0]) >= pool for found in (dense, lexical) if found is not None)
+            out.append((self._hits(rows, scores, top_k), more))
         return out
 
     def _facts_of(self, vector_rows: np.ndarray, scores: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,63 @@
+"""Knowledge base retrieval edge cases (real MiniLM, FAISS and bm25s)."""
+
+import pytest
+
+from kb.build import build_kb
+from kb.chunking import ChunkSpec
+from kb.ingest import Document
+from kb.knowledge_base import FaissKnowledgeBase, LoadOptions
+from server.pipeline.types import RetrievalMode
+
+LONG = " ".join(f"Warfarin dosing note {i}: warfarin doses are adjusted to the INR." for i in range(40))
+OTHERS = ["Omeprazole blocks the gastric proton pump.", "Metformin lowers hepatic glucose production.",
+          "Zafirlukast blocks leukotriene receptors.", "Furosemide inhibits the Na-K-2Cl cotransporter."]
+
+
+@pytest.fixture(scope="module")
+def long_doc_kb(tmp_path_factory, embedder):
+    out = tmp_path_factory.mktemp("kb") / "kb"
+    docs = [Document("long", LONG, "https://ex/long", "Warfarin handbook")] + [
+        Document(f"d{i}", text, f"https://ex/{i}") for i, text in enumerate(OTHERS)]
+    build_kb(docs, out, embedder, chunking=ChunkSpec(max_chars=80), progress=False)
+    return out
+
+
+class CountingIndex:
+    def __init__(self, inner):
+        self._inner, self.calls = inner, 0
+
+    def search(self, queries, k):
+        self.calls += 1
+        return self._inner.search(queries, k)
+
+
+@pytest.mark.parametrize("mode", [RetrievalMode.DENSE, RetrievalMode.HYBRID])
+def test_one_document_owning_the_candidate_pool_does_not_cut_the_hits_short(long_doc_kb, embedder, mode):
+    # one long document's 40 facts fill the 10 candidates: with one hit per document only 1 of 5 came back,
+    # although the KB holds five documents
+    kb = FaissKnowledgeBase.load(long_doc_kb, embedder, LoadOptions(candidates=10))
+    assert kb.manifest.num_facts > 40
+    kb._index = CountingIndex(kb._index)
+    hits = kb.search(["warfarin INR dose", "omeprazole proton pump"], 5, mode)
+    assert [len({h.source for h in q}) for q in hits] == [5, 5]
+    assert hits[0][0].source == "https://ex/long" and hits[1][0].source == "https://ex/0"
+    # two facts per document allowed: 5 hits, at most 2 of the long document
+    kb2 = FaissKnowledgeBase.load(long_doc_kb, embedder, LoadOptions(candidates=10, max_per_document=2))
+    sources = [h.source for h in kb2.search(["warfarin INR dose"], 5, mode)[0]]
+    assert len(sources) == 5 and sources.count("https://ex/long") == 2
+
+
+def test_a_query_its_first_pool_satisfies_searches_once(long_doc_kb, embedder):
+    kb = FaissKnowledgeBase.load(long_doc_kb, embedder, LoadOptions(candidates=10))
+    kb._index = CountingIndex(kb._index)
+    assert len(kb.search(["omeprazole proton pump"], 3, RetrievalMode.HYBRID)[0]) == 3
+    assert kb._index.calls == 1
+
+
+def test_a_kb_with_fewer_documents_than_top_k_answers_what_it_has(long_doc_kb, embedder):
+    kb = FaissKnowledgeBase.load(long_doc_kb, embedder, LoadOptions(candidates=10))
+    assert len(kb.search(["warfarin INR dose"], 8, RetrievalMode.DENSE)[0]) == 5  # 5 documents, one hit each
+    # BM25 answers only facts sharing a word with the query: none of the others does
+    assert [h.source for h in kb.search(["warfarin INR dose"], 5, RetrievalMode.BM25)[0]] == ["https://ex/long"]
+    uncapped = FaissKnowledgeBase.load(long_doc_kb, embedder, LoadOptions(candidates=10, max_per_document=0))
+    assert len(uncapped.search(["warfarin"], 500, RetrievalMode.HYBRID)[0]) == kb.manifest.num_facts
