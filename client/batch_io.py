@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import json
 import os
 import re
+import tempfile
 import zlib
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 INPUT_FORMATS = ("jsonl", "csv", "parquet")
 EXPORT_FORMATS = ("csv", "parquet")
@@ -409,32 +411,58 @@ EXPORT_CHUNK_ROWS = 1024
 EXPORT_CHUNK_BYTES = 32 * 1024 * 1024
 
 
+@contextlib.contextmanager
+def atomic_output(path: Path, mode: str = "wb", **open_kwargs: Any) -> Iterator[IO]:
+    """A file to write that replaces `path` whole once the block ends: a temporary file of its own beside it (so
+    two writers of one path never share one), synced before it replaces `path` (and the directory after, where
+    the system allows), removed if the block or the write fails."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # as an open() would create it (mkstemp: 0600)
+        with os.fdopen(fd, mode, **open_kwargs) as fh:
+            fd = -1
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # (not every system or file system can sync a directory)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
 def export_journal(journal: Path, out: Path) -> int:
     """Writes the journal as CSV or Parquet (by out's suffix), atomically, a record at a time (a journal of
     evidence-laden records is never held whole); returns the number of rows."""
     fmt = export_format(out)
     rows = (flatten_record(r) for r in journal_records(journal))
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        if fmt == "csv":
-            count = 0
-            with open(tmp, "w", encoding="utf-8", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=export_columns())
-                writer.writeheader()
-                for row in rows:
-                    writer.writerow({k: spreadsheet_safe(v) for k, v in row.items()})
-                    count += 1
-        else:
-            count = _write_parquet(rows, tmp)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, out)
+    if fmt == "csv":
+        count = 0
+        with atomic_output(out, "w", encoding="utf-8", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=export_columns())
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: spreadsheet_safe(v) for k, v in row.items()})
+                count += 1
+    else:
+        with atomic_output(out) as fh:
+            count = _write_parquet(rows, fh)
     return count
 
 
-def _write_parquet(rows: Iterable[dict[str, Any]], path: Path) -> int:
+def _write_parquet(rows: Iterable[dict[str, Any]], path: Path | IO) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 

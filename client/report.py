@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .batch_io import is_batch_record, is_journal_file, journal_records
+from .batch_io import atomic_output, is_batch_record, is_journal_file, journal_records
 from .render import printable
 from .report_html import fmt, fmt_pct, render_html, undefined_interval
 from .report_stats import METRICS, Chain, chain_of, compare, group_summary, step_gain_curve, text_of
@@ -193,6 +193,10 @@ def check_output_paths(opts: ReportOptions) -> None:
         if Path(path).exists() and is_journal_file(Path(path)):
             raise OutputPathError(f"{option} {path} is a batch journal: give another file (nothing was written; "
                                   f"was {path} meant as an input? {option} takes the file to write)")
+    if opts.json_out is not None and opts.html is not None and (
+            Path(opts.json_out).resolve() == Path(opts.html).resolve() or _same_file(opts.json_out, opts.html)):
+        raise OutputPathError(f"--json and --html are the same file ({opts.json_out}): give each its own file "
+                              "(nothing was written)")
     plots_dir = _plots_dir(opts)
     if plots_dir is not None and plots_dir.exists() and not plots_dir.is_dir():
         raise OutputPathError(f"the plots directory {plots_dir} is not a directory (give another --plots-dir)")
@@ -213,9 +217,8 @@ def _plots_dir(opts: ReportOptions) -> Path | None:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    with atomic_output(path) as fh:
+        fh.write(data)
 
 
 def run_report(opts: ReportOptions) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 sent on is named when the run stops."""
 
 import asyncio
+import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -9,7 +11,9 @@ import pytest
 
 from client.aio import retry_pause_s
 from client.batch import BatchError, BatchOptions, BatchSummary, Item, _Scheduler
+from client.cli import main
 from client.errors import VerifierError
+from client.report import ReportOptions, run_report
 from server.errors import error_status
 from server.pipeline.errors import BackendUnavailableError, OverloadedError
 
@@ -60,3 +64,43 @@ def test_a_run_stopped_by_a_row_that_crashes_the_server_names_the_row(monkeypatc
         asyncio.run(asyncio.wait_for(_Scheduler(opts, items, writer).run([CrashesOn("request 2")]), 20))
     assert "row 'c2', line 3, was the only row in flight" in str(caught.value), caught.value
     assert 2 not in writer.records
+
+
+def _journal(path, rows=4):
+    records = [{"id": f"r{i}", "status": "ok", "group": "g", "knowledge_index": 0.5, "info_gain": 0.1 * i,
+                "steps": [], "counts": {"supported": 1}} for i in range(rows)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_a_report_leaves_another_writers_temporary_file_alone_and_syncs_what_it_writes(tmp_path, monkeypatch):
+    journal, out = _journal(tmp_path / "scores.jsonl"), tmp_path / "stats.json"
+    other = tmp_path / ".stats.json.tmp"  # a concurrent report writing the same file, midway
+    other.write_bytes(b"half of another report")
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    run_report(ReportOptions(inputs=[journal], json_out=out, samples=10))
+    assert other.read_bytes() == b"half of another report"
+    assert json.loads(out.read_text())["groups"]["g"]["n"] == 4
+    assert synced  # the file is on disk before it replaces the old one
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".stats.json.tmp", "scores.jsonl", "stats.json"]
+
+
+def test_a_report_that_cannot_be_written_leaves_no_temporary_file(tmp_path, monkeypatch):
+    journal, out = _journal(tmp_path / "scores.jsonl"), tmp_path / "stats.json"
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError):
+        run_report(ReportOptions(inputs=[journal], json_out=out, samples=10))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.jsonl"]
+
+
+def test_json_and_html_to_one_file_are_refused_before_anything_is_written(tmp_path, capsys):
+    journal, out = _journal(tmp_path / "scores.jsonl"), tmp_path / "out"
+    assert main(["report", str(journal), "--json", str(out), "--html", str(tmp_path / "." / "out")]) == 2
+    assert "--json and --html are the same file" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.jsonl"]
