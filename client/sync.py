@@ -78,9 +78,21 @@ class VerifierClient:
 
     def stream_chains(self, items: Iterable[tuple[str, knowledge_service_pb2.ScoreChainRequest]],
                       timeout_s: float | None = None) -> Iterator[tuple[str, ChainScore | VerifierError]]:
-        """Scores (id, request) items over one StreamScoreChains call; yields results as they finish."""
-        outgoing = (knowledge_service_pb2.StreamScoreChainsRequest(id=i, chain=r) for i, r in items)
-        call = self._knowledge.StreamScoreChains(outgoing, timeout=timeout_s, metadata=self.metadata)
+        """Scores (id, request) items over one StreamScoreChains call; yields results as they finish.
+
+        An exception raised while the items are read (by gRPC, in a thread of its own, which then ends the call as
+        UNKNOWN "Exception iterating requests!") is raised here, where the stream is read."""
+        failed: list[Exception] = []
+
+        def outgoing():
+            try:
+                for item_id, request in items:
+                    yield knowledge_service_pb2.StreamScoreChainsRequest(id=item_id, chain=request)
+            except Exception as exc:
+                failed.append(exc)
+                raise
+
+        call = self._knowledge.StreamScoreChains(outgoing(), timeout=timeout_s, metadata=self.metadata)
         try:
             for response in call:
                 if response.status.code == 0:
@@ -88,6 +100,8 @@ class VerifierClient:
                 else:
                     yield response.id, VerifierError.from_status(response.status)
         except grpc.RpcError as exc:
+            if failed:
+                raise failed[0] from None
             raise VerifierError.from_rpc_error(exc) from None
         finally:
             call.cancel()  # a consumer that stops early (break, close) ends the server's work too

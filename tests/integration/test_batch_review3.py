@@ -108,3 +108,25 @@ async def test_records_carry_their_info_gain_units_and_report_refuses_to_mix_the
     old.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "units"}) + "\n"
                            for r in _records(journals["bits"])))
     assert main(["report", str(journals["nats"]), str(old), "--by", "file"]) == 0
+
+
+async def test_the_blocking_clients_stream_raises_the_error_its_items_raised(fast_server):  # noqa: F811
+    from client import requests
+    from client.sync import VerifierClient
+
+    request = requests.score_chain_request({"question": "Which drug reverses heparin?", "steps": [FACT],
+                                            "answer": "Protamine", "metrics": ("ki",)})
+
+    def items():
+        yield "a", request
+        raise LookupError("row 2 of the caller's dataset cannot be read")
+
+    def stream():
+        with VerifierClient(fast_server.addresses[0]) as client:
+            try:
+                return list(client.stream_chains(items()))
+            except Exception as exc:  # noqa: BLE001
+                return exc
+
+    raised = await asyncio.to_thread(stream)
+    assert isinstance(raised, LookupError) and "row 2" in str(raised), raised
