@@ -57,9 +57,11 @@ REORDER_LIMIT = 1024
 # finished no row for this long uses up the row's attempts.
 OVERLOAD_PATIENCE_S = 600.0
 # A stream that breaks (as a whole, not one item's error) while rows are in flight may have been broken by one of
-# them (e.g. a result over this client's message size limit): each row in flight then is sent again alone, and a
-# row that breaks the stream with an error the server gives for what it was sent (not UNAVAILABLE: an outage, a
-# crash) this many times while alone gets that error as its record and the run goes on.
+# them (e.g. a result over this client's message size limit): a row in flight at SOLO_AFTER_BREAKS breaks is sent
+# again alone (one break is no sign: a server restarting, a proxy ending old streams), and a row that breaks the
+# stream with an error that is not an outage's (UNAVAILABLE: a restart, a crash) POISON_BREAKS times while alone
+# gets that error as its record and the run goes on.
+SOLO_AFTER_BREAKS = 2
 POISON_BREAKS = 2
 OUTAGE_CODES = {"UNAVAILABLE", "CANCELLED", "DEADLINE_EXCEEDED"}
 _MESSAGE_LIMIT = re.compile(r"(?:Sent|Received) message larger than max \((\d+) vs\. (\d+)\)")
@@ -144,7 +146,7 @@ class Item:
     size: int = 0  # the request's serialized size
     sheds: int = 0  # times a busy server shed it (OVERLOADED) or an outage refused it, not counted as attempts
     label: str = ""  # where it is in the input: line-N (JSONL) or row-N (CSV, Parquet)
-    breaks: int = 0  # streams that broke while it was in flight: from then on it is sent alone
+    breaks: int = 0  # streams that broke while it was in flight: from SOLO_AFTER_BREAKS on it is sent alone
     solo_breaks: int = 0  # of those, the ones it was the only row in flight of
 
 
@@ -841,9 +843,10 @@ class _Scheduler:
                 if self._too_large_for(client, item):
                     slots.release()
                     continue
-                # A row in flight when a stream broke is sent alone, and nothing is sent beside it: a row that
+                # A row in flight when streams broke is sent alone, and nothing is sent beside it: a row that
                 # breaks streams is found, and the others in flight with it are not held up by it for ever.
-                while item.breaks or any(other.breaks for other in inflight.values()):
+                while item.breaks >= SOLO_AFTER_BREAKS or any(
+                        other.breaks >= SOLO_AFTER_BREAKS for other in inflight.values()):
                     if not inflight:
                         break
                     idle.clear()
