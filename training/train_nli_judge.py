@@ -25,6 +25,10 @@ Reproducible, resumable training of the model that ships in ``models/nli-judge``
   epoch ends; ``--resume`` continues from ``<out>/last.pt`` exactly where it stopped
   (same epoch plan, same batch index, optimizer / scheduler / RNG state), also after kill -9; it refuses
   arguments that would change the data order or the schedule.
+* ``--seed`` sets the epoch samples and dropout (the head's initial weights are part of the recipe: seed 0).
+  Runs trained before 2026-11-28 drew dropout from seed 0 whatever ``--seed`` said. A run repeats bit for bit
+  at a fixed ``--threads N``; ``auto`` moves between 1 and 2 threads with the machine's load, which sums in
+  another order (weights then differ around the 4th decimal).
 
 Example (background, low priority)::
 
@@ -605,6 +609,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     model = build_model(base_dir)
+    torch.manual_seed(args.seed)  # dropout follows --seed (build_model seeds the head's init with 0)
     names = trainable_names(model)
     params = dict(model.named_parameters())
     for n, p_ in params.items():
