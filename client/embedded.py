@@ -34,7 +34,11 @@ async def embedded_server(settings=None, load_timeout_s: float = 900.0,
     print("starting the embedded verifier (loading models)...", file=sys.stderr)
     verifier = await start_server(settings, [address])
     try:
-        await verifier.wait_ready(load_timeout_s)
+        try:
+            await verifier.wait_ready(load_timeout_s)
+        except TimeoutError:  # (asyncio's, which says nothing)
+            raise EmbeddedServerError(f"the embedded verifier could not start: its models did not finish loading "
+                                      f"within {load_timeout_s:g} s") from None
         runtime = verifier.runtime
         missing = [name for name in (required or runtime.health.required) if not runtime.health.ready(name)]
         if missing:

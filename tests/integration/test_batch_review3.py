@@ -130,3 +130,14 @@ async def test_the_blocking_clients_stream_raises_the_error_its_items_raised(fas
 
     raised = await asyncio.to_thread(stream)
     assert isinstance(raised, LookupError) and "row 2" in str(raised), raised
+
+
+async def test_an_embedded_server_that_does_not_load_in_time_says_so(cache_dir, demo_kb_path):
+    import pytest
+
+    from client.embedded import EmbeddedServerError, embedded_server
+    from tests.conftest import make_settings
+
+    with pytest.raises(EmbeddedServerError, match="did not finish loading within 0.001 s"):
+        async with embedded_server(make_settings(cache_dir), load_timeout_s=0.001):
+            pass
