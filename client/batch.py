@@ -1052,10 +1052,11 @@ def check_options(opts: BatchOptions) -> BatchOptions:
 
 
 def _same_file(a: Path, b: Path) -> bool:
+    """Whether a and b name one file: one that exists (links included), or one still to be written."""
     try:
         return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist
-        return False
+    except OSError:  # one of them does not exist (yet: the journal of a first run, written before the export)
+        return Path(a).resolve() == Path(b).resolve()
 
 
 def check_export_path(path: Path) -> None:

@@ -104,3 +104,16 @@ def test_json_and_html_to_one_file_are_refused_before_anything_is_written(tmp_pa
     assert main(["report", str(journal), "--json", str(out), "--html", str(tmp_path / "." / "out")]) == 2
     assert "--json and --html are the same file" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.jsonl"]
+
+
+@pytest.mark.parametrize("export", ["out.csv", "./sub/../out.csv"])
+def test_an_export_naming_the_journal_not_yet_written_is_refused(tmp_path, monkeypatch, export):
+    from client.batch import BatchStopped, check_options
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"id": "a", "question": "Q?", "reasoning": "R.", "answer": "A"}) + "\n")
+    with pytest.raises(BatchStopped, match="is the --output journal"):
+        check_options(BatchOptions(input=source, output=tmp_path / "out.csv", export=[Path(export)]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "sub"]
