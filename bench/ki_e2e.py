@@ -2,7 +2,9 @@
 """End-to-end KI benchmark on Check-COVID: KB retrieval + judge vs the same judge on gold evidence (prints JSON).
 
 1. Builds (once, cached) a KB from ../shared/data/kb/checkcovid_corpus.jsonl.gz: every abstract
-   sentence is one fact, its cord_id the source.
+   sentence is one fact, its cord_id the source. A KB found at --kb-dir is reused only if this bench
+   built it from the same corpus file (sha256) with the same chunking and embedder; the bench's own KB
+   is built again otherwise, and any other KB is refused (never removed).
 2. Takes the Check-COVID dev claims of ../shared/data/nli/dev.jsonl.gz. Each claim has one
    supported or contradicted pair (its gold premise; some premises are two or three abstract
    sentences) and sometimes a not_enough_info pair with another sentence: the claim's label is
@@ -73,24 +75,78 @@ def corpus_documents(corpus: list[dict]):
                 yield Document(doc["cord_id"], sentence, doc["cord_id"], doc.get("title") or "")
 
 
-def ensure_kb(kb_dir: Path, corpus: list[dict], embedder) -> Path:
+KB_CHUNK_CHARS = 4_000  # one fact per abstract sentence: chunks never pack two sentences below 4,000 characters
+BENCH_MARK = "ki_e2e"  # recorded in the build record of the KBs this bench builds
+
+
+def kb_recipe(corpus_path: Path) -> dict:
+    """What the bench's KB is built from; recorded in its manifest's build record and checked on reuse."""
+    from kb.manifest import sha256_file
+
+    return {"bench": BENCH_MARK, "corpus": str(Path(corpus_path).resolve()), "corpus_sha256": sha256_file(corpus_path)}
+
+
+def _build_record(kb_dir: Path) -> dict:
+    """The build record of the KB's current version ({} when it cannot be read)."""
+    from kb.layout import current_version
+    from kb.manifest import Manifest
+
+    try:
+        return Manifest.load(current_version(kb_dir)).build
+    except Exception:  # damaged, half-written: not known to be the bench's
+        return {}
+
+
+def kb_mismatch(kb_dir: Path, recipe: dict, embedder) -> str | None:
+    """Why the KB at kb_dir is not the one this bench builds from the recipe's corpus (None: it is)."""
+    from kb.chunking import ChunkSpec
+    from kb.knowledge_base import FaissKnowledgeBase
+    from server.pipeline.errors import KgverifyError
+
+    try:
+        kb = FaissKnowledgeBase.load(kb_dir, embedder)  # checks the embedder and the files' checksums
+    except KgverifyError as exc:
+        return exc.message
+    manifest = kb.manifest
+    kb.close()
+    build = manifest.build
+    if build.get("op") != "build":
+        return "documents were added to it after its build"
+    if build.get("bench") != BENCH_MARK:
+        return f"it was not built by this bench (built from {build.get('inputs') or 'unknown inputs'})"
+    if build.get("corpus_sha256") != recipe["corpus_sha256"]:
+        return f"it was built from another corpus ({build.get('corpus')}, sha256 {build.get('corpus_sha256', '')[:12]})"
+    if manifest.chunking != ChunkSpec(max_chars=KB_CHUNK_CHARS).to_dict():
+        return f"its facts were chunked with {manifest.chunking}"
+    if manifest.bm25 is None:
+        return "it was built without BM25"
+    return None
+
+
+def ensure_kb(kb_dir: Path, corpus_path: Path, corpus: list[dict], embedder, own_dir: Path | None = None) -> Path:
+    """The bench's KB at kb_dir, built (again) unless the KB there was built by this bench from this corpus with
+    its chunking and the embedder. A KB there that is not the bench's (no build record of it; own_dir, the
+    bench's default cache directory, counts as the bench's) is never removed: SystemExit says why."""
     import shutil
 
     from kb.build import build_kb
-    from kb.knowledge_base import FaissKnowledgeBase
     from kb.layout import is_kb
-    from server.pipeline.errors import KgverifyError
 
+    recipe = kb_recipe(corpus_path)
     if is_kb(kb_dir):
-        try:
-            FaissKnowledgeBase.load(kb_dir, embedder).close()
-        except KgverifyError as exc:  # built by an older kgverify: build it again
-            eprint(f"rebuilding {kb_dir}: {exc.message}")
-            shutil.rmtree(kb_dir)
-    if not is_kb(kb_dir):
-        eprint(f"building the Check-COVID KB in {kb_dir}")
-        # One fact per abstract sentence: chunks never pack two sentences below 4,000 characters.
-        build_kb(corpus_documents(corpus), kb_dir, embedder, chunk_chars=4_000, progress=False)
+        problem = kb_mismatch(kb_dir, recipe, embedder)
+        if problem is None:
+            return kb_dir
+        owned = _build_record(kb_dir).get("bench") == BENCH_MARK or (
+            own_dir is not None and Path(kb_dir).resolve() == Path(own_dir).resolve())
+        if not owned:
+            raise SystemExit(f"{kb_dir} holds a knowledge base that is not the bench's Check-COVID KB of {corpus_path}: "
+                             f"{problem}; pass another --kb-dir (the bench builds its KB there) or remove it")
+        eprint(f"rebuilding {kb_dir}: {problem}")
+        shutil.rmtree(kb_dir)
+    eprint(f"building the Check-COVID KB in {kb_dir}")
+    build_kb(corpus_documents(corpus), kb_dir, embedder, chunk_chars=KB_CHUNK_CHARS, build_options=recipe,
+             progress=False)
     return kb_dir
 
 
@@ -303,11 +359,12 @@ def main(argv=None) -> int:
 
     if args.threshold is None:  # the server's (KGV_JUDGE__CASCADE_THRESHOLD applied)
         args.threshold = Settings().judge.cascade_threshold
-    corpus = read_jsonl_gz(DATA / "kb" / "checkcovid_corpus.jsonl.gz")
+    corpus_path = DATA / "kb" / "checkcovid_corpus.jsonl.gz"
+    corpus = read_jsonl_gz(corpus_path)
     claims = claims_of(read_jsonl_gz(DATA / "nli" / "dev.jsonl.gz"), corpus)
     if args.limit:
         claims = claims[:args.limit]
-    kb_dir = ensure_kb(args.kb_dir, corpus, SentenceTransformerEmbedder())
+    kb_dir = ensure_kb(args.kb_dir, corpus_path, corpus, SentenceTransformerEmbedder(), p.get_default("kb_dir"))
     report = {"bench": "ki_e2e", "dataset": "checkcovid dev claims", "claims": len(claims),
               "labels": dict(Counter(c["label"] for c in claims)), "kb": str(kb_dir), "cascade_threshold": args.threshold,
               "multi_sentence_premises": sum(len(c["gold_sentences"]) > 1 for c in claims), "runs": []}
