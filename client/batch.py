@@ -67,6 +67,12 @@ OUTAGE_CODES = {"UNAVAILABLE", "CANCELLED", "DEADLINE_EXCEEDED"}
 _MESSAGE_LIMIT = re.compile(r"(?:Sent|Received) message larger than max \((\d+) vs\. (\d+)\)")
 
 
+def _never_connected(error: VerifierError) -> bool:
+    """Whether a stream failed before reaching the server (nothing listening, a restart): its rows were never
+    sent, so they say nothing about which row breaks streams."""
+    return error.code == "UNAVAILABLE" and "failed to connect" in error.message.lower()
+
+
 def message_limit(error: VerifierError) -> int | None:
     """The message size limit a RESOURCE_EXHAUSTED "Sent/Received message larger than max (N vs. LIMIT)" names."""
     if error.code != "RESOURCE_EXHAUSTED":
@@ -909,7 +915,7 @@ class _Scheduler:
             stuck = list(inflight.values())
             inflight.clear()
             error = sys.exc_info()[1]
-            if isinstance(error, VerifierError) and stuck:
+            if isinstance(error, VerifierError) and stuck and not _never_connected(error):
                 for item in stuck:
                     item.breaks += 1
                 if len(stuck) == 1 and self._poisoned(client, stuck[0], error):

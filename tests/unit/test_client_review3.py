@@ -117,3 +117,26 @@ def test_an_export_naming_the_journal_not_yet_written_is_refused(tmp_path, monke
     with pytest.raises(BatchStopped, match="is the --output journal"):
         check_options(BatchOptions(input=source, output=tmp_path / "out.csv", export=[Path(export)]))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "sub"]
+
+
+def test_a_server_that_cannot_be_reached_blames_no_row(monkeypatch):
+    import socket
+
+    from client import requests
+    from client.aio import AsyncVerifierClient
+
+    monkeypatch.setattr("client.batch.backoff_s", lambda *args, **kwargs: 0.0)
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{sock.getsockname()[1]}"
+    request = requests.score_chain_request({"question": "Q?", "steps": ["S."], "answer": "A", "metrics": ("ki",)})
+    items = [Item(position=i, id=f"c{i}", request=request, extra={}, label=f"line-{i + 1}") for i in range(6)]
+    opts = BatchOptions(input=Path("in.jsonl"), output=Path("out.jsonl"), concurrency=4, progress=False)
+
+    async def run():
+        async with AsyncVerifierClient(address) as client:
+            await asyncio.wait_for(_Scheduler(opts, items, Collect()).run([client]), 60)
+
+    with pytest.raises(BatchError, match="keeps failing") as caught:
+        asyncio.run(run())
+    assert "in flight" not in str(caught.value), caught.value
