@@ -101,6 +101,9 @@ def _csv_reader(fh) -> csv.DictReader:
 def _require_id_column(path: Path, columns: list[str] | None, empty_ok: bool = True) -> None:
     if columns is None and empty_ok:
         return  # an empty file: no rows
+    if columns and len(columns) == 1 and "id" in columns[0].split("\t"):
+        raise InputError(f"{path}: its header is tab-separated (TSV), which batch does not read: convert it to "
+                         "JSONL, or to CSV (comma-separated)")
     if not columns or "id" not in columns:
         raise InputError(f"{path}: no column 'id' (columns: {list(columns or [])}); every row needs an id "
                          "(rename the column that identifies rows to 'id')")

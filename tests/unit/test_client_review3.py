@@ -140,3 +140,12 @@ def test_a_server_that_cannot_be_reached_blames_no_row(monkeypatch):
     with pytest.raises(BatchError, match="keeps failing") as caught:
         asyncio.run(run())
     assert "in flight" not in str(caught.value), caught.value
+
+
+def test_a_tab_separated_file_read_as_csv_is_refused_as_tsv(tmp_path):
+    from client.batch_io import InputError, check_input
+
+    source = tmp_path / "rows.csv"  # (or --input-format csv)
+    source.write_text('id\tquestion\treasoning\na\tHe said "no" to it\tR.\n')
+    with pytest.raises(InputError, match="tab-separated"):
+        check_input(source)
