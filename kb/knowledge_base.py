@@ -239,20 +239,24 @@ class FaissKnowledgeBase:
         return facts[first], scores[keep][first]
 
     def _hits(self, rows: np.ndarray, scores: np.ndarray, top_k: int) -> list[KbHit]:
-        facts: list[Fact | None] = self._store.get(rows.tolist())
         hits: list[KbHit] = []
         per_doc: dict[int, int] = {}
         cap = self.options.max_per_document
-        for fact, score in zip(facts, scores.tolist()):
-            if fact is None:
-                continue
-            if cap:
-                if per_doc.get(fact.doc, 0) >= cap:
+        # facts are read in growing slices of the ranking, not all at once: a few rows usually make top_k hits
+        start, size = 0, max(2 * top_k, 32)
+        while start < len(rows) and len(hits) < top_k:
+            facts: list[Fact | None] = self._store.get(rows[start:start + size].tolist())
+            for fact, score in zip(facts, scores[start:start + size].tolist()):
+                if fact is None:
                     continue
-                per_doc[fact.doc] = per_doc.get(fact.doc, 0) + 1
-            hits.append(KbHit(fact.fact_id, fact.text, fact.source, fact.title, float(score)))
-            if len(hits) >= top_k:
-                break
+                if cap:
+                    if per_doc.get(fact.doc, 0) >= cap:
+                        continue
+                    per_doc[fact.doc] = per_doc.get(fact.doc, 0) + 1
+                hits.append(KbHit(fact.fact_id, fact.text, fact.source, fact.title, float(score)))
+                if len(hits) >= top_k:
+                    break
+            start, size = start + size, 2 * size
         return hits
 
     def close(self) -> None:

@@ -61,3 +61,21 @@ def test_a_kb_with_fewer_documents_than_top_k_answers_what_it_has(long_doc_kb, e
     assert [h.source for h in kb.search(["warfarin INR dose"], 5, RetrievalMode.BM25)[0]] == ["https://ex/long"]
     uncapped = FaissKnowledgeBase.load(long_doc_kb, embedder, LoadOptions(candidates=10, max_per_document=0))
     assert len(uncapped.search(["warfarin"], 500, RetrievalMode.HYBRID)[0]) == kb.manifest.num_facts
+
+
+class CountingStore:
+    def __init__(self, inner):
+        self._inner, self.rows = inner, 0
+
+    def get(self, rows):
+        self.rows += len(rows)
+        return self._inner.get(rows)
+
+
+def test_hits_read_the_facts_they_need_not_the_whole_candidate_pool(long_doc_kb, embedder):
+    # every fused candidate was read from the fact store for the first top_k hits (a widened pool: up to every fact)
+    kb = FaissKnowledgeBase.load(long_doc_kb, embedder, LoadOptions(candidates=40, max_per_document=0))
+    kb._store = CountingStore(kb._store)
+    [hits] = kb.search(["omeprazole proton pump"], 2, RetrievalMode.HYBRID)
+    assert len(hits) == 2 and hits[0].source == "https://ex/0"
+    assert 0 < kb._store.rows <= 32
