@@ -382,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
                             f"those rows again (default {STALL_TIMEOUT_S:g}; the server gives a row at most 600 s; "
                             "0: never)")
     batch.add_argument("--no-progress", action="store_true")
-    batch.add_argument("--fsync-interval", type=float, default=1.0,
+    batch.add_argument("--fsync-interval", type=_non_negative_float, default=1.0, metavar="SECONDS",
                        help="seconds between fsyncs of the journal (a kill loses nothing; a power cut at most this)")
     _add_server_options(batch, repeat=True)
     _add_scoring_options(batch)

@@ -149,3 +149,11 @@ def test_a_tab_separated_file_read_as_csv_is_refused_as_tsv(tmp_path):
     source.write_text('id\tquestion\treasoning\na\tHe said "no" to it\tR.\n')
     with pytest.raises(InputError, match="tab-separated"):
         check_input(source)
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "inf"])
+def test_an_fsync_interval_that_is_not_a_number_of_seconds_is_refused(tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as exited:
+        main(["batch", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out.jsonl"),
+              "--fsync-interval", value])
+    assert exited.value.code == 2 and "--fsync-interval" in capsys.readouterr().err
