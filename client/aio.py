@@ -1,4 +1,5 @@
-"""AsyncVerifierClient: the asyncio client (grpc.aio), retrying on UNAVAILABLE only."""
+"""AsyncVerifierClient: the asyncio client (grpc.aio), retrying on UNAVAILABLE and on what the server asks to be
+retried (RESOURCE_EXHAUSTED with RetryInfo), after the delay it asks for."""
 
 from __future__ import annotations
 

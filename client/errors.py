@@ -24,7 +24,9 @@ class VerifierError(Exception):
 
     @property
     def retryable(self) -> bool:
-        return self.code == "UNAVAILABLE"
+        """UNAVAILABLE, and RESOURCE_EXHAUSTED with the server's RetryInfo (it shed the call, or a model ran out
+        of memory for one batch); not a message over a size limit, which the same call gets again."""
+        return self.code == "UNAVAILABLE" or (self.code == "RESOURCE_EXHAUSTED" and self.retry_delay_s is not None)
 
     def to_status(self) -> dict[str, str]:
         """The batch record form: {"code", "reason", "message"}."""

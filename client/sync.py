@@ -1,4 +1,5 @@
-"""VerifierClient: the blocking client, retrying on UNAVAILABLE only."""
+"""VerifierClient: the blocking client, retrying on UNAVAILABLE and on what the server asks to be retried
+(RESOURCE_EXHAUSTED with RetryInfo), after the delay it asks for."""
 
 from __future__ import annotations
 

@@ -141,3 +141,33 @@ async def test_an_embedded_server_that_does_not_load_in_time_says_so(cache_dir, 
     with pytest.raises(EmbeddedServerError, match="did not finish loading within 0.001 s"):
         async with embedded_server(make_settings(cache_dir), load_timeout_s=0.001):
             pass
+
+
+async def test_a_call_shed_by_a_busy_server_is_retried_after_the_delay_it_asks_for(cache_dir, demo_kb_path,
+                                                                                     monkeypatch):
+    from client.aio import AsyncVerifierClient
+    from server.app import start_server
+    from server.backends import registry
+    from tests.conftest import make_settings
+    from tests.fakes.backends import FakeJudge
+
+    judge = FakeJudge(gate=asyncio.Event())
+    monkeypatch.setitem(registry.JUDGES, "nli", lambda ctx: judge)
+    server = await start_server(make_settings(cache_dir, server={"max_inflight": 1}), ["127.0.0.1:0"])
+    admission = server.runtime.admission
+    admission.retry_after_s = 1.0
+    row = {"question": "Which drug reverses heparin?", "steps": [FACT], "metrics": ("ki",)}
+    try:
+        await server.wait_ready(300)
+        async with AsyncVerifierClient(server.addresses[0], timeout_s=60) as client:
+            first = asyncio.ensure_future(client.score_chain(**row))
+            while not judge.waiting:  # the first call holds the server's only slot
+                await asyncio.sleep(0.01)
+            second = asyncio.ensure_future(client.score_chain(**row))
+            while not admission.shed:  # the second was refused (OVERLOADED, retry after 1 s)
+                await asyncio.sleep(0.01)
+            judge.gate.set()
+            assert (await first).status == "ok"
+            assert (await second).status == "ok"  # sent again once the server asked for it
+    finally:
+        await server.stop(0)
