@@ -232,10 +232,26 @@ class VectorIndex:
         if self.family != "ivfpq":
             return self.index.search(queries, k)
         refine = int(self.params.get("refine_k", 0))
-        dist, rows = self.index.search(queries, max(k, refine) if self._vectors is not None else k)
+        dist, rows = self._search_ivf(queries, max(k, refine) if self._vectors is not None else k, k)
         if self._vectors is None or not refine:
             return (1.0 - dist / 2.0).astype(np.float32), rows
         return self._refine(queries, rows, k)
+
+    def _search_ivf(self, queries: np.ndarray, fetch: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """IVF search for `fetch` rows; a query whose nprobe lists hold fewer than k vectors (a small KB, or one
+        document's facts filling the lists nearest the query) probes 4x more lists, up to all of them."""
+        import faiss
+
+        dist, rows = self.index.search(queries, fetch)
+        nlist, nprobe = int(faiss.extract_index_ivf(self.index).nlist), int(self.params["nprobe"])
+        short = np.flatnonzero((rows >= 0).sum(axis=1) < k)
+        while len(short) and nprobe < nlist:
+            nprobe = min(nlist, 4 * nprobe)
+            more_dist, more_rows = self.index.search(queries[short], fetch,
+                                                     params=faiss.SearchParametersIVF(nprobe=nprobe))
+            dist[short], rows[short] = more_dist, more_rows
+            short = short[(more_rows >= 0).sum(axis=1) < k]
+        return dist, rows
 
     def _refine(self, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Re-scores PQ candidates exactly with float16 vectors read from the memory-mapped file."""

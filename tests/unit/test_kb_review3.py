@@ -79,3 +79,24 @@ def test_hits_read_the_facts_they_need_not_the_whole_candidate_pool(long_doc_kb,
     [hits] = kb.search(["omeprazole proton pump"], 2, RetrievalMode.HYBRID)
     assert len(hits) == 2 and hits[0].source == "https://ex/0"
     assert 0 < kb._store.rows <= 32
+
+
+@pytest.mark.parametrize("refine", [0, 400])
+def test_an_ivfpq_query_whose_probed_lists_are_short_still_gets_k_rows(refine):
+    # nprobe lists of a small IVF-PQ index held fewer vectors than asked for: top 100 of 400 gave ~50 rows
+    import numpy as np
+
+    from kb.index import VectorIndex, add_vectors, index_params, new_index
+
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((400, 32)).astype(np.float16)
+    vectors /= np.linalg.norm(vectors.astype(np.float32), axis=1, keepdims=True).astype(np.float16)
+    params = index_params("ivfpq", len(vectors), 32, {"nlist": 8, "nprobe": 1, "m": 8, "refine_k": refine})
+    assert (params["nlist"], params["nprobe"]) == (8, 1)
+    index = new_index("ivfpq", params, 32, vectors)
+    add_vectors(index, vectors)
+    search = VectorIndex(index, "ivfpq", params, vectors if refine else None)
+    scores, rows = search.search(vectors[:5].astype(np.float32), 100)
+    assert ((rows >= 0).sum(axis=1) == 100).all()
+    assert (rows[:, 0] == np.arange(5)).all() and np.isfinite(scores).all()
+    assert (search.search(vectors[:2].astype(np.float32), 1000)[1] >= 0).sum() == 800  # every vector, no more
