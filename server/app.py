@@ -62,6 +62,9 @@ class Runtime:
         self.load_failures: dict[str, BaseException] = {}  # service -> the error that kept it from loading
         self.load_done: set[str] = set()  # services whose load step finished (ready or waiting for a backend)
         self._build_lock = asyncio.Lock()
+        self._building: dict[tuple[str, str], asyncio.Task] = {}  # backends being built now
+        self._embedding: tuple | None = None  # (embedder, its micro-batcher) once fetched
+        self._embedding_fetch: asyncio.Future | None = None
         self.deps = PipelineDeps(
             limits=Limits(**settings.limits.model_dump()),
             blocking=self.blocking,
@@ -79,18 +82,45 @@ class Runtime:
     async def _get(self, table: dict, kind: str, name: str):
         key = (kind, name)
         if key not in self._built:
+            # A task of its own, shared by every caller of the backend while it builds: a caller that leaves
+            # (its deadline) cannot stop the build's thread, and the next one built it again in a second request
+            # worker, which waited on the first build's model load (both default workers taken: every search and
+            # model batch stalled), then threw the first one away.
+            build = self._building.get(key)
+            if build is None:
+                build = self._building[key] = asyncio.ensure_future(self._build(table, kind, name))
+                build.add_done_callback(lambda task: task.cancelled() or task.exception())  # its callers get it
+            await asyncio.shield(build)
+        return self._built[key]
+
+    async def _build(self, table: dict, kind: str, name: str) -> None:
+        key = (kind, name)
+        try:
             async with self._build_lock:
                 if key not in self._built:
                     built = await self.blocking.run(registry.build, table, kind, name, self.ctx)
                     self._built[key] = metrics.instrument(kind, built)
-        return self._built[key]
+        finally:
+            self._building.pop(key, None)
 
     async def embed(self, texts, deadline: Deadline):
         """Embeddings of request texts through the embedder's micro-batcher (rows in order)."""
         import numpy as np
 
-        rows = await self.ctx.embedding_batcher().submit(list(texts), deadline)
-        return np.stack(rows) if rows else np.zeros((0, self.ctx.embedder().dim), dtype=np.float32)
+        embedder, batcher = self._embedding or await self._fetch_embedding()
+        rows = await batcher.submit(list(texts), deadline)
+        return np.stack(rows) if rows else np.zeros((0, embedder.dim), dtype=np.float32)
+
+    async def _fetch_embedding(self):
+        """The embedder and its micro-batcher, fetched once off the event loop: the registry hands them out under a
+        thread lock that a model load holds (the judge's, for seconds at startup; a backend built on first use),
+        and waiting for it on the event loop froze every call of the server, health checks included."""
+        if self._embedding_fetch is None or self._embedding_fetch.done():  # first use, or a failed fetch retried
+            self._embedding_fetch = asyncio.ensure_future(
+                asyncio.to_thread(lambda: (self.ctx.embedder(), self.ctx.embedding_batcher())))
+            self._embedding_fetch.add_done_callback(lambda task: task.cancelled() or task.exception())
+        self._embedding = await asyncio.shield(self._embedding_fetch)
+        return self._embedding
 
     async def judge(self, name: str | None):
         return await self._get(registry.JUDGES, "judge", name or self.settings.judge.backend)
@@ -200,6 +230,7 @@ class Runtime:
     async def _load_kb(self) -> None:
         try:
             embedder = await self.blocking.run(self.ctx.embedder)
+            await self._fetch_embedding()  # requests then embed without waiting for a model load (the judge's)
         except Exception as exc:  # KB calls get the embedder's reason, not "no knowledge base loaded"
             if self.settings.kb.enabled:
                 shown = exc.message if isinstance(exc, KgverifyError) else "an unexpected error; see the server log"

@@ -128,3 +128,86 @@ async def test_a_reload_whose_caller_leaves_mid_load_still_turns_the_kb_serving(
     finally:
         gate.set()
         await server.stop(0)
+
+
+async def test_a_backend_built_for_a_caller_that_left_is_kept_not_built_again_beside_the_first(
+        cache_dir, demo_kb_path, monkeypatch):
+    """A backend built on first use (a judge the request names) for a caller whose deadline passed mid-build was
+    thrown away: the next caller built it again in a second request worker, which waited on the first build's model
+    load, so both workers (the default) were taken and every search and model batch of the server stalled."""
+    import threading
+
+    from server.backends import registry
+    from tests.fakes.backends import FakeEstimator, FakeJudge
+
+    gate, builds = threading.Event(), []
+
+    def slow_judge(ctx):
+        builds.append(threading.current_thread().name)
+        ctx.shared("review3-slow-model", lambda: gate.wait(HANG_GUARD_S))  # a model load, under the shared lock
+        return FakeJudge()
+
+    monkeypatch.setitem(registry.JUDGES, "baseline", slow_judge)
+    monkeypatch.setitem(registry.JUDGES, "nli", lambda ctx: FakeJudge())
+    monkeypatch.setitem(registry.ESTIMATORS, "nli", lambda ctx: FakeEstimator())
+    server = await start_server(make_settings(cache_dir, server={"executor_workers": 2}), ["127.0.0.1:0"])
+    try:
+        await server.wait_ready(300)
+        async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+            for _ in range(2):  # two callers that give up while the judge they name loads
+                with pytest.raises(VerifierError) as info:
+                    await client.score_knowledge(timeout_s=0.5, steps=STEPS, judge="baseline")
+                assert info.value.code == "DEADLINE_EXCEEDED"
+            assert len(builds) == 1  # the second caller waited for the first build
+            async with asyncio.timeout(HANG_GUARD_S):  # a request worker is still free
+                assert (await client.search("protamine heparin", top_k=1, timeout_s=HANG_GUARD_S))
+            gate.set()
+            async with asyncio.timeout(HANG_GUARD_S):
+                score = await client.score_knowledge(timeout_s=HANG_GUARD_S, steps=STEPS, judge="baseline")
+            assert score.steps[1].verdict == "supported" and len(builds) == 1
+    finally:
+        gate.set()
+        await server.stop(0)
+
+
+async def test_searches_and_health_are_served_while_a_model_loads(cache_dir, demo_kb_path, monkeypatch):
+    """Every request that embeds fetched the embedder's micro-batcher on the event loop, under the registry's thread
+    lock, which a model load holds (the judge's at startup, once the KB already serves; a backend built on first
+    use): the whole server, health checks included, froze until the load ended."""
+    import threading
+
+    from server.backends import registry
+    from tests.fakes.backends import FakeEstimator, FakeJudge
+
+    gate, builds, loaded = threading.Event(), [], []
+
+    def load_model():
+        gate.wait(HANG_GUARD_S)
+        loaded.append(1)
+
+    def slow_judge(ctx):
+        builds.append(1)
+        ctx.shared("review3-loading-model", load_model)
+        return FakeJudge()
+
+    monkeypatch.setitem(registry.JUDGES, "baseline", slow_judge)
+    monkeypatch.setitem(registry.JUDGES, "nli", lambda ctx: FakeJudge())
+    monkeypatch.setitem(registry.ESTIMATORS, "nli", lambda ctx: FakeEstimator())
+    server = await start_server(make_settings(cache_dir), ["127.0.0.1:0"])
+    try:
+        await server.wait_ready(300)
+        async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+            first_use = asyncio.ensure_future(
+                client.score_knowledge(timeout_s=HANG_GUARD_S * 2, steps=STEPS, judge="baseline"))
+            async with asyncio.timeout(HANG_GUARD_S):
+                while not builds:  # the judge's model is loading
+                    await asyncio.sleep(0.01)
+            hits = await client.search("protamine heparin", top_k=1, timeout_s=HANG_GUARD_S * 2)
+            assert await client.health("") == "SERVING"
+            assert hits and not loaded  # answered while the model loads
+            gate.set()
+            score = await first_use
+            assert score.steps[1].verdict == "supported" and loaded
+    finally:
+        gate.set()
+        await server.stop(0)
