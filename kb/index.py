@@ -229,6 +229,11 @@ class VectorIndex:
         k = min(k, self.ntotal)
         if k <= 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        if self.family == "hnsw" and k > int(self.params["efSearch"]):
+            import faiss
+
+            # HNSW finds at most about efSearch neighbours: a pool wider than it came back short
+            return self.index.search(queries, k, params=faiss.SearchParametersHNSW(efSearch=k))
         if self.family != "ivfpq":
             return self.index.search(queries, k)
         refine = int(self.params.get("refine_k", 0))

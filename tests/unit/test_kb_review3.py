@@ -100,3 +100,28 @@ def test_an_ivfpq_query_whose_probed_lists_are_short_still_gets_k_rows(refine):
     assert ((rows >= 0).sum(axis=1) == 100).all()
     assert (rows[:, 0] == np.arange(5)).all() and np.isfinite(scores).all()
     assert (search.search(vectors[:2].astype(np.float32), 1000)[1] >= 0).sum() == 800  # every vector, no more
+
+
+def _unit_vectors(n, dim, seed=7):
+    import numpy as np
+
+    vectors = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float16)
+
+
+def test_an_hnsw_search_for_more_neighbours_than_ef_search_gets_them():
+    # HNSW finds about efSearch neighbours: KGV_KB__HNSW_EF_SEARCH=16 with 100 candidates (200 vectors asked
+    # for) or a widened pool gave fewer candidates than asked for
+    import numpy as np
+
+    from kb.index import VectorIndex, add_vectors, index_params, new_index
+
+    vectors = _unit_vectors(3000, 32)
+    params = index_params("hnsw", len(vectors), 32, {"M": 8, "efConstruction": 40, "efSearch": 16})
+    index = new_index("hnsw", params, 32, vectors)
+    add_vectors(index, vectors)
+    search = VectorIndex(index, "hnsw", params)
+    scores, rows = search.search(vectors[:4].astype(np.float32), 200)
+    assert ((rows >= 0).sum(axis=1) == 200).all() and (rows[:, 0] == np.arange(4)).all()
+    assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
+    assert search.index.hnsw.efSearch == 16  # the configured value stays for ordinary searches
