@@ -255,14 +255,22 @@ def kb_info_response(info: t.KbInfo, default_mode: t.RetrievalMode) -> kbpb.GetK
         default_mode=MODES_OUT[default_mode])
 
 
-def fitting(message, limit_bytes: int, headroom: int = 1024):
+EVIDENCE_TOO_LARGE = ("its evidence repeats the facts and passages for every claim; send fewer steps, shorter or "
+                      "fewer context passages, or a smaller top_k")
+SPLIT_TOO_LARGE = "each step and claim repeats its text (about 3 times the reasoning's size); send a shorter reasoning"
+
+
+def fitting(message, limit_bytes: int, headroom: int = 1024, why: str = EVIDENCE_TOO_LARGE):
     """`message` when it fits the server's message limit (with headroom for a stream item's wrapper), else
-    ResponseTooLargeError saying what to send instead. gRPC would only fail it at send time, after the work,
-    as an opaque RESOURCE_EXHAUSTED (and end a stream with it)."""
+    ResponseTooLargeError saying what to send instead (`why`). gRPC would only fail it at send time, after the
+    work, as an opaque RESOURCE_EXHAUSTED (and end a stream with it)."""
     size = message.ByteSize()
     if size + headroom > limit_bytes:
         raise ResponseTooLargeError(
-            f"the response would be {size / 1e6:.1f} MB, over this server's {limit_bytes / 1e6:.1f} MB message "
-            "limit (KGV_SERVER__MAX_MESSAGE_BYTES): its evidence repeats the facts and passages for every claim; "
-            "send fewer steps, shorter or fewer context passages, or a smaller top_k")
+            f"the response would be {_megabytes(size)}, over this server's {_megabytes(limit_bytes)} message "
+            f"limit (KGV_SERVER__MAX_MESSAGE_BYTES): {why}")
     return message
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.1f} kB"  # not "0.1 MB, over ... 0.1 MB"

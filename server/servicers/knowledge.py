@@ -16,7 +16,9 @@ class KnowledgeServicer(kgrpc.KnowledgeServiceServicer):
 
     async def SplitReasoning(self, request, context):
         chain, splitter = convert.split_request(request)
-        return convert.split_response(await scoring.split(chain, splitter, self.rt.deps, deadline_of(context)))
+        result = await scoring.split(chain, splitter, self.rt.deps, deadline_of(context))
+        return convert.fitting(convert.split_response(result), self.rt.settings.server.max_message_bytes,
+                               why=convert.SPLIT_TOO_LARGE)
 
     async def ScoreKnowledge(self, request, context):
         result = await scoring.knowledge(convert.knowledge_request(request), self.rt.deps, deadline_of(context))

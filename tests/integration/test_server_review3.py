@@ -211,3 +211,29 @@ async def test_searches_and_health_are_served_while_a_model_loads(cache_dir, dem
     finally:
         gate.set()
         await server.stop(0)
+
+
+async def test_a_split_too_large_for_the_message_limit_says_so_and_what_to_send(cache_dir, demo_kb_path, monkeypatch):
+    """SplitReasoning was the one RPC whose response was not checked against the message limit: its steps and claims
+    repeat the text (about 3x the request), so a reasoning well under the limit failed at send time as an opaque
+    RESOURCE_EXHAUSTED 'Sent message larger than max' (logged OK by the server, with gRPC's ERROR traceback)."""
+    from server.backends import registry
+    from tests.fakes.backends import FakeEstimator, FakeJudge
+
+    monkeypatch.setitem(registry.JUDGES, "nli", lambda ctx: FakeJudge())
+    monkeypatch.setitem(registry.ESTIMATORS, "nli", lambda ctx: FakeEstimator())
+    limit = 64 * 1024
+    server = await start_server(make_settings(cache_dir, server={"max_message_bytes": limit}), ["127.0.0.1:0"])
+    try:
+        await server.wait_ready(300)
+        reasoning = " ".join(f"Drug {i} inhibits the enzyme number {i} in the liver and therefore lowers the blood "
+                             f"pressure of patients {i}, and also raises the heart rate {i}." for i in range(250))
+        assert len(reasoning.encode()) < limit / 1.5
+        async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+            with pytest.raises(VerifierError) as info:
+                await client.split(reasoning)
+            assert info.value.code == "RESOURCE_EXHAUSTED" and info.value.reason == "RESPONSE_TOO_LARGE", info.value
+            assert "send a shorter reasoning" in info.value.message and "65.5 kB message limit" in info.value.message
+            assert len((await client.split(reasoning[:5000])).steps) > 10  # a shorter one is split
+    finally:
+        await server.stop(0)
