@@ -12,7 +12,7 @@ import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from .chunking import chunk_spans  # noqa: F401  (re-exported: the historical home of chunking)
 from .layout import holds_kb_files
@@ -200,19 +200,35 @@ def _jsonl_rows(path: Path, fields: FieldMap) -> Iterator[Document | None]:
             yield _document(row, fields, f"{path.name}:{lineno}", f"{path}:{lineno}")
 
 
-def _csv_delimiter(path: Path) -> str:
-    return "\t" if path.name.lower().removesuffix(".gz").endswith(".tsv") else ","
+def _csv_dialect(path: Path) -> dict[str, Any]:
+    """Reader options: tabs for .tsv, commas otherwise; quoted cells as Python's csv and pandas write them, read
+    strictly, so a stray quote is an error instead of text that loses its quotes or swallows the lines after it."""
+    tsv = path.name.lower().removesuffix(".gz").endswith(".tsv")
+    return {"delimiter": "\t" if tsv else ",", "strict": True}
+
+
+def _csv_error(path: Path, line: int, exc: csv.Error) -> ValueError:
+    kind = "TSV" if _csv_dialect(path)["delimiter"] == "\t" else "CSV"
+    return ValueError(f"{path}: the row from line {line}: not a well-formed {kind} row ({exc}); a cell that starts with a quote "
+                      "must be quoted whole, with its quotes doubled (as Python's csv module and pandas write it)")
 
 
 def _csv_rows(path: Path, fields: FieldMap) -> Iterator[Document | None]:
     csv.field_size_limit(sys.maxsize)  # real corpora hold whole articles in one cell
     with _open_text(path) as fh:
-        reader = csv.DictReader(fh, delimiter=_csv_delimiter(path))
-        if reader.fieldnames is None or fields.text not in reader.fieldnames:
-            raise ValueError(f"{path}: no column {fields.text!r} (columns: {reader.fieldnames}); "
-                             "choose one with --text-field")
-        for rowno, row in enumerate(reader, 1):
-            yield _document(row, fields, f"{path.name}:{rowno}", f"{path}: row {rowno}")
+        reader = csv.DictReader(fh, **_csv_dialect(path))
+        try:
+            if reader.fieldnames is None or fields.text not in reader.fieldnames:
+                raise ValueError(f"{path}: no column {fields.text!r} (columns: {reader.fieldnames}); "
+                                 "choose one with --text-field")
+            for rowno, row in enumerate(reader, 1):
+                if None in row:  # more cells than the header: a delimiter inside an unquoted cell
+                    raise ValueError(f"{path}: row {rowno} (line {reader.line_num}) has "
+                                     f"{len(reader.fieldnames) + len(row[None])} cells, the header "
+                                     f"{len(reader.fieldnames)}; quote a cell that holds the delimiter")
+                yield _document(row, fields, f"{path.name}:{rowno}", f"{path}: row {rowno}")
+        except csv.Error as exc:
+            raise _csv_error(path, reader.line_num + 1, exc) from exc
 
 
 def _parquet_rows(path: Path, fields: FieldMap) -> Iterator[Document | None]:
@@ -248,7 +264,11 @@ def _count_rows(path: Path, fmt: str) -> int:
     if fmt == "csv":
         csv.field_size_limit(sys.maxsize)
         with _open_text(path) as fh:
-            return max(0, sum(1 for _ in csv.reader(fh, delimiter=_csv_delimiter(path))) - 1)  # less the header
+            reader = csv.reader(fh, **_csv_dialect(path))
+            try:
+                return max(0, sum(1 for _ in reader) - 1)  # less the header
+            except csv.Error as exc:
+                raise _csv_error(path, reader.line_num + 1, exc) from exc
     opener = gzip.open if _gzipped(path) else open
     with opener(path, "rb") as fh:
         return sum(1 for line in fh if line.strip())

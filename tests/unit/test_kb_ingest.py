@@ -229,3 +229,30 @@ def test_directories_skip_unpublished_knowledge_bases_and_the_excluded_output(tm
     assert [d.text for d in docs] == ["Warfarin is a vitamin K antagonist.", "Heparin is monitored with the aPTT."]
     with pytest.raises(ValueError, match="is a knowledge base, not documents"):
         list(read_documents([root / "kb"]))
+
+
+@pytest.mark.parametrize("name", ["docs.tsv", "docs.csv"])
+def test_a_stray_quote_is_an_error_naming_the_row_not_text_that_loses_its_quotes(tmp_path, name):
+    sep = "\t" if name.endswith(".tsv") else ","
+    fields = FieldMap(text="text", id="id")
+    bad_start = tmp_path / name
+    bad_start.write_text(f'id{sep}text\n1{sep}Aspirin inhibits COX.\n2{sep}"Heparin" is reversed by protamine.\n',
+                         encoding="utf-8")
+    with pytest.raises(ValueError, match=r"the row from line 3: not a well-formed"):
+        list(read_documents([bad_start], fields))
+    unbalanced = tmp_path / ("u" + name)
+    unbalanced.write_text(f'id{sep}text\n1{sep}"Unbalanced start\n2{sep}Warfarin needs INR checks.\n',
+                          encoding="utf-8")
+    with pytest.raises(ValueError, match=r"the row from line 2: .*unexpected end of data"):
+        list(read_documents([unbalanced], fields))
+    # a quote inside a cell is text, as before
+    inner = tmp_path / ("i" + name)
+    inner.write_text(f'id{sep}text\n1{sep}He said "no" to it\n', encoding="utf-8")
+    assert [d.text for d in read_documents([inner], fields)] == ['He said "no" to it']
+
+
+def test_a_row_with_more_cells_than_the_header_is_an_error_not_a_cut_text(tmp_path):
+    path = tmp_path / "docs.tsv"
+    path.write_text("id\ttext\n1\tAspirin inhibits COX\tand thins blood.\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"row 1 \(line 2\) has 3 cells, the header 2"):
+        list(read_documents([path], FieldMap(text="text", id="id")))
