@@ -51,6 +51,11 @@ def _strings(row: Mapping[str, Any], key: str) -> list[str]:
     return value
 
 
+def _text(value: Any) -> str:
+    """A passage field as text; missing or null is empty (an id 0 stays "0")."""
+    return "" if value is None else str(value)
+
+
 def passages(value: Iterable[Any] | None) -> list[pb.Passage]:
     """Context passages from strings or {"text", "id"?, "source"?, "title"?} objects."""
     if value is not None and (isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable)):
@@ -62,8 +67,8 @@ def passages(value: Iterable[Any] | None) -> list[pb.Passage]:
         if isinstance(item, str):
             out.append(pb.Passage(text=item))
         elif isinstance(item, Mapping) and isinstance(item.get("text"), str):
-            out.append(pb.Passage(id=str(item.get("id") or ""), text=item["text"],
-                                  source=str(item.get("source") or ""), title=str(item.get("title") or "")))
+            out.append(pb.Passage(id=_text(item.get("id")), text=item["text"],
+                                  source=_text(item.get("source")), title=_text(item.get("title"))))
         else:
             raise _bad(f"context[{i}]", "must be a string or an object with a string 'text'")
     return out

@@ -157,3 +157,10 @@ def test_an_fsync_interval_that_is_not_a_number_of_seconds_is_refused(tmp_path, 
         main(["batch", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out.jsonl"),
               "--fsync-interval", value])
     assert exited.value.code == 2 and "--fsync-interval" in capsys.readouterr().err
+
+
+def test_a_context_passage_with_id_zero_keeps_its_id():
+    from client.requests import passages
+
+    got = passages([{"id": 0, "text": "Aspirin inhibits COX.", "source": 0}, {"text": "Warfarin", "id": None}])
+    assert [(p.id, p.source) for p in got] == [("0", "0"), ("", "")]
