@@ -68,8 +68,9 @@ def file_group_names(inputs: list[Path]) -> list[str]:
     return [str(path) for path in resolved]
 
 
-def load_chains(inputs: list[Path], by: str) -> dict[str, list[Chain]]:
-    """Chains per group, groups in order of first appearance; ReportError for a file that is not batch output."""
+def load_chains(inputs: list[Path], by: str) -> tuple[dict[str, list[Chain]], str | None]:
+    """Chains per group, groups in order of first appearance, and the InfoGain units the records name (None when
+    none does); ReportError for a file that is not batch output, ReportUsageError for inputs in different units."""
     groups: dict[str, list[Chain]] = {}
     units: dict[str, str] = {}  # InfoGain units (nats, bits) -> the first input holding a record scored in them
     names = file_group_names(inputs) if by == FILE_GROUPING else [None] * len(inputs)
@@ -101,7 +102,7 @@ def load_chains(inputs: list[Path], by: str) -> dict[str, list[Chain]]:
     if not any(groups.values()):
         raise ReportError("no records in " + ", ".join(map(str, inputs)) + " (a batch journal holds one JSON "
                           "object per line, each with an 'id' and a 'status')")
-    return groups
+    return groups, next(iter(units), None)
 
 
 def default_baseline(chains: dict[str, list[Chain]]) -> str:
@@ -122,7 +123,7 @@ def build_report(opts: ReportOptions) -> tuple[dict[str, Any], dict[str, list[Ch
                                "(default 2000)")
     if opts.seed < 0:
         raise ReportUsageError(f"--seed {opts.seed}: give a seed of 0 or more")
-    chains = load_chains(opts.inputs, opts.by)
+    chains, units = load_chains(opts.inputs, opts.by)
     baseline = opts.baseline if opts.baseline is not None else default_baseline(chains)
     if baseline not in chains:
         raise ReportError(printable(f"no group {baseline!r} (groups: {', '.join(chains)})"))
@@ -133,6 +134,7 @@ def build_report(opts: ReportOptions) -> tuple[dict[str, Any], dict[str, list[Ch
 
     report: dict[str, Any] = {
         "inputs": [text_of(p) for p in opts.inputs], "by": opts.by, "baseline": baseline,
+        "info_gain_units": units,  # None: the journals predate recording them
         "bootstrap": {"samples": opts.samples, "seed": opts.seed, "level": 0.95},
         "groups": {g: group_summary(c, functools.partial(rng, g, "mean"), opts.samples) for g, c in chains.items()},
         "comparisons": [compare(m, chains[baseline], chains[g], (baseline, g), rng(g, m), opts.samples).to_dict()
@@ -149,7 +151,8 @@ def render_figures(report: dict[str, Any], chains: dict[str, list[Chain]]) -> di
 
     return {
         "info_gain_steps.png": ("Per-step InfoGain curves",
-                                report_plots.info_gain_curves(report["info_gain_curves"], chains, "nats or bits")),
+                                report_plots.info_gain_curves(report["info_gain_curves"], chains,
+                                                              report.get("info_gain_units") or "nats or bits")),
         "ki_distribution.png": ("Knowledge Index distributions", report_plots.ki_distributions(chains)),
         "group_means.png": ("Group means with 95% intervals", report_plots.group_means(report["groups"])),
     }

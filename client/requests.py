@@ -51,7 +51,7 @@ def _strings(row: Mapping[str, Any], key: str) -> list[str]:
     return value
 
 
-def _text(value: Any) -> str:
+def _passage_field(value: Any) -> str:
     """A passage field as text; missing or null is empty (an id 0 stays "0")."""
     return "" if value is None else str(value)
 
@@ -67,8 +67,8 @@ def passages(value: Iterable[Any] | None) -> list[pb.Passage]:
         if isinstance(item, str):
             out.append(pb.Passage(text=item))
         elif isinstance(item, Mapping) and isinstance(item.get("text"), str):
-            out.append(pb.Passage(id=_text(item.get("id")), text=item["text"],
-                                  source=_text(item.get("source")), title=_text(item.get("title"))))
+            out.append(pb.Passage(id=_passage_field(item.get("id")), text=item["text"],
+                                  source=_passage_field(item.get("source")), title=_passage_field(item.get("title"))))
         else:
             raise _bad(f"context[{i}]", "must be a string or an object with a string 'text'")
     return out

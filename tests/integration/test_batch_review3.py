@@ -107,7 +107,11 @@ async def test_records_carry_their_info_gain_units_and_report_refuses_to_mix_the
     old = tmp_path / "old.jsonl"
     old.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "units"}) + "\n"
                            for r in _records(journals["bits"])))
-    assert main(["report", str(journals["nats"]), str(old), "--by", "file"]) == 0
+    stats = tmp_path / "stats.json"
+    assert main(["report", str(journals["nats"]), str(old), "--by", "file", "--json", str(stats)]) == 0
+    assert json.loads(stats.read_text())["info_gain_units"] == "nats"  # (also the plots' axis label)
+    assert main(["report", str(old), "--json", str(stats)]) == 0
+    assert json.loads(stats.read_text())["info_gain_units"] is None
 
 
 async def test_the_blocking_clients_stream_raises_the_error_its_items_raised(fast_server):  # noqa: F811
