@@ -58,7 +58,7 @@ class BackendContext:
         return self.shared(f"batcher:{key}", lambda: MicroBatcher(
             key, run, self.blocking, enabled=cfg.enabled, max_batch_size=cfg.max_batch_size,
             max_wait_ms=cfg.max_wait_ms, length=length or text_length, on_batch=metrics.record_batch,
-            on_out_of_memory=metrics.record_out_of_memory))
+            on_out_of_memory=metrics.record_out_of_memory, on_failure=metrics.record_batch_failure))
 
     def pair_batcher(self, scorer):
         """The batcher of a pair scorer (NLI model or similarity baseline), shared by the judge and the estimator.

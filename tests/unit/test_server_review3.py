@@ -180,3 +180,21 @@ async def test_a_cancel_landing_once_the_batch_has_set_the_result_is_not_swallow
                 await callers[0]
         b.on_batch = None
         assert await b.submit(["b"], Deadline.after(HANG_GUARD_S)) == ["out:b"]
+
+
+async def test_a_failing_model_call_of_a_server_batcher_is_counted_as_a_failure_not_served():
+    from server.backends.registry import BackendContext
+    from server.config import Settings
+    from server.pipeline.runtime import Blocking
+
+    def value(name):
+        return REGISTRY.get_sample_value(name, {"model": "review3-failing"}) or 0.0
+
+    def run(items):
+        raise RuntimeError("the model broke")
+
+    batcher = BackendContext(Settings(), Blocking(None)).batcher("review3-failing", run)  # as the server builds them
+    before = value("kgverify_batch_failures_total"), value("kgverify_batches_total")
+    with pytest.raises(RuntimeError):
+        await batcher.submit(["a claim"])
+    assert (value("kgverify_batch_failures_total"), value("kgverify_batches_total")) == (before[0] + 1, before[1])
