@@ -46,6 +46,9 @@ async def run_demo(address: str, chains: list[dict], out=sys.stdout, *, credenti
     matched = total = 0
     judge = "?"
     rows = [{k: chain[k] for k in ROW_KEYS if k in chain} for chain in chains]
+    for row in rows:  # InfoGain needs a target: a chain without one is scored for KI only (as evaluate does)
+        if not (row.get("answer") or row.get("gold_answer")):
+            row["metrics"] = ("ki",)
     async with AsyncVerifierClient(address, credentials=credentials, metadata=metadata) as client:
         await wait_until_ready(client, [requests.score_chain_request(row) for row in rows], ready_timeout_s,
                                on_waiting=lambda message: print(message, file=sys.stderr))
@@ -56,6 +59,8 @@ async def run_demo(address: str, chains: list[dict], out=sys.stdout, *, credenti
             score = await client.score_chain(**row)
             expected = chain.get("expected")
             print(printable(f"== {chain['id']}: {chain.get('note', '')}"), file=out)
+            if "metrics" in row:
+                print("(no answer or gold_answer: KI only, no InfoGain)", file=out)
             print(render_chain(score, chain.get("question", ""), expected), file=out)
             print(file=out)
             if expected:
