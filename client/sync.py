@@ -121,7 +121,10 @@ class VerifierClient:
                               timeout_s)
         return response.previous_kb_id, response.kb_id
 
-    def _raise_if_load_failed(self, service: str) -> None:
+    def _raise_if_load_failed(self, service: str) -> bool:
+        """Raises the error of a load probe that says `service` will not serve without an operator; returns
+        whether the service takes calls (see aio)."""
+        takes_calls = True
         for method, request in load_probes(self._knowledge, self._info_gain, self._kb, service):
             try:
                 method(request, timeout=2.0, metadata=self.metadata + PROBE_METADATA)
@@ -129,6 +132,9 @@ class VerifierClient:
                 error = VerifierError.from_rpc_error(exc)
                 if never_serves(error, service):
                     raise error from None
+                if error.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):  # NOT_READY: still loading
+                    takes_calls = False
+        return takes_calls
 
     def health(self, service: str = "", timeout_s: float = 5.0) -> str:
         try:
@@ -138,9 +144,10 @@ class VerifierClient:
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
     def wait_ready(self, service: str = "", timeout_s: float = 300.0, *, connect_timeout_s: float | None = None,
-                   on_waiting: Callable[[str], None] | None = None) -> None:
-        """Waits until the server reports SERVING for the service; raises at once when it will not serve, and
-        after connect_timeout_s when it has not answered once (see aio)."""
+                   on_waiting: Callable[[str], None] | None = None, serving: bool = True) -> None:
+        """Waits until the server reports SERVING for the service (with serving=False, until the service takes
+        calls: loaded, its backend perhaps down); raises at once when it will not serve, and after
+        connect_timeout_s when it has not answered once (see aio)."""
         started = time.monotonic()
         deadline = started + timeout_s
         probed_at = float("-inf")
@@ -153,7 +160,8 @@ class VerifierClient:
                     return
                 if time.monotonic() - probed_at >= PROBE_INTERVAL_S:
                     probed_at = time.monotonic()
-                    self._raise_if_load_failed(service)
+                    if self._raise_if_load_failed(service) and not serving:
+                        return
                 if on_waiting is not None:
                     on_waiting(f"waiting for the server at {self.target} to become ready "
                                f"({service or 'all services'}: {status})…")
