@@ -25,7 +25,7 @@ from tqdm import tqdm
 from . import requests
 from .aio import CONNECT_TIMEOUT_S, DEFAULT_MAX_MESSAGE_BYTES, AsyncVerifierClient, backoff_s, retry_pause_s
 from .batch_io import InputError, RowError, check_input, could_be_torn_record, export_format, export_journal
-from .batch_io import INPUT_ROW, is_batch_record, is_error_record, read_rows, record_key
+from .batch_io import INPUT_ROW, is_batch_record, is_error_record, read_rows, record_key, same_file
 from .errors import AUTH_CODES, VerifierError, refusal_advice
 from .readiness import INFO_GAIN, KNOWLEDGE, KNOWLEDGE_BASE  # noqa: F401  (health service names, as before)
 from .readiness import scoring_services, uses_knowledge_base, wait_until_ready
@@ -1039,10 +1039,10 @@ def check_options(opts: BatchOptions) -> BatchOptions:
         raise BatchStopped(f"input {opts.input} {what}")
     check_output_path(opts.output)
     for option, path in (("--output", opts.output), *(("--export", p) for p in opts.export)):
-        if _same_file(path, opts.input):
+        if same_file(path, opts.input):
             raise BatchStopped(f"{option} {path} is the input file: give another file (nothing was written)")
     for path in opts.export:
-        if _same_file(path, opts.output):
+        if same_file(path, opts.output):
             raise BatchStopped(f"--export {path} is the --output journal: give another file (nothing was written)")
         check_export_path(path)
     if opts.concurrency < 1:
@@ -1055,14 +1055,6 @@ def check_options(opts: BatchOptions) -> BatchOptions:
     except ValueError as exc:
         raise BatchStopped(str(exc)) from None
     return replace(opts, metrics=metrics)
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether a and b name one file: one that exists (links included), or one still to be written."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist (yet: the journal of a first run, written before the export)
-        return Path(a).resolve() == Path(b).resolve()
 
 
 def check_export_path(path: Path) -> None:

@@ -414,6 +414,14 @@ EXPORT_CHUNK_ROWS = 1024
 EXPORT_CHUNK_BYTES = 32 * 1024 * 1024
 
 
+def same_file(a: Path, b: Path) -> bool:
+    """Whether a and b name one file: one that exists (links included), or one still to be written."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet: the journal of a first run, written before the export)
+        return Path(a).resolve() == Path(b).resolve()
+
+
 @contextlib.contextmanager
 def atomic_output(path: Path, mode: str = "wb", **open_kwargs: Any) -> Iterator[IO]:
     """A file to write that replaces `path` whole once the block ends: a temporary file of its own beside it (so

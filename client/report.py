@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .batch_io import atomic_output, is_batch_record, is_journal_file, journal_records
+from .batch_io import atomic_output, is_batch_record, is_journal_file, journal_records, same_file
 from .render import printable
 from .report_html import fmt, fmt_pct, render_html, undefined_interval
 from .report_stats import METRICS, Chain, chain_of, compare, group_summary, step_gain_curve, text_of
@@ -191,25 +190,17 @@ def check_output_paths(opts: ReportOptions) -> None:
             continue
         if Path(path).is_dir():
             raise OutputPathError(f"{option} {path} is a directory: give a file name")
-        if any(_same_file(path, source) for source in opts.inputs):
+        if any(same_file(path, source) for source in opts.inputs):
             raise OutputPathError(f"{option} {path} is one of the inputs: give another file (nothing was written)")
         if Path(path).exists() and is_journal_file(Path(path)):
             raise OutputPathError(f"{option} {path} is a batch journal: give another file (nothing was written; "
                                   f"was {path} meant as an input? {option} takes the file to write)")
-    if opts.json_out is not None and opts.html is not None and (
-            Path(opts.json_out).resolve() == Path(opts.html).resolve() or _same_file(opts.json_out, opts.html)):
+    if opts.json_out is not None and opts.html is not None and same_file(opts.json_out, opts.html):
         raise OutputPathError(f"--json and --html are the same file ({opts.json_out}): give each its own file "
                               "(nothing was written)")
     plots_dir = _plots_dir(opts)
     if plots_dir is not None and plots_dir.exists() and not plots_dir.is_dir():
         raise OutputPathError(f"the plots directory {plots_dir} is not a directory (give another --plots-dir)")
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def _plots_dir(opts: ReportOptions) -> Path | None:
