@@ -714,6 +714,7 @@ class _Scheduler:
         self.finished_at = time.monotonic()  # when a row last finished (or the run started)
         self._outage_logged = False
         self.suspect: Item | None = None  # the last row alone in flight when a stream broke
+        self.shared: asyncio.Semaphore | None = None  # --concurrency over all streams (set by run)
         if not count:
             self._source = None
             self.finished.set()
@@ -829,6 +830,16 @@ class _Scheduler:
         # The row's own id never travels as the stream id (its length and form are the journal's business).
         inflight: dict[str, Item] = {}
         slots = asyncio.Semaphore(window)
+        # With more servers than --concurrency, each stream's window of one would add up to more: the streams
+        # also take a slot of the run's (self.shared) for each item, given back with the stream's own.
+        shared = self.shared or asyncio.Semaphore(window)
+        held = 0  # the shared slots this stream holds (all given back when it ends)
+
+        def give_back() -> None:
+            nonlocal held
+            if held:
+                held -= 1
+                shared.release()
         broken = asyncio.Event()
         idle = asyncio.Event()  # set while no item is in flight
         idle.set()
@@ -838,8 +849,14 @@ class _Scheduler:
         watchdog: list[asyncio.Timeout] = []  # nothing back for stall_s while items are in flight: break
 
         async def outgoing():
+            nonlocal held
             while not self.finished.is_set():
                 await slots.acquire()
+                await shared.acquire()
+                if broken.is_set():  # the stream ended while this waited: not held by it
+                    shared.release()
+                    return
+                held += 1
                 item = await self._next_item()
                 if item is None:
                     return
@@ -848,6 +865,7 @@ class _Scheduler:
                     return
                 if self._too_large_for(client, item):
                     slots.release()
+                    give_back()
                     continue
                 # A row in flight when streams broke is sent alone, and nothing is sent beside it: a row that
                 # breaks streams is found, and the others in flight with it are not held up by it for ever.
@@ -878,6 +896,7 @@ class _Scheduler:
                     results[0] += 1
                     item = inflight.pop(send_id, None)
                     slots.release()
+                    give_back()
                     if not inflight:
                         idle.set()
                     if stall_s:
@@ -912,6 +931,8 @@ class _Scheduler:
         finally:
             broken.set()
             idle.set()
+            while held:
+                give_back()
             stuck = list(inflight.values())
             inflight.clear()
             error = sys.exc_info()[1]
@@ -973,6 +994,7 @@ class _Scheduler:
                 await asyncio.sleep(retry_pause_s(exc, backoff_s(failures, base_s=0.5, cap_s=10.0), 10.0))
 
     async def run(self, clients: list[AsyncVerifierClient]) -> None:
+        self.shared = asyncio.Semaphore(self.opts.concurrency)
         windows = [max(1, self.opts.concurrency // len(clients) + (i < self.opts.concurrency % len(clients)))
                    for i in range(len(clients))]
         workers = [asyncio.ensure_future(self.worker(c, w)) for c, w in zip(clients, windows)]

@@ -367,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--output", required=True, type=Path, help="the JSONL journal (re-running resumes it)")
     batch.add_argument("--export", type=_export_path, action="append", default=[],
                        help="also write the journal as .csv or .parquet at the end (repeatable)")
-    batch.add_argument("--concurrency", type=_positive_int, default=8, help="chains in flight, shared among the --server addresses (at least one per server)")
+    batch.add_argument("--concurrency", type=_positive_int, default=8, help="chains in flight in all, shared among the --server addresses (with more servers than that, the servers take turns)")
     batch.add_argument("--metrics", type=_metrics, default=("ki", "infogain"),
                        help="ki, infogain or both (comma-separated)")
     batch.add_argument("--keep-order", action="store_true", help="write rows in input order")

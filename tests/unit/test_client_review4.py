@@ -1,0 +1,85 @@
+"""The batch scheduler keeps --concurrency over all servers, with more servers than it allows in flight."""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from client import batch
+from client.batch import BatchOptions, Item, _Scheduler
+from client.errors import VerifierError
+from client.types import ChainScore
+
+
+class Collect:
+    """Stands in for the journal writer: what was finished, by position."""
+
+    def __init__(self):
+        self.records: dict[int, dict] = {}
+
+    def put(self, position, record):
+        assert position not in self.records, f"item {position} finished twice"
+        self.records[position] = record
+
+
+class Pool:
+    """Servers that count the rows in flight over all of them (taken from the stream, not yet answered)."""
+
+    def __init__(self):
+        self.in_flight = self.most = 0
+
+
+class Holding:
+    """A server that holds each row it takes for a while before answering it; `down` ones fail every stream."""
+
+    def __init__(self, pool, name, down=False):
+        self.pool, self.target, self.down, self.scored = pool, name, down, 0
+
+    async def stream_chains(self, items):
+        if self.down:
+            raise VerifierError("UNAVAILABLE", "UNAVAILABLE", "Socket closed")
+        taken: asyncio.Queue = asyncio.Queue()
+
+        async def read():
+            async for item_id, _request in items:
+                self.pool.in_flight += 1
+                self.pool.most = max(self.pool.most, self.pool.in_flight)
+                taken.put_nowait(item_id)
+            taken.put_nowait(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (item_id := await taken.get()) is not None:
+                await asyncio.sleep(0.01)  # (every stream has taken what it was allowed by now)
+                self.pool.in_flight -= 1
+                self.scored += 1
+                yield item_id, ChainScore(steps=(), chain_text="", status="ok")
+        finally:
+            reader.cancel()
+
+
+def _run(servers, concurrency, n=12):
+    items = [Item(position=i, id=f"c{i}", request=f"request {i}", extra={}) for i in range(n)]
+    writer = Collect()
+    opts = BatchOptions(input=Path("in.jsonl"), output=Path("out.jsonl"), concurrency=concurrency, progress=False)
+    asyncio.run(asyncio.wait_for(_Scheduler(opts, items, writer).run(servers), 30))
+    return writer
+
+
+@pytest.mark.parametrize("servers,concurrency", [(4, 2), (3, 1), (2, 2), (2, 5)])
+def test_no_more_rows_are_in_flight_than_concurrency_whatever_the_number_of_servers(servers, concurrency):
+    pool = Pool()
+    fleet = [Holding(pool, f"fake:{i}") for i in range(servers)]
+    writer = _run(fleet, concurrency)
+    assert sorted(writer.records) == list(range(12))
+    assert all(r["status"] == "ok" for r in writer.records.values())
+    assert pool.most == concurrency  # reached, never passed
+
+
+def test_a_server_that_is_down_gives_back_its_share_of_the_concurrency(monkeypatch):
+    monkeypatch.setattr(batch, "backoff_s", lambda *a, **k: 0.0)
+    pool = Pool()
+    fleet = [Holding(pool, "fake:down", down=True), Holding(pool, "fake:up")]
+    writer = _run(fleet, 1)
+    assert sorted(writer.records) == list(range(12)) and fleet[1].scored == 12
+    assert pool.most == 1
