@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import requests
 from .aio import AsyncVerifierClient
+from .errors import VerifierError
 from .readiness import wait_until_ready
 from .render import printable, render_chain
 
@@ -17,7 +18,7 @@ ROW_KEYS = ("question", "reasoning", "steps", "answer", "gold_answer", "choices"
 
 def load_chains(path: Path = DEMO_CHAINS) -> list[dict]:
     """The chains of a JSONL file, each with an id (`chain N` when it has none); ValueError (exit status 2) for
-    a file without chains or with a line that is not a JSON object."""
+    a file without chains or with a line that is not a JSON object or holds a field a request cannot take."""
     from .cli import read_text_file
 
     chains = []
@@ -30,6 +31,10 @@ def load_chains(path: Path = DEMO_CHAINS) -> list[dict]:
             chain = None
         if not isinstance(chain, dict):
             raise ValueError(f"--chains {path}: line {number} is not a JSON object (one chain per line)")
+        try:  # (a field the server could not take: named with its line before any server is started)
+            requests.score_chain_request({k: chain[k] for k in ROW_KEYS if k in chain})
+        except VerifierError as exc:
+            raise ValueError(f"--chains {path}: line {number}: {exc.message}") from None
         chain.setdefault("id", f"chain {len(chains) + 1}")
         chains.append(chain)
     if not chains:

@@ -83,3 +83,17 @@ def test_a_server_that_is_down_gives_back_its_share_of_the_concurrency(monkeypat
     writer = _run(fleet, 1)
     assert sorted(writer.records) == list(range(12)) and fleet[1].scored == 12
     assert pool.most == 1
+
+
+def test_a_demo_chain_with_a_field_a_request_cannot_take_is_named_by_its_line_before_any_server(tmp_path, capsys):
+    import json
+
+    from client.cli import main
+
+    chains = tmp_path / "chains.jsonl"
+    chains.write_text(json.dumps({"id": "fine", "question": "Q?", "steps": ["A step."], "answer": "B"}) + "\n\n"
+                      + json.dumps({"id": "odd", "question": "Q?", "steps": "one string", "answer": "B"}) + "\n")
+    assert main(["demo", "--chains", str(chains), "--server", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert f"--chains {chains}: line 3: invalid request: steps: must be a list of strings" in err, err
+    assert "cannot reach" not in err  # refused before connecting
