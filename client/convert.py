@@ -11,7 +11,12 @@ from .types import ChainScore, ClaimVerdict, Evidence, Probabilities, SearchHit,
 
 
 def _enum_name(enum, value: int, prefix: str) -> str:
-    return enum.Name(value).removeprefix(prefix).lower()
+    """The value's name without its prefix, lower case; a value this client does not know (a newer server's
+    verdict, flag or tier) reads "unknown_<number>" rather than ending the conversion (and a batch stream)."""
+    try:
+        return enum.Name(value).removeprefix(prefix).lower()
+    except ValueError:
+        return f"unknown_{value}"
 
 
 def _verdict(value: int) -> str:

@@ -97,3 +97,17 @@ def test_a_demo_chain_with_a_field_a_request_cannot_take_is_named_by_its_line_be
     err = capsys.readouterr().err
     assert f"--chains {chains}: line 3: invalid request: steps: must be a list of strings" in err, err
     assert "cannot reach" not in err  # refused before connecting
+
+
+def test_a_verdict_or_tier_this_client_does_not_know_reads_unknown_instead_of_ending_the_conversion():
+    """A newer server may add an enum value; the conversion (and a batch stream) must not end on it."""
+    from client.convert import chain_score
+    from kgverify.v1 import knowledge_service_pb2 as kpb
+
+    response = kpb.ScoreKnowledgeResponse()
+    step = response.steps.add()
+    step.step.index, step.step.text, step.verdict, step.tier = 0, "Aspirin inhibits COX.", 42, 17
+    step.claims.add(verdict=43).claim.text = "Aspirin inhibits COX."
+    score = chain_score(response, None)
+    assert (score.steps[0].verdict, score.steps[0].tier, score.steps[0].claims[0].verdict) == \
+        ("unknown_42", "unknown_17", "unknown_43")
