@@ -6,14 +6,15 @@ import asyncio
 
 import pytest
 
+from server.backends.judges.cache import VerdictCache, cache_key
 from server.pipeline import scoring
 from server.pipeline.deadline import Deadline
 from server.pipeline.deps import PipelineDeps
 from server.pipeline.errors import BackendUnavailableError
 from server.pipeline.runtime import Blocking
 from server.pipeline.splitter import RuleSplitter
-from server.pipeline.types import (ChainInput, ChainRequest, InfoGainRequest, KnowledgeOptions, KnowledgeRequest,
-                                   Passage)
+from server.pipeline.types import (ChainInput, ChainRequest, Evidence, EvidenceOrigin, InfoGainRequest, JudgeItem,
+                                   Judgement, KnowledgeOptions, KnowledgeRequest, LabelProbs, Passage, Tier, Verdict)
 from server.pipeline.validation import Limits
 from tests.fakes.backends import FakeEstimator, FakeJudge
 
@@ -76,3 +77,42 @@ async def test_score_chain_returns_both_metrics():
         InfoGainRequest(CHAIN, answer="metformin"))
     result = await scoring.chain(req, deps, Deadline())
     assert result.knowledge.knowledge_index == 1.0 and result.info_gain.info_gain is not None
+
+
+class _TitleReadingJudge:
+    """Supports a claim only when an evidence title names it (the LLM judge reads titles); counts its calls."""
+
+    name = "reads-titles"
+    prompt_version = "v1"
+
+    def __init__(self):
+        self.calls = 0
+
+    async def judge(self, items, deadline):
+        self.calls += len(items)
+        return [Judgement(Verdict.SUPPORTED, LabelProbs(0.9, 0.05, 0.05), Tier.LLM, llm_calls=1)
+                if any(e.title.strip() for e in item.evidence)
+                else Judgement(Verdict.NOT_ENOUGH_INFO, LabelProbs(0.1, 0.1, 0.8), Tier.LLM, llm_calls=1)
+                for item in items]
+
+
+def _context(text: str, title: str = "", source: str = "") -> Evidence:
+    return Evidence("context:0", text, source, title, 0.5, EvidenceOrigin.CONTEXT)
+
+
+@pytest.mark.parametrize("one, other", [
+    (_context("Warfarin\x1fWarfarin"), _context("Warfarin", title="Warfarin\x1f")),
+    (_context("Warfarin", title="\x1f"), _context("Warfarin", source="\x1f")),
+    (_context("Warfarin\x1f"), _context("Warfarin", title="\x1f")),
+])
+async def test_evidence_that_differs_never_shares_a_verdict(one, other):
+    """Text, title and source are told apart in the key whatever characters they hold: a control character in a
+    passage made two different passages one key, and the second request got the first one's verdict."""
+    assert cache_key(JudgeItem("c", (one,)), "j", "v", "") != cache_key(JudgeItem("c", (other,)), "j", "v", "")
+    judge, cache = _TitleReadingJudge(), VerdictCache(16)
+    claim = "Warfarin is a vitamin K antagonist."
+    first = await cache.judge_through(judge, [JudgeItem(claim, (one,))], Deadline())
+    second = await cache.judge_through(judge, [JudgeItem(claim, (other,))], Deadline())
+    assert judge.calls == 2 and not second[0].cached
+    assert (first[0].verdict is Verdict.SUPPORTED) == bool(one.title.strip())
+    assert (second[0].verdict is Verdict.SUPPORTED) == bool(other.title.strip())

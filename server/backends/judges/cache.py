@@ -27,7 +27,9 @@ def normalize_claim(text: str) -> str:
 
 def _evidence_key(evidence: Evidence) -> tuple[str, str, str]:
     # Context passage ids are the caller's ("context:0" in every request): what the judge reads is part of the key.
-    seen = "\x1f".join((evidence.text, evidence.title, evidence.source)).encode("utf-8")
+    # Each part with its length: joined with a separator alone, a passage holding it matched another ("a\x1f" with
+    # no title was "a" titled "\x1f").
+    seen = "".join(f"{len(part)}:{part}" for part in (evidence.text, evidence.title, evidence.source)).encode("utf-8")
     return evidence.origin.value, evidence.fact_id, hashlib.blake2b(seen, digest_size=12).hexdigest()
 
 
