@@ -14,6 +14,7 @@ from .context import request_id_var
 from .errors import OK_STATUS, error_status
 from .interceptors import Refused, Undecodable
 from .pipeline.errors import InvalidArgumentError, KgverifyError
+from .servicers.convert import fitting
 
 log = logging.getLogger(__name__)
 _DONE = object()
@@ -87,6 +88,8 @@ async def run_stream(
                 with admission:
                     response.result.CopyFrom(await process(item.chain))
                 response.status.CopyFrom(OK_STATUS)
+                if max_message_bytes is not None:  # the result with the item's id (up to 4 bytes a character)
+                    fitting(response, max_message_bytes)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # every failure becomes this item's status

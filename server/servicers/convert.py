@@ -258,14 +258,15 @@ def kb_info_response(info: t.KbInfo, default_mode: t.RetrievalMode) -> kbpb.GetK
 EVIDENCE_TOO_LARGE = ("its evidence repeats the facts and passages for every claim; send fewer steps, shorter or "
                       "fewer context passages, or a smaller top_k")
 SPLIT_TOO_LARGE = "each step and claim repeats its text (about 3 times the reasoning's size); send a shorter reasoning"
+SEARCH_TOO_LARGE = "each hit carries its fact's text, source and title; ask for a smaller top_k"
 
 
-def fitting(message, limit_bytes: int, headroom: int = 1024, why: str = EVIDENCE_TOO_LARGE):
-    """`message` when it fits the server's message limit (with headroom for a stream item's wrapper), else
-    ResponseTooLargeError saying what to send instead (`why`). gRPC would only fail it at send time, after the
-    work, as an opaque RESOURCE_EXHAUSTED (and end a stream with it)."""
+def fitting(message, limit_bytes: int, why: str = EVIDENCE_TOO_LARGE):
+    """`message` when it fits the server's message limit, else ResponseTooLargeError saying what to send instead
+    (`why`). gRPC would only fail it at send time, after the work, as an opaque RESOURCE_EXHAUSTED (and end a
+    stream with it: a stream checks each whole item, its id and status included, in streaming.run_stream)."""
     size = message.ByteSize()
-    if size + headroom > limit_bytes:
+    if size > limit_bytes:
         raise ResponseTooLargeError(
             f"the response would be {_megabytes(size)}, over this server's {_megabytes(limit_bytes)} message "
             f"limit (KGV_SERVER__MAX_MESSAGE_BYTES): {why}")

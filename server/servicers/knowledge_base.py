@@ -25,7 +25,8 @@ class KnowledgeBaseServicer(kbgrpc.KnowledgeBaseServiceServicer):
             # the query is embedded through the micro-batcher, with other requests' texts
             vectors = {"vectors": await self.rt.deps.embed_texts([query], deadline_of(context))}
         hits = await self.rt.deps.blocking.run(kb.search, [query], top_k, mode, **vectors)
-        return convert.search_response(hits[0], kb.info.kb_id, mode)
+        return convert.fitting(convert.search_response(hits[0], kb.info.kb_id, mode),
+                               self.rt.settings.server.max_message_bytes, why=convert.SEARCH_TOO_LARGE)
 
     async def GetKnowledgeBaseInfo(self, request, context):
         return convert.kb_info_response(self.rt.kb.require().info, self.rt.deps.default_retrieval_mode)

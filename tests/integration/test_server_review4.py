@@ -1,0 +1,89 @@
+"""Server runtime against a real server: responses over the message limit (a search, a stream item carrying a long
+id) are refused with advice instead of failing at send time."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from client import AsyncVerifierClient, VerifierError
+from client.requests import chain_request
+from kgverify.v1 import knowledge_service_pb2 as kpb
+from kgverify.v1 import knowledge_service_pb2_grpc as kgrpc
+from server.app import start_server
+from tests.conftest import make_settings
+
+HANG_GUARD_S = 60  # only catches a hang; nothing here depends on timing
+
+
+@pytest.fixture
+def fake_models(monkeypatch):
+    from server.backends import registry
+    from tests.fakes.backends import FakeEstimator, FakeJudge
+
+    monkeypatch.setitem(registry.JUDGES, "nli", lambda ctx: FakeJudge())
+    monkeypatch.setitem(registry.ESTIMATORS, "nli", lambda ctx: FakeEstimator())
+
+
+async def test_a_search_too_large_for_the_message_limit_says_so_and_what_to_send(cache_dir, demo_kb_path,
+                                                                                 fake_models):
+    """SearchKnowledgeBase was not checked against the message limit: 50 facts over it failed at send time as an
+    opaque RESOURCE_EXHAUSTED 'Sent message larger than max' (logged OK by the server)."""
+    limit = 4096
+    server = await start_server(make_settings(cache_dir, server={"max_message_bytes": limit}), ["127.0.0.1:0"])
+    try:
+        await server.wait_ready(300)
+        async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+            with pytest.raises(VerifierError) as info:
+                await client.search("heparin anticoagulant", top_k=50, timeout_s=HANG_GUARD_S)
+            assert info.value.code == "RESOURCE_EXHAUSTED" and info.value.reason == "RESPONSE_TOO_LARGE", info.value
+            assert "smaller top_k" in info.value.message and "4.1 kB message limit" in info.value.message
+            assert len(await client.search("heparin anticoagulant", top_k=2, timeout_s=HANG_GUARD_S)) == 2
+    finally:
+        await server.stop(0)
+
+
+CHAIN = chain_request({"question": "What reverses heparin?",
+                       "steps": ["Heparin is an anticoagulant.", "Protamine sulfate neutralizes heparin."],
+                       "answer": "protamine sulfate"})
+
+
+async def _score_chain_size(cache_dir) -> int:
+    server = await start_server(make_settings(cache_dir), ["127.0.0.1:0"])
+    try:
+        await server.wait_ready(300)
+        async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+            response = await kgrpc.KnowledgeServiceStub(channel).ScoreChain(CHAIN, timeout=HANG_GUARD_S)
+        return response.ByteSize()
+    finally:
+        await server.stop(0)
+
+
+async def test_a_stream_item_with_a_long_id_of_wide_characters_fits_or_gets_its_own_error(cache_dir, demo_kb_path,
+                                                                                          fake_models):
+    """A result that fit the limit with 1024 bytes to spare came back in a stream item beside an id of 256
+    four-byte characters (1024 bytes, plus the item's own field headers): the item was over the limit at send time
+    and gRPC ended the whole stream with an opaque RESOURCE_EXHAUSTED, the other items' results lost."""
+    size = await _score_chain_size(cache_dir)
+    limit = size + 1024  # the result alone fits with 1024 bytes to spare
+    server = await start_server(make_settings(cache_dir, server={"max_message_bytes": limit}), ["127.0.0.1:0"])
+    wide = "\U0001F600" * 256  # 256 characters (the id limit) of 4 bytes each
+    try:
+        await server.wait_ready(300)
+        async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+            stub = kgrpc.KnowledgeServiceStub(channel)
+            assert (await stub.ScoreChain(CHAIN, timeout=HANG_GUARD_S)).ByteSize() == size
+
+            async def items():
+                yield kpb.StreamScoreChainsRequest(id=wide, chain=CHAIN)
+                yield kpb.StreamScoreChainsRequest(id="short", chain=CHAIN)
+
+            responses = [r async for r in stub.StreamScoreChains(items(), timeout=HANG_GUARD_S)]
+        by_id = {r.id: r for r in responses}
+        assert set(by_id) == {wide, "short"}
+        assert by_id["short"].status.code == grpc.StatusCode.OK.value[0] and by_id["short"].result.ByteSize() == size
+        status = by_id[wide].status
+        assert status.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], status
+        assert "message limit" in status.message
+    finally:
+        await server.stop(0)
