@@ -349,7 +349,10 @@ class VerifierServer:
     _metrics_httpd: object = None
 
     async def wait_ready(self, timeout_s: float | None = None) -> None:
-        await asyncio.wait_for(asyncio.shield(self._tasks[0]), timeout_s)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands as the load finishes (an
+        # embedded server's command interrupted then went on as if never cancelled)
+        async with asyncio.timeout(timeout_s):
+            await asyncio.shield(self._tasks[0])
 
     async def stop(self, grace_s: float | None = None) -> None:
         await self.runtime.health.shutdown()

@@ -65,6 +65,7 @@ class _Request:
     results: list = field(default_factory=list)
     dispatched: int = 0  # items handed to a batch so far (the rest are queued)
     filled: int = 0  # results received
+    counted: bool = False  # counted expired or abandoned already (the stats count each request once)
 
     def __post_init__(self) -> None:
         self.results = [None] * len(self.items)
@@ -147,11 +148,17 @@ class MicroBatcher(Generic[I, R]):
         except TimeoutError as exc:
             if request.future.done() and not request.future.cancelled() and request.future.exception() is exc:
                 raise  # the model's own error (a timeout of its device or library), not this request's deadline
-            self.stats.expired += 1
+            self._count(request, "expired")
             raise self._timeout() from exc
         finally:
             if not request.future.done():  # cancelled or expired: the collector drops its queued items
                 request.future.cancel()
+
+    def _count(self, request: _Request, counter: str) -> None:
+        """Counts a request expired or abandoned, once (its caller and the collector may both see it gone)."""
+        if not request.counted:
+            request.counted = True
+            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
 
     def _timeout(self) -> BackendTimeoutError:
         return BackendTimeoutError(f"the deadline expired while waiting for the {self.name} model")
@@ -211,9 +218,10 @@ class MicroBatcher(Generic[I, R]):
         kept = []
         for request in self._queue:
             if request.future.done():
-                self.stats.abandoned += request.future.cancelled()
+                if request.future.cancelled():
+                    self._count(request, "abandoned")
             elif request.deadline.expired():
-                self.stats.expired += 1
+                self._count(request, "expired")
                 request.future.set_exception(self._timeout())
             elif request.dispatched < len(request.items):
                 kept.append(request)
@@ -291,7 +299,7 @@ class MicroBatcher(Generic[I, R]):
                      len(items))
             for request in requests:  # expired while the model ran: they get the timeout they already had
                 if not request.future.done():
-                    self.stats.expired += 1
+                    self._count(request, "expired")
                     request.future.set_exception(self._timeout())
             return
         except Exception as exc:
