@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from .chains import split_chain
 from .deadline import NO_DEADLINE, Deadline
 from .deps import PipelineDeps
-from .info_gain import score_info_gain
+from .info_gain import gather_or_cancel, score_info_gain
 from .knowledge_index import score_knowledge
 from .types import (
     ChainInput,
@@ -57,16 +55,9 @@ async def chain(req: ChainRequest, deps: PipelineDeps, deadline: Deadline) -> Ch
         # the split's LLM calls are counted once: in the KI result, or here when InfoGain is all that was asked
         jobs.append(score_info_gain(req.info_gain, deps, deadline, shared, "info_gain_options",
                                     count_split=req.knowledge is None))
-    tasks = [asyncio.ensure_future(job) for job in jobs]
-    try:
-        results = await asyncio.gather(*tasks)
-    except BaseException:
-        # One metric failed (or the call ended): the other's work is wasted, and waiting for it held the error
-        # back (a slow judge turned InfoGain's UNAVAILABLE into DEADLINE_EXCEEDED). Stop it, then raise.
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+    # One metric failing fails the call at once and stops the other: waiting for it held the error back (a slow
+    # judge turned InfoGain's UNAVAILABLE into DEADLINE_EXCEEDED) and spent the backends on a discarded result.
+    results = list(await gather_or_cancel(*jobs))
     ki = results.pop(0) if req.knowledge is not None else None
     ig = results.pop(0) if req.info_gain is not None else None
     return ChainResult(knowledge=ki, info_gain=ig)
