@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
+from server.backends.judges.aggregation import AggregationPolicy, windows
 from server.backends.judges.cache import VerdictCache, cache_key
+from server.backends.judges.embedded import EmbeddedJudge
+from server.backends.registry import SHIPPED_NLI_MODEL
 from server.pipeline import scoring
 from server.pipeline.deadline import Deadline
 from server.pipeline.deps import PipelineDeps
@@ -16,6 +20,7 @@ from server.pipeline.splitter import RuleSplitter
 from server.pipeline.types import (ChainInput, ChainRequest, Evidence, EvidenceOrigin, InfoGainRequest, JudgeItem,
                                    Judgement, KnowledgeOptions, KnowledgeRequest, LabelProbs, Passage, Tier, Verdict)
 from server.pipeline.validation import Limits
+from tests.conftest import REPO
 from tests.fakes.backends import FakeEstimator, FakeJudge
 
 import numpy as np
@@ -116,3 +121,48 @@ async def test_evidence_that_differs_never_shares_a_verdict(one, other):
     assert judge.calls == 2 and not second[0].cached
     assert (first[0].verdict is Verdict.SUPPORTED) == bool(one.title.strip())
     assert (second[0].verdict is Verdict.SUPPORTED) == bool(other.title.strip())
+
+
+def _demo_sentences() -> list[str]:
+    """Physiology and mathematics facts of the demo KB, two to a sentence ("...; ..."): about 190 characters each."""
+    facts = [json.loads(line)["text"] for line in (REPO / "kb" / "demo" / "facts.jsonl").read_text().splitlines()
+             if line.strip() and json.loads(line)["id"].startswith(("math", "phys"))]
+    facts = [f for f in facts if not any(w in f.lower() for w in ("warfarin", "vitamin k", "clott", "coagul"))]
+    return [a.rstrip(".") + "; " + b[0].lower() + b[1:] for a, b in zip(facts[::2], facts[1::2])]
+
+
+FILLER: list[str] = []
+for _sentence in _demo_sentences():
+    if sum(len(f) + 1 for f in FILLER) + len(_sentence) > 8_900:
+        break
+    FILLER.append(_sentence)
+FACT = "Warfarin is a vitamin K antagonist."
+LONG_PASSAGE = " ".join(FILLER) + " " + FACT  # about 9,000 characters, under the passage limit
+
+
+def test_the_embedded_judge_s_windows_reach_the_end_of_a_passage_the_limits_allow():
+    """Overlapping sentence windows were capped at 16 per passage: with sentences of 190 characters they read the
+    first 6,800 characters of this 8,900-character passage, and a fact after that was never seen."""
+    assert len(LONG_PASSAGE) <= Limits().max_passage_chars
+    policy = AggregationPolicy()
+    cut = windows(LONG_PASSAGE, policy)
+    assert len(cut) <= policy.max_windows and all(len(w) <= policy.window_chars for w in cut)
+    assert FACT in cut[-1]
+    for sentence in FILLER:  # nothing before it is skipped either
+        assert any(sentence in w for w in cut)
+    # a passage the windows cover with their overlap keeps it
+    short = " ".join(FILLER[:8])
+    overlapping = windows(short, policy)
+    assert all(a.split(". ")[-1].rstrip(".") in b for a, b in zip(overlapping, overlapping[1:]))
+
+
+@pytest.mark.skipif(not (SHIPPED_NLI_MODEL / "config.json").exists(), reason="the trained NLI judge is not shipped")
+async def test_the_nli_judge_supports_a_claim_stated_at_the_end_of_a_long_context_passage():
+    from server.backends.judges.nli_model import NliModel
+
+    judge = EmbeddedJudge(NliModel.load(str(SHIPPED_NLI_MODEL)), Blocking(None))
+    evidence = (Evidence("p1", LONG_PASSAGE, "", "", 0.9, EvidenceOrigin.CONTEXT),)
+    [judgement] = await judge.judge([JudgeItem(FACT, evidence)], Deadline())
+    # (reading only the passage's first 6,800 characters it was contradicted: the model calls one of the unrelated
+    # facts there a contradiction)
+    assert judgement.verdict is Verdict.SUPPORTED
