@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import socket
 import stat
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,9 @@ class Runtime:
         self.settings = settings
         self.executor = ThreadPoolExecutor(settings.server.executor_workers, thread_name_prefix="kgv-work")
         self.blocking = Blocking(self.executor)
+        # KB loads and the embedder's fetch: threads of the default executor, not request workers, but counted like
+        # them, so that a shutdown leaves a reload still loading behind instead of waiting for it (serve's tail)
+        self.background = Blocking(None)
         self._reload_lock = asyncio.Lock()
         self._reloading: asyncio.Task | None = None  # the reload whose load runs now
         self.ctx = registry.BackendContext(settings, self.blocking)
@@ -117,7 +122,7 @@ class Runtime:
         and waiting for it on the event loop froze every call of the server, health checks included."""
         if self._embedding_fetch is None or self._embedding_fetch.done():  # first use, or a failed fetch retried
             self._embedding_fetch = asyncio.ensure_future(
-                asyncio.to_thread(lambda: (self.ctx.embedder(), self.ctx.embedding_batcher())))
+                self.background.run(lambda: (self.ctx.embedder(), self.ctx.embedding_batcher())))
             self._embedding_fetch.add_done_callback(lambda task: task.cancelled() or task.exception())
         self._embedding = await asyncio.shield(self._embedding_fetch)
         return self._embedding
@@ -167,7 +172,7 @@ class Runtime:
                 # on a thread of its own, not the request executor: a load of seconds (hashing a large KB)
                 # must not take a worker from searches, embeddings and the judge; the embedder too (its first
                 # use loads the model, or waits for the startup load building it)
-                await asyncio.to_thread(lambda: self.kb.load(self.ctx.embedder()))
+                await self.background.run(contextvars.copy_context().run, lambda: self.kb.load(self.ctx.embedder()))
             finally:
                 await self._publish_kb_health()
                 self._reloading = None
@@ -501,11 +506,18 @@ async def serve(settings: Settings, listen: list[str] | None = None) -> None:
     await asyncio.sleep(min(0.5, settings.server.grace_period_s))
     await verifier.stop()
     status = LOAD_FAILURE_EXIT_STATUS if load_failed else 0
-    # Calls past the grace are cancelled, but a model batch or KB load they started runs on in its thread, and
-    # the interpreter would wait for it at exit: give it a moment, then leave without it.
-    blocking = verifier.runtime.blocking
-    if not await asyncio.to_thread(blocking.wait_idle, SHUTDOWN_TAIL_S):
-        log.warning("exiting with %d blocking job(s) of cancelled calls still running", blocking.running)
+    # Calls past the grace are cancelled, but a model batch or KB load (a reload) they started runs on in its thread,
+    # and the interpreter would wait for it at exit: give it a moment, then leave without it.
+    runtime = verifier.runtime
+
+    def idle() -> bool:
+        until = time.monotonic() + SHUTDOWN_TAIL_S
+        return all([jobs.wait_idle(max(0.0, until - time.monotonic()))
+                    for jobs in (runtime.blocking, runtime.background)])
+
+    if not await asyncio.to_thread(idle):
+        log.warning("exiting with %d blocking job(s) of cancelled calls and %d KB or model load(s) still running",
+                    runtime.blocking.running, runtime.background.running)
         _exit_now(status)
     if status:
         raise SystemExit(status)

@@ -1,7 +1,14 @@
 """Server runtime against a real server: responses over the message limit (a search, a stream item carrying a long
-id) are refused with advice instead of failing at send time."""
+id) are refused with advice instead of failing at send time; a SIGTERM during a KB reload exits without waiting for
+it."""
 
 from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
 
 import grpc
 import pytest
@@ -11,7 +18,7 @@ from client.requests import chain_request
 from kgverify.v1 import knowledge_service_pb2 as kpb
 from kgverify.v1 import knowledge_service_pb2_grpc as kgrpc
 from server.app import start_server
-from tests.conftest import make_settings
+from tests.conftest import REPO, make_settings, takes_ctrl_c
 
 HANG_GUARD_S = 60  # only catches a hang; nothing here depends on timing
 
@@ -87,3 +94,53 @@ async def test_a_stream_item_with_a_long_id_of_wide_characters_fits_or_gets_its_
         assert "message limit" in status.message
     finally:
         await server.stop(0)
+
+
+# `kgverify serve` whose KB reloads (every load after the first) wait for a file that the test creates only at its end
+_HELD_RELOAD = """
+import os, sys, time
+from server import kb_holder
+load, loads = kb_holder.KbHolder.load, []
+def held(self, embedder):
+    loads.append(1)
+    if len(loads) > 1:
+        print("reload held", flush=True)
+        for _ in range(3000):  # 300 s at most: only a guard against a test that died
+            if os.path.exists(os.environ["RELEASE_RELOAD"]):
+                break
+            time.sleep(0.1)
+    return load(self, embedder)
+kb_holder.KbHolder.load = held
+from client.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+async def test_sigterm_during_a_kb_reload_exits_without_waiting_for_the_reload(tmp_path, cache_dir, demo_kb_path):
+    """A reload runs on a thread of its own, which the shutdown did not count among the work it leaves behind: a
+    SIGTERM while a reload loaded a large KB (minutes of hashing) kept the process alive until the load ended."""
+    sock, release = tmp_path / "kgv.sock", tmp_path / "release"
+    env = {**os.environ, "KGV_KB__CACHE_DIR": str(cache_dir), "KGV_KB__PATH": str(demo_kb_path),
+           "KGV_SERVER__GRACE_PERIOD_S": "0.5", "RELEASE_RELOAD": str(release),
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "proto")])}
+    proc = subprocess.Popen([sys.executable, "-c", _HELD_RELOAD, "serve", "--listen", f"unix://{sock}"], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=takes_ctrl_c)
+    try:
+        async with AsyncVerifierClient(f"unix://{sock}", retries=0) as client:
+            await client.wait_ready(timeout_s=300)
+            with pytest.raises(VerifierError) as info:
+                await client.reload_kb(timeout_s=1.0)  # the caller gives up; the reload goes on, held
+            assert info.value.code == "DEADLINE_EXCEEDED", info.value
+        proc.send_signal(signal.SIGTERM)
+        try:
+            status = await asyncio.to_thread(proc.wait, HANG_GUARD_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the server waited for the held reload instead of exiting")
+        log = proc.stdout.read().decode()
+        assert status == 0, log[-3000:]
+        assert "reload held" in log and "1 KB or model load(s) still running" in log, log[-3000:]
+    finally:
+        release.touch()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
