@@ -5,6 +5,7 @@ Factories are synchronous (they may load models) and are called off the event lo
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,7 +132,13 @@ def _embedded(ctx: BackendContext, scorer):
     from .judges.embedded import EmbeddedJudge
 
     cfg = ctx.settings.judge
-    policy = AggregationPolicy(window_chars=cfg.window_chars, min_decisive=cfg.min_decisive_probability)
+    # Enough windows to read the longest passage a request may hold to its end: side by side, two consecutive
+    # windows of whole sentences hold more than window_chars (else they would be one), so n windows read more
+    # than (n - 1) * window_chars / 2 characters.
+    max_windows = max(AggregationPolicy.max_windows,
+                      math.ceil(2 * ctx.settings.limits.max_passage_chars / cfg.window_chars) + 1)
+    policy = AggregationPolicy(window_chars=cfg.window_chars, max_windows=max_windows,
+                               min_decisive=cfg.min_decisive_probability)
     return EmbeddedJudge(scorer, ctx.blocking, policy, batcher=ctx.pair_batcher(scorer))
 
 

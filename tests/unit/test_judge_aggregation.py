@@ -245,3 +245,27 @@ async def test_a_scorer_returning_nan_gives_that_claim_an_error_verdict_not_a_sc
     assert out[1].verdict is Verdict.SUPPORTED
     with pytest.raises(ValueError, match="finite"):
         LabelProbs.from_row([np.nan, 0.3, 0.2])
+
+
+async def test_the_server_built_embedded_judge_reads_a_passage_of_the_longest_allowed_length_to_its_end():
+    """Sentences of 300 and 450 characters never share a 700-character window: a 10,000-character passage of them
+    is 27 windows, and a judge reading 16 never saw a fact stated at its end."""
+    from server.backends.registry import BackendContext, _embedded
+    from server.config import Settings
+
+    settings = Settings()
+    fact = "Lithium is cleared by the kidneys."
+    sentences, size, i = [], len(fact), 0
+    while True:
+        sentence = (f"Filler sentence {i} " + "x" * (300 if i % 2 else 450))[:(300 if i % 2 else 450) - 1] + "."
+        if size + len(sentence) + 1 > settings.limits.max_passage_chars:
+            break
+        sentences.append(sentence)
+        size += len(sentence) + 1
+        i += 1
+    passage = " ".join(sentences) + " " + fact
+    assert len(passage) <= settings.limits.max_passage_chars
+    scorer = FakePairScorer()
+    judge = _embedded(BackendContext(settings, Blocking(None)), scorer)
+    out = await judge.judge([JudgeItem(fact, (ev(passage, "p1"),))], Deadline())
+    assert out[0].verdict is Verdict.SUPPORTED
