@@ -9,6 +9,7 @@ waits to send is logged and counted as CANCELLED.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import itertools
 import logging
@@ -180,6 +181,16 @@ async def _prechecked(requests, precheck):
         yield item
 
 
+async def _refused_unless(requests, refusal):
+    """Stream items for which `refusal(chain)` gives an error become Refused with it (the stream goes on)."""
+    async for item in requests:
+        if not isinstance(item, (Undecodable, Refused)):
+            error = refusal(item.chain)
+            if error is not None:
+                item = Refused(item.id, error)
+        yield item
+
+
 async def _checked(requests):
     """A request stream that ends the call with UNDECODABLE_MESSAGE at its first undecodable item (for streams
     without per-item statuses, such as reflection)."""
@@ -304,6 +315,15 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         # Request texts may hold patient data: they reach the log only when the operator opts in.
         self._log_text = log_request_text
 
+    def _refusal(self, service: str, method: str, request) -> KgverifyError | None:
+        """The not-ready error for a call of a service that is not ready (None: it can take the call)."""
+        if self._ready(service):
+            return None
+        instead = _judge_free(method, request) if self._waiting_for_backend(service) else None
+        if instead is None or (instead and not self._ready(instead)):
+            return self._not_ready_error(instead or service)
+        return None
+
     def _cancelled_code(self, context) -> str:
         code = ended_code(context, self._stopping())
         return "UNAVAILABLE (server shutdown)" if code == "UNAVAILABLE" else code
@@ -329,10 +349,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     if isinstance(request, Undecodable):
                         raise request.error()
-                    if not self._ready(service):
-                        instead = _judge_free(method, request) if self._waiting_for_backend(service) else None
-                        if instead is None or (instead and not self._ready(instead)):
-                            raise self._not_ready_error(instead or service)
+                    refusal = self._refusal(service, method, request)
+                    if refusal is not None:
+                        raise refusal
                     if self._precheck is not None:
                         self._precheck(request)
                     with self._admission:
@@ -366,7 +385,12 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 items, code = 0, "OK"
                 try:
                     if not self._ready(service):
-                        raise self._not_ready_error(service)
+                        if not (self._waiting_for_backend(service) and method.endswith("/StreamScoreChains")):
+                            raise self._not_ready_error(service)
+                        # loaded, only its backend (the judge) down: items that never reach it are scored as a
+                        # ScoreChain of theirs would be, the others get the not-ready error as their own status
+                        request_iterator = _refused_unless(request_iterator, functools.partial(
+                            self._refusal, service, SERVICE_PREFIX + "KnowledgeService/ScoreChain"))
                     async for response in behavior(request_iterator, context):
                         items += 1
                         yield response

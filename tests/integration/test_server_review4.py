@@ -144,3 +144,38 @@ async def test_sigterm_during_a_kb_reload_exits_without_waiting_for_the_reload(t
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_a_stream_of_info_gain_only_chains_is_scored_while_the_judge_waits_for_its_backend(
+        cache_dir, demo_kb_path, monkeypatch):
+    """While only the judge's backend is down, a ScoreChain asking for InfoGain alone is served, but the same chains
+    over StreamScoreChains (what `kgverify batch --metrics infogain` sends) were refused whole as NOT_READY."""
+    from server.backends import registry
+    from tests.fakes.backends import FakeEstimator, FakeJudge
+
+    monkeypatch.setitem(registry.JUDGES, "nli", lambda ctx: FakeJudge(down=True))
+    monkeypatch.setitem(registry.ESTIMATORS, "nli", lambda ctx: FakeEstimator())
+    server = await start_server(make_settings(cache_dir), ["127.0.0.1:0"])
+    info_gain_only = chain_request({"question": "What reverses heparin?", "answer": "protamine sulfate",
+                                    "steps": ["Heparin is an anticoagulant.", "Protamine sulfate neutralizes it."]},
+                                   metrics=("infogain",))
+    both = chain_request({"question": "What reverses heparin?", "answer": "protamine sulfate",
+                          "steps": ["Heparin is an anticoagulant.", "Protamine sulfate neutralizes it."]})
+    try:
+        await server.wait_ready(300)
+        async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+            stub = kgrpc.KnowledgeServiceStub(channel)
+            unary = await stub.ScoreChain(info_gain_only, timeout=HANG_GUARD_S)
+            assert unary.HasField("info_gain") and not unary.HasField("knowledge")
+
+            async def items():
+                yield kpb.StreamScoreChainsRequest(id="ig", chain=info_gain_only)
+                yield kpb.StreamScoreChainsRequest(id="ki", chain=both)
+
+            responses = {r.id: r async for r in stub.StreamScoreChains(items(), timeout=HANG_GUARD_S)}
+        assert responses["ig"].status.code == grpc.StatusCode.OK.value[0], responses["ig"].status
+        assert responses["ig"].result == unary
+        assert responses["ki"].status.code == grpc.StatusCode.UNAVAILABLE.value[0], responses["ki"].status
+        assert "waiting for its backend" in responses["ki"].status.message
+    finally:
+        await server.stop(0)
