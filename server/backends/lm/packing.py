@@ -7,8 +7,11 @@ the stem; every other sequence becomes a branch holding its tokens after its
 longest common prefix with the stem. A branch token attends to the stem up to
 the branch's attach point and causally to its own branch; its position id
 restarts at the attach point. Any node order in which every node follows its
-ancestors is valid, so a layout can be cut into chunks under a token budget
-and processed with a KV cache of the earlier chunks.
+ancestors is valid, so a layout over the token budget is processed in passes
+on a KV cache that keeps only stem tokens between passes: a later node never
+attends to another sequence's branch, so each pass's branches are cropped from
+the cache after it, and the cache and every mask stay within the stem plus one
+budget of tokens however many branches (steps x answer tokens) the job has.
 """
 
 from __future__ import annotations
@@ -107,27 +110,33 @@ class Chunk:
     end: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Pass:
-    """One forward pass: whole small layouts side by side, or one chunk of a large layout (cached=True)."""
+    """One forward pass: whole small layouts side by side, or part of a large layout on its KV cache (cached=True).
+
+    A cached pass's queries are `nodes` of its job (stem tokens first, then whole branches); its keys are the
+    nodes in the cache, then the queries; afterwards the cache keeps its first `keep` entries."""
 
     chunks: tuple[Chunk, ...]
     cached: bool = False
+    nodes: np.ndarray | None = None
+    keep: int = 0
 
     @property
     def size(self) -> int:
+        if self.nodes is not None:
+            return len(self.nodes)
         return sum(c.end - c.start for c in self.chunks)
 
 
 def plan_passes(layouts: Sequence[Layout], budget: int) -> list[Pass]:
-    """Passes of at most `budget` query tokens: small layouts share passes, large ones are chunked with a cache."""
+    """Passes of at most `budget` query tokens: small layouts share passes, large ones run on a KV cache."""
     passes: list[Pass] = []
     open_chunks: list[Chunk] = []
     used = 0
     for job, layout in enumerate(layouts):
         if layout.size > budget:
-            for start in range(0, layout.size, budget):
-                passes.append(Pass((Chunk(job, start, min(layout.size, start + budget)),), cached=True))
+            passes.extend(_cached_passes(job, layout, budget))
             continue
         if used + layout.size > budget and open_chunks:
             passes.append(Pass(tuple(open_chunks)))
@@ -139,19 +148,66 @@ def plan_passes(layouts: Sequence[Layout], budget: int) -> list[Pass]:
     return passes
 
 
-def pass_inputs(layouts: Sequence[Layout], p: Pass):
+def _cached_passes(job: int, lay: Layout, budget: int) -> list[Pass]:
+    """The passes of a layout over the budget, on a KV cache that holds only stem tokens between passes.
+
+    A pass takes the next stem tokens, then whole branches hanging from the stem read so far; its branches are
+    cropped from the cache after it (no later node attends to them). A branch longer than the budget runs alone
+    in chunks, each on the cache of the earlier ones, and is cropped after its last chunk. So the cache holds at
+    most stem + budget tokens, and a pass's mask budget x (stem + budget) entries: with every earlier node kept,
+    a 256-step chain's answer copies made both grow with steps x answer tokens."""
+    passes: list[Pass] = []
+    cached = used = 0  # stem tokens in the cache; query tokens of the pass being filled
+    stem_q: list[np.ndarray] = []
+    branch_q: list[np.ndarray] = []
+
+    def add(nodes: np.ndarray, keep: int) -> None:
+        passes.append(Pass((Chunk(job, int(nodes.min()), int(nodes.max()) + 1),), True, nodes, keep))
+
+    def flush() -> None:
+        nonlocal cached, used
+        if used:
+            n_stem = sum(map(len, stem_q))
+            add(np.concatenate(stem_q + branch_q), cached + n_stem)
+            cached += n_stem
+            stem_q.clear(), branch_q.clear()
+            used = 0
+
+    runs = np.split(np.arange(lay.size), np.flatnonzero(np.diff(lay.segment)) + 1)
+    for run in runs:
+        if lay.segment[run[0]] == 0:
+            while len(run):
+                if used == budget:
+                    flush()
+                take = run[:budget - used]
+                stem_q.append(take)
+                used += len(take)
+                run = run[len(take):]
+            continue
+        if len(run) > budget - used:
+            flush()
+        if len(run) <= budget:
+            branch_q.append(run)
+            used += len(run)
+            continue
+        for a in range(0, len(run), budget):
+            piece = run[a:a + budget]
+            add(piece, cached if a + len(piece) == len(run) else cached + a + len(piece))
+    flush()
+    return passes
+
+
+def pass_inputs(layouts: Sequence[Layout], p: Pass, cache_nodes: np.ndarray | None = None):
     """Token ids, position ids and the boolean allowed matrix (queries x keys) of a pass, as numpy arrays.
 
-    For a cached pass the keys are every node of the layout up to the chunk's end
-    (the earlier ones are in the KV cache); otherwise the keys are the queries.
+    For a cached pass the keys are `cache_nodes` (the job's nodes in the KV cache, in cache order), then the
+    queries; otherwise the keys are the queries.
     """
     if p.cached:
-        (chunk,) = p.chunks
-        lay = layouts[chunk.job]
-        q = slice(chunk.start, chunk.end)
-        k = slice(0, chunk.end)
-        allowed = _allowed(lay, q, k)
-        return lay.tokens[q], lay.position[q], allowed
+        lay = layouts[p.chunks[0].job]
+        q = p.nodes
+        k = q if cache_nodes is None else np.concatenate([cache_nodes, q])
+        return lay.tokens[q], lay.position[q], _allowed(lay, q, k)
     tokens, positions, blocks = [], [], []
     for chunk in p.chunks:
         lay = layouts[chunk.job]
@@ -166,7 +222,7 @@ def pass_inputs(layouts: Sequence[Layout], p: Pass):
     return np.concatenate(tokens), np.concatenate(positions), allowed
 
 
-def _allowed(lay: Layout, q: slice, k: slice) -> np.ndarray:
+def _allowed(lay: Layout, q: slice | np.ndarray, k: slice | np.ndarray) -> np.ndarray:
     seg_q, seg_k = lay.segment[q][:, None], lay.segment[k][None, :]
     pos_q, pos_k = lay.position[q][:, None], lay.position[k][None, :]
     stem = (seg_k == 0) & (pos_k <= lay.stem_limit[q][:, None])

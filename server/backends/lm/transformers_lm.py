@@ -114,31 +114,45 @@ class TransformersCausalLm:
     def _packed(self, layouts: list[Layout], stop: Callable[[], bool] | None = None) -> list[np.ndarray]:
         torch = self._torch
         out = [np.zeros(len(lay.read_node), dtype=np.float64) for lay in layouts]
-        caches: dict[int, object] = {}
-        for p in plan_passes(layouts, self.budget):
+        caches: dict[int, tuple[object, np.ndarray]] = {}  # job: its KV cache, and the nodes in it
+        passes = plan_passes(layouts, self.budget)
+        last = {p.chunks[0].job: i for i, p in enumerate(passes) if p.cached}
+        for i, p in enumerate(passes):
             _check(stop)
-            tokens, positions, allowed = pass_inputs(layouts, p)
-            cache = None
+            cache = cache_nodes = None
             if p.cached:
-                cache = caches.setdefault(p.chunks[0].job, self._new_cache())
+                cache, cache_nodes = caches.get(p.chunks[0].job) or (self._new_cache(), p.nodes[:0])
+            tokens, positions, allowed = pass_inputs(layouts, p, cache_nodes)
             # Which scored tokens this pass predicts: pass-local index of the predicting node.
             reads = []
             at = 0
             for c in p.chunks:
                 lay = layouts[c.job]
-                hit = np.flatnonzero((lay.read_node >= c.start) & (lay.read_node < c.end))
-                reads.append((c.job, hit, lay.read_node[hit] - c.start + at, lay.read_target[hit]))
-                at += c.end - c.start
+                if p.cached:
+                    index = np.full(lay.size, -1, dtype=np.int64)
+                    index[p.nodes] = np.arange(len(p.nodes))
+                    slot = index[lay.read_node]
+                else:
+                    slot = np.where((lay.read_node >= c.start) & (lay.read_node < c.end), lay.read_node - c.start, -1)
+                hit = np.flatnonzero(slot >= 0)
+                reads.append((c.job, hit, slot[hit] + at, lay.read_target[hit]))
+                at += p.size if p.cached else c.end - c.start
             mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
             mask.masked_fill_(torch.from_numpy(~allowed).to(self.device), torch.finfo(self.dtype).min)
+            del allowed
             local = np.concatenate([r[2] for r in reads])
             logp = self._forward(tokens, positions, mask[None, None], cache, local)
+            del mask
             done = 0
             for job, hit, _, targets in reads:
                 out[job][hit] = _gather(logp[done:done + len(hit)], targets, torch)
                 done += len(hit)
-            if p.cached and p.chunks[0].end == layouts[p.chunks[0].job].size:
-                caches.pop(p.chunks[0].job)
+            if p.cached:
+                # Keep the stem; the pass's branches are never attended to again.
+                _crop_to(cache, p.keep)
+                caches[p.chunks[0].job] = (cache, np.concatenate([cache_nodes, p.nodes])[:p.keep])
+                if last[p.chunks[0].job] == i:
+                    caches.pop(p.chunks[0].job)
         return out
 
     def _walk(self, lay: Layout, stop: Callable[[], bool] | None = None) -> np.ndarray:
