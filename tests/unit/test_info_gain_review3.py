@@ -102,3 +102,36 @@ def test_a_256_step_chain_keeps_masks_and_cache_within_stem_plus_budget():
     for i in (0, 1, 128, 255, 256):
         expected = independent_nll(style, "\n".join([QUESTION, *steps[:i]]), target)
         assert abs(scores.nll[i] - expected) < TOL * max(1.0, abs(expected) / 100)
+
+
+class RecordingTokenizer:
+    """The real tokenizer, recording the characters of each call."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.calls: list[tuple[int, int]] = []  # (texts, characters)
+
+    def __call__(self, texts, **kwargs):
+        self.calls.append((len(texts), sum(map(len, texts))))
+        return self.tokenizer(texts, **kwargs)
+
+
+def test_the_contexts_of_a_long_chain_are_tokenized_in_bounded_calls():
+    """The n+1 contexts of a 256-step chain (a few million characters) went to the tokenizer in one call, which
+    holds every token's string and offsets until it returns: 0.9 GB at once at the request limits."""
+    from server.backends.lm.transformers_lm import ENCODE_CHARS
+
+    lm = TransformersCausalLm(str(tiny_lm_path("gpt2")), Blocking(None), strategy="packed")
+    _, tok = load_tiny_lm("gpt2")
+    lm.tokenizer = RecordingTokenizer(tok)
+    steps = chain(256, seed=2, words_per_step=(14, 18))
+    sequences, n_answer = asyncio.run(LmEstimator(lm).answer_sequences(QUESTION, steps, "insulin", NO_DEADLINE))
+    big = max(lm.tokenizer.calls, key=lambda call: call[1])
+    assert sum(chars for _, chars in lm.tokenizer.calls) > 2 * ENCODE_CHARS  # it had to split
+    assert big[1] <= ENCODE_CHARS or big[0] == 1
+    answer = tok(" insulin", add_special_tokens=False)["input_ids"]
+    assert n_answer == len(answer)
+    context = QUESTION
+    for i in range(257):  # the same ids as one call per context
+        context = context if i == 0 else context + "\n" + steps[i - 1]
+        assert sequences[i] == tok(context + " Answer:", add_special_tokens=False)["input_ids"] + answer

@@ -26,6 +26,7 @@ from .packing import Layout, build_layout, pass_inputs, plan_passes
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("auto", "packed", "walk")
+ENCODE_CHARS = 1 << 20  # characters per tokenizer call (encode)
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx")
 
 
@@ -235,10 +236,22 @@ def _job_tokens(job: ScoringJob) -> int:
 
 
 def encode(tokenizer, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:
-    """Token ids of each text with a Hugging Face tokenizer (blocking: long chains take a while)."""
-    if not texts:
-        return []
-    return [list(ids) for ids in tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]]
+    """Token ids of each text with a Hugging Face tokenizer (blocking: long chains take a while).
+
+    The texts go to the tokenizer in calls of at most ENCODE_CHARS characters (a longer text alone): a fast
+    tokenizer holds every token's string, offsets and masks of a call until it returns, and the n+1 contexts of
+    a chain at the request limits (14M characters, 6.5M tokens) in one call took 0.9 GB at once."""
+    out: list[list[int]] = []
+    start = 0
+    while start < len(texts):
+        end, size = start + 1, len(texts[start])
+        while end < len(texts) and size + len(texts[end]) <= ENCODE_CHARS:
+            size += len(texts[end])
+            end += 1
+        batch = tokenizer(list(texts[start:end]), add_special_tokens=add_special_tokens)["input_ids"]
+        out.extend(list(ids) for ids in batch)
+        start = end
+    return out
 
 
 def _gather(logp, targets, torch) -> np.ndarray:
