@@ -85,11 +85,11 @@ def test_a_256_step_chain_keeps_masks_and_cache_within_stem_plus_budget():
     seen = {"mask": 0, "cache": 0}
     forward = lm._forward
 
-    def watched(tokens, positions, mask, cache, local):
+    def watched(tokens, positions, mask, cache, *reads):
         seen["mask"] = max(seen["mask"], mask.numel())
         if cache is not None:
             seen["cache"] = max(seen["cache"], cache.get_seq_length() + len(tokens))
-        return forward(tokens, positions, mask, cache, local)
+        return forward(tokens, positions, mask, cache, *reads)
 
     lm._forward = watched
     estimator = LmEstimator(lm)
@@ -135,3 +135,29 @@ def test_the_contexts_of_a_long_chain_are_tokenized_in_bounded_calls():
     for i in range(257):  # the same ids as one call per context
         context = context if i == 0 else context + "\n" + steps[i - 1]
         assert sequences[i] == tok(context + " Answer:", add_special_tokens=False)["input_ids"] + answer
+
+
+@pytest.mark.parametrize("strategy", ["packed", "walk"])
+def test_paper_mode_computes_logits_once_per_token_of_a_pass(strategy):
+    """Paper mode scores every token of every sequence, so a stem token predicts a token of each of the n+1
+    sequences: logits were computed per read, (n+1) x tokens rows of vocabulary size (128k rows for this 120-step
+    chain: 66 GB of fp32 logits with a 128k vocabulary). Each node's logits are computed once now."""
+    style, budget = "llama", 1024
+    model, tok = load_tiny_lm(style)
+    steps, target = chain(120, seed=5), "insulin"
+    lm = TransformersCausalLm(str(tiny_lm_path(style)), Blocking(None), max_tokens_per_pass=budget,
+                              strategy=strategy)
+    rows = []
+    lm.model.lm_head.register_forward_hook(lambda module, args, output: rows.append(args[0].shape[1]))
+    ppl = asyncio.run(LmEstimator(lm).paper_perplexities(QUESTION, steps, target, NO_DEADLINE))
+    assert rows and max(rows) <= budget
+    context = QUESTION
+    for i in range(121):
+        context = context if i == 0 else context + "\n" + steps[i - 1]
+        if i not in (0, 1, 60, 120):
+            continue
+        ids = tok(context + " Answer: " + target)["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), dim=-1)
+        nll = -sum(logp[t - 1, ids[t]].item() for t in range(1, len(ids))) / (len(ids) - 1)
+        assert ppl[i] == pytest.approx(np.exp(nll), rel=1e-4)

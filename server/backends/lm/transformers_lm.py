@@ -141,12 +141,12 @@ class TransformersCausalLm:
             mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
             mask.masked_fill_(torch.from_numpy(~allowed).to(self.device), torch.finfo(self.dtype).min)
             del allowed
-            local = np.concatenate([r[2] for r in reads])
-            logp = self._forward(tokens, positions, mask[None, None], cache, local)
+            values = self._forward(tokens, positions, mask[None, None], cache, np.concatenate([r[2] for r in reads]),
+                                   np.concatenate([r[3] for r in reads]))
             del mask
             done = 0
-            for job, hit, _, targets in reads:
-                out[job][hit] = _gather(logp[done:done + len(hit)], targets, torch)
+            for job, hit, _, _ in reads:
+                out[job][hit] = values[done:done + len(hit)]
                 done += len(hit)
             if p.cached:
                 # Keep the stem; the pass's branches are never attended to again.
@@ -173,15 +173,21 @@ class TransformersCausalLm:
                 _check(stop)
                 wanted = node_order[np.searchsorted(lay.read_node[node_order], a):
                                     np.searchsorted(lay.read_node[node_order], b)]
-                logp = self._forward(lay.tokens[a:b], lay.position[a:b], None, cache, lay.read_node[wanted] - a)
-                out[wanted] = _gather(logp, lay.read_target[wanted], self._torch)
+                out[wanted] = self._forward(lay.tokens[a:b], lay.position[a:b], None, cache,
+                                            lay.read_node[wanted] - a, lay.read_target[wanted])
             if not is_stem[start]:
                 _crop_to(cache, stem_len)
             start = end
         return out
 
-    def _forward(self, tokens, positions, mask, cache, local: np.ndarray):
+    def _forward(self, tokens, positions, mask, cache, local: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """log p(targets[r] | the pass's node local[r]) for every read r.
+
+        Logits are computed once per predicting node: in paper mode a stem token predicts the next token of every
+        sequence that holds it, and logits per read were (n+1) x the pass's tokens x vocabulary floats (128k rows
+        for a 120-step chain, 66 GB with a 128k vocabulary)."""
         torch = self._torch
+        rows, inverse = np.unique(local, return_inverse=True)
         kwargs = {"input_ids": torch.as_tensor(tokens, device=self.device)[None],
                   "position_ids": torch.as_tensor(positions, device=self.device)[None]}
         if mask is not None:
@@ -191,14 +197,15 @@ class TransformersCausalLm:
             kwargs["use_cache"] = True
         else:
             kwargs["use_cache"] = False
-        keep = torch.as_tensor(local, dtype=torch.long, device=self.device)
+        keep = torch.as_tensor(rows, dtype=torch.long, device=self.device)
         if self._keep_logits:
             kwargs["logits_to_keep"] = keep
         self.forward_passes += 1
         logits = self.model(**kwargs).logits[0]
         if not self._keep_logits:
             logits = logits[keep]
-        return torch.log_softmax(logits.float(), dim=-1)
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        return _gather(logp, inverse, targets, torch)
 
     def _new_cache(self):
         from transformers import DynamicCache
@@ -254,9 +261,10 @@ def encode(tokenizer, texts: Sequence[str], add_special_tokens: bool) -> list[li
     return out
 
 
-def _gather(logp, targets, torch) -> np.ndarray:
-    idx = torch.as_tensor(np.asarray(targets), dtype=torch.long, device=logp.device)[:, None]
-    return logp.gather(1, idx)[:, 0].double().cpu().numpy()
+def _gather(logp, rows: np.ndarray, targets, torch) -> np.ndarray:
+    row = torch.as_tensor(np.asarray(rows), dtype=torch.long, device=logp.device)
+    col = torch.as_tensor(np.asarray(targets), dtype=torch.long, device=logp.device)
+    return logp[row, col].double().cpu().numpy()
 
 
 def _crop_to(cache, length: int) -> None:
