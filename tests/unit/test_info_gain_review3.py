@@ -161,3 +161,41 @@ def test_paper_mode_computes_logits_once_per_token_of_a_pass(strategy):
             logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), dim=-1)
         nll = -sum(logp[t - 1, ids[t]].item() for t in range(1, len(ids))) / (len(ids) - 1)
         assert ppl[i] == pytest.approx(np.exp(nll), rel=1e-4)
+
+
+class Reply(dict):
+    """A reply dict that a weak reference can watch."""
+
+
+async def test_vllm_prompt_logprobs_replies_are_read_as_they_arrive():
+    """A prompt_logprobs reply holds a dict per prompt token (~0.5 kB parsed); the n+1 prompts of a long chain are
+    millions of tokens over several requests, and every request's reply was held until the last one came."""
+    import gc
+    import weakref
+
+    from server.backends.lm.vllm_lm import VllmCausalLm
+    from server.backends.vllm_client import VllmClient
+    from tests.contract.test_vllm_lm import fake_server
+
+    with fake_server(max_model_len=4096, scorer=lambda ids: [-1.0] * (len(ids) - 1)) as fake:
+        client = VllmClient(fake.base_url, max_retries=0, max_concurrency=8)
+        lm = VllmCausalLm(client, "tiny", max_prompts_per_request=3)
+        replies: list[weakref.ref] = []
+        alive_at_arrival: list[int] = []
+        post = client.completions
+
+        async def completions(body, deadline):
+            data = Reply(await post(body, deadline))
+            gc.collect()
+            alive_at_arrival.append(sum(ref() is not None for ref in replies))
+            replies.append(weakref.ref(data))
+            return data
+
+        client.completions = completions
+        try:
+            scores = await LmEstimator(lm).score_prefixes(QUESTION, chain(11, seed=1), "insulin", NO_DEADLINE)
+        finally:
+            await lm.aclose()
+    assert len(replies) == 4 and scores.llm_calls == 4
+    assert max(alive_at_arrival) == 0
+    assert all(value == pytest.approx(scores.answer_tokens) for value in scores.nll)

@@ -90,15 +90,19 @@ class VllmCausalLm:
     async def _score_prompt_logprobs(self, job: ScoringJob, deadline: Deadline) -> JobLogprobs:
         seqs = [list(s) for s in job.sequences]
         groups = [range(a, min(len(seqs), a + self.max_prompts)) for a in range(0, len(seqs), self.max_prompts)]
-        replies = await gather_or_cancel(*(
-            self.client.completions(self._body([seqs[k] for k in g], prompt_logprobs=0), deadline) for g in groups))
-        values: list[tuple[float, ...]] = []
-        prefill = 0
-        for g, data in zip(groups, replies):
+
+        async def group(g: range) -> tuple[list[tuple[float, ...]], int]:
+            # Read as soon as it arrives: a reply holds a dict per prompt token (~0.5 kB parsed), and the n+1
+            # prompts of a long chain are millions of tokens; holding every group's reply until the last one came
+            # kept them all at once.
+            data = await self.client.completions(self._body([seqs[k] for k in g], prompt_logprobs=0), deadline)
             choices = _choices(data, len(g))
-            for k, choice in zip(g, choices):
-                values.append(_read_prompt_logprobs(choice, seqs[k], job.starts[k]))
-            prefill += _usage(data, "prompt_tokens", sum(len(seqs[k]) for k in g))
+            values = [_read_prompt_logprobs(choice, seqs[k], job.starts[k]) for k, choice in zip(g, choices)]
+            return values, _usage(data, "prompt_tokens", sum(len(seqs[k]) for k in g))
+
+        replies = await gather_or_cancel(*(group(g) for g in groups))
+        values = [v for group_values, _ in replies for v in group_values]
+        prefill = sum(tokens for _, tokens in replies)
         return JobLogprobs(tuple(values), prefill_tokens=prefill, calls=len(groups))
 
     # ---- cached: one generated-position readout per scored token ----------------------------
