@@ -249,3 +249,21 @@ def test_a_cancelled_request_frees_the_model_after_the_pass_in_progress(style, s
     whole = run(estimator.score_prefixes(QUESTION, steps, target, NO_DEADLINE))  # the model still serves
     assert lm.forward_passes - passes > 10
     assert max(abs(a - b) for a, b in zip(whole.nll, independent_nll(style, QUESTION, steps, target))) < TOL
+
+
+def test_a_failing_forward_is_counted_as_a_failed_batch_not_a_served_one(style, monkeypatch):
+    from prometheus_client import REGISTRY
+
+    lm = TransformersCausalLm(str(tiny_lm_path(style)), Blocking(None), strategy="packed")
+
+    def value(name):
+        return REGISTRY.get_sample_value(name, {"model": lm.name}) or 0.0
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the model broke")
+
+    monkeypatch.setattr(lm.model, "forward", broken)
+    before = value("kgverify_batch_failures_total"), value("kgverify_batches_total")
+    with pytest.raises(Exception):
+        run(lm.score(ScoringJob(((1, 2, 3, 4),), (2,)), NO_DEADLINE))
+    assert (value("kgverify_batch_failures_total"), value("kgverify_batches_total")) == (before[0] + 1, before[1])

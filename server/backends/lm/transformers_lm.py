@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ...batching import Abandoned, MicroBatcher
-from ...metrics import record_batch, record_out_of_memory
+from ...metrics import record_batch, record_batch_failure, record_out_of_memory
 from ...pipeline.deadline import Deadline
 from ...pipeline.errors import BackendNotConfiguredError, BackendTimeoutError
 from ...pipeline.runtime import Blocking
@@ -56,7 +56,8 @@ class TransformersCausalLm:
         self._lock = threading.Lock()  # one forward at a time: passes already use every core
         # One job (a chain's n+1 sequences) per item; the token budget, not the item count, sizes each pass.
         self.batcher = MicroBatcher(self.name, self.score_jobs, blocking, length=_job_tokens, on_batch=record_batch,
-                                    on_out_of_memory=record_out_of_memory, stoppable=True,
+                                    on_out_of_memory=record_out_of_memory, on_failure=record_batch_failure,
+                                    stoppable=True,
                                     **({} if batching is None else batching.model_dump()))
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
