@@ -222,7 +222,7 @@ class LmSettings(_Section):
     strategy: Literal["auto", "packed", "walk"] = "auto"
     """transformers: `packed` (custom 4D masks), `walk` (KV-cache prefix walk) or `auto` (a load-time mask probe)."""
     max_context_tokens: int | None = Field(None, ge=2)
-    """Longest scored sequence (tokens); unset = the model config (transformers) or vLLM's max_model_len - 1 (vllm: can only lower it)."""
+    """Longest scored sequence (tokens); unset = the model config (transformers) or vLLM's max_model_len - 1 (vllm, and transformers models with learned positions: can only lower it)."""
     tokenizer: str | None = None
     """vllm: local tokenizer path of the served model; unset = KGV_LM__MODEL when it is a local dir, else /tokenize."""
     vllm_scoring: Literal["prompt_logprobs", "cached"] = "prompt_logprobs"

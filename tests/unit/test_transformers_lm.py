@@ -267,3 +267,21 @@ def test_a_failing_forward_is_counted_as_a_failed_batch_not_a_served_one(style, 
     with pytest.raises(Exception):
         run(lm.score(ScoringJob(((1, 2, 3, 4),), (2,)), NO_DEADLINE))
     assert (value("kgverify_batch_failures_total"), value("kgverify_batches_total")) == (before[0] + 1, before[1])
+
+
+def test_a_context_setting_above_a_learned_position_table_is_capped_to_the_table(style, packed_lm):
+    """GPT-2's learned positions end at n_positions: KGV_LM__MAX_CONTEXT_TOKENS above it failed the forward (an
+    index error; on CUDA a device-side assert) instead of reporting the prefixes that do not fit. Rotary positions
+    (the Llama model) may be run past their configured length."""
+    model, tok = load_tiny_lm(style)
+    table = model.config.n_positions if style == "gpt2" else None
+    assert packed_lm.context_is_hard == (style == "gpt2")
+    if table is None:
+        return
+    steps = [" ".join(chain(40, seed=s)) for s in range(6)]
+    longest = len(tok(QUESTION + "\n" + "\n".join(steps) + ANSWER_CUE)["input_ids"])
+    assert longest > table
+    scores = run(LmEstimator(packed_lm, max_context_tokens=4 * table).score_prefixes(QUESTION, steps, "insulin",
+                                                                                        NO_DEADLINE))
+    assert scores.nll[0] is not None and scores.nll[-1] is None
+    assert f"{table} tokens" in scores.overflow_reason

@@ -27,6 +27,7 @@ from .packing import Layout, build_layout, pass_inputs, plan_passes
 log = logging.getLogger(__name__)
 STRATEGIES = ("auto", "packed", "walk")
 ENCODE_CHARS = 1 << 20  # characters per tokenizer call (encode)
+_POSITION_TABLES = ("wpe", "embed_positions", "position_embeddings")
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx")
 
 
@@ -63,6 +64,10 @@ class TransformersCausalLm:
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._keep_logits = "logits_to_keep" in params
         self.max_context = _context_length(self.model.config)
+        # A table of learned positions (GPT-2's wpe, OPT's embed_positions) has no row past the context: a longer
+        # sequence fails the forward (on CUDA it can take the device context down), so KGV_LM__MAX_CONTEXT_TOKENS
+        # can only lower it, as with vLLM. Rotary or ALiBi positions may be run past it.
+        self.context_is_hard = self.max_context is not None and _learned_positions(self.model)
         self.forward_passes = 0
         self.local_window = _local_attention_window(self.model.config)
         if self.local_window is not None and self.max_context is not None and self.local_window >= self.max_context:
@@ -303,6 +308,13 @@ def _local_attention_window(config) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return None
+
+
+def _learned_positions(model) -> bool:
+    import torch
+
+    return any(isinstance(module, torch.nn.Embedding) and name.rsplit(".", 1)[-1] in _POSITION_TABLES
+               for name, module in model.named_modules())
 
 
 def _context_length(config) -> int | None:
