@@ -126,3 +126,12 @@ async def test_long_evidence_is_cut_into_windows_once_per_request_and_off_the_ev
     out = await judge.judge([JudgeItem(f"claim {n}", passages) for n in range(10)], Deadline())
     assert [j.verdict for j in out] == [Verdict.NOT_ENOUGH_INFO] * 10
     assert len(cuts) == 5 and threading.main_thread() not in cuts
+
+
+def test_the_similarity_baseline_names_a_threshold_that_changes_its_verdicts():
+    """KGV_JUDGE__SUPPORT_THRESHOLD changes the baseline's verdicts: provenance and the verdict cache must tell
+    the two judges apart (the default keeps its name)."""
+    from server.backends.judges.similarity import BASELINE_NAME, SimilarityPairScorer
+
+    assert SimilarityPairScorer(object()).name == BASELINE_NAME
+    assert SimilarityPairScorer(object(), threshold=0.5).name == f"{BASELINE_NAME}(threshold=0.5,slope=12)"

@@ -17,12 +17,13 @@ class SimilarityPairScorer:
     negation, so it only separates supported from not-enough-info.
     """
 
-    name = BASELINE_NAME
-
     def __init__(self, embedder, threshold: float = 0.62, slope: float = 12.0):
         self.embedder = embedder
         self.threshold = threshold
         self.slope = slope
+        # The name is the judge id of provenance and the verdict cache: settings that change verdicts are in it.
+        self.name = BASELINE_NAME if (threshold, slope) == (0.62, 12.0) else \
+            f"{BASELINE_NAME}(threshold={threshold:g},slope={slope:g})"
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         counter = getattr(self.embedder, "count_tokens", None)
