@@ -22,6 +22,13 @@ _DONE = object()
 _ECHO_HEADROOM_BYTES = 16 * 1024
 
 
+class ItemCancelledError(KgverifyError):
+    """The work a stream item waited on was cancelled inside the server, though the item was not (retryable)."""
+
+    code = "UNAVAILABLE"
+    reason = "WORK_CANCELLED"
+
+
 def echoed_id(item_id: str, max_id_chars: int, max_message_bytes: int | None) -> str:
     """The id a result carries: the item's id as sent. Never cut to max_id_chars: a 257-character id cut to 256
     would read as the result of a valid item whose id is those 256 characters. An id so long that it and a status
@@ -91,7 +98,15 @@ async def run_stream(
                 if max_message_bytes is not None:  # the result with the item's id (up to 4 bytes a character)
                     fitting(response, max_message_bytes)
             except asyncio.CancelledError:
-                raise
+                if asyncio.current_task().cancelling():  # the item itself: the stream ended or its client left
+                    raise
+                # Work the item waited on was cancelled, not the item (a model's batcher closed as the server stops):
+                # the client sent the item, so it gets a status rather than no result in a stream that ends OK.
+                log.warning("stream item failed: the work it waited on was cancelled")
+                response.ClearField("result")
+                response.status.CopyFrom(error_status(ItemCancelledError(
+                    "the scoring of this item was cancelled inside the server (as when it shuts down); retry it"),
+                    request_id_var.get()))
             except Exception as exc:  # every failure becomes this item's status
                 if not isinstance(exc, KgverifyError):
                     log.exception("stream item failed")
@@ -102,24 +117,33 @@ async def run_stream(
             slots.release()
             raise
 
+    async def finish() -> None:
+        if running:
+            await asyncio.gather(*list(running), return_exceptions=True)
+
     async def read() -> None:
         try:
-            async for item in requests:
-                await slots.acquire()
-                duplicate = False
-                if isinstance(item, Undecodable):
-                    item_id = ""
-                else:
-                    item_id = echoed_id(item.id, max_id_chars, max_message_bytes)
-                    if item.id and len(item.id) <= max_id_chars:  # checked here, in the order the items came
-                        digest = _digest(item.id)
-                        duplicate = digest in seen
-                        seen.add(digest)
-                task = asyncio.create_task(run_item(item, item_id, duplicate))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            if running:
-                await asyncio.gather(*list(running), return_exceptions=True)
+            try:
+                async for item in requests:
+                    await slots.acquire()
+                    duplicate = False
+                    if isinstance(item, Undecodable):
+                        item_id = ""
+                    else:
+                        item_id = echoed_id(item.id, max_id_chars, max_message_bytes)
+                        if item.id and len(item.id) <= max_id_chars:  # checked here, in the order the items came
+                            digest = _digest(item.id)
+                            duplicate = digest in seen
+                            seen.add(digest)
+                    task = asyncio.create_task(run_item(item, item_id, duplicate))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+            except Exception:
+                # the request stream broke (not a cancel): the items already read still get their results, then
+                # the stream ends with the error
+                await finish()
+                raise
+            await finish()
         finally:
             results.put_nowait(_DONE)
 
