@@ -37,19 +37,23 @@ def _label_logprobs(first: dict[str, Any]) -> dict[str, float]:
     A label may count as absent only when the full top list asked for came back: a missing, null or short
     top_logprobs list says nothing about the labels it lacks (taking them as -9999 would make up certainty).
     """
-    seen: dict[str, float] = {}
     top_list = first.get("top_logprobs")
     if not isinstance(top_list, list):
         raise JudgeOutputError("the response carries no top_logprobs list for the label token")
-    candidates = [first, *top_list]
-    for entry in candidates:
+    for entry in [first, *top_list]:
         if not isinstance(entry, dict) or not isinstance(entry.get("token"), str):
             raise JudgeOutputError("a logprobs entry has no token")
-        seen[entry["token"]] = _logprob(entry.get("logprob"))  # the sampled token may repeat in the top list
+    # Each top entry is a distinct token id, but vLLM keys them by decoded text: two ids may show the same string
+    # (a SentencePiece byte-fallback token <0x41> decodes to "A" like the token "A", and constrained decoding
+    # allows both). Every entry counts; the sampled token counts once, unless it lies outside the top list.
+    entries = [(e["token"], _logprob(e.get("logprob"))) for e in top_list]
+    sampled = _logprob(first.get("logprob"))
+    if (first["token"], sampled) not in entries:
+        entries.append((first["token"], sampled))
     out: dict[str, float] = {}
     for label in LABELS:
         # "A" and " A" are both the label; their probabilities add up.
-        values = [lp for token, lp in seen.items() if token.strip() == label and lp > VLLM_LOGPROB_FLOOR]
+        values = [lp for token, lp in entries if token.strip() == label and lp > VLLM_LOGPROB_FLOOR]
         if values:
             top = max(values)
             out[label] = top + math.log(sum(math.exp(v - top) for v in values))
@@ -59,8 +63,7 @@ def _label_logprobs(first: dict[str, Any]) -> dict[str, float]:
         else:
             out[label] = VLLM_LOGPROB_FLOOR
     absent = [label for label, lp in out.items() if lp <= VLLM_LOGPROB_FLOOR]
-    rivals = [seen[e["token"]] for e in top_list if e["token"].strip() not in LABELS]
-    sampled = seen[first["token"]]
+    rivals = [lp for token, lp in entries[:len(top_list)] if token.strip() not in LABELS]
     if absent and rivals and VLLM_LOGPROB_FLOOR < sampled <= min(rivals):
         # The generated label ranks below every other token returned (constrained decoding chose it from outside
         # the model's top list, e.g. a model that wants to write prose): the labels not returned may be as likely
