@@ -183,7 +183,14 @@ class VllmClient:
                 if timeout <= 0:
                     raise BackendTimeoutError(f"no time left in the deadline for vLLM {route}")
                 self.calls += 1
-                response = await self._http.request(method, url, json=body, timeout=timeout)
+                # httpx's timeout bounds each connect, write and read, not the call: a slow connect followed by a
+                # slow reply, or a reply that keeps trickling in, would run past the deadline. The deadline bounds
+                # the whole call (a configured timeout shorter than it keeps httpx's meaning, connect retries too).
+                try:
+                    async with asyncio.timeout(deadline.remaining()):
+                        response = await self._http.request(method, url, json=body, timeout=timeout)
+                except TimeoutError as exc:
+                    raise BackendTimeoutError(f"vLLM did not answer {route} within {timeout:.1f} s") from exc
             except httpx.TransportError as exc:
                 failure = exc
             finally:
