@@ -83,3 +83,75 @@ async def test_a_reply_that_keeps_arriving_does_not_outlast_the_deadline(trickli
             await client.chat_completions({"model": "judge", "messages": []}, Deadline.after(0.5))
     finally:
         await client.aclose()
+
+
+async def test_a_large_reply_leaves_the_event_loop_running_while_it_is_parsed(monkeypatch):
+    """prompt_logprobs of a long chain are megabytes of JSON. json's C parser holds the GIL for a whole document,
+    so parsing it on a worker thread froze the event loop (every other call, health checks) as long as parsing
+    on it would: the loop must keep running while the reply is parsed."""
+    import asyncio
+    import json
+
+    from server.backends import vllm_client
+    from tests.fakes.vllm_server import FakeVllmServer
+
+    ticks = 0
+    during: list[int] = []
+    real = vllm_client._json_or_error
+
+    def counting(response, route):
+        start = ticks
+        data = real(response, route)
+        during.append(ticks - start)
+        return data
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.001)
+            ticks += 1
+
+    monkeypatch.setattr(vllm_client, "_json_or_error", counting)
+    prompt = [1] + [5 + i % 40 for i in range(30_000)]
+    server = FakeVllmServer(max_model_len=40_000, scorer=lambda ids: [-0.25] * (len(ids) - 1)).start()
+    client = VllmClient(server.base_url, timeout_s=120.0)
+    clock = asyncio.create_task(ticker())
+    try:
+        reply = await client.completions({"model": "judge", "prompt": [prompt] * 4, "max_tokens": 1,
+                                          "prompt_logprobs": 0})
+    finally:
+        clock.cancel()
+        await client.aclose()
+        server.stop()
+    assert [len(c["prompt_logprobs"]) for c in reply["choices"]] == [30_001] * 4
+    assert reply["choices"][2]["prompt_logprobs"][1] == {"5": {"logprob": -0.25, "rank": 1, "decoded_token": "5"}}
+    assert len(json.dumps(reply)) > 5 * vllm_client.LARGE_BODY_BYTES
+    assert during[0] >= 10  # the loop ran on while the reply was parsed (a frozen loop: 0 or 1)
+
+
+@pytest.mark.parametrize("body", [
+    b'{"choices": [{"prompt_logprobs": [null, {"5": {"logprob": -1.5e-3, "rank": 1}}]}], "u": [NaN, 1e400, "\\u00e9"]}',
+    '\ufeff{"a": [1, 2, {"b": []}], "c": {}, "d": "x\\"y", "a": 3}'.encode("utf-8"),
+    '  [ {"k" : [ [ [ 1 ] ] ] } , true , null , -0 ]  '.encode("utf-16"),
+])
+def test_a_large_reply_parses_as_json_loads_does(body):
+    from server.backends import vllm_client
+
+    assert repr(vllm_client._loads_in_pieces(body)) == repr(json_loads(body))  # repr: NaN != NaN
+
+
+@pytest.mark.parametrize("body", [b'{"a": [1, 2,]}', b'{"a": 1,}', b'{"a" 1}', b'[1 2]', b'{"a": [1]} x', b'{"a": [',
+                                  b"", b"{'a': 1}", b'{"a": "\x01"}'])
+def test_a_malformed_large_reply_is_rejected_as_json_loads_rejects_it(body):
+    from server.backends import vllm_client
+
+    with pytest.raises(ValueError):
+        json_loads(body)
+    with pytest.raises(ValueError):
+        vllm_client._loads_in_pieces(body)
+
+
+def json_loads(body: bytes):
+    import json
+
+    return json.loads(body)
