@@ -161,8 +161,11 @@ class VllmClient:
         if remaining <= 0:
             raise BackendTimeoutError(f"no time left in the deadline for vLLM {route}")
         try:
-            await asyncio.wait_for(slot.acquire(), remaining)
-        except asyncio.TimeoutError as exc:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for returns the slot when a cancel lands as it is handed
+            # over, and the cancelled call would go on to vLLM
+            async with asyncio.timeout(remaining):
+                await slot.acquire()
+        except TimeoutError as exc:
             raise BackendTimeoutError(
                 f"no free vLLM slot ({self.max_concurrency} requests in flight) within the deadline") from exc
         return slot

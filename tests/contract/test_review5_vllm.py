@@ -155,3 +155,30 @@ def json_loads(body: bytes):
     import json
 
     return json.loads(body)
+
+
+async def test_a_call_cancelled_as_its_concurrency_slot_frees_up_stays_cancelled():
+    """A cancel (the client gave up, the RPC's deadline passed) that lands as the slot this call waits for is handed
+    to it must end the call: on Python 3.11 asyncio.wait_for returned the slot instead, the cancel was lost and the
+    call went on to vLLM for a client that was gone, holding the slot."""
+    import asyncio
+
+    from tests.fakes.vllm_server import FakeVllmServer, label_choice_reply
+
+    server = FakeVllmServer(chat=lambda body: label_choice_reply({"A": 0.7, "B": 0.2, "C": 0.1})).start()
+    client = VllmClient(server.base_url, max_concurrency=1)
+    try:
+        slot = client._slot()
+        await slot.acquire()  # another call holds the only slot
+        call = asyncio.create_task(client.chat_completions({"model": "judge", "messages": []}, Deadline.after(30)))
+        for _ in range(5):
+            await asyncio.sleep(0)  # the call is waiting for the slot
+        slot.release()  # the slot goes to the waiting call ...
+        await asyncio.sleep(0)
+        call.cancel()  # ... as its client goes away
+        outcome = (await asyncio.gather(call, return_exceptions=True))[0]
+        assert isinstance(outcome, asyncio.CancelledError), outcome
+        assert not slot.locked()  # and the slot is free for the next call
+    finally:
+        await client.aclose()
+        server.stop()
