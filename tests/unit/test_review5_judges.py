@@ -43,3 +43,20 @@ def test_the_sampled_token_outside_the_top_list_counts_once():
     a, b, c = math.exp(-2.5), math.exp(-3.0), math.exp(-4.0)
     assert verdict is Verdict.SUPPORTED
     assert probs.supported == pytest.approx(a / (a + b + c))
+
+
+@pytest.mark.parametrize("content, reasoning", [(None, "Okay, let me"), ("", "A")])
+def test_an_answer_held_back_by_a_reasoning_parser_is_named_as_such(content, reasoning):
+    """vLLM started with --reasoning-parser enforces structured outputs only after the model's reasoning ends:
+    a model that reasons although enable_thinking is false spends the completion tokens on reasoning, content
+    null (vLLM 0.12 shape, reasoning in message.reasoning_content). Saying that structured outputs were not
+    applied sends the operator after the wrong setting."""
+    from server.backends.judges.vllm_judge import JudgeOutputError
+
+    data = chat_reply("A", ("Okay", -0.1), [("Okay", -0.1), ("We", -1.0)])
+    data["choices"][0]["message"] = {"role": "assistant", "content": content, "reasoning_content": reasoning,
+                                     "tool_calls": []}
+    data["choices"][0]["finish_reason"] = "length"
+    with pytest.raises(JudgeOutputError, match="--reasoning-parser") as caught:
+        parse_judgement(data)
+    assert "did not apply structured outputs" not in str(caught.value)

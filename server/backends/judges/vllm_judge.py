@@ -85,6 +85,15 @@ def parse_judgement(data: dict[str, Any]) -> tuple[Verdict, LabelProbs]:
         raise JudgeOutputError("the response has no message content") from exc
     if not isinstance(content, str) or content.strip() not in LABELS:
         shown = content[:80] if isinstance(content, str) else content
+        reasoning = choice["message"].get("reasoning_content") or choice["message"].get("reasoning")
+        if isinstance(reasoning, str) and reasoning.strip():
+            # vLLM started with --reasoning-parser applies structured outputs only once the reasoning has ended
+            # (vLLM >= 0.8.5, V1); a model that reasons anyway fills the few tokens allowed with reasoning.
+            raise JudgeOutputError(
+                f"the model answered with reasoning ({reasoning[:80]!r}) and content {shown!r}: vLLM's "
+                "--reasoning-parser holds structured outputs back until the reasoning ends, and this model reasons "
+                "despite enable_thinking=false (or the parser took its answer for reasoning); serve the judge model "
+                "without --reasoning-parser, or use a model that answers at once")
         raise JudgeOutputError(
             f"unconstrained output {shown!r}: the server did not apply structured outputs "
             "(vLLM >= 0.10.2 reads `structured_outputs`; from 0.12 the old guided_* fields are ignored)")
