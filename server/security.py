@@ -8,6 +8,7 @@ service may reload; with admin tokens but no auth tokens, the service stays open
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import hmac
 import logging
@@ -89,18 +90,42 @@ def server_credentials(cfg: SecuritySettings) -> grpc.ServerCredentials | None:
 def _digests(tokens: list, path: Path | None, what: str, variable: str) -> list[bytes]:
     """sha256 digests of the tokens and of the file's lines (the tokens themselves are not kept)."""
     tokens = [t.get_secret_value().strip() for t in tokens]
+    if any(not t for t in tokens):
+        raise SecurityConfigError(f"{variable}: an empty auth token would accept every caller")
+    if any(not _sendable(t) for t in tokens):
+        raise SecurityConfigError(f"{variable}: a token holds characters other than printable ASCII, which gRPC "
+                                  "metadata cannot carry: no client could send it")
     if path is not None:
         data = _read(path, what, f"{variable}_FILE")
+        data = data.removeprefix(codecs.BOM_UTF8)  # written by Windows tools: not part of the first token
         try:
             text = data.decode("utf-8", errors="strict")
         except UnicodeDecodeError as exc:  # the message names the file and line, never the bytes (a secret)
             line = data[:exc.start].count(b"\n") + 1
             raise SecurityConfigError(f"{variable}_FILE: line {line} of the {what} {path} is not UTF-8 text") \
                 from None
-        tokens += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    if any(not t for t in tokens):
-        raise SecurityConfigError(f"{variable}: an empty auth token would accept every caller")
+        configured = len(tokens)
+        for number, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if not _sendable(line):
+                raise SecurityConfigError(f"{variable}_FILE: line {number} of the {what} {path} holds characters "
+                                          "other than printable ASCII, which gRPC metadata cannot carry: no "
+                                          "client could send that token")
+            tokens.append(line)
+        if len(tokens) == configured == 0:
+            # Without this, an empty mounted secret turned the token check off (or, for admin tokens, let every
+            # caller with an ordinary token reload) without a word.
+            raise SecurityConfigError(f"{variable}_FILE: the {what} {path} holds no token (one a line, # starts a "
+                                      "comment); serving without the tokens it should hold would let in callers "
+                                      "it was set to keep out")
     return [hashlib.sha256(t.encode()).digest() for t in tokens]
+
+
+def _sendable(token: str) -> bool:
+    """Can a client send it? gRPC metadata values are printable ASCII (spaces included)."""
+    return token.isascii() and token.isprintable()
 
 
 def load_tokens(cfg: SecuritySettings) -> list[bytes]:
