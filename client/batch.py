@@ -190,7 +190,7 @@ def channel_security(ca: Path | None = None, cert: Path | None = None, key: Path
             certificate_chain=Path(cert).read_bytes() if cert else None)
     metadata: tuple = ()
     if token_file:
-        token = Path(token_file).read_text(encoding="utf-8").strip()
+        token = Path(token_file).read_text(encoding="utf-8-sig").strip()  # (a byte order mark is not the token)
         if not token:
             raise BatchStopped(f"{token_file} holds no token")
         metadata = (("authorization", f"Bearer {token}"),)

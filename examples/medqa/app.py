@@ -90,7 +90,7 @@ class MedQa:
 
     def __init__(self, config: Config):
         self.config = config
-        token = config.verifier_token_file.read_text().strip() if config.verifier_token_file else ""
+        token = config.verifier_token_file.read_text(encoding="utf-8-sig").strip() if config.verifier_token_file else ""
         metadata = (("authorization", f"Bearer {token}"),) if token else ()
         # One long-lived channel: a unix-socket call then costs well under a millisecond of transport.
         self.verifier = VerifierClient(config.verifier, timeout_s=config.verify_timeout_s, retries=1,

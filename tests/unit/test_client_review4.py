@@ -111,3 +111,12 @@ def test_a_verdict_or_tier_this_client_does_not_know_reads_unknown_instead_of_en
     score = chain_score(response, None)
     assert (score.steps[0].verdict, score.steps[0].tier, score.steps[0].claims[0].verdict) == \
         ("unknown_42", "unknown_17", "unknown_43")
+
+
+def test_a_token_file_saved_with_a_byte_order_mark_sends_the_token_alone(tmp_path):
+    """The server ignores a UTF-8 byte order mark in its token file; a client reading the same file must too."""
+    from client.batch import channel_security
+
+    token = tmp_path / "token"
+    token.write_bytes("\ufeffsecret-token\r\n".encode("utf-8"))
+    assert channel_security(token_file=token)[1] == (("authorization", "Bearer secret-token"),)
