@@ -8,21 +8,13 @@ import pytest
 
 from client import AsyncVerifierClient, VerifierClient, VerifierError
 from client.demo import run_demo
-from server.app import start_server
-from server.backends import registry
 from server.health import KNOWLEDGE
-from tests.conftest import make_settings
-from tests.fakes.backends import FakeEstimator, FakeJudge
+from tests.fakes.backends import FakeJudge
+from tests.integration.test_cli_servers import _server
 
 STEP = "Metformin lowers blood glucose mainly by cutting down glucose output from the liver."
 
 
-async def _server(cache_dir, monkeypatch, judge=None, **sections):
-    monkeypatch.setitem(registry.JUDGES, "nli", lambda ctx: judge or FakeJudge())
-    monkeypatch.setitem(registry.ESTIMATORS, "nli", lambda ctx: FakeEstimator())
-    server = await start_server(make_settings(cache_dir, **sections), ["127.0.0.1:0"])
-    await server.wait_ready(300)
-    return server
 
 
 async def test_a_demo_chain_without_an_answer_is_scored_for_ki_only_and_the_others_in_full(

@@ -9,17 +9,7 @@ from client import batch
 from client.batch import BatchOptions, Item, _Scheduler
 from client.errors import VerifierError
 from client.types import ChainScore
-
-
-class Collect:
-    """Stands in for the journal writer: what was finished, by position."""
-
-    def __init__(self):
-        self.records: dict[int, dict] = {}
-
-    def put(self, position, record):
-        assert position not in self.records, f"item {position} finished twice"
-        self.records[position] = record
+from tests.unit.test_batch_scheduler import Collect
 
 
 class Pool:
