@@ -8,10 +8,7 @@ from pathlib import Path
 import pytest
 
 from client import AsyncVerifierClient, VerifierError
-from server.app import start_server
-from server.backends import registry
-from tests.conftest import make_settings
-from tests.fakes.backends import FakeEstimator, FakeJudge
+from tests.integration.test_security import secure_server  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAIN = {"question": "Which drug reverses heparin?", "steps": ["Protamine sulfate neutralizes heparin."],
@@ -56,36 +53,18 @@ def test_a_token_no_client_can_send_stops_the_start_without_showing_it(tmp_path)
     assert "line 2" in done.stderr and "printable ASCII" in done.stderr and "tökén" not in done.stderr
 
 
-@pytest.fixture
-async def token_server(cache_dir, monkeypatch, tmp_path):
-    monkeypatch.setitem(registry.JUDGES, "nli", lambda ctx: FakeJudge())
-    monkeypatch.setitem(registry.ESTIMATORS, "nli", lambda ctx: FakeEstimator())
-    servers = []
-
-    async def start(**security):
-        settings = make_settings(cache_dir, kb={"enabled": False}, security=security)
-        server = await start_server(settings, ["127.0.0.1:0"])
-        servers.append(server)
-        await server.wait_ready(300)
-        return server.addresses[0]
-
-    yield start
-    for server in servers:
-        await server.stop(0)
-
-
 async def _score(address, token):
     async with AsyncVerifierClient(address, retries=0, timeout_s=10,
                                    metadata=(("authorization", f"Bearer {token}"),)) as client:
         return await client.score_chain(metrics=("ki",), **CHAIN)
 
 
-async def test_a_token_file_with_a_byte_order_mark_accepts_its_first_token(token_server, tmp_path):
+async def test_a_token_file_with_a_byte_order_mark_accepts_its_first_token(secure_server, tmp_path):
     """A file saved as "UTF-8 with BOM" (Windows tools) made the first token "\\ufeff<token>", which no client
     sends: every call with that token was refused UNAUTHENTICATED."""
     tokens = tmp_path / "tokens"
     tokens.write_bytes(b"\xef\xbb\xbffirst-token\r\n  # an indented comment\r\nsecond-token\r\n")
-    address = await token_server(auth_tokens_file=tokens)
+    address = (await secure_server(auth_tokens_file=tokens)).addresses[0]
     for token in ("first-token", "second-token"):
         assert (await _score(address, token)).knowledge_index == 1.0
     with pytest.raises(VerifierError) as info:  # a comment is never a token, indented or not
