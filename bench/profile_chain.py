@@ -4,6 +4,7 @@ for 32 concurrent ones, defaults with the verdict cache off; prints the top func
 
     .venv/bin/python bench/profile_chain.py > /tmp/profile.txt
     KGV_JUDGE__NLI_INT8=false .venv/bin/python bench/profile_chain.py    # any KGV_ setting applies
+    PROFILE_SORT=cumulative,tottime PROFILE_TOP=40 .venv/bin/python bench/profile_chain.py   # both orders
 """
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ sys.path[:0] = [str(REPO), str(REPO / "proto"), str(REPO / "bench")]
 os.environ.setdefault("KGV_JUDGE__CACHE_SIZE", "0")
 
 THREAD_PROFILES: list[cProfile.Profile] = []
+# From Python 3.12 cProfile runs on sys.monitoring: one profiler per interpreter sees every thread, and a
+# second one ("Another profiling tool is already active") cannot start, so threads are profiled together.
+PER_THREAD = sys.version_info < (3, 12)
 
 
 def _profile_thread() -> None:
@@ -33,12 +37,15 @@ def _profile_thread() -> None:
 
 def report(title: str, wall_s: float, main: cProfile.Profile, top: int) -> None:
     print(f"== {title}: wall {wall_s:.2f} s, load average {os.getloadavg()}")
-    for name, profiles in (("executor threads", THREAD_PROFILES), ("event loop thread", [main])):
-        out = io.StringIO()
-        stats = pstats.Stats(*profiles, stream=out)
-        stats.sort_stats("cumulative").print_stats(top)
-        body = out.getvalue()
-        print(f"-- {name}\n" + body[body.find("   ncalls"):])
+    groups = ((("executor threads", THREAD_PROFILES), ("event loop thread", [main])) if PER_THREAD
+              else (("all threads (one profiler on Python 3.12+)", [main]),))
+    for name, profiles in groups:
+        for order in os.environ.get("PROFILE_SORT", "cumulative").split(","):
+            out = io.StringIO()
+            stats = pstats.Stats(*profiles, stream=out)
+            stats.sort_stats(order.strip()).print_stats(top)
+            body = out.getvalue()
+            print(f"-- {name}, sorted by {order.strip()}\n" + body[body.find("   ncalls"):])
 
 
 async def main() -> None:
@@ -48,7 +55,8 @@ async def main() -> None:
     from server.config import Settings
 
     # every executor thread profiles itself from its first task on
-    server.app.ThreadPoolExecutor = functools.partial(ThreadPoolExecutor, initializer=_profile_thread)
+    if PER_THREAD:
+        server.app.ThreadPoolExecutor = functools.partial(ThreadPoolExecutor, initializer=_profile_thread)
     verifier = await server.app.start_server(Settings(), ["127.0.0.1:0"])
     await verifier.wait_ready(900)
     factory = ChainFactory(seed=11)
