@@ -2,13 +2,16 @@
 
 Bounded concurrency, timeouts inside the RPC deadline, retries on transient
 failures only, and vLLM failures mapped to domain errors:
-unreachable, or not serving the requested model or route (HTTP 404) -> BackendUnavailableError,
+unreachable, rate-limiting (HTTP 429 after retries, Retry-After honoured), or not serving the requested model or
+route (HTTP 404) -> BackendUnavailableError,
 too slow -> BackendTimeoutError, answered but unusable -> BackendResponseError.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import json
 import logging
 from typing import Any
@@ -21,6 +24,8 @@ from ..pipeline.errors import BackendResponseError, BackendTimeoutError, Backend
 
 log = logging.getLogger(__name__)
 TRANSIENT_STATUS = {502, 503, 504}
+RATE_LIMITED = 429  # from vLLM behind a gateway or rate limiter (nginx, an API gateway, LiteLLM): transient too
+MAX_RETRY_AFTER_S = 30.0  # a longer Retry-After is not waited for: the call gives up at once
 VLLM_LOGPROB_FLOOR = -9999.0  # vLLM clamps -inf to this value
 
 
@@ -215,12 +220,20 @@ class VllmClient:
                     await asyncio.sleep(self.backoff_s * attempt)
                     continue
                 raise BackendUnavailableError(f"the vLLM backend is unreachable ({type(failure).__name__})") from failure
-            if response.status_code in TRANSIENT_STATUS:
-                if attempt < self.max_retries and deadline.timeout(self.timeout_s) > self.backoff_s * (attempt + 1):
+            if response.status_code in TRANSIENT_STATUS or response.status_code == RATE_LIMITED:
+                # The server's Retry-After, where it sends one, replaces the backoff; a wait the deadline (or
+                # MAX_RETRY_AFTER_S) does not allow is not started: the call gives up now instead of at its deadline.
+                asked = _retry_after_s(response.headers.get("retry-after"))
+                wait = self.backoff_s * (attempt + 1) if asked is None else asked
+                if attempt < self.max_retries and wait <= MAX_RETRY_AFTER_S and deadline.timeout(self.timeout_s) > wait:
                     attempt += 1
-                    await asyncio.sleep(self.backoff_s * attempt)
+                    await asyncio.sleep(wait)
                     continue
-                raise BackendUnavailableError(f"vLLM answered HTTP {response.status_code} on {route}")
+                after = f"; it asked to retry after {asked:g} s" if asked is not None else ""
+                if response.status_code == RATE_LIMITED:
+                    raise BackendUnavailableError(
+                        f"vLLM (or a gateway in front of it) is rate-limiting requests: HTTP 429 on {route}{after}")
+                raise BackendUnavailableError(f"vLLM answered HTTP {response.status_code} on {route}{after}")
             if response.status_code == 500:
                 # vLLM answers every request with an empty HTTP 500 once its engine died (and /health with 503):
                 # that is an outage of the backend, not a bad answer to this one request.
@@ -238,6 +251,23 @@ class VllmClient:
 
 
 LARGE_BODY_BYTES = 256 * 1024
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """Seconds a Retry-After header asks for: delay-seconds or an HTTP date (RFC 9110); None when absent or
+    unreadable (the caller's backoff applies then)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is GMT; a date without a zone is read as such
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max((when - datetime.datetime.now(datetime.timezone.utc)).total_seconds(), 0.0)
 REFUSED_KEY = (401, 403)
 
 

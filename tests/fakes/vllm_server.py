@@ -54,6 +54,8 @@ class Faults:
     delay_s: float = 0.0  # sleep before answering
     http_status: int | None = None  # answer every generation request with this status
     error_body: Any = None  # with http_status: this JSON body (bytes: sent raw) instead of vLLM's error shape
+    retry_after: str | None = None  # with http_status: a Retry-After header (as a gateway's 429 or 503 carries)
+    fail_times: int | None = None  # with http_status: only the first this many generation requests fail
     malformed_body: bool = False  # 200 with a body that is not JSON
     dead_engine: bool = False  # /health answers 503; generation answers HTTP 500 with an empty body (vLLM 0.12)
     unconstrained: bool = False  # structured outputs not applied (as vLLM >= 0.12 treats the removed guided_*)
@@ -138,10 +140,13 @@ class FakeVllmServer:
         return [p for p, _ in self.requests]
 
     # ---- HTTP plumbing ---------------------------------------------------------------------
-    def _send(self, handler, status: int, payload: Any, raw: bytes | None = None) -> None:
+    def _send(self, handler, status: int, payload: Any, raw: bytes | None = None,
+              headers: dict[str, str] | None = None) -> None:
         data = raw if raw is not None else json.dumps(payload).encode()
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
         handler.send_header("Content-Length", str(len(data)))
         handler.end_headers()
         handler.wfile.write(data)
@@ -171,11 +176,16 @@ class FakeVllmServer:
                 # request with an empty HTTP 500 (and /health with 503) before the server shuts down.
                 self._send(handler, 500, None, raw=b"")
                 return
-            if self.faults.http_status is not None:
+            failing = self.faults.fail_times is None or self.faults.fail_times > 0
+            if self.faults.http_status is not None and failing:
+                if self.faults.fail_times is not None:
+                    self.faults.fail_times -= 1
                 body = self.faults.error_body
                 if body is None:
                     body = _error("injected failure", "InternalServerError", code=self.faults.http_status)
-                self._send(handler, self.faults.http_status, body, raw=body if isinstance(body, bytes) else None)
+                headers = {"Retry-After": self.faults.retry_after} if self.faults.retry_after is not None else None
+                self._send(handler, self.faults.http_status, body, raw=body if isinstance(body, bytes) else None,
+                           headers=headers)
                 return
             if self.faults.malformed_body:
                 self._send(handler, 200, None, raw=b'{"id": "cmpl-1", "choices": [')
