@@ -27,12 +27,33 @@ class Chain:
     ki_steps: int  # knowledge-bearing steps
 
 
+BEARING = ("supported", "contradicted", "not_enough_info")
+
+
+def verdict_counts(value: Any) -> dict[str, int] | None:
+    """A record's step counts per verdict, or None when they are absent or not counts (a hand-edited or foreign
+    journal: not an object, or a count that is not a whole number >= 0), so that they stay undefined."""
+    if not isinstance(value, dict):
+        return None
+    counts = {}
+    for key in BEARING:
+        count = value.get(key, 0)
+        if count is None:
+            count = 0
+        if isinstance(count, bool) or not isinstance(count, (int, float)) or not math.isfinite(count) \
+                or count < 0 or count != int(count):
+            return None
+        counts[key] = int(count)
+    return counts
+
+
 def contradiction_rate(counts: dict[str, int] | None) -> float | None:
     """Contradicted steps / knowledge-bearing steps (supported + contradicted + not_enough_info); None if none."""
+    counts = verdict_counts(counts)
     if not counts:
         return None
-    bearing = sum(int(counts.get(k) or 0) for k in ("supported", "contradicted", "not_enough_info"))
-    return None if bearing == 0 else int(counts.get("contradicted") or 0) / bearing
+    bearing = sum(counts.values())
+    return None if bearing == 0 else counts["contradicted"] / bearing
 
 
 def _number(value: Any) -> float | None:
@@ -56,12 +77,13 @@ def chain_of(record: dict[str, Any], by: str, group: str | None = None) -> Chain
     ok = isinstance(record.get("status"), str)
     values = {m: _number(record.get(m)) for m in METRICS if m != "contradiction_rate"}
     values["contradiction_rate"] = contradiction_rate(record.get("counts")) if ok else None
-    steps = record.get("steps") or []
-    counts = record.get("counts") or {}
+    steps = record.get("steps")
+    steps = steps if isinstance(steps, list) else []  # malformed fields stay undefined, as malformed metrics do
+    counts = verdict_counts(record.get("counts")) or {}
     qid = record.get("question_id")
     return Chain(id=str(record.get("id")), group=group, question_id=None if qid in (None, "") else str(qid), ok=ok,
                  values=values, gains=[_number(s.get("gain")) for s in steps if isinstance(s, dict)],
-                 ki_steps=sum(int(counts.get(k) or 0) for k in ("supported", "contradicted", "not_enough_info")))
+                 ki_steps=sum(counts.values()))
 
 
 def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float | None, float | None]:
