@@ -68,17 +68,24 @@ def _excerpt(text: str, claim: str, limit: int) -> str:
     return ("…" if start > 0 else "") + text[start:end] + ("…" if end < len(text) else "")
 
 
+MIN_EXCERPT_CHARS = 40  # an item that would get less room than this (and is longer) is left out
+EVIDENCE_BUDGET = "whole-lines/1"  # the budget counts every character of every line: number, title, text, newline
+
+
 def format_evidence(evidence: Sequence[Evidence], claim: str = "") -> str:
-    """Evidence as a numbered list, best first, within the prompt's character budget."""
+    """Evidence as a numbered list, best first, within the prompt's character budget (titles, numbers and line
+    breaks count against it, not only the passages' text)."""
     lines: list[str] = []
     budget = MAX_PROMPT_EVIDENCE_CHARS
     for number, item in enumerate(evidence, 1):
-        if budget <= 0:
-            break
-        text = _excerpt(item.text, claim, min(MAX_EVIDENCE_CHARS, budget))
         title = f" ({_clip(item.title, 120)})" if item.title.strip() else ""
-        lines.append(f"[{number}]{title} {text}")
-        budget -= len(text)
+        head = f"[{number}]{title} "
+        room = min(MAX_EVIDENCE_CHARS, budget - len(head) - (1 if lines else 0))
+        if room < min(MIN_EXCERPT_CHARS, len(" ".join(item.text.split()))):
+            break
+        text = _excerpt(item.text, claim, room)
+        lines.append(head + text)
+        budget -= len(lines[-1]) + (1 if len(lines) > 1 else 0)
     return "\n".join(lines) if lines else "(no evidence)"
 
 
@@ -114,6 +121,7 @@ def _version() -> str:
         "labels": {v.value: t for v, t in VERBALIZERS.items()}, "seed": SEED, "temperature": 0,
         "top_logprobs": TOP_LOGPROBS, "max_evidence_chars": MAX_EVIDENCE_CHARS,
         "max_prompt_evidence_chars": MAX_PROMPT_EVIDENCE_CHARS, "excerpt": EXCERPT,
+        "evidence_budget": EVIDENCE_BUDGET, "min_excerpt_chars": MIN_EXCERPT_CHARS,
         "format": "structured_outputs.choice",
         "max_completion_tokens": MAX_COMPLETION_TOKENS, "chat_template_kwargs": CHAT_TEMPLATE_KWARGS,
     }
