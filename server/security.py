@@ -12,6 +12,7 @@ import codecs
 import hashlib
 import hmac
 import logging
+import time
 from pathlib import Path
 
 import grpc
@@ -145,6 +146,29 @@ def _bearer(metadata) -> str | None:
     return None
 
 
+class RefusalLog:
+    """WARNING lines for refused calls without a flood: the first refusal of each method and reason is logged at
+    once; the next ones within `interval_s` only at DEBUG, counted, and the count reported with the next WARNING
+    (a client retrying with a wrong token, or a scanner, would otherwise write a warning per call; every call is
+    still in the access log and the metrics)."""
+
+    def __init__(self, interval_s: float = 60.0, clock=time.monotonic):
+        self.interval_s = interval_s
+        self._clock = clock
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}  # (method, reason) -> (last warning, held back)
+
+    def refused(self, method: str, refusal: KgverifyError) -> None:
+        key, now = (method, refusal.reason), self._clock()
+        last, held = self._seen.get(key, (None, 0))
+        if last is not None and now - last < self.interval_s:
+            self._seen[key] = (last, held + 1)
+            log.debug("refused %s: %s", method, refusal.message)
+            return
+        self._seen[key] = (now, 0)
+        more = f" ({held} more refused like it in the last {now - last:.0f} s)" if held else ""
+        log.warning("refused %s: %s%s", method, refusal.message, more)
+
+
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     """Refuses calls without an accepted `authorization: Bearer <token>` with UNAUTHENTICATED, and admin RPCs
     with an accepted non-admin token with PERMISSION_DENIED (ADMIN_TOKEN_REQUIRED)."""
@@ -152,6 +176,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, digests: list[bytes], admin_digests: list[bytes] = ()):
         self._digests = list(digests)
         self._admin = list(admin_digests)
+        self._refusals = RefusalLog()
 
     @staticmethod
     def _matches(token: str | None, digests: list[bytes]) -> bool:
@@ -185,7 +210,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return None
-        log.warning("refused %s: %s", details.method, refusal.message)
+        self._refusals.refused(details.method, refusal)  # (only registered methods reach here: bounded keys)
         status = grpc_status(refusal)
 
         async def deny(request_or_iterator, context):
