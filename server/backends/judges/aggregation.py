@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from ...pipeline.types import Evidence, LabelProbs, Verdict
 
 NO_EVIDENCE = LabelProbs(0.0, 0.0, 1.0)
-AGGREGATION_VERSION = "evidence-agg/4"
+AGGREGATION_VERSION = "evidence-agg/5"  # 5: windows fitted to the model's token budget for the claim
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,23 @@ def windows(text: str, policy: AggregationPolicy) -> list[str]:
         # as max_windows allows.
         spans = chunk_spans(text, dataclasses.replace(spec, overlap=0), limit=policy.max_windows)
     return [text[start:end] for start, end in spans[:policy.max_windows]]
+
+
+def split_to_fit(text: str, tokens: int, budget: int, count: Callable[[list[str]], list[int]]) -> list[str]:
+    """`text` (`tokens` long, over `budget`) as consecutive windows of whole sentences that each fit in `budget`
+    tokens: cut with proportionally fewer characters (an over-long sentence at whitespace, else anywhere), and a
+    window still over it cut again. Dense text (CJK, chemical names, numbers) has far more tokens per character
+    than prose, and the model silently drops whatever lies past its budget."""
+    from kb.chunking import ChunkSpec, chunk_spans
+
+    if budget < 1:
+        return []  # a claim that fills the model's whole input leaves no room for a premise
+    chars = max(1, min(len(text) - 1, int(len(text) * budget / tokens * 0.9)))  # < len(text): always progresses
+    parts = [text[start:end] for start, end in chunk_spans(text, ChunkSpec(max_chars=chars))]
+    out: list[str] = []
+    for part, n in zip(parts, count(parts) if parts else []):
+        out.extend([part] if n <= budget or len(part) <= 1 else split_to_fit(part, n, budget, count))
+    return out
 
 
 def units_for(evidence: Sequence[Evidence], policy: AggregationPolicy,

@@ -9,7 +9,9 @@ import numpy as np
 from ...pipeline.deadline import Deadline
 from ...pipeline.runtime import Blocking
 from ...pipeline.types import JudgeItem, Judgement, Tier, Verdict
-from .aggregation import AggregationPolicy, aggregate, units_for
+from .aggregation import AggregationPolicy, Unit, aggregate, split_to_fit, units_for
+
+MIN_PREMISE_TOKENS = 32  # below this room for a premise, windows are not refitted
 
 
 class EmbeddedJudge:
@@ -36,14 +38,48 @@ class EmbeddedJudge:
         index = {pair: i for i, pair in enumerate(distinct)}
         return rows[[index[pair] for pair in pairs]]
 
-    def _units(self, items: Sequence[JudgeItem]) -> list[list]:
+    def _units(self, items: Sequence[JudgeItem]) -> list[list[Unit]]:
         cut: dict[str, list[str]] = {}  # each evidence text is cut into windows once: claims share their context
-        return [units_for(item.evidence, self.policy, cut) for item in items]
+        return self._fit([units_for(item.evidence, self.policy, cut) for item in items], items)
+
+    def _counts_tokens(self) -> bool:
+        return hasattr(self.scorer, "count_tokens") and hasattr(self.scorer, "premise_budgets")
+
+    def _fit(self, units: list[list[Unit]], items: Sequence[JudgeItem]) -> list[list[Unit]]:
+        """Every premise within the model's token budget for its claim: a window over it is cut into smaller ones
+        (split_to_fit), a joint unit over it is dropped, and each piece of evidence keeps at most max_windows."""
+        if not self._counts_tokens():
+            return units
+        claims = list(dict.fromkeys(item.claim for item in items))
+        budget = dict(zip(claims, self.scorer.premise_budgets(claims)))
+        smallest = min(budget.values(), default=0)
+        # A text of n characters is at most 3n tokens (a WordPiece token covers a character at least, and
+        # normalisation at most triples one: a Hangul syllable is 2-3 jamo), so short texts are not counted.
+        texts = list(dict.fromkeys(u.text for claim_units in units for u in claim_units if 3 * len(u.text) > smallest))
+        tokens = dict(zip(texts, self.scorer.count_tokens(texts))) if texts else {}
+        split: dict[tuple[str, int], list[str]] = {}
+        out = []
+        for item, claim_units in zip(items, units):
+            room = budget[item.claim]
+            if room < MIN_PREMISE_TOKENS:  # a claim that fills the input: pairs stay as they were (cut by the model)
+                out.append(claim_units)
+                continue
+            fitted: list[Unit] = []
+            for unit in claim_units:
+                n = tokens.get(unit.text, 0)
+                if n <= room:
+                    fitted.append(unit)
+                elif not unit.joint:  # facts are read together only when the model sees all of them
+                    if (unit.text, room) not in split:
+                        split[unit.text, room] = split_to_fit(unit.text, n, room, self.scorer.count_tokens)
+                    fitted.extend(Unit(text, unit.evidence) for text in split[unit.text, room])
+            out.append(_at_most(fitted, self.policy.max_windows))
+        return out
 
     async def judge(self, items: Sequence[JudgeItem], deadline: Deadline) -> list[Judgement]:
-        if any(len(e.text) > self.policy.window_chars for item in items for e in item.evidence):
-            # sentence windows of long evidence (up to 50 passages of 10,000 characters per claim) take long enough
-            # to stall every other request on the event loop
+        if self._counts_tokens() or any(len(e.text) > self.policy.window_chars for item in items for e in item.evidence):
+            # token counts (the tokenizer is shared with the model's thread) and sentence windows of long evidence
+            # (up to 50 passages of 10,000 characters per claim) would stall every other request on the event loop
             units = await self._blocking.run(self._units, items)
         else:
             units = self._units(items)
@@ -64,6 +100,19 @@ class EmbeddedJudge:
 
     async def ready(self) -> bool:
         return True
+
+
+def _at_most(units: list[Unit], max_windows: int) -> list[Unit]:
+    """The first max_windows windows of each piece of evidence (the joint unit always stays)."""
+    seen: dict[tuple[int, ...], int] = {}
+    out = []
+    for unit in units:
+        if not unit.joint:
+            seen[unit.evidence] = seen.get(unit.evidence, 0) + 1
+            if seen[unit.evidence] > max_windows:
+                continue
+        out.append(unit)
+    return out
 
 
 def error_judgement(reason: str, tier: Tier, llm_calls: int = 0) -> Judgement:

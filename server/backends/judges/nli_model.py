@@ -391,7 +391,11 @@ class NliModel:
 
     def premise_budget(self, hypothesis: str) -> int:
         """Tokens a premise may have before a pair with this hypothesis is cut ([CLS] p [SEP] h [SEP])."""
-        return max(self.max_length - 3 - self.count_tokens([hypothesis])[0], 0)
+        return self.premise_budgets([hypothesis])[0]
+
+    def premise_budgets(self, hypotheses: Sequence[str]) -> list[int]:
+        """premise_budget of each hypothesis, in one tokenizer call."""
+        return [max(self.max_length - 3 - n, 0) for n in self.count_tokens(hypotheses)]
 
     def predict_logits(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32):
         """Raw (uncalibrated) logits, shape (n, 3), in input order."""

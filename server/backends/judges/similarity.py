@@ -33,6 +33,9 @@ class SimilarityPairScorer:
         """Premise and hypothesis are embedded apart: the premise has the embedder's whole input."""
         return self.embedder.max_seq_length - 2
 
+    def premise_budgets(self, hypotheses: Sequence[str]) -> list[int]:
+        return [self.premise_budget(h) for h in hypotheses]
+
     def predict_proba(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         if not pairs:
             return np.zeros((0, 3), dtype=np.float64)
