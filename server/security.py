@@ -12,6 +12,8 @@ import codecs
 import hashlib
 import hmac
 import logging
+import os
+import stat
 import time
 from pathlib import Path
 
@@ -48,9 +50,16 @@ class SecurityConfigError(SettingsError):
 
 def _read(path: Path, what: str, variable: str) -> bytes:
     try:
-        return Path(path).read_bytes()
+        data = Path(path).read_bytes()
+        mode = os.stat(path).st_mode
     except OSError as exc:
         raise SecurityConfigError(f"{variable}: cannot read the {what} {path}: {exc.strerror or exc}") from None
+    if mode & stat.S_IWOTH:
+        # Anyone on the machine could add a token, add a CA that lets their certificates in, or swap the key.
+        # Readable by all is left alone: container runtimes mount secrets 0444 or 0644 by default.
+        log.warning("%s: the %s %s can be written by every user of this machine (mode %s): chmod o-w it",
+                    variable, what, path, stat.filemode(mode))
+    return data
 
 
 def _check_pem(cfg: SecuritySettings) -> None:
