@@ -7,7 +7,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Sequence, get_origin
+from typing import Annotated, Any, Literal, Mapping, Sequence, get_args, get_origin
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError,
                       model_validator)
@@ -368,6 +368,19 @@ def _known_variables() -> dict[str, Any]:
     return names
 
 
+def _secret(annotation: Any) -> bool:
+    """Whether a setting holds secrets (SecretStr, also inside a list or an optional): its value is never shown."""
+    return annotation is SecretStr or any(_secret(arg) for arg in get_args(annotation))
+
+
+def _shown(name: str, value: Any, known: dict[str, Any]) -> str:
+    """How a bad value is quoted in an error: never for a secret (a token typed without its JSON brackets
+    would otherwise reach the terminal and the container log)."""
+    if _secret(known.get(name.upper())):
+        return " (value not shown: a secret)"
+    return f" (got {str(value)[:80]!r})" if isinstance(value, (str, int, float)) else ""
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Settings from the environment (and overrides), or SettingsError naming each bad or unknown variable.
 
@@ -385,7 +398,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
                 json.loads(environ[name])
             except ValueError:
                 example = '["127.0.0.1:50051"]' if name.upper() == "KGV_SERVER__LISTEN" else '["a", "b"]'
-                problems.append(f"{name}: must be JSON, e.g. '{example}', not {environ[name][:80]!r}")
+                got = " (value not shown: a secret)" if _secret(known[name.upper()]) else \
+                    f", not {environ[name][:80]!r}"
+                problems.append(f"{name}: must be JSON, e.g. '{example}'{got}")
     if problems:
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
     try:
@@ -393,7 +408,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            value = error.get("input")
-            shown = f" (got {str(value)[:80]!r})" if isinstance(value, (str, int, float)) else ""
-            lines.append(f"{_env_name(error['loc'])}: {error['msg']}{shown}")
+            name = _env_name(error["loc"])
+            setting = _env_name([part for part in error["loc"] if not isinstance(part, int)][:2])
+            lines.append(f"{name}: {error['msg']}{_shown(setting, error.get('input'), known)}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
