@@ -258,6 +258,9 @@ class MemoScorer:
 
     def __init__(self, scorer):
         self.scorer, self.name, self.rows = scorer, scorer.name, {}
+        for name in ("count_tokens", "premise_budgets"):  # the judge fits its windows to the model's tokens
+            if hasattr(scorer, name):
+                setattr(self, name, getattr(scorer, name))
 
     def predict_proba(self, pairs):
         import numpy as np
