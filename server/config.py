@@ -229,7 +229,7 @@ class LmSettings(_Section):
     """vllm: `prompt_logprobs` (one request, no prefix-cache reads) or `cached` (reads it; docs/info_gain.md)."""
     vllm_max_prompts: int = Field(64, ge=1)
     """vllm: prompts per /v1/completions request (stay below VLLM_MAX_COMPLETION_PROMPTS)."""
-    vllm_cache_salt: str | None = None
+    vllm_cache_salt: str | None = Field(None, min_length=1, max_length=1024)
     """vllm: `cache_salt` of every request (isolates this service's prefix-cache entries from other tenants)."""
     nli_max_chars: int = Field(1_500, ge=64)
     """NLI estimator: most characters of context kept (also fitted to the scorer's tokens; docs/info_gain.md)."""
