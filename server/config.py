@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Sequence, get_args, get_origin
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError,
-                      model_validator)
+                      ValidationInfo, field_validator, model_validator)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 RetrievalModeName = Literal["dense", "bm25", "hybrid"]
@@ -56,6 +56,16 @@ class _Section(BaseModel):
     # allow_inf_nan=False: "inf" or "nan" for a float setting is an error naming the variable (an infinite
     # KGV_BATCHING__MAX_WAIT_MS made the micro-batcher wait forever for a full batch).
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_empty_path(cls, value: Any, info: ValidationInfo) -> Any:
+        # An empty path setting (KGV_KB__PATH= in a compose file) became Path("."): the working directory taken
+        # for the knowledge base, a certificate or a token file, failing later or far from the variable.
+        annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(value, str) and not value.strip() and (annotation is Path or Path in get_args(annotation)):
+            raise ValueError("an empty path; unset the variable to use the default")
+        return value
 
 
 class ServerSettings(_Section):
