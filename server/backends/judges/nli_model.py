@@ -424,17 +424,15 @@ class NliModel:
         with torch.inference_mode():
             for idx in batches:
                 width = max(widths[i] for i in idx)
-                input_ids = torch.zeros((len(idx), width), dtype=torch.long)
-                token_types = torch.zeros_like(input_ids)
-                mask = torch.zeros_like(input_ids)
-                for row, i in enumerate(idx):
-                    k = lengths[i]
-                    input_ids[row, :k] = torch.tensor(ids[i], dtype=torch.long)
-                    token_types[row, :k] = torch.tensor(types[i], dtype=torch.long)
-                    mask[row, :k] = 1
-                logits = self._model(input_ids=input_ids.to(self.device),
-                                     token_type_ids=token_types.to(self.device),
-                                     attention_mask=mask.to(self.device)).logits
+                # whole batch built in numpy and converted once: one torch call per array, not per row
+                mask = np.arange(width) < np.array([lengths[i] for i in idx])[:, None]
+                input_ids = np.zeros(mask.shape, dtype=np.int64)
+                token_types = np.zeros(mask.shape, dtype=np.int64)
+                input_ids[mask] = np.fromiter((t for i in idx for t in ids[i]), dtype=np.int64, count=int(mask.sum()))
+                token_types[mask] = np.fromiter((t for i in idx for t in types[i]), dtype=np.int64, count=int(mask.sum()))
+                logits = self._model(input_ids=torch.from_numpy(input_ids).to(self.device),
+                                     token_type_ids=torch.from_numpy(token_types).to(self.device),
+                                     attention_mask=torch.from_numpy(mask.astype(np.int64)).to(self.device)).logits
                 out[idx] = logits.float().cpu().numpy()
         return out
 
