@@ -408,9 +408,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
                 json.loads(environ[name])
             except ValueError:
                 example = '["127.0.0.1:50051"]' if name.upper() == "KGV_SERVER__LISTEN" else '["a", "b"]'
-                got = " (value not shown: a secret)" if _secret(known[name.upper()]) else \
-                    f", not {environ[name][:80]!r}"
-                problems.append(f"{name}: must be JSON, e.g. '{example}'{got}")
+                problems.append(f"{name}: must be JSON, e.g. '{example}'{_shown(name, environ[name], known)}")
     if problems:
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
     try:
