@@ -105,6 +105,8 @@ class LimitsSettings(_Section):
     """Most steps in one chain."""
     max_step_chars: int = Field(8_000, ge=1)
     """Longest single step (characters)."""
+    max_claims: int = Field(1_024, ge=1)
+    """Most distinct knowledge claims judged in one chain (each costs retrieval and top_k judge pairs)."""
     max_question_chars: int = Field(20_000, ge=1)
     """Longest question (characters)."""
     max_answer_chars: int = Field(4_000, ge=1)

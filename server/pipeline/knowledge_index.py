@@ -11,7 +11,7 @@ from .aggregate import chain_scores, step_result
 from .chains import split_chain
 from .deadline import NO_DEADLINE, Deadline
 from .deps import PipelineDeps
-from .errors import KnowledgeBaseUnavailableError
+from .errors import InvalidArgumentError, KnowledgeBaseUnavailableError
 from .types import (
     Claim,
     ClaimResult,
@@ -27,6 +27,7 @@ from .types import (
     Tier,
     Verdict,
 )
+from .validation import setting
 
 
 def _norm(text: str) -> str:
@@ -139,6 +140,11 @@ async def score_knowledge(
     judge = await deps.judge(req.options.judge)
     to_judge: list[Claim] = [c for s in split.steps for c in s.claims if not c.no_knowledge]
     unique_texts = list(dict.fromkeys(c.judged_text for c in to_judge))
+    if len(unique_texts) > deps.limits.max_claims:  # before any retrieval or judging: the cost grows with each
+        raise InvalidArgumentError.single(
+            "steps" if req.chain.steps else "reasoning",
+            f"has {len(unique_texts)} distinct knowledge claims; the limit is {deps.limits.max_claims} "
+            f"({setting('max_claims')}): score the chain in several requests")
     evidence, kb = await gather_evidence(unique_texts, req, deps, deadline)
     items = [JudgeItem(t, tuple(ev)) for t, ev in zip(unique_texts, evidence)]
     cache = getattr(judge, "verdict_cache", None)  # the server's verdict cache, when configured

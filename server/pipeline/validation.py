@@ -16,6 +16,7 @@ class Limits:
     max_reasoning_chars: int = 100_000
     max_steps: int = 256
     max_step_chars: int = 8_000
+    max_claims: int = 1_024
     max_question_chars: int = 20_000
     max_answer_chars: int = 4_000
     max_choices: int = 26
