@@ -7,7 +7,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Sequence, get_args, get_origin
+from typing import Annotated, Any, Literal, Sequence, get_args, get_origin
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError,
                       ValidationInfo, field_validator, model_validator)
@@ -408,12 +408,12 @@ def _shown(name: str, value: Any, known: dict[str, Any]) -> str:
     return f" (got {str(value)[:80]!r})" if isinstance(value, (str, int, float)) else ""
 
 
-def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Settings from the environment (and overrides), or SettingsError naming each bad or unknown variable.
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the process environment (and overrides), or SettingsError naming each bad or unknown variable.
 
     Unknown KGV_* variables are errors (a misspelled one would otherwise be ignored without a word), and
     list or mapping settings must be JSON, e.g. KGV_SERVER__LISTEN='["127.0.0.1:50051"]'."""
-    environ = os.environ if environ is None else environ
+    environ = os.environ  # what Settings() reads: checking another mapping would check what is not loaded
     known = _known_variables()
     problems = []
     for name in sorted(n for n in environ if n.upper().startswith("KGV_")):
