@@ -29,6 +29,9 @@ Reproducible, resumable training of the model that ships in ``models/nli-judge``
   Runs trained before 2026-11-28 drew dropout from seed 0 whatever ``--seed`` said. A run repeats bit for bit
   at a fixed ``--threads N``; ``auto`` moves between 1 and 2 threads with the machine's load, which sums in
   another order (weights then differ around the 4th decimal).
+* ``--device cuda`` trains on a GPU (bf16 autocast there too, unless ``--no-bf16``); checkpoints hold CPU
+  tensors, so a GPU run is resumed, averaged or exported on a CPU, and ``--device`` may change on resume
+  (a resumed run then draws other dropout masks). The selection and export steps are the same.
 
 Example (background, low priority)::
 
@@ -44,7 +47,6 @@ import gzip
 import hashlib
 import json
 import logging
-import math
 import os
 import random
 import shutil
@@ -423,12 +425,13 @@ def predict_logits(model, enc: Encoded, batch_size: int = 64, autocast: bool = F
     out = np.zeros((len(order), 3), dtype=np.float32)
     was_training = model.training
     model.eval()
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+    device = next(model.parameters()).device  # the model's device (--device): batches go where it is
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         for s in range(0, len(order), batch_size):
             idx = order[s : s + batch_size]
-            ids, tt, am = collate(enc, idx)
+            ids, tt, am = (t.to(device) for t in collate(enc, idx))
             logits = model(input_ids=ids, token_type_ids=tt, attention_mask=am).logits.float()
-            out[idx] = logits.numpy()
+            out[idx] = logits.cpu().numpy()
     model.train(was_training)
     return out
 
@@ -483,7 +486,25 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def trainable_state(model, names: Sequence[str]) -> dict:
     params = dict(model.named_parameters())
-    return {n: params[n].detach().clone() for n in names}
+    return {n: params[n].detach().to("cpu", copy=True) for n in names}  # checkpoints hold CPU tensors
+
+
+def training_device(name: str, torch):
+    """The torch device of --device, or SystemExit saying why it cannot be used (before any data is read)."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise SystemExit(f"--device: {name!r} is not a torch device (cpu, cuda, cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit(f"--device {name}: torch {torch.__version__} sees no CUDA device")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise SystemExit(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+    elif device.type != "cpu":
+        raise SystemExit(f"--device {name}: training runs on cpu or cuda")
+    return device
 
 
 # --------------------------------------------------------------------------- main
@@ -507,7 +528,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--source-weight", default="citint=0.7", help="loss weight per source (src=x,...)")
     p.add_argument("--class-alpha", type=float, default=0.5, help="class share ~ n_c**alpha (0 = balanced)")
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast on CPU")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
+                   help="bf16 autocast (on CPUs with native bf16, and on CUDA GPUs)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device to train on: cpu, cuda or cuda:N (checkpoints are device-free: a run may be "
+                        "resumed on another device)")
     p.add_argument("--threads", default="auto",
                    help="torch threads, or 'auto': 2 when the machine is otherwise idle, 1 when it is busy "
                         "(2 OpenMP threads stall badly when other processes take a core)")
@@ -527,7 +552,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 # Arguments a resumed run may change: they do not touch the data order, the loss or the schedule.
-RESUME_FREE_ARGS = frozenset({"out", "data", "resume", "init", "threads", "ckpt_every", "eval_every", "log_every"})
+RESUME_FREE_ARGS = frozenset({"out", "data", "resume", "init", "threads", "ckpt_every", "eval_every", "log_every",
+                              "device"})
 
 
 def resume_changes(saved: dict, current: dict, defaults: dict) -> dict[str, tuple]:
@@ -561,6 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
     from transformers import AutoTokenizer
 
+    device = training_device(args.device, torch)
     auto_threads = str(args.threads) == "auto"
     max_threads = min(2, os.cpu_count() or 1) if auto_threads else int(args.threads)
     torch.set_num_threads(max_threads)
@@ -608,7 +635,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dict(Counter(r["source"] for r in train_rows)),
     )
 
-    model = build_model(base_dir)
+    model = build_model(base_dir).to(device)  # before the optimizer: its state lives beside the parameters
     torch.manual_seed(args.seed)  # dropout follows --seed (build_model seeds the head's init with 0)
     names = trainable_names(model)
     params = dict(model.named_parameters())
@@ -685,6 +712,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         torch.set_rng_state(ck["torch_rng"])
+        if device.type == "cuda" and ck.get("cuda_rng") is not None:  # dropout on the GPU draws from its own RNG
+            torch.cuda.set_rng_state(ck["cuda_rng"], device)
         step, epoch, batch_in_epoch = ck["step"], ck["epoch"], ck["batch_in_epoch"]
         best, history = ck.get("best", -1.0), ck.get("history", [])
         log.info("resumed from %s: step=%d epoch=%d batch=%d best=%.4f", last, step, epoch, batch_in_epoch, best)
@@ -695,6 +724,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             {
                 "weights": trainable_state(model, names), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                 "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "best": best,
                 "history": history, "data_sha256": data_sha, "args": vars(args), "slices": slice_version,
             },
@@ -744,11 +774,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                              args.batch_size)
         while batch_in_epoch < len(batches):
             idx = batches[batch_in_epoch]
-            ids, tt, am = collate(enc_train, idx)
-            labels = torch.tensor([LABEL2ID[enc_train.rows[i]["label"]] for i in idx])
-            bmask = torch.tensor([is_binary(enc_train.rows[i]["source"]) for i in idx])
-            w = torch.tensor([source_weight.get(enc_train.rows[i]["source"], 1.0) for i in idx])
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            ids, tt, am = (t.to(device) for t in collate(enc_train, idx))
+            labels = torch.tensor([LABEL2ID[enc_train.rows[i]["label"]] for i in idx], device=device)
+            bmask = torch.tensor([is_binary(enc_train.rows[i]["source"]) for i in idx], device=device)
+            w = torch.tensor([source_weight.get(enc_train.rows[i]["source"], 1.0) for i in idx], device=device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
                 logits = model(input_ids=ids, token_type_ids=tt, attention_mask=am).logits
             loss = nli_loss(logits, labels, bmask, w)
             loss.backward()
