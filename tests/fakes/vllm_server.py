@@ -59,6 +59,10 @@ class Faults:
     malformed_body: bool = False  # 200 with a body that is not JSON
     dead_engine: bool = False  # /health answers 503; generation answers HTTP 500 with an empty body (vLLM 0.12)
     unconstrained: bool = False  # structured outputs not applied (as vLLM >= 0.12 treats the removed guided_*)
+    # A chat generation that ends with this finish_reason before its first token: "abort" (vLLM's
+    # POST /pause?mode=abort, a shutdown), "length" (a V0 scheduler ignoring a prompt over its token limit).
+    # HTTP 200, content "", logprobs.content [] when asked, usage.completion_tokens 0.
+    finish_before_first_token: str | None = None
 
 
 @dataclass
@@ -219,6 +223,11 @@ class FakeVllmServer:
             return problem
         if self.chat is None:
             return 500, _error("fake server has no chat behaviour", "InternalServerError", code=500)
+        if self.faults.finish_before_first_token is not None:
+            return 200, self._chat_response({
+                "index": 0, "message": {"role": "assistant", "content": "", "reasoning_content": None, "tool_calls": []},
+                "logprobs": {"content": []} if body.get("logprobs") else None,
+                "finish_reason": self.faults.finish_before_first_token, "stop_reason": None}, completion_tokens=0)
         reply = self.chat(body)
         text = reply.text
         constraint = None if self.faults.unconstrained else (body.get("structured_outputs") or {}).get("choice")
@@ -244,10 +253,14 @@ class FakeVllmServer:
                 "bytes": list(first_token.encode()),
                 "top_logprobs": [{"token": t, "logprob": _clamp(lp), "bytes": list(t.encode())} for t, lp in ranked],
             }]}
-        return 200, {
+        return 200, self._chat_response(choice)
+
+    def _chat_response(self, choice: dict[str, Any], completion_tokens: int = 1) -> dict:
+        return {
             "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": int(time.time()),
             "model": self.model, "choices": [choice],
-            "usage": {"prompt_tokens": 0, "completion_tokens": 1, "total_tokens": 1, "prompt_tokens_details": None},
+            "usage": {"prompt_tokens": 0, "completion_tokens": completion_tokens, "total_tokens": completion_tokens,
+                      "prompt_tokens_details": None},
             "prompt_logprobs": None, "kv_transfer_params": None,
         }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 from typing import Any, Sequence
 
 from ...pipeline.deadline import Deadline
@@ -14,11 +15,15 @@ from ...pipeline.types import JudgeItem, Judgement, LabelProbs, Tier, Verdict
 from ..vllm_client import VLLM_LOGPROB_FLOOR, VllmClient
 from .aggregation import NO_EVIDENCE
 from .embedded import error_judgement
-from .prompts import LABELS, PROMPT_VERSION, TOP_LOGPROBS, VERBALIZERS, request_body
+from .prompts import LABELS, MAX_PROMPT_EVIDENCE_CHARS, PROMPT_VERSION, TOP_LOGPROBS, VERBALIZERS, request_body
 
 log = logging.getLogger(__name__)
 _ORDER = (Verdict.SUPPORTED, Verdict.CONTRADICTED, Verdict.NOT_ENOUGH_INFO)
 _BY_LABEL = {token: verdict for verdict, token in VERBALIZERS.items()}
+# vLLM's HTTP 400 for a prompt over max_model_len, in the wordings of its versions: "This model's maximum context
+# length is N tokens. However, you requested …", "… your request has N input tokens", "'max_tokens' or
+# 'max_completion_tokens' is too large: …", "The decoder prompt (length N) is longer than the maximum model length".
+_CONTEXT_TOO_LONG = re.compile(r"HTTP 400\).*maximum (context|model) length", re.IGNORECASE | re.DOTALL)
 
 
 class JudgeOutputError(ValueError):
@@ -73,6 +78,13 @@ def _label_logprobs(first: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _completion_tokens(data: dict[str, Any]) -> int | None:
+    """usage.completion_tokens, or None when the response has no usable usage block."""
+    usage = data.get("usage")
+    count = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return count if isinstance(count, int) and not isinstance(count, bool) else None
+
+
 def parse_judgement(data: dict[str, Any]) -> tuple[Verdict, LabelProbs]:
     """The label of one chat completion and its probabilities renormalized over the three labels.
 
@@ -85,6 +97,15 @@ def parse_judgement(data: dict[str, Any]) -> tuple[Verdict, LabelProbs]:
         raise JudgeOutputError("the response has no message content") from exc
     if not isinstance(content, str) or content.strip() not in LABELS:
         shown = content[:80] if isinstance(content, str) else content
+        finish = choice.get("finish_reason")
+        if finish not in (None, "stop", "length", "tool_calls"):
+            # vLLM ended the request before a label: "abort" (aborted on the server, e.g. POST /pause?mode=abort
+            # during a weight update, or a shutdown), "error" (a request-level engine failure). Not a sign that
+            # structured outputs were ignored.
+            cause = {"abort": "the request was aborted on the server (vLLM paused generation or is shutting down)",
+                     "error": "an internal error ended the generation"}.get(finish, "the generation ended early")
+            raise JudgeOutputError(f"vLLM ended the generation before a label (finish_reason {finish!r}: {cause}; "
+                                   f"content {shown!r})")
         reasoning = choice["message"].get("reasoning_content") or choice["message"].get("reasoning")
         if isinstance(reasoning, str) and reasoning.strip():
             # vLLM started with --reasoning-parser applies structured outputs only once the reasoning has ended
@@ -94,6 +115,15 @@ def parse_judgement(data: dict[str, Any]) -> tuple[Verdict, LabelProbs]:
                 "--reasoning-parser holds structured outputs back until the reasoning ends, and this model reasons "
                 "despite enable_thinking=false (or the parser took its answer for reasoning); serve the judge model "
                 "without --reasoning-parser, or use a model that answers at once")
+        produced = _completion_tokens(data)
+        if finish == "length" and not (content or "").strip() and not produced:
+            # Nothing generated although the output may take MAX_COMPLETION_TOKENS: vLLM gave the prompt no room to
+            # answer (a V0 scheduler ignores a prompt over its token limit and finishes it with "length", no text).
+            counted = "usage not reported" if produced is None else "0 completion tokens"
+            raise JudgeOutputError(
+                f"vLLM generated nothing (finish_reason 'length', {counted}): the prompt left no room to answer "
+                "(it fills the judge model's max_model_len or the scheduler's token budget); serve the judge model "
+                "with a larger --max-model-len")
         raise JudgeOutputError(
             f"unconstrained output {shown!r}: the server did not apply structured outputs "
             "(vLLM >= 0.10.2 reads `structured_outputs`; from 0.12 the old guided_* fields are ignored)")
@@ -134,7 +164,14 @@ class VllmJudge:
         try:
             data = await self.client.chat_completions(request_body(self.model, item.claim, item.evidence), deadline)
         except BackendResponseError as exc:
-            return error_judgement(f"LLM judge: {exc.message}", Tier.LLM, llm_calls=1)
+            reason = exc.message
+            if _CONTEXT_TOO_LONG.search(reason):
+                # vLLM's own advice ("reduce the length of the messages") is for its API caller, here this server:
+                # the prompt is the claim and its evidence, and the remedy is the judge model's context.
+                reason = ("the judge prompt for this claim (instructions, evidence up to "
+                          f"{MAX_PROMPT_EVIDENCE_CHARS:,} characters, claim) does not fit the judge model's context: "
+                          f"serve it with a larger --max-model-len ({reason})")
+            return error_judgement(f"LLM judge: {reason}", Tier.LLM, llm_calls=1)
         try:
             verdict, probs = parse_judgement(data)
         except JudgeOutputError as exc:
