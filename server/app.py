@@ -24,6 +24,7 @@ from . import __version__, metrics, security
 from .admission import Admission
 from .backends import registry
 from .config import Settings
+from .context import deadline_of, server_deadline
 from .health import INFO_GAIN, KNOWLEDGE, KNOWLEDGE_BASE, HealthState
 from .interceptors import ClientGoneInterceptor, ServiceInterceptor, size_check
 from .kb_holder import KbHolder
@@ -44,7 +45,6 @@ from .servicers.knowledge import KnowledgeServicer
 from .servicers.knowledge_base import KnowledgeBaseServicer
 
 log = logging.getLogger("kgverify.server")
-STREAM_ITEM_TIMEOUT_S = 600.0
 
 
 class Runtime:
@@ -143,11 +143,13 @@ class Runtime:
             name = configured
         return await self._get(registry.ESTIMATORS, "estimator", name or configured)
 
+    def call_deadline(self, context) -> Deadline:
+        """A unary call's deadline: the client's, cut to KGV_SERVER__MAX_CALL_S."""
+        return deadline_of(context, self.settings.server.max_call_s)
+
     def item_deadline(self, stream_deadline: Deadline) -> Deadline:
-        own = Deadline.after(STREAM_ITEM_TIMEOUT_S)
-        if stream_deadline.at is None:
-            return own
-        return Deadline(min(own.at, stream_deadline.at))
+        """A stream item's deadline: KGV_SERVER__MAX_CALL_S from its start, or the stream's when that is sooner."""
+        return server_deadline(self.settings.server.max_call_s).earliest(stream_deadline)
 
     async def reload_kb(self) -> tuple[str, str]:
         if not self.kb.enabled:

@@ -98,6 +98,8 @@ class ServerSettings(_Section):
     """Threads for blocking work (encoders, FAISS, local models)."""
     torch_threads: int | None = Field(None, ge=1)
     """torch intra-op threads; unset = torch's default."""
+    max_call_s: float = Field(600.0, gt=0)
+    """Longest a call (or one stream item) runs when its client sets no deadline or a later one; past it, DEADLINE_EXCEEDED naming this setting."""
     grace_period_s: float = Field(5.0, ge=0)
     """On SIGTERM: time in-flight calls get to finish."""
     health_interval_s: float = Field(5.0, gt=0)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import logging
 import uuid
 
 from .pipeline.deadline import Deadline
+from .pipeline.errors import BackendTimeoutError
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -18,9 +21,46 @@ def new_request_id(metadata) -> str:
     return uuid.uuid4().hex[:16]
 
 
-def deadline_of(context) -> Deadline:
+MAX_CALL_SETTING = "KGV_SERVER__MAX_CALL_S"
+
+
+def deadline_of(context, max_call_s: float | None = None) -> Deadline:
+    """The call's deadline: the client's, or `max_call_s` from now when the client set none or a later one (a call
+    without a deadline would otherwise run as long as its work takes: a request at the limits holds hundreds of
+    thousands of judge pairs)."""
     remaining = context.time_remaining()
+    if max_call_s is not None and (remaining is None or remaining > max_call_s):
+        return server_deadline(max_call_s)
     return Deadline.after(remaining)
+
+
+def server_deadline(max_call_s: float) -> Deadline:
+    return Deadline.after(max_call_s, f"{MAX_CALL_SETTING}={max_call_s:g}")
+
+
+@contextlib.asynccontextmanager
+async def within(deadline: Deadline):
+    """Runs the body under the server's own limit when that set the deadline: cancelled at it like gRPC cancels a
+    call at the client's deadline (backends that check the deadline stop sooner), and DEADLINE_EXCEEDED naming
+    the setting either way. A client's own deadline is left to gRPC."""
+    if deadline.limit is None:
+        yield
+        return
+    seconds = deadline.limit.split("=")[1]
+    why = (f"the server stops a call after {seconds} s ({deadline.limit}): send a shorter request or a deadline "
+           "of its own, or ask the operator to raise the setting")
+    limit = asyncio.timeout(deadline.remaining())
+    try:
+        async with limit:
+            yield
+    except TimeoutError:
+        if not limit.expired():  # a TimeoutError of the body's own
+            raise
+        raise BackendTimeoutError(f"not finished in time: {why}") from None
+    except BackendTimeoutError as exc:
+        if not deadline.expired():
+            raise
+        raise BackendTimeoutError(f"{exc.message}: {why}", reason=exc.reason, metadata=exc.metadata) from None
 
 
 class RequestIdFilter(logging.Filter):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kgverify.v1 import info_gain_service_pb2_grpc as iggrpc
 
-from ..context import deadline_of
+from ..context import within
 from ..pipeline import scoring
 from . import convert
 
@@ -14,5 +14,7 @@ class InfoGainServicer(iggrpc.InfoGainServiceServicer):
         self.rt = runtime
 
     async def ScoreInfoGain(self, request, context):
-        result = await scoring.info_gain(convert.info_gain_request(request), self.rt.deps, deadline_of(context))
+        deadline = self.rt.call_deadline(context)
+        async with within(deadline):
+            result = await scoring.info_gain(convert.info_gain_request(request), self.rt.deps, deadline)
         return convert.fitting(convert.info_gain_response(result), self.rt.settings.server.max_message_bytes)

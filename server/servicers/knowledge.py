@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kgverify.v1 import knowledge_service_pb2_grpc as kgrpc
 
-from ..context import deadline_of
+from ..context import deadline_of, within
 from ..pipeline import scoring
 from ..streaming import run_stream
 from . import convert
@@ -16,19 +16,23 @@ class KnowledgeServicer(kgrpc.KnowledgeServiceServicer):
 
     async def SplitReasoning(self, request, context):
         chain, splitter = convert.split_request(request)
-        result = await scoring.split(chain, splitter, self.rt.deps, deadline_of(context))
+        deadline = self.rt.call_deadline(context)
+        async with within(deadline):
+            result = await scoring.split(chain, splitter, self.rt.deps, deadline)
         return convert.fitting(convert.split_response(result), self.rt.settings.server.max_message_bytes,
                                why=convert.SPLIT_TOO_LARGE)
 
     async def ScoreKnowledge(self, request, context):
-        result = await scoring.knowledge(convert.knowledge_request(request), self.rt.deps, deadline_of(context))
+        deadline = self.rt.call_deadline(context)
+        async with within(deadline):
+            result = await scoring.knowledge(convert.knowledge_request(request), self.rt.deps, deadline)
         return convert.fitting(convert.knowledge_response(result), self.rt.settings.server.max_message_bytes)
 
     async def ScoreChain(self, request, context):
-        return await self._score_chain(request, deadline_of(context))
+        return await self._score_chain(request, self.rt.call_deadline(context))
 
     async def StreamScoreChains(self, request_iterator, context):
-        stream_deadline = deadline_of(context)
+        stream_deadline = deadline_of(context)  # the stream as a whole may last; each item has the call limit
 
         async def process(chain):
             return await self._score_chain(chain, self.rt.item_deadline(stream_deadline))
@@ -40,5 +44,6 @@ class KnowledgeServicer(kgrpc.KnowledgeServiceServicer):
             yield response
 
     async def _score_chain(self, request, deadline):
-        result = await scoring.chain(convert.chain_request(request), self.rt.deps, deadline)
+        async with within(deadline):
+            result = await scoring.chain(convert.chain_request(request), self.rt.deps, deadline)
         return convert.fitting(convert.chain_response(result), self.rt.settings.server.max_message_bytes)

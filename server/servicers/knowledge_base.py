@@ -5,7 +5,7 @@ from __future__ import annotations
 from kgverify.v1 import knowledge_base_service_pb2 as kbpb
 from kgverify.v1 import knowledge_base_service_pb2_grpc as kbgrpc
 
-from ..context import deadline_of
+from ..context import within
 from ..pipeline.types import RetrievalMode
 from . import convert
 
@@ -23,7 +23,9 @@ class KnowledgeBaseServicer(kbgrpc.KnowledgeBaseServiceServicer):
         vectors = {}
         if mode is not RetrievalMode.BM25 and top_k and mode in kb.info.modes:
             # the query is embedded through the micro-batcher, with other requests' texts
-            vectors = {"vectors": await self.rt.deps.embed_texts([query], deadline_of(context))}
+            deadline = self.rt.call_deadline(context)
+            async with within(deadline):
+                vectors = {"vectors": await self.rt.deps.embed_texts([query], deadline)}
         hits = await self.rt.deps.blocking.run(kb.search, [query], top_k, mode, **vectors)
         return convert.fitting(convert.search_response(hits[0], kb.info.kb_id, mode),
                                self.rt.settings.server.max_message_bytes, why=convert.SEARCH_TOO_LARGE)
