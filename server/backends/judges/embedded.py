@@ -90,9 +90,10 @@ class EmbeddedJudge:
         for item, claim_units in zip(items, units):
             rows = probs[offset:offset + len(claim_units)]
             offset += len(claim_units)
-            if not np.isfinite(rows).all() or (rows < 0).any():  # a numerical failure: never read as a verdict
+            if not _valid_rows(rows):  # a numerical failure: never read as a verdict
                 out.append(error_judgement(f"the pair scorer {self.name} returned invalid probabilities "
-                                           "(NaN, infinity or negative) for this claim's evidence", Tier.EMBEDDED))
+                                           "(NaN, infinity, negative, or a row summing to zero or overflowing) "
+                                           "for this claim's evidence", Tier.EMBEDDED))
                 continue
             label_probs, verdict, ordered = aggregate(rows, claim_units, item.evidence, self.policy)
             out.append(Judgement(verdict, label_probs, Tier.EMBEDDED, evidence=ordered))
@@ -100,6 +101,17 @@ class EmbeddedJudge:
 
     async def ready(self) -> bool:
         return True
+
+
+def _valid_rows(rows: np.ndarray) -> bool:
+    """Rows that are probabilities up to a positive, finite scale. A row of zeros has no label to read (it raised
+    ValueError, failing the whole request), and one whose sum overflows to infinity normalised to (0, 0, 0) and was
+    read as supported."""
+    if not np.isfinite(rows).all() or (rows < 0).any():
+        return False
+    with np.errstate(over="ignore"):
+        sums = rows.sum(axis=1)
+    return bool((np.isfinite(sums) & (sums > 0)).all())
 
 
 def _at_most(units: list[Unit], max_windows: int) -> list[Unit]:
