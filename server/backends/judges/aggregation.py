@@ -11,7 +11,8 @@ import numpy as np
 from ...pipeline.types import Evidence, LabelProbs, Verdict
 
 NO_EVIDENCE = LabelProbs(0.0, 0.0, 1.0)
-AGGREGATION_VERSION = "evidence-agg/5"  # 5: windows fitted to the model's token budget for the claim
+AGGREGATION_VERSION = "evidence-agg/6"  # 5: windows fitted to the model's token budget for the claim; 6: a tie
+# in rank goes to the stronger premise at that rank
 
 
 @dataclass(frozen=True)
@@ -127,13 +128,22 @@ def _best(rows: Sequence[LabelProbs], allowed: Sequence[bool], verdict: Verdict,
 
 def _conflict(rows: Sequence[LabelProbs], units: Sequence[Unit], best_s: int, best_c: int, how: str,
               floor: float = 0.0) -> Verdict:
-    """Support against contradiction: by retrieval rank (a fact read together ranks as its last member) or strength."""
+    """Support against contradiction: by retrieval rank (a fact read together ranks as its last member) or strength.
+
+    With `rank`, a tie (two windows of the best-ranked passage, or facts read together against their last fact)
+    goes to the stronger of the premises at that rank: a stronger support from worse-ranked evidence, which
+    would lose to that contradiction on its own, does not decide it."""
     if how == "rank":
-        rank_s = min(max(u.evidence) for u, r in zip(units, rows) if _decides(r, Verdict.SUPPORTED, floor))
-        rank_c = min(max(u.evidence) for u, r in zip(units, rows)
-                     if _decides(r, Verdict.CONTRADICTED, floor) and not u.joint)
+        supports = [(max(u.evidence), r.supported) for u, r in zip(units, rows)
+                    if _decides(r, Verdict.SUPPORTED, floor)]
+        contradictions = [(max(u.evidence), r.contradicted) for u, r in zip(units, rows)
+                          if _decides(r, Verdict.CONTRADICTED, floor) and not u.joint]
+        rank_s, rank_c = min(k for k, _ in supports), min(k for k, _ in contradictions)
         if rank_s != rank_c:
             return Verdict.SUPPORTED if rank_s < rank_c else Verdict.CONTRADICTED
+        support = max(p for k, p in supports if k == rank_s)
+        contradiction = max(p for k, p in contradictions if k == rank_c)
+        return Verdict.SUPPORTED if support >= contradiction else Verdict.CONTRADICTED
     return Verdict.SUPPORTED if rows[best_s].supported >= rows[best_c].contradicted else Verdict.CONTRADICTED
 
 
