@@ -40,7 +40,7 @@ def llm_tier_deadline(deadline: Deadline) -> Deadline:
     if remaining is None or deadline.at is None:
         return deadline
     reserve = max(LLM_RESERVE_MIN_S, LLM_RESERVE_SHARE * remaining)
-    return Deadline(deadline.at - reserve)
+    return dataclasses.replace(deadline, at=deadline.at - reserve)  # keeps what set it (Deadline.limit)
 
 
 class CascadeJudge:
