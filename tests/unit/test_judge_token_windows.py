@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from server.backends.judges.aggregation import AggregationPolicy, Unit, split_to_fit
-from server.backends.judges.embedded import EmbeddedJudge, _at_most
+from server.backends.judges.aggregation import AggregationPolicy, split_to_fit
+from server.backends.judges.embedded import EmbeddedJudge
 from server.backends.judges.nli_model import NliModel
 from server.pipeline.deadline import Deadline
 from server.pipeline.runtime import Blocking
@@ -75,7 +75,14 @@ def test_split_to_fit_keeps_every_word_in_order_within_the_budget():
     assert split_to_fit(text, 130, 0, count) == []
 
 
-def test_at_most_max_windows_per_piece_of_evidence_and_the_joint_unit_stays():
-    units = [Unit(f"a{i}", (0,)) for i in range(5)] + [Unit(f"b{i}", (1,)) for i in range(2)] \
-        + [Unit("a b", (0, 1), joint=True)]
-    assert [u.text for u in _at_most(units, 3)] == ["a0", "a1", "a2", "b0", "b1", "a b"]
+async def test_a_dense_passage_of_nearly_the_longest_allowed_length_is_read_to_its_end(model):
+    # 9,000 characters of CJK are ~13 windows of 700 characters and ~40 pieces that fit the model: keeping only
+    # the first 30 pieces per passage left the denial at its end unread
+    passage = "".join(f"第{i}号病人的血压正常，心率每分钟七十二次，没有发热。" for i in range(360)) + "青霉素不是弗莱明发现的。"
+    assert 8_500 < len(passage) <= 10_000
+    scorer = Recording(model)
+    judge = EmbeddedJudge(scorer, Blocking(None))
+    await judge.judge([JudgeItem(CLAIM, (Evidence("p", passage, "", "", 0.9, EvidenceOrigin.CONTEXT),))], Deadline())
+    assert len(scorer.premises) > AggregationPolicy().max_windows
+    assert max(model.count_tokens(scorer.premises)) <= model.premise_budget(CLAIM)
+    assert any("青霉素不是弗莱明发现的" in premise for premise in scorer.premises)

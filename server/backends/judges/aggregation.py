@@ -11,8 +11,8 @@ import numpy as np
 from ...pipeline.types import Evidence, LabelProbs, Verdict
 
 NO_EVIDENCE = LabelProbs(0.0, 0.0, 1.0)
-AGGREGATION_VERSION = "evidence-agg/6"  # 5: windows fitted to the model's token budget for the claim; 6: a tie
-# in rank goes to the stronger premise at that rank
+AGGREGATION_VERSION = "evidence-agg/7"  # 5: windows fitted to the model's token budget for the claim; 6: a tie
+# in rank goes to the stronger premise at that rank; 7: every piece a window is cut into to fit is read
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,10 @@ class EmbeddedJudge:
 
     def _fit(self, units: list[list[Unit]], items: Sequence[JudgeItem]) -> list[list[Unit]]:
         """Every premise within the model's token budget for its claim: a window over it is cut into smaller ones
-        (split_to_fit), a joint unit over it is dropped, and each piece of evidence keeps at most max_windows."""
+        (split_to_fit) and all of them are read, and a joint unit over it is dropped. The windows already read a
+        passage of the longest allowed length to its end; capping the pieces again left the second half of a dense
+        one (9,000 characters of CJK: ~40 pieces) unread. The pieces stay bounded by the passage's tokens over
+        the budget: at most ~3 tokens a character, so ~140 for the longest allowed passage."""
         if not self._counts_tokens():
             return units
         claims = list(dict.fromkeys(item.claim for item in items))
@@ -73,7 +76,7 @@ class EmbeddedJudge:
                     if (unit.text, room) not in split:
                         split[unit.text, room] = split_to_fit(unit.text, n, room, self.scorer.count_tokens)
                     fitted.extend(Unit(text, unit.evidence) for text in split[unit.text, room])
-            out.append(_at_most(fitted, self.policy.max_windows))
+            out.append(fitted)
         return out
 
     async def judge(self, items: Sequence[JudgeItem], deadline: Deadline) -> list[Judgement]:
@@ -112,19 +115,6 @@ def _valid_rows(rows: np.ndarray) -> bool:
     with np.errstate(over="ignore"):
         sums = rows.sum(axis=1)
     return bool((np.isfinite(sums) & (sums > 0)).all())
-
-
-def _at_most(units: list[Unit], max_windows: int) -> list[Unit]:
-    """The first max_windows windows of each piece of evidence (the joint unit always stays)."""
-    seen: dict[tuple[int, ...], int] = {}
-    out = []
-    for unit in units:
-        if not unit.joint:
-            seen[unit.evidence] = seen.get(unit.evidence, 0) + 1
-            if seen[unit.evidence] > max_windows:
-                continue
-        out.append(unit)
-    return out
 
 
 def error_judgement(reason: str, tier: Tier, llm_calls: int = 0) -> Judgement:
