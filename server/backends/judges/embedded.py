@@ -99,7 +99,9 @@ class EmbeddedJudge:
                                            "for this claim's evidence", Tier.EMBEDDED))
                 continue
             label_probs, verdict, ordered = aggregate(rows, claim_units, item.evidence, self.policy)
-            out.append(Judgement(verdict, label_probs, Tier.EMBEDDED, evidence=ordered))
+            # nothing to read (no evidence, or none with text): not judged, as the LLM judge reports it too
+            tier = Tier.EMBEDDED if claim_units else Tier.NONE
+            out.append(Judgement(verdict, label_probs, tier, evidence=ordered))
         return out
 
     async def ready(self) -> bool:
