@@ -31,7 +31,6 @@ import json
 import os
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
@@ -47,6 +46,30 @@ GOALS = {"checkcovid": 0.75, "vitaminc": 0.80}
 GOAL_ECE = 0.05
 GOAL_MARGIN = 0.25
 GOAL_PAIRS_PER_S = 150.0
+
+
+def host_cpu_times() -> list[int] | None:
+    """The host's cumulative CPU time counters (/proc/stat "cpu" line), or None where there is none."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            return [int(x) for x in fh.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+
+
+def pass_machine_share(wall_s: float, process_cpu_s: float, before, after) -> dict:
+    """What one timed pass had of the machine: the cores this process used, and the shares of all CPU time
+    that were stolen by the hypervisor (other guests) or busy in other processes."""
+    out = {"process_cores": round(process_cpu_s / wall_s, 2) if wall_s > 0 else None}
+    if before and after:
+        d = [b - a for a, b in zip(before, after)]  # user nice system idle iowait irq softirq steal
+        total = sum(d)
+        if total > 0:
+            ticks = os.sysconf("SC_CLK_TCK")
+            busy = d[0] + d[1] + d[2] + d[5] + d[6]
+            out["steal_share"] = round(d[7] / total, 3)
+            out["others_busy_share"] = round(max(0.0, busy - process_cpu_s * ticks) / total, 3)
+    return out
 
 
 def eprint(*a) -> None:
@@ -107,7 +130,6 @@ def ece_np(conf, correct, bins: int = 15) -> float:
 
     idx = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
     n = len(conf)
-    cnt = np.bincount(idx, minlength=bins)
     sc = np.bincount(idx, weights=conf, minlength=bins)
     sa = np.bincount(idx, weights=correct.astype(float), minlength=bins)
     return float(np.abs(sc - sa).sum() / n) if n else float("nan")
@@ -270,13 +292,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                               dtype=dtype)
         load_s = time.time() - t
         model.predict_proba(pairs[:64], batch_size=args.batch_size)  # warm-up
-        times = []
+        times, machine = [], []
         for _ in range(max(1, args.tp_repeats)):
-            t = time.time()
+            t, cpu, host = time.time(), time.process_time(), host_cpu_times()
             probs = model.predict_proba(pairs, batch_size=args.batch_size)
             times.append(time.time() - t)
+            machine.append(pass_machine_share(times[-1], time.process_time() - cpu, host, host_cpu_times()))
         throughput[tag] = {"pairs_per_s": round(len(pairs) / min(times), 1),
                            "pairs_per_s_all_passes": [round(len(pairs) / x, 1) for x in times],
+                           # per pass: cores this process kept busy, and the host's CPU time taken by the
+                           # hypervisor for other guests (steal) and by other processes: why a pass ran slower
+                           "machine_per_pass": machine,
                            "seconds": round(min(times), 2), "load_s": round(load_s, 2),
                            "model_id": model.model_id, "temperature": model.temperature}
         eprint(f"{tag}: {throughput[tag]}")
