@@ -390,6 +390,9 @@ class RuleSplitter:
             if kind == PARA:
                 spans = unit_spans(text, s, e, regions)
                 if self._weight(text, spans) > self.run_on_weight:
+                    # each sentence its own step, but never one that shows nothing (a stray control character
+                    # after the last sentence became a step of its own; alone it splits into no step at all)
+                    spans = [(a, b) for a, b in spans if has_visible_content(text[a:b])]
                     units.extend([a, b, PARA] for a, b in spans)
                     known_units.update(((a, b), [(a, b)]) for a, b in spans)
                     continue
