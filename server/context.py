@@ -35,7 +35,15 @@ def deadline_of(context, max_call_s: float | None = None) -> Deadline:
 
 
 def server_deadline(max_call_s: float) -> Deadline:
-    return Deadline.after(max_call_s, f"{MAX_CALL_SETTING}={max_call_s:g}")
+    return Deadline.after(max_call_s, f"{MAX_CALL_SETTING}={_seconds(max_call_s)}")
+
+
+def _seconds(value: float) -> str:
+    """The setting's value as it was given: 600.0 -> "600", 0.5 -> "0.5", 1234567.0 -> "1234567" (`:g` wrote
+    "1.23457e+06", a value the setting does not have)."""
+    if float(value).is_integer() and abs(value) < 1e16:
+        return str(int(value))
+    return repr(float(value))
 
 
 @contextlib.asynccontextmanager
@@ -47,8 +55,12 @@ async def within(deadline: Deadline):
         yield
         return
     seconds = deadline.limit.split("=")[1]
-    why = (f"the server stops a call after {seconds} s ({deadline.limit}): send a shorter request or a deadline "
-           "of its own, or ask the operator to raise the setting")
+    # Said to a client that set no deadline and to one whose deadline is later than the limit alike: a deadline of
+    # the client's own cannot let the call run longer (one later than the limit is cut at it, as here), so the
+    # remedies are a shorter request or a higher setting.
+    why = (f"the server stops a call after {seconds} s ({deadline.limit}) when its client sets no deadline or a "
+           "later one (a stream item that long after it starts): send a shorter request, or ask the operator to "
+           "raise the setting")
     limit = asyncio.timeout(deadline.remaining())
     try:
         async with limit:
