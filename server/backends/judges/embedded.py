@@ -50,7 +50,8 @@ class EmbeddedJudge:
         (split_to_fit) and all of them are read, and a joint unit over it is dropped. The windows already read a
         passage of the longest allowed length to its end; capping the pieces again left the second half of a dense
         one (9,000 characters of CJK: ~40 pieces) unread. The pieces stay bounded by the passage's tokens over
-        the budget: at most ~3 tokens a character, so ~140 for the longest allowed passage."""
+        the claim's budget (at most ~3 tokens a character): ~140 for the longest allowed passage beside a short
+        claim, up to ~900 beside a claim that leaves the premise 32 tokens."""
         if not self._counts_tokens():
             return units
         claims = list(dict.fromkeys(item.claim for item in items))
