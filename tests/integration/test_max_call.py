@@ -14,6 +14,7 @@ from kgverify.v1 import knowledge_service_pb2 as kpb
 from kgverify.v1 import knowledge_service_pb2_grpc as kgrpc
 from server.app import start_server
 from server.backends import registry
+from server.context import server_deadline
 from tests.conftest import make_settings
 from tests.fakes.backends import FakeJudge
 
@@ -75,3 +76,24 @@ async def test_each_stream_item_gets_the_limit_and_the_stream_goes_on(served):
     for response in got.values():
         assert response.status.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
         assert "KGV_SERVER__MAX_CALL_S=1" in response.status.message
+
+
+@pytest.mark.parametrize("client_timeout", [None, LIMIT_S + 0.5, 60.0])
+async def test_the_message_gives_no_remedy_the_client_already_used(served, client_timeout):
+    # a client whose own deadline is later than the limit was told to "send ... a deadline of its own"
+    server, _ = served
+    async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await kgrpc.KnowledgeServiceStub(channel).ScoreKnowledge(_request(), timeout=client_timeout)
+    details = info.value.details()
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "KGV_SERVER__MAX_CALL_S=1)" in details
+    assert "deadline of its own" not in details
+    assert "when its client sets no deadline or a later one" in details
+    assert "send a shorter request, or ask the operator to raise the setting" in details
+
+
+@pytest.mark.parametrize("seconds, shown", [(600.0, "600"), (0.5, "0.5"), (1_234_567.0, "1234567"),
+                                            (2_000_000.0, "2000000"), (90.25, "90.25")])
+def test_the_limit_is_named_with_the_value_it_has(seconds, shown):
+    assert server_deadline(seconds).limit == f"KGV_SERVER__MAX_CALL_S={shown}"
