@@ -2,8 +2,8 @@
 
 Bounded concurrency, timeouts inside the RPC deadline, retries on transient
 failures only, and vLLM failures mapped to domain errors:
-unreachable, rate-limiting (HTTP 429 after retries, Retry-After honoured), or not serving the requested model or
-route (HTTP 404) -> BackendUnavailableError,
+unreachable (refused, or no connection within the timeout), rate-limiting (HTTP 429 after retries, Retry-After
+honoured), or not serving the requested model or route (HTTP 404) -> BackendUnavailableError,
 too slow -> BackendTimeoutError, answered but unusable -> BackendResponseError.
 """
 
@@ -183,6 +183,7 @@ class VllmClient:
     async def _attempts(self, method: str, url: str, body: dict[str, Any] | None, deadline: Deadline) -> dict:
         route = url.removeprefix(self.root_url) or "/"
         attempt = 0
+        retried_500 = False
         while True:
             slot = await self._acquire_slot(route, deadline)
             failure: httpx.TransportError | None = None
@@ -205,10 +206,17 @@ class VllmClient:
             finally:
                 slot.release()  # never held through a retry's backoff
             if isinstance(failure, httpx.TimeoutException):
-                if isinstance(failure, httpx.ConnectTimeout) and attempt < self.max_retries:
-                    attempt += 1
-                    await asyncio.sleep(self.backoff_s * attempt)
-                    continue
+                if isinstance(failure, httpx.ConnectTimeout):
+                    if attempt < self.max_retries:
+                        attempt += 1
+                        await asyncio.sleep(self.backoff_s * attempt)
+                        continue
+                    if timeout >= self.timeout_s:
+                        # No connection within the whole configured timeout, the deadline not yet spent: nothing
+                        # accepts connections at that address (a host that is down, a firewall dropping packets).
+                        # Unreachable like a refused connection, not a slow answer (which DEADLINE_EXCEEDED is).
+                        raise BackendUnavailableError(
+                            f"the vLLM backend is unreachable (no connection within {timeout:g} s)") from failure
                 raise BackendTimeoutError(f"vLLM did not answer {route} within {timeout:.1f} s") from failure
             if isinstance(failure, (httpx.UnsupportedProtocol, httpx.LocalProtocolError)):
                 # A misconfigured URL or a request httpx cannot send: retrying cannot help.
@@ -242,6 +250,16 @@ class VllmClient:
                     log.warning("vLLM answered HTTP 500 on %s; %s", url, problem)
                     raise BackendUnavailableError(f"vLLM answered HTTP 500 on {route} and its /health is not 200 "
                                                   "(engine dead or restarting)")
+                # A healthy vLLM answers 500 for a generation that failed inside the engine (finish_reason
+                # "error", which vLLM calls retryable): tried once more, then it is this request's error.
+                if not retried_500 and attempt < self.max_retries and \
+                        deadline.timeout(self.timeout_s) > self.backoff_s * (attempt + 1):
+                    retried_500 = True
+                    attempt += 1
+                    log.warning("vLLM answered HTTP 500 on %s with /health fine (%s); retrying once", route,
+                                _error_message(_json_or_none(response)) or "no JSON")
+                    await asyncio.sleep(self.backoff_s * attempt)
+                    continue
             if len(response.content) > LARGE_BODY_BYTES:
                 # prompt_logprobs of a long chain come back as megabytes of JSON (~11 MB for 150k prompt tokens:
                 # 0.3 s to parse): parsed on a worker thread, in pieces (_loads_in_pieces) so that the event loop
@@ -338,6 +356,13 @@ def _piece(s: str, i: int, depth: int) -> tuple[Any, int]:
         i = _SPACE(s, i + 1).end()
 
 
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
 def _json_or_error(response: httpx.Response, route: str) -> dict[str, Any]:
     try:
         data = _loads_in_pieces(response.content) if len(response.content) > LARGE_BODY_BYTES else response.json()
@@ -348,10 +373,10 @@ def _json_or_error(response: httpx.Response, route: str) -> dict[str, Any]:
     if response.status_code == 404:
         # The model is not served under that name (or the base URL lacks /v1): every request would fail the
         # same way, so this backend is down for us, like an unreachable one, not a bad answer to one claim.
-        raise BackendUnavailableError(f"vLLM cannot serve the request (HTTP 404): "
+        raise BackendUnavailableError(f"vLLM cannot serve the request (HTTP 404 on {route}): "
                                       f"{_error_message(data) or 'not found'}")
     if response.status_code in REFUSED_KEY:  # every request would be refused alike: down for us, not a bad answer
-        raise BackendUnavailableError(_refused_key(None, response.status_code))
+        raise BackendUnavailableError(_refused_key(None, response.status_code, on=route))
     if response.status_code >= 500:
         # vLLM's own text of a server error (tracebacks, internal names) stays in the log.
         log.warning("vLLM answered HTTP %d on %s: %s", response.status_code, route,
@@ -359,7 +384,7 @@ def _json_or_error(response: httpx.Response, route: str) -> dict[str, Any]:
         raise BackendResponseError(f"vLLM answered HTTP {response.status_code} on {route}", reason="BACKEND_REJECTED")
     if response.status_code != 200:
         raise BackendResponseError(
-            f"vLLM rejected the request (HTTP {response.status_code}): {_error_message(data) or 'no JSON'}",
+            f"vLLM rejected the request (HTTP {response.status_code} on {route}): {_error_message(data) or 'no JSON'}",
             reason="BACKEND_REJECTED",
         )
     if not isinstance(data, dict):

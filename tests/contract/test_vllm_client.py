@@ -114,7 +114,7 @@ async def test_a_model_or_route_vllm_does_not_serve_is_unavailable_not_a_bad_ans
     try:
         with pytest.raises(BackendUnavailableError, match="HTTP 404.*model `other` does not exist"):
             await client.chat_completions({"model": "other", "messages": [{"role": "user", "content": "x"}]})
-        with pytest.raises(BackendUnavailableError, match=r"HTTP 404\): Not Found"):
+        with pytest.raises(BackendUnavailableError, match=r"HTTP 404 on /completions\): Not Found"):
             await wrong_route.completions({"prompt": [1, 2], "max_tokens": 1})
     finally:
         await client.aclose()
@@ -181,7 +181,8 @@ async def test_a_refused_api_key_is_an_unavailable_backend_and_logged_once(caplo
     with FakeVllmServer(api_key="right") as fake:
         client = VllmClient(fake.base_url, "wrong", max_retries=0)
         try:
-            with pytest.raises(BackendUnavailableError, match=r"refuses this server's API key \(HTTP 401\)"):
+            with pytest.raises(BackendUnavailableError,
+                               match=r"refuses this server's API key \(HTTP 401 on /v1/chat/completions\)"):
                 await client.chat_completions({"model": "judge", "messages": [{"role": "user", "content": "x"}]})
             with caplog.at_level("INFO", logger="server.backends.vllm_client"):
                 assert not await client.serves("judge") and not await client.serves("judge")
@@ -339,3 +340,70 @@ async def test_a_large_reply_is_parsed_off_the_event_loop(fake, monkeypatch):
     (small_bytes, small_on_loop), (large_bytes, large_on_loop) = threads
     assert small_bytes < vllm_client.LARGE_BODY_BYTES < large_bytes
     assert small_on_loop and not large_on_loop
+
+
+def _connect_timeouts(seen):
+    import httpx
+
+    def handler(request):
+        seen.append(request.url.path)
+        raise httpx.ConnectTimeout("timed out", request=request)
+    return httpx.MockTransport(handler)
+
+
+async def test_no_connection_within_the_timeout_is_unreachable_not_a_slow_answer():
+    """A host that is down or a firewall dropping packets: every connect times out. That backend is
+    unreachable (UNAVAILABLE, the cascade degrades), as a refused connection is, not a slow answer."""
+    seen: list[str] = []
+    client = VllmClient("http://vllm:8000/v1", timeout_s=0.5, max_retries=2, backoff_s=0.01,
+                        transport=_connect_timeouts(seen))
+    try:
+        with pytest.raises(BackendUnavailableError, match=r"unreachable \(no connection within 0.5 s\)") as caught:
+            await client.chat_completions({"model": "judge", "messages": []}, Deadline.after(30))
+    finally:
+        await client.aclose()
+    assert seen == ["/v1/chat/completions"] * 3  # retried like any failed connect
+    assert "vllm:8000" not in caught.value.message
+
+
+async def test_a_connect_cut_short_by_the_deadline_is_a_timeout():
+    seen: list[str] = []
+    client = VllmClient("http://vllm:8000/v1", timeout_s=30, max_retries=0, transport=_connect_timeouts(seen))
+    try:
+        with pytest.raises(BackendTimeoutError):
+            await client.chat_completions({"model": "judge", "messages": []}, Deadline.after(0.5))
+    finally:
+        await client.aclose()
+    assert len(seen) == 1
+
+
+async def test_a_500_from_a_healthy_vllm_is_tried_once_more(fake):
+    """vLLM answers a generation that failed in the engine (finish_reason "error") with HTTP 500 while /health is
+    fine, and calls it retryable: one more try, then the request's own error (never a retry storm)."""
+    client = VllmClient(fake.base_url, max_retries=2, backoff_s=0.01)
+    try:
+        fake.faults.http_status, fake.faults.fail_times = 500, 1
+        data = await client.chat_completions({"model": "judge", "messages": [{"role": "user", "content": "x"}]})
+        assert data["choices"][0]["message"]["content"]
+        assert [path for path, _ in fake.requests].count("/v1/chat/completions") == 2
+        fake.requests.clear()
+        fake.faults.http_status, fake.faults.fail_times = 500, None
+        with pytest.raises(BackendResponseError, match="HTTP 500 on /v1/chat/completions"):
+            await client.chat_completions({"model": "judge", "messages": []})
+        assert [path for path, _ in fake.requests].count("/v1/chat/completions") == 2
+    finally:
+        await client.aclose()
+
+
+async def test_rejections_name_the_route(fake):
+    client = VllmClient(fake.base_url, max_retries=0)
+    try:
+        with pytest.raises(BackendUnavailableError, match=r"HTTP 404 on /v1/chat/completions\): .*`other`"):
+            await client.chat_completions({"model": "other", "messages": [{"role": "user", "content": "x"}]})
+        with pytest.raises(BackendResponseError, match=r"HTTP 400 on /v1/completions\): .*maximum context length"):
+            await client.completions({"prompt": [1] * 5000, "max_tokens": 1})
+        fake.faults.http_status = 401
+        with pytest.raises(BackendUnavailableError, match=r"HTTP 401 on /v1/completions\)"):
+            await client.completions({"prompt": [1, 2], "max_tokens": 1})
+    finally:
+        await client.aclose()

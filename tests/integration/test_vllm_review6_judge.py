@@ -83,8 +83,8 @@ async def test_other_rejections_keep_vllms_reason_alone(fake):
     fake.faults.error_body = {"error": {"message": "Requested top logprobs of 20 cannot be greater than "
                                                    "max_logprobs (5)", "type": "BadRequestError", "code": 400}}
     out = await judge_one(fake)
-    assert out.error == ("LLM judge: vLLM rejected the request (HTTP 400): Requested top logprobs of 20 cannot be "
-                         "greater than max_logprobs (5)")
+    assert out.error == ("LLM judge: vLLM rejected the request (HTTP 400 on /v1/chat/completions): Requested top "
+                         "logprobs of 20 cannot be greater than max_logprobs (5)")
 
 
 def reply(content, finish, usage=True, completion_tokens=0) -> dict:

@@ -23,7 +23,7 @@ _BY_LABEL = {token: verdict for verdict, token in VERBALIZERS.items()}
 # vLLM's HTTP 400 for a prompt over max_model_len, in the wordings of its versions: "This model's maximum context
 # length is N tokens. However, you requested …", "… your request has N input tokens", "'max_tokens' or
 # 'max_completion_tokens' is too large: …", "The decoder prompt (length N) is longer than the maximum model length".
-_CONTEXT_TOO_LONG = re.compile(r"HTTP 400\).*maximum (context|model) length", re.IGNORECASE | re.DOTALL)
+_CONTEXT_TOO_LONG = re.compile(r"HTTP 400[ )].*maximum (context|model) length", re.IGNORECASE | re.DOTALL)
 
 
 class JudgeOutputError(ValueError):
