@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     rows = T.read_train_rows(args.data)
     data_sha = T.file_sha256(args.data)
-    checkpoints = [torch.load(c, map_location="cpu", weights_only=False) for c in args.ckpt]
+    checkpoints = [T.load_checkpoint(c, "--ckpt") for c in args.ckpt]
     for path, ck in zip(args.ckpt, checkpoints):
         if ck.get("data_sha256") not in (None, data_sha):
             raise SystemExit(f"{path} was trained on other data than --data")

@@ -122,7 +122,7 @@ def write_deltas(ckpt_path: Path, out_dir: Path) -> tuple[list[str], dict]:
     import torch
     from safetensors.torch import load_file, save_file
 
-    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ck = T.load_checkpoint(ckpt_path, "export")
     trained: dict = ck["weights"]
     base_dir = T.base_model_dir()
     base = {("bert." + k if not k.startswith("bert.") else k): v

@@ -24,7 +24,9 @@ Reproducible, resumable training of the model that ships in ``models/nli-judge``
 * Checkpoints are atomic (temp file + os.replace) every ``--ckpt-every`` steps and at
   epoch ends; ``--resume`` continues from ``<out>/last.pt`` exactly where it stopped
   (same epoch plan, same batch index, optimizer / scheduler / RNG state), also after kill -9; it refuses
-  arguments that would change the data order or the schedule.
+  arguments that would change the data order or the schedule. A run killed while writing a checkpoint keeps the
+  previous complete one (the partial write is removed on resume); a checkpoint cut short or damaged later (a copy
+  that did not finish) stops ``--resume``, ``--init`` and the export with its name, before anything is written.
 * ``--seed`` sets the epoch samples and dropout (the head's initial weights are part of the recipe: seed 0).
   Runs trained before 2026-11-28 drew dropout from seed 0 whatever ``--seed`` said. A run repeats bit for bit
   at a fixed ``--threads N``; ``auto`` moves between 1 and 2 threads with the machine's load, which sums in
@@ -471,6 +473,32 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         raise
 
 
+# What a resumable checkpoint (last.pt) holds beyond the weights of best.pt / epochN.pt.
+RESUME_KEYS = ("weights", "optimizer", "scheduler", "torch_rng", "step", "epoch", "batch_in_epoch")
+
+
+def load_checkpoint(path: str | os.PathLike, what: str, needs: Sequence[str] = ("weights",)) -> dict:
+    """torch.load of a checkpoint (CPU tensors); one that is truncated, empty, not a checkpoint or lacking `needs`
+    stops with a SystemExit naming the file (`what`: the option or step that reads it)."""
+    import torch
+
+    if not Path(path).is_file():
+        raise SystemExit(f"{what}: {path} does not exist")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a truncated or empty file, or another format: no partial state is used
+        reason = (str(err).strip().splitlines() or [""])[0][:200]
+        raise SystemExit(f"{what}: {path} is not a complete checkpoint ({type(err).__name__}: {reason}); "
+                         f"it was cut short or damaged (disk full, a copy or transfer that did not finish)") from None
+    if not isinstance(ck, dict):
+        raise SystemExit(f"{what}: {path} is not a checkpoint of train_nli_judge.py (it holds a {type(ck).__name__})")
+    missing = [k for k in needs if k not in ck]
+    if missing:
+        kind = " (a weights checkpoint such as best.pt or epochN.pt: --init or export it)" if "weights" in ck else ""
+        raise SystemExit(f"{what}: {path} lacks {', '.join(missing)}{kind}")
+    return ck
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     try:
@@ -484,9 +512,45 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def remove_stale_temp_files(out: Path) -> list[str]:
+    """Removes the partial checkpoints (``<name>.tmp<pid>``) that a killed run of a process no longer alive left in
+    `out`; returns their names. A live process's temp file (a run still writing here) stays."""
+    removed = []
+    for f in sorted(out.iterdir()):
+        m = _re.fullmatch(r".+\.tmp(\d+)", f.name)
+        if m is None or not f.is_file():
+            continue
+        pid = int(m.group(1))
+        try:
+            os.kill(pid, 0)
+            alive = pid != os.getpid()  # this process writes nothing yet
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:  # another user's live process
+            alive = True
+        if not alive:
+            f.unlink(missing_ok=True)
+            removed.append(f.name)
+    return removed
+
+
 def trainable_state(model, names: Sequence[str]) -> dict:
     params = dict(model.named_parameters())
     return {n: params[n].detach().to("cpu", copy=True) for n in names}  # checkpoints hold CPU tensors
+
+
+def cpu_copy(obj: Any) -> Any:
+    """`obj` (an optimizer's state_dict: nested dicts and lists) with every tensor on the CPU, so that a checkpoint
+    written on a GPU loads anywhere, also without map_location."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu")
+    if isinstance(obj, dict):
+        return {k: cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(cpu_copy(v) for v in obj)
+    return obj
 
 
 def training_device(name: str, torch):
@@ -588,6 +652,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from transformers import AutoTokenizer
 
     device = training_device(args.device, torch)
+    stale = remove_stale_temp_files(out)
+    if stale:  # a run killed while it wrote a checkpoint: the previous complete one is still in place
+        log.info("removed partial checkpoint writes of an interrupted run: %s", ", ".join(stale))
     auto_threads = str(args.threads) == "auto"
     max_threads = min(2, os.cpu_count() or 1) if auto_threads else int(args.threads)
     torch.set_num_threads(max_threads)
@@ -609,10 +676,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"--sources: {args.data} has no rows of {', '.join(unknown)} "
                          f"(its sources: {', '.join(sorted({r['source'] for r in rows}))})")
     last = out / "last.pt"
-    ck = torch.load(last, map_location="cpu", weights_only=False) if args.resume and last.exists() else None
+    ck = None
+    if args.resume and last.exists():
+        ck = load_checkpoint(last, "resume", RESUME_KEYS)
     if ck is not None:  # --init is ignored on resume: the run keeps the start point (and its sources) it had
         args.init = ck.get("args", {}).get("init")
-    init = torch.load(args.init, map_location="cpu", weights_only=False) if args.init and ck is None else None
+    init = load_checkpoint(args.init, "--init") if args.init and ck is None else None
     prior = ck if ck is not None else init  # a resumed or --init run keeps the slices its weights never trained on
     slice_version = prior.get("slices", 1) if prior is not None else SLICE_VERSION
     slices = split_slices(rows, slice_version)
@@ -707,7 +776,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         changed = resume_changes(ck.get("args", {}), vars(args), vars(parse_args(["--out", args.out])))
         if changed:  # another seed, batch size, source list... would continue at batch N of another epoch plan
             diff = ", ".join(f"--{k.replace('_', '-')} {a!r} -> {b!r}" for k, (a, b) in changed.items())
-            raise SystemExit(f"resume: {last} was written with other arguments ({diff}); rerun with those or a new --out")
+            raise SystemExit(f"resume: {last} was written with other arguments ({diff}); "
+                             "rerun with those or a new --out")
         model.load_state_dict(ck["weights"], strict=False)
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
@@ -722,7 +792,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def save_last() -> None:
         atomic_torch_save(
             {
-                "weights": trainable_state(model, names), "optimizer": optimizer.state_dict(),
+                "weights": trainable_state(model, names), "optimizer": cpu_copy(optimizer.state_dict()),
                 "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                 "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "best": best,
