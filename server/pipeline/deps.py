@@ -32,6 +32,15 @@ class PipelineDeps:
     embed: Callable[[Sequence[str], Deadline], Awaitable[np.ndarray]] | None = None
 
     async def embed_texts(self, texts: Sequence[str], deadline: Deadline) -> np.ndarray:
+        """One row per text, each distinct text embedded once: context passages repeat (a retriever upstream
+        returning the same chunk twice, one passage list sent with every claim), and each of a long passage's up
+        to 16 pieces costs a full embedder pass."""
+        distinct = list(dict.fromkeys(texts))
         if self.embed is not None:
-            return await self.embed(texts, deadline)
-        return await self.blocking.run(self.embedder().encode, list(texts))
+            vecs = await self.embed(distinct, deadline)
+        else:
+            vecs = await self.blocking.run(self.embedder().encode, distinct)
+        if len(distinct) == len(texts):
+            return vecs
+        row = {text: i for i, text in enumerate(distinct)}
+        return np.asarray(vecs)[[row[text] for text in texts]]
