@@ -1135,6 +1135,12 @@ async def run_batch(opts: BatchOptions, settings=None, summary: BatchSummary | N
         if bar is not None:
             bar.close()
         journal.close(discard_if_empty=not completed)
-    for path in opts.export:
-        export_journal(opts.output, path)
+    for number, path in enumerate(opts.export):
+        try:
+            export_journal(opts.output, path)
+        except OSError as exc:  # (a full disk, a file size limit: the export is written whole or not at all)
+            before = f" ({', '.join(map(str, opts.export[:number]))} written)" if number else ""
+            raise BatchError(f"cannot write --export {path} ({exc.strerror or exc}): nothing of it was written"
+                             f"{before}; the journal {opts.output} is complete: run the same command again to "
+                             "export it (no row is scored again)") from None
     return summary

@@ -210,9 +210,15 @@ def _plots_dir(opts: ReportOptions) -> Path | None:
     return Path(opts.html).with_name(f"{Path(opts.html).stem}_plots") if opts.html is not None else None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    with atomic_output(path) as fh:
-        fh.write(data)
+def _write_atomic(path: Path, data: bytes, what: str) -> None:
+    """Writes `path` whole or not at all; ReportError naming it (`what`: the option or the figure it is) when it
+    cannot be written (a full disk, a file size limit)."""
+    try:
+        with atomic_output(path) as fh:
+            fh.write(data)
+    except OSError as exc:
+        raise ReportError(printable(f"cannot write {what} {path} ({exc.strerror or exc}): nothing of it was "
+                                    "written")) from None
 
 
 def run_report(opts: ReportOptions) -> dict[str, Any]:
@@ -227,15 +233,19 @@ def run_report(opts: ReportOptions) -> dict[str, Any]:
     if plots_dir is not None or opts.html is not None:
         figures = render_figures(report, chains)
         if plots_dir is not None:
-            Path(plots_dir).mkdir(exist_ok=True)
+            try:
+                Path(plots_dir).mkdir(exist_ok=True)
+            except OSError as exc:
+                raise ReportError(printable(f"cannot create the plots directory {plots_dir} "
+                                            f"({exc.strerror or exc})")) from None
             for name, (_, png) in figures.items():
-                _write_atomic(Path(plots_dir) / name, png)
+                _write_atomic(Path(plots_dir) / name, png, "the figure")
                 written[name] = str(Path(plots_dir) / name)
         if opts.html is not None:
-            _write_atomic(opts.html, render_html(report, figures).encode("utf-8"))
+            _write_atomic(opts.html, render_html(report, figures).encode("utf-8"), "--html")
             written["html"] = str(opts.html)
     report["written"] = written
     if opts.json_out is not None:
-        _write_atomic(opts.json_out, json.dumps(report, indent=2, allow_nan=False).encode("utf-8"))
+        _write_atomic(opts.json_out, json.dumps(report, indent=2, allow_nan=False).encode("utf-8"), "--json")
         written["json"] = str(opts.json_out)  # after the dump: the file lists the other outputs
     return report
