@@ -20,6 +20,7 @@ from pathlib import Path
 import grpc
 
 from .config import SecuritySettings, SettingsError
+from .context import new_request_id, request_id_var
 from .errors import grpc_status
 from .pipeline.errors import KgverifyError
 
@@ -219,8 +220,16 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return None
-        self._refusals.refused(details.method, refusal)  # (only registered methods reach here: bounded keys)
-        status = grpc_status(refusal)
+        # The call's request id (the client's x-request-id, else a new one), as every other error carries it: in
+        # the status the client gets and on the log lines, so a refusal a client reports can be found in the log.
+        request_id = new_request_id(details.invocation_metadata)
+        token = request_id_var.set(request_id)
+        try:
+            log.info("%s %s (%s)", details.method, refusal.code, refusal.reason)  # the access log line of the call
+            self._refusals.refused(details.method, refusal)  # (only registered methods reach here: bounded keys)
+        finally:
+            request_id_var.reset(token)
+        status = grpc_status(refusal, request_id)
 
         async def deny(request_or_iterator, context):
             await context.abort_with_status(status)
