@@ -270,11 +270,39 @@ def _parquet_file(path: Path):
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    import pyarrow as pa
+
     number = 0
-    for batch in _parquet_file(path).iter_batches(batch_size=1024):
-        for raw in batch.to_pylist():
+    batches = _parquet_file(path).iter_batches(batch_size=1024)
+    while True:
+        try:
+            batch = next(batches, None)
+            if batch is None:
+                return
+            try:
+                rows = batch.to_pylist()
+            except UnicodeDecodeError:  # text that is not UTF-8 (a writer that does not check it, or damage)
+                rows = [_parquet_row(batch, index, number + index + 1) for index in range(batch.num_rows)]
+        except pa.ArrowException as exc:  # a damaged page (an OSError one already is): the rows after it are lost
+            raise OSError(f"not readable as Parquet: {exc}") from None
+        for raw in rows:
             number += 1
-            yield f"row-{number}", {k: v for k, v in raw.items() if v is not None}
+            yield f"row-{number}", raw if isinstance(raw, RowError) else {k: v for k, v in raw.items() if v is not None}
+
+
+def _parquet_row(batch: Any, index: int, number: int) -> dict[str, Any] | RowError:
+    """One row of a batch, or the RowError of one holding text that is not UTF-8 (keeping its id if readable)."""
+    row: dict[str, Any] = {}
+    bad = None
+    for name, column in zip(batch.schema.names, batch.columns):
+        try:
+            row[name] = column[index].as_py()
+        except UnicodeDecodeError:
+            bad = bad or name
+    if bad is None:
+        return row
+    return RowError(f"row {number}: column {bad!r} holds text that is not UTF-8; save the file's text as UTF-8",
+                    "INVALID_UTF8", row.get("id"))
 
 
 # ---- export ---------------------------------------------------------------------------------------
