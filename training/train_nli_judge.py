@@ -33,7 +33,9 @@ Reproducible, resumable training of the model that ships in ``models/nli-judge``
   another order (weights then differ around the 4th decimal).
 * ``--device cuda`` trains on a GPU (bf16 autocast there too, unless ``--no-bf16``); checkpoints hold CPU
   tensors, so a GPU run is resumed, averaged or exported on a CPU, and ``--device`` may change on resume
-  (a resumed run then draws other dropout masks). The selection and export steps are the same.
+  (a resumed run then draws other dropout masks). The selection and export steps are the same. A short device
+  session's commands (base weights carried in pieces, a sweep, the best checkpoint brought back):
+  ``training/gpu_session.md``.
 
 Example (background, low priority)::
 
