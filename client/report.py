@@ -31,6 +31,16 @@ class ReportUsageError(ReportError):
     exit_code = 2
 
 
+class ReportWriteError(ReportError, OSError):
+    """An output file could not be written (a full disk, a file size limit): the OSError it was, named."""
+
+    @classmethod
+    def of(cls, what: str, error: OSError, after: str = "") -> ReportWriteError:
+        made = cls(printable(f"{what} ({error.strerror or error}){after}"))
+        made.errno = error.errno
+        return made
+
+
 class OutputPathError(ReportUsageError):
     """An output file or the plots directory cannot go where it was asked: its parent directory is missing
     (report creates no directory above --plots-dir)."""
@@ -217,8 +227,7 @@ def _write_atomic(path: Path, data: bytes, what: str) -> None:
         with atomic_output(path) as fh:
             fh.write(data)
     except OSError as exc:
-        raise ReportError(printable(f"cannot write {what} {path} ({exc.strerror or exc}): nothing of it was "
-                                    "written")) from None
+        raise ReportWriteError.of(f"cannot write {what} {path}", exc, ": nothing of it was written") from None
 
 
 def run_report(opts: ReportOptions) -> dict[str, Any]:
@@ -236,8 +245,7 @@ def run_report(opts: ReportOptions) -> dict[str, Any]:
             try:
                 Path(plots_dir).mkdir(exist_ok=True)
             except OSError as exc:
-                raise ReportError(printable(f"cannot create the plots directory {plots_dir} "
-                                            f"({exc.strerror or exc})")) from None
+                raise ReportWriteError.of(f"cannot create the plots directory {plots_dir}", exc) from None
             for name, (_, png) in figures.items():
                 _write_atomic(Path(plots_dir) / name, png, "the figure")
                 written[name] = str(Path(plots_dir) / name)
