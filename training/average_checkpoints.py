@@ -83,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sources = sorted(set().union(*(T.run_sources(rc) for rc in run_configs)))
 
     sel_rows = [r for r in T.split_slices(rows, slice_version)["selection"] if r["source"] in sources]
+    if not sel_rows:  # no mixing weight could be scored
+        raise SystemExit(T.empty_slice_message(args.data, "selection", sources))
     enc = T.Encoded(sel_rows, AutoTokenizer.from_pretrained(T.base_model_dir()), args.max_length)
     model = T.build_model(T.base_model_dir())
     states = [ck["weights"] for ck in checkpoints]

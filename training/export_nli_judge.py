@@ -248,6 +248,8 @@ def _export(args: argparse.Namespace, run: Path, run_cfg: dict, out: Path) -> tu
     # Calibration on the train calibration slice, with the model rebuilt from the artefact.
     sources = set(cfg["training"]["sources"])
     cal_rows = [r for r in T.split_slices(rows, ck.get("slices", 1))["calibration"] if r["source"] in sources]
+    if not cal_rows:  # no temperature can be fitted
+        raise SystemExit(T.empty_slice_message(args.data, "calibration", sorted(sources)))
     tok = AutoTokenizer.from_pretrained(T.base_model_dir())
     enc = T.Encoded(cal_rows, tok, args.max_length)
     y, binary = calibration_targets(cal_rows)

@@ -190,6 +190,12 @@ def split_slices(rows: Sequence[dict], version: int = SLICE_VERSION) -> dict[str
     return out
 
 
+def empty_slice_message(data: str | os.PathLike, part: str, sources: Sequence[str]) -> str:
+    return (f"{data}: the {part} slice holds no rows of {', '.join(sources)} (a slice takes whole groups of rows "
+            f"that share a claim or a pair, chosen by a hash): too few rows or groups for training, selection "
+            f"and calibration")
+
+
 def run_sources(run_config: dict) -> list[str]:
     """The sources a run's weights were trained on, those of the run it started from (--init) included."""
     if "trained_sources" in run_config:
@@ -330,6 +336,9 @@ class Encoded:
 
     def __init__(self, rows: list[dict], tokenizer, max_length: int):
         self.rows = rows
+        if not rows:  # the tokenizer fails on an empty batch
+            self.input_ids, self.token_type_ids, self.lengths = [], [], []
+            return
         enc = tokenizer(
             [r["premise"] for r in rows],
             [r["hypothesis"] for r in rows],
@@ -689,6 +698,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     slices = split_slices(rows, slice_version)
     train_rows = [r for r in slices["train"] if r["source"] in sources]
     sel_rows = [r for r in slices["selection"] if r["source"] in sources]
+    for part, part_rows in (("train", train_rows), ("selection", sel_rows)):
+        if not part_rows:  # no step to take, or no checkpoint to choose
+            raise SystemExit(empty_slice_message(args.data, part, sources))
     if args.limit_train:
         train_rows = random.Random(args.seed).sample(train_rows, min(args.limit_train, len(train_rows)))
     if args.negation_aug:
