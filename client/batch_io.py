@@ -85,7 +85,7 @@ def check_input(path: Path, fmt: str | None = None) -> str:
                 except UnicodeDecodeError as exc:
                     raise _undecodable(path, exc) from None
                 except csv.Error as exc:
-                    raise InputError(f"{path}: line {reader.line_num}: not readable as CSV ({exc})") from None
+                    raise _csv_error(path, reader, 1, exc) from None
         else:
             _require_id_column(path, _parquet_file(path).schema_arrow.names, empty_ok=False)
     except READ_ERRORS as exc:  # unreadable, or a damaged .gz
@@ -94,8 +94,18 @@ def check_input(path: Path, fmt: str | None = None) -> str:
 
 
 def _csv_reader(fh) -> csv.DictReader:
+    """strict: a quoted cell that is never closed is an error (it would take every row after it as its text) and
+    so is text after a closing quote (`"a"b`)."""
     csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
-    return csv.DictReader(fh)
+    return csv.DictReader(fh, strict=True)
+
+
+def _csv_error(path: Path, reader: csv.DictReader, start: int, error: csv.Error) -> InputError:
+    if str(error) == "unexpected end of data":
+        return InputError(f"{path}: the row from line {start} on has a quoted cell that is never closed: it runs to "
+                          "the end of the file and would take the rows after it as its text; fix its quotes")
+    # (the underlying reader's line: DictReader.line_num is that of the last row read whole)
+    return InputError(f"{path}: line {reader.reader.line_num}: not readable as CSV ({error})")
 
 
 def _require_id_column(path: Path, columns: list[str] | None, empty_ok: bool = True) -> None:
@@ -225,14 +235,17 @@ def _csv_rows(path: Path) -> Iterator[tuple[str, Any]]:
         reader = _csv_reader(fh)
         rows = enumerate(reader, 1)
         while True:
+            start = 1
             try:
+                reader.fieldnames  # noqa: B018  (the header, read first: `start` is then the row's first line)
+                start = reader.reader.line_num + 1
                 number, raw = next(rows)
             except StopIteration:
                 return
             except UnicodeDecodeError as exc:
                 raise _undecodable(path, exc) from None
             except csv.Error as exc:
-                raise InputError(f"{path}: line {reader.line_num}: not readable as CSV ({exc})") from None
+                raise _csv_error(path, reader, start, exc) from None
             label = f"row-{number}"
             row: dict[str, Any] = {}
             try:
