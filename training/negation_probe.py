@@ -44,7 +44,7 @@ def main(argv=None) -> int:
         return by_version[version]
 
     for path in args.checkpoints:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        ck = T.load_checkpoint(path, "negation_probe")
         model = T.build_model(base)
         model.load_state_dict(ck["weights"], strict=False)
         encoded = encoded_for(ck.get("slices", 1))

@@ -72,6 +72,10 @@ def test_init_and_export_name_a_damaged_or_missing_checkpoint(data, finished, tm
         E.main(["--run", str(run), "--data", str(data), "--out", str(tmp_path / "judge"), "--threads", "1"])
     assert not (tmp_path / "judge" / "config.json").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".judge.export-")]
+    import negation_probe
+
+    with pytest.raises(SystemExit, match=r"^negation_probe: .*bad\.pt is not a complete checkpoint"):
+        negation_probe.main([str(bad), "--data", str(data), "--threads", "1"])
 
 
 _KILLED_WHILE_SAVING = """
