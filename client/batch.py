@@ -351,6 +351,14 @@ def _where(label: str) -> str:
     return label.replace("-", " ")
 
 
+def _located(error: VerifierError, label: str) -> VerifierError:
+    """A row's INVALID_ARGUMENT (a field of the row, found by this client or the server) naming where the row is
+    in the input, as the other errors of a row's content do."""
+    if error.code != "INVALID_ARGUMENT" or not label:
+        return error
+    return replace(error, message=f"{_where(label)}: {error.message}")
+
+
 def _shown(value: Any, limit: int = 60) -> str:
     text = json.dumps(value, ensure_ascii=True, allow_nan=True, default=repr)
     return text if len(text) <= limit else text[:limit] + "…"
@@ -487,7 +495,7 @@ def plan_items(opts: BatchOptions, journal: Journal, summary: BatchSummary,
                     row, opts.metrics, requests.knowledge_options(**opts.knowledge),
                     requests.info_gain_options(**opts.info_gain))
             except VerifierError as exc:
-                problem = exc
+                problem = _located(exc, label)
             except UnicodeError:  # protobuf takes only text that encodes as UTF-8
                 field_path = _bad_value({k: v for k, v in row.items() if k in requests.ROW_KEYS}, "") or "a field"
                 problem = VerifierError("INVALID_ARGUMENT", "INVALID_FIELD",
@@ -907,7 +915,8 @@ class _Scheduler:
                         if result.code in RETRYABLE and result.reason not in NOT_RETRIED:
                             asyncio.ensure_future(self._retry_later(item, result))
                         else:
-                            self._finish(item, error_record(item.id, result, item.extra), result)
+                            self._finish(item, error_record(item.id, _located(result, item.label), item.extra),
+                                         result)
                     else:
                         self._finish(item, result.to_record(item.id, {**item.extra, **item.notes},
                                                             evidence_text=self.opts.evidence_text))
