@@ -185,11 +185,33 @@ def _check_text_encoding(path: Path) -> None:
 
 
 def _check_not_json_array(path: Path) -> None:
+    """InputError for a JSON array, and for JSON objects spread over lines (pretty-printed, e.g. a .json file with
+    its rows in a list inside it): read line by line, every line would be a bad row of its own."""
     with _open_binary(path) as fh:
         head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
     if head.startswith(b"["):
         raise InputError(f"{path} holds a JSON array; JSONL expected: one object per line "
                          f"(e.g. jq -c '.[]' {Path(path).name} > rows.jsonl)")
+    lines = [line.strip() for line in head.split(b"\n")[:-1] if line.strip()][:2]  # (whole lines only)
+    if len(lines) == 2 and lines[0].startswith(b"{") and not lines[0].endswith(b"}") and not _is_json(lines[1]):
+        name = Path(path).name  # (a JSONL row is whole on its line: only a first line that is cut short is not)
+        raise InputError(f"{path} holds JSON spread over several lines (pretty-printed: its first lines are "
+                         f"{_head_of(lines[0])} and {_head_of(lines[1])}); JSONL expected: one object per line "
+                         f"(e.g. jq -c . {name} > rows.jsonl, or jq -c '.KEY[]' {name} > rows.jsonl for the rows "
+                         "in a list under KEY)")
+
+
+def _is_json(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def _head_of(line: bytes, limit: int = 40) -> str:
+    text = line.decode("utf-8", "backslashreplace")
+    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 def _decoded_line(raw: bytes, lineno: int) -> str | RowError:
