@@ -19,6 +19,8 @@ EXPORT_FORMATS = ("csv", "parquet")
 SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet",
                   ".pq": "parquet"}
 SUPPORTED = ".jsonl, .jsonl.gz, .csv, .csv.gz or .parquet"
+# The columns a CSV or Parquet input holds its chains in (one at least: a row without either cannot be scored).
+CHAIN_COLUMNS = ("reasoning", "steps")
 # Row fields that hold lists; CSV cells carry them as JSON text.
 LIST_FIELDS = ("steps", "context", "choices")
 # Export columns in this order; nested values become JSON strings so every cell is a scalar.
@@ -117,6 +119,12 @@ def _require_id_column(path: Path, columns: list[str] | None, empty_ok: bool = T
     if not columns or "id" not in columns:
         raise InputError(f"{path}: no column 'id' (columns: {list(columns or [])}); every row needs an id "
                          "(rename the column that identifies rows to 'id')")
+    if not any(name in columns for name in CHAIN_COLUMNS):  # every row would be refused, one call each
+        spaced = [name for name in columns if name != name.strip()]
+        hint = (f"; the names {spaced} have spaces around them: write the header without spaces after the commas"
+                if spaced else "")
+        raise InputError(f"{path}: no column 'reasoning' or 'steps' (columns: {list(columns)}): every row needs "
+                         f"its reasoning chain, as text or as a JSON list of steps{hint}")
 
 
 def read_rows(path: Path, fmt: str | None = None) -> Iterator[tuple[str, Any]]:
