@@ -10,7 +10,8 @@ import re
 from typing import Protocol, Sequence
 
 _LEAD = re.compile(
-    r"(?:</?think>|#{1,6}(?=\s)|[-*+•](?=\s)|\(?\d{1,3}[.)](?=\s)|\(?[A-Za-z][.)](?=\s)|\*\*|__|>(?=\s)"
+    r"(?:</?think>|#{1,6}(?=\s)|[-*+•](?=\s)|\(?\d{1,3}[.)](?=\s)"
+    r"|\(?(?:[A-Za-z]|i{2,3}|iv|vi{1,3}|ix|xi{1,3})[.)](?=\s)|\*\*|__|>(?=\s)"
     r"|(?:step|part|case)\s*\d{1,3}\s*[:.)\-–]|\s)+",
     re.IGNORECASE,
 )

@@ -40,7 +40,9 @@ _TAG = re.compile(r"<think>|</think>|(?m:^[ \t]*(?:-{3,}|\*{3,}|_{3,}|={3,})[ \t
 # Section starts: headings, bold labels, "Step k", answer lines. List items start steps only in a list paragraph.
 _SECTION = (r"[ \t]*(?:#{1,6}[ \t]|\*\*\S|__\S|step[ \t]*\d{1,3}\b|(?:final[ \t]+)?answer[ \t]*[:：]"
             r"|final[ \t]+answer\b)")
-_LIST = r"[ \t]*(?:[-*+•][ \t]|\(?\d{1,3}[.)][ \t]|\(?[A-Za-z][.)][ \t])"
+# Roman numerals of list labels ("ii.", "(iv)", "III."); a single "i", "v" or "x" is a letter label already.
+ROMAN = r"(?i:i{2,3}|iv|vi{1,3}|ix|xi{1,3})"
+_LIST = rf"[ \t]*(?:[-*+•][ \t]|\(?\d{{1,3}}[.)][ \t]|\(?(?:[A-Za-z]|{ROMAN})[.)][ \t])"
 _ITEM_START = re.compile(rf"(?mi:^(?:(?P<section>(?={_SECTION}))|(?={_LIST})))")
 # "Step k:" inside a line (after text, not after a heading or list marker) also starts a step.
 _INLINE_STEP = re.compile(r"Step \d{1,3}:")
@@ -52,7 +54,9 @@ _HEADING = re.compile(r"[ \t]*(?:#{1,6}[ \t].*|\*\*[^*\n]+\*\*[ \t]*:?|__[^_\n]+
 # Western sentence ends need a space after them; Chinese and Japanese full stops do not (no space follows them).
 _CUT = re.compile(r"(?<![.!?…])[.!?…]++[\"'”’)\]*_]*+(?=\s)|[。！？]++[」』）\"”’]*+|\n")
 _TOKEN_BEFORE = re.compile(r"(\S+)$")
-_LIST_LABEL = re.compile(r"\(?(?:\d{1,3}|[A-Za-z])\)?")
+_LIST_LABEL = re.compile(rf"\(?(?:\d{{1,3}}|[A-Za-z]|{ROMAN})\)?")
+# A list label opening a line ("b. Metformin ...", "(ii) ..."): it starts a unit even in lower case.
+_LINE_LABEL = re.compile(rf"\(?(?:\d{{1,3}}[.)][ \t]+\S|(?:[A-Za-z]|{ROMAN})[.)][ \t]+[^\sa-z])")
 _DOTTED = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]")
 ABBREVIATIONS = frozenset({
     "e.g", "i.e", "eg", "ie", "dr", "mr", "mrs", "ms", "prof", "vs", "al", "fig", "figs", "approx", "cf", "resp",
@@ -158,11 +162,29 @@ def _is_abbreviation(text: str, unit_start: int, dot: int, next_char: str) -> bo
     m = _TOKEN_BEFORE.search(text, max(unit_start, dot - 24), dot)
     if not m:
         return False
+    if _LIST_LABEL.fullmatch(text, m.start(1), dot) and _at_line_start(text, unit_start, m.start(1)):
+        return True  # a list label opening a line inside the unit ("The findings are:\n1. Peaked T waves ...")
     word = m.group(1).lstrip("([\"'“‘*_")
     low = word.lower()
     if low in ABBREVIATIONS:
         return low not in ("no", "nos") or next_char.isdigit()
     return bool(_DOTTED.fullmatch(word))
+
+
+def _at_line_start(text: str, unit_start: int, pos: int) -> bool:
+    """Whether only spaces or tabs (at most 8) stand between the line's start and pos."""
+    for _ in range(9):
+        if pos <= unit_start or text[pos - 1] == "\n":
+            return True
+        if text[pos - 1] not in " \t":
+            return False
+        pos -= 1
+    return False
+
+
+def _label_opens_line(text: str, pos: int, end: int) -> bool:
+    """Whether a list label opens the line at pos ("b. Metformin ...", "ii) The ..."): it starts a unit."""
+    return _LINE_LABEL.match(text, pos, end) is not None and _at_line_start(text, 0, pos) and pos > 0
 
 
 def _punct_cut(text: str, m: re.Match, unit_start: int, end: int) -> int | None:
@@ -171,6 +193,8 @@ def _punct_cut(text: str, m: re.Match, unit_start: int, end: int) -> int | None:
     if nxt >= end:
         return None
     c = text[nxt]
+    if c.islower() and _label_opens_line(text, nxt, end):
+        return nxt  # "... glucose.\nb. Metformin is ...": the next item of a list
     if c.islower() or c in _NO_CUT_NEXT or not _opens_unit(text, nxt, end):
         return None
     punct = m.group()
@@ -214,6 +238,8 @@ def _line_cut(text: str, nl: int, unit_start: int, end: int) -> int | None:
         return None
     c = text[nxt]
     bold_end = text[prev] == "*" and prev > unit_start and text[prev - 1] == "*"
+    if (text[prev] not in _NO_CUT_AFTER_LINE or text[prev] in ",;") and _label_opens_line(text, nxt, end):
+        return nxt  # "b) Metformin ...", "2. \\(x = 1\\)" after an item that ends in "," or ";": the next item
     if (text[prev] in _NO_CUT_AFTER_LINE and not bold_end) or c.islower() or c in _NO_CUT_NEXT \
             or not _opens_unit(text, nxt, end):
         return None
