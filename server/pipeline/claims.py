@@ -17,6 +17,23 @@ _LEAD = re.compile(
 )
 _HEADING_LINE = re.compile(r"[ \t]*(?:#{1,6}[ \t][^\n]*|\*\*[^*\n]+\*\*[ \t]*:?|__[^_\n]+__[ \t]*:?)[ \t]*")
 _ALNUM = re.compile(r"\w")
+_BOLD_WORDS = re.compile(r"\S+\s+\S+\s+\S")  # at least three words
+
+
+def bold_sentence(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] is a bold line that is a sentence, not a title: "**Insulin is the first-line
+    treatment of DKA.**" states a fact (three words or more ending in "." or "!"); "**Final Answer**" does not."""
+    while start < end and text[start] in " \t":
+        start += 1
+    while end > start and text[end - 1] in " \t":
+        end -= 1
+    marker = text[start:start + 2]
+    if end - start < 6 or marker not in ("**", "__") or text[end - 2:end] != marker:
+        return False
+    inner_end = end - 2
+    while inner_end > start + 2 and text[inner_end - 1].isspace():
+        inner_end -= 1
+    return text[inner_end - 1] in ".!" and _BOLD_WORDS.search(text, start + 2, inner_end) is not None
 # Whitespace runs are matched from their first character, possessively: linear on long runs of spaces.
 _CONJ = re.compile(r"(?:(?P<comma>,)|(?<!\s))\s++(?P<word>and|but|whereas|while)\s+|(?P<semi>;)\s+"
                    r"|,\s++(?P<so>so|yet)\s+")
@@ -206,8 +223,8 @@ def claim_spans(text: str, units: Sequence[tuple[int, int]], regions: _Regions) 
     verb phrase ("" otherwise)."""
     out: list[tuple[int, int, str]] = []
     for s, e in units:
-        if _HEADING_LINE.fullmatch(text, s, e):
-            continue
+        if _HEADING_LINE.fullmatch(text, s, e) and not bold_sentence(text, s, e):
+            continue  # a title; a bold sentence is a claim
         s, e = _strip_markup(text, s, e)
         if e <= s or not _ALNUM.search(text, s, e):
             continue

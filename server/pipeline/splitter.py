@@ -14,7 +14,7 @@ import bisect
 import re
 from typing import Sequence
 
-from .claims import claim_spans
+from .claims import bold_sentence, claim_spans
 from .no_knowledge import NoKnowledgeDetector
 from .types import Claim, SplitResult, Step
 from .validation import has_visible_content
@@ -357,8 +357,8 @@ def _add_block(blocks: list[list[int]], text: str, start: int, end: int, kind: i
     s, e = _trim(text, start, end)
     if e <= s or not has_visible_content(text[s:e]):
         return  # a paragraph of zero-width or control characters only is not a step
-    if kind == ITEM and "\n" not in text[s:e] and _HEADING.fullmatch(text, s, e):
-        kind = TITLE
+    if kind == ITEM and "\n" not in text[s:e] and _HEADING.fullmatch(text, s, e) and not bold_sentence(text, s, e):
+        kind = TITLE  # a title joins the paragraph after it; a bold sentence is a step of its own
     blocks.append([s, e, ITEM if kind == LIST else kind])
 
 
