@@ -523,6 +523,7 @@ class _Census:
     planned: int = 0
     items: int = 0
     kb_rows: int = 0
+    chains: int = 0  # items with a reasoning chain (text or steps): the server refuses the others
     requests: list = field(default_factory=list)
 
     def add(self, planned: Item | dict) -> None:
@@ -531,6 +532,7 @@ class _Census:
             return
         self.items += 1
         request = planned.request
+        self.chains += bool(request.reasoning.strip() or any(step.strip() for step in request.steps))
         kb = uses_knowledge_base(request)
         self.kb_rows += kb
         new_need = (kb and not any(uses_knowledge_base(r) for r in self.requests)) or any(
@@ -1121,6 +1123,10 @@ async def run_batch(opts: BatchOptions, settings=None, summary: BatchSummary | N
                 census.add(planned)
         except InputError as exc:
             raise BatchStopped(str(exc)) from None
+        if census.items and not census.chains:  # (e.g. the chains under another name: 'cot', 'rationale')
+            raise BatchStopped(f"none of the {census.items} rows to score in {opts.input} has a reasoning chain: "
+                               "give each row's chain as 'reasoning' (text) or 'steps' (a list of strings); "
+                               "nothing was sent")
         async with _ready_clients(opts, census, settings) as clients:
             desc = f"scoring (resumed: {summary.skipped} rows already done)" if summary.skipped else "scoring"
             bar = tqdm(total=summary.skipped + census.planned, initial=summary.skipped, unit="chain", desc=desc,

@@ -33,3 +33,18 @@ def test_a_jsonl_whose_first_line_is_cut_short_is_read_row_by_row(tmp_path):
     rows = list(read_rows(source))
     assert isinstance(rows[0][1], RowError) and rows[0][1].reason == "INVALID_JSON"
     assert [row for _, row in rows[1:]] == ROWS[1:]
+
+
+def test_rows_none_of_which_has_a_chain_stop_the_run_before_any_is_sent(tmp_path, capsys):
+    source, out = tmp_path / "rows.jsonl", tmp_path / "out.jsonl"
+    rows = [{"id": "a", "question": "q", "cot": "Protamine reverses heparin.", "answer": "B"},
+            {"id": "b", "question": "q", "rationale": "Aspirin inhibits COX.", "answer": "B"},
+            {"question": "no id"}]  # (a row with its own error record is no row to score)
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    args = ["batch", "--no-progress", "--input", str(source), "--output", str(out),
+            "--server", "unix:///nonexistent/kgv.sock"]  # (a run that got as far as sending would fail here)
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"batch failed: none of the 2 rows to score in {source} has a reasoning chain: give each row's chain as "
+        "'reasoning' (text) or 'steps' (a list of strings); nothing was sent")
+    assert not out.exists()
