@@ -79,6 +79,10 @@ _NO_CUT_AFTER_LINE = frozenset(":,;([{=+-*/\\&^")
 _DISPLAY_OPEN = ("\\[", "$$", "\\begin")
 _NOT_BEFORE_INLINE_STEP = frozenset(" \t\n\r#*_>+•-")
 
+# Bold / underline emphasis markers (not a power "x**2"): the NO_KNOWLEDGE rules read a claim without them, so
+# "**Answer:** B" is the answer line "Answer: B" (the claim's text and offsets keep them).
+_EMPHASIS = re.compile(r"(?<![\w*])\*\*(?=\S)|(?<=\S)\*\*(?![\w*])|(?<![\w_])__(?=\S)|(?<=\S)__(?![\w_])")
+
 PARA, ITEM, TITLE, OPEN, CLOSE, LIST = range(6)
 
 
@@ -460,7 +464,12 @@ class RuleSplitter:
         out = []
         for index, (start, end) in enumerate(spans):
             units = known_units.get((start, end)) or unit_spans(text, start, end, regions)
-            claims = tuple(Claim(text[s:e], s, e, judge(text[s:e]), subject)
+            claims = tuple(Claim(text[s:e], s, e, judge(_without_emphasis(text[s:e])), subject)
                            for s, e, subject in claim_spans(text, units, regions))
             out.append(Step(index, text[start:end], start, end, claims, all(c.no_knowledge for c in claims)))
         return tuple(out)
+
+
+def _without_emphasis(claim: str) -> str:
+    """The claim as the NO_KNOWLEDGE rules read it: "**Answer:** B" is "Answer: B"."""
+    return _EMPHASIS.sub("", claim) if "**" in claim or "__" in claim else claim
