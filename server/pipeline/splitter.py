@@ -53,6 +53,12 @@ _HEADING = re.compile(r"[ \t]*(?:#{1,6}[ \t].*|\*\*[^*\n]+\*\*[ \t]*:?|__[^_\n]+
 # `[.!?…]+` took seconds on 20,000 dots and froze the server's event loop with the GIL held).
 # Western sentence ends need a space after them; Chinese and Japanese full stops do not (no space follows them).
 _CUT = re.compile(r"(?<![.!?…])[.!?…]++[\"'”’)\]*_]*+(?=\s)|[。！？]++[」』）\"”’]*+|\n")
+# Invisible format characters (zero-width space and joiners, bidi marks, word joiner, BOM) between a sentence end and
+# the space after it, as text copied from web pages and right-to-left writing carries: "COX.\u200b So ..." ends there.
+INVISIBLE = "".join(map(chr, (*range(0x200B, 0x2010), *range(0x202A, 0x202F), *range(0x2060, 0x2065),
+                                *range(0x2066, 0x206A), 0xFEFF)))
+_HAS_INVISIBLE = re.compile(f"[{INVISIBLE}]")
+_CUT_INVISIBLE = re.compile(rf"(?<![.!?…])[.!?…]++[\"'”’)\]*_]*+[{INVISIBLE}]++(?=\s)")
 _TOKEN_BEFORE = re.compile(r"(\S+)$")
 _LIST_LABEL = re.compile(rf"\(?(?:\d{{1,3}}|[A-Za-z]|{ROMAN})\)?")
 # A list label opening a line ("b. Metformin ...", "(ii) ..."): it starts a unit even in lower case.
@@ -201,7 +207,7 @@ def _punct_cut(text: str, m: re.Match, unit_start: int, end: int) -> int | None:
         return nxt  # "... glucose.\nb. Metformin is ...": the next item of a list
     if c.islower() or c in _NO_CUT_NEXT or not _opens_unit(text, nxt, end):
         return None
-    punct = m.group()
+    punct = m.group().rstrip(INVISIBLE)
     if punct[0] == "!" and not c.isupper():
         return None  # factorials: "5! = 120"
     if punct[0] == "." and len(punct.rstrip("\"'”’)]*_")) == 1 and _is_abbreviation(text, unit_start, m.start(), c):
@@ -258,6 +264,9 @@ def unit_spans(text: str, start: int, end: int, regions: Regions) -> list[tuple[
     for m in _CUT.finditer(text, start, end):
         if not regions.inside(m.start()):
             candidates.append((m.end(), 0, m))
+    if _HAS_INVISIBLE.search(text, start, end):
+        candidates.extend((m.end(), 0, m) for m in _CUT_INVISIBLE.finditer(text, start, end)
+                          if not regions.inside(m.start()))
     for m in _CUE.finditer(text, start, end):
         if m.group("word") in CUE_WORDS and not regions.inside(m.start("word")):
             candidates.append((m.start("word"), 2, m))
