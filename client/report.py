@@ -61,14 +61,22 @@ class ReportOptions:
     max_steps: int = 30
 
 
+def refuse_repeated_inputs(inputs: list[Path], by: str) -> None:
+    """ReportUsageError for a file given twice (by another path too, or a link to it): with --by file it would be
+    two groups of the same rows, else each of its rows would count twice (a mean's n doubled, its interval too
+    narrow)."""
+    for i, path in enumerate(inputs):
+        earlier = next((other for other in inputs[:i] if same_file(path, other)), None)
+        if earlier is not None:
+            why = "each input file is one group with --by file" if by == FILE_GROUPING else "its rows would count twice"
+            raise ReportUsageError(printable(f"{path} is given twice (as {earlier}): {why}"))
+
+
 def file_group_names(inputs: list[Path]) -> list[str]:
     """The group name of each input with --by file: its stem (base.jsonl -> base) when the stems differ, else the
     shortest end of its path that tells it apart (base/scores, sft/scores); ReportError for a file given twice."""
+    refuse_repeated_inputs(inputs, FILE_GROUPING)
     resolved = [Path(p).resolve() for p in inputs]
-    for i, path in enumerate(resolved):
-        if path in resolved[:i]:
-            raise ReportUsageError(f"{inputs[i]} is given twice (as {inputs[resolved.index(path)]}): each input file is "
-                              "one group with --by file")
     parts = [path.with_suffix("").parts if path.suffix else path.parts for path in resolved]
     for depth in range(1, max(len(p) for p in parts) + 1):
         names = ["/".join(p[-depth:]) for p in parts]
@@ -82,6 +90,7 @@ def load_chains(inputs: list[Path], by: str) -> tuple[dict[str, list[Chain]], st
     none does); ReportError for a file that is not batch output, ReportUsageError for inputs in different units."""
     groups: dict[str, list[Chain]] = {}
     units: dict[str, str] = {}  # InfoGain units (nats, bits) -> the first input holding a record scored in them
+    refuse_repeated_inputs(inputs, by)
     names = file_group_names(inputs) if by == FILE_GROUPING else [None] * len(inputs)
     for path, name in zip(inputs, names):
         if not Path(path).is_file():
