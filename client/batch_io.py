@@ -71,8 +71,8 @@ def input_format(path: Path, explicit: str | None = None) -> str:
 
 
 def check_input(path: Path, fmt: str | None = None) -> str:
-    """The input's format, after the checks that need no scoring: InputError for a JSON array where JSONL is
-    expected, and for a CSV or Parquet file without an 'id' column."""
+    """The input's format, after the checks that need no scoring: InputError for a JSON array or pretty-printed
+    JSON where JSONL is expected, and for a CSV or Parquet file without an 'id' column or a chain column."""
     fmt = input_format(path, fmt)
     try:
         if fmt in ("jsonl", "csv"):
@@ -83,13 +83,13 @@ def check_input(path: Path, fmt: str | None = None) -> str:
             with _open_text(path, "utf-8-sig") as fh:
                 reader = _csv_reader(fh)
                 try:
-                    _require_id_column(path, reader.fieldnames)
+                    _require_columns(path, reader.fieldnames)
                 except UnicodeDecodeError as exc:
                     raise _undecodable(path, exc) from None
                 except csv.Error as exc:
                     raise _csv_error(path, reader, 1, exc) from None
         else:
-            _require_id_column(path, _parquet_file(path).schema_arrow.names, empty_ok=False)
+            _require_columns(path, _parquet_file(path).schema_arrow.names, empty_ok=False)
     except READ_ERRORS as exc:  # unreadable, or a damaged .gz
         raise InputError(f"{path}: cannot be read ({exc})") from None
     return fmt
@@ -110,7 +110,7 @@ def _csv_error(path: Path, reader: csv.DictReader, start: int, error: csv.Error)
     return InputError(f"{path}: line {reader.reader.line_num}: not readable as CSV ({error})")
 
 
-def _require_id_column(path: Path, columns: list[str] | None, empty_ok: bool = True) -> None:
+def _require_columns(path: Path, columns: list[str] | None, empty_ok: bool = True) -> None:
     if columns is None and empty_ok:
         return  # an empty file: no rows
     if columns and len(columns) == 1 and "id" in columns[0].split("\t"):
