@@ -14,6 +14,10 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from ...pipeline.claims import bold_sentence
+from ...pipeline.splitter import _HEADING as _TITLE
+from ...pipeline.splitter import ROMAN
+
 _TRANSLATE = str.maketrans(
     {"‘": "'", "’": "'", "“": '"', "”": '"', "–": "-", "—": "-", "−": "-", "\u00a0": " "}
 )
@@ -178,3 +182,50 @@ class StepAligner:
             return None
         last = max(b.a + b.size - 1 for b in blocks if b.size)  # the last chain word the step matched
         return chain[start_word][0], chain[start_word + last][1]
+
+
+# What the model may leave out in front of a step it copies: a list marker or number, a "Step k:" label, a heading
+# mark, bold, a quote mark ("2. ", "**Step 2:** ", "- ", "(ii) ", "> ").
+_LABEL_ONLY = re.compile(
+    rf"(?:[ \t]*(?:[-*+•>]|#{{1,6}}|\(?(?:\d{{1,3}}|[A-Za-z]|{ROMAN})[.)]"
+    r"|(?:\*\*|__)?(?:step|part|case)[ \t]*\d{1,3}[ \t]*[:.)\-–]?(?:\*\*|__)?[:.]?|\*\*|__)[ \t]*)+",
+    re.IGNORECASE)
+
+_INLINE_LABEL = re.compile(r"[.!?:;][ \t]+((?:\(?\d{1,3}[.)]|(?:\*\*)?step[ \t]*\d{1,3}[ \t]*[:.)](?:\*\*)?)[ \t]*)\Z",
+                           re.IGNORECASE)
+
+
+def with_labels(chain: str, starts: list[int]) -> list[int]:
+    """Starts moved back over the labels and titles the model left out of its step texts.
+
+    A model that copies "It lowers glucose." out of "1. ...\\n2. It lowers glucose." leaves the label "2." (or a
+    "**Step 2:**" line above it) at the end of the step before, where it became a claim of its own. A step starts
+    at its line's label, and at title lines just above it, as long as the step before keeps some text."""
+    out = list(starts)
+    for i in range(1, len(out)):
+        previous, start = out[i - 1], out[i]
+        nl = chain.rfind("\n", previous, start)
+        if nl < 0 or (chain[nl + 1:start].strip() and not _LABEL_ONLY.fullmatch(chain, nl + 1, start)):
+            # inside a line: only a number or "Step k:" label after a sentence end ("... DKA. 2. Insulin ...")
+            head = max(previous, start - 40)
+            inline = _INLINE_LABEL.search(chain[head:start])
+            if inline and chain[previous:head + inline.start(1)].strip():
+                out[i] = head + inline.start(1)
+            continue
+        new = nl + 1
+        while True:  # title lines above ("**Step 2:**", "### Treatment"), blank lines between
+            above = chain.rfind("\n", previous, nl)
+            if above < 0:
+                break
+            line = chain[above + 1:nl]
+            title = line.strip()
+            if title and not (_TITLE.fullmatch(title) and not bold_sentence(title, 0, len(title))):
+                break
+            if line.strip():
+                new = above + 1
+            nl = above
+        while new < start and chain[new].isspace():
+            new += 1
+        if chain[previous:new].strip():  # the step before keeps its own text
+            out[i] = new
+    return out

@@ -23,7 +23,7 @@ from ...pipeline.splitter import RuleSplitter
 from ...pipeline.types import SplitResult, Step
 from ..judges.vllm_judge import vllm_configured
 from ..vllm_client import VllmClient
-from .alignment import StepAligner, StepNotFoundError
+from .alignment import StepAligner, StepNotFoundError, with_labels
 
 PROMPT_VERSION = "llm/1"
 SCHEMA: dict[str, Any] = {
@@ -135,6 +135,7 @@ class LlmDecomposer:
         except StepNotFoundError as exc:
             raise BackendResponseError(f"the LLM decomposer rewrote the chain: {exc}") from exc
         starts[0] = 0  # text before the first step the model copied belongs to that step
+        starts = with_labels(text, starts)  # "2." left out of "2. It lowers glucose." starts that step, not ends one
         bounds = starts + [len(text)]
         spans = [_trim(text, a, b) for a, b in zip(bounds, bounds[1:])]
         steps = self.rules.steps(text, spans, question)
