@@ -61,6 +61,11 @@ class _Regions(Protocol):
     def inside(self, pos: int) -> bool: ...
 
 
+def finite_verb(word: str) -> bool:
+    """Whether word is a finite verb of the closed lists (an auxiliary or a common verb)."""
+    return _finite_verb(word)
+
+
 def _finite_verb(word: str) -> bool:
     w = word.lower()
     return (w in AUXILIARIES or w in VERBS or w + "s" in VERBS or w + "es" in VERBS

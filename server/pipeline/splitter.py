@@ -14,7 +14,7 @@ import bisect
 import re
 from typing import Sequence
 
-from .claims import bold_sentence, claim_spans
+from .claims import bold_sentence, claim_spans, finite_verb
 from .no_knowledge import NoKnowledgeDetector
 from .types import Claim, SplitResult, Step
 from .validation import has_visible_content
@@ -60,6 +60,11 @@ INVISIBLE = "".join(map(chr, (*range(0x200B, 0x2010), *range(0x202A, 0x202F), *r
 _HAS_INVISIBLE = re.compile(f"[{INVISIBLE}]")
 _CUT_INVISIBLE = re.compile(rf"(?<![.!?…])[.!?…]++[\"'”’)\]*_]*+[{INVISIBLE}]++(?=\s)")
 _TOKEN_BEFORE = re.compile(r"(\S+)$")
+# An option letter named as the answer, right before a full stop: "the answer is B", "Answer: (C", "option **D".
+_ANSWER_LETTER = re.compile(r"\b(?:answer|option|choice)\b[^.!?\n]{0,24}?[\s:(*]\(?\**[A-J]\Z", re.IGNORECASE)
+_OPTION_TEXT_END = re.compile(r"[.!?…;](?=\s|\Z)|\n")
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
+_PRONOUNS = frozenset("i you we it they he she this that these those there here let's".split())
 _LIST_LABEL = re.compile(rf"\(?(?:\d{{1,3}}|[A-Za-z]|{ROMAN})\)?")
 # A list label opening a line ("b. Metformin ...", "(ii) ..."): it starts a unit even in lower case.
 _LINE_LABEL = re.compile(rf"\(?(?:\d{{1,3}}[.)][ \t]+\S|(?:[A-Za-z]|{ROMAN})[.)][ \t]+[^\sa-z])")
@@ -212,7 +217,25 @@ def _punct_cut(text: str, m: re.Match, unit_start: int, end: int) -> int | None:
         return None  # factorials: "5! = 120"
     if punct[0] == "." and len(punct.rstrip("\"'”’)]*_")) == 1 and _is_abbreviation(text, unit_start, m.start(), c):
         return None
+    if punct[0] == "." and _option_text_follows(text, unit_start, m.start(), nxt, end):
+        return None
     return nxt
+
+
+def _option_text_follows(text: str, unit_start: int, dot: int, nxt: int, end: int) -> bool:
+    """Whether the '.' at dot closes an option letter named as the answer and its text follows: "So the answer is
+    B. Metformin." is one unit ("Metformin." alone would be judged as a fact); "The answer is B. Metformin is
+    first-line." is two (what follows is a sentence with its own verb)."""
+    if not _ANSWER_LETTER.search(text, max(unit_start, dot - 48), dot):
+        return False
+    stop = _OPTION_TEXT_END.search(text, nxt, min(end, nxt + 120))
+    words = _WORD.findall(text, nxt, stop.start() if stop else min(end, nxt + 120))
+    # no verb, not even one the closed lists miss ("Insulin drives potassium ..."): a word after the first ending
+    # in "s" may be one, so that is a sentence too (doubtful text stays a claim of its own and is judged)
+    # and no sentence opener or pronoun ("B. Finally, we check it.")
+    return 0 < len(words) <= 6 and not any(finite_verb(w) for w in words) and not any(
+        w.endswith("s") and not w.endswith(("ss", "us", "is", "'s")) for w in words[1:]) and not (
+        words[0] in CUE_WORDS and words[0] not in ("The", "In")) and _PRONOUNS.isdisjoint(w.lower() for w in words)
 
 
 def _opens_unit(text: str, pos: int, end: int) -> bool:
