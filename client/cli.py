@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import threading
@@ -83,9 +84,18 @@ def _non_negative_float(value: str) -> float:
     return number
 
 
+def _file_path(value: str) -> Path:
+    """A file to write. argparse's Path drops a trailing separator, so `--output results/` wrote a file named
+    `results` where a directory was meant."""
+    if value.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"{value} ends with a separator, so it names a directory: give a file in it")
+    return Path(value)
+
+
 def _export_path(value: str) -> Path:
     from .batch_io import export_format
 
+    _file_path(value)
     try:
         export_format(Path(value))
     except ValueError as exc:
@@ -364,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
                            + _ready_text(READY_TIMEOUT_S, "the rows need").replace("the server", "each server"))
     batch.add_argument("--input", required=True, type=Path, help="rows: .jsonl[.gz], .csv[.gz] or .parquet")
     batch.add_argument("--input-format", choices=["jsonl", "csv", "parquet"], help="default: from the file name")
-    batch.add_argument("--output", required=True, type=Path, help="the JSONL journal (re-running resumes it)")
+    batch.add_argument("--output", required=True, type=_file_path, help="the JSONL journal (re-running resumes it)")
     batch.add_argument("--export", type=_export_path, action="append", default=[],
                        help="also write the journal as .csv or .parquet at the end (repeatable)")
     batch.add_argument("--concurrency", type=_positive_int, default=8, help="chains in flight in all, shared among the --server addresses (with more servers than that, the servers take turns)")
@@ -392,9 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("inputs", nargs="+", type=Path, help="batch output journals (JSONL)")
     report.add_argument("--by", default="group", help="row field that names the group, or 'file' (default: group)")
     report.add_argument("--baseline", help="group the others are compared against (default: the first seen)")
-    report.add_argument("--html", type=Path, help="write one self-contained HTML report (figures inlined)")
+    report.add_argument("--html", type=_file_path, help="write one self-contained HTML report (figures inlined)")
     report.add_argument("--plots-dir", type=Path, help="write the PNG figures here (default with --html: beside it)")
-    report.add_argument("--json", type=Path, help="write the statistics as JSON")
+    report.add_argument("--json", type=_file_path, help="write the statistics as JSON")
     report.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
     report.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     report.set_defaults(func=_cmd_report)

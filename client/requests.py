@@ -42,13 +42,29 @@ def _text(row: Mapping[str, Any], key: str) -> str:
     return value
 
 
-def _strings(row: Mapping[str, Any], key: str) -> list[str]:
+def _whole_number(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _answer(row: Mapping[str, Any], key: str) -> str:
+    """An answer as text; a whole number (GSM8K-style `"answer": 42`, an int Parquet column) in decimal. A
+    fraction is refused: its JSON spelling ("2.50", "1e-5") is gone once parsed, and InfoGain scores the text."""
+    value = row.get(key)
+    if _whole_number(value):
+        return str(value)
+    if isinstance(value, float):
+        raise _bad(key, f"must be a string or a whole number, not the fraction {value!r}: write it as the text "
+                        f"to score (\"{value!r}\")")
+    return _text(row, key)
+
+
+def _strings(row: Mapping[str, Any], key: str, numbers: bool = False) -> list[str]:
     value = row.get(key)
     if value is None:
         return []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _bad(key, "must be a list of strings")
-    return value
+    if not isinstance(value, list) or not all(isinstance(v, str) or (numbers and _whole_number(v)) for v in value):
+        raise _bad(key, "must be a list of strings" + (" or whole numbers" if numbers else ""))
+    return [str(v) for v in value] if numbers else value
 
 
 def _passage_field(value: Any) -> str:
@@ -99,7 +115,8 @@ def chain_request(row: Mapping[str, Any], metrics: Sequence[str] = ("ki", "infog
         raise _bad("row", "must be a JSON object")
     request = kpb.ScoreChainRequest(
         question=_text(row, "question"), reasoning=_text(row, "reasoning"), steps=_strings(row, "steps"),
-        answer=_text(row, "answer"), gold_answer=_text(row, "gold_answer"), choices=_strings(row, "choices"),
+        answer=_answer(row, "answer"), gold_answer=_answer(row, "gold_answer"),
+        choices=_strings(row, "choices", numbers=True),
         context=passages(row.get("context")), metrics=[_choice(METRICS, m, "metrics") for m in metrics],
     )
     if knowledge is not None:
