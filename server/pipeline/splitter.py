@@ -66,8 +66,9 @@ _OPTION_TEXT_END = re.compile(r"[.!?…;](?=\s|\Z)|\n")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 _PRONOUNS = frozenset("i you we it they he she this that these those there here let's".split())
 _LIST_LABEL = re.compile(rf"\(?(?:\d{{1,3}}|[A-Za-z]|{ROMAN})\)?")
-# A list label opening a line ("b. Metformin ...", "(ii) ..."): it starts a unit even in lower case.
-_LINE_LABEL = re.compile(rf"\(?(?:\d{{1,3}}[.)][ \t]+\S|(?:[A-Za-z]|{ROMAN})[.)][ \t]+[^\sa-z])")
+# A list label or a quote mark opening a line ("b. Metformin ...", "(ii) ...", "> The ..."): it starts a unit.
+_LINE_LABEL = re.compile(rf"\(?(?:\d{{1,3}}[.)][ \t]+\S|(?:[A-Za-z]|{ROMAN})[.)][ \t]+[^\sa-z])"
+                         r"|>[ \t]+(?:[A-Z\"“(]|\*\*)")
 _DOTTED = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]")
 ABBREVIATIONS = frozenset({
     "e.g", "i.e", "eg", "ie", "dr", "mr", "mrs", "ms", "prof", "vs", "al", "fig", "figs", "approx", "cf", "resp",
@@ -198,7 +199,8 @@ def _at_line_start(text: str, unit_start: int, pos: int) -> bool:
 
 
 def _label_opens_line(text: str, pos: int, end: int) -> bool:
-    """Whether a list label opens the line at pos ("b. Metformin ...", "ii) The ..."): it starts a unit."""
+    """Whether a list label or a quote mark opens the line at pos ("b. Metformin ...", "ii) The ...", "> The ..."):
+    it starts a unit (a ">" before a number or an operator continues a formula: "x\n> 5")."""
     return _LINE_LABEL.match(text, pos, end) is not None and _at_line_start(text, 0, pos) and pos > 0
 
 
@@ -208,8 +210,8 @@ def _punct_cut(text: str, m: re.Match, unit_start: int, end: int) -> int | None:
     if nxt >= end:
         return None
     c = text[nxt]
-    if c.islower() and _label_opens_line(text, nxt, end):
-        return nxt  # "... glucose.\nb. Metformin is ...": the next item of a list
+    if (c.islower() or c == ">") and _label_opens_line(text, nxt, end):
+        return nxt  # "... glucose.\nb. Metformin is ...": the next item of a list; "> So ...": a quoted line
     if c.islower() or c in _NO_CUT_NEXT or not _opens_unit(text, nxt, end):
         return None
     punct = m.group().rstrip(INVISIBLE)
