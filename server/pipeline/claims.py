@@ -9,9 +9,11 @@ from __future__ import annotations
 import re
 from typing import Protocol, Sequence
 
+# An upper-case letter before a lower-case word is a genus, not a label: "E. coli is ...", "C. difficile ...".
 _LEAD = re.compile(
     r"(?:</?think>|#{1,6}(?=\s)|[-*+•](?=\s)|\(?\d{1,3}[.)](?=\s)"
-    r"|\(?(?:[A-Za-z]|i{2,3}|iv|vi{1,3}|ix|xi{1,3})[.)](?=\s)|\*\*|__|>(?=\s)"
+    r"|\(?(?:(?-i:[a-z])|i{2,3}|iv|vi{1,3}|ix|xi{1,3})[.)](?=\s)|\(?(?-i:[A-Z]\.(?=\s++(?![a-z]))|[A-Z]\)(?=\s))"
+    r"|\*\*|__|>(?=\s)"
     r"|(?:step|part|case)\s*\d{1,3}\s*[:.)\-–]|\s)+",
     re.IGNORECASE,
 )
