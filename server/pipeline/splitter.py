@@ -73,8 +73,10 @@ _DOTTED = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]")
 ABBREVIATIONS = frozenset({
     "e.g", "i.e", "eg", "ie", "dr", "mr", "mrs", "ms", "prof", "vs", "al", "fig", "figs", "approx", "cf", "resp",
     "eq", "eqs", "vol", "ca", "st", "jr", "sr", "inc", "ltd", "dept", "viz", "ref", "refs", "sec", "ch", "pp",
-    "no", "nos", "esp",
+    "no", "nos", "esp", "max",
 })
+# Abbreviations only before a number ("No. 5", "max. 300 mg"); elsewhere the word ends a sentence ("over 30 min.").
+_BEFORE_NUMBER = frozenset(("no", "nos", "max"))
 _NO_CUT_NEXT = frozenset(",;:.!?)]}=+/<>|&^")
 # Sentence starters that begin a new unit even after a formula or a number with no full stop ("... = 49 However, ...").
 _CUE = re.compile(r"[)\]}$\d:][ \t\r\n]+(?P<word>[A-Z][a-z']+)\b")
@@ -183,7 +185,7 @@ def _is_abbreviation(text: str, unit_start: int, dot: int, next_char: str) -> bo
     word = m.group(1).lstrip("([\"'“‘*_")
     low = word.lower()
     if low in ABBREVIATIONS:
-        return low not in ("no", "nos") or next_char.isdigit()
+        return low not in _BEFORE_NUMBER or next_char.isdigit()
     return bool(_DOTTED.fullmatch(word))
 
 
