@@ -37,17 +37,18 @@ _CLOSERS = {"$$": "$$", "\\[": "\\]", "\\(": "\\)"}
 # A line of any spaces is blank: "\r" (Windows line breaks, "\r\n\r\n"), tabs, no-break spaces ("\n\xa0\n" from HTML).
 _BLANK = re.compile(r"\n[^\S\n]*\n(?:[^\S\n]*\n)*")
 _TAG = re.compile(r"<think>|</think>|(?m:^[ \t]*(?:-{3,}|\*{3,}|_{3,}|={3,})[ \t\r]*$)", re.IGNORECASE)
+# A no-break space (text converted from HTML) after a list marker, "#" or "Step" counts as a space.
 # Section starts: headings, bold labels, "Step k", answer lines. List items start steps only in a list paragraph.
-_SECTION = (r"[ \t]*(?:#{1,6}[ \t]|\*\*\S|__\S|step[ \t]*\d{1,3}\b|(?:final[ \t]+)?answer[ \t]*[:：]"
+_SECTION = (r"[ \t]*(?:#{1,6}[ \t\xa0]|\*\*\S|__\S|step[ \t\xa0]*\d{1,3}\b|(?:final[ \t]+)?answer[ \t]*[:：]"
             r"|final[ \t]+answer\b)")
 # Roman numerals of list labels ("ii.", "(iv)", "III."); a single "i", "v" or "x" is a letter label already.
 ROMAN = r"(?i:i{2,3}|iv|vi{1,3}|ix|xi{1,3})"
-_LIST = rf"[ \t]*(?:[-*+•][ \t]|\(?\d{{1,3}}[.)][ \t]|\(?(?:[A-Za-z]|{ROMAN})[.)][ \t])"
+_LIST = rf"[ \t]*(?:[-*+•][ \t\xa0]|\(?\d{{1,3}}[.)][ \t\xa0]|\(?(?:[A-Za-z]|{ROMAN})[.)][ \t\xa0])"
 _ITEM_START = re.compile(rf"(?mi:^(?:(?P<section>(?={_SECTION}))|(?={_LIST})))")
 # "Step k:" inside a line (after text, not after a heading or list marker) also starts a step.
 _INLINE_STEP = re.compile(r"Step \d{1,3}:")
-_HEADING = re.compile(r"[ \t]*(?:#{1,6}[ \t].*|\*\*[^*\n]+\*\*[ \t]*:?|__[^_\n]+__[ \t]*:?"
-                      r"|(?:\*\*)?step[ \t]*\d{1,3}\b[^\n]{0,60}(?<![.!?]))[ \t]*", re.IGNORECASE)
+_HEADING = re.compile(r"[ \t]*(?:#{1,6}[ \t\xa0].*|\*\*[^*\n]+\*\*[ \t]*:?|__[^_\n]+__[ \t]*:?"
+                      r"|(?:\*\*)?step[ \t\xa0]*\d{1,3}\b[^\n]{0,60}(?<![.!?]))[ \t]*", re.IGNORECASE)
 # Sentence ends (punctuation followed by whitespace) and line breaks: candidate unit boundaries.
 # Possessive runs that start at the run's first mark: linear time on any run of marks (a backtracking
 # `[.!?…]+` took seconds on 20,000 dots and froze the server's event loop with the GIL held).
@@ -67,8 +68,8 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 _PRONOUNS = frozenset("i you we it they he she this that these those there here let's".split())
 _LIST_LABEL = re.compile(rf"\(?(?:\d{{1,3}}|[A-Za-z]|{ROMAN})\)?")
 # A list label or a quote mark opening a line ("b. Metformin ...", "(ii) ...", "> The ..."): it starts a unit.
-_LINE_LABEL = re.compile(rf"\(?(?:\d{{1,3}}[.)][ \t]+\S|(?:[A-Za-z]|{ROMAN})[.)][ \t]+[^\sa-z])"
-                         r"|>[ \t]+(?:[A-Z\"“(]|\*\*)")
+_LINE_LABEL = re.compile(rf"\(?(?:\d{{1,3}}[.)][ \t\xa0]+\S|(?:[A-Za-z]|{ROMAN})[.)][ \t\xa0]+[^\sa-z])"
+                         r"|>[ \t\xa0]+(?:[A-Z\"“(]|\*\*)")
 _DOTTED = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]")
 ABBREVIATIONS = frozenset({
     "e.g", "i.e", "eg", "ie", "dr", "mr", "mrs", "ms", "prof", "vs", "al", "fig", "figs", "approx", "cf", "resp",
@@ -248,7 +249,7 @@ def _opens_unit(text: str, pos: int, end: int) -> bool:
     if c == "*":
         return text.startswith("**", pos, end)
     if c == "-":
-        return text.startswith("- ", pos, end)
+        return text.startswith(("- ", "-\xa0"), pos, end)
     if c == "\\" or c == "$":
         return not text.startswith(_DISPLAY_OPEN, pos, end)
     return True
