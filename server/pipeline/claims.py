@@ -75,13 +75,26 @@ def _finite_verb(word: str) -> bool:
 
 
 def _starts_predicate(words: list[str]) -> bool:
-    """Whether words begin a verb phrase ("is renally cleared", "also lowers ...")."""
-    for w in words[:3]:
+    """Whether words begin a verb phrase ("is renally cleared", "also lowers ..."); not a noun that looks like a
+    verb ("lack of flatus", "use of steroids")."""
+    for i, w in enumerate(words[:3]):
         if _finite_verb(w):
-            return True
+            return w.lower() in AUXILIARIES or i + 1 >= len(words) or words[i + 1].lower() != "of"
         if w.lower() not in _ADVERBS:
             return False
     return False
+
+
+_LAST_WORD = re.compile(r"([A-Za-z]+)[^A-Za-z]*\Z")
+
+
+def _paired_adjective(text: str, left_end: int, right_words: list[str]) -> bool:
+    """"upper and lower extremities", "thicker and lower volume feeds": 'lower' pairs with the adjective before the
+    conjunction, it is not the verb of a new predicate."""
+    if right_words[0].lower() != "lower":
+        return False
+    m = _LAST_WORD.search(text, max(0, left_end - 40), left_end)
+    return m is not None and m.group(1).lower().endswith("er")
 
 
 def _starts_clause(words: list[str]) -> bool:
@@ -143,7 +156,7 @@ def split_coordination(text: str, start: int, end: int, regions: _Regions) -> li
         if _elliptical(text, m.end(), end):
             continue  # "..., but aspirin does not": the clause means nothing without the verb phrase before it
         clause_ok = bool(m.group("comma") or m.group("semi") or m.group("so") or m.group("word") in ("but", "whereas"))
-        continues = _starts_predicate(right_words)
+        continues = _starts_predicate(right_words) and not _paired_adjective(text, m.start(), right_words)
         if not (continues or (clause_ok and _starts_clause(right_words))):
             continue
         spans.append((cursor, m.start(), predicate))
