@@ -75,10 +75,14 @@ def _lower(text: str) -> str:
 
 
 def _fold(ch: str) -> str:
-    """One character lower-cased and canonically decomposed (NFD): "é" and "e" + U+0301 compare equal, so a
-    chain in NFD (macOS text) still matches the model's NFC copy, and the reverse."""
+    """One character lower-cased and decomposed (NFKD): "é" and "e" + U+0301 compare equal, so a chain in NFD
+    (macOS text) still matches the model's NFC copy, and the reverse; so do the compatibility forms of text copied
+    from PDFs and East Asian input ("ﬁrst" and "first", "ＡＢＣ" and "ABC", "µg" and "μg")."""
     low = ch.lower()
-    return low if low.isascii() else unicodedata.normalize("NFD", low)
+    if low.isascii():
+        return low
+    folded = unicodedata.normalize("NFKD", low).lower()
+    return folded if not any(c.isspace() for c in folded) else "".join(c for c in folded if not c.isspace())
 
 
 def _normalize(text: str) -> str:
