@@ -17,7 +17,7 @@ _LEAD = re.compile(
     r"|(?:step|part|case)\s*\d{1,3}\s*[:.)\-–]|\s)+",
     re.IGNORECASE,
 )
-_HEADING_LINE = re.compile(r"[ \t]*(?:#{1,6}[ \t\xa0][^\n]*|\*\*[^*\n]+\*\*[ \t]*:?|__[^_\n]+__[ \t]*:?)[ \t]*")
+_HEADING_LINE = re.compile(r"[^\S\n]*(?:#{1,6}[ \t\xa0][^\n]*|\*\*[^*\n]+\*\*[ \t]*:?|__[^_\n]+__[ \t]*:?)[ \t]*")
 _ALNUM = re.compile(r"\w")
 _BOLD_WORDS = re.compile(r"\S+\s+\S+\s+\S")  # at least three words
 

@@ -37,17 +37,18 @@ _CLOSERS = {"$$": "$$", "\\[": "\\]", "\\(": "\\)"}
 # A line of any spaces is blank: "\r" (Windows line breaks, "\r\n\r\n"), tabs, no-break spaces ("\n\xa0\n" from HTML).
 _BLANK = re.compile(r"\n[^\S\n]*\n(?:[^\S\n]*\n)*")
 _TAG = re.compile(r"<think>|</think>|(?m:^[ \t]*(?:-{3,}|\*{3,}|_{3,}|={3,})[ \t\r]*$)", re.IGNORECASE)
-# A no-break space (text converted from HTML) after a list marker, "#" or "Step" counts as a space.
+# A no-break space (text converted from HTML) after a list marker, "#" or "Step" counts as a space; any space but a
+# line break may indent them (a step is trimmed of all spaces: re-split, it must start the same way).
 # Section starts: headings, bold labels, "Step k", answer lines. List items start steps only in a list paragraph.
-_SECTION = (r"[ \t]*(?:#{1,6}[ \t\xa0]|\*\*\S|__\S|step[ \t\xa0]*\d{1,3}\b|(?:final[ \t]+)?answer[ \t]*[:：]"
+_SECTION = (r"[^\S\n]*(?:#{1,6}[ \t\xa0]|\*\*\S|__\S|step[ \t\xa0]*\d{1,3}\b|(?:final[ \t]+)?answer[ \t]*[:：]"
             r"|final[ \t]+answer\b)")
 # Roman numerals of list labels ("ii.", "(iv)", "III."); a single "i", "v" or "x" is a letter label already.
 ROMAN = r"(?i:i{2,3}|iv|vi{1,3}|ix|xi{1,3})"
-_LIST = rf"[ \t]*(?:[-*+•][ \t\xa0]|\(?\d{{1,3}}[.)][ \t\xa0]|\(?(?:[A-Za-z]|{ROMAN})[.)][ \t\xa0])"
+_LIST = rf"[^\S\n]*(?:[-*+•][ \t\xa0]|\(?\d{{1,3}}[.)][ \t\xa0]|\(?(?:[A-Za-z]|{ROMAN})[.)][ \t\xa0])"
 _ITEM_START = re.compile(rf"(?mi:^(?:(?P<section>(?={_SECTION}))|(?={_LIST})))")
 # "Step k:" inside a line (after text, not after a heading or list marker) also starts a step.
 _INLINE_STEP = re.compile(r"Step \d{1,3}:")
-_HEADING = re.compile(r"[ \t]*(?:#{1,6}[ \t\xa0].*|\*\*[^*\n]+\*\*[ \t]*:?|__[^_\n]+__[ \t]*:?"
+_HEADING = re.compile(r"[^\S\n]*(?:#{1,6}[ \t\xa0].*|\*\*[^*\n]+\*\*[ \t]*:?|__[^_\n]+__[ \t]*:?"
                       r"|(?:\*\*)?step[ \t\xa0]*\d{1,3}\b[^\n]{0,60}(?<![.!?]))[ \t]*", re.IGNORECASE)
 # Sentence ends (punctuation followed by whitespace) and line breaks: candidate unit boundaries.
 # Possessive runs that start at the run's first mark: linear time on any run of marks (a backtracking
@@ -191,11 +192,11 @@ def _is_abbreviation(text: str, unit_start: int, dot: int, next_char: str) -> bo
 
 
 def _at_line_start(text: str, unit_start: int, pos: int) -> bool:
-    """Whether only spaces or tabs (at most 8) stand between the line's start and pos."""
+    """Whether only spaces (at most 8, no line break) stand between the line's start and pos."""
     for _ in range(9):
         if pos <= unit_start or text[pos - 1] == "\n":
             return True
-        if text[pos - 1] not in " \t":
+        if text[pos - 1] == "\n" or not text[pos - 1].isspace():
             return False
         pos -= 1
     return False
