@@ -19,6 +19,8 @@ _LEAD = re.compile(
 )
 _HEADING_LINE = re.compile(r"[^\S\n]*(?:#{1,6}[ \t\xa0][^\n]*|\*\*[^*\n]+\*\*[ \t]*:?|__[^_\n]+__[ \t]*:?)[ \t]*")
 _ALNUM = re.compile(r"\w")
+# An equation number or item label standing alone ("(2)" after "x^2 + y^2 = 1600 ...", "\((i)\)"): it states nothing.
+_BARE_LABEL = re.compile(r"(?:\\\()?\((?:\d{1,3}|[A-Za-z]|i{2,3}|iv|vi{0,3}|ix|xi{0,3})\)(?:\\\))?[.:]?")
 _BOLD_WORDS = re.compile(r"\S+\s+\S+\s+\S")  # at least three words
 
 
@@ -255,6 +257,6 @@ def claim_spans(text: str, units: Sequence[tuple[int, int]], regions: _Regions) 
             elif subject is None:
                 subject = clause_subject(text, *clause)
             a, b = _strip_markup(text, a, b)
-            if b > a and _ALNUM.search(text, a, b):
+            if b > a and _ALNUM.search(text, a, b) and not _BARE_LABEL.fullmatch(text, a, b):
                 out.append((a, b, subject if continues else ""))
     return out
