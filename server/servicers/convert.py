@@ -121,14 +121,17 @@ def _metric(value: int, v: _Violations, field: str):
 def chain_request(msg: kpb.ScoreChainRequest) -> t.ChainRequest:
     v = _Violations()
     metrics = {_metric(m, v, f"metrics[{i}]") for i, m in enumerate(msg.metrics)} or set(METRICS.values())
-    k_opts = _knowledge_options(msg.knowledge_options, v, "knowledge_options")
-    ig_opts = _info_gain_options(msg.info_gain_options, v, "info_gain_options")
+    # The options of a metric not asked for are neither converted nor checked, like that metric's fields (context,
+    # answers, choices): knowledge_options.top_k -1 failed an InfoGain-only chain while top_k 99 (over the limit,
+    # checked by validation only when KI is asked for) passed it, and so did window -1 a KI-only one.
+    asks_ki, asks_ig = t.Metric.KNOWLEDGE_INDEX in metrics, t.Metric.INFO_GAIN in metrics
+    k_opts = _knowledge_options(msg.knowledge_options, v, "knowledge_options") if asks_ki else None
+    ig_opts = _info_gain_options(msg.info_gain_options, v, "info_gain_options") if asks_ig else None
     v.raise_if_any()
     chain = chain_input(msg)
-    knowledge = t.KnowledgeRequest(chain, _passages(msg.context), k_opts) \
-        if t.Metric.KNOWLEDGE_INDEX in metrics else None
+    knowledge = t.KnowledgeRequest(chain, _passages(msg.context), k_opts) if asks_ki else None
     info_gain = t.InfoGainRequest(chain, msg.answer, msg.gold_answer, tuple(msg.choices), ig_opts) \
-        if t.Metric.INFO_GAIN in metrics else None
+        if asks_ig else None
     return t.ChainRequest(knowledge, info_gain)
 
 
