@@ -29,9 +29,12 @@ WORD_WINDOW = 4000  # chain words after the previous step that a reworded step i
 class StepNotFoundError(ValueError):
     """A step's text does not occur in the chain (at or after where the previous step starts)."""
 
-    def __init__(self, index: int, text: str):
-        super().__init__(f"step {index} is not in the chain: {text[:80]!r}")
+    def __init__(self, index: int, text: str, earlier: bool = False):
+        where = ("is in the chain, but not after the step before it (a repeated or out-of-order step)"
+                 if earlier else "is not in the chain")
+        super().__init__(f"step {index} {where}: {text[:80]!r}")
         self.index = index
+        self.earlier = earlier
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,8 @@ class StepAligner:
             if found is None and starts:
                 found = self._overlapping(step, starts[-1], cursor)
             if found is None:
-                raise StepNotFoundError(index, step)
+                # a step the model repeated (or put out of order) is in the chain, only not after the one before it
+                raise StepNotFoundError(index, step, earlier=self.find(step, 0) is not None)
             start, end = found
             starts.append(start)
             cursor = max(end, start + 1)

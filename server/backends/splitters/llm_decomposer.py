@@ -133,7 +133,8 @@ class LlmDecomposer:
         try:
             starts = StepAligner(text).starts([p["step_text"] for p in parsed])
         except StepNotFoundError as exc:
-            raise BackendResponseError(f"the LLM decomposer rewrote the chain: {exc}") from exc
+            what = "repeated or reordered the chain's steps" if exc.earlier else "rewrote the chain"
+            raise BackendResponseError(f"the LLM decomposer {what}: {exc}") from exc
         starts[0] = 0  # text before the first step the model copied belongs to that step
         starts = with_labels(text, starts)  # "2." left out of "2. It lowers glucose." starts that step, not ends one
         bounds = starts + [len(text)]
