@@ -45,6 +45,7 @@ async def test_a_row_refused_for_its_content_names_its_line_or_row(fast_server, 
     assert empty["message"].startswith(f"{where['empty']}: invalid request: reasoning: the chain is empty"), empty
     assert empty["code"] == "INVALID_ARGUMENT"
     if suffix == "jsonl":
-        assert typed["message"] == f"{where['typed']}: invalid request: choices: must be a list of strings", typed
+        assert typed["message"] == (f"{where['typed']}: invalid request: choices: must be a list of strings or "
+                                    "whole numbers"), typed
     else:
         assert typed["message"] == f"{where['typed']}: column 'choices' must hold a JSON list", typed
