@@ -13,7 +13,7 @@ from typing import Protocol, Sequence
 _LEAD = re.compile(
     r"(?:</?think>|#{1,6}(?=\s)|[-*+•](?=\s)|\(?\d{1,3}[.)](?=\s)"
     r"|\(?(?:(?-i:[a-z])|i{2,3}|iv|vi{1,3}|ix|xi{1,3})[.)](?=\s)|\(?(?-i:[A-Z]\.(?=\s++(?![a-z]))|[A-Z]\)(?=\s))"
-    r"|\*\*|__|>(?=\s)"
+    r"|\*\*|__|[>|](?=\s)"
     r"|(?:step|part|case)\s*\d{1,3}\s*[:.)\-–]|\s)+",
     re.IGNORECASE,
 )
@@ -21,6 +21,8 @@ _HEADING_LINE = re.compile(r"[^\S\n]*(?:#{1,6}[ \t\xa0][^\n]*|\*\*[^*\n]+\*\*[ \
 _ALNUM = re.compile(r"\w")
 # An equation number or item label standing alone ("(2)" after "x^2 + y^2 = 1600 ...", "\((i)\)"): it states nothing.
 _BARE_LABEL = re.compile(r"(?:\\\()?\((?:\d{1,3}|[A-Za-z]|i{2,3}|iv|vi{0,3}|ix|xi{0,3})\)(?:\\\))?[.:]?")
+# The line under a Markdown table's header row: "|---|:---:|".
+_TABLE_RULE = re.compile(r"[ \t\r]*\n[ \t]*\|?[ \t]*:?-{3,}:?[ \t]*\|")
 _BOLD_WORDS = re.compile(r"\S+\s+\S+\s+\S")  # at least three words
 
 
@@ -247,6 +249,8 @@ def claim_spans(text: str, units: Sequence[tuple[int, int]], regions: _Regions) 
     for s, e in units:
         if _HEADING_LINE.fullmatch(text, s, e) and not bold_sentence(text, s, e):
             continue  # a title; a bold sentence is a claim
+        if text[s] == "|" and _TABLE_RULE.match(text, e):
+            continue  # the header row of a table (the rule line under it has no word: it is no claim either)
         s, e = _strip_markup(text, s, e)
         if e <= s or not _ALNUM.search(text, s, e):
             continue

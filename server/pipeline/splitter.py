@@ -88,8 +88,9 @@ CUE_WORDS = frozenset(
     "Solving Simplifying Combining Calculating This The These In".split()
 )
 _STEP_CUE = re.compile(r"(?:\*\*)?(?:Next|Now|Finally|Lastly|Step \d)\b")
-# Units that rarely open a step (they continue the one before): they do not count towards a run-on.
-_WEAK_START = re.compile(r"[-*•] |\\\(|\$|(?:This|These|There|Here|Specifically|Each|Then|But|Hence)\b")
+# Units that rarely open a step (they continue the one before): they do not count towards a run-on; nor do the rows of
+# a table ("| ..."), so a table is one step.
+_WEAK_START = re.compile(r"[-*•] |\||\\\(|\$|(?:This|These|There|Here|Specifically|Each|Then|But|Hence)\b")
 _ENUM_CUES = frozenset(("First", "Second", "Third", "Fourth", "Fifth", "Next", "Finally", "Case"))
 _NO_CUT_AFTER_LINE = frozenset(":,;([{=+-*/\\&^")
 _DISPLAY_OPEN = ("\\[", "$$", "\\begin")
@@ -182,8 +183,9 @@ def _is_abbreviation(text: str, unit_start: int, dot: int, next_char: str) -> bo
     m = _TOKEN_BEFORE.search(text, max(unit_start, dot - 24), dot)
     if not m:
         return False
-    if _LIST_LABEL.fullmatch(text, m.start(1), dot) and _at_line_start(text, unit_start, m.start(1)):
-        return True  # a list label opening a line inside the unit ("The findings are:\n1. Peaked T waves ...")
+    if _LIST_LABEL.fullmatch(text, m.start(1), dot) and (_at_line_start(text, unit_start, m.start(1))
+                                                         or _after_cell_bar(text, unit_start, m.start(1))):
+        return True  # a list label opening a line or a table cell ("The findings are:\n1. Peaked T waves ...")
     word = m.group(1).lstrip("([\"'“‘*_")
     low = word.lower()
     if low in ABBREVIATIONS:
@@ -197,6 +199,19 @@ def _at_line_start(text: str, unit_start: int, pos: int) -> bool:
         if pos <= unit_start or text[pos - 1] == "\n":
             return True
         if text[pos - 1] == "\n" or not text[pos - 1].isspace():
+            return False
+        pos -= 1
+    return False
+
+
+def _after_cell_bar(text: str, unit_start: int, pos: int) -> bool:
+    """Whether pos opens a table cell: "| A. Insulin | ..." (a few spaces after the "|")."""
+    for _ in range(9):
+        if pos <= unit_start:
+            return False
+        if text[pos - 1] == "|":
+            return True
+        if text[pos - 1] not in " \t":
             return False
         pos -= 1
     return False
@@ -277,6 +292,8 @@ def _line_cut(text: str, nl: int, unit_start: int, end: int) -> int | None:
         return None
     c = text[nxt]
     bold_end = text[prev] == "*" and prev > unit_start and text[prev - 1] == "*"
+    if text[prev] == "|" and c == "|":
+        return nxt  # each row of a Markdown table is a unit of its own
     if (text[prev] not in _NO_CUT_AFTER_LINE or text[prev] in ",;") and _label_opens_line(text, nxt, end):
         return nxt  # "b) Metformin ...", "2. \\(x = 1\\)" after an item that ends in "," or ";": the next item
     if (text[prev] in _NO_CUT_AFTER_LINE and not bold_end) or c.islower() or c in _NO_CUT_NEXT \
