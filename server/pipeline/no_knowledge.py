@@ -68,6 +68,9 @@ _KNOWLEDGE_PHRASE = re.compile(
     r"if and only if|by definition|equals? the|is the (?:sum|product|ratio|number|square|cube|power|quotient))\b", _I)
 _MATH_NOISE = re.compile(r"\\[A-Za-z]+|[\d.,]+|[=+\-*/×÷^()<>≤≥≈%$\\{}\[\]|!:;'\"`°]")
 _WORD = re.compile(r"[a-zπ][a-z'-]*|\d+")
+# Runs of two or more letters outside a-z: words of another script (a lone θ or Δ is a variable, an é or ü part of
+# a Latin word).
+_OTHER_SCRIPT = re.compile(r"[^\W\d_a-zA-Z]{2,}")
 
 # Words without which the answer pattern, the knowledge phrases or a formula cannot match (cheap pre-checks).
 _ANSWER_HINTS = frozenset("answer option choice boxed likely".split())
@@ -174,6 +177,12 @@ class NoKnowledgeDetector:
     def is_no_knowledge(self, claim: str, question_words: frozenset[str] = frozenset()) -> bool:
         rest = _OPENER.sub("", claim.strip()).strip()
         words = _WORD.findall(rest.lower())
+        foreign = sum(len(run) for run in _OTHER_SCRIPT.findall(rest))
+        if foreign and foreign > sum(len(w) for w in words if not w.isdigit()):
+            # Mostly another script ("阿司匹林抑制环氧合酶。", Cyrillic, Greek): these English rules cannot read it,
+            # so it is judged, not silently dropped (every step of a chain in Chinese was NO_KNOWLEDGE: nothing was
+            # judged, and knowledge_index_paper came out 1.0 as if every step were right).
+            return False
         if not words:
             return True  # only interjections, markup or punctuation
         if (not _ANSWER_HINTS.isdisjoint(words) or len(words) < 3) and _ANSWER.search(rest) or _META.match(rest):
