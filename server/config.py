@@ -93,7 +93,7 @@ class ServerSettings(_Section):
     max_inflight: int = Field(128, ge=1)
     """Calls and stream items processed at once; more are shed with RESOURCE_EXHAUSTED (health is never shed)."""
     max_stream_inflight: int = Field(64, ge=1)
-    """Items of one StreamScoreChains call processed at once; the stream reads no further until one finishes."""
+    """Items of one StreamScoreChains call processed at once (never more than KGV_SERVER__MAX_INFLIGHT: a stream alone is not shed by its own items); the stream reads no further until one finishes."""
     executor_workers: int = Field(2, ge=1)
     """Threads for blocking work (encoders, FAISS, local models)."""
     torch_threads: int | None = Field(None, ge=1)

@@ -37,8 +37,11 @@ class KnowledgeServicer(kgrpc.KnowledgeServiceServicer):
         async def process(chain):
             return await self._score_chain(chain, self.rt.item_deadline(stream_deadline))
 
+        # A stream alone never runs more items than the server admits: above KGV_SERVER__MAX_INFLIGHT it shed its
+        # own items on an idle server (the sidecar admits 32, a stream took 64) instead of reading no further.
+        server = self.rt.settings.server
         async for response in run_stream(request_iterator, process, self.rt.admission,
-                                         self.rt.settings.server.max_stream_inflight,
+                                         min(server.max_stream_inflight, server.max_inflight),
                                          self.rt.settings.limits.max_id_chars,
                                          self.rt.settings.server.max_message_bytes):
             yield response

@@ -177,19 +177,22 @@ async def test_rows_a_busy_server_sheds_wait_their_turn_instead_of_becoming_erro
                                                                                    monkeypatch, tmp_path):
     monkeypatch.setitem(registry.JUDGES, "nli", lambda ctx: FakeJudge(delay_s=0.5))
     monkeypatch.setitem(registry.ESTIMATORS, "nli", lambda ctx: FakeEstimator())
-    # The server takes 2 rows at a time and sheds the rest (RESOURCE_EXHAUSTED / OVERLOADED): the run sends 8.
+    # The server takes 2 rows at a time and sheds the rest (RESOURCE_EXHAUSTED / OVERLOADED). A stream alone runs
+    # at most what the server admits, so two runs at once (each sending 8) make it busy.
     server = await start_server(make_settings(cache_dir, server={"max_inflight": 2}), ["127.0.0.1:0"])
     try:
         await server.wait_ready(300)
-        source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-        source.write_text("".join(json.dumps({"id": f"r{i}", "reasoning": "Aspirin inhibits COX.",
-                                              "context": ["Aspirin irreversibly inhibits cyclooxygenase."]}) + "\n"
-                                  for i in range(24)))
-        summary = await run_batch(BatchOptions(input=source, output=out, servers=[server.addresses[0]],
-                                               concurrency=8, metrics=("ki",), progress=False))
+        runs = [(tmp_path / f"in{k}.jsonl", tmp_path / f"out{k}.jsonl") for k in range(2)]
+        for source, _ in runs:
+            source.write_text("".join(json.dumps({"id": f"r{i}", "reasoning": "Aspirin inhibits COX.",
+                                                  "context": ["Aspirin irreversibly inhibits cyclooxygenase."]}) + "\n"
+                                      for i in range(12)))
+        summaries = await asyncio.gather(*(run_batch(BatchOptions(
+            input=source, output=out, servers=[server.addresses[0]], concurrency=8, metrics=("ki",), progress=False))
+            for source, out in runs))
     finally:
         await server.stop(0)
-    assert summary.statuses == {"ok": 24}, summary.statuses
+    assert [s.statuses for s in summaries] == [{"ok": 12}, {"ok": 12}], [s.statuses for s in summaries]
     assert server.runtime.admission.shed > 0  # (rows were shed, and sent again until taken)
 
 

@@ -78,12 +78,18 @@ async def test_rows_shed_by_a_busy_server_wait_the_delay_its_retry_info_asks_for
     monkeypatch.setattr(batch, "retry_pause_s", recording)
     try:
         await server.wait_ready(300)
-        source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-        _write(source, [_row(i) for i in range(6)])
-        assert await _batch(server.addresses[0], source, out, "--concurrency", "6", "--metrics", "ki") == 0
+        # Two runs at once: the server admits 2 items, and each stream runs at most that many (a stream alone is
+        # not shed by its own items), so the two together are.
+        runs = [(tmp_path / f"in{k}.jsonl", tmp_path / f"out{k}.jsonl") for k in range(2)]
+        for source, _ in runs:
+            _write(source, [_row(i) for i in range(6)])
+        codes = await asyncio.gather(*(_batch(server.addresses[0], source, out, "--concurrency", "6", "--metrics",
+                                              "ki") for source, out in runs))
+        assert codes == [0, 0]
     finally:
         await server.stop(0)
-    assert sorted(r["id"] for r in _records(out) if r["status"] == "ok") == [f"r{i}" for i in range(6)]
+    for _, out in runs:
+        assert sorted(r["id"] for r in _records(out) if r["status"] == "ok") == [f"r{i}" for i in range(6)]
     shed = [p for p in pauses if p[0] == "OVERLOADED"]
     assert shed, pauses
     assert all(delay == 1.5 and 1.5 <= pause <= 5.0 for _, delay, pause in shed), shed
