@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 
 from client.aio import AsyncVerifierClient
 from client import requests as rq
