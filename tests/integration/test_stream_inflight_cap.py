@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from client.aio import AsyncVerifierClient
 from client import requests as rq
 from server.app import start_server
