@@ -7,25 +7,11 @@ import json
 import pytest
 
 from client.cli import main
-from server.app import start_server
-from server.backends import registry
-from tests.conftest import make_settings
-from tests.fakes.backends import FakeEstimator, FakeJudge
-
-
-@pytest.fixture
-async def fast_server(cache_dir, demo_kb_path, monkeypatch):
-    """A real server (demo KB, real retrieval) whose judge and InfoGain estimator answer at once."""
-    monkeypatch.setitem(registry.JUDGES, "nli", lambda ctx: FakeJudge())
-    monkeypatch.setitem(registry.ESTIMATORS, "nli", lambda ctx: FakeEstimator())
-    server = await start_server(make_settings(cache_dir), ["127.0.0.1:0"])
-    await server.wait_ready(300)
-    yield server
-    await server.stop(0)
+from tests.integration.test_batch_resume import fast_server  # noqa: F401  (a real server with instant models)
 
 
 @pytest.mark.parametrize("suffix", ["jsonl", "csv"])
-async def test_a_row_refused_for_its_content_names_its_line_or_row(fast_server, tmp_path, suffix):
+async def test_a_row_refused_for_its_content_names_its_line_or_row(fast_server, tmp_path, suffix):  # noqa: F811
     rows = [{"id": "good", "question": "q", "reasoning": "Protamine sulfate neutralizes heparin.", "answer": "B"},
             {"id": "empty", "question": "q", "answer": "B"},  # refused by the server: no reasoning
             {"id": "typed", "question": "q", "reasoning": "x", "answer": "B", "choices": "A or B"}]  # by the client
