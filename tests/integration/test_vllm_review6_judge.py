@@ -1,15 +1,17 @@
 """The LLM judge's reasons for answers vLLM ends without a label, and for a prompt over the model's context.
 
-Through the fake vLLM server (real HTTP, vLLM's response and error shapes)."""
+Through the fake vLLM server (real HTTP, vLLM's response and error shapes); in the cascade, a prompt over the
+context keeps the embedded verdict."""
 
 from __future__ import annotations
 
 import pytest
 
+from server.backends.judges.cascade import CascadeJudge
 from server.backends.judges.vllm_judge import JudgeOutputError, VllmJudge, parse_judgement
 from server.backends.vllm_client import VllmClient
 from server.pipeline.deadline import Deadline
-from server.pipeline.types import Evidence, EvidenceOrigin, JudgeItem, Tier, Verdict
+from server.pipeline.types import Evidence, EvidenceOrigin, JudgeItem, Judgement, LabelProbs, Tier, Verdict
 from tests.fakes.vllm_server import FakeVllmServer, label_choice_reply
 
 EVIDENCE = (Evidence("pharm-0011", "Warfarin is a vitamin K antagonist.", "BNF", "Warfarin", 0.8,
@@ -112,3 +114,48 @@ def test_text_that_is_not_a_label_otherwise_still_says_structured_outputs_were_n
 def test_an_aborted_request_with_null_content_is_named_as_aborted():
     with pytest.raises(JudgeOutputError, match=r"finish_reason 'abort'.*content None"):
         parse_judgement(reply(None, "abort"))
+
+
+class SureEmbedded:
+    """An embedded tier sure of a contradiction: the cascade escalates it (contradicted always goes to the LLM)."""
+
+    name, prompt_version = "emb", "emb-prompt"
+
+    async def judge(self, items, deadline):
+        return [Judgement(Verdict.CONTRADICTED, LabelProbs(0.05, 0.9, 0.05), Tier.EMBEDDED, evidence=EVIDENCE)
+                for _ in items]
+
+    async def ready(self):
+        return True
+
+
+@pytest.mark.parametrize("fault", ["http-400", "length-no-text"])
+async def test_in_the_cascade_a_prompt_over_the_models_context_keeps_the_embedded_verdict(fake, fault):
+    """The LLM tier cannot read a claim whose prompt does not fit its context (vLLM's HTTP 400, or a V0 scheduler's
+    empty "length" finish). The LLM judge alone can only say ERROR; in the cascade the embedded verdict exists, and
+    was made an ERROR (the claim dropped from KI) although the server had a verdict: it stands, DEGRADED, with the
+    reason, as when the LLM tier is down. A malformed answer stays ERROR (the test below)."""
+    if fault == "http-400":
+        fake.faults.http_status, fake.faults.error_body = 400, NEW
+    else:
+        fake.faults.finish_before_first_token = "length"
+    llm = VllmJudge(VllmClient(fake.base_url, max_retries=0), "judge")
+    cascade = CascadeJudge(SureEmbedded(), llm, 0.8)
+    try:
+        (out,) = await cascade.judge([JudgeItem(CLAIM, EVIDENCE)], Deadline.after(10))
+    finally:
+        await llm.aclose()
+    assert out.tier is Tier.DEGRADED and out.verdict is Verdict.CONTRADICTED
+    assert out.probabilities == LabelProbs(0.05, 0.9, 0.05) and out.llm_calls == 1
+    assert "LLM judge cannot read this claim" in out.error and "--max-model-len" in out.error
+    assert out.error.endswith("(embedded verdict kept)") and cascade.degraded == 1
+
+
+async def test_in_the_cascade_unusable_llm_output_is_still_an_error(fake):
+    fake.faults.finish_before_first_token = "abort"
+    llm = VllmJudge(VllmClient(fake.base_url, max_retries=0), "judge")
+    try:
+        (out,) = await CascadeJudge(SureEmbedded(), llm, 0.8).judge([JudgeItem(CLAIM, EVIDENCE)], Deadline.after(10))
+    finally:
+        await llm.aclose()
+    assert out.tier is Tier.LLM and out.verdict is Verdict.ERROR and "finish_reason 'abort'" in out.error

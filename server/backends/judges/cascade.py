@@ -9,6 +9,7 @@ from typing import Sequence
 from ...pipeline.deadline import Deadline
 from ...pipeline.errors import BackendTimeoutError, BackendUnavailableError
 from ...pipeline.types import JudgeItem, Judgement, Tier, Verdict
+from .vllm_judge import PromptTooLongError
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,8 @@ class CascadeJudge:
     """Judge port: every claim gets the embedded verdict; those the policy escalates get the LLM's instead.
 
     When the LLM judge is unreachable, too slow, or does not serve its model, escalated claims keep their
-    embedded verdict with tier DEGRADED (and the reason in `error`) and the request still succeeds.
+    embedded verdict with tier DEGRADED (and the reason in `error`) and the request still succeeds; so does a
+    claim whose prompt does not fit the judge model's context.
     """
 
     def __init__(self, embedded, llm, threshold: float):
@@ -59,7 +61,7 @@ class CascadeJudge:
         self.name = f"cascade[{embedded.name} <{threshold:g} {llm.name}]"
         self.prompt_version = f"{llm.prompt_version};{embedded.prompt_version}"
         self.escalated = 0  # claims sent to the LLM tier since start
-        self.degraded = 0  # escalated claims that kept the embedded verdict because the LLM tier was down
+        self.degraded = 0  # escalated claims that kept the embedded verdict (LLM tier down, or prompt too long)
 
     async def judge(self, items: Sequence[JudgeItem], deadline: Deadline) -> list[Judgement]:
         first = await self.embedded.judge(items, deadline)
@@ -78,14 +80,23 @@ class CascadeJudge:
                 second = await self.llm.judge(asked, llm_deadline)
         except (BackendUnavailableError, BackendTimeoutError) as exc:
             second = [exc] * len(picked)
-        down = [(i, r) for i, r in zip(picked, second) if isinstance(r, (BackendUnavailableError, BackendTimeoutError))]
+        down = [r for r in second if isinstance(r, (BackendUnavailableError, BackendTimeoutError))]
+        unread = [r for r in second if isinstance(r, PromptTooLongError)]
         if down:
-            self.degraded += len(down)
             log.warning("LLM judge tier down (%s); %d of %d escalated claim(s) keep the embedded verdict",
-                        down[0][1].message, len(down), len(picked))
+                        down[0].message, len(down), len(picked))
+        if unread:
+            log.warning("LLM judge cannot read %d of %d escalated claim(s) (%s); they keep the embedded verdict",
+                        len(unread), len(picked), unread[0])
+        self.degraded += len(down) + len(unread)
         for i, result in zip(picked, second):
-            if isinstance(result, (BackendUnavailableError, BackendTimeoutError)):
-                why = f"LLM judge tier down: {result.message}"
+            if isinstance(result, (BackendUnavailableError, BackendTimeoutError, PromptTooLongError)):
+                if isinstance(result, PromptTooLongError):
+                    # The LLM tier is up but cannot read this claim's prompt: the embedded verdict is the best
+                    # there is, as when the tier is down (an ERROR would drop a verdict the server has).
+                    why = f"LLM judge cannot read this claim: {result}"
+                else:
+                    why = f"LLM judge tier down: {result.message}"
                 if first[i].error:  # the embedded verdict was itself an ERROR: keep its reason
                     why = f"{first[i].error}; {why}"
                 else:

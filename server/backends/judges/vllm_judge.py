@@ -30,6 +30,13 @@ class JudgeOutputError(ValueError):
     """The judge answered, but not with a label and its log-probabilities."""
 
 
+class PromptTooLongError(JudgeOutputError):
+    """vLLM gave this claim's prompt no room to answer: it does not fit the judge model's context.
+
+    Not an answer the model got wrong, nor an outage: the LLM tier cannot read this claim at all (in a cascade the
+    embedded verdict stands, DEGRADED); the LLM judge alone gives the claim ERROR with this reason."""
+
+
 def _logprob(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value > 1e-6:
         raise JudgeOutputError(f"invalid logprob {value!r} in the response")
@@ -120,7 +127,7 @@ def parse_judgement(data: dict[str, Any]) -> tuple[Verdict, LabelProbs]:
             # Nothing generated although the output may take MAX_COMPLETION_TOKENS: vLLM gave the prompt no room to
             # answer (a V0 scheduler ignores a prompt over its token limit and finishes it with "length", no text).
             counted = "usage not reported" if produced is None else "0 completion tokens"
-            raise JudgeOutputError(
+            raise PromptTooLongError(
                 f"vLLM generated nothing (finish_reason 'length', {counted}): the prompt left no room to answer "
                 "(it fills the judge model's max_model_len or the scheduler's token budget); serve the judge model "
                 "with a larger --max-model-len")
@@ -159,6 +166,7 @@ class VllmJudge:
         self._closed = False
 
     async def _one(self, item: JudgeItem, deadline: Deadline) -> Judgement:
+        """The claim's LLM verdict; PromptTooLongError when its prompt does not fit the model's context."""
         if not item.evidence:  # nothing to read: not judged, no LLM call
             return Judgement(Verdict.NOT_ENOUGH_INFO, NO_EVIDENCE, Tier.NONE, evidence=())
         try:
@@ -168,28 +176,32 @@ class VllmJudge:
             if _CONTEXT_TOO_LONG.search(reason):
                 # vLLM's own advice ("reduce the length of the messages") is for its API caller, here this server:
                 # the prompt is the claim and its evidence, and the remedy is the judge model's context.
-                reason = ("the judge prompt for this claim (instructions, evidence up to "
-                          f"{MAX_PROMPT_EVIDENCE_CHARS:,} characters, claim) does not fit the judge model's context: "
-                          f"serve it with a larger --max-model-len ({reason})")
+                raise PromptTooLongError(
+                    "the judge prompt for this claim (instructions, evidence up to "
+                    f"{MAX_PROMPT_EVIDENCE_CHARS:,} characters, claim) does not fit the judge model's context: "
+                    f"serve it with a larger --max-model-len ({reason})") from None
             return error_judgement(f"LLM judge: {reason}", Tier.LLM, llm_calls=1)
         try:
             verdict, probs = parse_judgement(data)
+        except PromptTooLongError:
+            raise
         except JudgeOutputError as exc:
             log.warning("LLM judge output unusable: %s", exc)
             return error_judgement(f"LLM judge: {exc}", Tier.LLM, llm_calls=1)
         return Judgement(verdict, probs, Tier.LLM, llm_calls=1, evidence=item.evidence)
 
-    async def judge_each(self, items: Sequence[JudgeItem],
-                         deadline: Deadline) -> list[Judgement | BackendUnavailableError | BackendTimeoutError]:
+    async def judge_each(self, items: Sequence[JudgeItem], deadline: Deadline
+                         ) -> list[Judgement | BackendUnavailableError | BackendTimeoutError | PromptTooLongError]:
         """One call per claim, concurrently; each claim's outcome on its own.
 
-        A claim whose call found vLLM unreachable or too slow gets that error in its place (the cascade
-        degrades only those claims); any other exception is raised.
+        A claim whose call found vLLM unreachable or too slow gets that error in its place, and so does one whose
+        prompt does not fit the judge model's context (the cascade degrades only those claims); any other
+        exception is raised.
         """
         results = await asyncio.gather(*(self._one(item, deadline) for item in items), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException) and not isinstance(
-                    result, (BackendUnavailableError, BackendTimeoutError)):
+                    result, (BackendUnavailableError, BackendTimeoutError, PromptTooLongError)):
                 raise result
         return list(results)
 
@@ -197,15 +209,16 @@ class VllmJudge:
         """One call per claim, concurrently (the client bounds how many are in flight).
 
         Unreachable -> BackendUnavailableError, too slow -> BackendTimeoutError, for the
-        whole batch (the request fails UNAVAILABLE / DEADLINE_EXCEEDED); unusable output -> that claim's
-        ERROR verdict.
+        whole batch (the request fails UNAVAILABLE / DEADLINE_EXCEEDED); unusable output, or a prompt that does
+        not fit the model's context -> that claim's ERROR verdict.
         """
         results = await self.judge_each(items, deadline)
         for kind in (BackendUnavailableError, BackendTimeoutError):
             for result in results:
                 if isinstance(result, kind):
                     raise result
-        return list(results)
+        return [error_judgement(f"LLM judge: {r}", Tier.LLM, llm_calls=1) if isinstance(r, PromptTooLongError)
+                else r for r in results]
 
     async def ready(self) -> bool:
         return await self.client.serves(self.model)
