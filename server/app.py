@@ -66,6 +66,8 @@ class Runtime:
         self._built: dict[tuple[str, str], object] = {}
         self.load_failures: dict[str, BaseException] = {}  # service -> the error that kept it from loading
         self.load_done: set[str] = set()  # services whose load step finished (ready or waiting for a backend)
+        # service -> its default backends (kind, name) found not up at the last check (what a waiting service waits on)
+        self.waiting_on: dict[str, frozenset[tuple[str, str]]] = {}
         self._build_lock = asyncio.Lock()
         self._building: dict[tuple[str, str], asyncio.Task] = {}  # backends being built now
         self._embedding: tuple | None = None  # (embedder, its micro-batcher) once fetched
@@ -222,6 +224,21 @@ class Runtime:
         """Whether the service loaded everything but its backend is not up yet (e.g. a vLLM judge not serving)."""
         return service in self.load_done and service not in self.load_failures and not self.health.ready(service)
 
+    def avoids_waited_backends(self, service: str, asked: dict[str, str | None]) -> bool:
+        """Whether a call of a service waiting for a default backend names only other backends (kind -> name, None
+        for the default): a ScoreKnowledge asking for the nli judge while the default vLLM judge is still loading
+        is served (the named backend is built on first use like any other, and answers with its own errors)."""
+        waited = self.waiting_on.get(service)
+        if not waited or not self.waiting_for_backend(service):
+            return False
+        defaults = {"judge": self.settings.judge.backend, "splitter": self.settings.splitter.backend,
+                    "estimator": self.settings.lm.backend}
+        for kind, name in asked.items():
+            resolved = defaults[kind] if name is None or (kind == "estimator" and name == "lm") else name
+            if (kind, resolved) in waited:
+                return False
+        return True
+
     def not_ready_error(self, service: str) -> KgverifyError:
         """UNAVAILABLE (NOT_READY, retryable) while a service loads; FAILED_PRECONDITION once its load failed
         (unexpected errors' details stay in the log)."""
@@ -258,20 +275,28 @@ class Runtime:
 
     async def _knowledge_ready(self) -> bool:
         """The judge is up, and so is the default splitter's backend when it has one (the LLM decomposer)."""
-        judge = self._built.get(("judge", self.settings.judge.backend))
-        splitter = self._built.get(("splitter", self.settings.splitter.backend))
+        judge_key = ("judge", self.settings.judge.backend)
+        splitter_key = ("splitter", self.settings.splitter.backend)
+        judge, splitter = self._built.get(judge_key), self._built.get(splitter_key)
+        down = set()
         if judge is None or not await judge.ready():
-            return False
+            down.add(judge_key)
         splitter_ready = getattr(splitter, "ready", None)
-        return splitter_ready is None or await splitter_ready()
+        if splitter_ready is not None and not await splitter_ready():
+            down.add(splitter_key)
+        self.waiting_on[KNOWLEDGE] = frozenset(down)
+        return not down
 
     async def _estimator_ready(self) -> bool:
-        estimator = self._built.get(("estimator", self.settings.lm.backend))
-        return estimator is not None and await estimator.ready()
+        key = ("estimator", self.settings.lm.backend)
+        estimator = self._built.get(key)
+        up = estimator is not None and await estimator.ready()
+        self.waiting_on[INFO_GAIN] = frozenset(() if up else (key,))
+        return up
 
     async def _load_info_gain(self) -> None:
-        estimator = await self.estimator(None)
-        await self.health.set(INFO_GAIN, await estimator.ready())
+        await self.estimator(None)
+        await self.health.set(INFO_GAIN, await self._estimator_ready())
 
     async def monitor(self) -> None:
         """Re-checks backend health periodically (a judge outage flips only the knowledge service)."""
@@ -409,7 +434,8 @@ async def start_server(settings: Settings, listen: list[str] | None = None) -> V
     interceptors = [ClientGoneInterceptor(), metrics.MetricsInterceptor(stopping), *([auth] if auth else []),
                     ServiceInterceptor(runtime.admission, runtime.health.ready, runtime.not_ready_error,
                                        settings.server.log_request_text, stopping, runtime.waiting_for_backend,
-                                       precheck=size_check(runtime.deps.limits))]
+                                       precheck=size_check(runtime.deps.limits),
+                                       avoids_waited_backends=runtime.avoids_waited_backends)]
     credentials = security.server_credentials(settings.security)
     server = grpc.aio.server(interceptors=interceptors, options=_options(settings))
     knowledge_service_pb2_grpc.add_KnowledgeServiceServicer_to_server(KnowledgeServicer(runtime), server)

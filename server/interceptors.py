@@ -46,6 +46,19 @@ def _judge_free(method: str, request) -> str | None:
     return None
 
 
+def _backends_asked(method: str, request) -> dict[str, str | None] | None:
+    """The backends a scoring call names (kind -> name; None: the server's default), or None for other calls."""
+    from .servicers.convert import ESTIMATORS, JUDGES, SPLITTERS
+
+    name = method.rsplit("/", 1)[-1]
+    if name in ("ScoreKnowledge", "ScoreChain"):
+        options = request.options if name == "ScoreKnowledge" else request.knowledge_options
+        return {"judge": JUDGES.get(options.judge), "splitter": SPLITTERS.get(options.splitter)}
+    if name == "ScoreInfoGain":
+        return {"estimator": ESTIMATORS.get(request.options.estimator)}
+    return None
+
+
 SUMMARY_ENTRIES = 8  # entries of each repeated field formatted into a request summary
 
 
@@ -300,8 +313,12 @@ class ClientGoneInterceptor(grpc.aio.ServerInterceptor):
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, admission: Admission, ready, not_ready_error, log_request_text: bool = False,
-                 stopping=lambda: False, waiting_for_backend=lambda service: False, precheck=None):
+                 stopping=lambda: False, waiting_for_backend=lambda service: False, precheck=None,
+                 avoids_waited_backends=lambda service, asked: False):
         self._admission = admission
+        # (service, {kind: name or None}) -> bool: the backends a call names are all up, although the service waits
+        # for a default one (a ScoreKnowledge asking for the nli judge while the default vLLM judge is not up yet).
+        self._avoids_waited_backends = avoids_waited_backends
         # request message -> None, or raises InvalidArgumentError: cheap checks (repeated fields' lengths) before the
         # servicer converts the message on the event loop (size_check)
         self._precheck = precheck
@@ -319,10 +336,15 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         """The not-ready error for a call of a service that is not ready (None: it can take the call)."""
         if self._ready(service):
             return None
-        instead = _judge_free(method, request) if self._waiting_for_backend(service) else None
-        if instead is None or (instead and not self._ready(instead)):
-            return self._not_ready_error(instead or service)
-        return None
+        if not self._waiting_for_backend(service):
+            return self._not_ready_error(service)
+        instead = _judge_free(method, request)
+        if instead is not None:
+            return self._not_ready_error(instead) if instead and not self._ready(instead) else None
+        asked = _backends_asked(method, request)
+        if asked is not None and self._avoids_waited_backends(service, asked):
+            return None
+        return self._not_ready_error(service)
 
     def _cancelled_code(self, context) -> str:
         code = ended_code(context, self._stopping())
