@@ -117,3 +117,19 @@ def test_unusable_output_is_an_error_never_a_made_up_score(data, reason):
         return
     with pytest.raises(JudgeOutputError, match=reason):
         parse_judgement(copy.deepcopy(data))
+
+
+def test_claims_that_share_a_cached_verdict_get_the_same_prompt():
+    """The verdict cache keys claims by NFC with whitespace collapsed; the LLM prompt collapsed whitespace but kept
+    a decomposed "é" (macOS text) as two code points: that claim read differently to the LLM than the composed
+    one whose cached verdict it was served."""
+    import unicodedata
+
+    from server.backends.judges.cache import normalize_claim
+
+    evidence = (Evidence("f1", "Café au lait contains milk.", "src", "", 0.9, EvidenceOrigin.KNOWLEDGE_BASE),)
+    composed = "Café au lait contains milk."
+    decomposed = unicodedata.normalize("NFD", "Café  au lait\ncontains milk.")
+    assert decomposed != composed and normalize_claim(decomposed) == normalize_claim(composed)
+    assert prompts.messages(decomposed, evidence) == prompts.messages(composed, evidence)
+    assert composed in prompts.messages(decomposed, evidence)[1]["content"]

@@ -6,13 +6,13 @@ import asyncio
 import dataclasses
 import hashlib
 import threading
-import unicodedata
 from collections import OrderedDict
 from typing import Callable, Hashable, Sequence
 
 from ...pipeline.deadline import Deadline
 from ...pipeline.types import Evidence, JudgeItem, Judgement, Tier, Verdict
 from .cascade import llm_tier_deadline
+from .prompts import prompt_claim
 
 CacheKey = tuple[Hashable, ...]
 
@@ -21,8 +21,9 @@ def normalize_claim(text: str) -> str:
     """Claims equal up to canonical Unicode form (NFC) and whitespace share a verdict.
 
     Only differences that do not change what the claim says: case is kept ("CO" is not "Co"), and so are
-    compatibility characters (NFKC would make "10⁵ units" the claim "105 units", and "x²" "x2")."""
-    return " ".join(unicodedata.normalize("NFC", text).split())
+    compatibility characters (NFKC would make "10⁵ units" the claim "105 units", and "x²" "x2"). The LLM judge's
+    prompt shows the claim in this form, so claims sharing a verdict read alike to it."""
+    return prompt_claim(text)
 
 
 def _evidence_key(evidence: Evidence) -> tuple[str, str, str]:

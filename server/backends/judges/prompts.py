@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from typing import Any, Sequence
 
 from ...pipeline.types import Evidence, Verdict
@@ -93,8 +94,16 @@ MAX_COMPLETION_TOKENS = 4  # one label token; room for the end token, a multi-to
 CHAT_TEMPLATE_KWARGS = {"enable_thinking": False}
 
 
+def prompt_claim(claim: str) -> str:
+    """The claim as the prompt shows it: canonical Unicode (NFC), whitespace collapsed. The verdict cache keys
+    claims the same way (cache.normalize_claim), so two claims sharing a cached verdict read alike to the LLM:
+    "café" written decomposed (macOS text) got its own prompt tokens but the composed form's cached verdict."""
+    return " ".join(unicodedata.normalize("NFC", claim).split())
+
+
 def messages(claim: str, evidence: Sequence[Evidence]) -> list[dict[str, str]]:
-    user = USER_TEMPLATE.format(evidence=format_evidence(evidence, claim), claim=" ".join(claim.split()))
+    claim = prompt_claim(claim)
+    user = USER_TEMPLATE.format(evidence=format_evidence(evidence, claim), claim=claim)
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
@@ -122,7 +131,7 @@ def _version() -> str:
         "top_logprobs": TOP_LOGPROBS, "max_evidence_chars": MAX_EVIDENCE_CHARS,
         "max_prompt_evidence_chars": MAX_PROMPT_EVIDENCE_CHARS, "excerpt": EXCERPT,
         "evidence_budget": EVIDENCE_BUDGET, "min_excerpt_chars": MIN_EXCERPT_CHARS,
-        "format": "structured_outputs.choice",
+        "format": "structured_outputs.choice", "claim": "NFC, whitespace collapsed",
         "max_completion_tokens": MAX_COMPLETION_TOKENS, "chat_template_kwargs": CHAT_TEMPLATE_KWARGS,
     }
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode("utf-8")).hexdigest()[:12]
