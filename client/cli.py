@@ -49,6 +49,8 @@ def _add_scoring_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--judge", choices=["baseline", "nli", "vllm", "cascade"])
     group.add_argument("--top-k", type=int, default=0, help="facts retrieved per claim")
     group.add_argument("--retrieval-mode", choices=["dense", "bm25", "hybrid"])
+    group.add_argument("--splitter", choices=["rules", "llm"],
+                       help="how free-text reasoning is split into steps, for both metrics")
     group.add_argument("--estimator", choices=["lm", "nli"], help="InfoGain estimator")
     group.add_argument("--paper", action="store_true", help="also compute the paper's InfoGain formula")
     group.add_argument("--units", choices=["nats", "bits"])
@@ -104,12 +106,13 @@ def _export_path(value: str) -> Path:
 
 
 def _knowledge_kwargs(args) -> dict:
-    return {"top_k": args.top_k, "judge": args.judge, "retrieval_mode": args.retrieval_mode}
+    return {"top_k": args.top_k, "judge": args.judge, "retrieval_mode": args.retrieval_mode,
+            "splitter": args.splitter}
 
 
 def _info_gain_kwargs(args) -> dict:
     return {"estimator": args.estimator, "mode": "paper" if args.paper else None, "units": args.units,
-            "window": args.window}
+            "window": args.window, "splitter": args.splitter}
 
 
 async def _with_server(address: str | None, job, required: tuple[str, ...] | None = None):

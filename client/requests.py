@@ -101,10 +101,10 @@ def knowledge_options(top_k: int = 0, judge: str | None = None, retrieval_mode: 
 
 
 def info_gain_options(estimator: str | None = None, mode: str | None = None, units: str | None = None,
-                      window: int = 0, per_token: bool = False) -> igpb.InfoGainOptions:
+                      window: int = 0, per_token: bool = False, splitter: str | None = None) -> igpb.InfoGainOptions:
     return igpb.InfoGainOptions(estimator=_choice(ESTIMATORS, estimator, "estimator"),
                                 mode=_choice(IG_MODES, mode, "mode"), units=_choice(UNITS, units, "units"),
-                                window=window, per_token=per_token)
+                                window=window, per_token=per_token, splitter=_choice(SPLITTERS, splitter, "splitter"))
 
 
 def chain_request(row: Mapping[str, Any], metrics: Sequence[str] = ("ki", "infogain"),
@@ -140,8 +140,9 @@ def score_chain_request(kwargs: dict[str, Any]) -> kpb.ScoreChainRequest:
     """A ScoreChainRequest from client keyword arguments (the batch row fields plus options)."""
     kwargs = dict(kwargs)
     metrics = kwargs.pop("metrics", ("ki", "infogain"))
-    knowledge = knowledge_options(**{k: kwargs.pop(k) for k in KNOWLEDGE_KEYS if k in kwargs})
-    info_gain = info_gain_options(**{k: kwargs.pop(k) for k in INFO_GAIN_KEYS if k in kwargs})
+    splitter = kwargs.pop("splitter", None)  # both metrics split the chain alike (ScoreInfoGain dropped it)
+    knowledge = knowledge_options(splitter=splitter, **{k: kwargs.pop(k) for k in KNOWLEDGE_KEYS if k in kwargs})
+    info_gain = info_gain_options(splitter=splitter, **{k: kwargs.pop(k) for k in INFO_GAIN_KEYS if k in kwargs})
     unknown = set(kwargs) - ROW_KEYS
     if unknown:
         raise TypeError(f"unexpected arguments: {sorted(unknown)}")
@@ -161,6 +162,6 @@ def score_info_gain_request(kwargs: dict[str, Any]) -> igpb.ScoreInfoGainRequest
                                      options=chain.info_gain_options)
 
 
-KNOWLEDGE_KEYS = ("top_k", "judge", "retrieval_mode", "use_knowledge_base", "splitter")
+KNOWLEDGE_KEYS = ("top_k", "judge", "retrieval_mode", "use_knowledge_base")  # and "splitter", for both metrics
 INFO_GAIN_KEYS = ("estimator", "mode", "units", "window", "per_token")
 ROW_KEYS = {"question", "reasoning", "steps", "answer", "gold_answer", "choices", "context"}

@@ -188,7 +188,7 @@ async def score_info_gain(
     opts = req.options
     target_kind, target = choose_target(req.answer, req.gold_answer, req.choices)
     if split is None:
-        split = await split_chain(req.chain, deps, deadline=deadline)
+        split = await split_chain(req.chain, deps, opts.splitter, deadline)
     estimator = await deps.estimator(opts.estimator)
     if opts.paper and estimator.kind != "lm":
         raise InvalidArgumentError.single(f"{options_field}.mode",

@@ -46,7 +46,9 @@ async def chain(req: ChainRequest, deps: PipelineDeps, deadline: Deadline) -> Ch
     """KI and InfoGain of one chain, concurrently, sharing one split of the chain."""
     validate_chain(req, deps.limits)
     base = req.knowledge or req.info_gain
-    splitter = req.knowledge.options.splitter if req.knowledge else None
+    # one split for both metrics: validate_chain refused two different splitters
+    splitter = (req.knowledge.options.splitter if req.knowledge else None) or (
+        req.info_gain.options.splitter if req.info_gain else None)
     shared = await split_chain(base.chain, deps, splitter, deadline)
     jobs = []
     if req.knowledge is not None:

@@ -166,6 +166,7 @@ class InfoGainOptions:
     units: str = "nats"  # "nats" | "bits"
     window: int = 0
     per_token: bool = False
+    splitter: str | None = None  # "rules" | "llm"; None: the server's
 
 
 @dataclass(frozen=True)

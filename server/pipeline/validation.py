@@ -192,7 +192,7 @@ def check_info_gain(req: InfoGainRequest, limits: Limits, out: list[FieldViolati
             out.append(FieldViolation(name, f"{empty_description(text)}: send the answer's text, or leave it empty"))
             invisible = True
     if not req.gold_answer.strip() and not req.answer.strip():
-        out.append(FieldViolation(f"answer", "InfoGain needs a target: send answer or gold_answer"))
+        out.append(FieldViolation("answer", "InfoGain needs a target: send answer or gold_answer"))
     target_field = "gold_answer" if req.gold_answer.strip() else "answer"
     if req.choices and not invisible and len(req.choices) <= limits.max_choices and (
             violation := option_violation(target_field, getattr(req, target_field), req.choices)) is not None:
@@ -297,4 +297,10 @@ def validate_chain(req: ChainRequest, limits: Limits) -> None:
         check_knowledge(req.knowledge, limits, out, "knowledge_options")
     if req.info_gain is not None:
         check_info_gain(req.info_gain, limits, out, "info_gain_options")
+    if req.knowledge is not None and req.info_gain is not None:
+        ki, ig = req.knowledge.options.splitter, req.info_gain.options.splitter
+        if ki and ig and ki != ig:
+            out.append(FieldViolation("info_gain_options.splitter",
+                                      f"is {ig!r} but knowledge_options.splitter is {ki!r}: KI and InfoGain share "
+                                      "one split of the chain; set one of them, or both alike"))
     _raise(out)

@@ -86,6 +86,7 @@ def _info_gain_options(msg: igpb.InfoGainOptions, v: _Violations, field: str) ->
         units=v.enum(msg.units, UNITS, f"{field}.units") or "nats",
         window=msg.window,  # never clamped: a negative window is reported above (and by validation)
         per_token=msg.per_token,
+        splitter=v.enum(msg.splitter, SPLITTERS, f"{field}.splitter"),
     )
 
 

@@ -25,31 +25,31 @@ _sym_db = _symbol_database.Default()
 from kgverify.v1 import common_pb2 as kgverify_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#kgverify/v1/info_gain_service.proto\x12\x0bkgverify.v1\x1a\x18kgverify/v1/common.proto\"\xaf\x01\n\x0fInfoGainOptions\x12)\n\testimator\x18\x01 \x01(\x0e\x32\x16.kgverify.v1.Estimator\x12\'\n\x04mode\x18\x02 \x01(\x0e\x32\x19.kgverify.v1.InfoGainMode\x12%\n\x05units\x18\x03 \x01(\x0e\x32\x16.kgverify.v1.InfoUnits\x12\x0e\n\x06window\x18\x04 \x01(\x05\x12\x11\n\tper_token\x18\x05 \x01(\x08\"\xaf\x01\n\x14ScoreInfoGainRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12\x11\n\treasoning\x18\x02 \x01(\t\x12\r\n\x05steps\x18\x03 \x03(\t\x12\x0e\n\x06\x61nswer\x18\x04 \x01(\t\x12\x13\n\x0bgold_answer\x18\x05 \x01(\t\x12\x0f\n\x07\x63hoices\x18\x06 \x03(\t\x12-\n\x07options\x18\x07 \x01(\x0b\x32\x1c.kgverify.v1.InfoGainOptions\"\x9a\x02\n\x0cStepInfoGain\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05start\x18\x03 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x05\x12\x10\n\x03nll\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\rnll_per_token\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04gain\x18\x07 \x01(\x01H\x02\x88\x01\x01\x12\x1d\n\x10perplexity_paper\x18\x08 \x01(\x01H\x03\x88\x01\x01\x12$\n\x05\x66lags\x18\t \x03(\x0e\x32\x15.kgverify.v1.StepFlag\x12\x13\n\x0bnull_reason\x18\n \x01(\tB\x06\n\x04_nllB\x10\n\x0e_nll_per_tokenB\x07\n\x05_gainB\x13\n\x11_perplexity_paper\"\x92\x05\n\x15ScoreInfoGainResponse\x12(\n\x05steps\x18\x01 \x03(\x0b\x32\x19.kgverify.v1.StepInfoGain\x12\x18\n\x0bnll_initial\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tinfo_gain\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x1c\n\x0finfo_gain_total\x18\x04 \x01(\x01H\x02\x88\x01\x01\x12\x1c\n\x0finfo_gain_paper\x18\x05 \x01(\x01H\x03\x88\x01\x01\x12\x1e\n\x16info_gain_paper_reason\x18\x06 \x01(\t\x12%\n\x18perplexity_paper_initial\x18\x07 \x01(\x01H\x04\x88\x01\x01\x12#\n\x06target\x18\x08 \x01(\x0e\x32\x13.kgverify.v1.Target\x12\x13\n\x0btarget_text\x18\t \x01(\t\x12\x15\n\ranswer_tokens\x18\n \x01(\x05\x12%\n\x05units\x18\x0b \x01(\x0e\x32\x16.kgverify.v1.InfoUnits\x12)\n\testimator\x18\x0c \x01(\x0e\x32\x16.kgverify.v1.Estimator\x12\x16\n\x0eprefill_tokens\x18\r \x01(\x03\x12(\n\x06status\x18\x0e \x01(\x0e\x32\x18.kgverify.v1.ChainStatus\x12\x11\n\tllm_calls\x18\x0f \x01(\x05\x12\x12\n\nchain_text\x18\x10 \x01(\t\x12+\n\nprovenance\x18\x11 \x01(\x0b\x32\x17.kgverify.v1.ProvenanceB\x0e\n\x0c_nll_initialB\x0c\n\n_info_gainB\x12\n\x10_info_gain_totalB\x12\n\x10_info_gain_paperB\x1b\n\x19_perplexity_paper_initial*K\n\tEstimator\x12\x19\n\x15\x45STIMATOR_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x45STIMATOR_LM\x10\x01\x12\x11\n\rESTIMATOR_NLI\x10\x02*j\n\x0cInfoGainMode\x12\x1e\n\x1aINFO_GAIN_MODE_UNSPECIFIED\x10\x00\x12 \n\x1cINFO_GAIN_MODE_ANSWER_TOKENS\x10\x01\x12\x18\n\x14INFO_GAIN_MODE_PAPER\x10\x02*Q\n\tInfoUnits\x12\x1a\n\x16INFO_UNITS_UNSPECIFIED\x10\x00\x12\x13\n\x0fINFO_UNITS_NATS\x10\x01\x12\x13\n\x0fINFO_UNITS_BITS\x10\x02*K\n\x06Target\x12\x16\n\x12TARGET_UNSPECIFIED\x10\x00\x12\x16\n\x12TARGET_GOLD_ANSWER\x10\x01\x12\x11\n\rTARGET_ANSWER\x10\x02*v\n\x08StepFlag\x12\x19\n\x15STEP_FLAG_UNSPECIFIED\x10\x00\x12\x16\n\x12STEP_FLAG_WINDOWED\x10\x01\x12\x1e\n\x1aSTEP_FLAG_CONTEXT_OVERFLOW\x10\x02\x12\x17\n\x13STEP_FLAG_TRUNCATED\x10\x03\x32i\n\x0fInfoGainService\x12V\n\rScoreInfoGain\x12!.kgverify.v1.ScoreInfoGainRequest\x1a\".kgverify.v1.ScoreInfoGainResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#kgverify/v1/info_gain_service.proto\x12\x0bkgverify.v1\x1a\x18kgverify/v1/common.proto\"\xd8\x01\n\x0fInfoGainOptions\x12)\n\testimator\x18\x01 \x01(\x0e\x32\x16.kgverify.v1.Estimator\x12\'\n\x04mode\x18\x02 \x01(\x0e\x32\x19.kgverify.v1.InfoGainMode\x12%\n\x05units\x18\x03 \x01(\x0e\x32\x16.kgverify.v1.InfoUnits\x12\x0e\n\x06window\x18\x04 \x01(\x05\x12\x11\n\tper_token\x18\x05 \x01(\x08\x12\'\n\x08splitter\x18\x06 \x01(\x0e\x32\x15.kgverify.v1.Splitter\"\xaf\x01\n\x14ScoreInfoGainRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12\x11\n\treasoning\x18\x02 \x01(\t\x12\r\n\x05steps\x18\x03 \x03(\t\x12\x0e\n\x06\x61nswer\x18\x04 \x01(\t\x12\x13\n\x0bgold_answer\x18\x05 \x01(\t\x12\x0f\n\x07\x63hoices\x18\x06 \x03(\t\x12-\n\x07options\x18\x07 \x01(\x0b\x32\x1c.kgverify.v1.InfoGainOptions\"\x9a\x02\n\x0cStepInfoGain\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05start\x18\x03 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x05\x12\x10\n\x03nll\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\rnll_per_token\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04gain\x18\x07 \x01(\x01H\x02\x88\x01\x01\x12\x1d\n\x10perplexity_paper\x18\x08 \x01(\x01H\x03\x88\x01\x01\x12$\n\x05\x66lags\x18\t \x03(\x0e\x32\x15.kgverify.v1.StepFlag\x12\x13\n\x0bnull_reason\x18\n \x01(\tB\x06\n\x04_nllB\x10\n\x0e_nll_per_tokenB\x07\n\x05_gainB\x13\n\x11_perplexity_paper\"\x92\x05\n\x15ScoreInfoGainResponse\x12(\n\x05steps\x18\x01 \x03(\x0b\x32\x19.kgverify.v1.StepInfoGain\x12\x18\n\x0bnll_initial\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tinfo_gain\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x1c\n\x0finfo_gain_total\x18\x04 \x01(\x01H\x02\x88\x01\x01\x12\x1c\n\x0finfo_gain_paper\x18\x05 \x01(\x01H\x03\x88\x01\x01\x12\x1e\n\x16info_gain_paper_reason\x18\x06 \x01(\t\x12%\n\x18perplexity_paper_initial\x18\x07 \x01(\x01H\x04\x88\x01\x01\x12#\n\x06target\x18\x08 \x01(\x0e\x32\x13.kgverify.v1.Target\x12\x13\n\x0btarget_text\x18\t \x01(\t\x12\x15\n\ranswer_tokens\x18\n \x01(\x05\x12%\n\x05units\x18\x0b \x01(\x0e\x32\x16.kgverify.v1.InfoUnits\x12)\n\testimator\x18\x0c \x01(\x0e\x32\x16.kgverify.v1.Estimator\x12\x16\n\x0eprefill_tokens\x18\r \x01(\x03\x12(\n\x06status\x18\x0e \x01(\x0e\x32\x18.kgverify.v1.ChainStatus\x12\x11\n\tllm_calls\x18\x0f \x01(\x05\x12\x12\n\nchain_text\x18\x10 \x01(\t\x12+\n\nprovenance\x18\x11 \x01(\x0b\x32\x17.kgverify.v1.ProvenanceB\x0e\n\x0c_nll_initialB\x0c\n\n_info_gainB\x12\n\x10_info_gain_totalB\x12\n\x10_info_gain_paperB\x1b\n\x19_perplexity_paper_initial*K\n\tEstimator\x12\x19\n\x15\x45STIMATOR_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x45STIMATOR_LM\x10\x01\x12\x11\n\rESTIMATOR_NLI\x10\x02*j\n\x0cInfoGainMode\x12\x1e\n\x1aINFO_GAIN_MODE_UNSPECIFIED\x10\x00\x12 \n\x1cINFO_GAIN_MODE_ANSWER_TOKENS\x10\x01\x12\x18\n\x14INFO_GAIN_MODE_PAPER\x10\x02*Q\n\tInfoUnits\x12\x1a\n\x16INFO_UNITS_UNSPECIFIED\x10\x00\x12\x13\n\x0fINFO_UNITS_NATS\x10\x01\x12\x13\n\x0fINFO_UNITS_BITS\x10\x02*K\n\x06Target\x12\x16\n\x12TARGET_UNSPECIFIED\x10\x00\x12\x16\n\x12TARGET_GOLD_ANSWER\x10\x01\x12\x11\n\rTARGET_ANSWER\x10\x02*v\n\x08StepFlag\x12\x19\n\x15STEP_FLAG_UNSPECIFIED\x10\x00\x12\x16\n\x12STEP_FLAG_WINDOWED\x10\x01\x12\x1e\n\x1aSTEP_FLAG_CONTEXT_OVERFLOW\x10\x02\x12\x17\n\x13STEP_FLAG_TRUNCATED\x10\x03\x32i\n\x0fInfoGainService\x12V\n\rScoreInfoGain\x12!.kgverify.v1.ScoreInfoGainRequest\x1a\".kgverify.v1.ScoreInfoGainResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kgverify.v1.info_gain_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ESTIMATOR']._serialized_start=1380
-  _globals['_ESTIMATOR']._serialized_end=1455
-  _globals['_INFOGAINMODE']._serialized_start=1457
-  _globals['_INFOGAINMODE']._serialized_end=1563
-  _globals['_INFOUNITS']._serialized_start=1565
-  _globals['_INFOUNITS']._serialized_end=1646
-  _globals['_TARGET']._serialized_start=1648
-  _globals['_TARGET']._serialized_end=1723
-  _globals['_STEPFLAG']._serialized_start=1725
-  _globals['_STEPFLAG']._serialized_end=1843
+  _globals['_ESTIMATOR']._serialized_start=1421
+  _globals['_ESTIMATOR']._serialized_end=1496
+  _globals['_INFOGAINMODE']._serialized_start=1498
+  _globals['_INFOGAINMODE']._serialized_end=1604
+  _globals['_INFOUNITS']._serialized_start=1606
+  _globals['_INFOUNITS']._serialized_end=1687
+  _globals['_TARGET']._serialized_start=1689
+  _globals['_TARGET']._serialized_end=1764
+  _globals['_STEPFLAG']._serialized_start=1766
+  _globals['_STEPFLAG']._serialized_end=1884
   _globals['_INFOGAINOPTIONS']._serialized_start=79
-  _globals['_INFOGAINOPTIONS']._serialized_end=254
-  _globals['_SCOREINFOGAINREQUEST']._serialized_start=257
-  _globals['_SCOREINFOGAINREQUEST']._serialized_end=432
-  _globals['_STEPINFOGAIN']._serialized_start=435
-  _globals['_STEPINFOGAIN']._serialized_end=717
-  _globals['_SCOREINFOGAINRESPONSE']._serialized_start=720
-  _globals['_SCOREINFOGAINRESPONSE']._serialized_end=1378
-  _globals['_INFOGAINSERVICE']._serialized_start=1845
-  _globals['_INFOGAINSERVICE']._serialized_end=1950
+  _globals['_INFOGAINOPTIONS']._serialized_end=295
+  _globals['_SCOREINFOGAINREQUEST']._serialized_start=298
+  _globals['_SCOREINFOGAINREQUEST']._serialized_end=473
+  _globals['_STEPINFOGAIN']._serialized_start=476
+  _globals['_STEPINFOGAIN']._serialized_end=758
+  _globals['_SCOREINFOGAINRESPONSE']._serialized_start=761
+  _globals['_SCOREINFOGAINRESPONSE']._serialized_end=1419
+  _globals['_INFOGAINSERVICE']._serialized_start=1886
+  _globals['_INFOGAINSERVICE']._serialized_end=1991
 # @@protoc_insertion_point(module_scope)

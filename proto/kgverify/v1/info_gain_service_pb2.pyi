@@ -56,18 +56,20 @@ STEP_FLAG_CONTEXT_OVERFLOW: StepFlag
 STEP_FLAG_TRUNCATED: StepFlag
 
 class InfoGainOptions(_message.Message):
-    __slots__ = ("estimator", "mode", "units", "window", "per_token")
+    __slots__ = ("estimator", "mode", "units", "window", "per_token", "splitter")
     ESTIMATOR_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     UNITS_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     PER_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SPLITTER_FIELD_NUMBER: _ClassVar[int]
     estimator: Estimator
     mode: InfoGainMode
     units: InfoUnits
     window: int
     per_token: bool
-    def __init__(self, estimator: _Optional[_Union[Estimator, str]] = ..., mode: _Optional[_Union[InfoGainMode, str]] = ..., units: _Optional[_Union[InfoUnits, str]] = ..., window: _Optional[int] = ..., per_token: _Optional[bool] = ...) -> None: ...
+    splitter: _common_pb2.Splitter
+    def __init__(self, estimator: _Optional[_Union[Estimator, str]] = ..., mode: _Optional[_Union[InfoGainMode, str]] = ..., units: _Optional[_Union[InfoUnits, str]] = ..., window: _Optional[int] = ..., per_token: _Optional[bool] = ..., splitter: _Optional[_Union[_common_pb2.Splitter, str]] = ...) -> None: ...
 
 class ScoreInfoGainRequest(_message.Message):
     __slots__ = ("question", "reasoning", "steps", "answer", "gold_answer", "choices", "options")
