@@ -21,12 +21,12 @@ class KnowledgeBaseServicer(kbgrpc.KnowledgeBaseServiceServicer):
         mode = mode or self.rt.deps.default_retrieval_mode
         top_k = top_k or self.rt.deps.default_top_k
         vectors = {}
-        if mode is not RetrievalMode.BM25 and top_k and mode in kb.info.modes:
-            # the query is embedded through the micro-batcher, with other requests' texts
-            deadline = self.rt.call_deadline(context)
-            async with within(deadline):
+        deadline = self.rt.call_deadline(context)
+        async with within(deadline):  # the search too: one over a large flat or BM25 index can take seconds
+            if mode is not RetrievalMode.BM25 and top_k and mode in kb.info.modes:
+                # the query is embedded through the micro-batcher, with other requests' texts
                 vectors = {"vectors": await self.rt.deps.embed_texts([query], deadline)}
-        hits = await self.rt.deps.blocking.run(kb.search, [query], top_k, mode, **vectors)
+            hits = await self.rt.deps.blocking.run(kb.search, [query], top_k, mode, **vectors)
         return convert.fitting(convert.search_response(hits[0], kb.info.kb_id, mode),
                                self.rt.settings.server.max_message_bytes, why=convert.SEARCH_TOO_LARGE)
 

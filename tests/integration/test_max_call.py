@@ -97,3 +97,35 @@ async def test_the_message_gives_no_remedy_the_client_already_used(served, clien
                                             (2_000_000.0, "2000000"), (90.25, "90.25")])
 def test_the_limit_is_named_with_the_value_it_has(seconds, shown):
     assert server_deadline(seconds).limit == f"KGV_SERVER__MAX_CALL_S={shown}"
+
+
+async def test_a_knowledge_base_search_is_cut_at_the_server_limit_too(cache_dir, demo_kb_path, monkeypatch):
+    """SearchKnowledgeBase embedded its query within the limit but ran the search itself outside it: a slow search
+    (a flat index of millions of vectors, a BM25 query over a large KB) answered whenever it finished."""
+    from kb.knowledge_base import FaissKnowledgeBase
+    from kgverify.v1 import knowledge_base_service_pb2 as kbpb
+    from kgverify.v1 import knowledge_base_service_pb2_grpc as kbgrpc
+
+    search = FaissKnowledgeBase.search
+
+    def slow_search(self, *args, **kwargs):
+        time.sleep(10.0)  # a search thread cannot be stopped; the call must still end at the limit
+        return search(self, *args, **kwargs)
+
+    monkeypatch.setattr(FaissKnowledgeBase, "search", slow_search)
+    monkeypatch.setitem(registry.JUDGES, "nli", lambda ctx: FakeJudge())
+    server = await start_server(make_settings(cache_dir, kb={"path": demo_kb_path}, server={"max_call_s": LIMIT_S}),
+                                ["127.0.0.1:0"])
+    try:
+        await server.wait_ready(300)
+        async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+            started = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await kbgrpc.KnowledgeBaseServiceStub(channel).SearchKnowledgeBase(
+                    kbpb.SearchKnowledgeBaseRequest(query="warfarin reversal"), timeout=60)
+            elapsed = time.monotonic() - started
+    finally:
+        await server.stop(0)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "KGV_SERVER__MAX_CALL_S=1" in info.value.details()
+    assert elapsed < 8  # at the limit, not when the 10 s search ends
