@@ -26,7 +26,19 @@ _ANSWER = re.compile(
     r"\b(?:the|my|our) (?:final |correct |best |right )?(?:answer|option|choice)\b|^final answer\b|^answer\s*[:：]"
     r"|\\boxed|^(?:the )?answer is\b|^\(?[A-E]\)?[.:]?$|\bthe (?:most )?likely (?:diagnosis|cause|answer)\b"
     r"|\bis (?:most )?likely\b", _I)
-_META = re.compile(r"^(?:that|this|it) (?:is|was|explains|fits|works|matches)\b(?:\W+\w+){0,4}\W*$", _I)
+_META = re.compile(r"^(?:that|this|it) (?:is|was|explains|fits|works|matches)\b((?:\W+\w+){0,4})\W*$", _I)
+# What a short "That/this/it is …" remark may say and stay talk about the work ("This is incorrect.", "That matches the
+# given equation.", "It is the same as before."); any other word makes it a statement about the subject ("It is a
+# cholinesterase inhibitor.", "This is best treated with propranolol."), judged like any claim.
+META_WORDS = frozenset(
+    "contradiction contradictory consistent inconsistent solution solutions answer answers same before given equation "
+    "equations expression result results already achieved indeed complex simple simpler done possible impossible "
+    "valid invalid needed required expected satisfied true false yet exactly what want wanted asked problem "
+    "statement condition conditions less more larger greater lower higher smaller bigger too low high large small "
+    "much even still enough sufficient insufficient integer number numbers quadrant sequence term first second "
+    "third fourth fifth sixth seventh last crucial important key observation calculation task written original "
+    "divisible oldest newest range within allowed combination another trivially always necessarily counted twice "
+    "initially approximately equal mechanism".split())
 _PLANNING = re.compile(
     r"^(?:(?:recall|consider|remember|review|examine|identify|compare|evaluate|analy[sz]e|think about|look at|"
     r"focus on|start with|begin with|compute|calculate|determine|find|check|note) (?:the|each|all|what|which|how|"
@@ -132,6 +144,15 @@ def _stem(word: str) -> str:
     return word[:5] if word[0].isalpha() else word
 
 
+def _meta(text: str) -> bool:
+    """A short remark about the work: "That is correct.", "This fits.", "It matches the given equation."."""
+    m = _META.match(text)
+    if m is not None and any(c.isdigit() or c in _MATH_MARKS for c in m.group(1)):
+        return True  # about this problem's numbers: "This is still less than 17", "It is given as \\( 143^\\circ \\)."
+    return m is not None and all(w in STOPWORDS or w in REASONING_WORDS or w in CASE_WORDS or w in META_WORDS
+                                 for word in _WORD.findall(m.group(1).lower()) for w in word.split("-"))
+
+
 def _content(words: list[str]) -> list[str]:
     return [_stem(w) for w in words if w not in STOPWORDS and (len(w) > 2 or w.isdigit())]
 
@@ -185,7 +206,7 @@ class NoKnowledgeDetector:
             return False
         if not words:
             return True  # only interjections, markup or punctuation
-        if (not _ANSWER_HINTS.isdisjoint(words) or len(words) < 3) and _ANSWER.search(rest) or _META.match(rest):
+        if (not _ANSWER_HINTS.isdisjoint(words) or len(words) < 3) and _ANSWER.search(rest) or _meta(rest):
             return True
         if all(w in REASONING_WORDS or w in STOPWORDS or w in CASE_WORDS or len(w) == 1 and w.isalpha()
                for w in words) and not any(c in _MATH_MARKS for c in rest):

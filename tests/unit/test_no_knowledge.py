@@ -111,3 +111,28 @@ def test_worked_arithmetic_with_currency_units_and_plurals_is_no_knowledge(claim
 ])
 def test_arithmetic_beside_a_stated_fact_is_still_judged(claim):
     assert not is_no_knowledge(claim, WORD_PROBLEM)
+
+
+@pytest.mark.parametrize("claim", [
+    "It is a biguanide.",
+    "It is a cholinesterase inhibitor.",
+    "This is best treated with propranolol.",
+    "This is consistent with pericarditis.",
+    "It is often given in angioedema",
+    "This is a quadratic equation.",
+])
+def test_a_short_this_or_it_statement_about_its_subject_is_knowledge(claim):
+    """The short "That/this/it is …" rule, meant for remarks on the work ("That is correct."), took every such
+    statement of at most five words for talk: 18 MedBullets explanation claims like "It is a cholinesterase
+    inhibitor." were NO_KNOWLEDGE and never judged."""
+    assert not is_no_knowledge(claim, QUESTION)
+
+
+@pytest.mark.parametrize("claim", [
+    "That is correct.", "This is incorrect.", "It works.", "This fits.", "That is the answer.",
+    "This is a contradiction.", "This is the same as before.", "This matches the given equation.",
+    "This is still less than 17", "No, this is too low.", "it is the sixth-oldest.", "That is the mechanism.",
+    "This is not sufficient.", "This is in the first quadrant.",
+])
+def test_a_short_remark_about_the_work_stays_no_knowledge(claim):
+    assert is_no_knowledge(claim, QUESTION)
