@@ -26,6 +26,7 @@ _ANSWER = re.compile(
     r"\b(?:the|my|our) (?:final |correct |best |right )?(?:answer|option|choice)\b|^final answer\b|^answer\s*[:：]"
     r"|\\boxed|^(?:the )?answer is\b|^\(?[A-E]\)?[.:]?$|\bthe (?:most )?likely (?:diagnosis|cause|answer)\b"
     r"|\bis (?:most )?likely\b", _I)
+_QUESTION_END = re.compile(r"\?[\s\"'”’)\]*_]*$")
 _META = re.compile(r"^(?:that|this|it) (?:is|was|explains|fits|works|matches)\b((?:\W+\w+){0,4})\W*$", _I)
 # What a short "That/this/it is …" remark may say and stay talk about the work ("This is incorrect.", "That matches the
 # given equation.", "It is the same as before."); any other word makes it a statement about the subject ("It is a
@@ -206,6 +207,8 @@ class NoKnowledgeDetector:
             return False
         if not words:
             return True  # only interjections, markup or punctuation
+        if _QUESTION_END.search(rest):
+            return True  # a question asserts nothing: "Question: Which drug is first-line?", "Could it be croup?"
         if (not _ANSWER_HINTS.isdisjoint(words) or len(words) < 3) and _ANSWER.search(rest) or _meta(rest):
             return True
         if all(w in REASONING_WORDS or w in STOPWORDS or w in CASE_WORDS or len(w) == 1 and w.isalpha()

@@ -136,3 +136,22 @@ def test_a_short_this_or_it_statement_about_its_subject_is_knowledge(claim):
 ])
 def test_a_short_remark_about_the_work_stays_no_knowledge(claim):
     assert is_no_knowledge(claim, QUESTION)
+
+
+@pytest.mark.parametrize("claim", [
+    "Question: Which drug is first-line for type 2 diabetes?",
+    "Could this be pericarditis?",
+    "Why is metformin first-line?",
+    'The expression \\(\\log_2 1\\) asks the question: "To what power must 2 be raised to get 1?"',
+    "**Is it the lowest?**",
+])
+def test_a_question_asserts_nothing(claim):
+    """A claim that is a question was judged when it held a knowledge cue ("first-line"): the judge read a
+    question as a statement to support or contradict."""
+    assert is_no_knowledge(claim, QUESTION)
+
+
+def test_the_statement_after_a_question_is_still_judged():
+    claims = [c for s in SPLITTER.split("Why is metformin first-line? It lowers hepatic glucose output.",
+                                        QUESTION).steps for c in s.claims]
+    assert [c.no_knowledge for c in claims] == [True, False]
