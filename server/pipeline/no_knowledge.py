@@ -19,7 +19,9 @@ _I = re.IGNORECASE
 _OPENER = re.compile(
     r"^(?:(?:(?:okay|ok|alright|all right|right|hmm+|um+|uh+|wait|well|yes|yeah|so|now|then|next|first|firstly|"
     r"second|secondly|third|finally|lastly|also|thus|therefore|hence|again|actually|oh|ah|great|good|"
-    r"in (?:summary|conclusion|short)|overall|to summari[sz]e|to conclude|that said)\b(?!-\w)|no\b(?=\s*[,.:;!?]))"
+    r"in (?:summary|conclusion|short)|overall|to summari[sz]e|to conclude|that said)\b(?!-\w)|no\b(?=\s*[,.:;!?])"
+    # a label line's label ("Given: a 58-year-old man …", "Facts:\nMetformin is …"): what follows is read alone
+    r"|(?:facts?|key facts?|known|data|notes?|findings|information|background|summary|recap)(?=\s*:))"
     r"[\s,.:;!?-]*)+", _I)
 _CONCLUSION_START = re.compile(r"^(?:so|thus|therefore|hence|in (?:summary|conclusion)|overall|that means)\b", _I)
 _ANSWER = re.compile(
@@ -57,7 +59,7 @@ _ASSERTS = re.compile(r"\b(?:that|since|because|as) \w+(?:\W+\w+){0,6}?\W+(?:is|
                       r"causes?|inhibits?|blocks?)\b|\b(?:formula|theorem|rule|law|identity)\b|:\s*\S", _I)
 _RESTATE = re.compile(
     r"^(?:the patient|this patient|the child|the woman|the man|the boy|the girl|the student|our patient"
-    r"|(?:we|you) (?:have|know|are told|are given)|given (?:that|are|is)|here,? we have"
+    r"|(?:we|you) (?:have|know|are told|are given)|given (?:that|are|is)|given\s*:|here,? we have"
     r"|(?:he|she|they) (?:has|have|is|are|had|was|were|presents?|takes?|buys?|earns?|reads?|walks?|saves?|sells?)\b)",
     _I)
 # A negation the question does not have: "Insulin is not a sulfonylurea" asked about "Which drug is a sulfonylurea?

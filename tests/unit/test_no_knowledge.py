@@ -155,3 +155,16 @@ def test_the_statement_after_a_question_is_still_judged():
     claims = [c for s in SPLITTER.split("Why is metformin first-line? It lowers hepatic glucose output.",
                                         QUESTION).steps for c in s.claims]
     assert [c.no_knowledge for c in claims] == [True, False]
+
+
+def test_a_label_line_is_read_for_what_follows_its_label():
+    """"Given: …" restating the question was judged (its label counted as a word the question lacks), and a
+    "Note:"/"Facts:" label kept its fact from the rules that read the claim's start."""
+    assert is_no_knowledge("Given: a 58-year-old man with newly diagnosed type 2 diabetes.", QUESTION)
+    assert is_no_knowledge(  # ProcessBench (OmniMath)
+        "Given: \\(M\\) is the midpoint of \\(YZ\\), \\(\\angle XMZ = 30^\\circ\\), and \\(\\angle XYZ = 15^\\circ\\).",
+        "What is the measure of $\\angle X Z Y$ if $M$ is the midpoint of $Y Z$, $\\angle X M Z=30^{\\circ}$, and "
+        "$\\angle X Y Z=15^{\\circ}$?")
+    assert not is_no_knowledge("Note: metformin is contraindicated in severe renal failure.", QUESTION)
+    assert not is_no_knowledge("Facts:\nMetformin is first-line therapy for type 2 diabetes.", QUESTION)
+    assert is_no_knowledge("Summary: so the answer is B.", QUESTION)
