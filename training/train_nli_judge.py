@@ -801,6 +801,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         step, epoch, batch_in_epoch = ck["step"], ck["epoch"], ck["batch_in_epoch"]
         best, history = ck.get("best", -1.0), ck.get("history", [])
         log.info("resumed from %s: step=%d epoch=%d batch=%d best=%.4f", last, step, epoch, batch_in_epoch, best)
+        # the log as of the checkpoint: a run killed between an evaluation and its checkpoint logged evaluations the
+        # checkpoint does not know, which the resumed run makes again
+        atomic_write_text(out / "selection.jsonl", "".join(json.dumps(h) + "\n" for h in history))
     atomic_write_text(out / "run_config.json", json.dumps(run_config, indent=2))  # once a resume is known to fit
 
     def save_last() -> None:
@@ -895,7 +898,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             save_weights(out / f"epoch{epoch}.pt", {"step": step, "epoch": epoch})
             epoch += 1
             batch_in_epoch = 0
-            run_eval()
+            if not (history and history[-1]["step"] == step):  # the epoch may end on an evaluation step
+                run_eval()
             save_last()
     if done:
         if not (history and history[-1]["step"] == step):  # not yet evaluated at this step
