@@ -47,14 +47,15 @@ def _ready_text(timeout_s: float, what: str) -> str:
 def _add_scoring_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("scoring options (default: the server's settings)")
     group.add_argument("--judge", choices=["baseline", "nli", "vllm", "cascade"])
-    group.add_argument("--top-k", type=int, default=0, help="facts retrieved per claim")
+    group.add_argument("--top-k", type=_non_negative_int, default=0,
+                       help="facts retrieved per claim (0 = the server's default)")
     group.add_argument("--retrieval-mode", choices=["dense", "bm25", "hybrid"])
     group.add_argument("--splitter", choices=["rules", "llm"],
                        help="how free-text reasoning is split into steps, for both metrics")
     group.add_argument("--estimator", choices=["lm", "nli"], help="InfoGain estimator")
     group.add_argument("--paper", action="store_true", help="also compute the paper's InfoGain formula")
     group.add_argument("--units", choices=["nats", "bits"])
-    group.add_argument("--window", type=int, default=0, help="InfoGain window W (0 = full prefixes)")
+    group.add_argument("--window", type=_non_negative_int, default=0, help="InfoGain window W (0 = full prefixes)")
 
 
 def _metrics(value: str) -> tuple[str, ...]:
@@ -73,6 +74,18 @@ def _positive_int(value: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, not {value!r}") from None
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    """A count where 0 means the server's default (--top-k, --window): refused here, before any model loads or
+    any row is sent (a negative one made every row of a batch an INVALID_ARGUMENT record)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (the server's default) or more, not {number}")
     return number
 
 
@@ -206,7 +219,7 @@ def _cmd_evaluate(args) -> int:
 
     row = {"question": args.question, "answer": args.answer or "", "gold_answer": args.gold_answer or ""}
     if (args.reasoning is None) == (args.steps_file is None):
-        raise SystemExit("give exactly one of --reasoning and --steps-file")
+        args.parser.error("give exactly one of --reasoning and --steps-file")  # a usage error: exit status 2
     if args.reasoning is not None:
         row["reasoning"] = args.reasoning
     else:
@@ -217,7 +230,7 @@ def _cmd_evaluate(args) -> int:
     if not (row["answer"] or row["gold_answer"]) and "infogain" in metrics:
         metrics = tuple(m for m in metrics if m != "infogain")
         if not metrics:
-            raise SystemExit("InfoGain needs a target: give --answer or --gold-answer (or --metrics ki)")
+            args.parser.error("InfoGain needs a target: give --answer or --gold-answer (or --metrics ki)")
         print("no --answer or --gold-answer: scoring KI only", file=sys.stderr)
 
     kwargs = {"metrics": metrics, **row, **_knowledge_kwargs(args), **_info_gain_kwargs(args)}
@@ -368,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print the batch output record")
     _add_server_options(evaluate)
     _add_scoring_options(evaluate)
-    evaluate.set_defaults(func=_cmd_evaluate)
+    evaluate.set_defaults(func=_cmd_evaluate, parser=evaluate)
 
     from .batch import READY_TIMEOUT_S, STALL_TIMEOUT_S
 
