@@ -72,6 +72,8 @@ _LIST_LABEL = re.compile(rf"\(?(?:\d{{1,3}}|[A-Za-z]|{ROMAN})\)?")
 _LINE_LABEL = re.compile(rf"\(?(?:\d{{1,3}}[.)][ \t\xa0]+\S|(?:[A-Za-z]|{ROMAN})[.)][ \t\xa0]+[^\sa-z])"
                          r"|>[ \t\xa0]+(?:[A-Z\"“(]|\*\*)")
 _DOTTED = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]")
+_SENTENCE_OPENER = re.compile(r"[ \t\xa0]+(?:It|Its|This|That|These|Those|The|There|He|She|They|We|His|Her|Their|"
+                              r"However|Therefore|Thus|Hence|If|In|When|Because|After|Then|A|An)\b")
 ABBREVIATIONS = frozenset({
     "e.g", "i.e", "eg", "ie", "dr", "mr", "mrs", "ms", "prof", "vs", "al", "fig", "figs", "approx", "cf", "resp",
     "eq", "eqs", "vol", "ca", "st", "jr", "sr", "inc", "ltd", "dept", "viz", "ref", "refs", "sec", "ch", "pp",
@@ -190,7 +192,11 @@ def _is_abbreviation(text: str, unit_start: int, dot: int, next_char: str) -> bo
     low = word.lower()
     if low in ABBREVIATIONS:
         return low not in _BEFORE_NUMBER or next_char.isdigit()
-    return bool(_DOTTED.fullmatch(word))
+    if _DOTTED.fullmatch(word):
+        # "500 mg b.i.d. It lowers …", "approved in the U.S. The …": a dotted abbreviation ends the sentence when
+        # a word that opens sentences follows; otherwise it does not ("given i.v. over 30 min", "p.o. Metformin")
+        return _SENTENCE_OPENER.match(text, dot + 1) is None
+    return False
 
 
 def _at_line_start(text: str, unit_start: int, pos: int) -> bool:
