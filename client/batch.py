@@ -43,6 +43,14 @@ READY_TIMEOUT_S = 600.0  # how long a reachable server may take to load what the
 # run all have the same one, the run stops instead of writing it to every row.
 STOP_CODES = {"FAILED_PRECONDITION", "UNIMPLEMENTED", "PERMISSION_DENIED", "UNAUTHENTICATED"}
 STOP_AFTER = 20
+# The request options every row of a run shares, as the server names them in a field violation, and the batch
+# option that sets each: a row refused for one of them (a --top-k over the server's limit, --paper with the nli
+# estimator) says every row will be, so the run stops at once (exit 2) and journals none of those refusals.
+RUN_OPTIONS = {"knowledge_options.top_k": "--top-k", "knowledge_options.judge": "--judge",
+               "knowledge_options.retrieval_mode": "--retrieval-mode", "knowledge_options.splitter": "--splitter",
+               "info_gain_options.window": "--window", "info_gain_options.mode": "--paper",
+               "info_gain_options.estimator": "--estimator", "info_gain_options.units": "--units",
+               "info_gain_options.splitter": "--splitter", "metrics": "--metrics"}
 NO_TARGET = "the row has no answer or gold_answer: InfoGain needs a target (KI only)"
 REQUEST_HEADROOM_BYTES = 16 * 1024  # of a stream message: its item id and framing around the chain request
 STREAM_ITEM_OVERHEAD_BYTES = 64  # a stream message's bytes besides its chain request (the item id, field headers)
@@ -681,6 +689,17 @@ class _Writer:
             self.bar.update(1)
 
 
+def refused_options(error: VerifierError | None) -> list[str]:
+    """The batch options (RUN_OPTIONS) a row's INVALID_ARGUMENT refuses, when it refuses nothing else of the row;
+    [] for any other result."""
+    if error is None or error.code != "INVALID_ARGUMENT" or not error.field_violations:
+        return []
+    fields = [name for name, _ in error.field_violations]
+    if not all(name in RUN_OPTIONS for name in fields):
+        return []
+    return list(dict.fromkeys(RUN_OPTIONS[name] for name in fields))
+
+
 class _Tripwire:
     """Watches a run's first results: all the same STOP_CODES error means the server fails every row alike."""
 
@@ -720,6 +739,7 @@ class _Scheduler:
         self.finished = asyncio.Event()
         self.tripwire = _Tripwire(min(STOP_AFTER, count))
         self.stop: VerifierError | None = None
+        self.refused: list[str] = []  # the run's options the server refused (self.stop is its error)
         self.message_limits: dict[str, int] = {}  # server -> the message size it was found to refuse above
         self.finished_at = time.monotonic()  # when a row last finished (or the run started)
         self._outage_logged = False
@@ -735,6 +755,11 @@ class _Scheduler:
         self.finished_at = time.monotonic()
         if item is self.suspect:
             self.suspect = None
+        refused = refused_options(error)
+        if refused:  # every row would get it: stop, and journal nothing a corrected rerun would have to skip
+            self.stop, self.refused = error, refused
+            self.finished.set()
+            return
         try:
             self.writer.put(item.position, record)
         except JournalError as exc:  # (from a stream, a retry's task or the request iterator alike)
@@ -764,6 +789,11 @@ class _Scheduler:
 
     def _stopped(self) -> BatchStopped:
         summary, n = self.writer.summary, self.tripwire.n
+        if self.refused:
+            return BatchStopped(
+                f"stopped: the server refuses the run's {', '.join(self.refused)}, so every row would fail: "
+                f"{self.stop.message}; no row was journaled with it ({summary.written} records written to "
+                f"{self.writer.journal.path} before): change the option and run the same command again")
         return BatchStopped(
             f"stopped: the first {n} rows all failed with {self.stop}; the {summary.written} records written "
             f"to {self.writer.journal.path} stay (after fixing the cause, run again with --retry-errors to score "
