@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any, Sequence
 
 from ...pipeline.deadline import Deadline
-from ...pipeline.errors import BackendResponseError
+from ...pipeline.errors import BackendResponseError, KgverifyError
 from ...pipeline.info_gain import gather_or_cancel
 from ...pipeline.runtime import Blocking
 from ..vllm_client import VLLM_LOGPROB_FLOOR, VllmClient
@@ -29,6 +30,10 @@ from .causal_lm import JobLogprobs, ScoringJob
 log = logging.getLogger(__name__)
 SCORING_MODES = ("prompt_logprobs", "cached")
 _NEG_INF = float("-inf")
+# max_model_len is read again when older than this, and after a failed scoring request: vLLM restarted with another
+# --max-model-len (the verifier running on) kept the first value for good. A shorter one had every prompt of a long
+# chain's requests rejected (HTTP 400: each call's scores unusable), a longer one nulled prefixes that fit.
+CONTEXT_TTL_S = 10.0
 
 
 class VllmCausalLm:
@@ -50,6 +55,7 @@ class VllmCausalLm:
         self._tokenizer = tokenizer  # a local HF tokenizer of the same model, or None for /tokenize
         self._blocking = blocking or Blocking(None)  # local tokenization stays off the event loop
         self._context: int | None = None
+        self._context_read_at: float | None = None  # time.monotonic() of the last /v1/models read; None = never
 
     # ---- the CausalLm port -------------------------------------------------------------------
     async def tokenize(self, texts: Sequence[str], add_special_tokens: bool, deadline: Deadline) -> list[list[int]]:
@@ -61,21 +67,30 @@ class VllmCausalLm:
             *(self.client.tokenize(t, add_special_tokens, self.model, deadline) for t in texts)))
 
     async def context_tokens(self, deadline: Deadline) -> int | None:
-        """vLLM's max_model_len less the one token every request generates."""
-        if self._context is None:
-            for card in await self.client.models(deadline):
-                if card.get("id") == self.model and isinstance(card.get("max_model_len"), int):
-                    self._context = card["max_model_len"] - 1
-            if self._context is None:
-                raise BackendResponseError(f"vLLM does not serve a model named {self.model!r} with a max_model_len")
+        """vLLM's max_model_len less the one token every request generates, read again every CONTEXT_TTL_S
+        seconds."""
+        read_at = self._context_read_at
+        if read_at is None or time.monotonic() - read_at > CONTEXT_TTL_S:
+            self._context = await self._read_context(deadline)
+            self._context_read_at = time.monotonic()
         return self._context
+
+    async def _read_context(self, deadline: Deadline) -> int:
+        for card in await self.client.models(deadline):
+            if card.get("id") == self.model and isinstance(card.get("max_model_len"), int):
+                return card["max_model_len"] - 1
+        raise BackendResponseError(f"vLLM does not serve a model named {self.model!r} with a max_model_len")
 
     async def score(self, job: ScoringJob, deadline: Deadline) -> JobLogprobs:
         scored = [len(s) - st for s, st in zip(job.sequences, job.starts)]
         use_cache = self.scoring == "cached" and not job.whole_sequences and max(scored) <= self.cached_max_scored
-        if use_cache:
-            return await self._score_cached(job, deadline)
-        return await self._score_prompt_logprobs(job, deadline)
+        try:
+            if use_cache:
+                return await self._score_cached(job, deadline)
+            return await self._score_prompt_logprobs(job, deadline)
+        except KgverifyError:
+            self._context_read_at = None  # vLLM may have restarted (another max_model_len): read it again next time
+            raise
 
     async def ready(self) -> bool:
         return await self.client.serves(self.model)
