@@ -164,7 +164,12 @@ def _cmd_split(args) -> int:
         from .security import client_options
         from .sync import VerifierClient
 
+        from .aio import CONNECT_TIMEOUT_S, KNOWLEDGE_SERVICE
+
         with VerifierClient(args.server, **client_options(args)) as client:
+            # as evaluate: a server that does not answer is named at once, one still loading is waited for
+            client.wait_ready(KNOWLEDGE_SERVICE, EVALUATE_READY_TIMEOUT_S, connect_timeout_s=CONNECT_TIMEOUT_S,
+                              on_waiting=lambda message: print(message, file=sys.stderr), serving=False)
             print(json.dumps(client.split(text, question=args.question).to_dict(), ensure_ascii=False))
         return 0
     from server.pipeline.splitter import RuleSplitter
@@ -351,6 +356,8 @@ def _cmd_config(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .aio import CONNECT_TIMEOUT_S
+
     parser = argparse.ArgumentParser(prog="kgverify", description="Knowledge-grounded verifier for LLM reasoning.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -360,7 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-kb", action="store_true", help="serve without a knowledge base (context-only KI)")
     serve.set_defaults(func=_cmd_serve)
 
-    split = sub.add_parser("split", help="split a reasoning chain into steps and claims (JSON)")
+    split = sub.add_parser("split", help="split a reasoning chain into steps and claims (JSON)",
+                           description="Split a reasoning chain into steps and claims (JSON), locally or with "
+                           f"--server; there it waits up to {CONNECT_TIMEOUT_S:g} s for the server to answer, then up "
+                           f"to {EVALUATE_READY_TIMEOUT_S:g} s for its knowledge service to load.")
     split.add_argument("--text", help="the chain (default: read stdin)")
     split.add_argument("--question", default="", help="the question (helps spot restatements)")
     _add_server_options(split, help_text="split on a server (host:port or unix:///path) instead of locally")

@@ -272,7 +272,15 @@ def _reload(args: argparse.Namespace) -> int:
     from client.security import client_options
     from client.sync import VerifierClient
 
+    from client.aio import CONNECT_TIMEOUT_S, unreachable_error
+
     with VerifierClient(args.server, retries=0, **client_options(args)) as client:
+        try:  # (health answers without a token) a server that does not answer: said in a few words, status 2
+            client.health("", timeout_s=CONNECT_TIMEOUT_S)
+        except VerifierError as exc:
+            if exc.code not in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+                raise
+            raise unreachable_error(args.server, exc, CONNECT_TIMEOUT_S) from None
         try:
             previous, current = client.reload_kb(timeout_s=args.timeout_s)
         except VerifierError as exc:
