@@ -132,14 +132,17 @@ class LmEstimator:
         return target if self._space_supplied else " " + target
 
     async def _limit(self, deadline: Deadline) -> int | None:
-        if self._max_context is None:
-            return await self.lm.context_tokens(deadline)
-        if getattr(self.lm, "context_is_hard", False):
-            # vLLM rejects a longer prompt (HTTP 400, the whole call failing), so the setting can only lower it.
-            hard = await self.lm.context_tokens(deadline)
-            if hard is not None:
-                return min(self._max_context, hard)
-        return self._max_context
+        if not getattr(self.lm, "context_is_hard", False):
+            return await self.lm.context_tokens(deadline) if self._max_context is None else self._max_context
+        # vLLM rejects a longer prompt (HTTP 400, the whole call failing), so the setting can only lower it.
+        hard = await self.lm.context_tokens(deadline)
+        if hard is None and self._max_context is None:
+            # Unchecked prompts would be sent, and one over the context makes vLLM reject its whole request.
+            raise BackendResponseError("vLLM's /v1/models gives no max_model_len for the model (a gateway in front "
+                                       "of vLLM?): set KGV_LM__MAX_CONTEXT_TOKENS to its context length")
+        if hard is None or self._max_context is None:
+            return self._max_context if hard is None else hard
+        return min(self._max_context, hard)
 
     async def answer_sequences(self, context0: str, steps: Sequence[str], target: str,
                                deadline: Deadline) -> tuple[list[list[int]], int]:

@@ -21,7 +21,7 @@ import time
 from typing import Any, Sequence
 
 from ...pipeline.deadline import Deadline
-from ...pipeline.errors import BackendResponseError, KgverifyError
+from ...pipeline.errors import BackendResponseError, BackendUnavailableError, KgverifyError
 from ...pipeline.info_gain import gather_or_cancel
 from ...pipeline.runtime import Blocking
 from ..vllm_client import VLLM_LOGPROB_FLOOR, VllmClient
@@ -67,19 +67,28 @@ class VllmCausalLm:
             *(self.client.tokenize(t, add_special_tokens, self.model, deadline) for t in texts)))
 
     async def context_tokens(self, deadline: Deadline) -> int | None:
-        """vLLM's max_model_len less the one token every request generates, read again every CONTEXT_TTL_S
-        seconds."""
+        """vLLM's max_model_len less the one token every request generates; None when /v1/models lists the model
+        without a max_model_len (a gateway's model list). Read again every CONTEXT_TTL_S seconds."""
         read_at = self._context_read_at
         if read_at is None or time.monotonic() - read_at > CONTEXT_TTL_S:
             self._context = await self._read_context(deadline)
             self._context_read_at = time.monotonic()
         return self._context
 
-    async def _read_context(self, deadline: Deadline) -> int:
-        for card in await self.client.models(deadline):
-            if card.get("id") == self.model and isinstance(card.get("max_model_len"), int):
-                return card["max_model_len"] - 1
-        raise BackendResponseError(f"vLLM does not serve a model named {self.model!r} with a max_model_len")
+    async def _read_context(self, deadline: Deadline) -> int | None:
+        cards = await self.client.models(deadline)
+        if not all(isinstance(card, dict) for card in cards):
+            raise BackendResponseError("vLLM /v1/models returned a model list whose entries are not objects")
+        mine = [card for card in cards if card.get("id") == self.model]
+        if not mine:
+            # as an HTTP 404 on the request itself: the backend is down for us, not a bad answer to this chain
+            raise BackendUnavailableError(f"vLLM does not serve a model named {self.model!r} (/v1/models lists "
+                                          f"{len(cards)} other model(s)): set the model setting to a served name, "
+                                          "or start vLLM with --served-model-name " + self.model)
+        length = mine[0].get("max_model_len")
+        if isinstance(length, int) and not isinstance(length, bool) and length >= 2:
+            return length - 1
+        return None
 
     async def score(self, job: ScoringJob, deadline: Deadline) -> JobLogprobs:
         scored = [len(s) - st for s, st in zip(job.sequences, job.starts)]
