@@ -143,8 +143,7 @@ class VllmCausalLm:
                 list(seq[:t]), logprobs=1, logprob_token_ids=[seq[t]], return_tokens_as_token_ids=True), deadline)
             (choice,) = _choices(data, 1)
             value = _read_generated(choice, seq[t])
-            cached = ((data.get("usage") or {}).get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-            return value, _usage(data, "prompt_tokens", t) - int(cached)
+            return value, _usage(data, "prompt_tokens", t) - _cached_tokens(data)
 
         head = await one(order[0])
         rest = await gather_or_cancel(*(one(p) for p in order[1:]))
@@ -157,16 +156,34 @@ class VllmCausalLm:
 
 
 def _choices(data: dict, expected: int) -> list[dict]:
+    """The choices in prompt order; every part of the reply the readers use is checked for its shape, so that a
+    reply of the wrong shape is an unusable answer, never a TypeError (INTERNAL)."""
     choices = data.get("choices")
     if not isinstance(choices, list) or len(choices) != expected or not all(isinstance(c, dict) for c in choices):
         raise BackendResponseError(f"vLLM returned {len(choices) if isinstance(choices, list) else 'no'} choices "
                                    f"for {expected} prompts")
-    return sorted(choices, key=lambda c: c.get("index", 0))
+    index = [c.get("index", k) for k, c in enumerate(choices)]
+    if sorted(i if _is_int(i) else -1 for i in index) != list(range(expected)):
+        raise BackendResponseError(f"vLLM's choices are not indexed 0 to {expected - 1}, one per prompt")
+    return [c for _, c in sorted(zip(index, choices), key=lambda pair: pair[0])]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _usage(data: dict, key: str, default: int) -> int:
-    value = (data.get("usage") or {}).get(key)
-    return value if isinstance(value, int) else default
+    usage = data.get("usage")
+    value = usage.get(key) if isinstance(usage, dict) else None
+    return value if _is_int(value) else default
+
+
+def _cached_tokens(data: dict) -> int:
+    """usage.prompt_tokens_details.cached_tokens (--enable-prompt-tokens-details), 0 when absent."""
+    usage = data.get("usage")
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    value = details.get("cached_tokens") if isinstance(details, dict) else None
+    return value if _is_int(value) and value >= 0 else 0
 
 
 def _logprob(value: Any) -> float:
@@ -192,8 +209,8 @@ def _read_prompt_logprobs(choice: dict, ids: list[int], start: int) -> tuple[flo
 
 
 def _read_generated(choice: dict, token: int) -> float:
-    logprobs = choice.get("logprobs") or {}
-    tops = logprobs.get("top_logprobs")
+    logprobs = choice.get("logprobs")
+    tops = logprobs.get("top_logprobs") if isinstance(logprobs, dict) else None
     top = tops[0] if isinstance(tops, list) and tops else None
     if not isinstance(top, dict) or f"token_id:{token}" not in top:
         raise BackendResponseError("vLLM ignored logprob_token_ids (it needs a vLLM whose completions endpoint "
