@@ -128,12 +128,33 @@ def _info_gain_kwargs(args) -> dict:
             "window": args.window, "splitter": args.splitter}
 
 
-async def _with_server(address: str | None, job, required: tuple[str, ...] | None = None):
+def _embedded_settings(args):
+    """The embedded verifier's settings: the environment's, with --kb as its knowledge base; None when --kb is not
+    given. --kb with --server, or naming no directory, is a usage error (exit status 2) before any model loads."""
+    kb = getattr(args, "kb", None)
+    if kb is None:
+        return None
+    if getattr(args, "server", None):
+        args.parser.error(f"--kb is the knowledge base of the embedded verifier; the server at --server uses its own "
+                          f"(start it with kgverify serve --kb {kb})")
+    if not kb.is_dir():
+        what = "is not a directory" if kb.exists() else "does not exist"
+        args.parser.error(f"--kb {kb} {what}: give a knowledge base directory (kgverify kb build --output DIR)")
+    return _settings(kb={"path": kb})
+
+
+def _add_kb_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kb", type=Path, metavar="DIR",
+                        help="knowledge base of the embedded verifier (without --server; default: KGV_KB__PATH, "
+                             "else the bundled demo KB of a few hundred facts)")
+
+
+async def _with_server(address: str | None, job, required: tuple[str, ...] | None = None, settings=None):
     if address:
         return await job(address)
     from .embedded import embedded_server
 
-    async with embedded_server(required=required) as embedded:
+    async with embedded_server(settings, required=required) as embedded:
         return await job(embedded)
 
 
@@ -241,6 +262,7 @@ def _cmd_evaluate(args) -> int:
     kwargs = {"metrics": metrics, **row, **_knowledge_kwargs(args), **_info_gain_kwargs(args)}
     request = requests.score_chain_request(kwargs)  # what the server needs for it (a bad option: exit status 2)
     security = client_options(args)
+    settings = _embedded_settings(args)
 
     async def job(address: str):
         async with AsyncVerifierClient(address, **security) as client:
@@ -248,7 +270,8 @@ def _cmd_evaluate(args) -> int:
                                    on_waiting=lambda message: print(message, file=sys.stderr))
             return await client.score_chain(**kwargs)
 
-    score = _run_interruptible(_with_server(args.server, job, required=scoring_services([request])))
+    score = _run_interruptible(_with_server(args.server, job, required=scoring_services([request]),
+                                            settings=settings))
     if args.json:
         print(json.dumps(score.to_record(args.id), ensure_ascii=False, allow_nan=False))
     else:
@@ -295,6 +318,7 @@ def _cmd_batch(args) -> int:
 
     summary = BatchSummary()
     credentials, metadata = channel_security_of(args)  # a bad option: ValueError, exit status 2
+    settings = _embedded_settings(args)
     try:
         opts = BatchOptions(
             input=args.input, output=args.output, servers=args.server, concurrency=args.concurrency,
@@ -303,7 +327,7 @@ def _cmd_batch(args) -> int:
             input_format=args.input_format, export=args.export, fsync_interval_s=args.fsync_interval,
             credentials=credentials, metadata=metadata, retry_errors=args.retry_errors,
             evidence_text=args.evidence_text, stall_timeout_s=args.stall_timeout)
-        _run_interruptible(run_batch(opts, summary=summary))  # SIGTERM: reported and exits like Ctrl-C (130)
+        _run_interruptible(run_batch(opts, settings, summary=summary))  # SIGTERM: reported and exits like Ctrl-C (130)
     except BatchError as exc:
         print(f"batch failed: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -340,8 +364,9 @@ def _cmd_demo(args) -> int:
 
     chains = load_chains(args.chains or DEMO_CHAINS)
     security = client_options(args)
+    settings = _embedded_settings(args)
     _run_interruptible(_with_server(args.server, lambda address: run_demo(
-        address, chains, ready_timeout_s=EVALUATE_READY_TIMEOUT_S, **security)))
+        address, chains, ready_timeout_s=EVALUATE_READY_TIMEOUT_S, **security), settings=settings))
     return 0
 
 
@@ -390,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--id", default="chain", help="id in the --json record")
     evaluate.add_argument("--json", action="store_true", help="print the batch output record")
     _add_server_options(evaluate)
+    _add_kb_option(evaluate)
     _add_scoring_options(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate, parser=evaluate)
 
@@ -421,8 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--fsync-interval", type=_non_negative_float, default=1.0, metavar="SECONDS",
                        help="seconds between fsyncs of the journal (a kill loses nothing; a power cut at most this)")
     _add_server_options(batch, repeat=True)
+    _add_kb_option(batch)
     _add_scoring_options(batch)
-    batch.set_defaults(func=_cmd_batch)
+    batch.set_defaults(func=_cmd_batch, parser=batch)
 
     report = sub.add_parser("report", help="compare groups of batch output: means, changes with bootstrap CIs, plots")
     report.add_argument("inputs", nargs="+", type=Path, help="batch output journals (JSONL)")
@@ -440,7 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
                           + _ready_text(EVALUATE_READY_TIMEOUT_S, "the chains need"))
     demo.add_argument("--chains", type=Path, help="chains JSONL (default: the bundled demo chains)")
     _add_server_options(demo)
-    demo.set_defaults(func=_cmd_demo)
+    _add_kb_option(demo)
+    demo.set_defaults(func=_cmd_demo, parser=demo)
 
     from kb.cli import add_parser as add_kb_parser
 

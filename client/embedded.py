@@ -15,6 +15,21 @@ class EmbeddedServerError(RuntimeError):
     """A service the command needs failed to load."""
 
 
+def kb_note(settings, kb) -> str:
+    """The line saying which knowledge base the embedded verifier judges claims against ("" without one): the
+    bundled demo KB is a few hundred facts, so KI on a real dataset against it means little, and nothing else
+    said that it was the one in use."""
+    if kb is None:
+        return ""
+    from .render import printable  # (terminal controls in a path shown as escapes)
+
+    info = kb.info
+    if settings.kb.path:
+        return printable(f"knowledge base {info.kb_id}: {info.num_facts} facts, from {settings.kb.path}")
+    return (f"knowledge base {info.kb_id}: the bundled demo KB ({info.num_facts} facts, for trying kgverify out); "
+            "judge your own domain against a KB built with `kgverify kb build` (--kb DIR or KGV_KB__PATH)")
+
+
 @asynccontextmanager
 async def embedded_server(settings=None, load_timeout_s: float = 900.0,
                           required: tuple[str, ...] | None = None) -> AsyncIterator[str]:
@@ -44,6 +59,9 @@ async def embedded_server(settings=None, load_timeout_s: float = 900.0,
         if missing:
             reasons = "; ".join(f"{name}: {runtime.load_errors.get(name, 'not ready')}" for name in missing)
             raise EmbeddedServerError(f"the embedded verifier could not start: {reasons}")
+        note = kb_note(settings, runtime.kb.current)
+        if note:
+            print(note, file=sys.stderr)
         yield address
     finally:
         await verifier.stop(0)
