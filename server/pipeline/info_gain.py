@@ -98,6 +98,9 @@ class _Gains:
     prefill: int = 0
     calls: int = 0
     answer_tokens: int = 0  # told by a window's call (the full pass may have been unusable)
+    # per windowed step: whether the window's longer context lost text (the nli estimator's fitting); a windowed
+    # gain is measured on the window, not on the full prefix, whose truncation said nothing of it
+    window_truncated: dict[int, bool] = dataclasses.field(default_factory=dict)
 
 
 def _finite(scores: PrefixScores) -> PrefixScores:
@@ -146,7 +149,8 @@ async def _windowed(estimator, c0: str, texts: Sequence[str], window: int, targe
     truncation rule (question first), so it gets the steps separately.
     """
     out = dataclasses.replace(full, gains=list(full.gains), reasons=list(full.reasons),
-                              overflow=list(full.overflow), windowed=list(full.windowed))
+                              overflow=list(full.overflow), windowed=list(full.windowed),
+                              window_truncated=dict(full.window_truncated))
     todo = [i for i in range(1, len(texts) + 1) if i - window > 1]
 
     async def one(i: int) -> PrefixScores:
@@ -162,6 +166,7 @@ async def _windowed(estimator, c0: str, texts: Sequence[str], window: int, targe
         k = len(scores.nll) - 1
         out.gains[i - 1], out.reasons[i - 1], out.overflow[i - 1] = _pair_gain(scores, k - 1, k)
         out.windowed[i - 1] = True
+        out.window_truncated[i - 1] = bool(scores.truncated and scores.truncated[k])
         out.prefill += scores.prefill_tokens
         out.calls += scores.llm_calls
         out.answer_tokens = out.answer_tokens or scores.answer_tokens
@@ -223,8 +228,9 @@ async def score_info_gain(
             paper_reason = UNUSABLE.format("the reference formula has", exc)
 
     truncated = list(scores.truncated) or [False] * (n + 1)
+    truncated = [gains.window_truncated.get(i, truncated[i + 1]) for i in range(n)]  # per step
     steps = [
-        _step_gain(step, nll[i + 1], gains, i, tokens, unit, gain_scale, truncated[i + 1], ppl[i + 1])
+        _step_gain(step, nll[i + 1], gains, i, tokens, unit, gain_scale, truncated[i], ppl[i + 1])
         for i, step in enumerate(split.steps)
     ]
     valid = [g for g in gains.gains if g is not None]
