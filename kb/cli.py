@@ -69,7 +69,7 @@ def add_parser(subparsers) -> None:
     search = sub.add_parser("search", help="search a KB")
     search.add_argument("directory", type=Path)
     search.add_argument("query")
-    search.add_argument("-k", type=int, default=5, help="facts to return")
+    search.add_argument("-k", type=int, default=5, help="facts to return (at least 1; default 5)")
     search.add_argument("--mode", choices=[m.value for m in RetrievalMode], default=None,
                         help=f"retrieval mode (default: {DEFAULT_MODE}, or dense for a KB built without BM25)")
     search.add_argument("--json", action="store_true", help="print a JSON list")
@@ -244,6 +244,8 @@ def _search(args: argparse.Namespace) -> int:
 
     if args.k < 0:
         raise ValueError(f"-k must not be negative, got {args.k}")
+    if args.k == 0:  # (printed nothing and exited 0, as if the KB held nothing on the query)
+        raise ValueError("-k 0 asks for no facts: give at least 1 (facts to return)")
     if not has_visible_content(args.query):
         raise ValueError("the query is empty (it has no visible characters)")  # as the server refuses it
     manifest = Manifest.load(current_version(args.directory))
