@@ -192,8 +192,8 @@ async def score_info_gain(
         count_split = split is None
     opts = req.options
     target_kind, target = choose_target(req.answer, req.gold_answer, req.choices)
-    if split is None:
-        split = await split_chain(req.chain, deps, opts.splitter, deadline)
+    # The estimator and what it can do are settled before the split: an LLM decomposer's call (seconds, tokens)
+    # was spent on a request then refused for its options or for an estimator the server does not have.
     estimator = await deps.estimator(opts.estimator)
     if opts.paper and estimator.kind != "lm":
         raise InvalidArgumentError.single(f"{options_field}.mode",
@@ -201,6 +201,8 @@ async def score_info_gain(
     if opts.per_token and estimator.kind != "lm":
         raise InvalidArgumentError.single(f"{options_field}.per_token",
                                           "per-token gains need a causal LM's answer tokens; the nli estimator has none")
+    if split is None:
+        split = await split_chain(req.chain, deps, opts.splitter, deadline)
     c0 = render_context0(req.chain.question, req.choices)
     texts = [s.text for s in split.steps]
     n = len(texts)
