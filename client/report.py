@@ -143,6 +143,13 @@ def build_report(opts: ReportOptions) -> tuple[dict[str, Any], dict[str, list[Ch
         raise ReportUsageError(f"--seed {opts.seed}: give a seed of 0 or more")
     chains, units = load_chains(opts.inputs, opts.by)
     baseline = opts.baseline if opts.baseline is not None else default_baseline(chains)
+    if opts.baseline is not None:
+        chosen = "--baseline"
+    elif opts.by == FILE_GROUPING:
+        chosen = "the first input file with a defined score"
+    else:  # a journal lists rows as they finished, so with concurrency this may change from run to run
+        chosen = ("the first group with a defined score in the journal, whose rows are in the order they finished: "
+                  "--baseline GROUP names one")
     if baseline not in chains:
         raise ReportError(printable(f"no group {baseline!r} (groups: {', '.join(chains)})"))
     chains = {baseline: chains[baseline], **{g: c for g, c in chains.items() if g != baseline}}
@@ -151,7 +158,7 @@ def build_report(opts: ReportOptions) -> tuple[dict[str, Any], dict[str, list[Ch
         return _rng(opts.seed, *key)
 
     report: dict[str, Any] = {
-        "inputs": [text_of(p) for p in opts.inputs], "by": opts.by, "baseline": baseline,
+        "inputs": [text_of(p) for p in opts.inputs], "by": opts.by, "baseline": baseline, "baseline_chosen_by": chosen,
         "info_gain_units": units,  # None: the journals predate recording them
         "bootstrap": {"samples": opts.samples, "seed": opts.seed, "level": 0.95},
         "groups": {g: group_summary(c, functools.partial(rng, g, "mean"), opts.samples) for g, c in chains.items()},
@@ -185,6 +192,8 @@ def render_text(report: dict[str, Any]) -> str:
             s = summary["metrics"][metric]
             lines.append(f"  {metric:<22} {fmt(s['mean']):>7}  [{fmt(s['ci'][0])}, {fmt(s['ci'][1])}]"
                          f"  n={s['n_defined']}, undefined={s['n_undefined']}")
+    if report["comparisons"]:
+        lines.append(f"baseline {report['by']}={report['baseline']} ({report.get('baseline_chosen_by', '--baseline')})")
     for c in report["comparisons"]:
         pairing = f"paired, {c['n'][0]} questions" if c["paired"] else f"unpaired, n={c['n'][0]}/{c['n'][1]}"
         rel = c["relative_change"]

@@ -99,7 +99,7 @@ def render_html(report: dict[str, Any], figures: dict[str, tuple[str, bytes]]) -
 <body>
 <h1>kgverify report</h1>
 <p class="note">Input: {inputs}. Grouped by <code>{escape(report['by'])}</code>; baseline
-<b>{escape(str(report['baseline']))}</b>. Means are over chains whose score is defined (null scores are
+<b>{escape(str(report['baseline']))}</b> ({escape(report.get('baseline_chosen_by', '--baseline'))}). Means are over chains whose score is defined (null scores are
 counted as undefined, never as 0); intervals are 95% percentile bootstrap intervals ({boot['samples']} resamples,
 seed {boot['seed']}); a single value (one chain, or one shared question) has none. Comparisons are paired by
 <code>question_id</code> when every row of both groups has one.
