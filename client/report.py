@@ -92,6 +92,7 @@ def load_chains(inputs: list[Path], by: str) -> tuple[dict[str, list[Chain]], st
     units: dict[str, str] = {}  # InfoGain units (nats, bits) -> the first input holding a record scored in them
     refuse_repeated_inputs(inputs, by)
     names = file_group_names(inputs) if by == FILE_GROUPING else [None] * len(inputs)
+    grouped = False  # whether any record holds the --by field
     for path, name in zip(inputs, names):
         if not Path(path).is_file():
             what = "is a directory (give the journal files in it)" if Path(path).is_dir() else "does not exist"
@@ -100,6 +101,7 @@ def load_chains(inputs: list[Path], by: str) -> tuple[dict[str, list[Chain]], st
         for record in journal_records(Path(path)):
             batch_records += is_batch_record(record)
             chains.append(chain_of(record, by, name))
+            grouped = grouped or record.get(by) not in (None, "")
             unit = record.get("units")  # (absent from the records of older versions: not known)
             if isinstance(unit, str) and unit and record.get("info_gain") is not None:
                 units.setdefault(unit, str(path))
@@ -117,6 +119,12 @@ def load_chains(inputs: list[Path], by: str) -> tuple[dict[str, list[Chain]], st
             f"the inputs hold InfoGain in different units: {held}; InfoGain in nats and in bits cannot be "
             "compared or averaged: score them again in one unit (kgverify batch --units nats or --units bits into "
             "a new --output) and report those"))
+    if by not in (FILE_GROUPING, "group") and not grouped and any(groups.values()):
+        # (a misspelt --by put every row in one group "(none)" and compared nothing, without a word)
+        raise ReportUsageError(printable(
+            f"--by {by}: no record has a {by!r} field, so every row would be one group; batch records carry "
+            "their input row's 'group' and 'question_id' (--by group, the default), or use --by file for one group "
+            "per journal"))
     if not any(groups.values()):
         raise ReportError("no records in " + ", ".join(map(str, inputs)) + " (a batch journal holds one JSON "
                           "object per line, each with an 'id' and a 'status')")
