@@ -252,6 +252,8 @@ def _cmd_evaluate(args) -> int:
         row["steps"] = _read_steps(args.steps_file)
     if args.context_file:
         row["context"] = _read_steps(args.context_file, "--context-file")
+    if args.choice:
+        row["choices"] = args.choice
     metrics = args.metrics
     if not (row["answer"] or row["gold_answer"]) and "infogain" in metrics:
         metrics = tuple(m for m in metrics if m != "infogain")
@@ -409,6 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--steps-file", type=Path, help="steps: a JSON list of strings, or one step per line")
     evaluate.add_argument("--answer")
     evaluate.add_argument("--gold-answer")
+    evaluate.add_argument("--choice", action="append", default=[], metavar="TEXT",
+                          help="a multiple-choice option's text, without its letter (repeat in order: A, B, ...); "
+                               "InfoGain then reads the options with the question, and an --answer of one letter "
+                               "('B') targets that option's text")
     evaluate.add_argument("--context-file", type=Path, help="context passages (JSON list or one per line)")
     evaluate.add_argument("--metrics", type=_metrics, default=("ki", "infogain"),
                           help="ki, infogain or both (comma-separated)")
