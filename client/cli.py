@@ -224,7 +224,11 @@ def read_text_file(path: Path, option: str) -> str:
 
 
 def _read_steps(path: Path, option: str = "--steps-file") -> list[str]:
+    """The items of a file of steps or passages; ValueError (exit status 2, before any model loads) for a file
+    that holds none: an empty --steps-file was sent to the server as an empty chain, and an empty --context-file
+    was dropped, so the chain was judged against the knowledge base without a word."""
     text = read_text_file(path, option)
+    what = "steps" if option == "--steps-file" else "passages"
     if path.suffix == ".json":
         try:
             steps = json.loads(text)
@@ -232,8 +236,13 @@ def _read_steps(path: Path, option: str = "--steps-file") -> list[str]:
             steps = None
         if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
             raise ValueError(f"{option} {path}: expected a JSON list of strings")
+        if not any(s.strip() for s in steps):
+            raise ValueError(f"{option} {path} holds no {what}: give a JSON list of non-empty strings")
         return steps
-    return [line for line in text.splitlines() if line.strip()]
+    items = [line for line in text.splitlines() if line.strip()]
+    if not items:
+        raise ValueError(f"{option} {path} holds no {what}: give one per line (or a .json file holding a list)")
+    return items
 
 
 def _cmd_evaluate(args) -> int:
