@@ -105,12 +105,22 @@ class LmEstimator:
         self._blocking = blocking or Blocking(None)
         self._bos: list[int] | None = None
         self._space_supplied: bool | None = None
+        self._probed_generation = 0  # the LM's tokenizer_generation the two probes above were made with
 
     async def _copy(self, size: int, inline_limit: int, make: Callable[[], T]) -> T:
         """make() on the event loop when what it copies is small, else on the server's executor."""
         if size <= inline_limit:
             return make()
         return await self._blocking.run(make)
+
+    def _forget_stale_probes(self) -> None:
+        """Drops the BOS and space probes when the LM says its tokenizer may have changed (vLLM serving another
+        model under the same name): kept, they put the old model's BOS (or none) before every prompt and scored
+        an extra space token or none, silently."""
+        generation = getattr(self.lm, "tokenizer_generation", 0)
+        if generation != self._probed_generation:
+            self._bos = self._space_supplied = None
+            self._probed_generation = generation
 
     async def _leading(self, deadline: Deadline) -> list[int]:
         if self._bos is None:
@@ -151,6 +161,7 @@ class LmEstimator:
         # copying them here stalled every other request on the server for a fraction of a second.
         texts = await self._copy(_context_chars(context0, steps), INLINE_COPY_CHARS,
                                  lambda: [c + ANSWER_CUE for c in render_contexts(context0, steps)])
+        self._forget_stale_probes()
         answer_text = await self._answer_text(target, deadline)
         bos, (answer, *prefixes) = await gather_or_cancel(
             self._leading(deadline), self.lm.tokenize([answer_text, *texts], False, deadline))
@@ -161,8 +172,9 @@ class LmEstimator:
 
     async def score_prefixes(self, context0: str, steps: Sequence[str], target: str,
                              deadline: Deadline) -> PrefixScores:
+        limit = await self._limit(deadline)  # first: reading the LM's context also tells a change of its model
         sequences, n_answer = await self.answer_sequences(context0, steps, target, deadline)
-        fit, reason = _fitting(sequences, await self._limit(deadline))
+        fit, reason = _fitting(sequences, limit)
         nll: list[float | None] = [None] * len(sequences)
         why = [""] * len(sequences)
         prefill = calls = 0

@@ -56,6 +56,11 @@ class VllmCausalLm:
         self._blocking = blocking or Blocking(None)  # local tokenization stays off the event loop
         self._context: int | None = None
         self._context_read_at: float | None = None  # time.monotonic() of the last /v1/models read; None = never
+        # What /v1/models says the served name runs (its model path and length): the project's compose file serves
+        # ${MODEL} as "judge", so another model can come up under the same name while this server runs on.
+        # tokenizer_generation changes with it, and the estimator then probes the tokenizer again (BOS, space).
+        self._served: tuple | None = None
+        self.tokenizer_generation = 0
 
     # ---- the CausalLm port -------------------------------------------------------------------
     async def tokenize(self, texts: Sequence[str], add_special_tokens: bool, deadline: Deadline) -> list[list[int]]:
@@ -86,6 +91,10 @@ class VllmCausalLm:
                                           f"{len(cards)} other model(s)): set the model setting to a served name, "
                                           "or start vLLM with --served-model-name " + self.model)
         length = mine[0].get("max_model_len")
+        served = (repr(mine[0].get("root")), repr(length))
+        if self._served is not None and served != self._served:
+            self.tokenizer_generation += 1
+        self._served = served
         if isinstance(length, int) and not isinstance(length, bool) and length >= 2:
             return length - 1
         return None
