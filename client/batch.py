@@ -27,6 +27,7 @@ from .aio import CONNECT_TIMEOUT_S, DEFAULT_MAX_MESSAGE_BYTES, AsyncVerifierClie
 from .batch_io import InputError, RowError, check_input, could_be_torn_record, export_format, export_journal
 from .batch_io import INPUT_ROW, is_batch_record, is_error_record, read_rows, record_key, same_file
 from .errors import AUTH_CODES, VerifierError, refusal_advice
+from .render import printable
 from .readiness import INFO_GAIN, KNOWLEDGE, KNOWLEDGE_BASE  # noqa: F401  (health service names, as before)
 from .readiness import scoring_services, uses_knowledge_base, wait_until_ready
 
@@ -1153,6 +1154,10 @@ async def run_batch(opts: BatchOptions, settings=None, summary: BatchSummary | N
                 census.add(planned)
         except InputError as exc:
             raise BatchStopped(str(exc)) from None
+        if summary.skipped:  # (a rerun with another --judge or --top-k into the same --output changed nothing)
+            print(printable(f"resuming {opts.output}: {summary.skipped} rows already have a record there and keep it; "
+                            "they are not scored again, whatever the scoring options: give another --output to "
+                            "score them with other options"), file=sys.stderr)
         if census.items and not census.chains:  # (e.g. the chains under another name: 'cot', 'rationale')
             raise BatchStopped(f"none of the {census.items} rows to score in {opts.input} has a reasoning chain: "
                                "give each row's chain as 'reasoning' (text) or 'steps' (a list of strings); "
