@@ -53,7 +53,8 @@ def _add_scoring_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--splitter", choices=["rules", "llm"],
                        help="how free-text reasoning is split into steps, for both metrics")
     group.add_argument("--estimator", choices=["lm", "nli"], help="InfoGain estimator")
-    group.add_argument("--paper", action="store_true", help="also compute the paper's InfoGain formula")
+    group.add_argument("--paper", action="store_true",
+                       help="also compute the paper's InfoGain formula (needs a causal LM: --estimator lm)")
     group.add_argument("--units", choices=["nats", "bits"])
     group.add_argument("--window", type=_non_negative_int, default=0, help="InfoGain window W (0 = full prefixes)")
 
@@ -394,7 +395,10 @@ def _cmd_config(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .aio import CONNECT_TIMEOUT_S
 
+    from server import __version__
+
     parser = argparse.ArgumentParser(prog="kgverify", description="Knowledge-grounded verifier for LLM reasoning.")
+    parser.add_argument("--version", action="version", version=f"kgverify {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gRPC server")
@@ -438,7 +442,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     batch = sub.add_parser("batch", help="score a JSONL, CSV or Parquet dataset into a resumable JSONL journal",
                            description="Score a JSONL, CSV or Parquet dataset into a resumable JSONL journal. "
-                           + _ready_text(READY_TIMEOUT_S, "the rows need").replace("the server", "each server"))
+                           + _ready_text(READY_TIMEOUT_S, "the rows need").replace("the server", "each server"),
+                           epilog="Each row (a JSON object per line, or a CSV / Parquet row; CSV list cells hold "
+                                  "JSON): id (required, unique), question, reasoning (text) or steps (a list of "
+                                  "strings), answer and/or gold_answer (InfoGain's target; without either, KI only), "
+                                  "choices (a list of option texts, without letters), context (passages to judge "
+                                  "against instead of the KB), group and question_id (for kgverify report).")
     batch.add_argument("--input", required=True, type=Path, help="rows: .jsonl[.gz], .csv[.gz] or .parquet")
     batch.add_argument("--input-format", choices=["jsonl", "csv", "parquet"], help="default: from the file name")
     batch.add_argument("--output", required=True, type=_file_path, help="the JSONL journal (re-running resumes it)")
