@@ -65,3 +65,17 @@ async def test_a_rejected_request_makes_the_next_call_read_max_model_len_again(m
     assert not any(scored(first)) and "unusable" in first.steps[0].null_reason  # sent with the old length
     assert scored(second)[0] and not scored(second)[-1]
     assert all("context_overflow" in s.flags for s in second.steps if s.gain is None)
+
+
+async def test_concurrent_calls_read_max_model_len_once():
+    """The windows of a long chain start together, after the full pass: each one read /v1/models (250 requests
+    at once for a 256-step chain whose full pass took longer than the re-read interval)."""
+    import asyncio
+
+    with fake_server(max_model_len=4096) as fake:
+        lm = VllmCausalLm(VllmClient(fake.base_url, max_retries=0), "tiny")
+        try:
+            assert set(await asyncio.gather(*(lm.context_tokens(NO_DEADLINE) for _ in range(20)))) == {4095}
+        finally:
+            await lm.aclose()
+    assert fake.paths().count("/v1/models") == 1

@@ -15,6 +15,7 @@ vLLM clamps -inf to -9999.0: that value is read as zero probability.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -56,6 +57,7 @@ class VllmCausalLm:
         self._blocking = blocking or Blocking(None)  # local tokenization stays off the event loop
         self._context: int | None = None
         self._context_read_at: float | None = None  # time.monotonic() of the last /v1/models read; None = never
+        self._context_lock = asyncio.Lock()
         # What /v1/models says the served name runs (its model path and length): the project's compose file serves
         # ${MODEL} as "judge", so another model can come up under the same name while this server runs on.
         # tokenizer_generation changes with it, and the estimator then probes the tokenizer again (BOS, space).
@@ -74,11 +76,17 @@ class VllmCausalLm:
     async def context_tokens(self, deadline: Deadline) -> int | None:
         """vLLM's max_model_len less the one token every request generates; None when /v1/models lists the model
         without a max_model_len (a gateway's model list). Read again every CONTEXT_TTL_S seconds."""
-        read_at = self._context_read_at
-        if read_at is None or time.monotonic() - read_at > CONTEXT_TTL_S:
-            self._context = await self._read_context(deadline)
-            self._context_read_at = time.monotonic()
+        if not self._context_fresh():
+            # One read at a time: the windows of a long chain start together, often after the interval passed.
+            async with self._context_lock:
+                if not self._context_fresh():
+                    self._context = await self._read_context(deadline)
+                    self._context_read_at = time.monotonic()
         return self._context
+
+    def _context_fresh(self) -> bool:
+        read_at = self._context_read_at
+        return read_at is not None and time.monotonic() - read_at <= CONTEXT_TTL_S
 
     async def _read_context(self, deadline: Deadline) -> int | None:
         cards = await self.client.models(deadline)
