@@ -533,11 +533,14 @@ class _Census:
     items: int = 0
     kb_rows: int = 0
     chains: int = 0  # items with a reasoning chain (text or steps): the server refuses the others
+    missing_id: int = 0  # rows planned as a MISSING_ID record
     requests: list = field(default_factory=list)
 
     def add(self, planned: Item | dict) -> None:
         self.planned += 1
         if not isinstance(planned, Item):
+            status = planned.get("status")
+            self.missing_id += isinstance(status, dict) and status.get("reason") == "MISSING_ID"
             return
         self.items += 1
         request = planned.request
@@ -1121,6 +1124,20 @@ def check_options(opts: BatchOptions) -> BatchOptions:
     return replace(opts, metrics=metrics)
 
 
+def _fields_of(opts: BatchOptions) -> str:
+    """" (its first row's fields: a, b, c)" for a message about rows that lack a field; "" when it has none."""
+    rows = read_rows(opts.input, opts.input_format)
+    try:
+        for _, row in rows:
+            if isinstance(row, dict) and row:
+                names = [printable(str(name)) for name in row]
+                shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+                return f" (its first row's fields: {shown})"
+    finally:
+        rows.close()
+    return ""
+
+
 def check_export_path(path: Path) -> None:
     """BatchStopped when an --export file could not be written at the end of the run (checked before it)."""
     path = Path(path)
@@ -1158,6 +1175,9 @@ async def run_batch(opts: BatchOptions, settings=None, summary: BatchSummary | N
             print(printable(f"resuming {opts.output}: {summary.skipped} rows already have a record there and keep it; "
                             "they are not scored again, whatever the scoring options: give another --output to "
                             "score them with other options"), file=sys.stderr)
+        if summary.total and census.missing_id == summary.total:  # (a dataset as downloaded: MedQA's realidx)
+            raise BatchStopped(f"none of the {summary.total} rows in {opts.input} has an 'id'{_fields_of(opts)}: "
+                               "give each row its own 'id' (a string or a whole number); nothing was written")
         if census.items and not census.chains:  # (e.g. the chains under another name: 'cot', 'rationale')
             raise BatchStopped(f"none of the {census.items} rows to score in {opts.input} has a reasoning chain: "
                                "give each row's chain as 'reasoning' (text) or 'steps' (a list of strings); "
