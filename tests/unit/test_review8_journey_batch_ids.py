@@ -1,5 +1,5 @@
 """A dataset given to batch as downloaded (MedBullets / MedQA rows carry 'realidx', not 'id') made every row a
-MISSING_ID record and exited 0, after loading every model. A run none of whose rows has an id now stops before
+MISSING_ID record and exited 0. A run none of whose rows has an id now stops before
 anything is written (exit 2), naming the fields its rows have."""
 
 import json
