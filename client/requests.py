@@ -67,6 +67,20 @@ def _strings(row: Mapping[str, Any], key: str, numbers: bool = False) -> list[st
     return [str(v) for v in value] if numbers else value
 
 
+def _choices(row: Mapping[str, Any]) -> list[str]:
+    """The options of a row: a list of texts, or an object keyed by their letters in order ({"A": "...", "B":
+    "..."}, as MedQA and MedBullets write them), taken in letter order."""
+    value = row.get("choices")
+    if isinstance(value, Mapping) and value:
+        letters = [chr(ord("A") + i) for i in range(len(value))]
+        if sorted(str(k).strip().upper() for k in value) != letters:
+            raise _bad("choices", "is an object whose keys are not the letters A, B, C, ... in turn: give the "
+                                  "options as a list of their texts, in order")
+        by_letter = {str(k).strip().upper(): v for k, v in value.items()}
+        return _strings({"choices": [by_letter[letter] for letter in letters]}, "choices", numbers=True)
+    return _strings(row, "choices", numbers=True)
+
+
 def _passage_field(value: Any) -> str:
     """A passage field as text; missing or null is empty (an id 0 stays "0")."""
     return "" if value is None else str(value)
@@ -116,7 +130,7 @@ def chain_request(row: Mapping[str, Any], metrics: Sequence[str] = ("ki", "infog
     request = kpb.ScoreChainRequest(
         question=_text(row, "question"), reasoning=_text(row, "reasoning"), steps=_strings(row, "steps"),
         answer=_answer(row, "answer"), gold_answer=_answer(row, "gold_answer"),
-        choices=_strings(row, "choices", numbers=True),
+        choices=_choices(row),
         context=passages(row.get("context")), metrics=[_choice(METRICS, m, "metrics") for m in metrics],
     )
     if knowledge is not None:
