@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -265,6 +266,13 @@ def _cmd_evaluate(args) -> int:
     if args.choice:
         row["choices"] = args.choice
     metrics = args.metrics
+    target = "gold_answer" if row["gold_answer"].strip() else "answer"
+    if ("infogain" in metrics and not args.choice
+            and re.fullmatch(r"\(?[A-Za-z]\)?[.):]?", row[target].strip())):
+        # (the server scores the letter itself: the likelihood of the text "B", whatever option B says)
+        print(f"--{target.replace('_', '-')} {row[target].strip()!r} names an option by its letter, but no --choice "
+              "was given: InfoGain targets the text itself; give the options with --choice, in order",
+              file=sys.stderr)
     if not (row["answer"] or row["gold_answer"]) and "infogain" in metrics:
         metrics = tuple(m for m in metrics if m != "infogain")
         if not metrics:

@@ -1,0 +1,24 @@
+"""`kgverify evaluate --answer B` without the options scored InfoGain for the text "B" (the likelihood of the
+letter, whatever option B says) without a word; it now says so and points to --choice."""
+
+import pytest
+
+from client.cli import main
+
+UNREACHABLE = "unix:///nonexistent/kgv.sock"  # (the warning comes before any call)
+NOTE = "names an option by its letter, but no --choice was given: InfoGain targets the text itself"
+
+
+@pytest.mark.parametrize("answer", ["B", "(c)", "D."])
+def test_a_letter_answer_without_options_is_pointed_out(capsys, answer):
+    assert main(["evaluate", "--question", "Q", "--reasoning", "So the answer is B.", "--answer", answer,
+                 "--server", UNREACHABLE]) == 2
+    assert f"--answer {answer!r} {NOTE}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [["--answer", "Vitamin K"], ["--answer", "B", "--choice", "x", "--choice", "y"],
+                                   ["--answer", "B", "--metrics", "ki"]])
+def test_no_note_for_an_answer_text_with_options_or_without_infogain(capsys, extra):
+    assert main(["evaluate", "--question", "Q", "--reasoning", "So the answer is B.", *extra,
+                 "--server", UNREACHABLE]) == 2
+    assert NOTE not in capsys.readouterr().err
