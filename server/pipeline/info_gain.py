@@ -18,6 +18,10 @@ from .types import ChainStatus, InfoGainRequest, InfoGainResult, PrefixScores, S
 
 PAPER_MIN_STEPS = 3
 OVERFLOW = "the prefix does not fit the model's context"
+# What to do about an overflow: without a window, use one (the LM estimator's reason ends with this advice); with
+# one, a smaller one (the advice to "try the window option" was given to requests that had a window).
+NO_WINDOW_ADVICE = "InfoGain covers the longest prefix of steps that fits; try the window option"
+WINDOW_ADVICE = "with window {}, the window's steps and this one do not fit either; try a smaller window"
 NON_FINITE = "the estimator returned a non-finite value for this prefix (NaN or infinity): a numerical failure"
 UNUSABLE = "the language model's answer was unusable, so {} no score: {}"
 log = logging.getLogger(__name__)
@@ -116,27 +120,30 @@ def _finite(scores: PrefixScores) -> PrefixScores:
     return dataclasses.replace(scores, nll=tuple(nll), null_reasons=tuple(reasons))
 
 
-def _prefix_nulls(scores: PrefixScores) -> tuple[list[str], list[bool]]:
+def _prefix_nulls(scores: PrefixScores, window: int = 0) -> tuple[list[str], list[bool]]:
     """Per prefix: why its L_i is null ("" when set), and whether that is an overflow."""
     specific = scores.null_reasons
+    overflow_reason = scores.overflow_reason or OVERFLOW
+    if window:
+        overflow_reason = overflow_reason.replace(f"({NO_WINDOW_ADVICE})", f"({WINDOW_ADVICE.format(window)})")
     reasons, overflow = [], []
     for i, value in enumerate(scores.nll):
         own = specific[i] if i < len(specific) else ""
-        reasons.append("" if value is not None else own or scores.overflow_reason or OVERFLOW)
+        reasons.append("" if value is not None else own or overflow_reason)
         overflow.append(value is None and not own)
     return reasons, overflow
 
 
-def _pair_gain(scores: PrefixScores, before: int, after: int) -> tuple[float | None, str, bool]:
-    reasons, overflow = _prefix_nulls(scores)
+def _pair_gain(scores: PrefixScores, before: int, after: int, window: int = 0) -> tuple[float | None, str, bool]:
+    reasons, overflow = _prefix_nulls(scores, window)
     for i in (before, after):
         if scores.nll[i] is None:
             return None, reasons[i], overflow[i]
     return scores.nll[before] - scores.nll[after], "", False
 
 
-def _full_gains(scores: PrefixScores, n: int) -> _Gains:
-    pairs = [_pair_gain(scores, i - 1, i) for i in range(1, n + 1)]
+def _full_gains(scores: PrefixScores, n: int, window: int = 0) -> _Gains:
+    pairs = [_pair_gain(scores, i - 1, i, window) for i in range(1, n + 1)]
     return _Gains([g for g, _, _ in pairs], [r for _, r, _ in pairs], [o for _, _, o in pairs], [False] * n)
 
 
@@ -164,7 +171,7 @@ async def _windowed(estimator, c0: str, texts: Sequence[str], window: int, targe
     results = await gather_or_cancel(*(one(i) for i in todo))
     for i, scores in zip(todo, results):
         k = len(scores.nll) - 1
-        out.gains[i - 1], out.reasons[i - 1], out.overflow[i - 1] = _pair_gain(scores, k - 1, k)
+        out.gains[i - 1], out.reasons[i - 1], out.overflow[i - 1] = _pair_gain(scores, k - 1, k, window)
         out.windowed[i - 1] = True
         out.window_truncated[i - 1] = bool(scores.truncated and scores.truncated[k])
         out.prefill += scores.prefill_tokens
@@ -209,7 +216,7 @@ async def score_info_gain(
 
     scores: PrefixScores = await _scored(estimator, c0, texts, target, deadline)
     nll = list(scores.nll)
-    gains = _full_gains(scores, n)
+    gains = _full_gains(scores, n, opts.window)
     if opts.window:
         gains = await _windowed(estimator, c0, texts, opts.window, target, gains, deadline)
 

@@ -17,7 +17,7 @@ from typing import Callable, Protocol, Sequence, TypeVar, runtime_checkable
 
 from ...pipeline.deadline import Deadline
 from ...pipeline.errors import BackendResponseError
-from ...pipeline.info_gain import gather_or_cancel
+from ...pipeline.info_gain import NO_WINDOW_ADVICE, gather_or_cancel
 from ...pipeline.runtime import Blocking
 from ...pipeline.types import PrefixScores
 
@@ -233,7 +233,7 @@ def _fitting(sequences: Sequence[Sequence[int]], limit: int | None) -> tuple[int
     for i, seq in enumerate(sequences):
         if len(seq) > limit:
             return i, (f"the prefix with the answer is {len(seq)} tokens; the LM's context is {limit} tokens "
-                       "(InfoGain covers the longest prefix of steps that fits; try the window option)")
+                       f"({NO_WINDOW_ADVICE})")
     return len(sequences), ""
 
 
