@@ -53,6 +53,7 @@ RUN_OPTIONS = {"knowledge_options.top_k": "--top-k", "knowledge_options.judge": 
                "info_gain_options.estimator": "--estimator", "info_gain_options.units": "--units",
                "info_gain_options.splitter": "--splitter", "metrics": "--metrics"}
 NO_TARGET = "the row has no answer or gold_answer: InfoGain needs a target (KI only)"
+LETTER = re.compile(r"\(?[A-Za-z]\)?[.):]?")  # an answer that names an option by its letter alone
 REQUEST_HEADROOM_BYTES = 16 * 1024  # of a stream message: its item id and framing around the chain request
 STREAM_ITEM_OVERHEAD_BYTES = 64  # a stream message's bytes besides its chain request (the item id, field headers)
 STALL_TIMEOUT_S = 900.0  # the server gives each stream item at most 600 s: a stream silent for longer is stuck
@@ -534,6 +535,7 @@ class _Census:
     kb_rows: int = 0
     chains: int = 0  # items with a reasoning chain (text or steps): the server refuses the others
     missing_id: int = 0  # rows planned as a MISSING_ID record
+    letter_targets: int = 0  # rows asking for InfoGain of an option letter ("B") without their options
     requests: list = field(default_factory=list)
 
     def add(self, planned: Item | dict) -> None:
@@ -545,6 +547,9 @@ class _Census:
         self.items += 1
         request = planned.request
         self.chains += bool(request.reasoning.strip() or any(step.strip() for step in request.steps))
+        target = request.gold_answer if request.gold_answer.strip() else request.answer
+        self.letter_targets += bool(requests.METRICS["infogain"] in request.metrics and not request.choices
+                                    and LETTER.fullmatch(target.strip()))
         kb = uses_knowledge_base(request)
         self.kb_rows += kb
         new_need = (kb and not any(uses_knowledge_base(r) for r in self.requests)) or any(
@@ -1175,6 +1180,10 @@ async def run_batch(opts: BatchOptions, settings=None, summary: BatchSummary | N
             print(printable(f"resuming {opts.output}: {summary.skipped} rows already have a record there and keep it; "
                             "they are not scored again, whatever the scoring options: give another --output to "
                             "score them with other options"), file=sys.stderr)
+        if census.letter_targets:  # (the server scores the letter itself, whatever the option says)
+            print(f"note: {census.letter_targets} of the rows to score answer with an option letter ('B') but have "
+                  "no 'choices': their InfoGain targets the letter itself; give each row its options as 'choices'",
+                  file=sys.stderr)
         if summary.total and census.missing_id == summary.total:  # (a dataset as downloaded: MedQA's realidx)
             raise BatchStopped(f"none of the {summary.total} rows in {opts.input} has an 'id'{_fields_of(opts)}: "
                                "give each row its own 'id' (a string or a whole number); nothing was written")

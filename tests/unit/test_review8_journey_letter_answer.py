@@ -22,3 +22,17 @@ def test_no_note_for_an_answer_text_with_options_or_without_infogain(capsys, ext
     assert main(["evaluate", "--question", "Q", "--reasoning", "So the answer is B.", *extra,
                  "--server", UNREACHABLE]) == 2
     assert NOTE not in capsys.readouterr().err
+
+
+def test_batch_points_out_rows_answering_with_a_letter_without_their_options(tmp_path, capsys):
+    import json
+
+    source, out = tmp_path / "rows.jsonl", tmp_path / "out.jsonl"
+    rows = [{"id": "a", "question": "q", "reasoning": "So the answer is B.", "answer": "B"},
+            {"id": "b", "question": "q", "reasoning": "So the answer is B.", "answer": "B", "choices": ["x", "y"]},
+            {"id": "c", "question": "q", "reasoning": "Vitamin K reverses warfarin.", "answer": "Vitamin K"}]
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert main(["batch", "--no-progress", "--input", str(source), "--output", str(out),
+                 "--server", UNREACHABLE]) == 2
+    assert ("note: 1 of the rows to score answer with an option letter ('B') but have no 'choices': their InfoGain "
+            "targets the letter itself") in capsys.readouterr().err
