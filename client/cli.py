@@ -164,6 +164,11 @@ def _cmd_serve(args) -> int:
     from server.app import serve
     from server.context import configure_logging
 
+    if args.kb is not None and not args.kb.is_dir():  # (else the server came up without a KB, saying so in its log)
+        what = "is not a directory" if args.kb.exists() else "does not exist"
+        args.parser.error(f"--kb {args.kb} {what}: give a knowledge base directory (kgverify kb build --output DIR)")
+    if args.kb is not None and args.no_kb:
+        args.parser.error("--kb and --no-kb contradict each other: give one")
     kb = {"enabled": False} if args.no_kb else ({"path": args.kb} if args.kb else {})
     settings = _settings(kb=kb)
     configure_logging(settings.server.log_level)
@@ -413,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", action="append", help="host:port or unix:///path (repeatable)")
     serve.add_argument("--kb", type=Path, help="knowledge base directory (default: KGV_KB__PATH or the demo KB)")
     serve.add_argument("--no-kb", action="store_true", help="serve without a knowledge base (context-only KI)")
-    serve.set_defaults(func=_cmd_serve)
+    serve.set_defaults(func=_cmd_serve, parser=serve)
 
     split = sub.add_parser("split", help="split a reasoning chain into steps and claims (JSON)",
                            description="Split a reasoning chain into steps and claims (JSON), locally or with "
