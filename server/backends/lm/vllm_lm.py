@@ -35,6 +35,11 @@ _NEG_INF = float("-inf")
 # --max-model-len (the verifier running on) kept the first value for good. A shorter one had every prompt of a long
 # chain's requests rejected (HTTP 400: each call's scores unusable), a longer one nulled prefixes that fit.
 CONTEXT_TTL_S = 10.0
+# Prompt tokens per prompt_logprobs request (a longer prompt goes alone). Its reply carries an entry per prompt token:
+# ~80 bytes of JSON and ~700 bytes once parsed (measured), and each reply is parsed whole. 64 prompts of a long
+# chain's prefixes (25k tokens each) made one reply of 130 MB and 1.1 GB parsed, several of them in flight at once;
+# 32k tokens bound a reply to ~25 MB parsed.
+MAX_PROMPT_TOKENS_PER_REQUEST = 32768
 
 
 class VllmCausalLm:
@@ -44,6 +49,7 @@ class VllmCausalLm:
 
     def __init__(self, client: VllmClient, model: str, tokenizer=None, scoring: str = "prompt_logprobs",
                  max_prompts_per_request: int = 64, cached_max_scored_tokens: int = 32,
+                 max_prompt_tokens_per_request: int = MAX_PROMPT_TOKENS_PER_REQUEST,
                  blocking: Blocking | None = None):
         if scoring not in SCORING_MODES:
             raise ValueError(f"unknown vLLM scoring mode {scoring!r}")
@@ -52,6 +58,7 @@ class VllmCausalLm:
         self.name = f"vllm:{model}"
         self.scoring = scoring
         self.max_prompts = max_prompts_per_request
+        self.max_prompt_tokens = max_prompt_tokens_per_request
         self.cached_max_scored = cached_max_scored_tokens
         self._tokenizer = tokenizer  # a local HF tokenizer of the same model, or None for /tokenize
         self._blocking = blocking or Blocking(None)  # local tokenization stays off the event loop
@@ -130,7 +137,7 @@ class VllmCausalLm:
 
     async def _score_prompt_logprobs(self, job: ScoringJob, deadline: Deadline) -> JobLogprobs:
         seqs = [list(s) for s in job.sequences]
-        groups = [range(a, min(len(seqs), a + self.max_prompts)) for a in range(0, len(seqs), self.max_prompts)]
+        groups = _groups([len(s) for s in seqs], self.max_prompts, self.max_prompt_tokens)
 
         async def group(g: range) -> tuple[list[tuple[float, ...]], int]:
             # Read as soon as it arrives: a reply holds a dict per prompt token (~0.5 kB parsed), and the n+1
@@ -170,6 +177,21 @@ class VllmCausalLm:
             values[k].append(results[p][0])
         prefill = sum(r[1] for r in results.values())
         return JobLogprobs(tuple(tuple(v) for v in values), prefill_tokens=prefill, calls=len(prompts))
+
+
+def _groups(lengths: Sequence[int], max_prompts: int, max_tokens: int) -> list[range]:
+    """Consecutive prompts per request: at most max_prompts of them and max_tokens prompt tokens (a longer prompt
+    alone)."""
+    groups: list[range] = []
+    start = tokens = 0
+    for k, length in enumerate(lengths):
+        if k > start and (k - start >= max_prompts or tokens + length > max_tokens):
+            groups.append(range(start, k))
+            start, tokens = k, 0
+        tokens += length
+    if start < len(lengths):
+        groups.append(range(start, len(lengths)))
+    return groups
 
 
 def _choices(data: dict, expected: int) -> list[dict]:
