@@ -37,8 +37,8 @@ _NEG_INF = float("-inf")
 CONTEXT_TTL_S = 10.0
 # Prompt tokens per prompt_logprobs request (a longer prompt goes alone). Its reply carries an entry per prompt token:
 # ~80 bytes of JSON and ~700 bytes once parsed (measured), and each reply is parsed whole. 64 prompts of a long
-# chain's prefixes (25k tokens each) made one reply of 130 MB and 1.1 GB parsed, several of them in flight at once;
-# 32k tokens bound a reply to ~25 MB parsed.
+# chain's prefixes (25k tokens each) come to a 130 MB reply and 1.1 GB parsed (computed), several of them in flight
+# at once; 32k tokens bound a reply to ~25 MB parsed.
 MAX_PROMPT_TOKENS_PER_REQUEST = 32768
 
 
