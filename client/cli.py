@@ -29,10 +29,22 @@ def _add_server_options(parser: argparse.ArgumentParser, repeat: bool = False,
     from .security import add_security_options
 
     if repeat:
-        parser.add_argument("--server", action="append", default=[], help=help_text + "; repeat to balance")
+        parser.add_argument("--server", action="append", default=[], type=server_address,
+                            help=help_text + "; repeat to balance")
     else:
-        parser.add_argument("--server", default=None, help=help_text)
+        parser.add_argument("--server", default=None, type=server_address, help=help_text)
     add_security_options(parser)
+
+
+def server_address(value: str) -> str:
+    """A --server address as gRPC takes it; a URL scheme (http://, grpc://) is a usage error, since gRPC read it as
+    a host name ("cannot reach ... (host name not found)")."""
+    scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+    if scheme in ("http", "https", "grpc", "grpcs"):
+        rest = value.split("://", 1)[1].rstrip("/")
+        raise argparse.ArgumentTypeError(f"{value!r} is a URL: give host:port (e.g. {rest or '127.0.0.1:50051'}) or "
+                                         "unix:///path, without a scheme (--tls-ca for TLS)")
+    return value
 
 
 def _ready_text(timeout_s: float, what: str) -> str:

@@ -76,7 +76,10 @@ def add_parser(subparsers) -> None:
     search.set_defaults(func=_search)
 
     reload = sub.add_parser("reload", help="make a running server load its KB's current version (no restart)")
-    reload.add_argument("--server", required=True, help="verifier address (host:port or unix:///path)")
+    from client.cli import server_address
+
+    reload.add_argument("--server", required=True, type=server_address,
+                        help="verifier address (host:port or unix:///path)")
     reload.add_argument("--timeout-s", type=float, default=600.0, help="how long the load may take")
     add_security_options(reload)
     reload.set_defaults(func=_reload)
