@@ -189,6 +189,9 @@ def _cmd_serve(args) -> int:
 
 
 def _cmd_split(args) -> int:
+    if args.splitter == "llm" and not args.server:
+        args.parser.error("--splitter llm needs --server (a server with the LLM decomposer: KGV_SPLITTER__BASE_URL); "
+                          "without --server the rule splitter runs here")
     text = args.text if args.text is not None else sys.stdin.read()
     if not args.server:
         from server.pipeline.validation import empty_description, has_visible_content
@@ -210,7 +213,8 @@ def _cmd_split(args) -> int:
             # as evaluate: a server that does not answer is named at once, one still loading is waited for
             client.wait_ready(KNOWLEDGE_SERVICE, EVALUATE_READY_TIMEOUT_S, connect_timeout_s=CONNECT_TIMEOUT_S,
                               on_waiting=lambda message: print(message, file=sys.stderr), serving=False)
-            print(json.dumps(client.split(text, question=args.question).to_dict(), ensure_ascii=False))
+            result = client.split(text, question=args.question, splitter=args.splitter)
+            print(json.dumps(result.to_dict(), ensure_ascii=False))
         return 0
     from server.pipeline.splitter import RuleSplitter
 
@@ -438,8 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
                            f"to {EVALUATE_READY_TIMEOUT_S:g} s for its knowledge service to load.")
     split.add_argument("--text", help="the chain (default: read stdin)")
     split.add_argument("--question", default="", help="the question (helps spot restatements)")
+    split.add_argument("--splitter", choices=["rules", "llm"],
+                       help="rules (default; runs here without --server) or llm (the server's LLM decomposer)")
     _add_server_options(split, help_text="split on a server (host:port or unix:///path) instead of locally")
-    split.set_defaults(func=_cmd_split)
+    split.set_defaults(func=_cmd_split, parser=split)
 
     evaluate = sub.add_parser("evaluate", help="score one chain and print a per-step table",
                               description="Score one chain and print a per-step table. "
