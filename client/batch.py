@@ -801,8 +801,9 @@ class _Scheduler:
         if self.refused:
             return BatchStopped(
                 f"stopped: the server refuses the run's {', '.join(self.refused)}, so every row would fail: "
-                f"{self.stop.message}; no row was journaled with it ({summary.written} records written to "
-                f"{self.writer.journal.path} before): change the option and run the same command again")
+                f"{self.stop.message}; no row was journaled with it"
+                + (f" (the {summary.written} records written to {self.writer.journal.path} before it stay)"
+                   if summary.written else "") + ": change the option and run the same command again")
         return BatchStopped(
             f"stopped: the first {n} rows all failed with {self.stop}; the {summary.written} records written "
             f"to {self.writer.journal.path} stay (after fixing the cause, run again with --retry-errors to score "
