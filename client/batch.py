@@ -1096,7 +1096,7 @@ async def _ready_clients(opts: BatchOptions, census: _Census, settings=None) -> 
         from .embedded import EmbeddedServerError, embedded_server
 
         try:
-            async with embedded_server(settings, required=_services(census)) as address:
+            async with embedded_server(settings, required=_services(census), uses_kb=census.kb_rows > 0) as address:
                 async with _clients(opts, [address], census) as clients:
                     yield clients
         except EmbeddedServerError as exc:

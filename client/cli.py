@@ -163,12 +163,13 @@ def _add_kb_option(parser: argparse.ArgumentParser) -> None:
                              "else the bundled demo KB of a few hundred facts)")
 
 
-async def _with_server(address: str | None, job, required: tuple[str, ...] | None = None, settings=None):
+async def _with_server(address: str | None, job, required: tuple[str, ...] | None = None, settings=None,
+                       uses_kb: bool = True):
     if address:
         return await job(address)
     from .embedded import embedded_server
 
-    async with embedded_server(settings, required=required) as embedded:
+    async with embedded_server(settings, required=required, uses_kb=uses_kb) as embedded:
         return await job(embedded)
 
 
@@ -271,7 +272,7 @@ def _read_steps(path: Path, option: str = "--steps-file") -> list[str]:
 def _cmd_evaluate(args) -> int:
     from . import requests
     from .aio import AsyncVerifierClient
-    from .readiness import scoring_services, wait_until_ready
+    from .readiness import scoring_services, uses_knowledge_base, wait_until_ready
     from .render import render_chain
     from .security import client_options
 
@@ -312,7 +313,7 @@ def _cmd_evaluate(args) -> int:
             return await client.score_chain(**kwargs)
 
     score = _run_interruptible(_with_server(args.server, job, required=scoring_services([request]),
-                                            settings=settings))
+                                            settings=settings, uses_kb=uses_knowledge_base(request)))
     if args.json:
         print(json.dumps(score.to_record(args.id), ensure_ascii=False, allow_nan=False))
     else:

@@ -32,7 +32,7 @@ def kb_note(settings, kb) -> str:
 
 @asynccontextmanager
 async def embedded_server(settings=None, load_timeout_s: float = 900.0,
-                          required: tuple[str, ...] | None = None) -> AsyncIterator[str]:
+                          required: tuple[str, ...] | None = None, uses_kb: bool = True) -> AsyncIterator[str]:
     """Starts the verifier in this process and yields its address; stops it on exit.
 
     Raises EmbeddedServerError when a required service (default: all the server
@@ -59,7 +59,7 @@ async def embedded_server(settings=None, load_timeout_s: float = 900.0,
         if missing:
             reasons = "; ".join(f"{name}: {runtime.load_errors.get(name, 'not ready')}" for name in missing)
             raise EmbeddedServerError(f"the embedded verifier could not start: {reasons}")
-        note = kb_note(settings, runtime.kb.current)
+        note = kb_note(settings, runtime.kb.current) if uses_kb else ""  # (context passages or InfoGain only)
         if note:
             print(note, file=sys.stderr)
         yield address

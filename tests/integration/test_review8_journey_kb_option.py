@@ -71,3 +71,12 @@ def test_kb_that_cannot_be_used_is_a_usage_error(command, own_kb, tmp_path, caps
         err = capsys.readouterr().err
         assert f"kgverify {command}: error: --kb" in err and said in err, err
         assert "starting the embedded verifier" not in err
+
+
+def test_no_kb_note_when_the_chain_is_not_judged_against_the_kb(fast_models, tmp_path, capsys):
+    context = tmp_path / "context.txt"
+    context.write_text("Acetazolamide lowers intraocular pressure.\n")
+    assert main(["evaluate", *CHAIN, "--json", "--context-file", str(context)]) == 0
+    assert "knowledge base" not in capsys.readouterr().err
+    assert main(["evaluate", *CHAIN, "--json", "--metrics", "infogain"]) == 0
+    assert "knowledge base" not in capsys.readouterr().err
