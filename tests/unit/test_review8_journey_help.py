@@ -15,7 +15,8 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"kgverify {__version__}"
 
 
-def test_batch_help_names_the_row_fields_and_paper_its_estimator(capsys):
+def test_batch_help_names_the_row_fields_and_paper_its_estimator(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # (argparse wraps at the terminal's width, breaking words at hyphens)
     with pytest.raises(SystemExit):
         main(["batch", "--help"])
     text = " ".join(capsys.readouterr().out.split())
