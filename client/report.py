@@ -156,8 +156,8 @@ def build_report(opts: ReportOptions) -> tuple[dict[str, Any], dict[str, list[Ch
     elif opts.by == FILE_GROUPING:
         chosen = "the first input file with a defined score"
     else:  # a journal lists rows as they finished, so with concurrency this may change from run to run
-        chosen = ("the first group with a defined score in the journal, whose rows are in the order they finished: "
-                  "--baseline GROUP names one")
+        chosen = ("the first group with a defined score in the journal, whose rows are in the order they finished "
+                  "unless batch ran with --keep-order: --baseline GROUP names one")
     if baseline not in chains:
         raise ReportError(printable(f"no group {baseline!r} (groups: {', '.join(chains)})"))
     chains = {baseline: chains[baseline], **{g: c for g, c in chains.items() if g != baseline}}
