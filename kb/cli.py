@@ -101,6 +101,45 @@ def _documents(args: argparse.Namespace, output: Path):
     return DocumentReader(args.input, fields, exclude=[output])
 
 
+def _fields_note(args: argparse.Namespace, output: Path) -> str:
+    """" (--text-field 'text'; the first row of FILE has the fields a, b, c)" for inputs without document text: the
+    field to map is often just named otherwise (MedQuAD's 'answer', PubMedQA's 'CONTEXTS'); "" when not found."""
+    import csv
+    import gzip
+
+    try:
+        path, fmt = next(iter(_documents(args, output)._inputs()))
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            names = list(pq.read_schema(path).names)
+        elif fmt in ("jsonl", "csv"):
+            opener = gzip.open if path.name.lower().endswith(".gz") else open
+            with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
+                if fmt == "csv":
+                    tsv = path.name.lower().removesuffix(".gz").endswith(".tsv")
+                    names = next(csv.reader(fh, delimiter="\t" if tsv else ","))
+                else:
+                    row = json.loads(next(line for line in fh if line.strip()))
+                    names = list(row) if isinstance(row, dict) else []
+        else:
+            return ""
+    except Exception:  # (noqa: BLE001) only a hint: the error stands without it
+        return ""
+    if not names:
+        return ""
+    shown = ", ".join(str(n) for n in names[:15]) + (", ..." if len(names) > 15 else "")
+    return f"; --text-field is {args.text_field!r}, and the first row of {path} has the fields: {shown}"
+
+
+def _no_text_hint(args: argparse.Namespace, output: Path, exc: ValueError) -> ValueError:
+    from kb.build import NO_TEXT
+
+    if str(exc) != NO_TEXT:
+        return exc
+    return ValueError(NO_TEXT + _fields_note(args, output))
+
+
 def _index_params(items: list[str]) -> dict:
     params = {}
     for item in items:
@@ -177,10 +216,13 @@ def _build(args: argparse.Namespace) -> int:
     spec = ChunkSpec(args.chunk_chars, args.chunk_overlap, args.context_chars)
     options = BuildOptions(index=args.index, index_params=_index_params(args.index_param), bm25=not args.no_bm25,
                            keep_versions=args.keep_versions)
-    with _writing(args.output):
-        manifest = build_kb(_documents(args, args.output), args.output, _embedder(args.embedder), chunking=spec,
-                            options=options, build_options={"inputs": [str(p) for p in args.input]},
-                            progress=not args.no_progress, stages=True)
+    try:
+        with _writing(args.output):
+            manifest = build_kb(_documents(args, args.output), args.output, _embedder(args.embedder), chunking=spec,
+                                options=options, build_options={"inputs": [str(p) for p in args.input]},
+                                progress=not args.no_progress, stages=True)
+    except ValueError as exc:
+        raise _no_text_hint(args, args.output, exc) from None
     print(json.dumps(_summary(manifest, args.output)))
     return 0
 
@@ -192,11 +234,14 @@ def _add(args: argparse.Namespace) -> int:
 
     embedder = _embedder(args.embedder or Manifest.load(current_version(args.directory)).embedder)
     outcome: dict = {}
-    with _writing(args.directory):
-        manifest = add_documents(args.directory, _documents(args, args.directory), embedder,
-                                 keep_versions=args.keep_versions,
-                                 build_options={"inputs": [str(p) for p in args.input]},
-                                 progress=not args.no_progress, stages=True, outcome=outcome)
+    try:
+        with _writing(args.directory):
+            manifest = add_documents(args.directory, _documents(args, args.directory), embedder,
+                                     keep_versions=args.keep_versions,
+                                     build_options={"inputs": [str(p) for p in args.input]},
+                                     progress=not args.no_progress, stages=True, outcome=outcome)
+    except ValueError as exc:
+        raise _no_text_hint(args, args.directory, exc) from None
     print(json.dumps(_summary(manifest, args.directory, outcome or None)))
     return 0
 
