@@ -376,6 +376,8 @@ def _cmd_batch(args) -> int:
     except KeyboardInterrupt:
         print(f"interrupted: {summary.progress(args.output)}", file=sys.stderr)
         return 130
+    for path in args.export:  # (as report names each file it writes; the summary stays the last line)
+        print(f"wrote {path}", file=sys.stderr)
     print(json.dumps({"rows": summary.total, "skipped_already_done": summary.skipped,
                       "retried_errors": summary.retried, "written": summary.written,
                       "ki_only_no_answer": summary.ki_only, "statuses": summary.statuses,
