@@ -26,8 +26,9 @@ def kb_note(settings, kb) -> str:
     info = kb.info
     if settings.kb.path:
         return printable(f"knowledge base {info.kb_id}: {info.num_facts} facts, from {settings.kb.path}")
-    return (f"knowledge base {info.kb_id}: the bundled demo KB ({info.num_facts} facts, for trying kgverify out); "
-            "judge your own domain against a KB built with `kgverify kb build` (--kb DIR or KGV_KB__PATH)")
+    return printable(f"knowledge base {info.kb_id}: the bundled demo KB ({info.num_facts} facts, for trying kgverify "
+                     f"out; kgverify kb search {info.path} QUERY shows them); judge your own domain against a KB "
+                     "built with `kgverify kb build` (--kb DIR or KGV_KB__PATH)")
 
 
 @asynccontextmanager

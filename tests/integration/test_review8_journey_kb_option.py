@@ -32,10 +32,11 @@ def own_kb(tmp_path_factory):
     return work / "kb"
 
 
-def test_evaluate_says_it_judges_against_the_demo_kb(fast_models, capsys):
+def test_evaluate_says_it_judges_against_the_demo_kb(fast_models, demo_kb_path, capsys):
     assert main(["evaluate", *CHAIN, "--json"]) == 0
     err = capsys.readouterr().err
     assert "the bundled demo KB (" in err and "kgverify kb build" in err and "--kb DIR" in err, err
+    assert f"kgverify kb search {demo_kb_path} QUERY shows them" in err, err
 
 
 def test_evaluate_and_batch_judge_against_the_kb_given_with_kb(fast_models, own_kb, tmp_path, capsys):
