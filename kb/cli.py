@@ -209,9 +209,18 @@ class _Reported(Exception):
 
 
 
+def _check_inputs(args: argparse.Namespace) -> None:
+    """Inputs that do not exist, named before the embedder loads (seconds) and the progress bar starts."""
+    for path in args.input:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"input {path} does not exist")
+
+
 def _build(args: argparse.Namespace) -> int:
     from kb.build import BuildOptions, build_kb
     from kb.chunking import ChunkSpec
+
+    _check_inputs(args)
 
     spec = ChunkSpec(args.chunk_chars, args.chunk_overlap, args.context_chars)
     options = BuildOptions(index=args.index, index_params=_index_params(args.index_param), bm25=not args.no_bm25,
@@ -232,6 +241,7 @@ def _add(args: argparse.Namespace) -> int:
     from kb.layout import current_version
     from kb.manifest import Manifest
 
+    _check_inputs(args)
     embedder = _embedder(args.embedder or Manifest.load(current_version(args.directory)).embedder)
     outcome: dict = {}
     try:
