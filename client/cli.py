@@ -10,6 +10,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -272,7 +273,7 @@ def _read_steps(path: Path, option: str = "--steps-file") -> list[str]:
 def _cmd_evaluate(args) -> int:
     from . import requests
     from .aio import AsyncVerifierClient
-    from .readiness import scoring_services, uses_knowledge_base, wait_until_ready
+    from .readiness import retry_not_ready, scoring_services, uses_knowledge_base, wait_until_ready
     from .render import render_chain
     from .security import client_options
 
@@ -308,9 +309,10 @@ def _cmd_evaluate(args) -> int:
 
     async def job(address: str):
         async with AsyncVerifierClient(address, **security) as client:
-            await wait_until_ready(client, [request], EVALUATE_READY_TIMEOUT_S,
-                                   on_waiting=lambda message: print(message, file=sys.stderr))
-            return await client.score_chain(**kwargs)
+            deadline = time.monotonic() + EVALUATE_READY_TIMEOUT_S
+            say = lambda message: print(message, file=sys.stderr)  # noqa: E731
+            await wait_until_ready(client, [request], EVALUATE_READY_TIMEOUT_S, on_waiting=say)
+            return await retry_not_ready(client, [request], deadline, lambda: client.score_chain(**kwargs), say)
 
     score = _run_interruptible(_with_server(args.server, job, required=scoring_services([request]),
                                             settings=settings, uses_kb=uses_knowledge_base(request)))

@@ -37,12 +37,41 @@ def scoring_services(chain_requests: Iterable) -> tuple[str, ...]:
     return (KNOWLEDGE,) + ((INFO_GAIN,) if info_gain else ())
 
 
+# Judges that need no vLLM: a call naming one is served while the server waits for its default (vLLM) judge.
+LOCAL_JUDGES = frozenset(requests.JUDGES[name] for name in ("nli", "baseline", "cascade"))
+
+
+def _needs_default_judge(request) -> bool:
+    return requests.METRICS["ki"] in request.metrics and request.knowledge_options.judge not in LOCAL_JUDGES
+
+
 def serving_needed(chain_requests: Iterable) -> set[str]:
     """Of scoring_services, those that must be SERVING (their backend up): the knowledge service only when a
-    request asks for KI (its judge); otherwise it need only take calls."""
+    request asks for KI with the server's judge or the vllm one; one that names a judge running in the server
+    (nli, baseline, cascade) is served while the default vLLM judge waits, so the service need only take calls
+    (a call the server still refuses NOT_READY, e.g. its default LLM decomposer down, is waited for and sent
+    again: see retry_not_ready)."""
     chain_requests = list(chain_requests)
-    ki = any(requests.METRICS["ki"] in r.metrics for r in chain_requests)
+    ki = any(_needs_default_judge(r) for r in chain_requests)
     return {s for s in scoring_services(chain_requests) if s != KNOWLEDGE or ki}
+
+
+async def retry_not_ready(client: AsyncVerifierClient, chain_requests: Iterable, deadline: float, call,
+                          on_waiting: Callable[[str], None] | None = None):
+    """await call(); when the server answers NOT_READY (the service takes calls, but not this one yet), waits
+    until every scoring service it needs is SERVING, up to the monotonic deadline, and calls once more."""
+    from .errors import VerifierError
+
+    try:
+        return await call()
+    except VerifierError as exc:
+        if exc.code != "UNAVAILABLE" or exc.reason != "NOT_READY":
+            raise
+    chain_requests = list(chain_requests)
+    for service in scoring_services(chain_requests):
+        await client.wait_ready(service, timeout_s=max(deadline - time.monotonic(), 0.0),
+                                connect_timeout_s=CONNECT_TIMEOUT_S, on_waiting=on_waiting)
+    return await call()
 
 
 async def wait_until_ready(client: AsyncVerifierClient, chain_requests: Iterable, timeout_s: float, *,

@@ -53,7 +53,10 @@ def _backends_asked(method: str, request) -> dict[str, str | None] | None:
     name = method.rsplit("/", 1)[-1]
     if name in ("ScoreKnowledge", "ScoreChain"):
         options = request.options if name == "ScoreKnowledge" else request.knowledge_options
-        return {"judge": JUDGES.get(options.judge), "splitter": SPLITTERS.get(options.splitter)}
+        asked = {"judge": JUDGES.get(options.judge)}
+        if request.reasoning:  # pre-split steps make no splitter call (the LLM decomposer's backend may be down)
+            asked["splitter"] = SPLITTERS.get(options.splitter)
+        return asked
     if name == "ScoreInfoGain":
         return {"estimator": ESTIMATORS.get(request.options.estimator)}
     return None

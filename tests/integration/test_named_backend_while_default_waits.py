@@ -109,3 +109,75 @@ async def test_info_gain_naming_the_nli_estimator_is_served_while_the_default_lm
         request.options.estimator = igpb.ESTIMATOR_NLI
         served = await stub.ScoreInfoGain(request, timeout=HANG_GUARD_S)
         assert len(served.steps) == 2 and served.provenance.estimator == "nli:fake"
+
+
+async def test_the_cli_naming_an_up_judge_does_not_wait_for_the_default_one(server, tmp_path, capsys):
+    """`kgverify evaluate --judge nli --server ADDR` waited (up to 300 s) for the knowledge service to be SERVING,
+    i.e. for the default vLLM judge it does not use."""
+    import asyncio
+
+    from client import cli
+
+    steps = tmp_path / "steps.txt"
+    steps.write_text("\n".join(ROW["steps"]))
+    async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+        await wait_loaded(channel)
+    argv = ["evaluate", "--server", server.addresses[0], "--question", ROW["question"], "--steps-file", str(steps),
+            "--judge", "nli", "--metrics", "ki", "--json"]
+    code = await asyncio.wait_for(asyncio.to_thread(cli.main, argv), HANG_GUARD_S)
+    out = capsys.readouterr().out
+    assert code == 0 and "nli:fake" in out
+
+
+class DownSplitter:
+    """A default splitter whose backend is down (an LLM decomposer whose vLLM is not up)."""
+
+    name = "llm/1:fake"
+
+    def __init__(self):
+        from server.pipeline.splitter import RuleSplitter
+
+        self.rules = RuleSplitter()
+
+    def split_steps(self, steps, question=""):
+        return self.rules.split_steps(steps, question)
+
+    async def asplit(self, text, question, deadline):
+        from server.pipeline.errors import BackendUnavailableError
+
+        raise BackendUnavailableError("fake decomposer is down")
+
+    async def ready(self):
+        return False
+
+
+async def test_pre_split_steps_are_served_while_the_default_llm_splitter_waits(cache_dir, demo_kb_path, monkeypatch):
+    import asyncio
+
+    from server.backends import registry
+    from tests.fakes.backends import FakeEstimator, FakeJudge
+
+    monkeypatch.setitem(registry.JUDGES, "nli", lambda ctx: FakeJudge(name="nli:fake"))
+    monkeypatch.setitem(registry.ESTIMATORS, "nli", lambda ctx: FakeEstimator(name="nli:fake"))
+    monkeypatch.setitem(registry.SPLITTERS, "llm", lambda ctx: DownSplitter())
+    settings = make_settings(cache_dir, splitter={"backend": "llm", "base_url": "http://127.0.0.1:9/v1",
+                                                  "model": "decomposer"})
+    running = await start_server(settings, ["127.0.0.1:0"])
+    try:
+        await running.wait_ready(300)  # the InfoGain service; the knowledge service waits for its splitter
+        async with grpc.aio.insecure_channel(running.addresses[0]) as channel:
+            stub = kgrpc.KnowledgeServiceStub(channel)
+            for _ in range(3000):  # until the knowledge service has loaded (then it waits for its splitter)
+                try:
+                    await stub.SplitReasoning(kpb.SplitReasoningRequest(steps=["A."]), timeout=HANG_GUARD_S)
+                    break
+                except grpc.aio.AioRpcError:
+                    await asyncio.sleep(0.1)
+            served = await stub.ScoreKnowledge(knowledge(), timeout=HANG_GUARD_S)  # steps: no splitter call
+            assert len(served.steps) == 2
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.ScoreKnowledge(kpb.ScoreKnowledgeRequest(reasoning="Heparin is an anticoagulant."),
+                                          timeout=HANG_GUARD_S)
+            assert refused.value.code() == UNAVAILABLE and "waiting for its backend" in refused.value.details()
+    finally:
+        await running.stop(0)
