@@ -42,14 +42,14 @@ async def test_a_request_waiting_for_another_s_slow_llm_verdict_still_gets_degra
     """A caller with a short deadline whose claims are being judged for a caller with a long one (single flight)
     must not wait out its whole deadline: the cascade promises degraded verdicts in time, not DEADLINE_EXCEEDED."""
     steps = ["Warfarin is a vitamin K antagonist (slow single flight)."]
-    fake.faults.delay_s = 6.0
+    fake.faults.delay_s = 15.0  # the patient caller's LLM call; the hurried one has 8 s (margin for a busy CPU)
     try:
         async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
             calls = fake.paths().count("/v1/chat/completions")
             patient = asyncio.ensure_future(client.score_knowledge(steps=steps, timeout_s=60))
             while fake.paths().count("/v1/chat/completions") == calls:  # its LLM call is in flight
                 await asyncio.sleep(0.02)
-            hurried = await client.score_knowledge(steps=steps, timeout_s=4.0)
+            hurried = await client.score_knowledge(steps=steps, timeout_s=8.0)
             slow = await patient
     finally:
         fake.faults.delay_s = 0.0
