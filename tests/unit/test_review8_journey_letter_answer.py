@@ -9,6 +9,16 @@ UNREACHABLE = "unix:///nonexistent/kgv.sock"  # (the warning comes before any ca
 NOTE = "names an option by its letter, but no --choice was given: InfoGain targets the text itself"
 
 
+@pytest.fixture(autouse=True)
+def quick_unreachable(monkeypatch):
+    """The unreachable server is given up on at once (the CLI waits 3 s for a server to answer)."""
+    import client.batch
+    import client.readiness
+
+    monkeypatch.setattr(client.readiness, "CONNECT_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(client.batch, "CONNECT_TIMEOUT_S", 0.2)
+
+
 @pytest.mark.parametrize("answer", ["B", "(c)", "D."])
 def test_a_letter_answer_without_options_is_pointed_out(capsys, answer):
     assert main(["evaluate", "--question", "Q", "--reasoning", "So the answer is B.", "--answer", answer,
