@@ -82,11 +82,15 @@ def _metrics(value: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive_int(value: str) -> int:
+def _whole_number(value: str) -> int:
     try:
-        number = int(value)
+        return int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, not {value!r}") from None
+
+
+def _positive_int(value: str) -> int:
+    number = _whole_number(value)
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
     return number
@@ -95,10 +99,7 @@ def _positive_int(value: str) -> int:
 def _non_negative_int(value: str) -> int:
     """A count where 0 means the server's default (--top-k, --window): refused here, before any model loads or
     any row is sent (a negative one made every row of a batch an INVALID_ARGUMENT record)."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {value!r}") from None
+    number = _whole_number(value)
     if number < 0:
         raise argparse.ArgumentTypeError(f"must be 0 (the server's default) or more, not {number}")
     return number
