@@ -31,6 +31,31 @@ def kb_note(settings, kb) -> str:
                      "built with `kgverify kb build` (--kb DIR or KGV_KB__PATH)")
 
 
+SOCKET_NAME = "kgverify.sock"
+MAX_SOCKET_PATH = 107  # bytes: a unix socket's path must fit sockaddr_un.sun_path (108 with its NUL) on Linux
+
+
+def _socket_dir() -> Path:
+    """A private (0700) directory for the embedded verifier's socket: in the temporary directory (TMPDIR), or in
+    /tmp or /var/tmp when a socket path there would be too long for a unix socket (a deep TMPDIR: CI runners,
+    pytest's temporary paths, macOS's /var/folders/...), which gRPC refused as "address in use"."""
+    probe = f"kgverify-{'x' * 8}/{SOCKET_NAME}"  # mkdtemp adds 8 characters to the prefix
+    tried = []
+    for parent in (tempfile.gettempdir(), "/tmp", "/var/tmp"):
+        if parent in tried or not Path(parent).is_dir():
+            continue
+        tried.append(parent)
+        if len(str(Path(parent) / probe).encode()) <= MAX_SOCKET_PATH:
+            try:
+                return Path(tempfile.mkdtemp(prefix="kgverify-", dir=parent))
+            except OSError:
+                continue
+    raise EmbeddedServerError(
+        f"no directory for the embedded verifier's socket: a unix socket path must be at most {MAX_SOCKET_PATH} "
+        f"bytes, and {', '.join(tried) or 'no temporary directory'} gave none that fits and can be written: set "
+        "TMPDIR to a short writable directory, or run a server and pass --server")
+
+
 @asynccontextmanager
 async def embedded_server(settings=None, load_timeout_s: float = 900.0,
                           required: tuple[str, ...] | None = None, uses_kb: bool = True) -> AsyncIterator[str]:
@@ -45,8 +70,8 @@ async def embedded_server(settings=None, load_timeout_s: float = 900.0,
     settings = settings or load_settings()
     for name in ("kgverify", "server", "kb"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    tmp = Path(tempfile.mkdtemp(prefix="kgverify-"))
-    address = f"unix://{tmp / 'kgverify.sock'}"
+    tmp = _socket_dir()
+    address = f"unix://{tmp / SOCKET_NAME}"
     print("starting the embedded verifier (loading models)...", file=sys.stderr)
     verifier = await start_server(settings, [address])
     try:

@@ -4,10 +4,13 @@ early exits (Ctrl-C, a consumer that stops reading a stream) leave nothing runni
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
@@ -280,9 +283,9 @@ async def test_a_stream_the_consumer_stops_reading_is_cancelled_on_the_server(ca
     ["demo"],
     ["evaluate", "--question", "Q?", "--reasoning", "Protamine neutralizes heparin.", "--metrics", "ki"],
 ])
-async def test_sigterm_while_an_embedded_server_runs_cleans_it_up_and_exits_130(tmp_path, cache_dir, command):
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
+async def test_sigterm_while_an_embedded_server_runs_cleans_it_up_and_exits_130(cache_dir, command):
+    # A short TMPDIR of its own: the socket goes there (a deep one, like pytest's, sends it to /tmp instead).
+    scratch = Path(tempfile.mkdtemp(prefix="kgv-sig-"))
     env = {**os.environ, "TMPDIR": str(scratch), "KGV_KB__CACHE_DIR": str(cache_dir),
            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "proto")])}
     proc = subprocess.Popen([sys.executable, "-m", "client.cli", *command], cwd=REPO, env=env,
@@ -295,7 +298,7 @@ async def test_sigterm_while_an_embedded_server_runs_cleans_it_up_and_exits_130(
             seen += chunk
         assert [p.name for p in scratch.iterdir() if p.name.startswith("kgverify-")]  # its socket directory
         proc.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(proc.wait, 60) == 130
+        assert await asyncio.to_thread(proc.wait, 60) == 130, proc.stderr.read().decode(errors="replace")
         assert "Traceback" not in (seen + proc.stderr.read()).decode(errors="replace")
         assert not [p.name for p in scratch.iterdir() if p.name.startswith("kgverify-")]  # removed on the way out
     finally:
@@ -303,3 +306,4 @@ async def test_sigterm_while_an_embedded_server_runs_cleans_it_up_and_exits_130(
             proc.kill()
             proc.wait()
         proc.stderr.close()
+        shutil.rmtree(scratch, ignore_errors=True)
