@@ -23,7 +23,7 @@ demo: setup
 	$(BIN)/kgverify demo
 
 test: setup
-	$(BIN)/python -m pytest -q --durations=15 -p no:cacheprovider
+	$(BIN)/python -m pytest -q -n 2 --durations=15 -p no:cacheprovider
 
 proto: setup
 	$(BIN)/python scripts/gen_proto.py

@@ -111,12 +111,12 @@ ROW_TEXT = "".join(json.dumps({"id": f"r{i}", "question": "Q?", "reasoning": "As
                    for i in range(3))
 
 
-@pytest.mark.parametrize("name, data, words", [
+@pytest.mark.parametrize("name, data, words", [  # mtime=0: the same test ids in every worker
     ("rows.jsonl", ROW_TEXT.encode("utf-16"), "is UTF-16 text"),  # PowerShell's `>`: a BOM, then UTF-16LE
     ("rows.csv", ("id,question\r\nr0,Q?\r\n").encode("utf-16-be"), "holds NUL bytes"),  # no BOM
     ("rows.jsonl", ROW_TEXT.encode("utf-32"), "is UTF-32 text"),
-    ("rows.jsonl", gzip.compress(ROW_TEXT.encode()), "is gzip-compressed: name it with .gz"),
-    ("rows.jsonl.gz", gzip.compress(ROW_TEXT.encode("utf-16")), "is UTF-16 text"),
+    ("rows.jsonl", gzip.compress(ROW_TEXT.encode(), mtime=0), "is gzip-compressed: name it with .gz"),
+    ("rows.jsonl.gz", gzip.compress(ROW_TEXT.encode("utf-16"), mtime=0), "is UTF-16 text"),
 ])
 def test_text_that_is_not_utf8_as_a_whole_stops_the_run_before_anything_is_written(tmp_path, capsys, name, data,
                                                                                   words):

@@ -19,7 +19,8 @@ def _raw_controls(text):
             or 0x202a <= ord(c) <= 0x202e or 0x2066 <= ord(c) <= 0x2069]
 
 
-def test_chain_text_and_server_values_are_printed_without_terminal_controls():
+def test_chain_text_and_server_values_are_printed_without_terminal_controls(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # the whole hostile text on its lines, whatever terminal runs the tests
     evidence = Evidence(fact_id="kb:1\x1b[31m", text="t", source="s", score=0.5, title="", origin="kb")
     step = StepScore(index=1, text=HOSTILE + "\nsecond line", start=0, end=10, verdict="supported\x1b[0m",
                      evidence=(evidence,))
