@@ -149,6 +149,22 @@ class VllmClient:
                 log.info("vLLM at %s serves %r again", self.base_url, model)
         return problem is None
 
+    async def served_root(self, model: str, timeout_s: float = 2.0) -> tuple[bool, str | None]:
+        """(True, the `root` /v1/models lists for `model`: the weights vLLM loaded, None when the entry has none), or
+        (False, None) when that cannot be read: unreachable, an error status, a body that is not a model list, or
+        `model` not listed. One probe-pool request, no retries (this is asked on a request's path)."""
+        try:
+            response = await self._probe_http.get(f"{self.base_url}/models", timeout=timeout_s)
+            cards = response.json().get("data") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return False, None
+        mine = [card for card in cards if isinstance(card, dict) and card.get("id") == model] \
+            if isinstance(cards, list) else []
+        if not mine:
+            return False, None
+        root = mine[0].get("root")
+        return True, root if isinstance(root, str) and root else None
+
     async def aclose(self) -> None:
         await self._http.aclose()
         await self._probe_http.aclose()

@@ -69,6 +69,7 @@ class Faults:
 class FakeVllmServer:
     model: str = "judge"
     max_model_len: int = 2048
+    root: str | None = None  # /v1/models' `root` (the weights' path; vLLM lists the model path); None: the name
     chat: Callable[[dict], ChatReply] | None = None
     scorer: Callable[[list[int]], list[float]] | None = None  # logprob of token t | tokens < t, for t >= 1
     tokenizer: Callable[[str, bool], list[int]] | None = None
@@ -203,7 +204,7 @@ class FakeVllmServer:
     def _models(self) -> dict:
         return {"object": "list", "data": [{
             "id": self.model, "object": "model", "created": int(time.time()), "owned_by": "vllm",
-            "root": self.model, "parent": None, "max_model_len": self.max_model_len, "permission": [],
+            "root": self.root or self.model, "parent": None, "max_model_len": self.max_model_len, "permission": [],
         }]}
 
     def _tokenize(self, body: dict) -> tuple[int, dict]:

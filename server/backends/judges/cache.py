@@ -39,6 +39,13 @@ def cache_key(item: JudgeItem, judge_name: str, prompt_version: str, kb_id: str)
             prompt_version, kb_id)
 
 
+async def judge_identity(judge, deadline: Deadline) -> str | None:
+    """What the cache keys a judge by: its name, or for a judge on vLLM also the model serving that name (None
+    while that is unknown)."""
+    identity = getattr(judge, "cache_identity", None)
+    return judge.name if identity is None else await identity(deadline)
+
+
 def cacheable(judgement: Judgement) -> bool:
     """Errors and degraded verdicts are not kept: the next request should get the real answer."""
     return judgement.verdict is not Verdict.ERROR and judgement.tier is not Tier.DEGRADED
@@ -151,7 +158,10 @@ class VerdictCache:
         that judging fails, is cancelled, gives an uncacheable verdict or outlasts this deadline (less the time
         kept to judge here), the waiting items are judged here after all."""
         loop = asyncio.get_running_loop()
-        keys = [cache_key(item, judge.name, judge.prompt_version, kb_id) for item in items]
+        identity = await judge_identity(judge, deadline)
+        if identity is None:  # which model would judge is unknown right now: its verdicts are not kept or reused
+            return await judge.judge(items, deadline)
+        keys = [cache_key(item, identity, judge.prompt_version, kb_id) for item in items]
         out: list[Judgement | None] = [self._peek(key, item) for key, item in zip(keys, items)]
         own: dict[CacheKey, list[int]] = {}  # judged by this call: key -> its positions in items
         waiting: dict[CacheKey, tuple[asyncio.Future, list[int]]] = {}  # judged by another call right now

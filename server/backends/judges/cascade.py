@@ -108,6 +108,14 @@ class CascadeJudge:
                 out[i] = result
         return out
 
+    async def cache_identity(self, deadline: Deadline) -> str | None:
+        """The cascade as the verdict cache keys it: with the LLM tier's model (None while that cannot be read)."""
+        identity = getattr(self.llm, "cache_identity", None)
+        if identity is None:
+            return self.name
+        llm = await identity(deadline)
+        return None if llm is None else f"cascade[{self.embedded.name} <{self.threshold:g} {llm}]"
+
     async def ready(self) -> bool:
         # The cascade serves (degraded) without its LLM tier; it needs only the embedded judge.
         return await self.embedded.ready()

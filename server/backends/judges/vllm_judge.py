@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 import re
+import time
 from typing import Any, Sequence
 
 from ...pipeline.deadline import Deadline
@@ -24,6 +25,10 @@ _BY_LABEL = {token: verdict for verdict, token in VERBALIZERS.items()}
 # length is N tokens. However, you requested …", "… your request has N input tokens", "'max_tokens' or
 # 'max_completion_tokens' is too large: …", "The decoder prompt (length N) is longer than the maximum model length".
 _CONTEXT_TOO_LONG = re.compile(r"HTTP 400[ )].*maximum (context|model) length", re.IGNORECASE | re.DOTALL)
+# How long the model found behind the served name is taken as known before /v1/models is read again. A judging
+# call that finds vLLM down or too slow forgets it at once: vLLM may come back with other weights under that name.
+SERVED_TTL_S = 10.0
+SERVED_PROBE_S = 2.0  # the longest a request waits for /v1/models before going on without the verdict cache
 
 
 class JudgeOutputError(ValueError):
@@ -164,6 +169,34 @@ class VllmJudge:
         self.name = f"vllm:{model}"
         self.prompt_version = PROMPT_VERSION
         self._closed = False
+        self._identity: str | None = None  # the name and the weights behind it, as last read
+        self._identity_read_at: float | None = None
+        self._identity_lock = asyncio.Lock()
+
+    async def cache_identity(self, deadline: Deadline) -> str | None:
+        """The judge as the verdict cache keys it: its name and the model vLLM serves under that name (the `root`
+        /v1/models lists: the weights' path), read again every SERVED_TTL_S seconds and after an outage.
+
+        The name alone (`vllm:judge`) stays the same when vLLM restarts with other weights under the same
+        --served-model-name, and cached verdicts of the first model would then be served as the second's. None
+        while the entry cannot be read (vLLM down, slow, or not serving the name): the request then neither reads
+        nor fills the cache."""
+        read_at = self._identity_read_at
+        if read_at is None or time.monotonic() - read_at > SERVED_TTL_S:
+            async with self._identity_lock:  # one read at a time: requests arriving together share it
+                read_at = self._identity_read_at
+                if read_at is None or time.monotonic() - read_at > SERVED_TTL_S:
+                    ok, root = await self.client.served_root(self.model, deadline.timeout(SERVED_PROBE_S))
+                    self._identity = (f"{self.name}@{root}" if root and root != self.model else self.name) \
+                        if ok else None
+                    self._identity_read_at = time.monotonic()
+        return self._identity
+
+    def _outage_seen(self) -> None:
+        """vLLM was down or too slow for a call: it may come back with other weights, so the identity is read again
+        (unless it is already unknown: then the next read waits out the interval, not every request)."""
+        if self._identity is not None:
+            self._identity_read_at = None
 
     async def _one(self, item: JudgeItem, deadline: Deadline) -> Judgement:
         """The claim's LLM verdict; PromptTooLongError when its prompt does not fit the model's context."""
@@ -199,6 +232,8 @@ class VllmJudge:
         exception is raised.
         """
         results = await asyncio.gather(*(self._one(item, deadline) for item in items), return_exceptions=True)
+        if any(isinstance(r, (BackendUnavailableError, BackendTimeoutError)) for r in results):
+            self._outage_seen()
         for result in results:
             if isinstance(result, BaseException) and not isinstance(
                     result, (BackendUnavailableError, BackendTimeoutError, PromptTooLongError)):

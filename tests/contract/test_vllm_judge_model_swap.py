@@ -1,0 +1,132 @@
+"""The verdict cache and a model swapped under the LLM judge's served name.
+
+The compose file serves ${MODEL} as "judge": a vLLM restarted with other weights keeps the name, and verdicts cached
+for the first model were served as the second's (the key held the judge's name only)."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.backends.judges import vllm_judge
+from server.backends.judges.cache import VerdictCache
+from server.backends.judges.cascade import CascadeJudge
+from server.backends.judges.vllm_judge import VllmJudge
+from server.backends.vllm_client import VllmClient
+from server.pipeline.deadline import Deadline
+from server.pipeline.errors import BackendUnavailableError
+from server.pipeline.types import Evidence, EvidenceOrigin, JudgeItem, LabelProbs, Judgement, Tier, Verdict
+from tests.fakes.vllm_server import FakeVllmServer, label_choice_reply
+
+EVIDENCE = (Evidence("pharm-0011", "Warfarin is a vitamin K antagonist.", "BNF", "Warfarin", 0.8,
+                     EvidenceOrigin.KNOWLEDGE_BASE),)
+ITEM = JudgeItem("Warfarin is a direct thrombin inhibitor.", EVIDENCE)
+SUPPORTS = {"A": 0.9, "B": 0.05, "C": 0.05}
+CONTRADICTS = {"A": 0.05, "B": 0.9, "C": 0.05}
+
+
+class Weights:
+    """What the fake's model answers; swapped with the root /v1/models lists."""
+
+    def __init__(self, fake: FakeVllmServer):
+        self.fake, self.labels = fake, SUPPORTS
+        fake.chat = lambda body: label_choice_reply(self.labels)
+
+    def load(self, root: str, labels: dict[str, float]) -> None:
+        self.fake.root, self.labels = root, labels
+
+
+def chats(fake: FakeVllmServer) -> int:
+    return sum(1 for path, _ in fake.requests if path.endswith("chat/completions"))
+
+
+async def judge_twice(cache, judge, deadline):
+    return [(await cache.judge_through(judge, [ITEM], deadline))[0] for _ in range(2)]
+
+
+async def test_a_model_swapped_under_the_served_name_gets_its_own_verdicts(monkeypatch):
+    monkeypatch.setattr(vllm_judge, "SERVED_TTL_S", 0.0)  # vLLM's restart outlasts the re-read interval
+    with FakeVllmServer(model="judge", root="/models/judge-a") as fake:
+        weights = Weights(fake)
+        judge = VllmJudge(VllmClient(fake.base_url, max_retries=0), "judge")
+        cache = VerdictCache(16)
+        try:
+            first, again = await judge_twice(cache, judge, Deadline.after(10))
+            assert first.verdict is Verdict.SUPPORTED and not first.cached
+            assert again.cached and chats(fake) == 1  # the same model: the cache serves it
+            weights.load("/models/judge-b", CONTRADICTS)
+            swapped, swapped_again = await judge_twice(cache, judge, Deadline.after(10))
+        finally:
+            await judge.aclose()
+    assert swapped.verdict is Verdict.CONTRADICTED and not swapped.cached  # judged by the model now served
+    assert swapped_again.cached and chats(fake) == 2
+
+
+async def test_a_judging_call_that_finds_vllm_down_reads_the_model_again_next_time():
+    """Within the re-read interval: vLLM going down and coming back is what a swap looks like from here."""
+    with FakeVllmServer(model="judge", root="/models/judge-a") as fake:
+        weights = Weights(fake)
+        judge = VllmJudge(VllmClient(fake.base_url, max_retries=0), "judge")
+        cache = VerdictCache(16)
+        try:
+            await judge_twice(cache, judge, Deadline.after(10))
+            fake.faults.http_status = 503  # vLLM restarting
+            with pytest.raises(BackendUnavailableError):
+                await cache.judge_through(judge, [JudgeItem("Heparin is a vitamin K antagonist.", EVIDENCE)],
+                                          Deadline.after(10))
+            fake.faults.http_status = None
+            weights.load("/models/judge-b", CONTRADICTS)
+            back = (await cache.judge_through(judge, [ITEM], Deadline.after(10)))[0]
+        finally:
+            await judge.aclose()
+    assert back.verdict is Verdict.CONTRADICTED and not back.cached
+
+
+async def test_while_the_served_model_cannot_be_read_verdicts_are_neither_reused_nor_kept(monkeypatch):
+    """E.g. /v1/models timing out under load while chat completions still answer."""
+    with FakeVllmServer(model="judge") as fake:
+        Weights(fake)
+        client = VllmClient(fake.base_url, max_retries=0)
+
+        async def unreadable(model, timeout_s=2.0):
+            return False, None
+
+        monkeypatch.setattr(client, "served_root", unreadable)
+        judge = VllmJudge(client, "judge")
+        cache = VerdictCache(16)
+        try:
+            first, again = await judge_twice(cache, judge, Deadline.after(10))
+        finally:
+            await judge.aclose()
+    assert first.verdict is again.verdict is Verdict.SUPPORTED
+    assert not again.cached and chats(fake) == 2 and len(cache) == 0
+
+
+class Embedded:
+    """An embedded tier that is never sure, so every claim is escalated."""
+
+    name, prompt_version = "nli:test", "e1"
+
+    async def judge(self, items, deadline):
+        return [Judgement(Verdict.SUPPORTED, LabelProbs(0.4, 0.3, 0.3), Tier.EMBEDDED, evidence=i.evidence)
+                for i in items]
+
+    async def ready(self):
+        return True
+
+
+async def test_the_cascade_keys_its_verdicts_by_the_llm_tiers_model_too(monkeypatch):
+    monkeypatch.setattr(vllm_judge, "SERVED_TTL_S", 0.0)
+    with FakeVllmServer(model="judge", root="/models/judge-a") as fake:
+        weights = Weights(fake)
+        cascade = CascadeJudge(Embedded(), VllmJudge(VllmClient(fake.base_url, max_retries=0), "judge"), 0.9)
+        cache = VerdictCache(16)
+        try:
+            first, again = await judge_twice(cache, cascade, Deadline.after(10))
+            weights.load("/models/judge-b", CONTRADICTS)
+            swapped = (await cache.judge_through(cascade, [ITEM], Deadline.after(10)))[0]
+            identity = await cascade.cache_identity(Deadline.after(5))
+        finally:
+            await cascade.aclose()
+    assert first.tier is Tier.LLM and again.cached
+    assert swapped.verdict is Verdict.CONTRADICTED and not swapped.cached
+    assert identity.endswith("vllm:judge@/models/judge-b]")
