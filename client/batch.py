@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterable, Iterator
 
-from tqdm import tqdm
+from kb.progress import progress_bar
 
 from . import requests
 from .aio import CONNECT_TIMEOUT_S, DEFAULT_MAX_MESSAGE_BYTES, AsyncVerifierClient, backoff_s, retry_pause_s
@@ -1194,8 +1194,8 @@ async def run_batch(opts: BatchOptions, settings=None, summary: BatchSummary | N
                                "nothing was sent")
         async with _ready_clients(opts, census, settings) as clients:
             desc = f"scoring (resumed: {summary.skipped} rows already done)" if summary.skipped else "scoring"
-            bar = tqdm(total=summary.skipped + census.planned, initial=summary.skipped, unit="chain", desc=desc,
-                       disable=not opts.progress, file=sys.stderr)
+            bar = progress_bar(total=summary.skipped + census.planned, initial=summary.skipped, unit="chain",
+                               desc=desc, disable=not opts.progress)
             writer = _Writer(journal, summary, opts.keep_order, bar=bar,
                              limit=max(REORDER_LIMIT, 4 * opts.concurrency))
             rows = plan_items(opts, journal, BatchSummary(), resumed)

@@ -72,10 +72,9 @@ class _Progress:
             print(f"kgverify kb: {message}", file=sys.stderr, flush=True)
 
     def start(self, total: int | None):
-        from tqdm import tqdm
+        from .progress import progress_bar
 
-        self.bar = tqdm(desc="documents", unit="doc", total=total, disable=not self.enabled, file=sys.stderr,
-                        mininterval=0.5)
+        self.bar = progress_bar(desc="documents", unit="doc", total=total, disable=not self.enabled, mininterval=0.5)
 
     def advance(self, position: int, **postfix) -> None:
         """Moves the bar to `position` documents done, showing the counts as they are now."""
