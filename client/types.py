@@ -171,7 +171,8 @@ class SplitResult:
     splitter: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"steps": [s.to_dict() for s in self.steps]}
+        """`kgverify split`'s JSON: the steps, the text their offsets index, and the splitter that drew them."""
+        return {"steps": [s.to_dict() for s in self.steps], "chain_text": self.chain_text, "splitter": self.splitter}
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,18 @@ def test_split_json_gives_each_claims_no_knowledge_flag_locally_and_from_a_serve
     assert claims and all(set(c) == {"text", "start", "end", "no_knowledge"} for c in claims)
     assert [c["no_knowledge"] for c in claims] == [True, False]  # planning, then a claim to check
 
+
+def test_split_json_names_the_text_its_offsets_index_and_the_splitter(capsys):
+    text = "First, recall heparin.\r\nProtamine neutralizes heparin."
+    assert main(["split", "--text", text]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["splitter"].startswith("rules/")
+    assert all(shown["chain_text"][s["start"]:s["end"]] == s["text"] for s in shown["steps"])
+    message = kpb.SplitReasoningResponse(chain_text="A. B.", splitter="llm:decomposer", steps=[
+        kpb.Step(index=0, text="A.", start=0, end=2), kpb.Step(index=1, text="B.", start=3, end=5)])
+    assert {k: split_result(message).to_dict()[k] for k in ("chain_text", "splitter")} == {
+        "chain_text": "A. B.", "splitter": "llm:decomposer"}
+
     # a server's split (SplitResult.to_dict), as `kgverify split --server` prints it
     message = kpb.SplitReasoningResponse(steps=[kpb.Step(
         index=0, text="So the answer is B.", start=0, end=19, no_knowledge=True,
