@@ -412,8 +412,10 @@ def _cmd_demo(args) -> int:
     chains = load_chains(args.chains or DEMO_CHAINS)
     security = client_options(args)
     settings = _embedded_settings(args)
+    # uses_kb=False: the demo's report names the knowledge base itself (stdout), the embedded verifier's note would
+    # say it again on stderr
     _run_interruptible(_with_server(args.server, lambda address: run_demo(
-        address, chains, ready_timeout_s=EVALUATE_READY_TIMEOUT_S, **security), settings=settings))
+        address, chains, ready_timeout_s=EVALUATE_READY_TIMEOUT_S, **security), settings=settings, uses_kb=False))
     return 0
 
 
