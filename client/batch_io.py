@@ -8,6 +8,7 @@ import gzip
 import json
 import os
 import re
+import socket
 import tempfile
 import zlib
 from pathlib import Path
@@ -493,13 +494,49 @@ def same_file(a: Path, b: Path) -> bool:
         return Path(a).resolve() == Path(b).resolve()
 
 
+_HOST = socket.gethostname().replace("/", "_") or "host"
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def _remove_orphans(path: Path) -> None:
+    """Removes the temporary files of writers of `path` that died before finishing (a SIGKILL, the OOM killer):
+    `.NAME.HOST.PID.XXXXXXXX.tmp` of this host whose process is gone. Another writer's file, a live one's or one
+    of another host (a shared file system), is left alone."""
+    prefix = _tmp_prefix(path) + f"{_HOST}."
+    try:
+        names = [entry.name for entry in os.scandir(path.parent)
+                 if entry.name.startswith(prefix) and entry.name.endswith(".tmp")]
+    except OSError:
+        return
+    for name in names:
+        pid, _, _ = name[len(prefix):].partition(".")
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(path.parent / name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # (PermissionError: another user's process)
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_output(path: Path, mode: str = "wb", **open_kwargs: Any) -> Iterator[IO]:
     """A file to write that replaces `path` whole once the block ends: a temporary file of its own beside it (so
     two writers of one path never share one), synced before it replaces `path` (and the directory after, where
     the system allows), removed if the block or the write fails."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_orphans(path)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path) + f"{_HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         umask = os.umask(0)
         os.umask(umask)
