@@ -495,6 +495,7 @@ def same_file(a: Path, b: Path) -> bool:
 
 
 _HOST = socket.gethostname().replace("/", "_") or "host"
+NAME_MAX = 255  # bytes of a file name on Linux, macOS and Windows file systems
 
 
 def _tmp_prefix(path: Path) -> str:
@@ -536,7 +537,10 @@ def atomic_output(path: Path, mode: str = "wb", **open_kwargs: Any) -> Iterator[
     the system allows), removed if the block or the write fails."""
     path = Path(path)
     _remove_orphans(path)
-    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path) + f"{_HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    prefix = _tmp_prefix(path) + f"{_HOST}.{os.getpid()}."
+    if len(prefix.encode()) + 12 > NAME_MAX:  # (a long output name: the file name limit before the host and pid)
+        prefix = _tmp_prefix(path)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     try:
         umask = os.umask(0)
         os.umask(umask)

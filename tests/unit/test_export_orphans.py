@@ -52,3 +52,10 @@ def test_the_next_export_removes_what_a_killed_one_left_and_keeps_a_live_writers
     finally:
         live.communicate(b"\\n", timeout=30)
     assert temporaries(out) == [] and out.read_bytes() == b"half a file"  # it finished, replacing the output
+
+
+def test_an_output_name_near_the_file_name_limit_is_still_written(tmp_path):
+    out = tmp_path / ("s" * 230 + ".csv")
+    with atomic_output(out) as fh:
+        fh.write(b"id\n")
+    assert out.read_bytes() == b"id\n" and temporaries(out) == []
