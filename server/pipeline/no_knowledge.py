@@ -12,6 +12,8 @@ import functools
 import re
 from typing import Callable
 
+from .claims import finite_verb
+
 _I = re.IGNORECASE
 # Discourse openers and interjections carry nothing; what follows them decides.
 # "No" is an interjection only before punctuation ("No, that is wrong."): "No antibiotics are needed" keeps its
@@ -57,6 +59,7 @@ _PLANNING = re.compile(
 # Planning that still carries a statement: "recall that warfarin is ...", "we use the formula: A = ...".
 _ASSERTS = re.compile(r"\b(?:that|since|because|as) \w+(?:\W+\w+){0,6}?\W+(?:is|are|was|were|has|have|can|"
                       r"causes?|inhibits?|blocks?)\b|\b(?:formula|theorem|rule|law|identity)\b|:\s*\S", _I)
+_RECALL = re.compile(r"(?:recall|remember|review)\b(?!-)(?!\s+(?:that|how|why|when|if|whether)\b)", _I)
 _RESTATE = re.compile(
     r"^(?:the patient|this patient|the child|the woman|the man|the boy|the girl|the student|our patient"
     r"|(?:we|you) (?:have|know|are told|are given)|given (?:that|are|is)|given\s*:|here,? we have"
@@ -225,6 +228,8 @@ class NoKnowledgeDetector:
             return True
         if _PLANNING.match(rest) and not _ASSERTS.search(rest):
             return True
+        if _RECALL.match(rest) and len(words) <= 5 and not any(finite_verb(w) for w in words[1:]):
+            return True  # "First, recall heparin.": a topic named, nothing said about it
         if knowledge or _GENERIC_SUBJECT.match(rest):
             return False
         if any(c.isdigit() for c in rest) and _arithmetic(rest, words, question_words):

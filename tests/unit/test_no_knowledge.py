@@ -33,6 +33,8 @@ QUESTION = ("A 58-year-old man has newly diagnosed type 2 diabetes and normal ki
     "She spends 7 × 3 = $21.",                                       # bare arithmetic
     "50 - 15 = 35",
     "Let x be the number of tablets.",
+    "First, recall metformin.",                                      # a topic named, nothing said about it
+    "Review the renal function tests.",
 ])
 def test_claims_without_domain_knowledge(claim):
     assert is_no_knowledge(claim, QUESTION)
@@ -46,6 +48,8 @@ def test_claims_without_domain_knowledge(claim):
     "The area of a circle is π r^2.",
     "The sum of the interior angles of a polygon with n sides is (n - 2) × 180 degrees.",
     "Let's recall that metformin is contraindicated in severe renal impairment.",
+    "Recall that metformin suppresses hepatic gluconeogenesis.",
+    "Remember metformin is avoided in severe kidney disease.",
     "So metformin is avoided in severe kidney disease because of lactic acidosis.",
 ])
 def test_claims_that_state_knowledge_are_judged(claim):
