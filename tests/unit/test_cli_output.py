@@ -45,6 +45,13 @@ def test_split_json_gives_each_claims_no_knowledge_flag_locally_and_from_a_serve
     assert claims and all(set(c) == {"text", "start", "end", "no_knowledge"} for c in claims)
     assert [c["no_knowledge"] for c in claims] == [True, False]  # planning, then a claim to check
 
+    # a server's split (SplitResult.to_dict), as `kgverify split --server` prints it
+    message = kpb.SplitReasoningResponse(steps=[kpb.Step(
+        index=0, text="So the answer is B.", start=0, end=19, no_knowledge=True,
+        claims=[kpb.Claim(text="So the answer is B.", start=0, end=19, no_knowledge=True)])])
+    assert split_result(message).to_dict()["steps"][0]["claims"] == [
+        {"text": "So the answer is B.", "start": 0, "end": 19, "no_knowledge": True}]
+
 
 def test_split_json_names_the_text_its_offsets_index_and_the_splitter(capsys):
     text = "First, recall heparin.\r\nProtamine neutralizes heparin."
@@ -56,11 +63,4 @@ def test_split_json_names_the_text_its_offsets_index_and_the_splitter(capsys):
         kpb.Step(index=0, text="A.", start=0, end=2), kpb.Step(index=1, text="B.", start=3, end=5)])
     assert {k: split_result(message).to_dict()[k] for k in ("chain_text", "splitter")} == {
         "chain_text": "A. B.", "splitter": "llm:decomposer"}
-
-    # a server's split (SplitResult.to_dict), as `kgverify split --server` prints it
-    message = kpb.SplitReasoningResponse(steps=[kpb.Step(
-        index=0, text="So the answer is B.", start=0, end=19, no_knowledge=True,
-        claims=[kpb.Claim(text="So the answer is B.", start=0, end=19, no_knowledge=True)])])
-    assert split_result(message).to_dict()["steps"][0]["claims"] == [
-        {"text": "So the answer is B.", "start": 0, "end": 19, "no_knowledge": True}]
 
