@@ -5,6 +5,8 @@ for the first model were served as the second's (the key held the judge's name o
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from server.backends.judges import vllm_judge
@@ -39,12 +41,19 @@ def chats(fake: FakeVllmServer) -> int:
     return sum(1 for path, _ in fake.requests if path.endswith("chat/completions"))
 
 
+async def serving(judge, root: str) -> None:
+    """Until the judge's background read has seen `root` behind the name (it reads every SERVED_TTL_S)."""
+    async with asyncio.timeout(10):
+        while not (await judge.cache_identity(Deadline.after(5)) or "").endswith("@" + root):
+            await asyncio.sleep(0.01)
+
+
 async def judge_twice(cache, judge, deadline):
     return [(await cache.judge_through(judge, [ITEM], deadline))[0] for _ in range(2)]
 
 
 async def test_a_model_swapped_under_the_served_name_gets_its_own_verdicts(monkeypatch):
-    monkeypatch.setattr(vllm_judge, "SERVED_TTL_S", 0.0)  # vLLM's restart outlasts the re-read interval
+    monkeypatch.setattr(vllm_judge, "SERVED_TTL_S", 0.05)  # vLLM's restart outlasts the re-read interval
     with FakeVllmServer(model="judge", root="/models/judge-a") as fake:
         weights = Weights(fake)
         judge = VllmJudge(VllmClient(fake.base_url, max_retries=0), "judge")
@@ -54,6 +63,7 @@ async def test_a_model_swapped_under_the_served_name_gets_its_own_verdicts(monke
             assert first.verdict is Verdict.SUPPORTED and not first.cached
             assert again.cached and chats(fake) == 1  # the same model: the cache serves it
             weights.load("/models/judge-b", CONTRADICTS)
+            await serving(judge, "/models/judge-b")
             swapped, swapped_again = await judge_twice(cache, judge, Deadline.after(10))
         finally:
             await judge.aclose()
@@ -99,6 +109,7 @@ async def test_while_the_served_model_cannot_be_read_verdicts_are_neither_reused
             await judge.aclose()
     assert first.verdict is again.verdict is Verdict.SUPPORTED
     assert not again.cached and chats(fake) == 2 and len(cache) == 0
+    assert cache.stats()["misses"] == 2  # a cache off for now shows 0% hits, not an idle cache
 
 
 class Embedded:
@@ -115,7 +126,7 @@ class Embedded:
 
 
 async def test_the_cascade_keys_its_verdicts_by_the_llm_tiers_model_too(monkeypatch):
-    monkeypatch.setattr(vllm_judge, "SERVED_TTL_S", 0.0)
+    monkeypatch.setattr(vllm_judge, "SERVED_TTL_S", 0.05)
     with FakeVllmServer(model="judge", root="/models/judge-a") as fake:
         weights = Weights(fake)
         cascade = CascadeJudge(Embedded(), VllmJudge(VllmClient(fake.base_url, max_retries=0), "judge"), 0.9)
@@ -123,6 +134,7 @@ async def test_the_cascade_keys_its_verdicts_by_the_llm_tiers_model_too(monkeypa
         try:
             first, again = await judge_twice(cache, cascade, Deadline.after(10))
             weights.load("/models/judge-b", CONTRADICTS)
+            await serving(cascade.llm, "/models/judge-b")
             swapped = (await cache.judge_through(cascade, [ITEM], Deadline.after(10)))[0]
             identity = await cascade.cache_identity(Deadline.after(5))
         finally:
@@ -130,3 +142,52 @@ async def test_the_cascade_keys_its_verdicts_by_the_llm_tiers_model_too(monkeypa
     assert first.tier is Tier.LLM and again.cached
     assert swapped.verdict is Verdict.CONTRADICTED and not swapped.cached
     assert identity.endswith("vllm:judge@/models/judge-b]")
+
+
+async def test_a_request_past_its_deadline_does_not_turn_the_cache_off_for_the_others():
+    with FakeVllmServer(model="judge", root="/models/judge-a") as fake:
+        Weights(fake)
+        judge = VllmJudge(VllmClient(fake.base_url, max_retries=0), "judge")
+        cache = VerdictCache(16)
+        try:
+            with pytest.raises(Exception):  # no time left to judge
+                await cache.judge_through(judge, [ITEM], Deadline.after(0))
+            await serving(judge, "/models/judge-a")  # (HEAD: unknown for 10 s after that request)
+            before = chats(fake)
+            results = [await cache.judge_through(judge, [ITEM, ITEM], Deadline.after(10)) for _ in range(3)]
+        finally:
+            await judge.aclose()
+    assert chats(fake) - before == 1
+    assert [j.cached for r in results for j in r] == [False, True, True, True, True, True]
+
+
+class Confident(Embedded):
+    async def judge(self, items, deadline):
+        return [Judgement(Verdict.SUPPORTED, LabelProbs(0.97, 0.02, 0.01), Tier.EMBEDDED, evidence=i.evidence)
+                for i in items]
+
+
+async def test_a_vllm_that_never_answers_its_model_list_delays_one_request_not_every_one(monkeypatch):
+    """A vLLM that accepts connections and answers nothing: the read of /v1/models hangs. The first request waits
+    for it within SERVED_PROBE_S; the ones after it do not wait at all (the cascade answers from its embedded
+    tier, degraded or not, in time)."""
+    hung = asyncio.Event()
+    with FakeVllmServer(model="judge") as fake:
+        client = VllmClient(fake.base_url, max_retries=0)
+
+        async def hangs(model, timeout_s=2.0):
+            await hung.wait()
+            return False, None
+
+        monkeypatch.setattr(client, "served_root", hangs)
+        cascade = CascadeJudge(Confident(), VllmJudge(client, "judge"), 0.9)
+        cache = VerdictCache(16)
+        try:
+            monkeypatch.setattr(vllm_judge, "SERVED_PROBE_S", 0.05)
+            first = await cache.judge_through(cascade, [ITEM], Deadline.after(10))
+            monkeypatch.setattr(vllm_judge, "SERVED_PROBE_S", 120.0)  # a request waiting again would wait this long
+            later = await asyncio.wait_for(cache.judge_through(cascade, [ITEM], Deadline.after(10)), 30)
+        finally:
+            hung.set()
+            await cascade.aclose()
+    assert first[0].verdict is later[0].verdict is Verdict.SUPPORTED and first[0].tier is Tier.EMBEDDED

@@ -160,6 +160,9 @@ class VerdictCache:
         loop = asyncio.get_running_loop()
         identity = await judge_identity(judge, deadline)
         if identity is None:  # which model would judge is unknown right now: its verdicts are not kept or reused
+            self._count(0, len(items))  # (lookups that found nothing: a cache off for now shows 0% hits, not idle)
+            if self.on_lookups is not None:
+                self.on_lookups(0, len(items))
             return await judge.judge(items, deadline)
         keys = [cache_key(item, identity, judge.prompt_version, kb_id) for item in items]
         out: list[Judgement | None] = [self._peek(key, item) for key, item in zip(keys, items)]

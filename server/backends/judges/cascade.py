@@ -113,7 +113,7 @@ class CascadeJudge:
         identity = getattr(self.llm, "cache_identity", None)
         if identity is None:
             return self.name
-        llm = await identity(deadline)
+        llm = await identity(llm_tier_deadline(deadline))  # (its first read waits within the LLM tier's time)
         return None if llm is None else f"cascade[{self.embedded.name} <{self.threshold:g} {llm}]"
 
     async def ready(self) -> bool:

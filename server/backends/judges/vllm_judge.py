@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import re
-import time
 from typing import Any, Sequence
 
 from ...pipeline.deadline import Deadline
@@ -28,7 +28,7 @@ _CONTEXT_TOO_LONG = re.compile(r"HTTP 400[ )].*maximum (context|model) length", 
 # How long the model found behind the served name is taken as known before /v1/models is read again. A judging
 # call that finds vLLM down or too slow forgets it at once: vLLM may come back with other weights under that name.
 SERVED_TTL_S = 10.0
-SERVED_PROBE_S = 2.0  # the longest a request waits for /v1/models before going on without the verdict cache
+SERVED_PROBE_S = 2.0  # the longest one read of /v1/models takes (and the first request waits for it)
 
 
 class JudgeOutputError(ValueError):
@@ -169,34 +169,58 @@ class VllmJudge:
         self.name = f"vllm:{model}"
         self.prompt_version = PROMPT_VERSION
         self._closed = False
-        self._identity: str | None = None  # the name and the weights behind it, as last read
-        self._identity_read_at: float | None = None
-        self._identity_lock = asyncio.Lock()
+        self._identity: str | None = None  # the name and the weights behind it, as last read (None: unknown)
+        self._identity_read = asyncio.Event()  # set once a read has finished (the first one is waited for)
+        self._identity_wake = asyncio.Event()  # set to read again at once (an outage was seen)
+        self._identity_task: asyncio.Task | None = None
+        self._first_read_waited = False
 
     async def cache_identity(self, deadline: Deadline) -> str | None:
         """The judge as the verdict cache keys it: its name and the model vLLM serves under that name (the `root`
-        /v1/models lists: the weights' path), read again every SERVED_TTL_S seconds and after an outage.
+        /v1/models lists: the weights' path).
 
         The name alone (`vllm:judge`) stays the same when vLLM restarts with other weights under the same
-        --served-model-name, and cached verdicts of the first model would then be served as the second's. None
-        while the entry cannot be read (vLLM down, slow, or not serving the name): the request then neither reads
-        nor fills the cache."""
-        read_at = self._identity_read_at
-        if read_at is None or time.monotonic() - read_at > SERVED_TTL_S:
-            async with self._identity_lock:  # one read at a time: requests arriving together share it
-                read_at = self._identity_read_at
-                if read_at is None or time.monotonic() - read_at > SERVED_TTL_S:
-                    ok, root = await self.client.served_root(self.model, deadline.timeout(SERVED_PROBE_S))
-                    self._identity = (f"{self.name}@{root}" if root and root != self.model else self.name) \
-                        if ok else None
-                    self._identity_read_at = time.monotonic()
+        --served-model-name, and cached verdicts of the first model would then be served as the second's. A
+        background task reads the entry every SERVED_TTL_S seconds, and at once after a judging call found vLLM
+        down or too slow (a restart looks like that from here; the identity is unknown until it is read again).
+        A request never waits on that read, except until the first one finishes, and then at most SERVED_PROBE_S
+        within its deadline (once, not again for every request while vLLM hangs). None while the entry is unknown
+        (vLLM down, slow, or not serving the name): the request then neither reads nor fills the cache."""
+        if self._identity_task is None and not self._closed:
+            self._identity_task = asyncio.get_running_loop().create_task(self._read_identity_forever(),
+                                                                         name=f"{self.name} identity")
+        if not self._identity_read.is_set() and not self._first_read_waited:
+            wait = deadline.timeout(SERVED_PROBE_S)
+            if wait > 0:
+                try:
+                    async with asyncio.timeout(wait):
+                        await self._identity_read.wait()
+                except TimeoutError:
+                    self._first_read_waited = True  # (vLLM hangs: the requests after this one do not wait)
         return self._identity
 
+    async def _read_identity_forever(self) -> None:
+        while not self._closed:
+            self._identity_wake.clear()
+            try:
+                ok, root = await self.client.served_root(self.model, SERVED_PROBE_S)
+            except Exception:  # (noqa: BLE001) never end the task: the identity would stay as it is for good
+                log.exception("reading the model vLLM serves as %r failed", self.model)
+                ok, root = False, None
+            if self._identity_wake.is_set():  # an outage was seen while reading: what was read may be the old model
+                self._identity = None
+            else:
+                self._identity = (f"{self.name}@{root}" if root and root != self.model else self.name) if ok else None
+            self._identity_read.set()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SERVED_TTL_S):
+                    await self._identity_wake.wait()
+
     def _outage_seen(self) -> None:
-        """vLLM was down or too slow for a call: it may come back with other weights, so the identity is read again
-        (unless it is already unknown: then the next read waits out the interval, not every request)."""
-        if self._identity is not None:
-            self._identity_read_at = None
+        """vLLM was down or too slow for a call: it may come back with other weights, so the identity is unknown
+        until the background task has read it again."""
+        self._identity = None
+        self._identity_wake.set()
 
     async def _one(self, item: JudgeItem, deadline: Deadline) -> Judgement:
         """The claim's LLM verdict; PromptTooLongError when its prompt does not fit the model's context."""
@@ -261,6 +285,11 @@ class VllmJudge:
     async def aclose(self) -> None:
         if not self._closed:  # shared by the vllm and cascade judges
             self._closed = True
+            task, self._identity_task = self._identity_task, None
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self.client.aclose()
 
 
