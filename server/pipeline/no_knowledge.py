@@ -251,43 +251,64 @@ class NoKnowledgeDetector:
 _OPTION_MARK = re.compile(r"(?:^|(?<=\s))(?:\(([A-J])\)|([A-J])[.):])(?=\s)", re.MULTILINE)
 
 
-_OPTIONS_LABEL = re.compile(r"(?:answer\s+)?(?:choices|options)\s*:?\s*$", _I)
+_OPTIONS_LABEL = re.compile(r"(?:answer\s+)?(?:choices|options)\s*:?[^\S\n]*\n?[^\S\n]*\Z", _I)
 _OPTION_SENTENCE = re.compile(r"\b(?:is|are|was|were|must|can|cannot|will|would|has|have|had)\b", _I)
+MAX_OPTION_CHARS = 300
+# Where the last option of a list ends: its line's end, or a sentence ending after it ("C. glipizide. Which …").
+_LAST_OPTION_END = re.compile(r"\n|[.?!](?=\s+[A-Z(])|[.?!]?\s*\Z")
 
 
 def strip_inline_options(question: str) -> str:
-    """The question without an option list written into it (MedQA's text, "Answer Choices: (A) … (B) …", an
-    "Options:" block): from the first option of a run lettered A, B, C… to the end.
+    """The question without the option lists written into it (MedQA's text, "Answer Choices: (A) … (B) …", an
+    "Options:" block), in one pass over the question.
 
     A ScoreChain's separate `choices` are not read by the restatement rule (measured: they would hide 142 of 7,803
     MedBullets/MedQA claims, nearly all the facts that decide the answer, "The most accurate diagnostic test for
     polymyositis is muscle biopsy." with "Muscle biopsy" an option); options written inline must not hide them
-    either. A run is options when its marks start lines (two or more: A, B) or, within a line, when there are
-    three or more (A, B, C), so "vitamin A. B. cereus …" stays question text."""
-    marks = [(m.start(), m.group(1) or m.group(2), m.start() == 0 or question[m.start() - 1] == "\n")
+    either. A list is a run of consecutive marks lettered A, B, C… that all start lines (two or more), or that
+    follow its first mark within a line (three or more), so "vitamin A. B. cereus …" stays question text; it ends
+    with its last option's line or sentence (a stem after it is kept), and it is left out only when every option
+    names something (_named_options). An "Options:" or "Answer Choices:" label before it goes with it."""
+    marks = [(m.start(), m.end(), m.group(1) or m.group(2), m.start() == 0 or question[m.start() - 1] == "\n")
              for m in _OPTION_MARK.finditer(question)]
-    for i, (start, letter, line_start) in enumerate(marks):
-        if letter != "A":
+    kept, cursor, i = [], 0, 0
+    while i < len(marks):
+        if marks[i][2] != "A":
+            i += 1
             continue
-        run, expected = [line_start], "B"
-        for _, later, later_line_start in marks[i + 1:]:
-            if later == expected:
-                run.append(later_line_start)
-                expected = chr(ord(expected) + 1)
-        # (an "A." that starts no list, "Figure A. Upon examination …", is passed over for the next one)
-        if ((all(run) and len(run) >= 2) or len(run) >= 3) and _named_options(question[start:]):
-            return _OPTIONS_LABEL.sub("", question[:start])
-    return question
+        j = i + 1
+        while j < len(marks) and marks[j][2] == chr(ord("A") + j - i) and marks[j][0] >= marks[j - 1][1]:
+            j += 1
+        run, i = marks[i:j], j
+        line_starts = [mark[3] for mark in run]
+        if not ((all(line_starts) and len(run) >= 2) or (not any(line_starts[1:]) and len(run) >= 3)):
+            continue
+        texts = [question[a[1]:b[0]] for a, b in zip(run, run[1:])]
+        # (looked for within MAX_OPTION_CHARS: searched to the end of the question for every run, it was quadratic)
+        window = min(len(question), run[-1][1] + MAX_OPTION_CHARS)
+        last = _LAST_OPTION_END.search(question, run[-1][1], window)
+        if last is None or (last.end() == window < len(question) and last.group().strip() == ""):
+            continue  # a last "option" running on past MAX_OPTION_CHARS is prose
+        texts.append(question[run[-1][1]:last.start()])
+        if not _named_options(texts):
+            continue
+        head = question[cursor:run[0][0]]
+        kept.append(_OPTIONS_LABEL.sub("", head))
+        cursor = last.start() if last.group() == "\n" else last.end()  # (the line break stays)
+    if not kept:
+        return question
+    kept.append(question[cursor:])
+    return "".join(kept)
 
 
-def _named_options(block: str) -> bool:
-    """Whether every option of a list names something ("Muscle biopsy", "Vitamin B6 supplementation", "Tell the
+def _named_options(texts: list[str]) -> bool:
+    """Whether every option names something ("Muscle biopsy", "Vitamin B6 supplementation", "Tell the
     attending"): no sentence ("(A) The truck is the third-newest.": restating it is talk about the case), no number
     or formula ("(B) 15", "$14.45001$": arithmetic on them is the problem's own)."""
-    texts = [t.strip() for t in _OPTION_MARK.split(block)[1:] if t is not None and t.strip() and len(t.strip()) > 1]
-    return bool(texts) and all(sum(c.isalpha() for c in t) > sum(c.isdigit() for c in t)
-                               and not any(m in t for m in ("$", "\\(", "\\["))
-                               and not t.endswith((".", "?")) and not _OPTION_SENTENCE.search(t) for t in texts)
+    texts = [t.strip() for t in texts]
+    return all(t and sum(c.isalpha() for c in t) > sum(c.isdigit() for c in t)
+               and not any(m in t for m in ("$", "\\(", "\\[")) and not t.endswith((".", "?"))
+               and not _OPTION_SENTENCE.search(t) for t in texts)
 
 
 @functools.lru_cache(maxsize=256)

@@ -54,3 +54,20 @@ def test_sentence_options_stay_in_the_question_restating_them_is_talk_about_the_
 ])
 def test_numbers_formulas_and_lone_letters_are_not_taken_for_named_options(question):
     assert strip_inline_options(question) == question
+
+
+@pytest.mark.parametrize("question, kept", [
+    # labels in prose, the question after them
+    ("Structure A: aorta Structure B: vena cava Structure C: pulmonary trunk\nWhich carries deoxygenated blood?",
+     "Which carries deoxygenated blood?"),
+    ("Consider: A. insulin B. metformin C. glipizide. Which lowers weight most?", "Which lowers weight most?"),
+    # an "A:" in the stem does not join the list below it
+    ("A boy with hepatitis A: management options\nA. Rest\nB. Fluids\nC. Antivirals", "A boy with hepatitis A:"),
+])
+def test_only_the_option_list_is_left_out_not_the_question_around_it(question, kept):
+    assert kept in strip_inline_options(question)
+
+
+def test_an_option_list_without_an_end_in_sight_is_prose():
+    question = "Which? A. x B. y C. " + "z" * 400
+    assert strip_inline_options(question) == question
