@@ -494,7 +494,16 @@ def same_file(a: Path, b: Path) -> bool:
         return Path(a).resolve() == Path(b).resolve()
 
 
-_HOST = socket.gethostname().replace("/", "_") or "host"
+def _writer_host() -> str:
+    """This host, as the temporary files of writers name it: the host name and the PID namespace (containers on one
+    host that share its name, `--network host`, number their processes apart)."""
+    host = socket.gethostname().replace("/", "_") or "host"
+    with contextlib.suppress(OSError, AttributeError):
+        host += "-" + "".join(c for c in os.readlink("/proc/self/ns/pid") if c.isdigit())
+    return host
+
+
+_HOST = _writer_host()
 NAME_MAX = 255  # bytes of a file name on Linux, macOS and Windows file systems
 
 
@@ -504,17 +513,22 @@ def _tmp_prefix(path: Path) -> str:
 
 def _remove_orphans(path: Path) -> None:
     """Removes the temporary files of writers of `path` that died before finishing (a SIGKILL, the OOM killer):
-    `.NAME.HOST.PID.XXXXXXXX.tmp` of this host whose process is gone. Another writer's file, a live one's or one
-    of another host (a shared file system), is left alone."""
-    prefix = _tmp_prefix(path) + f"{_HOST}."
+    `.NAME.HOST.PID.XXXXXXXX.tmp` of this host (and PID namespace) whose process is gone. Another writer's file, a
+    live one's or one of another host (a shared file system), is left alone; so is anything not named exactly so."""
+    if os.name != "posix":  # (os.kill(pid, 0) is no liveness test elsewhere)
+        return
+    own = _tmp_prefix(path) + _HOST
     try:
         names = [entry.name for entry in os.scandir(path.parent)
-                 if entry.name.startswith(prefix) and entry.name.endswith(".tmp")]
+                 if entry.name.startswith(own + ".") and entry.name.endswith(".tmp")]
     except OSError:
         return
     for name in names:
-        pid, _, _ = name[len(prefix):].partition(".")
-        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+        head, _, _random = name[:-len(".tmp")].rpartition(".")
+        writer, _, pid = head.rpartition(".")
+        if writer != own or not (pid.isascii() and pid.isdigit() and len(pid) <= 10):
+            continue  # e.g. host "node.5" beside this host "node": not ours to judge
+        if int(pid) == os.getpid() or _alive(int(pid)):
             continue
         with contextlib.suppress(OSError):
             os.unlink(path.parent / name)
@@ -525,7 +539,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # (PermissionError: another user's process)
+    except (OSError, OverflowError):  # (PermissionError: another user's process)
         return True
     return True
 

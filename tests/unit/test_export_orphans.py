@@ -59,3 +59,19 @@ def test_an_output_name_near_the_file_name_limit_is_still_written(tmp_path):
     with atomic_output(out) as fh:
         fh.write(b"id\n")
     assert out.read_bytes() == b"id\n" and temporaries(out) == []
+
+
+def test_only_files_named_by_this_host_and_a_gone_process_are_removed(tmp_path, monkeypatch):
+    from client import batch_io
+
+    out = tmp_path / "scores.csv"
+    monkeypatch.setattr(batch_io, "_HOST", "node")
+    others = [".scores.csv.node.50000.4242.abcdefgh.tmp",  # host "node.50000", pid 4242: another machine's writer
+              ".scores.csv.node.².abcdefgh.tmp",  # not a pid
+              ".scores.csv.node.99999999999999999999.abcdefgh.tmp",  # not a pid either
+              ".scores.csv.other.4242.abcdefgh.tmp"]
+    for name in others:
+        (tmp_path / name).write_bytes(b"")
+    with atomic_output(out) as fh:
+        fh.write(b"x")
+    assert temporaries(out) == sorted(others)
