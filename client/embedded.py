@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -32,7 +33,8 @@ def kb_note(settings, kb) -> str:
 
 
 SOCKET_NAME = "kgverify.sock"
-MAX_SOCKET_PATH = 107  # bytes: a unix socket's path must fit sockaddr_un.sun_path (108 with its NUL) on Linux
+# bytes: a unix socket's path must fit sockaddr_un.sun_path with its NUL (108 on Linux, 104 on macOS and the BSDs)
+MAX_SOCKET_PATH = 107 if sys.platform.startswith("linux") else 103
 
 
 def _socket_dir() -> Path:
@@ -45,7 +47,7 @@ def _socket_dir() -> Path:
         if parent in tried or not Path(parent).is_dir():
             continue
         tried.append(parent)
-        if len(str(Path(parent) / probe).encode()) <= MAX_SOCKET_PATH:
+        if len(os.fsencode(Path(parent) / probe)) <= MAX_SOCKET_PATH:  # (a TMPDIR not valid UTF-8 too)
             try:
                 return Path(tempfile.mkdtemp(prefix="kgverify-", dir=parent))
             except OSError:

@@ -51,3 +51,11 @@ def test_no_directory_that_fits_is_a_clear_error_naming_the_remedy(deep_tmpdir, 
     monkeypatch.setattr(embedded, "MAX_SOCKET_PATH", 10)
     with pytest.raises(EmbeddedServerError, match="at most 10 bytes.*set TMPDIR to a short writable directory"):
         _socket_dir()
+
+
+def test_a_tmpdir_that_is_not_valid_utf8_is_measured_in_its_bytes(tmp_path, monkeypatch):
+    odd = tmp_path / "t\udcff"  # (a byte 0xff in the name, as Python holds it)
+    odd.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(odd))
+    where = _socket_dir()  # (raised UnicodeEncodeError before)
+    shutil.rmtree(where, ignore_errors=True)
