@@ -152,7 +152,8 @@ class VllmClient:
     async def served_root(self, model: str, timeout_s: float = 2.0) -> tuple[bool, str | None]:
         """(True, the `root` /v1/models lists for `model`: the weights vLLM loaded, None when the entry has none), or
         (False, None) when that cannot be read: unreachable, an error status, a body that is not a model list, or
-        `model` not listed. One probe-pool request, no retries (this is asked on a request's path)."""
+        `model` not listed. One probe-pool request, no retries (the LLM judge's background read of the model it
+        keys cached verdicts by)."""
         try:
             response = await self._probe_http.get(f"{self.base_url}/models", timeout=timeout_s)
             cards = response.json().get("data") if response.status_code == 200 else None
