@@ -251,7 +251,8 @@ class NoKnowledgeDetector:
 _OPTION_MARK = re.compile(r"(?:^|(?<=\s))(?:\(([A-J])\)|([A-J])[.):])(?=\s)", re.MULTILINE)
 
 
-_OPTIONS_LABEL = re.compile(r"(?:answer\s+)?(?:choices|options)\s*:?[^\S\n]*\n?[^\S\n]*\Z", _I)
+# (possessive: overlapping whitespace quantifiers backtracked over each other, cubic in a run of spaces)
+_OPTIONS_LABEL = re.compile(r"(?:answer\s++)?(?:choices|options)[^\S\n]*+:?[^\S\n]*+\n?[^\S\n]*+\Z", _I)
 _OPTION_SENTENCE = re.compile(r"\b(?:is|are|was|were|must|can|cannot|will|would|has|have|had)\b", _I)
 MAX_OPTION_CHARS = 300
 # Where the last option of a list ends: its line's end, or a sentence ending after it ("C. glipizide. Which …").
@@ -265,40 +266,63 @@ def strip_inline_options(question: str) -> str:
     A ScoreChain's separate `choices` are not read by the restatement rule (measured: they would hide 142 of 7,803
     MedBullets/MedQA claims, nearly all the facts that decide the answer, "The most accurate diagnostic test for
     polymyositis is muscle biopsy." with "Muscle biopsy" an option); options written inline must not hide them
-    either. A list is a run of consecutive marks lettered A, B, C… that all start lines (two or more), or that
-    follow its first mark within a line (three or more), so "vitamin A. B. cereus …" stays question text; it ends
-    with its last option's line or sentence (a stem after it is kept), and it is left out only when every option
-    names something (_named_options). An "Options:" or "Answer Choices:" label before it goes with it."""
-    marks = [(m.start(), m.end(), m.group(1) or m.group(2), m.start() == 0 or question[m.start() - 1] == "\n")
-             for m in _OPTION_MARK.finditer(question)]
-    kept, cursor, i = [], 0, 0
-    while i < len(marks):
-        if marks[i][2] != "A":
-            i += 1
-            continue
-        j = i + 1
-        while j < len(marks) and marks[j][2] == chr(ord("A") + j - i) and marks[j][0] >= marks[j - 1][1]:
-            j += 1
-        run, i = marks[i:j], j
-        line_starts = [mark[3] for mark in run]
-        if not ((all(line_starts) and len(run) >= 2) or (not any(line_starts[1:]) and len(run) >= 3)):
-            continue
+    either. A list is marks lettered A, B, C… in order, either each starting a line (two or more) or within one
+    line (three or more), so "vitamin A. B. cereus …" stays question text; a mark of another letter inside an
+    option ("D. E. coli culture", "A. H. pylori") is option text. The list ends with its last option's line or
+    sentence (a stem after it is kept), and it is left out only when every option names something
+    (_named_options). An "Options:" or "Answer Choices:" label before it goes with it."""
+    line_marks: list[tuple[int, int, str]] = []
+    inline: list[tuple[int, int, str]] = []
+    runs: list[list[tuple[int, int, str]]] = []
+    previous = 0
+    for m in _OPTION_MARK.finditer(question):
+        mark = (m.start(), m.end(), m.group(1) or m.group(2))
+        if question.find("\n", previous, m.start()) >= 0 or m.start() == 0:  # (a new line since the last mark)
+            _close_run(inline, runs, least=3)
+        if m.start() == 0 or question[m.start() - 1] == "\n":
+            _extend_run(line_marks, mark, runs, least=2)
+        _extend_run(inline, mark, runs, least=3)
+        previous = m.end()
+    _close_run(line_marks, runs, least=2)
+    _close_run(inline, runs, least=3)
+    kept, cursor = [], 0
+    for run in sorted(runs):
+        if run[0][0] < cursor:
+            continue  # (inside a list already left out)
         texts = [question[a[1]:b[0]] for a, b in zip(run, run[1:])]
-        # (looked for within MAX_OPTION_CHARS: searched to the end of the question for every run, it was quadratic)
+        # (looked for within MAX_OPTION_CHARS: searched to the end of the question for every run, it was quadratic;
+        # an end found only at that window's edge is no end: the "option" runs on, it is prose)
         window = min(len(question), run[-1][1] + MAX_OPTION_CHARS)
         last = _LAST_OPTION_END.search(question, run[-1][1], window)
-        if last is None or (last.end() == window < len(question) and last.group().strip() == ""):
-            continue  # a last "option" running on past MAX_OPTION_CHARS is prose
+        if last is None or last.end() == window < len(question):
+            continue
         texts.append(question[run[-1][1]:last.start()])
         if not _named_options(texts):
             continue
-        head = question[cursor:run[0][0]]
-        kept.append(_OPTIONS_LABEL.sub("", head))
+        kept.append(_OPTIONS_LABEL.sub("", question[cursor:run[0][0]]))
         cursor = last.start() if last.group() == "\n" else last.end()  # (the line break stays)
     if not kept:
         return question
     kept.append(question[cursor:])
     return "".join(kept)
+
+
+def _extend_run(run: list, mark: tuple[int, int, str], runs: list, least: int) -> None:
+    """Adds a mark to the run being read when it has the next letter, starts a run at an "A" when the run holds
+    only its "A" (or none), and otherwise reads the mark as option text ("E." of "E. coli")."""
+    if run and mark[2] == chr(ord(run[-1][2]) + 1):
+        run.append(mark)
+    elif mark[2] == "A" and len(run) <= 1:
+        run[:] = [mark]
+    elif mark[2] == "A":
+        _close_run(run, runs, least)
+        run[:] = [mark]
+
+
+def _close_run(run: list, runs: list, least: int) -> None:
+    if len(run) >= least:
+        runs.append(list(run))
+    run.clear()
 
 
 def _named_options(texts: list[str]) -> bool:

@@ -71,3 +71,25 @@ def test_only_the_option_list_is_left_out_not_the_question_around_it(question, k
 def test_an_option_list_without_an_end_in_sight_is_prose():
     question = "Which? A. x B. y C. " + "z" * 400
     assert strip_inline_options(question) == question
+
+
+@pytest.mark.parametrize("options", [
+    ["Electromyography", "Muscle biopsy", "Serum aldolase", "E. coli stool culture"],  # a letter mark in an option
+    ["H. pylori serology", "C. difficile toxin", "Muscle biopsy"],
+])
+def test_a_letter_and_dot_inside_an_option_is_option_text(options):
+    assert not is_no_knowledge(FACT, lines(options))
+    assert strip_inline_options(lines(options)).rstrip() == STEM
+
+
+@pytest.mark.parametrize("run_on", range(295, 303))
+def test_where_a_list_ends_does_not_depend_on_where_a_window_of_characters_ends(run_on):
+    """The last option's end is looked for within MAX_OPTION_CHARS; a period falling on that window's last
+    character was taken for the end of the question, and the prose before it for an option."""
+    question = "Which drug? A. Warfarin B. Heparin C. " + "a" * run_on + ". more words follow here and there"
+    assert strip_inline_options(question) == question  # the last "option" runs on: prose
+
+
+def test_a_label_padded_with_spaces_is_read_past():
+    question = STEM + "\nOptions" + " " * 5000 + "\n" + "\n".join(f"{chr(65 + i)}. {o}" for i, o in enumerate(OPTIONS))
+    assert strip_inline_options(question).rstrip() == STEM
