@@ -191,3 +191,38 @@ async def test_a_vllm_that_never_answers_its_model_list_delays_one_request_not_e
             hung.set()
             await cascade.aclose()
     assert first[0].verdict is later[0].verdict is Verdict.SUPPORTED and first[0].tier is Tier.EMBEDDED
+
+
+async def test_callers_whose_deadlines_run_out_do_not_turn_the_cache_off_for_the_others():
+    """A client sending requests with no time left (its own deadline: the LLM call times out at once) while others
+    are served: every timeout was taken for an outage and the model for unknown, so nobody got a cached verdict."""
+    with FakeVllmServer(model="judge", root="/models/judge-a") as fake:
+        Weights(fake)
+        judge = VllmJudge(VllmClient(fake.base_url, max_retries=0), "judge")
+        cache = VerdictCache(64)
+        try:
+            await serving(judge, "/models/judge-a")
+            await cache.judge_through(judge, [ITEM], Deadline.after(10))
+            served = []
+            for n in range(10):
+                with pytest.raises(Exception):
+                    await cache.judge_through(judge, [JudgeItem(f"Claim {n} is late.", EVIDENCE)], Deadline.after(0))
+                served += await cache.judge_through(judge, [ITEM], Deadline.after(10))
+        finally:
+            await judge.aclose()
+    assert all(j.cached for j in served)
+
+
+async def test_a_reader_task_that_ended_is_started_again():
+    with FakeVllmServer(model="judge", root="/models/judge-a") as fake:
+        weights = Weights(fake)
+        judge = VllmJudge(VllmClient(fake.base_url, max_retries=0), "judge")
+        try:
+            await serving(judge, "/models/judge-a")
+            judge._identity_task.cancel()  # (a stray cancel)
+            await asyncio.sleep(0)
+            weights.load("/models/judge-b", CONTRADICTS)
+            judge._outage_seen()  # as after a call that found vLLM restarting
+            await serving(judge, "/models/judge-b")
+        finally:
+            await judge.aclose()

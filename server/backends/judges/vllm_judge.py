@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import math
 import re
@@ -26,7 +27,7 @@ _BY_LABEL = {token: verdict for verdict, token in VERBALIZERS.items()}
 # 'max_completion_tokens' is too large: …", "The decoder prompt (length N) is longer than the maximum model length".
 _CONTEXT_TOO_LONG = re.compile(r"HTTP 400[ )].*maximum (context|model) length", re.IGNORECASE | re.DOTALL)
 # How long the model found behind the served name is taken as known before /v1/models is read again. A judging
-# call that finds vLLM down or too slow forgets it at once: vLLM may come back with other weights under that name.
+# call that finds vLLM down forgets it at once: vLLM may come back with other weights under that name.
 SERVED_TTL_S = 10.0
 SERVED_PROBE_S = 2.0  # the longest one read of /v1/models takes (and the first request waits for it)
 
@@ -182,13 +183,14 @@ class VllmJudge:
         The name alone (`vllm:judge`) stays the same when vLLM restarts with other weights under the same
         --served-model-name, and cached verdicts of the first model would then be served as the second's. A
         background task reads the entry every SERVED_TTL_S seconds, and at once after a judging call found vLLM
-        down or too slow (a restart looks like that from here; the identity is unknown until it is read again).
+        unreachable or failing (a restart looks like that from here; the identity is unknown until it is read again).
         A request never waits on that read, except until the first one finishes, and then at most SERVED_PROBE_S
         within its deadline (once, not again for every request while vLLM hangs). None while the entry is unknown
         (vLLM down, slow, or not serving the name): the request then neither reads nor fills the cache."""
-        if self._identity_task is None and not self._closed:
-            self._identity_task = asyncio.get_running_loop().create_task(self._read_identity_forever(),
-                                                                         name=f"{self.name} identity")
+        if (self._identity_task is None or self._identity_task.done()) and not self._closed:
+            # (its own empty context: the reads are no request's, and log lines must not carry one's id)
+            self._identity_task = asyncio.get_running_loop().create_task(
+                self._read_identity_forever(), name=f"{self.name} identity", context=contextvars.Context())
         if not self._identity_read.is_set() and not self._first_read_waited:
             wait = deadline.timeout(SERVED_PROBE_S)
             if wait > 0:
@@ -217,8 +219,8 @@ class VllmJudge:
                     await self._identity_wake.wait()
 
     def _outage_seen(self) -> None:
-        """vLLM was down or too slow for a call: it may come back with other weights, so the identity is unknown
-        until the background task has read it again."""
+        """vLLM was unreachable or failing for a call: it may come back with other weights, so the identity is
+        unknown until the background task has read it again."""
         self._identity = None
         self._identity_wake.set()
 
@@ -256,7 +258,9 @@ class VllmJudge:
         exception is raised.
         """
         results = await asyncio.gather(*(self._one(item, deadline) for item in items), return_exceptions=True)
-        if any(isinstance(r, (BackendUnavailableError, BackendTimeoutError)) for r in results):
+        if any(isinstance(r, BackendUnavailableError) for r in results):
+            # (unreachable or failing: vLLM down or restarting. A timeout is not counted: a caller's own short
+            # deadline ends in one, and would turn the cache off for every other request.)
             self._outage_seen()
         for result in results:
             if isinstance(result, BaseException) and not isinstance(
@@ -288,8 +292,7 @@ class VllmJudge:
             task, self._identity_task = self._identity_task, None
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await asyncio.wait([task])  # (a cancel of this caller still reaches it)
             await self.client.aclose()
 
 
