@@ -169,6 +169,7 @@ async def score_knowledge(
                                       judgement.error, judgement.cached))
         steps.append(step_result(step, claims))
 
+    served_model = getattr(judge, "served_model", None)  # (a judge on vLLM: the weights behind its model name)
     provenance = dataclasses.replace(
         deps.provenance,
         kb_id=kb.info.kb_id if kb else "",
@@ -176,6 +177,7 @@ async def score_knowledge(
         judge=judge.name,
         judge_prompt_version=judge.prompt_version,
         splitter=split.splitter,
+        judge_model=await served_model(deadline) if served_model is not None else "",
     )
     return KnowledgeResult(chain_text=split.chain_text, steps=tuple(steps), llm_calls=llm_calls,
                            provenance=provenance, **chain_scores(steps))

@@ -245,6 +245,7 @@ class Provenance:
     estimator: str = ""
     embedder: str = ""
     server_version: str = ""
+    judge_model: str = ""  # a vLLM judge's weights (/v1/models root), "" for embedded judges or when unknown
 
 
 @dataclass(frozen=True)

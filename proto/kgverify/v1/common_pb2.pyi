@@ -131,7 +131,7 @@ class Span(_message.Message):
     def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
 
 class Provenance(_message.Message):
-    __slots__ = ("kb_id", "kb_checksum", "judge", "judge_prompt_version", "splitter", "estimator", "embedder", "server_version")
+    __slots__ = ("kb_id", "kb_checksum", "judge", "judge_prompt_version", "splitter", "estimator", "embedder", "server_version", "judge_model")
     KB_ID_FIELD_NUMBER: _ClassVar[int]
     KB_CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     JUDGE_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +140,7 @@ class Provenance(_message.Message):
     ESTIMATOR_FIELD_NUMBER: _ClassVar[int]
     EMBEDDER_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    JUDGE_MODEL_FIELD_NUMBER: _ClassVar[int]
     kb_id: str
     kb_checksum: str
     judge: str
@@ -148,4 +149,5 @@ class Provenance(_message.Message):
     estimator: str
     embedder: str
     server_version: str
-    def __init__(self, kb_id: _Optional[str] = ..., kb_checksum: _Optional[str] = ..., judge: _Optional[str] = ..., judge_prompt_version: _Optional[str] = ..., splitter: _Optional[str] = ..., estimator: _Optional[str] = ..., embedder: _Optional[str] = ..., server_version: _Optional[str] = ...) -> None: ...
+    judge_model: str
+    def __init__(self, kb_id: _Optional[str] = ..., kb_checksum: _Optional[str] = ..., judge: _Optional[str] = ..., judge_prompt_version: _Optional[str] = ..., splitter: _Optional[str] = ..., estimator: _Optional[str] = ..., embedder: _Optional[str] = ..., server_version: _Optional[str] = ..., judge_model: _Optional[str] = ...) -> None: ...

@@ -173,6 +173,7 @@ class VllmJudge:
         self._identity: str | None = None  # the name and the weights behind it, as last read (None: unknown)
         self._identity_read = asyncio.Event()  # set once a read has finished (the first one is waited for)
         self._identity_wake = asyncio.Event()  # set to read again at once (an outage was seen)
+        self._root: str | None = None  # the weights' path /v1/models lists for the name, as last read
         self._identity_task: asyncio.Task | None = None
         self._first_read_waited = False
 
@@ -201,6 +202,12 @@ class VllmJudge:
                     self._first_read_waited = True  # (vLLM hangs: the requests after this one do not wait)
         return self._identity
 
+    async def served_model(self, deadline: Deadline) -> str:
+        """The weights vLLM serves under this judge's model name, as last read ("" while unknown or not listed):
+        the provenance's judge_model."""
+        await self.cache_identity(deadline)  # (starts the reads when no verdict cache did)
+        return self._root or ""
+
     async def _read_identity_forever(self) -> None:
         while not self._closed:
             self._identity_wake.clear()
@@ -210,9 +217,10 @@ class VllmJudge:
                 log.exception("reading the model vLLM serves as %r failed", self.model)
                 ok, root = False, None
             if self._identity_wake.is_set():  # an outage was seen while reading: what was read may be the old model
-                self._identity = None
+                self._identity, self._root = None, None
             else:
                 self._identity = (f"{self.name}@{root}" if root and root != self.model else self.name) if ok else None
+                self._root = root if ok else None
             self._identity_read.set()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SERVED_TTL_S):
@@ -221,7 +229,7 @@ class VllmJudge:
     def _outage_seen(self) -> None:
         """vLLM was unreachable or failing for a call: it may come back with other weights, so the identity is
         unknown until the background task has read it again."""
-        self._identity = None
+        self._identity, self._root = None, None
         self._identity_wake.set()
 
     async def _one(self, item: JudgeItem, deadline: Deadline) -> Judgement:
