@@ -153,8 +153,11 @@ class FakeVllmServer:
         for name, value in (headers or {}).items():
             handler.send_header(name, value)
         handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
+        try:
+            handler.end_headers()
+            handler.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (its deadline): as vLLM, carry on
+            handler.close_connection = True
 
     def _dispatch(self, handler, method: str, body: dict | None) -> None:
         path = handler.path.split("?", 1)[0]
