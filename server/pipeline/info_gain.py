@@ -243,7 +243,8 @@ async def score_info_gain(
         for i, step in enumerate(split.steps)
     ]
     valid = [g for g in gains.gains if g is not None]
-    provenance = dataclasses.replace(deps.provenance, splitter=split.splitter, estimator=estimator.name)
+    provenance = dataclasses.replace(deps.provenance, splitter=split.splitter, estimator=estimator.name,
+                                     estimator_model=getattr(estimator, "served_model", ""))
     return InfoGainResult(
         chain_text=split.chain_text,
         steps=tuple(steps),

@@ -246,6 +246,7 @@ class Provenance:
     embedder: str = ""
     server_version: str = ""
     judge_model: str = ""  # a vLLM judge's weights (/v1/models root), "" for embedded judges or when unknown
+    estimator_model: str = ""  # the vLLM LM estimator's weights (/v1/models root), "" otherwise or when not read
 
 
 @dataclass(frozen=True)

@@ -167,7 +167,8 @@ def _evidence(e: t.Evidence) -> pb.Evidence:
 def _provenance(p: t.Provenance) -> pb.Provenance:
     return pb.Provenance(kb_id=p.kb_id, kb_checksum=p.kb_checksum, judge=p.judge,
                          judge_prompt_version=p.judge_prompt_version, splitter=p.splitter, estimator=p.estimator,
-                         embedder=p.embedder, server_version=p.server_version, judge_model=p.judge_model)
+                         embedder=p.embedder, server_version=p.server_version, judge_model=p.judge_model,
+                         estimator_model=p.estimator_model)
 
 
 def _claim(c: t.Claim) -> kpb.Claim:

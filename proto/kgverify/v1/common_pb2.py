@@ -24,27 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18kgverify/v1/common.proto\x12\x0bkgverify.v1\"V\n\x12LabelProbabilities\x12\x11\n\tsupported\x18\x01 \x01(\x01\x12\x14\n\x0c\x63ontradicted\x18\x02 \x01(\x01\x12\x17\n\x0fnot_enough_info\x18\x03 \x01(\x01\"B\n\x07Passage\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\"\x84\x01\n\x08\x45vidence\x12\x0f\n\x07\x66\x61\x63t_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x01\x12+\n\x06origin\x18\x06 \x01(\x0e\x32\x1b.kgverify.v1.EvidenceOrigin\"\"\n\x04Span\x12\r\n\x05start\x18\x01 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x05\"\xc1\x01\n\nProvenance\x12\r\n\x05kb_id\x18\x01 \x01(\t\x12\x13\n\x0bkb_checksum\x18\x02 \x01(\t\x12\r\n\x05judge\x18\x03 \x01(\t\x12\x1c\n\x14judge_prompt_version\x18\x04 \x01(\t\x12\x10\n\x08splitter\x18\x05 \x01(\t\x12\x11\n\testimator\x18\x06 \x01(\t\x12\x10\n\x08\x65mbedder\x18\x07 \x01(\t\x12\x16\n\x0eserver_version\x18\x08 \x01(\t\x12\x13\n\x0bjudge_model\x18\t \x01(\t*\x9d\x01\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x15\n\x11VERDICT_SUPPORTED\x10\x01\x12\x18\n\x14VERDICT_CONTRADICTED\x10\x02\x12\x1b\n\x17VERDICT_NOT_ENOUGH_INFO\x10\x03\x12\x18\n\x14VERDICT_NO_KNOWLEDGE\x10\x04\x12\x11\n\rVERDICT_ERROR\x10\x05*\x82\x01\n\tJudgeTier\x12\x1a\n\x16JUDGE_TIER_UNSPECIFIED\x10\x00\x12\x13\n\x0fJUDGE_TIER_NONE\x10\x01\x12\x17\n\x13JUDGE_TIER_EMBEDDED\x10\x02\x12\x12\n\x0eJUDGE_TIER_LLM\x10\x03\x12\x17\n\x13JUDGE_TIER_DEGRADED\x10\x04*\x93\x01\n\x0cJudgeBackend\x12\x1d\n\x19JUDGE_BACKEND_UNSPECIFIED\x10\x00\x12\x1a\n\x16JUDGE_BACKEND_BASELINE\x10\x01\x12\x15\n\x11JUDGE_BACKEND_NLI\x10\x02\x12\x16\n\x12JUDGE_BACKEND_VLLM\x10\x03\x12\x19\n\x15JUDGE_BACKEND_CASCADE\x10\x04*}\n\rRetrievalMode\x12\x1e\n\x1aRETRIEVAL_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14RETRIEVAL_MODE_DENSE\x10\x01\x12\x17\n\x13RETRIEVAL_MODE_BM25\x10\x02\x12\x19\n\x15RETRIEVAL_MODE_HYBRID\x10\x03*J\n\x08Splitter\x12\x18\n\x14SPLITTER_UNSPECIFIED\x10\x00\x12\x12\n\x0eSPLITTER_RULES\x10\x01\x12\x10\n\x0cSPLITTER_LLM\x10\x02*r\n\x0e\x45videnceOrigin\x12\x1f\n\x1b\x45VIDENCE_ORIGIN_UNSPECIFIED\x10\x00\x12\"\n\x1e\x45VIDENCE_ORIGIN_KNOWLEDGE_BASE\x10\x01\x12\x1b\n\x17\x45VIDENCE_ORIGIN_CONTEXT\x10\x02*Z\n\x0b\x43hainStatus\x12\x1c\n\x18\x43HAIN_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43HAIN_STATUS_OK\x10\x01\x12\x18\n\x14\x43HAIN_STATUS_PARTIAL\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18kgverify/v1/common.proto\x12\x0bkgverify.v1\"V\n\x12LabelProbabilities\x12\x11\n\tsupported\x18\x01 \x01(\x01\x12\x14\n\x0c\x63ontradicted\x18\x02 \x01(\x01\x12\x17\n\x0fnot_enough_info\x18\x03 \x01(\x01\"B\n\x07Passage\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\"\x84\x01\n\x08\x45vidence\x12\x0f\n\x07\x66\x61\x63t_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x01\x12+\n\x06origin\x18\x06 \x01(\x0e\x32\x1b.kgverify.v1.EvidenceOrigin\"\"\n\x04Span\x12\r\n\x05start\x18\x01 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x05\"\xda\x01\n\nProvenance\x12\r\n\x05kb_id\x18\x01 \x01(\t\x12\x13\n\x0bkb_checksum\x18\x02 \x01(\t\x12\r\n\x05judge\x18\x03 \x01(\t\x12\x1c\n\x14judge_prompt_version\x18\x04 \x01(\t\x12\x10\n\x08splitter\x18\x05 \x01(\t\x12\x11\n\testimator\x18\x06 \x01(\t\x12\x10\n\x08\x65mbedder\x18\x07 \x01(\t\x12\x16\n\x0eserver_version\x18\x08 \x01(\t\x12\x13\n\x0bjudge_model\x18\t \x01(\t\x12\x17\n\x0f\x65stimator_model\x18\n \x01(\t*\x9d\x01\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x15\n\x11VERDICT_SUPPORTED\x10\x01\x12\x18\n\x14VERDICT_CONTRADICTED\x10\x02\x12\x1b\n\x17VERDICT_NOT_ENOUGH_INFO\x10\x03\x12\x18\n\x14VERDICT_NO_KNOWLEDGE\x10\x04\x12\x11\n\rVERDICT_ERROR\x10\x05*\x82\x01\n\tJudgeTier\x12\x1a\n\x16JUDGE_TIER_UNSPECIFIED\x10\x00\x12\x13\n\x0fJUDGE_TIER_NONE\x10\x01\x12\x17\n\x13JUDGE_TIER_EMBEDDED\x10\x02\x12\x12\n\x0eJUDGE_TIER_LLM\x10\x03\x12\x17\n\x13JUDGE_TIER_DEGRADED\x10\x04*\x93\x01\n\x0cJudgeBackend\x12\x1d\n\x19JUDGE_BACKEND_UNSPECIFIED\x10\x00\x12\x1a\n\x16JUDGE_BACKEND_BASELINE\x10\x01\x12\x15\n\x11JUDGE_BACKEND_NLI\x10\x02\x12\x16\n\x12JUDGE_BACKEND_VLLM\x10\x03\x12\x19\n\x15JUDGE_BACKEND_CASCADE\x10\x04*}\n\rRetrievalMode\x12\x1e\n\x1aRETRIEVAL_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14RETRIEVAL_MODE_DENSE\x10\x01\x12\x17\n\x13RETRIEVAL_MODE_BM25\x10\x02\x12\x19\n\x15RETRIEVAL_MODE_HYBRID\x10\x03*J\n\x08Splitter\x12\x18\n\x14SPLITTER_UNSPECIFIED\x10\x00\x12\x12\n\x0eSPLITTER_RULES\x10\x01\x12\x10\n\x0cSPLITTER_LLM\x10\x02*r\n\x0e\x45videnceOrigin\x12\x1f\n\x1b\x45VIDENCE_ORIGIN_UNSPECIFIED\x10\x00\x12\"\n\x1e\x45VIDENCE_ORIGIN_KNOWLEDGE_BASE\x10\x01\x12\x1b\n\x17\x45VIDENCE_ORIGIN_CONTEXT\x10\x02*Z\n\x0b\x43hainStatus\x12\x1c\n\x18\x43HAIN_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43HAIN_STATUS_OK\x10\x01\x12\x18\n\x14\x43HAIN_STATUS_PARTIAL\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kgverify.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERDICT']._serialized_start=565
-  _globals['_VERDICT']._serialized_end=722
-  _globals['_JUDGETIER']._serialized_start=725
-  _globals['_JUDGETIER']._serialized_end=855
-  _globals['_JUDGEBACKEND']._serialized_start=858
-  _globals['_JUDGEBACKEND']._serialized_end=1005
-  _globals['_RETRIEVALMODE']._serialized_start=1007
-  _globals['_RETRIEVALMODE']._serialized_end=1132
-  _globals['_SPLITTER']._serialized_start=1134
-  _globals['_SPLITTER']._serialized_end=1208
-  _globals['_EVIDENCEORIGIN']._serialized_start=1210
-  _globals['_EVIDENCEORIGIN']._serialized_end=1324
-  _globals['_CHAINSTATUS']._serialized_start=1326
-  _globals['_CHAINSTATUS']._serialized_end=1416
+  _globals['_VERDICT']._serialized_start=590
+  _globals['_VERDICT']._serialized_end=747
+  _globals['_JUDGETIER']._serialized_start=750
+  _globals['_JUDGETIER']._serialized_end=880
+  _globals['_JUDGEBACKEND']._serialized_start=883
+  _globals['_JUDGEBACKEND']._serialized_end=1030
+  _globals['_RETRIEVALMODE']._serialized_start=1032
+  _globals['_RETRIEVALMODE']._serialized_end=1157
+  _globals['_SPLITTER']._serialized_start=1159
+  _globals['_SPLITTER']._serialized_end=1233
+  _globals['_EVIDENCEORIGIN']._serialized_start=1235
+  _globals['_EVIDENCEORIGIN']._serialized_end=1349
+  _globals['_CHAINSTATUS']._serialized_start=1351
+  _globals['_CHAINSTATUS']._serialized_end=1441
   _globals['_LABELPROBABILITIES']._serialized_start=41
   _globals['_LABELPROBABILITIES']._serialized_end=127
   _globals['_PASSAGE']._serialized_start=129
@@ -54,5 +54,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SPAN']._serialized_start=332
   _globals['_SPAN']._serialized_end=366
   _globals['_PROVENANCE']._serialized_start=369
-  _globals['_PROVENANCE']._serialized_end=562
+  _globals['_PROVENANCE']._serialized_end=587
 # @@protoc_insertion_point(module_scope)

@@ -131,7 +131,7 @@ class Span(_message.Message):
     def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
 
 class Provenance(_message.Message):
-    __slots__ = ("kb_id", "kb_checksum", "judge", "judge_prompt_version", "splitter", "estimator", "embedder", "server_version", "judge_model")
+    __slots__ = ("kb_id", "kb_checksum", "judge", "judge_prompt_version", "splitter", "estimator", "embedder", "server_version", "judge_model", "estimator_model")
     KB_ID_FIELD_NUMBER: _ClassVar[int]
     KB_CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     JUDGE_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +141,7 @@ class Provenance(_message.Message):
     EMBEDDER_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     JUDGE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATOR_MODEL_FIELD_NUMBER: _ClassVar[int]
     kb_id: str
     kb_checksum: str
     judge: str
@@ -150,4 +151,5 @@ class Provenance(_message.Message):
     embedder: str
     server_version: str
     judge_model: str
-    def __init__(self, kb_id: _Optional[str] = ..., kb_checksum: _Optional[str] = ..., judge: _Optional[str] = ..., judge_prompt_version: _Optional[str] = ..., splitter: _Optional[str] = ..., estimator: _Optional[str] = ..., embedder: _Optional[str] = ..., server_version: _Optional[str] = ..., judge_model: _Optional[str] = ...) -> None: ...
+    estimator_model: str
+    def __init__(self, kb_id: _Optional[str] = ..., kb_checksum: _Optional[str] = ..., judge: _Optional[str] = ..., judge_prompt_version: _Optional[str] = ..., splitter: _Optional[str] = ..., estimator: _Optional[str] = ..., embedder: _Optional[str] = ..., server_version: _Optional[str] = ..., judge_model: _Optional[str] = ..., estimator_model: _Optional[str] = ...) -> None: ...

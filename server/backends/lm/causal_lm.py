@@ -107,6 +107,12 @@ class LmEstimator:
         self._space_supplied: bool | None = None
         self._probed_generation = 0  # the LM's tokenizer_generation the two probes above were made with
 
+    @property
+    def served_model(self) -> str:
+        """The weights behind a vLLM LM's model name as last read ("" for a local LM): the provenance's
+        estimator_model."""
+        return getattr(self.lm, "served_model", "")
+
     async def _copy(self, size: int, inline_limit: int, make: Callable[[], T]) -> T:
         """make() on the event loop when what it copies is small, else on the server's executor."""
         if size <= inline_limit:

@@ -69,6 +69,9 @@ class VllmCausalLm:
         # ${MODEL} as "judge", so another model can come up under the same name while this server runs on.
         # tokenizer_generation changes with it, and the estimator then probes the tokenizer again (BOS, space).
         self._served: tuple | None = None
+        # The weights vLLM serves under the model name (/v1/models root), as last read with max_model_len ("" until
+        # then, or with KGV_LM__MAX_CONTEXT_TOKENS set, which skips that read): the provenance's estimator_model.
+        self.served_model = ""
         self.tokenizer_generation = 0
 
     # ---- the CausalLm port -------------------------------------------------------------------
@@ -106,7 +109,9 @@ class VllmCausalLm:
                                           f"{len(cards)} other model(s)): set the model setting to a served name, "
                                           "or start vLLM with --served-model-name " + self.model)
         length = mine[0].get("max_model_len")
-        served = (repr(mine[0].get("root")), repr(length))
+        root = mine[0].get("root")
+        self.served_model = root if isinstance(root, str) else ""
+        served = (repr(root), repr(length))
         if self._served is not None and served != self._served:
             self.tokenizer_generation += 1
         self._served = served
