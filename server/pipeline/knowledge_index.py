@@ -169,7 +169,7 @@ async def score_knowledge(
                                       judgement.error, judgement.cached))
         steps.append(step_result(step, claims))
 
-    served_model = getattr(judge, "served_model", None)  # (a judge on vLLM: the weights behind its model name)
+    served_model = getattr(judge, "read_served_model", None)  # (a judge on vLLM: the weights behind its name)
     provenance = dataclasses.replace(
         deps.provenance,
         kb_id=kb.info.kb_id if kb else "",

@@ -116,9 +116,9 @@ class CascadeJudge:
         llm = await identity(llm_tier_deadline(deadline))  # (its first read waits within the LLM tier's time)
         return None if llm is None else f"cascade[{self.embedded.name} <{self.threshold:g} {llm}]"
 
-    async def served_model(self, deadline: Deadline) -> str:
+    async def read_served_model(self, deadline: Deadline) -> str:
         """The weights behind the LLM tier's model name ("" while unknown): the provenance's judge_model."""
-        served = getattr(self.llm, "served_model", None)
+        served = getattr(self.llm, "read_served_model", None)
         return await served(llm_tier_deadline(deadline)) if served is not None else ""
 
     async def ready(self) -> bool:

@@ -202,7 +202,7 @@ class VllmJudge:
                     self._first_read_waited = True  # (vLLM hangs: the requests after this one do not wait)
         return self._identity
 
-    async def served_model(self, deadline: Deadline) -> str:
+    async def read_served_model(self, deadline: Deadline) -> str:
         """The weights vLLM serves under this judge's model name, as last read ("" while unknown or not listed):
         the provenance's judge_model."""
         await self.cache_identity(deadline)  # (starts the reads when no verdict cache did)
