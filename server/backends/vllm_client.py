@@ -127,12 +127,9 @@ class VllmClient:
         when it first appears and when it changes, and the recovery once."""
         problem = await self._health_problem(timeout_s)
         if problem is None:
-            try:
-                response = await self._probe_http.get(f"{self.base_url}/models", timeout=timeout_s)
-                cards = response.json().get("data") if response.status_code == 200 else None
-                served = [card.get("id") for card in cards] if isinstance(cards, list) else None
-            except (httpx.HTTPError, ValueError, AttributeError):
-                response, served = None, None
+            response, cards = await self._probe_models(timeout_s)
+            served = [card.get("id") for card in cards] \
+                if cards is not None and all(isinstance(card, dict) for card in cards) else None
             if response is not None and response.status_code in REFUSED_KEY:
                 problem = _refused_key(self.base_url, response.status_code, on="/v1/models")
             elif served is None:
@@ -149,18 +146,23 @@ class VllmClient:
                 log.info("vLLM at %s serves %r again", self.base_url, model)
         return problem is None
 
+    async def _probe_models(self, timeout_s: float) -> tuple[httpx.Response | None, list | None]:
+        """One probe-pool GET of /v1/models: (its response, or None when none came; its `data` list when the
+        answer is 200 with one, else None)."""
+        try:
+            response = await self._probe_http.get(f"{self.base_url}/models", timeout=timeout_s)
+            cards = response.json().get("data") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None, None
+        return response, cards if isinstance(cards, list) else None
+
     async def served_root(self, model: str, timeout_s: float = 2.0) -> tuple[bool, str | None]:
         """(True, the `root` /v1/models lists for `model`: the weights vLLM loaded, None when the entry has none), or
         (False, None) when that cannot be read: unreachable, an error status, a body that is not a model list, or
         `model` not listed. One probe-pool request, no retries (the LLM judge's background read of the model it
         keys cached verdicts by)."""
-        try:
-            response = await self._probe_http.get(f"{self.base_url}/models", timeout=timeout_s)
-            cards = response.json().get("data") if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError, AttributeError):
-            return False, None
-        mine = [card for card in cards if isinstance(card, dict) and card.get("id") == model] \
-            if isinstance(cards, list) else []
+        _, cards = await self._probe_models(timeout_s)
+        mine = [card for card in cards or () if isinstance(card, dict) and card.get("id") == model]
         if not mine:
             return False, None
         root = mine[0].get("root")
