@@ -23,7 +23,7 @@ from ..pipeline.deadline import NO_DEADLINE, Deadline
 from ..pipeline.errors import BackendResponseError, BackendTimeoutError, BackendUnavailableError
 
 log = logging.getLogger(__name__)
-TRANSIENT_STATUS = {502, 503, 504}
+TRANSIENT_STATUS = {502, 503, 504, 408}  # 408: a gateway or proxy in front of vLLM timed out the request: send it again
 RATE_LIMITED = 429  # from vLLM behind a gateway or rate limiter (nginx, an API gateway, LiteLLM): transient too
 MAX_RETRY_AFTER_S = 30.0  # a longer Retry-After is not waited for: the call gives up at once
 VLLM_LOGPROB_FLOOR = -9999.0  # vLLM clamps -inf to this value

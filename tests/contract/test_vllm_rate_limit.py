@@ -1,4 +1,4 @@
-"""vLLM behind a gateway or rate limiter: HTTP 429 (and 503) with Retry-After, against the fake vLLM server."""
+"""vLLM behind a gateway or rate limiter: HTTP 429 (and 503, or a proxy's 408) with Retry-After, against the fake vLLM server."""
 
 import email.utils
 import time
@@ -30,7 +30,7 @@ async def _call(fake: FakeVllmServer, deadline: Deadline | None = None, **client
         await vllm.aclose()
 
 
-@pytest.mark.parametrize("status", [429, 503])
+@pytest.mark.parametrize("status", [429, 503, 408])
 async def test_a_passing_rate_limit_is_retried_and_the_call_succeeds(status):
     with _fake(http_status=status, retry_after="0", fail_times=2) as fake:
         data = await _call(fake)
