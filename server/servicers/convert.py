@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from google.protobuf.message import EncodeError
 from kgverify.v1 import common_pb2 as pb
 from kgverify.v1 import info_gain_service_pb2 as igpb
 from kgverify.v1 import knowledge_base_service_pb2 as kbpb
@@ -266,16 +267,60 @@ SPLIT_TOO_LARGE = "each step and claim repeats its text (about 3 times the reaso
 SEARCH_TOO_LARGE = "each hit carries its fact's text, source and title; ask for a smaller top_k"
 
 
+PROTOBUF_LIMIT = 2 ** 31  # protobuf cannot serialize a message of 2 GiB or more (ByteSize raises EncodeError)
+
+
 def fitting(message, limit_bytes: int, why: str = EVIDENCE_TOO_LARGE):
     """`message` when it fits the server's message limit, else ResponseTooLargeError saying what to send instead
     (`why`). gRPC would only fail it at send time, after the work, as an opaque RESOURCE_EXHAUSTED (and end a
     stream with it: a stream checks each whole item, its id and status included, in streaming.run_stream)."""
-    size = message.ByteSize()
+    try:
+        size = message.ByteSize()
+    except EncodeError:  # over protobuf's own 2 GiB
+        size = PROTOBUF_LIMIT
     if size > limit_bytes:
-        raise ResponseTooLargeError(
-            f"the response would be {_megabytes(size)}, over this server's {_megabytes(limit_bytes)} message "
-            f"limit (KGV_SERVER__MAX_MESSAGE_BYTES): {why}")
+        raise _too_large(size, limit_bytes, why)
     return message
+
+
+def fitting_result(result, build, limit_bytes: int, why: str = EVIDENCE_TOO_LARGE):
+    """build(result) when it fits the message limit, as `fitting`; a result whose text alone is over the limit is
+    refused before its message is built. Repeated claims are judged once but each carries its top_k passages in
+    the response: a 0.3 MB request made a 790 MB message, built on the event loop (every call, health checks
+    included, waited seconds) only to be refused, and one over 2 GiB could not be measured at all."""
+    floor = text_floor(result)
+    if floor > limit_bytes:
+        raise _too_large(floor, limit_bytes, why, at_least=True)
+    return fitting(build(result), limit_bytes, why)
+
+
+def _too_large(size: int, limit_bytes: int, why: str, at_least: bool = False) -> ResponseTooLargeError:
+    over = "over " if at_least or size >= PROTOBUF_LIMIT else ""
+    return ResponseTooLargeError(
+        f"the response would be {over}{_megabytes(size)}, over this server's {_megabytes(limit_bytes)} message "
+        f"limit (KGV_SERVER__MAX_MESSAGE_BYTES): {why}")
+
+
+def _evidence_chars(evidence) -> int:
+    return sum(len(e.fact_id) + len(e.text) + len(e.source) + len(e.title) for e in evidence)
+
+
+def text_floor(result) -> int:
+    """A lower bound of a result's serialized size in bytes, counted without building its message: the characters
+    of its text fields (each at least one byte in UTF-8, and a string is written whole)."""
+    if isinstance(result, t.ChainResult):
+        return sum(text_floor(part) for part in (result.knowledge, result.info_gain) if part is not None)
+    if isinstance(result, t.KnowledgeResult):
+        n = len(result.chain_text)
+        for s in result.steps:
+            n += len(s.step.text) + _evidence_chars(s.evidence)
+            for c in s.claims:
+                n += len(c.claim.text) + len(c.error) + _evidence_chars(c.evidence)
+        return n
+    if isinstance(result, t.InfoGainResult):
+        return len(result.chain_text) + len(result.target_text) + sum(
+            len(g.step.text) + len(g.null_reason) for g in result.steps)
+    return 0
 
 
 def _megabytes(size: int) -> str:

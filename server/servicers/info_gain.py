@@ -17,4 +17,4 @@ class InfoGainServicer(iggrpc.InfoGainServiceServicer):
         deadline = self.rt.call_deadline(context)
         async with within(deadline):
             result = await scoring.info_gain(convert.info_gain_request(request), self.rt.deps, deadline)
-        return convert.fitting(convert.info_gain_response(result), self.rt.settings.server.max_message_bytes)
+        return convert.fitting_result(result, convert.info_gain_response, self.rt.settings.server.max_message_bytes)

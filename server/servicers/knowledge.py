@@ -26,7 +26,7 @@ class KnowledgeServicer(kgrpc.KnowledgeServiceServicer):
         deadline = self.rt.call_deadline(context)
         async with within(deadline):
             result = await scoring.knowledge(convert.knowledge_request(request), self.rt.deps, deadline)
-        return convert.fitting(convert.knowledge_response(result), self.rt.settings.server.max_message_bytes)
+        return convert.fitting_result(result, convert.knowledge_response, self.rt.settings.server.max_message_bytes)
 
     async def ScoreChain(self, request, context):
         return await self._score_chain(request, self.rt.call_deadline(context))
@@ -49,4 +49,4 @@ class KnowledgeServicer(kgrpc.KnowledgeServiceServicer):
     async def _score_chain(self, request, deadline):
         async with within(deadline):
             result = await scoring.chain(convert.chain_request(request), self.rt.deps, deadline)
-        return convert.fitting(convert.chain_response(result), self.rt.settings.server.max_message_bytes)
+        return convert.fitting_result(result, convert.chain_response, self.rt.settings.server.max_message_bytes)
