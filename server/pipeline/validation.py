@@ -84,7 +84,9 @@ def check_chain(chain: ChainInput, limits: Limits, out: list[FieldViolation]) ->
         out.append(FieldViolation("question", f"{empty_description(chain.question)}: send the question, or none"))
     has_text = chain.reasoning is not None and has_visible_content(chain.reasoning)
     has_steps = bool(chain.steps)
-    if has_text and has_steps:
+    # A blank reasoning beside steps counts as absent (as a blank answer does); one of invisible characters is sent
+    # text, like any other: both were sent.
+    if has_steps and chain.reasoning is not None and chain.reasoning.strip():
         out.append(FieldViolation("reasoning", "send either reasoning or steps, not both"))
         return
     if not has_text and not has_steps:
@@ -185,15 +187,15 @@ def check_info_gain(req: InfoGainRequest, limits: Limits, out: list[FieldViolati
     _too_long("gold_answer", req.gold_answer, limits, "max_answer_chars", out)
     # Blank answers count as absent (the target is the gold answer when it is not blank); an answer of invisible
     # characters only ("\u200b") would be scored as the target, so it is an error, not an absent answer.
-    invisible = False
-    for name in ("gold_answer", "answer"):
-        text = getattr(req, name)
-        if text.strip() and not has_visible_content(text):
-            out.append(FieldViolation(name, f"{empty_description(text)}: send the answer's text, or leave it empty"))
-            invisible = True
+    # Only the target is checked so: an answer beside a gold answer is not scored.
+    target_field = "gold_answer" if req.gold_answer.strip() else "answer"
+    target = getattr(req, target_field)
+    invisible = bool(target.strip()) and not has_visible_content(target)
+    if invisible:
+        out.append(FieldViolation(target_field, f"{empty_description(target)}: send the answer's text, or leave it "
+                                                "empty"))
     if not req.gold_answer.strip() and not req.answer.strip():
         out.append(FieldViolation("answer", "InfoGain needs a target: send answer or gold_answer"))
-    target_field = "gold_answer" if req.gold_answer.strip() else "answer"
     if req.choices and not invisible and len(req.choices) <= limits.max_choices and (
             violation := option_violation(target_field, getattr(req, target_field), req.choices)) is not None:
         out.append(violation)

@@ -109,7 +109,14 @@ def info_gain_request(msg: igpb.ScoreInfoGainRequest) -> t.InfoGainRequest:
     v = _Violations()
     options = _info_gain_options(msg.options, v, "options")
     v.raise_if_any()
-    return t.InfoGainRequest(chain_input(msg), msg.answer, msg.gold_answer, tuple(msg.choices), options)
+    return t.InfoGainRequest(chain_input(msg), msg.answer, msg.gold_answer, _choices(msg), options)
+
+
+def _choices(msg) -> tuple[str, ...]:
+    """The options without the whitespace around them: an option read from a file often ends in a line break
+    (38 of MedQA's 1,273 test questions), which c_0's one-option-per-line listing refused; one inside stays an
+    error."""
+    return tuple(choice.strip() for choice in msg.choices)
 
 
 def _metric(value: int, v: _Violations, field: str):
@@ -132,7 +139,7 @@ def chain_request(msg: kpb.ScoreChainRequest) -> t.ChainRequest:
     v.raise_if_any()
     chain = chain_input(msg)
     knowledge = t.KnowledgeRequest(chain, _passages(msg.context), k_opts) if asks_ki else None
-    info_gain = t.InfoGainRequest(chain, msg.answer, msg.gold_answer, tuple(msg.choices), ig_opts) \
+    info_gain = t.InfoGainRequest(chain, msg.answer, msg.gold_answer, _choices(msg), ig_opts) \
         if asks_ig else None
     return t.ChainRequest(knowledge, info_gain)
 

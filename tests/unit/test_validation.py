@@ -25,6 +25,7 @@ def _ki(chain=ChainInput(reasoning="Aspirin inhibits COX."), context=(), **optio
     (ChainInput(), "reasoning"),
     (ChainInput(reasoning="   \n "), "reasoning"),
     (ChainInput(reasoning="a", steps=("b",)), "reasoning"),
+    (ChainInput(reasoning="\u200b", steps=("b",)), "reasoning"),  # invisible, but sent: both
     (ChainInput(reasoning="x" * 101), "reasoning"),
     (ChainInput(steps=("a", "b", "c", "d")), "steps"),
     (ChainInput(steps=("a", "")), "steps[1]"),
@@ -157,9 +158,9 @@ def test_text_without_a_visible_character_is_empty_wherever_emptiness_is_checked
             context=[Passage("p", text)]),
         InfoGainRequest(ChainInput(question=text, steps=("Insulin lowers glucose.", text)), answer=text,
                         gold_answer=text, choices=("insulin", text))), LIMITS))
-    # a blank answer (" ", "\u2028": what str.strip() removes) is an absent one; then the other is the target
-    expected = {"question", "steps[1]", "context[0].text", "answer", "choices[1]"}
-    assert expected | ({"gold_answer"} if text.strip() else set()) <= fields
+    # a blank answer (" ", "\u2028": what str.strip() removes) is an absent one: then neither is a target
+    expected = {"question", "steps[1]", "context[0].text", "choices[1]"}
+    assert expected | ({"gold_answer"} if text.strip() else {"answer"}) <= fields
     assert "reasoning" in _violations(lambda: validate_knowledge(_ki(ChainInput(reasoning=text)), LIMITS))
     with pytest.raises(InvalidArgumentError, match="InfoGain needs the question|question: .*no visible"):
         validate_info_gain(InfoGainRequest(ChainInput(question=text, reasoning="a step."), answer="a"), LIMITS)
@@ -213,3 +214,21 @@ def test_a_violation_of_the_whole_message_reads_without_an_empty_field_name():
     assert error.message == "invalid request: the bytes are not a valid X message"
     both = InvalidArgumentError([FieldViolation("", "bad bytes"), FieldViolation("id", "is required")])
     assert both.message == "invalid request: bad bytes; id: is required"
+
+
+def test_a_blank_reasoning_beside_steps_is_absent_and_an_invisible_one_is_both():
+    validate_knowledge(_ki(ChainInput(reasoning=" \n ", steps=("Insulin lowers glucose.",))), LIMITS)
+    messages = _messages(lambda: validate_knowledge(_ki(ChainInput(reasoning="\u200b\u2060",
+                                                                   steps=("Insulin lowers glucose.",))), LIMITS))
+    assert messages == {"reasoning": "send either reasoning or steps, not both"}
+
+
+def test_only_the_target_answer_is_checked_for_visible_text():
+    """An invisible answer beside a gold answer is not scored (the gold answer is the target): it was refused."""
+    chain = ChainInput(question="What reverses heparin?", steps=("Protamine binds heparin.",))
+    validate_info_gain(InfoGainRequest(chain, answer="\u200b", gold_answer="Protamine"), LIMITS)
+    messages = _messages(lambda: validate_info_gain(InfoGainRequest(chain, answer="Protamine", gold_answer="\u200b"),
+                                                    LIMITS))
+    assert set(messages) == {"gold_answer"} and messages["gold_answer"].startswith("has no visible characters")
+    messages = _messages(lambda: validate_info_gain(InfoGainRequest(chain, answer="\u200b"), LIMITS))
+    assert set(messages) == {"answer"}
