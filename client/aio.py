@@ -199,6 +199,12 @@ class AsyncVerifierClient:
             raise
         finally:
             call.cancel()  # a consumer that stops early (break, aclose, cancel) ends the server's work too
+            # gRPC's task reading `items` is cancelled with the call, but not once the call has ended by itself (the
+            # server went away): it would wait on `items` for good and be destroyed pending when the loop closes
+            # ("Task was destroyed but it is pending!", "aclose(): asynchronous generator is already running").
+            poller = getattr(call, "_async_request_poller", None)
+            if poller is not None and not poller.done():
+                poller.cancel()
 
     async def search(self, query: str, *, top_k: int = 0, mode: str | None = None,
                      timeout_s: float | None = None) -> list[SearchHit]:
