@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.kgverify-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+export GRPC_VERBOSITY ?= ERROR
 
 .PHONY: setup demo test proto proto-check bench-help clean
 

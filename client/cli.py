@@ -556,6 +556,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # gRPC's core logs at INFO on stderr otherwise ("Got goaway … Cancelling all calls" when a server stops): read
+    # when the first channel or server starts, so set here, before any; GRPC_VERBOSITY=INFO or DEBUG shows them.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     args = build_parser().parse_args(argv)
     from kb.cli import finish_output, run, stdout_closed
 

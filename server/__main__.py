@@ -1,6 +1,7 @@
 """`python -m server`: run the verifier with settings from the environment."""
 
 import asyncio
+import os
 import sys
 
 from .app import ListenError, serve
@@ -9,6 +10,7 @@ from .context import configure_logging
 
 
 def main() -> None:
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # (as the kgverify CLI: gRPC core's INFO lines off by default)
     try:
         settings = load_settings()
         configure_logging(settings.server.log_level)

@@ -64,3 +64,14 @@ def test_split_json_names_the_text_its_offsets_index_and_the_splitter(capsys):
     assert {k: split_result(message).to_dict()[k] for k in ("chain_text", "splitter")} == {
         "chain_text": "A. B.", "splitter": "llm:decomposer"}
 
+
+
+def test_the_commands_turn_grpc_cores_info_lines_off_unless_asked_for(monkeypatch, capsys):
+    """gRPC's core printed INFO lines such as "Got goaway [2] err=UNAVAILABLE … Cancelling all calls" on stderr
+    when a server stopped under a stream; it reads GRPC_VERBOSITY when its first channel or server starts."""
+    monkeypatch.delenv("GRPC_VERBOSITY", raising=False)
+    assert main(["config"]) == 0
+    assert os.environ["GRPC_VERBOSITY"] == "ERROR"
+    monkeypatch.setenv("GRPC_VERBOSITY", "DEBUG")
+    assert main(["config"]) == 0
+    assert os.environ["GRPC_VERBOSITY"] == "DEBUG"
