@@ -265,7 +265,10 @@ def _read_steps(path: Path, option: str = "--steps-file") -> list[str]:
         if not any(s.strip() for s in steps):
             raise ValueError(f"{option} {path} holds no {what}: give a JSON list of non-empty strings")
         return steps
-    items = [line for line in text.splitlines() if line.strip()]
+    # Lines end at \n (a \r before it is dropped), not at every break str.splitlines knows: a U+2028 or form feed
+    # inside a step copied from model output split it in two.
+    lines = text.split("\n") if "\n" in text else text.split("\r")  # (a file of bare \r line ends: classic Mac)
+    items = [line.removesuffix("\r") for line in lines if line.strip()]
     if not items:
         raise ValueError(f"{option} {path} holds no {what}: give one per line (or a .json file holding a list)")
     return items

@@ -79,3 +79,16 @@ def test_ctrl_c_while_the_command_loads_exits_130_without_a_traceback(monkeypatc
 
     monkeypatch.setattr(cli, "build_parser", interrupted)
     assert main(["config"]) == 130
+
+
+def test_a_steps_file_has_one_step_per_line_whatever_other_breaks_a_step_holds(tmp_path):
+    """str.splitlines also breaks at U+2028, U+2029, form feed, vertical tab and \\x1c-\\x1e, \\x85: a step copied
+    from model output with one of them became two steps."""
+    path = tmp_path / "steps.txt"
+    path.write_text("Heparin is reversed by protamine\u2028sulfate.\r\nIt binds\x0cheparin.\n\n  \nSo protamine.",
+                    encoding="utf-8")
+    assert cli._read_steps(path) == ["Heparin is reversed by protamine\u2028sulfate.", "It binds\x0cheparin.",
+                                     "So protamine."]
+    assert cli._read_steps(path, "--context-file")[0] == "Heparin is reversed by protamine\u2028sulfate."
+    path.write_text("Heparin is an anticoagulant.\rProtamine reverses it.\r", encoding="utf-8")
+    assert cli._read_steps(path) == ["Heparin is an anticoagulant.", "Protamine reverses it."]
