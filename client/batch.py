@@ -25,7 +25,8 @@ from kb.progress import progress_bar
 from . import requests
 from .aio import CONNECT_TIMEOUT_S, DEFAULT_MAX_MESSAGE_BYTES, AsyncVerifierClient, backoff_s, retry_pause_s
 from .batch_io import InputError, RowError, check_input, could_be_torn_record, export_format, export_journal
-from .batch_io import INPUT_ROW, is_batch_record, is_error_record, read_rows, record_key, same_file
+from .batch_io import whole_number
+from .batch_io import INPUT_ROW, complete_last_line, is_batch_record, is_error_record, read_rows, record_key, same_file
 from .errors import AUTH_CODES, VerifierError, refusal_advice
 from .render import printable
 from .readiness import INFO_GAIN, KNOWLEDGE, KNOWLEDGE_BASE  # noqa: F401  (health service names, as before)
@@ -53,6 +54,7 @@ RUN_OPTIONS = {"knowledge_options.top_k": "--top-k", "knowledge_options.judge": 
                "info_gain_options.estimator": "--estimator", "info_gain_options.units": "--units",
                "info_gain_options.splitter": "--splitter", "metrics": "--metrics"}
 NO_TARGET = "the row has no answer or gold_answer: InfoGain needs a target (KI only)"
+NO_QUESTION = "the row has no question: InfoGain needs the question (KI only)"
 LETTER = re.compile(r"\(?[A-Za-z]\)?[.):]?")  # an answer that names an option by its letter alone
 REQUEST_HEADROOM_BYTES = 16 * 1024  # of a stream message: its item id and framing around the chain request
 STREAM_ITEM_OVERHEAD_BYTES = 64  # a stream message's bytes besides its chain request (the item id, field headers)
@@ -170,9 +172,11 @@ class Item:
 class BatchSummary:
     total: int = 0
     skipped: int = 0
+    skipped_errors: int = 0  # of those, rows whose record is an error (kept: no --retry-errors)
     retried: int = 0  # rows whose error record is being replaced (retry_errors)
     written: int = 0
     ki_only: int = 0  # rows without answer or gold_answer: InfoGain was asked but cannot be scored
+    ki_only_no_question: int = 0  # rows with a target but no question: InfoGain was asked but cannot be scored
     statuses: dict[str, int] = field(default_factory=dict)
 
     def written_note(self, output: Path) -> str:
@@ -248,7 +252,8 @@ class Journal:
         self._size = os.fstat(self._fd).st_size  # where the last whole record ends
 
     def _recover(self) -> tuple[set[str], set[str]]:
-        """(ids whose last record is a result, ids whose last record is an error); drops a torn last line.
+        """(ids whose last record is a result, ids whose last record is an error); drops a torn last line, and
+        ends with its newline a last line that holds a whole record without one (see complete_last_line).
 
         BatchStopped, the file left as it is, when it is not a journal: a complete line that is a JSON value but
         not a batch record (a dataset row, e.g. --input given as --output), no batch record at all, or only an
@@ -264,6 +269,16 @@ class Journal:
             for number, line in enumerate(fh, 1):
                 if not line.endswith(b"\n"):
                     tail = line
+                    whole = complete_last_line(line)
+                    if whole is not None:  # a record, only its newline missing: kept (not scored again)
+                        records += 1
+                        self._mark(whole, done, failed)
+                        try:
+                            os.write(self._fd, b"\n")
+                        except OSError as exc:
+                            raise JournalError(f"cannot write {self.path} ({exc.strerror or exc}): its last record "
+                                               "lacks its newline, which could not be added") from None
+                        keep = size = size + 1
                     break
                 try:
                     record = json.loads(line)
@@ -341,6 +356,11 @@ def check_output_path(path: Path) -> None:
         raise BatchStopped(f"--output {path} is a directory: give a file (e.g. {path / 'scores.jsonl'})")
     if path.exists() and not path.is_file():
         raise BatchStopped(f"--output {path} is not a regular file: give a JSONL file to write")
+    if path.name.lower().endswith(".gz"):  # (the journal is appended a record at a time: never compressed)
+        raise BatchStopped(f"--output {path}: the journal is plain JSONL, written a record at a time, and cannot be "
+                           f"gzip-compressed: give a name without .gz (e.g. {path.name[:-3] or 'scores.jsonl'}; a "
+                           "journal an earlier run wrote under this name is plain JSONL: rename it) and compress it "
+                           "after the run if you like (nothing was written)")
 
 
 def _end_of_last_line(path: Path, size: int, chunk: int = 1 << 16) -> int:
@@ -434,8 +454,8 @@ def _extra_of(row: Any) -> tuple[dict[str, Any], VerifierError | None]:
             json.dumps(row[key])  # (nested too deeply to write: RecursionError)
         except RecursionError:
             bad = f"{key} (nested too deeply)"
-        if bad is None:
-            extra[key] = row[key]
+        if bad is None:  # (a whole float, from a column with a gap, as its integer: report pairs 3 with 3.0)
+            extra[key] = whole_number(row[key])
         elif problem is None:
             problem = VerifierError("INVALID_ARGUMENT", "INVALID_FIELD",
                                     f"{bad}: cannot be journaled (JSON has no NaN or infinity, and text must be "
@@ -485,6 +505,7 @@ def plan_items(opts: BatchOptions, journal: Journal, summary: BatchSummary,
             extra[INPUT_ROW] = label
         if key in done or (key in failed and (not own_key or not opts.retry_errors)):
             summary.skipped += 1  # (a row without an id of its own never changes: --retry-errors leaves it)
+            summary.skipped_errors += key in failed and own_key
             continue
         if key in failed:
             summary.retried += 1
@@ -520,6 +541,10 @@ def plan_items(opts: BatchOptions, journal: Journal, summary: BatchSummary,
                     request.metrics.remove(requests.METRICS["infogain"])
                     notes["info_gain_null_reason"] = NO_TARGET
                     summary.ki_only += 1
+                elif "ki" in opts.metrics and "infogain" in opts.metrics and not request.question.strip():
+                    request.metrics.remove(requests.METRICS["infogain"])  # (the server refuses InfoGain without it)
+                    notes["info_gain_null_reason"] = NO_QUESTION
+                    summary.ki_only_no_question += 1
         yield position, (error_record(record_id, problem, extra) if problem
                          else Item(position, item_id, request, extra, notes, size=size, label=label))
 
@@ -534,9 +559,13 @@ class _Census:
     items: int = 0
     kb_rows: int = 0
     chains: int = 0  # items with a reasoning chain (text or steps): the server refuses the others
+    questions: int = 0  # items with a question: InfoGain needs it
     missing_id: int = 0  # rows planned as a MISSING_ID record
     letter_targets: int = 0  # rows asking for InfoGain of an option letter ("B") without their options
     requests: list = field(default_factory=list)
+    # Set when a server runs without a KB while some rows bring their own context: the kb_rows get KB_NOT_LOADED
+    # (said up front), which is then no sign that the server fails every row.
+    kb_not_loaded: bool = False
 
     def add(self, planned: Item | dict) -> None:
         self.planned += 1
@@ -547,6 +576,7 @@ class _Census:
         self.items += 1
         request = planned.request
         self.chains += bool(request.reasoning.strip() or any(step.strip() for step in request.steps))
+        self.questions += bool(request.question.strip())
         target = request.gold_answer if request.gold_answer.strip() else request.answer
         self.letter_targets += bool(requests.METRICS["infogain"] in request.metrics and not request.choices
                                     and LETTER.fullmatch(target.strip()))
@@ -631,6 +661,7 @@ async def _check_ready(client: AsyncVerifierClient, census: _Census, timeout_s: 
         # A server run without a KB still judges rows against their own context passages.
         print(f"note: the server at {client.target} runs without a knowledge base: the {kb_rows} of {census.items} "
               "rows without context passages will get KB_NOT_LOADED", file=sys.stderr)
+        census.kb_not_loaded = True
 
 
 class _Writer:
@@ -665,6 +696,22 @@ class _Writer:
             self.room.clear()
         else:
             self.room.set()
+
+    def flush(self) -> None:
+        """Writes the records held for an earlier row still unwritten (--keep-order), in input order, when the run
+        ends without it (interrupted, or failed): they are results already paid for, and a resumed run scores only
+        the rows without a record, whatever their order in the journal. A journal that cannot take them keeps what
+        it has (the run ends with its own error)."""
+        if not self._buffer:
+            return
+        held, self._buffer = self._buffer, {}
+        self._order.clear()
+        try:
+            for position in sorted(held):
+                self._write(*held[position])
+        except JournalError as exc:
+            log.warning("%s", exc)
+        self.room.set()
 
     @staticmethod
     def _encoded(record: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
@@ -710,14 +757,19 @@ def refused_options(error: VerifierError | None) -> list[str]:
 
 
 class _Tripwire:
-    """Watches a run's first results: all the same STOP_CODES error means the server fails every row alike."""
+    """Watches a run's first results: all the same STOP_CODES error means the server fails every row alike.
 
-    def __init__(self, n: int):
-        self.n, self.seen, self.first, self.same = n, 0, None, True
+    `expected`: error reasons announced before the run for some rows (KB_NOT_LOADED from a server without a KB,
+    for the rows without context passages while others have theirs): not counted either way."""
+
+    def __init__(self, n: int, expected: frozenset[str] = frozenset()):
+        self.n, self.seen, self.first, self.same, self.expected = n, 0, None, True, expected
 
     def observe(self, error: VerifierError | None) -> VerifierError | None:
         """The error to stop on, once the first n results all had it (None for a result)."""
         if not self.same or self.seen >= self.n:
+            return None
+        if error is not None and error.reason in self.expected:
             return None
         self.seen += 1
         if error is None or error.code not in STOP_CODES or (
@@ -735,7 +787,10 @@ class _Scheduler:
     bounded: rows in flight, waiting for a retry or, with --keep-order, held for an earlier row); `count` is how
     many it will give (the tripwire watches the first of them)."""
 
-    def __init__(self, opts: BatchOptions, items: Iterable[Item], writer: _Writer, count: int | None = None):
+    def __init__(self, opts: BatchOptions, items: Iterable[Item], writer: _Writer, count: int | None = None,
+                 kb_not_loaded: int = 0):
+        """`kb_not_loaded`: of the `count` items, those announced to get KB_NOT_LOADED (a server without a KB;
+        the others bring their context), which the tripwire leaves out."""
         self.opts, self.writer = opts, writer
         if count is None:
             items = list(items)
@@ -746,7 +801,8 @@ class _Scheduler:
         self.queue: asyncio.Queue = asyncio.Queue()  # items sent again (a broken stream, a retry)
         self.remaining = 0  # items taken from the source and not finished
         self.finished = asyncio.Event()
-        self.tripwire = _Tripwire(min(STOP_AFTER, count))
+        self.tripwire = _Tripwire(min(STOP_AFTER, count - kb_not_loaded),
+                                  frozenset({"KB_NOT_LOADED"}) if kb_not_loaded else frozenset())
         self.stop: VerifierError | None = None
         self.refused: list[str] = []  # the run's options the server refused (self.stop is its error)
         self.message_limits: dict[str, int] = {}  # server -> the message size it was found to refuse above
@@ -779,6 +835,12 @@ class _Scheduler:
         self.stop = self.tripwire.observe(error)
         if (self.remaining == 0 and self._source is None) or self.stop is not None:
             self.finished.set()
+
+    def _flush(self) -> None:
+        """The records held for --keep-order, written as the run ends early (see _Writer.flush)."""
+        flush = getattr(self.writer, "flush", None)
+        if flush is not None:
+            flush()
 
     def _pull(self) -> Item | None:
         """The next item of the source (None once it is exhausted, or failed: the run ends with that failure)."""
@@ -1058,12 +1120,14 @@ class _Scheduler:
                     errors = [w.exception() for w in workers if not w.cancelled() and w.exception()]
                     if errors and all(isinstance(e, ServerRefused) for e in errors):
                         raise errors[0]  # every server refuses this client: exit 2, a token to pass
+                    self._flush()  # (before the count of rows written is given)
                     raise BatchError(f"every server failed: {errors[0] if errors else 'streams ended'}; "
                                      + self.writer.summary.progress(self.writer.journal.path))
         finally:
             for task in (*workers, finished):
                 task.cancel()
             await asyncio.gather(*workers, finished, return_exceptions=True)
+            self._flush()  # (also when the run is cancelled: Ctrl-C, SIGTERM)
         if self.failure is not None:
             raise self.failure
         if self.stop is not None:
@@ -1166,7 +1230,7 @@ async def run_batch(opts: BatchOptions, settings=None, summary: BatchSummary | N
     summary = summary if summary is not None else BatchSummary()
     journal = Journal(opts.output, opts.fsync_interval_s)
     resumed = (set(journal.done), set(journal.failed))
-    bar = rows = None
+    bar = rows = writer = None
     completed = False
     try:
         # Two passes over the input: the first only counts (and checks every row can be read) before anything is
@@ -1178,9 +1242,11 @@ async def run_batch(opts: BatchOptions, settings=None, summary: BatchSummary | N
         except InputError as exc:
             raise BatchStopped(str(exc)) from None
         if summary.skipped:  # (a rerun with another --judge or --top-k into the same --output changed nothing)
+            errors = (f"; {summary.skipped_errors} of those records are errors: run again with --retry-errors to "
+                      "score those rows again" if summary.skipped_errors else "")
             print(printable(f"resuming {opts.output}: {summary.skipped} rows already have a record there and keep it; "
                             "they are not scored again, whatever the scoring options: give another --output to "
-                            "score them with other options"), file=sys.stderr)
+                            f"score them with other options{errors}"), file=sys.stderr)
         if census.letter_targets:  # (the server scores the letter itself, whatever the option says)
             print(f"note: {census.letter_targets} of the rows to score answer with an option letter ('B') but have "
                   "no 'choices': their InfoGain targets the letter itself; give each row its options as 'choices'",
@@ -1192,6 +1258,15 @@ async def run_batch(opts: BatchOptions, settings=None, summary: BatchSummary | N
             raise BatchStopped(f"none of the {census.items} rows to score in {opts.input} has a reasoning chain: "
                                "give each row's chain as 'reasoning' (text) or 'steps' (a list of strings); "
                                "nothing was sent")
+        if census.items and not census.questions and "infogain" in opts.metrics:  # (e.g. under 'problem')
+            if "ki" not in opts.metrics:
+                raise BatchStopped(f"none of the {census.items} rows to score in {opts.input} has a 'question'"
+                                   f"{_fields_of(opts)}, and InfoGain needs it (L_0 is the answer given the question "
+                                   "alone): give each row its question as 'question'; nothing was sent")
+            print(printable(f"note: none of the {census.items} rows to score in {opts.input} has a 'question'"
+                            f"{_fields_of(opts)}: InfoGain needs it, so they get KI only (info_gain null, "
+                            "info_gain_null_reason says why); give each row its question as 'question'"),
+                  file=sys.stderr)
         async with _ready_clients(opts, census, settings) as clients:
             desc = f"scoring (resumed: {summary.skipped} rows already done)" if summary.skipped else "scoring"
             bar = progress_bar(total=summary.skipped + census.planned, initial=summary.skipped, unit="chain",
@@ -1202,7 +1277,8 @@ async def run_batch(opts: BatchOptions, settings=None, summary: BatchSummary | N
             items = _items_to_send(rows, writer, clients)
             try:
                 if census.items:
-                    await _Scheduler(opts, items, writer, census.items).run(clients)
+                    await _Scheduler(opts, items, writer, census.items,
+                                     kb_not_loaded=census.kb_rows if census.kb_not_loaded else 0).run(clients)
                 else:
                     for _ in items:
                         pass
@@ -1210,6 +1286,8 @@ async def run_batch(opts: BatchOptions, settings=None, summary: BatchSummary | N
                 raise BatchError(f"{exc}; {summary.progress(opts.output)}") from None
         completed = True
     finally:
+        if writer is not None:  # (the scheduler wrote them already, unless it was cut short itself)
+            writer.flush()
         if rows is not None:
             rows.close()
         if bar is not None:

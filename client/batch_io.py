@@ -24,6 +24,8 @@ SUPPORTED = ".jsonl, .jsonl.gz, .csv, .csv.gz or .parquet"
 CHAIN_COLUMNS = ("reasoning", "steps")
 # Row fields that hold lists; CSV cells carry them as JSON text.
 LIST_FIELDS = ("steps", "context", "choices")
+# Of those, the ones that may also hold a JSON object: choices keyed by letter ({"A": "...", "B": "..."}).
+OBJECT_FIELDS = ("choices",)
 # Export columns in this order; nested values become JSON strings so every cell is a scalar.
 FLOAT_COLUMNS = ("knowledge_index", "knowledge_index_paper", "coverage", "info_gain", "info_gain_total",
                  "info_gain_paper")
@@ -294,11 +296,13 @@ def _csv_rows(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def _list_cell(key: str, value: str, number: int) -> Any:
+    """A CSV cell of a list field, parsed from its JSON (choices may also be an object keyed by letter, as in JSONL;
+    the message names the list, the usual form)."""
     try:
         parsed = json.loads(value)
     except (ValueError, RecursionError):
         raise RowError(f"row {number}: column {key!r} must hold a JSON list") from None
-    if not isinstance(parsed, list):
+    if not isinstance(parsed, list) and not (key in OBJECT_FIELDS and isinstance(parsed, dict)):
         raise RowError(f"row {number}: column {key!r} must hold a JSON list")
     return parsed
 
@@ -331,7 +335,34 @@ def _parquet_rows(path: Path) -> Iterator[tuple[str, Any]]:
             raise OSError(f"not readable as Parquet: {exc}") from None
         for raw in rows:
             number += 1
-            yield f"row-{number}", raw if isinstance(raw, RowError) else {k: v for k, v in raw.items() if v is not None}
+            yield f"row-{number}", raw if isinstance(raw, RowError) else _typed_numbers(
+                {k: v for k, v in raw.items() if v is not None})
+
+
+# Row fields holding answers as text or whole numbers (see client.requests): from a typed (Parquet) column, a whole
+# float is the integer it stands for (a column of whole numbers with a gap is read as floats: [36.0, None, 36.0]).
+TYPED_NUMBER_FIELDS = ("answer", "gold_answer", "choices")
+
+
+def whole_number(value: Any) -> Any:
+    """A float that is a whole number as the int it stands for (36.0 -> 36: a column of whole numbers with a gap,
+    read as floats); any other value as it is."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _typed_numbers(row: dict[str, Any]) -> dict[str, Any]:
+    """A Parquet row with the whole floats of its answer fields as ints (see TYPED_NUMBER_FIELDS)."""
+    for key in TYPED_NUMBER_FIELDS:
+        value = row.get(key)
+        if isinstance(value, float):
+            row[key] = whole_number(value)
+        elif isinstance(value, list):
+            row[key] = [whole_number(v) for v in value]
+        elif isinstance(value, dict):
+            row[key] = {k: whole_number(v) for k, v in value.items()}
+    return row
 
 
 def _parquet_row(batch: Any, index: int, number: int) -> dict[str, Any] | RowError:
@@ -378,7 +409,8 @@ def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _str_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)
+    """A group or question id as text: a whole float as its integer (3.0 -> "3", as report pairs them)."""
+    return None if value is None else str(whole_number(value))
 
 
 def export_columns() -> list[str]:
@@ -437,11 +469,26 @@ def is_error_record(record: dict[str, Any]) -> bool:
     return isinstance(record.get("status"), dict)
 
 
+def complete_last_line(line: bytes) -> dict[str, Any] | None:
+    """The batch record a last line without its newline holds whole (a file cut after the record's closing brace,
+    or edited by a tool that drops the final newline), else None: a line torn by a crash midway through its write
+    is not JSON (a record is one object: no proper beginning of it parses)."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return record if is_batch_record(record) else None
+
+
 def _complete_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, record) of every complete record (a torn last line is not a record)."""
+    """(line number, record) of every complete record (a torn last line is not a record; a last line without
+    its newline that holds a whole record is)."""
     with open(path, "rb") as fh:
         for number, line in enumerate(fh):
             if not line.endswith(b"\n"):
+                record = complete_last_line(line)
+                if record is not None:
+                    yield number, record
                 break
             try:
                 record = json.loads(line)

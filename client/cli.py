@@ -386,7 +386,8 @@ def _cmd_batch(args) -> int:
         print(f"wrote {path}", file=sys.stderr)
     print(json.dumps({"rows": summary.total, "skipped_already_done": summary.skipped,
                       "retried_errors": summary.retried, "written": summary.written,
-                      "ki_only_no_answer": summary.ki_only, "statuses": summary.statuses,
+                      "ki_only_no_answer": summary.ki_only, "ki_only_no_question": summary.ki_only_no_question,
+                      "statuses": summary.statuses,
                       "output": str(args.output)}), file=sys.stderr)
     return 0
 

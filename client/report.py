@@ -109,6 +109,10 @@ def load_chains(inputs: list[Path], by: str) -> tuple[dict[str, list[Chain]], st
             raise ReportError(f"{path} is not a kgverify batch journal: none of its {len(chains)} records has a "
                               "'status' (\"ok\", \"partial\" or an error); give the --output file of kgverify batch, "
                               "not its --input")
+        if not chains and _holds_rows(Path(path)):  # (e.g. a dataset whose ids are numbers: no record is read)
+            raise ReportError(f"{path} is not a kgverify batch journal: it holds JSON objects, but none is a batch "
+                              "record (a string 'id' and a 'status': \"ok\", \"partial\" or an error); give the "
+                              "--output file of kgverify batch, not its --input")
         if name is not None:  # --by file: a file without records is a group of none, not a group left out
             groups.setdefault(text_of(name), [])
         for chain in chains:
@@ -129,6 +133,21 @@ def load_chains(inputs: list[Path], by: str) -> tuple[dict[str, list[Chain]], st
         raise ReportError("no records in " + ", ".join(map(str, inputs)) + " (a batch journal holds one JSON "
                           "object per line, each with an 'id' and a 'status')")
     return groups, next(iter(units), None)
+
+
+def _holds_rows(path: Path, lines: int = 5) -> bool:
+    """Whether a file without a record starts with JSON objects (an input dataset, e.g. one with number ids)."""
+    try:
+        with open(path, "rb") as fh:
+            for _, line in zip(range(lines), fh):
+                try:
+                    if isinstance(json.loads(line), dict):
+                        return True
+                except (ValueError, RecursionError):
+                    continue
+    except OSError:
+        return False
+    return False
 
 
 def default_baseline(chains: dict[str, list[Chain]]) -> str:

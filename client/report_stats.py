@@ -8,6 +8,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from .batch_io import whole_number
+
 METRICS = ("knowledge_index", "knowledge_index_paper", "info_gain", "coverage", "contradiction_rate")
 NO_GROUP = "(none)"
 # Share of bootstrap resamples without a relative change (baseline mean 0) above which its interval is undefined.
@@ -72,7 +74,7 @@ def chain_of(record: dict[str, Any], by: str, group: str | None = None) -> Chain
     """The report's view of one record; `group` overrides the --by field (grouping by input file)."""
     if group is None:
         raw = record.get(by)
-        group = NO_GROUP if raw is None or raw == "" else raw
+        group = NO_GROUP if raw is None or raw == "" else whole_number(raw)
     group = text_of(group)
     ok = isinstance(record.get("status"), str)
     values = {m: _number(record.get(m)) for m in METRICS if m != "contradiction_rate"}
@@ -81,7 +83,9 @@ def chain_of(record: dict[str, Any], by: str, group: str | None = None) -> Chain
     steps = steps if isinstance(steps, list) else []  # malformed fields stay undefined, as malformed metrics do
     counts = verdict_counts(record.get("counts")) or {}
     qid = record.get("question_id")
-    return Chain(id=str(record.get("id")), group=group, question_id=None if qid in (None, "") else str(qid), ok=ok,
+    # (a whole float is its integer: question ids 3 and 3.0, from a float column with a gap, are one question)
+    qid = None if qid in (None, "") else str(whole_number(qid))
+    return Chain(id=str(record.get("id")), group=group, question_id=qid, ok=ok,
                  values=values, gains=[_number(s.get("gain")) for s in steps if isinstance(s, dict)],
                  ki_steps=sum(counts.values()))
 

@@ -53,6 +53,10 @@ def _answer(row: Mapping[str, Any], key: str) -> str:
     if _whole_number(value):
         return str(value)
     if isinstance(value, float):
+        if value.is_integer():  # (Parquet's float columns are read as integers already: see batch_io)
+            raise _bad(key, f"must be a string or a whole number, not the float {value!r} (a column of whole "
+                            f"numbers with gaps is written as floats, e.g. by pandas): write it as an integer "
+                            f"({int(value)}) or as the text to score (\"{value!r}\")")
         raise _bad(key, f"must be a string or a whole number, not the fraction {value!r}: write it as the text "
                         f"to score (\"{value!r}\")")
     return _text(row, key)
@@ -67,18 +71,33 @@ def _strings(row: Mapping[str, Any], key: str, numbers: bool = False) -> list[st
     return [str(v) for v in value] if numbers else value
 
 
+def _letters(count: int) -> list[str]:
+    return [chr(ord("A") + i) for i in range(count)]
+
+
 def _choices(row: Mapping[str, Any]) -> list[str]:
     """The options of a row: a list of texts, or an object keyed by their letters in order ({"A": "...", "B":
-    "..."}, as MedQA and MedBullets write them), taken in letter order."""
+    "..."}, as MedQA and MedBullets write them), taken in letter order. A null option past the last one given is
+    absent (a Parquet struct column of rows with 4 and 5 options gives the 4-option rows E: null); a null before
+    a given one is refused, naming it. Each text is taken without the spaces and line breaks around it (MedQA
+    has options ending in "\n"); a line break inside one stays the server's to refuse."""
     value = row.get("choices")
     if isinstance(value, Mapping) and value:
-        letters = [chr(ord("A") + i) for i in range(len(value))]
-        if sorted(str(k).strip().upper() for k in value) != letters:
+        keys = [str(k).strip().upper() for k in value]
+        given = {key: v for key, v in zip(keys, value.values()) if v is not None}
+        if sorted(keys) != _letters(len(keys)) or sorted(given) != _letters(len(given)):
+            nulls = sorted(key for key, v in zip(keys, value.values()) if v is None)
+            if sorted(keys) == _letters(len(keys)) and nulls:
+                last = max(given) if given else ""
+                gap = [key for key in nulls if key < last]
+                raise _bad("choices", f"option {gap[0]} is null, but option {last} after it is given: give every "
+                                      "option up to the last, or the options as a list of their texts, in order")
             raise _bad("choices", "is an object whose keys are not the letters A, B, C, ... in turn: give the "
                                   "options as a list of their texts, in order")
-        by_letter = {str(k).strip().upper(): v for k, v in value.items()}
-        return _strings({"choices": [by_letter[letter] for letter in letters]}, "choices", numbers=True)
-    return _strings(row, "choices", numbers=True)
+        options = _strings({"choices": [given[letter] for letter in _letters(len(given))]}, "choices", numbers=True)
+    else:
+        options = _strings(row, "choices", numbers=True)
+    return [option.strip() for option in options]
 
 
 def _passage_field(value: Any) -> str:
