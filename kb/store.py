@@ -169,6 +169,15 @@ class StoreWriter:
         self._con.close()
 
 
+def stored_text_keys(path: Path) -> Iterator[int]:
+    """The de-duplication key of every fact of a published store, streamed (a fact's text in its source context)."""
+    con = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    try:
+        yield from (k for (k,) in con.execute("SELECT text_key FROM facts"))
+    finally:
+        con.close()
+
+
 def embed_key_rows(path: Path) -> dict[bytes, int]:
     """Embedding-cache index of a published store: embedder input key -> vector row."""
     con = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)

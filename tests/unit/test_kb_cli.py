@@ -196,6 +196,8 @@ def test_an_os_error_while_writing_is_one_line_and_an_interrupt_after_the_switch
 
     monkeypatch.setattr(kb.build, "build_kb", disk_full)
     code, _, stderr = _run(capsys, "build", "--input", str(csv_input), "--output", str(out), *FIELDS)
+    stage, _, stderr = stderr.partition("\n")  # the inputs were read and checked first (a stage line)
+    assert stage == "kgverify kb: reading and checking the inputs"
     assert code == 1 and stderr.count("\n") == 1 and "Traceback" not in stderr
     assert "No space left on device" in stderr and "is as it was (nothing was published)" in stderr
 

@@ -130,7 +130,8 @@ def test_the_reader_counts_rows_up_front_and_as_it_reads_them(tmp_path):
     assert reader.count_rows() == 4 + 4 + 4 + 1
     docs = list(reader)
     assert len(docs) == 3 + 3 + 3 + 1 and reader.rows == 13  # rows without text are read, and counted
-    assert DocumentReader([tmp_path / "missing.jsonl"]).count_rows() is None  # reading it says why
+    with pytest.raises(FileNotFoundError, match="does not exist"):  # counting reads (and checks) every row
+        DocumentReader([tmp_path / "missing.jsonl"]).count_rows()
 
 
 def test_a_byte_order_mark_is_not_part_of_the_first_column_or_line(tmp_path):
