@@ -307,7 +307,7 @@ class SecuritySettings(_Section):
     tls_key_file: Path | None = None
     """PEM private key of the server certificate."""
     tls_client_ca_file: Path | None = None
-    """PEM CA bundle client certificates must chain to (mTLS; needs TLS)."""
+    """PEM CA bundle client certificates must chain to (mTLS; needs TLS and `require_client_auth`)."""
     require_client_auth: bool = False
     """mTLS: refuse TLS clients without a certificate from `tls_client_ca_file`."""
     auth_tokens: list[SecretStr] = []
@@ -327,6 +327,11 @@ class SecuritySettings(_Section):
             raise ValueError("mTLS (tls_client_ca_file, require_client_auth) needs tls_cert_file and tls_key_file")
         if self.require_client_auth and self.tls_client_ca_file is None:
             raise ValueError("require_client_auth needs tls_client_ca_file")
+        if self.tls_client_ca_file is not None and not self.require_client_auth:
+            # gRPC asks TLS clients for a certificate only when it requires one: the CA alone checks nobody (a
+            # client with a certificate from another CA, or with none, was let in) while it reads as mTLS on
+            raise ValueError("tls_client_ca_file checks client certificates only with require_client_auth=true "
+                             "(KGV_SECURITY__REQUIRE_CLIENT_AUTH): set it for mTLS, or unset tls_client_ca_file")
         return self
 
 

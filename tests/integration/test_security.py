@@ -208,3 +208,7 @@ def test_inconsistent_security_settings_are_refused_at_startup(pki):
                          require_client_auth=True)
     with pytest.raises(ValidationError, match="needs tls_cert_file"):
         SecuritySettings(tls_client_ca_file=pki.path("ca.pem"))
+    # a client CA without require_client_auth: gRPC asks no client for a certificate, so it checked nobody
+    with pytest.raises(ValidationError, match="only with require_client_auth=true"):
+        SecuritySettings(tls_cert_file=pki.path("server.pem"), tls_key_file=pki.path("server.key"),
+                         tls_client_ca_file=pki.path("ca.pem"))
