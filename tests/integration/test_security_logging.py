@@ -85,3 +85,39 @@ async def test_request_text_is_logged_at_debug_only_when_enabled(cache_dir, monk
         assert canary not in caplog.text  # enabled, but only at DEBUG
     finally:
         await server.stop(0)
+
+
+@pytest.mark.parametrize("backend", ["vllm", "cascade"])
+async def test_an_llm_judges_unusable_words_reach_the_claim_not_the_log(cache_dir, demo_kb_path, caplog, backend):
+    """An LLM judge that writes prose instead of a label (structured outputs not applied) restates the claim: its
+    words went into a WARNING line with log_request_text off. The claim's error still quotes them to the caller."""
+    from server.backends.judges.vllm_judge import parse_judgement
+    from tests.fakes.vllm_server import ChatReply, Faults, FakeVllmServer
+
+    canary = _canary()
+    reply = ChatReply(f"The claim says patient {canary} bleeds on heparin, which", {"The": -0.1, "B": -3.0})
+    with FakeVllmServer(model="judge", chat=lambda body: reply, faults=Faults(unconstrained=True)) as fake:
+        settings = make_settings(cache_dir, judge={"backend": backend, "base_url": fake.base_url, "model": "judge",
+                                                   "cascade_threshold": 1.0, "cache_size": 0})
+        server = await start_server(settings, ["127.0.0.1:0"])
+        try:
+            await server.wait_ready(300)
+            _capture_everything(caplog)
+            async with AsyncVerifierClient(server.addresses[0], retries=0) as client:
+                score = await client.score_knowledge(
+                    steps=["Protamine sulfate neutralizes heparin."],
+                    context=["Protamine sulfate is the antidote that neutralizes heparin."])
+        finally:
+            await server.stop(0)
+    claim = score.steps[0].claims[0]
+    assert canary in claim.error and "structured outputs" in claim.error  # the caller is told what came back
+    unusable = [r for r in caplog.records if "LLM judge output unusable" in r.getMessage()]
+    assert unusable and "characters of model output>" in unusable[0].getMessage()
+    assert canary not in caplog.text
+
+    # the reasoning a --reasoning-parser splits off is withheld too
+    data = {"choices": [{"message": {"content": "", "reasoning_content": f"Patient {canary} is bleeding"},
+                         "finish_reason": "stop"}]}
+    with pytest.raises(ValueError) as info:
+        parse_judgement(data)
+    assert canary in str(info.value) and canary not in info.value.loggable()

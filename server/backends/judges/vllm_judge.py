@@ -33,7 +33,25 @@ SERVED_PROBE_S = 2.0  # the longest one read of /v1/models takes (and the first 
 
 
 class JudgeOutputError(ValueError):
-    """The judge answered, but not with a label and its log-probabilities."""
+    """The judge answered, but not with a label and its log-probabilities.
+
+    `model_text`: the pieces of the message that quote what the model wrote (it may restate the claim, i.e. patient
+    data): the claim's error carries them back to the caller, the server's log only their lengths (`loggable`)."""
+
+    def __init__(self, message: str, model_text: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.model_text = model_text
+
+    def loggable(self) -> str:
+        text = str(self)
+        for piece in self.model_text:
+            text = text.replace(piece, f"<{len(piece)} characters of model output>")
+        return text
+
+
+def _quoted(value: Any, limit: int = 80) -> str:
+    """The model's text as quoted in an error message (its first `limit` characters)."""
+    return repr(value[:limit] if isinstance(value, str) else value)
 
 
 class PromptTooLongError(JudgeOutputError):
@@ -109,7 +127,7 @@ def parse_judgement(data: dict[str, Any]) -> tuple[Verdict, LabelProbs]:
     except (KeyError, IndexError, TypeError) as exc:
         raise JudgeOutputError("the response has no message content") from exc
     if not isinstance(content, str) or content.strip() not in LABELS:
-        shown = content[:80] if isinstance(content, str) else content
+        shown = _quoted(content)
         finish = choice.get("finish_reason")
         if finish not in (None, "stop", "length", "tool_calls"):
             # vLLM ended the request before a label: "abort" (aborted on the server, e.g. POST /pause?mode=abort
@@ -118,16 +136,17 @@ def parse_judgement(data: dict[str, Any]) -> tuple[Verdict, LabelProbs]:
             cause = {"abort": "the request was aborted on the server (vLLM paused generation or is shutting down)",
                      "error": "an internal error ended the generation"}.get(finish, "the generation ended early")
             raise JudgeOutputError(f"vLLM ended the generation before a label (finish_reason {finish!r}: {cause}; "
-                                   f"content {shown!r})")
+                                   f"content {shown})", (shown,))
         reasoning = choice["message"].get("reasoning_content") or choice["message"].get("reasoning")
         if isinstance(reasoning, str) and reasoning.strip():
             # vLLM started with --reasoning-parser applies structured outputs only once the reasoning has ended
             # (vLLM >= 0.8.5, V1); a model that reasons anyway fills the few tokens allowed with reasoning.
+            thought = _quoted(reasoning)
             raise JudgeOutputError(
-                f"the model answered with reasoning ({reasoning[:80]!r}) and content {shown!r}: vLLM's "
+                f"the model answered with reasoning ({thought}) and content {shown}: vLLM's "
                 "--reasoning-parser holds structured outputs back until the reasoning ends, and this model reasons "
                 "despite enable_thinking=false (or the parser took its answer for reasoning); serve the judge model "
-                "without --reasoning-parser, or use a model that answers at once")
+                "without --reasoning-parser, or use a model that answers at once", (thought, shown))
         produced = _completion_tokens(data)
         if finish == "length" and not (content or "").strip() and not produced:
             # Nothing generated although the output may take MAX_COMPLETION_TOKENS: vLLM gave the prompt no room to
@@ -138,15 +157,16 @@ def parse_judgement(data: dict[str, Any]) -> tuple[Verdict, LabelProbs]:
                 "(it fills the judge model's max_model_len or the scheduler's token budget); serve the judge model "
                 "with a larger --max-model-len")
         raise JudgeOutputError(
-            f"unconstrained output {shown!r}: the server did not apply structured outputs "
-            "(vLLM >= 0.10.2 reads `structured_outputs`; from 0.12 the old guided_* fields are ignored)")
+            f"unconstrained output {shown}: the server did not apply structured outputs "
+            "(vLLM >= 0.10.2 reads `structured_outputs`; from 0.12 the old guided_* fields are ignored)", (shown,))
     label = content.strip()
     tokens = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
     if not isinstance(tokens, list) or not tokens or not isinstance(tokens[0], dict):
         raise JudgeOutputError("the response carries no logprobs for the label token")
     if not isinstance(tokens[0].get("token"), str) or tokens[0]["token"].strip() != label:
-        raise JudgeOutputError(f"the label {label!r} is not a single token for this model "
-                               f"(first token {tokens[0].get('token')!r})")
+        first = _quoted(tokens[0].get("token"))
+        raise JudgeOutputError(f"the label {label!r} is not a single token for this model (first token {first})",
+                               (first,))
     logprobs = _label_logprobs(tokens[0])
     if all(v <= VLLM_LOGPROB_FLOOR for v in logprobs.values()):
         raise JudgeOutputError("no label token among the returned top logprobs")
@@ -253,7 +273,7 @@ class VllmJudge:
         except PromptTooLongError:
             raise
         except JudgeOutputError as exc:
-            log.warning("LLM judge output unusable: %s", exc)
+            log.warning("LLM judge output unusable: %s", exc.loggable())  # (the model's words stay out of the log)
             return error_judgement(f"LLM judge: {exc}", Tier.LLM, llm_calls=1)
         return Judgement(verdict, probs, Tier.LLM, llm_calls=1, evidence=item.evidence)
 
