@@ -58,6 +58,16 @@ def _socket_dir() -> Path:
         "TMPDIR to a short writable directory, or run a server and pass --server")
 
 
+def _private(settings):
+    """The settings of a verifier only this process calls, on its own 0700 socket: no metrics endpoint and no
+    token auth. Taken from the environment as they were, those of a server running beside it (a compose service's
+    KGV_METRICS__PORT, KGV_SECURITY__AUTH_TOKENS) made `docker compose exec verifier kgverify evaluate …` fail: the
+    metrics port was taken, and the command's own calls carried no token."""
+    from server.config import MetricsSettings, SecuritySettings
+
+    return settings.model_copy(update={"metrics": MetricsSettings(port=None), "security": SecuritySettings()})
+
+
 @asynccontextmanager
 async def embedded_server(settings=None, load_timeout_s: float = 900.0,
                           required: tuple[str, ...] | None = None, uses_kb: bool = True) -> AsyncIterator[str]:
@@ -69,7 +79,7 @@ async def embedded_server(settings=None, load_timeout_s: float = 900.0,
     from server.app import start_server
     from server.config import load_settings
 
-    settings = settings or load_settings()
+    settings = _private(settings or load_settings())
     for name in ("kgverify", "server", "kb"):
         logging.getLogger(name).setLevel(logging.WARNING)
     tmp = _socket_dir()
