@@ -204,9 +204,12 @@ def channel_security(ca: Path | None = None, cert: Path | None = None, key: Path
             certificate_chain=Path(cert).read_bytes() if cert else None)
     metadata: tuple = ()
     if token_file:
-        token = Path(token_file).read_text(encoding="utf-8-sig").strip()  # (a byte order mark is not the token)
-        if not token:
-            raise BatchStopped(f"{token_file} holds no token")
+        from .security import read_token_file
+
+        try:
+            token = read_token_file(token_file)  # (the server's format: comments and blank lines left out)
+        except ValueError as exc:
+            raise BatchStopped(str(exc)) from None
         metadata = (("authorization", f"Bearer {token}"),)
     return credentials, metadata
 

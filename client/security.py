@@ -16,6 +16,27 @@ def add_security_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--token-file", type=Path, help="file holding the bearer token of servers with auth")
 
 
+def read_token_file(path: Path) -> str:
+    """The bearer token a client sends, from a file in the server's token-file format: one token a line, blank lines
+    and lines starting with # left out, a UTF-8 byte order mark ignored. ValueError, naming the file but never its
+    text, when it holds no token, more than one (a client sends one: which?) or one gRPC metadata cannot carry
+    (not printable ASCII). The whole file was sent as the token: with a comment line, gRPC refused the call as
+    'Invalid metadata' (INTERNAL) and every call failed."""
+    text = Path(path).read_bytes().decode("utf-8-sig", errors="replace")
+    tokens = [line.strip() for line in text.splitlines()]
+    tokens = [(number, token) for number, token in enumerate(tokens, 1) if token and not token.startswith("#")]
+    if not tokens:
+        raise ValueError(f"{path} holds no token (one a line; # starts a comment)")
+    if len(tokens) > 1:
+        raise ValueError(f"{path} holds {len(tokens)} tokens (lines {', '.join(str(n) for n, _ in tokens[:5])}): "
+                         "a client sends one; give a file with the token this client uses")
+    number, token = tokens[0]
+    if not (token.isascii() and token.isprintable()):
+        raise ValueError(f"line {number} of {path} holds characters other than printable ASCII, which gRPC "
+                         "metadata cannot carry: it cannot be the token")
+    return token
+
+
 def channel_security_of(args: argparse.Namespace) -> tuple[Any, tuple]:
     """(TLS credentials or None, call metadata) from the options of add_security_options; ValueError (a bad
     option: exit status 2) for --tls-cert without --tls-key or a token file that holds no token, OSError for a

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from client import VerifierClient, VerifierError
+from client.security import read_token_file
 
 from .policy import Decision, decide_on_failure, decide_on_score
 
@@ -90,7 +91,7 @@ class MedQa:
 
     def __init__(self, config: Config):
         self.config = config
-        token = config.verifier_token_file.read_text(encoding="utf-8-sig").strip() if config.verifier_token_file else ""
+        token = read_token_file(config.verifier_token_file) if config.verifier_token_file else ""
         metadata = (("authorization", f"Bearer {token}"),) if token else ()
         # One long-lived channel: a unix-socket call then costs well under a millisecond of transport.
         self.verifier = VerifierClient(config.verifier, timeout_s=config.verify_timeout_s, retries=1,

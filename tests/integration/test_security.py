@@ -193,7 +193,7 @@ async def test_batch_reaches_a_tls_server_with_a_token(secure_server, pki, tmp_p
                                  auth_tokens=[TOKEN])
     source, out, token_file = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "token"
     source.write_text(json.dumps({"id": "a", **CHAIN}) + "\n")
-    token_file.write_text(TOKEN + "\n")
+    token_file.write_text(f"# the verifier's token (the server's token-file format)\n\n  {TOKEN}\n")  # (was sent whole)
     args = ["batch", "--no-progress", "--input", str(source), "--output", str(out), "--metrics", "ki",
             "--server", server.addresses[0], "--tls-ca", str(pki.path("ca.pem")), "--token-file", str(token_file)]
     assert await asyncio.to_thread(main, args) == 0
@@ -212,3 +212,20 @@ def test_inconsistent_security_settings_are_refused_at_startup(pki):
     with pytest.raises(ValidationError, match="only with require_client_auth=true"):
         SecuritySettings(tls_cert_file=pki.path("server.pem"), tls_key_file=pki.path("server.key"),
                          tls_client_ca_file=pki.path("ca.pem"))
+
+
+@pytest.mark.parametrize("text, error", [
+    ("", "holds no token"), ("# only a comment\n\n", "holds no token"),
+    ("token-one\ntoken-two\n", r"holds 2 tokens \(lines 1, 2\): a client sends one"),
+    ("tök\n", "line 1 of .* printable ASCII"),
+])
+def test_a_client_token_file_that_cannot_give_one_token_is_a_clear_error(tmp_path, text, error):
+    from client.security import read_token_file
+
+    path = tmp_path / "token"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match=error) as info:
+        read_token_file(path)
+    assert "token-one" not in str(info.value) and "tök" not in str(info.value)  # never the secret itself
+    path.write_bytes("\ufeff# comment\r\n  s3cret \r\n".encode("utf-8"))
+    assert read_token_file(path) == "s3cret"
