@@ -41,7 +41,8 @@ def check(address: str, service: str = "", timeout_s: float = 3.0, ca: Path | No
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m server.healthcheck", description=__doc__)
     parser.add_argument("--address", help="host:port or unix:///path (default: from KGV_SERVER__LISTEN)")
-    parser.add_argument("--service", default="", help="service name (default: the whole server)")
+    parser.add_argument("--service", action="append", default=None,
+                        help="service name (default: the whole server); repeat it to require several services")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds")
     parser.add_argument("--tls-ca", type=Path, help="CA of a TLS listener")
     parser.add_argument("--tls-cert", type=Path, help="client certificate (mTLS)")
@@ -49,14 +50,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls-server-name", help="name the server certificate was issued for")
     args = parser.parse_args(argv)
     address = args.address or default_address()
-    try:
-        status = check(address, args.service, args.timeout, args.tls_ca, args.tls_cert, args.tls_key,
-                       args.tls_server_name)
-    except Exception as exc:  # unreachable, refused, TLS failure: all mean "not healthy"
-        print(f"{address}: {type(exc).__name__}: {getattr(exc, 'details', lambda: exc)()}", file=sys.stderr)
-        return 1
-    print(f"{address} {args.service or '(server)'}: {status}")
-    return 0 if status == "SERVING" else 1
+    healthy = True
+    for service in args.service or [""]:  # each named service must serve (e.g. the KnowledgeService and its KB)
+        try:
+            status = check(address, service, args.timeout, args.tls_ca, args.tls_cert, args.tls_key,
+                           args.tls_server_name)
+        except Exception as exc:  # unreachable, refused, TLS failure: all mean "not healthy"
+            print(f"{address}: {type(exc).__name__}: {getattr(exc, 'details', lambda: exc)()}", file=sys.stderr)
+            return 1
+        print(f"{address} {service or '(server)'}: {status}")
+        healthy = healthy and status == "SERVING"
+    return 0 if healthy else 1
 
 
 if __name__ == "__main__":

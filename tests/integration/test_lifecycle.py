@@ -70,6 +70,13 @@ async def test_a_server_without_a_kb_serves_context_only_and_info_gain(cache_dir
             statuses = await _statuses(client)
             assert statuses[""] == statuses[KNOWLEDGE] == statuses[INFO_GAIN] == "SERVING"
             assert statuses[KNOWLEDGE_BASE] == "NOT_SERVING"
+            # the container probe: each --service named must serve (the medqa sidecar names its KB service too)
+            from server.healthcheck import main as probe
+
+            address = server.addresses[0]
+            assert await asyncio.to_thread(probe, ["--address", address, "--service", KNOWLEDGE]) == 0
+            assert await asyncio.to_thread(probe, ["--address", address, "--service", KNOWLEDGE,
+                                                   "--service", KNOWLEDGE_BASE]) == 1
             context = ["Protamine sulfate is the antidote that neutralizes heparin."]
             score = await client.score_chain(context=context, **CHAIN)
             assert score.steps[0].verdict == "supported" and score.steps[0].evidence[0].origin == "context"

@@ -66,11 +66,13 @@ def test_verifiers_probe_grpc_health_and_wait_for_their_dependencies(services):
     import server.healthcheck  # noqa: F401  (the module the probe runs)
 
     from client.aio import KNOWLEDGE_SERVICE
+    from client.readiness import KNOWLEDGE_BASE
 
     for name in ("verifier", "verifier-cpu", "verifier-sidecar"):
         service = services[name]
         # the medqa sidecar is healthy while the service medqa calls serves (ScoreChain, KI only)
-        scope = ["--service", KNOWLEDGE_SERVICE] if name == "verifier-sidecar" else []
+        # and judges against the KB: a KB that failed to load fails every medqa call
+        scope = ["--service", KNOWLEDGE_SERVICE, "--service", KNOWLEDGE_BASE] if name == "verifier-sidecar" else []
         assert service["healthcheck"]["test"] == ["CMD", "python", "-m", "server.healthcheck", *scope]
         assert service["healthcheck"]["start_period"] == "120s"
         assert service["depends_on"]["kb-build"]["condition"] == "service_completed_successfully"
