@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import stat
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -343,8 +344,12 @@ def check_listen_address(address: str) -> None:
 
     gRPC itself takes "0.0.0.0" as port 443 and wraps "host:99999" to another port, silently."""
     if address.startswith("unix:"):
-        if not _unix_path(address):
+        path = _unix_path(address)
+        if not path:
             raise ListenError(f"listen address {address!r} names no socket path")
+        if len(os.fsencode(os.path.abspath(path))) > MAX_SOCKET_PATH:  # (gRPC's error read "address in use")
+            raise ListenError(f"listen address {address!r}: a unix socket path may have at most {MAX_SOCKET_PATH} "
+                              "bytes on this system; name a shorter one")
         return
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -352,9 +357,16 @@ def check_listen_address(address: str) -> None:
                           "(e.g. 127.0.0.1:50051, [::]:50051) or unix:///path/to.sock")
 
 
+MAX_SOCKET_PATH = 107 if sys.platform.startswith("linux") else 103  # sockaddr_un.sun_path, less its NUL
+
+
 def _prepare_unix_socket(address: str) -> None:
     path = Path(_unix_path(address))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent that is a file, a directory this user may not write: one line, not a traceback
+        raise ListenError(f"cannot listen on {address}: cannot create the directory {path.parent} "
+                          f"({exc.strerror or exc})") from None
     if path.exists() and not stat.S_ISSOCK(path.stat().st_mode):  # gRPC said "Address already in use"
         raise ListenError(f"cannot listen on {address}: {path} exists and is not a socket (a file or directory "
                           "there is never replaced: name another path)")

@@ -233,12 +233,27 @@ async def test_exit_on_load_failure_exits_with_status_3_naming_the_service(tmp_p
             proc.wait()
 
 
-@pytest.mark.parametrize("address", ["0.0.0.0", "localhost:99999", "50070", "127.0.0.1:", "unix://"])
+@pytest.mark.parametrize("address", ["0.0.0.0", "localhost:99999", "50070", "127.0.0.1:", "unix://",
+                                     "unix:///tmp/" + "s" * 120 + ".sock"])
 def test_a_malformed_listen_address_is_refused_before_anything_starts(address):
     from server.app import ListenError, check_listen_address
 
-    with pytest.raises(ListenError, match="not host:port|names no socket path"):
+    with pytest.raises(ListenError, match="not host:port|names no socket path|at most 10[37] bytes"):
         check_listen_address(address)
+
+
+async def test_a_unix_socket_whose_directory_cannot_be_made_is_one_line_not_a_traceback(tmp_path, cache_dir):
+    from server.app import ListenError
+
+    a_file = tmp_path / "hostname"
+    a_file.write_text("not a directory")
+    with pytest.raises(ListenError, match=f"cannot create the directory {a_file}"):
+        await start_server(make_settings(cache_dir, kb={"enabled": False}), [f"unix://{a_file}/kgv.sock"])
+    done = subprocess.run([sys.executable, "-m", "server"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "proto")]),
+                               "KGV_SERVER__LISTEN": f'["unix://{a_file}/kgv.sock"]', "KGV_KB__ENABLED": "false"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "cannot create the directory" in done.stderr
 
 
 async def test_an_address_in_use_or_a_live_unix_socket_is_refused_and_a_stale_socket_reused(tmp_path, cache_dir):
