@@ -94,6 +94,7 @@ def chain_score(knowledge: kpb.ScoreKnowledgeResponse | None, info_gain: igpb.Sc
             info_gain=_opt(info_gain, "info_gain"), info_gain_total=_opt(info_gain, "info_gain_total"),
             info_gain_paper=_opt(info_gain, "info_gain_paper"),
             info_gain_paper_reason=info_gain.info_gain_paper_reason, nll_initial=_opt(info_gain, "nll_initial"),
+            perplexity_paper_initial=_opt(info_gain, "perplexity_paper_initial"),
             target=_enum_name(igpb.Target, info_gain.target, "TARGET_"), target_text=info_gain.target_text,
             estimator=_enum_name(igpb.Estimator, info_gain.estimator, "ESTIMATOR_"),
             units=_enum_name(igpb.InfoUnits, info_gain.units, "INFO_UNITS_"),

@@ -77,6 +77,9 @@ def summary_line(score: ChainScore) -> str:
     if score.estimator is not None:
         parts.append(f"InfoGain {_num(score.info_gain)} {score.units}/step (total {_num(score.info_gain_total)}; "
                      f"target {score.target} {score.target_text!r}; estimator {score.provenance.get('estimator', score.estimator)})")
+        if score.info_gain_paper is not None or score.info_gain_paper_reason:  # (paper mode)
+            parts.append(f"InfoGain (paper formula) {_num(score.info_gain_paper)}"
+                         + (f" ({score.info_gain_paper_reason})" if score.info_gain_paper_reason else ""))
     parts.append(f"status {score.status}")
     return printable(" | ".join(parts))
 

@@ -83,6 +83,8 @@ class StepScore:
             "tier": self.tier, "evidence": [e.to_dict(evidence_text) for e in self.evidence],
             "claims": [c.to_dict(evidence_text) for c in self.claims], "nll": self.nll, "gain": self.gain,
         }
+        if self.perplexity_paper is not None:  # (paper mode only)
+            out["perplexity_paper"] = self.perplexity_paper
         if self.flags:
             out["flags"] = list(self.flags)
         if self.null_reason:
@@ -107,6 +109,7 @@ class ChainScore:
     info_gain_total: float | None = None
     info_gain_paper: float | None = None
     info_gain_paper_reason: str = ""
+    perplexity_paper_initial: float | None = None  # PPL_0 of the paper's formula (paper mode)
     nll_initial: float | None = None
     target: str | None = None  # gold_answer | answer
     target_text: str | None = None
@@ -131,6 +134,10 @@ class ChainScore:
             "steps": [s.to_dict(evidence_text) for s in self.steps], "llm_calls": self.llm_calls,
             "provenance": dict(self.provenance),
         }
+        if self.info_gain_paper_reason:  # paper mode asked for, its value null: why
+            record["info_gain_paper_reason"] = self.info_gain_paper_reason
+        if self.perplexity_paper_initial is not None:
+            record["perplexity_paper_initial"] = self.perplexity_paper_initial
         if extra:
             record.update({k: v for k, v in extra.items() if k not in record})
         return record

@@ -90,6 +90,32 @@ async def test_paper_mode_over_grpc_equals_the_reference_formula(lm_server):
     assert result.info_gain == pytest.approx((L[0] - L[4]) / 4 / math.log(2), abs=1e-4)
 
 
+async def test_paper_mode_reaches_the_record_and_the_summary_line_with_its_reason(lm_server):
+    """evaluate --paper printed no paper value, and its --json (the batch record) had no reason for a null one,
+    no PPL_0 and no per-step perplexities."""
+    from client.render import summary_line
+
+    async with AsyncVerifierClient(lm_server.addresses[0]) as client:
+        long = await client.score_info_gain(question=QUESTION, steps=chain(4, seed=22), answer="insulin",
+                                            mode="paper")
+        short = await client.score_info_gain(question=QUESTION, steps=chain(2, seed=22), answer="insulin",
+                                             mode="paper")
+        plain = await client.score_info_gain(question=QUESTION, steps=chain(4, seed=22), answer="insulin")
+    ppl = direct_ppl(QUESTION, chain(4, seed=22), "insulin")
+    record = long.to_record("a")
+    assert record["info_gain_paper"] == pytest.approx(long.info_gain_paper)
+    assert record["perplexity_paper_initial"] == pytest.approx(ppl[0], rel=1e-4)
+    assert [s["perplexity_paper"] for s in record["steps"]] == pytest.approx(ppl[1:], rel=1e-4)
+    assert "info_gain_paper_reason" not in record
+    assert f"InfoGain (paper formula) {long.info_gain_paper:+.2f}" in summary_line(long)
+    record = short.to_record("b")
+    assert record["info_gain_paper"] is None and "<= 2 steps" in record["info_gain_paper_reason"]
+    assert "InfoGain (paper formula) - (" in summary_line(short) and "<= 2 steps" in summary_line(short)
+    record = plain.to_record("c")  # not asked for: nothing of it
+    assert not {"info_gain_paper_reason", "perplexity_paper_initial"} & set(record)
+    assert all("perplexity_paper" not in s for s in record["steps"]) and "paper formula" not in summary_line(plain)
+
+
 async def test_nli_estimator_is_named_and_has_no_paper_mode(lm_server):
     async with AsyncVerifierClient(lm_server.addresses[0]) as client:
         result = await client.score_info_gain(question=QUESTION, steps=chain(2), answer="insulin", estimator="nli")
