@@ -70,7 +70,8 @@ class VllmCausalLm:
         # tokenizer_generation changes with it, and the estimator then probes the tokenizer again (BOS, space).
         self._served: tuple | None = None
         # The weights vLLM serves under the model name (/v1/models root), as last read with max_model_len ("" until
-        # then, or with KGV_LM__MAX_CONTEXT_TOKENS set, which skips that read): the provenance's estimator_model.
+        # then; read with KGV_LM__MAX_CONTEXT_TOKENS set too, which can only lower vLLM's own limit): the
+        # provenance's estimator_model.
         self.served_model = ""
         self.tokenizer_generation = 0
 
