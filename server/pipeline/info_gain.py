@@ -22,6 +22,9 @@ OVERFLOW = "the prefix does not fit the model's context"
 # one, a smaller one (the advice to "try the window option" was given to requests that had a window).
 NO_WINDOW_ADVICE = "InfoGain covers the longest prefix of steps that fits; try the window option"
 WINDOW_ADVICE = "with window {}, the window's steps and this one do not fit either; try a smaller window"
+# Window 1 is the smallest: the question, the step before and this one are all a gain can be scored on.
+WINDOW_ONE_ADVICE = ("with window 1, the question, the step before and this one do not fit either: only a model "
+                     "with a longer context can score this step")
 NON_FINITE = "the estimator returned a non-finite value for this prefix (NaN or infinity): a numerical failure"
 UNUSABLE = "the language model's answer was unusable, so {} no score: {}"
 log = logging.getLogger(__name__)
@@ -125,7 +128,8 @@ def _prefix_nulls(scores: PrefixScores, window: int = 0) -> tuple[list[str], lis
     specific = scores.null_reasons
     overflow_reason = scores.overflow_reason or OVERFLOW
     if window:
-        overflow_reason = overflow_reason.replace(f"({NO_WINDOW_ADVICE})", f"({WINDOW_ADVICE.format(window)})")
+        advice = WINDOW_ONE_ADVICE if window == 1 else WINDOW_ADVICE.format(window)
+        overflow_reason = overflow_reason.replace(f"({NO_WINDOW_ADVICE})", f"({advice})")
     reasons, overflow = [], []
     for i, value in enumerate(scores.nll):
         own = specific[i] if i < len(specific) else ""

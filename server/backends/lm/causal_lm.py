@@ -238,8 +238,9 @@ def _fitting(sequences: Sequence[Sequence[int]], limit: int | None) -> tuple[int
         return len(sequences), ""
     for i, seq in enumerate(sequences):
         if len(seq) > limit:
-            return i, (f"the prefix with the answer is {len(seq)} tokens; the LM's context is {limit} tokens "
-                       f"({NO_WINDOW_ADVICE})")
+            # (every later prefix holds this one: the reason is theirs too, so it names the first that overflows)
+            return i, (f"the first prefix that does not fit is {len(seq)} tokens with the answer; the LM's context "
+                       f"is {limit} tokens ({NO_WINDOW_ADVICE})")
     return len(sequences), ""
 
 
