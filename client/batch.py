@@ -564,6 +564,8 @@ class _Census:
     chains: int = 0  # items with a reasoning chain (text or steps): the server refuses the others
     questions: int = 0  # items with a question: InfoGain needs it
     missing_id: int = 0  # rows planned as a MISSING_ID record
+    invalid_id: int = 0  # rows planned as an INVALID_ID record
+    invalid_id_message: str = ""  # the first one's
     letter_targets: int = 0  # rows asking for InfoGain of an option letter ("B") without their options
     requests: list = field(default_factory=list)
     # Set when a server runs without a KB while some rows bring their own context: the kb_rows get KB_NOT_LOADED
@@ -574,7 +576,11 @@ class _Census:
         self.planned += 1
         if not isinstance(planned, Item):
             status = planned.get("status")
-            self.missing_id += isinstance(status, dict) and status.get("reason") == "MISSING_ID"
+            reason = status.get("reason") if isinstance(status, dict) else None
+            self.missing_id += reason == "MISSING_ID"
+            if reason == "INVALID_ID":
+                self.invalid_id += 1
+                self.invalid_id_message = self.invalid_id_message or str(status.get("message", ""))
             return
         self.items += 1
         request = planned.request
@@ -1257,6 +1263,12 @@ async def run_batch(opts: BatchOptions, settings=None, summary: BatchSummary | N
         if summary.total and census.missing_id == summary.total:  # (a dataset as downloaded: MedQA's realidx)
             raise BatchStopped(f"none of the {summary.total} rows in {opts.input} has an 'id'{_fields_of(opts)}: "
                                "give each row its own 'id' (a string or a whole number); nothing was written")
+        if summary.total and census.invalid_id and census.missing_id + census.invalid_id == summary.total:
+            # (a Parquet or pandas id column with a gap, read as floats: every id 1.0, 2.0, ...; one record each, and
+            # after the fix, those records stayed beside the rows' own)
+            raise BatchStopped(f"none of the {summary.total} rows in {opts.input} has a usable 'id' "
+                               f"({census.invalid_id} invalid, {census.missing_id} missing); the first: "
+                               f"{census.invalid_id_message}; nothing was written")
         if census.items and not census.chains:  # (e.g. the chains under another name: 'cot', 'rationale')
             raise BatchStopped(f"none of the {census.items} rows to score in {opts.input} has a reasoning chain: "
                                "give each row's chain as 'reasoning' (text) or 'steps' (a list of strings); "

@@ -29,3 +29,21 @@ def test_some_rows_without_an_id_still_get_their_records(tmp_path, capsys):
     assert main(["batch", "--no-progress", "--input", str(source), "--output", str(out)]) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert records[-1]["status"]["reason"] == "MISSING_ID"
+
+
+def test_rows_none_of_which_has_a_usable_id_stop_the_run_naming_the_first_problem(tmp_path, capsys):
+    """Ids read as floats (a Parquet or pandas id column with a gap: 1.0, 2.0, ...) made every row an INVALID_ID
+    record and exited 0; once the ids were fixed, those records stayed beside the rows' own in report and export."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source, out = tmp_path / "rows.parquet", tmp_path / "out.jsonl"
+    pq.write_table(pa.Table.from_pylist([{"id": float(i), "question": "q", "reasoning": "x"} for i in (1, 2)]
+                                        + [{"id": None, "question": "q", "reasoning": "x"}]), source)
+    args = ["batch", "--no-progress", "--input", str(source), "--output", str(out),
+            "--server", "unix:///nonexistent/kgv.sock"]  # (a run that got as far as sending would fail here)
+    assert main(args) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"batch failed: none of the 3 rows in {source} has a usable 'id' (2 invalid, 1 missing)")
+    assert "not float 1.0 (a column of whole numbers with gaps is read as floats" in last
+    assert last.endswith("nothing was written") and not out.exists()
