@@ -77,12 +77,44 @@ def _check_pem(cfg: SecuritySettings) -> None:
         raise SecurityConfigError(
             f"KGV_SECURITY__TLS_CERT_FILE / KGV_SECURITY__TLS_KEY_FILE: {cfg.tls_cert_file} and {cfg.tls_key_file} "
             f"are not a PEM certificate chain and its unencrypted private key ({exc})") from None
+    _check_validity(cfg.tls_cert_file)
     if cfg.tls_client_ca_file is not None:
         try:
             context.load_verify_locations(cafile=cfg.tls_client_ca_file)
         except (ssl.SSLError, ValueError) as exc:
             raise SecurityConfigError(f"KGV_SECURITY__TLS_CLIENT_CA_FILE: {cfg.tls_client_ca_file} is not a PEM "
                                       f"CA bundle ({exc})") from None
+
+
+EXPIRY_WARNING_S = 14 * 86400
+
+
+def _check_validity(cert_file: Path, now: float | None = None) -> None:
+    """An expired server certificate stops the start (every TLS client would refuse the handshake while the unix
+    listener's health probe said SERVING); one not valid yet, or expiring within 14 days, is a warning. Read with the
+    ssl module's certificate decoder (the first certificate of the chain: the server's own); skipped where this
+    Python has none."""
+    import ssl
+
+    decode = getattr(getattr(ssl, "_ssl", None), "_test_decode_cert", None)
+    if decode is None:
+        return
+    try:
+        info = decode(str(cert_file))
+        not_before = ssl.cert_time_to_seconds(info["notBefore"])
+        not_after = ssl.cert_time_to_seconds(info["notAfter"])
+    except (ssl.SSLError, OSError, KeyError, ValueError):
+        return  # (load_cert_chain has read it: nothing more to say)
+    now = time.time() if now is None else now
+    if not_after < now:
+        raise SecurityConfigError(f"KGV_SECURITY__TLS_CERT_FILE: the certificate {cert_file} expired on "
+                                  f"{info['notAfter']}: every TLS client would refuse it; renew it")
+    if not_before > now:
+        log.warning("KGV_SECURITY__TLS_CERT_FILE: the certificate %s is not valid before %s: TLS clients refuse it "
+                    "until then", cert_file, info["notBefore"])
+    elif not_after - now < EXPIRY_WARNING_S:
+        log.warning("KGV_SECURITY__TLS_CERT_FILE: the certificate %s expires on %s: renew it (the server reads it "
+                    "when it starts)", cert_file, info["notAfter"])
 
 
 def server_credentials(cfg: SecuritySettings) -> grpc.ServerCredentials | None:

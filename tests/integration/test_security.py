@@ -4,6 +4,7 @@ import asyncio
 import datetime
 import ipaddress
 import json
+import logging
 
 import grpc
 import pytest
@@ -229,3 +230,26 @@ def test_a_client_token_file_that_cannot_give_one_token_is_a_clear_error(tmp_pat
     assert "token-one" not in str(info.value) and "tök" not in str(info.value)  # never the secret itself
     path.write_bytes("\ufeff# comment\r\n  s3cret \r\n".encode("utf-8"))
     assert read_token_file(path) == "s3cret"
+
+
+def test_an_expired_server_certificate_stops_the_start_and_one_about_to_expire_is_a_warning(pki, monkeypatch,
+                                                                                              caplog):
+    """An expired certificate was served without a word: every TLS client failed its handshake while the unix
+    listener's health probe kept the container healthy."""
+    from server import security
+    from server.security import SecurityConfigError, server_credentials
+
+    cfg = SecuritySettings(tls_cert_file=pki.path("server.pem"), tls_key_file=pki.path("server.key"))
+    now = datetime.datetime.now(datetime.timezone.utc).timestamp()
+    monkeypatch.setattr(security.time, "time", lambda: now + 3 * 86400)  # the test certificates last a day
+    with pytest.raises(SecurityConfigError, match="KGV_SECURITY__TLS_CERT_FILE: the certificate .* expired on"):
+        server_credentials(cfg)
+    monkeypatch.setattr(security.time, "time", lambda: now)
+    with caplog.at_level(logging.WARNING, logger="kgverify.security"):
+        assert server_credentials(cfg) is not None
+    assert "expires on" in caplog.text and "renew it" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(security.time, "time", lambda: now - 86400)
+    with caplog.at_level(logging.WARNING, logger="kgverify.security"):
+        assert server_credentials(cfg) is not None
+    assert "is not valid before" in caplog.text
