@@ -11,9 +11,10 @@ RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==2.13.0"
 
 # The other dependencies get their own layer, keyed on pyproject.toml alone, so that a source change reuses it:
 # an empty package skeleton installs nothing but the dependencies, and is removed again.
-COPY pyproject.toml ./
+# constraints.txt pins every package to the versions the test suite last passed with.
+COPY pyproject.toml constraints.txt ./
 RUN mkdir -p server client kb proto/kgverify && touch README.md \
-    && pip install . && pip uninstall -y kgverify \
+    && pip install -c constraints.txt . && pip uninstall -y kgverify \
     && rm -rf server client kb proto README.md build kgverify.egg-info
 
 # What gets copied is decided by .dockerignore (no venv, tests, training data or git history).

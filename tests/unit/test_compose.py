@@ -227,8 +227,8 @@ def test_a_source_change_does_not_reinstall_the_dependencies():
     # downloads and installs every dependency again for a one-line change anywhere in the repository.
     lines = [line.strip() for line in (REPO / "Dockerfile").read_text().splitlines()]
     copy_all = lines.index("COPY . .")
-    deps = next(i for i, line in enumerate(lines) if "pip install . " in line + " " and "--no-deps" not in line)
-    assert lines.index("COPY pyproject.toml ./") < deps < copy_all
+    deps = next(i for i, line in enumerate(lines) if "pip install -c constraints.txt . " in line + " ")
+    assert lines.index("COPY pyproject.toml constraints.txt ./") < deps < copy_all
     assert any("pip install --no-deps ." in line for line in lines[copy_all:])
     assert not any(re.search(r"pip install (?!--no-deps)\S*\s*\.(\s|$)", line) for line in lines[copy_all:])
 
@@ -288,3 +288,29 @@ def test_docker_compose_config_accepts_every_profile():
     result = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "--profile", "cpu", "config", "-q"],
                             capture_output=True, text=True, env=without_key)
     assert result.returncode == 0, result.stderr  # the cpu profile needs no vLLM key
+
+
+def test_the_constraints_pin_every_dependency_within_its_range():
+    """constraints.txt pins what `make setup` and the image install (the versions the tests last passed with): each
+    of pyproject's dependencies, the dev extra's included, at one version its range admits."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    text = (REPO / "pyproject.toml").read_text()
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version and " " not in version, line
+            pins[canonicalize_name(name)] = version
+    import tomllib
+
+    project = tomllib.loads(text)["project"]
+    required = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]]
+    for requirement in required:
+        version = pins.get(canonicalize_name(requirement.name))
+        assert version is not None, f"{requirement.name} is not pinned in constraints.txt: run make lock"
+        assert requirement.specifier.contains(version, prereleases=True), (requirement, version)
+    assert pins["torch"] == "2.13.0"  # (the CPU build's 2.13.0+cpu matches it; a +cpu pin would not match others)
+    makefile, dockerfile = (REPO / "Makefile").read_text(), (REPO / "Dockerfile").read_text()
+    assert "-c constraints.txt -e '.[dev]'" in makefile and "pip install -c constraints.txt ." in dockerfile
