@@ -43,18 +43,20 @@ def _repeats(hit: KbHit, shown: set[tuple[str, str]]) -> bool:
 
 
 RANK_PIECE_CHARS = 700  # a piece of a context passage the claim embedder reads whole (it reads 256 tokens of a text)
-RANK_MAX_PIECES = 16  # pieces ranked per passage: as many windows as the embedded judge reads of one
 
 
 def _rank_pieces(text: str) -> list[str]:
     """A context passage as the embedder can read it: the passage when short, else consecutive pieces of at most
-    RANK_PIECE_CHARS cut after a sentence (or at a space). The embedder reads only a text's first 256 tokens: a
-    long passage ranked by its opening alone dropped out of the top_k when its fact came later."""
+    RANK_PIECE_CHARS cut after a sentence (or at a space), to its end. The embedder reads only a text's first 256
+    tokens: a long passage ranked by its opening alone dropped out of the top_k when its fact came later. (Two
+    consecutive pieces hold more than RANK_PIECE_CHARS, else they would be one, so a passage of L characters, at
+    most KGV_LIMITS__MAX_PASSAGE_CHARS, is at most 2L/RANK_PIECE_CHARS + 1 pieces; a cap of 16 left the last third
+    of a 10,000-character passage of long sentences unranked.)"""
     if len(text) <= RANK_PIECE_CHARS:
         return [text]
     out: list[str] = []
     start = 0
-    while start < len(text) and len(out) < RANK_MAX_PIECES:
+    while start < len(text):
         end = start + RANK_PIECE_CHARS
         if end >= len(text):
             out.append(text[start:])

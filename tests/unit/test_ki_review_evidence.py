@@ -158,3 +158,20 @@ def test_a_chain_of_only_error_or_only_no_knowledge_steps_leaves_undefined_score
     assert not out.HasField("knowledge_index") and not out.HasField("coverage")
     assert out.HasField("knowledge_index_paper") and out.knowledge_index_paper == 1.0
     assert out.status == pb.CHAIN_STATUS_OK and out.steps[0].tier == pb.JUDGE_TIER_NONE
+
+
+def test_a_long_passage_is_ranked_by_pieces_that_cover_it_to_its_end():
+    """Sentences of ~360 characters make pieces of one sentence each: the cap of 16 pieces covered 6,597 of a
+    9,963-character passage, and a fact in its last sentence never reached the judge."""
+    from server.pipeline.knowledge_index import RANK_PIECE_CHARS, _rank_pieces
+
+    filler = ("The committee reviewed the hospital's anticoagulation protocols, staffing ratios and audit records "
+              "from the previous fiscal year in considerable detail, noting that documentation practices varied "
+              "between wards and that several recommendations from earlier reviews had been only partly adopted, "
+              "which the report attributes to turnover among senior nursing staff and pharmacists. ")
+    fact = "Protamine sulfate neutralizes heparin by binding it ionically, forming a stable inactive complex."
+    text = filler * 26 + fact
+    assert len(text) <= Limits().max_passage_chars
+    pieces = _rank_pieces(text)
+    assert "".join(pieces) == text and fact in pieces[-1]
+    assert all(len(p) <= RANK_PIECE_CHARS for p in pieces) and len(pieces) <= 2 * len(text) / RANK_PIECE_CHARS + 1
