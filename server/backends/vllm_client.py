@@ -20,7 +20,7 @@ import httpx
 from pydantic import SecretStr
 
 from ..pipeline.deadline import NO_DEADLINE, Deadline
-from ..pipeline.errors import BackendResponseError, BackendTimeoutError, BackendUnavailableError
+from ..pipeline.errors import BackendRateLimitedError, BackendResponseError, BackendTimeoutError, BackendUnavailableError
 
 log = logging.getLogger(__name__)
 TRANSIENT_STATUS = {502, 503, 504, 408}  # 408: a gateway or proxy in front of vLLM timed out the request: send it again
@@ -156,12 +156,15 @@ class VllmClient:
             return None, None
         return response, cards if isinstance(cards, list) else None
 
-    async def served_root(self, model: str, timeout_s: float = 2.0) -> tuple[bool, str | None]:
+    async def served_root(self, model: str, timeout_s: float = 2.0) -> tuple[bool | None, str | None]:
         """(True, the `root` /v1/models lists for `model`: the weights vLLM loaded, None when the entry has none), or
         (False, None) when that cannot be read: unreachable, an error status, a body that is not a model list, or
-        `model` not listed. One probe-pool request, no retries (the LLM judge's background read of the model it
-        keys cached verdicts by)."""
-        _, cards = await self._probe_models(timeout_s)
+        `model` not listed; (None, None) when a rate limiter refused the read (HTTP 429: the server is up, and says
+        nothing about what it serves). One probe-pool request, no retries (the LLM judge's background read of the
+        model it keys cached verdicts by)."""
+        response, cards = await self._probe_models(timeout_s)
+        if response is not None and response.status_code == RATE_LIMITED:
+            return None, None
         mine = [card for card in cards or () if isinstance(card, dict) and card.get("id") == model]
         if not mine:
             return False, None
@@ -258,7 +261,7 @@ class VllmClient:
                     continue
                 after = f"; it asked to retry after {asked:g} s" if asked is not None else ""
                 if response.status_code == RATE_LIMITED:
-                    raise BackendUnavailableError(
+                    raise BackendRateLimitedError(
                         f"vLLM (or a gateway in front of it) is rate-limiting requests: HTTP 429 on {route}{after}")
                 raise BackendUnavailableError(f"vLLM answered HTTP {response.status_code} on {route}{after}")
             if response.status_code == 500:

@@ -95,6 +95,11 @@ class BackendUnavailableError(KgverifyError):
     reason = "BACKEND_UNAVAILABLE"
 
 
+class BackendRateLimitedError(BackendUnavailableError):
+    """The backend (or a gateway in front of it) answers, but throttles: HTTP 429 after the retries. Unavailable to
+    the caller like an outage, but no sign that the backend restarted (with other weights)."""
+
+
 class BackendTimeoutError(KgverifyError):
     """A backend did not answer within the RPC's remaining deadline."""
 

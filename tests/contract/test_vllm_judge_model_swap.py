@@ -226,3 +226,32 @@ async def test_a_reader_task_that_ended_is_started_again():
             await serving(judge, "/models/judge-b")
         finally:
             await judge.aclose()
+
+
+async def test_a_rate_limiter_leaves_the_cascades_cached_llm_verdicts_served(monkeypatch):
+    """A gateway throttling the judge (HTTP 429 on chat completions and on /v1/models): a 429 was taken for an outage,
+    the model for unknown while /v1/models kept answering 429, and a claim whose LLM verdict was cached came back as
+    the embedded tier's, degraded (contradicted -> supported), at the cost of one more call to a throttled LLM."""
+    monkeypatch.setattr(vllm_judge, "SERVED_TTL_S", 0.05)  # the background read runs into the 429s as well
+    with FakeVllmServer(model="judge", root="/models/judge-a") as fake:
+        weights = Weights(fake)
+        weights.load("/models/judge-a", CONTRADICTS)
+        client = VllmClient(fake.base_url, max_retries=0)
+        cascade = CascadeJudge(Embedded(), VllmJudge(client, "judge"), 0.9)
+        cache = VerdictCache(16)
+        try:
+            first = (await cache.judge_through(cascade, [ITEM], Deadline.after(10)))[0]
+            fake.faults.http_status = fake.faults.models_status = 429
+            assert await client.served_root("judge") == (None, None)  # up, and says nothing of what it serves
+            other = JudgeItem("Heparin is a vitamin K antagonist.", EVIDENCE)
+            throttled = (await cache.judge_through(cascade, [other], Deadline.after(10)))[0]
+            await asyncio.sleep(0.2)  # (several background reads, each answered 429)
+            calls = chats(fake)
+            again = (await cache.judge_through(cascade, [ITEM], Deadline.after(10)))[0]
+            identity = await cascade.cache_identity(Deadline.after(5))
+        finally:
+            await cascade.aclose()
+    assert first.verdict is Verdict.CONTRADICTED and first.tier is Tier.LLM
+    assert throttled.tier is Tier.DEGRADED and "429" in throttled.error
+    assert again.cached and again.verdict is Verdict.CONTRADICTED and again.tier is Tier.LLM
+    assert chats(fake) == calls and identity.endswith("vllm:judge@/models/judge-a]")

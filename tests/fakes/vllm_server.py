@@ -63,6 +63,7 @@ class Faults:
     # POST /pause?mode=abort, a shutdown), "length" (a V0 scheduler ignoring a prompt over its token limit).
     # HTTP 200, content "", logprobs.content [] when asked, usage.completion_tokens 0.
     finish_before_first_token: str | None = None
+    models_status: int | None = None  # answer GET /v1/models with this status (a gateway throttling it: 429)
 
 
 @dataclass
@@ -171,6 +172,10 @@ class FakeVllmServer:
             self._send(handler, 503 if self.faults.dead_engine else 200, None, raw=b"")
             return
         if method == "GET" and path == "/v1/models":
+            if self.faults.models_status is not None:
+                self._send(handler, self.faults.models_status,
+                           _error("injected failure", "RateLimitError", code=self.faults.models_status))
+                return
             self._send(handler, 200, self._models())
             return
         if method == "POST" and path == "/tokenize":

@@ -11,8 +11,8 @@ import re
 from typing import Any, Sequence
 
 from ...pipeline.deadline import Deadline
-from ...pipeline.errors import (BackendNotConfiguredError, BackendResponseError, BackendTimeoutError,
-                               BackendUnavailableError)
+from ...pipeline.errors import (BackendNotConfiguredError, BackendRateLimitedError, BackendResponseError,
+                               BackendTimeoutError, BackendUnavailableError)
 from ...pipeline.types import JudgeItem, Judgement, LabelProbs, Tier, Verdict
 from ..vllm_client import VLLM_LOGPROB_FLOOR, VllmClient
 from .aggregation import NO_EVIDENCE
@@ -238,6 +238,8 @@ class VllmJudge:
                 ok, root = False, None
             if self._identity_wake.is_set():  # an outage was seen while reading: what was read may be the old model
                 self._identity, self._root = None, None
+            elif ok is None:
+                pass  # a rate limiter refused the read: the server is up, and what it serves is as last read
             else:
                 self._identity = (f"{self.name}@{root}" if root and root != self.model else self.name) if ok else None
                 self._root = root if ok else None
@@ -286,9 +288,11 @@ class VllmJudge:
         exception is raised.
         """
         results = await asyncio.gather(*(self._one(item, deadline) for item in items), return_exceptions=True)
-        if any(isinstance(r, BackendUnavailableError) for r in results):
+        if any(isinstance(r, BackendUnavailableError) and not isinstance(r, BackendRateLimitedError)
+               for r in results):
             # (unreachable or failing: vLLM down or restarting. A timeout is not counted: a caller's own short
-            # deadline ends in one, and would turn the cache off for every other request.)
+            # deadline ends in one, and would turn the cache off for every other request; nor is rate limiting, a
+            # server that is up: the cache off then served a cascade's cached LLM verdicts as degraded ones.)
             self._outage_seen()
         for result in results:
             if isinstance(result, BaseException) and not isinstance(
