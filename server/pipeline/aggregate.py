@@ -19,8 +19,12 @@ def step_result(step: Step, claims: Sequence[ClaimResult]) -> StepResult:
     errors = [c for c in knowledge if c.verdict is Verdict.ERROR]
     if errors:
         return StepResult(step, Verdict.ERROR, None, errors[0].tier, errors[0].evidence, tuple(claims))
-    decider = min(knowledge, key=lambda c: c.probabilities.supported if c.probabilities else 0.0)
     verdict = Verdict.SUPPORTED if all(c.verdict is Verdict.SUPPORTED for c in knowledge) else Verdict.NOT_ENOUGH_INFO
+    # The least supported of the claims that decided it: for NOT_ENOUGH_INFO, of the not_enough_info claims (a
+    # supported claim can be less sure of "supported" than one left undecided, whose probabilities, tier and
+    # evidence the step then showed under a verdict they did not give)
+    deciders = knowledge if verdict is Verdict.SUPPORTED else [c for c in knowledge if c.verdict is verdict]
+    decider = min(deciders, key=lambda c: c.probabilities.supported if c.probabilities else 0.0)
     return _decided(step, verdict, decider, claims)
 
 

@@ -29,6 +29,15 @@ def test_step_verdict_order(verdicts, expected):
     assert _step(*verdicts).verdict is expected
 
 
+def test_a_not_enough_info_step_shows_a_not_enough_info_claim_even_beside_a_less_supported_claim():
+    """A supported claim judged by the LLM at P(supported) 0.40 beside an undecided one at 0.45: the step, not enough
+    info, showed the supported claim's probabilities, tier and evidence."""
+    unsure_yes = ClaimResult(Claim("a", 0, 1), S, LabelProbs(0.40, 0.35, 0.25), Tier.LLM)
+    undecided = ClaimResult(Claim("b", 2, 3), N, LabelProbs(0.45, 0.05, 0.50), Tier.EMBEDDED)
+    result = step_result(Step(0, "a b", 0, 3, (unsure_yes.claim, undecided.claim)), [unsure_yes, undecided])
+    assert result.verdict is N and result.probabilities == undecided.probabilities and result.tier is Tier.EMBEDDED
+
+
 def test_step_probabilities_come_from_the_deciding_claim():
     weak = LabelProbs(0.55, 0.05, 0.40)
     claims = [ClaimResult(Claim("a", 0, 1), S, PROBS[S], Tier.EMBEDDED),
