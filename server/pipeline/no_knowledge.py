@@ -23,13 +23,22 @@ _OPENER = re.compile(
     r"second|secondly|third|finally|lastly|also|thus|therefore|hence|again|actually|oh|ah|great|good|"
     r"in (?:summary|conclusion|short)|overall|to summari[sz]e|to conclude|that said)\b(?!-\w)|no\b(?=\s*[,.:;!?])"
     # a label line's label ("Given: a 58-year-old man …", "Facts:\nMetformin is …"): what follows is read alone
-    r"|(?:facts?|key facts?|known|data|notes?|findings|information|background|summary|recap)(?=\s*:))"
+    r"|(?:facts?|key facts?|known|data|notes?|findings|information|background|summary|recap)(?=\s*:)"
+    # a hedge: what follows is read as said ("I think pioglitazone is contraindicated in heart failure." states it;
+    # "I think we need the area first." stays planning)
+    r"|i (?:think|believe|guess|suppose)\b(?!\s*(?:so|not)\b)(?:\s+that\b(?!'))?"
+    r"|i(?: am|'m) (?:fairly |quite |pretty )?(?:sure|confident)\b(?:\s+that\b(?!'))?)"
     r"[\s,.:;!?-]*)+", _I)
+# A number about the case ("So she has 12 apples left.", "$45", "n-1"), not a digit inside a name ("SGLT2", "COX-2",
+# "B12", "IL-6": letters before it, or two letters and a hyphen)
+_CASE_NUMBER = re.compile(r"(?<![A-Za-z])(?<![A-Za-z]{2}-)\d")
 _CONCLUSION_START = re.compile(r"^(?:so|thus|therefore|hence|in (?:summary|conclusion)|overall|that means)\b", _I)
 _ANSWER = re.compile(
     r"\b(?:the|my|our) (?:final |correct |best |right )?(?:answer|option|choice)\b|^final answer\b|^answer\s*[:：]"
     r"|\\boxed|^(?:the )?answer is\b|^\(?[A-E]\)?[.:]?$|\bthe (?:most )?likely (?:diagnosis|cause|answer)\b"
-    r"|\bis (?:most )?likely\b", _I)
+    # "is likely" names the case's answer ("This is most likely croup."); "is likely to <verb>" states a tendency
+    # ("Hyperkalemia is likely to cause arrhythmias."), judged like any claim
+    r"|\bis (?:most )?likely\b(?! to\b)", _I)
 _QUESTION_END = re.compile(r"\?[\s\"'”’)\]*_]*$")
 _META = re.compile(r"^(?:that|this|it) (?:is|was|explains|fits|works|matches)\b((?:\W+\w+){0,4})\W*$", _I)
 # What a short "That/this/it is …" remark may say and stay talk about the work ("This is incorrect.", "That matches the
@@ -222,7 +231,7 @@ class NoKnowledgeDetector:
         knowledge = not KNOWLEDGE_WORDS.isdisjoint(words) or (
             not _PHRASE_HINTS.isdisjoint(words) and bool(_KNOWLEDGE_PHRASE.search(rest)))
         if _CONCLUSION_START.match(claim.lstrip()) and not knowledge and (
-                not CASE_WORDS.isdisjoint(words) or any(c.isdigit() or c == "=" for c in rest)
+                not CASE_WORDS.isdisjoint(words) or "=" in rest or _CASE_NUMBER.search(rest)
                 or _subject_from_question(rest, question_words) and not _new_negation(rest, question_words)
                 or (_verbless(words) and len(_content(words)) <= 3)):  # "So insulin.": the conclusion, named
             return True

@@ -172,3 +172,26 @@ def test_a_label_line_is_read_for_what_follows_its_label():
     assert not is_no_knowledge("Note: metformin is contraindicated in severe renal failure.", QUESTION)
     assert not is_no_knowledge("Facts:\nMetformin is first-line therapy for type 2 diabetes.", QUESTION)
     assert is_no_knowledge("Summary: so the answer is B.", QUESTION)
+
+
+@pytest.mark.parametrize("claim, no_knowledge", [
+    # a hedge before a statement: the statement is judged (an R1-style "I think X" hid X from KI)
+    ("I think pioglitazone is contraindicated in heart failure.", False),
+    ("I think it works by decreasing hepatic gluconeogenesis.", False),
+    ("I'm fairly sure that warfarin is a vitamin K antagonist.", False),
+    ("I think we need to find the first-line drug.", True),          # ... before planning stays planning
+    ("I think so.", True),
+    ("I think the answer is B.", True),
+    ("I believe I made a mistake.", True),
+    # "is likely" names the case's answer; "is likely to <verb>" states a tendency
+    ("Hyperkalemia is likely to cause ventricular arrhythmias.", False),
+    ("This is most likely metformin.", True),
+    ("The diagnosis is most likely pneumonia.", True),
+    # a conclusion's digits: a number about the case, not one inside a name
+    ("So SGLT2 inhibitors promote glycosuria.", False),
+    ("So COX-2 inhibitors spare the gastric mucosa.", False),
+    ("So he has 12 tablets left.", True),
+    ("So the total number of operations is n-1.", True),
+])
+def test_hedges_tendencies_and_names_with_digits(claim, no_knowledge):
+    assert is_no_knowledge(claim, QUESTION) is no_knowledge
