@@ -110,6 +110,13 @@ def _starts_clause(words: list[str]) -> bool:
     return any(_finite_verb(w) for w in words[1:4])
 
 
+_RELATIVE_PRONOUNS = frozenset("that which who".split())
+_COPULAS = frozenset("is are was were".split())
+COPULA_RELATIVE_WORDS = 6  # "is a gram-positive anaerobic rod that": the relative pronoun's distance from the copula
+# Words that open a subordinate or relative clause: a verb phrase after one belongs to that clause.
+# (Not "as" or "when": "appear as solid masses", "a normal finding when they are small and are seen on most ECGs"
+# continue their sentence's subject more often than not.)
+_SUBORDINATORS = frozenset("which who whom whose that because since".split())
 _NO_SUBJECT_TAIL = frozenset("that which who whom whose where when if because since although".split())
 _RELATIVE = frozenset("that which who".split())
 _LABEL = re.compile(r":\s+|\n")
@@ -161,6 +168,11 @@ def split_coordination(text: str, start: int, end: int, regions: _Regions) -> li
             continue  # "..., but aspirin does not": the clause means nothing without the verb phrase before it
         clause_ok = bool(m.group("comma") or m.group("semi") or m.group("so") or m.group("word") in ("but", "whereas"))
         continues = _starts_predicate(right_words) and not _paired_adjective(text, m.start(), right_words)
+        if continues and left.subordinate:
+            # "... from myoglobin, which is released from damaged muscle and is nephrotoxic": the verb phrase
+            # continues the subordinate clause, whose subject is not the sentence's: kept whole, not given the
+            # sentence's subject ("The management of rhabdomyolysis is nephrotoxic")
+            continue
         if not (continues or (clause_ok and _starts_clause(right_words))):
             continue
         spans.append((cursor, m.start(), predicate))
@@ -193,16 +205,26 @@ class _Left:
     """Words, whether one is a finite verb, and unclosed brackets of text[start:scanned], extended as the scan goes:
     a sentence of a thousand unsplittable "X is Y and" is read once, not once per conjunction (quadratic)."""
 
-    __slots__ = ("scanned", "words", "verb", "depth")
+    __slots__ = ("scanned", "words", "verb", "depth", "subordinate", "copula_at")
 
     def __init__(self, start: int):
         self.scanned, self.words, self.verb, self.depth = start, 0, False, 0
+        self.subordinate = False  # a subordinate or relative clause opened after the first verb
+        self.copula_at = -1  # the word number of the first verb when it is a copula ("X is a Y that ...")
 
     def extend(self, text: str, to: int) -> None:
         # the scan stops only where a conjunction match starts (a comma, semicolon or space): no word is cut
         for m in _WORD.finditer(text, self.scanned, to):
             self.words += 1
-            self.verb = self.verb or _finite_verb(m.group())
+            word = m.group().lower()
+            if self.verb and not self.subordinate and word in _SUBORDINATORS:
+                # "X is a rod that presents ... and should be treated": a relative clause on the copula's own noun
+                # (within a few words) says more of the same thing, X; one further on is about another noun
+                self.subordinate = not (word in _RELATIVE_PRONOUNS and self.copula_at >= 0
+                                        and self.words - self.copula_at <= COPULA_RELATIVE_WORDS)
+            if not self.verb and _finite_verb(word):
+                self.verb = True
+                self.copula_at = self.words if word in _COPULAS else -1
         for ch in text[self.scanned:to]:  # never split inside parentheses
             if ch in "([{":
                 self.depth += 1

@@ -119,3 +119,20 @@ async def test_retrieval_and_the_judge_read_the_borrowed_subject():
     claims = result.steps[0].claims
     assert [c.claim.text for c in claims] == ["Metformin inhibits hepatic gluconeogenesis", "is renally cleared."]
     assert all(c.verdict is Verdict.SUPPORTED for c in claims)
+
+
+@pytest.mark.parametrize("text, expected", [
+    # a verb phrase continuing a relative or causal clause is not given the sentence's subject
+    ("The management of rhabdomyolysis is fluids to protect the kidney from myoglobin which is released from "
+     "damaged muscles and is nephrotoxic.", 1),
+    ("Rapid antigen testing is not indicated because she has a cough and does not have tonsillar exudates.", 1),
+    ("Answer E: Sumatriptan may be indicated to treat a migraine, which presents with a pulsatile, unilateral "
+     "headache and is more common in women.", 1),
+    # ... but a relative clause on the copula's own noun is about the same thing
+    ("Actinomyces is a gram-positive anaerobic rod that presents with sinus tracts and should be treated with "
+     "penicillin.", 2),
+    ("Metformin, which is cheap, lowers glucose and is renally cleared.", 2),
+    ("Metformin inhibits hepatic gluconeogenesis and is renally cleared.", 2),
+])
+def test_a_verb_phrase_continuing_a_subordinate_clause_is_not_split_off(text, expected):
+    assert len(claims(text)) == expected
