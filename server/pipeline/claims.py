@@ -167,7 +167,9 @@ def split_coordination(text: str, start: int, end: int, regions: _Regions) -> li
         if _elliptical(text, m.end(), end):
             continue  # "..., but aspirin does not": the clause means nothing without the verb phrase before it
         clause_ok = bool(m.group("comma") or m.group("semi") or m.group("so") or m.group("word") in ("but", "whereas"))
-        continues = _starts_predicate(right_words) and not _paired_adjective(text, m.start(), right_words)
+        # (the right side must start with a word: "… than 17 and 2709 is a valid number" has a subject, a number)
+        continues = (text[m.end():m.end() + 1].isalpha() and _starts_predicate(right_words)
+                     and not _paired_adjective(text, m.start(), right_words))
         if continues and left.subordinate:
             # "... from myoglobin, which is released from damaged muscle and is nephrotoxic": the verb phrase
             # continues the subordinate clause, whose subject is not the sentence's: kept whole, not given the

@@ -91,6 +91,7 @@ _GENERAL_VARIABLE = re.compile(r"\b[nk]\s*[-+]\s*\d|\b[nk]\s*\(|\(\s*[nk]\b(?!\s
 _SYMBOLIC = re.compile(r"\b[a-zπ]\s*\^|\bπ\s*[a-z]\b|\b[a-z]\s*[×*·/]\s*[a-z]\b|\b[a-z]\([a-z]\)")
 _KNOWLEDGE_PHRASE = re.compile(
     r"\b(?:associated with|caused by|due to|leads? to|results? (?:in|from)|points? to|consistent with|typical of|"
+    r"(?:drug|treatment|agent|test|study|antibiotic|procedure|imaging|management) of choice|concerning for|"
     r"treatment of|most (?:common|frequent)|side effects?|risk of|in general|for (?:any|all)|exactly when|"
     r"if and only if|by definition|equals? the|is the (?:sum|product|ratio|number|square|cube|power|quotient))\b", _I)
 _MATH_NOISE = re.compile(r"\\[A-Za-z]+|[\d.,]+|[=+\-*/×÷^()<>≤≥≈%$\\{}\[\]|!:;'\"`°]")
@@ -103,6 +104,7 @@ _OTHER_SCRIPT = re.compile(r"[^\W\d_a-zA-Z]{2,}")
 _ANSWER_HINTS = frozenset("answer option choice boxed likely".split())
 _PHRASE_HINTS = frozenset(
     "associated caused due lead leads result results point points consistent typical treatment most side risk "
+    "drug agent test study antibiotic procedure imaging management concerning "
     "general any all exactly if definition equal equals sum product ratio number square cube power quotient".split())
 _LETTER_VARIABLES = frozenset("bcdefghjklmnopqrstuvwxyzπ")  # single letters that are not words
 # Single words that mark general knowledge rather than talk about this problem.
@@ -111,7 +113,9 @@ KNOWLEDGE_WORDS = frozenset(
     "generally commonly classic classical characteristic hallmark pathognomonic cause causes caused because "
     "mechanism responsible inhibit inhibits inhibitor blocks block antagonist antagonists agonist agonists "
     "stimulate stimulates secrete secretes secreted produce produces metabolized metabolised excreted cleared "
-    "indicate indicates suggests suggest first-line contraindicated complication complications".split()
+    "indicate indicates suggests suggest first-line contraindicated complication complications "
+    # a finding read as what it points to ("…, suggesting esophageal perforation"): knowledge, even about the case
+    "suggesting suggestive indicating indicative".split()
 )
 # Words of talk about the reasoning itself; a claim made of these (and stopwords) states nothing ("Hmm, I'm not
 # sure about that.", "Moving on to the next option."). A number or any other word makes it a candidate claim.

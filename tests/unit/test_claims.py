@@ -133,6 +133,8 @@ async def test_retrieval_and_the_judge_read_the_borrowed_subject():
      "penicillin.", 2),
     ("Metformin, which is cheap, lowers glucose and is renally cleared.", 2),
     ("Metformin inhibits hepatic gluconeogenesis and is renally cleared.", 2),
+    # a number after the conjunction is the next clause's subject: no verb phrase to borrow one for
+    ("This is greater than 17 and 2709 is a valid number.", 1),
 ])
 def test_a_verb_phrase_continuing_a_subordinate_clause_is_not_split_off(text, expected):
     assert len(claims(text)) == expected

@@ -192,6 +192,12 @@ def test_a_label_line_is_read_for_what_follows_its_label():
     ("So COX-2 inhibitors spare the gastric mucosa.", False),
     ("So he has 12 tablets left.", True),
     ("So the total number of operations is n-1.", True),
+    # a finding read as what it points to is knowledge, even said of the case (62 MedBullets claims were hidden)
+    ("This patient presents with fever and a systolic murmur suggestive of bacterial endocarditis.", False),
+    ("This patient is presenting with chest pain after endoscopy, suggesting esophageal perforation.", False),
+    ("Recurrent swelling of the lips and tongue is concerning for hereditary angioedema.", False),
+    ("So the drug of choice for absence seizures is ethosuximide.", False),
+    ("So the answer is B.", True),
 ])
 def test_hedges_tendencies_and_names_with_digits(claim, no_knowledge):
     assert is_no_knowledge(claim, QUESTION) is no_knowledge
