@@ -229,6 +229,16 @@ def _label_opens_line(text: str, pos: int, end: int) -> bool:
     return _LINE_LABEL.match(text, pos, end) is not None and _at_line_start(text, 0, pos) and pos > 0
 
 
+BRACKET_REACH = 400  # how far back on its line a "?" looks for an unclosed "[" (bounded: the scan stays linear)
+
+
+def _in_open_bracket(text: str, unit_start: int, pos: int) -> bool:
+    """Whether pos follows an unclosed "[" on its line, within BRACKET_REACH characters."""
+    lo = max(unit_start, pos - BRACKET_REACH)
+    lo = max(lo, text.rfind("\n", lo, pos) + 1)
+    return text.rfind("[", lo, pos) > text.rfind("]", lo, pos)
+
+
 def _punct_cut(text: str, m: re.Match, unit_start: int, end: int) -> int | None:
     """Start of the next unit when the sentence punctuation in m ends a unit, else None."""
     nxt = _skip_space(text, m.end(), end)
@@ -242,6 +252,8 @@ def _punct_cut(text: str, m: re.Match, unit_start: int, end: int) -> int | None:
     punct = m.group().rstrip(INVISIBLE)
     if punct[0] == "!" and not c.isupper():
         return None  # factorials: "5! = 120"
+    if punct[0] == "?" and _in_open_bracket(text, unit_start, m.start()):
+        return None  # an unknown order inside a list: '["being" ? "bellyache" ? "widen"]' (BIG-Bench word sorting)
     if punct[0] == "." and len(punct.rstrip("\"'”’)]*_")) == 1 and _is_abbreviation(text, unit_start, m.start(), c):
         return None
     if punct[0] == "." and _option_text_follows(text, unit_start, m.start(), nxt, end):

@@ -138,3 +138,10 @@ async def test_retrieval_and_the_judge_read_the_borrowed_subject():
 ])
 def test_a_verb_phrase_continuing_a_subordinate_clause_is_not_split_off(text, expected):
     assert len(claims(text)) == expected
+
+
+def test_question_marks_inside_an_open_bracket_do_not_end_a_unit():
+    """BIG-Bench word sorting writes an unknown order as '["being" ? "bellyache"]': each "?" cut a claim."""
+    text = 'We now have: (2) ["being" ? "bellyache" ? "widen"] < (3) "cider" < (4) ["depression" ? "decant"] < (5) "eel".'
+    assert claims(text) == [text]
+    assert claims("Is it croup? It could be.") == ["Is it croup?", "It could be."]
