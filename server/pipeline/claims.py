@@ -102,15 +102,26 @@ def _paired_adjective(text: str, left_end: int, right_words: list[str]) -> bool:
 
 
 def _starts_clause(words: list[str]) -> bool:
-    """Whether words begin a clause with its own subject ("insulin raises uptake")."""
+    """Whether words begin a clause with its own subject ("insulin raises uptake"); `words` end at the first comma,
+    semicolon or colon, and a verb after a relative pronoun is the relative clause's ("CSF studies that are ..."):
+    the last item of a list ("…, and pharyngeal erythema, and is treated …") is no clause."""
     if len(words) < 2 or _finite_verb(words[0]):
         return False
     if words[0].lower() in _CLAUSE_HEADS:
         return _finite_verb(words[1]) or (len(words) > 2 and _finite_verb(words[2]))
-    return any(_finite_verb(w) for w in words[1:4])
+    for w in words[1:4]:
+        if w.lower() in _RELATIVE_PRONOUNS:
+            return False
+        if _finite_verb(w):
+            return True
+    return False
 
 
 _RELATIVE_PRONOUNS = frozenset("that which who".split())
+# The right side up to its first comma, semicolon or colon, past a connective adverb ("; however, it would …")
+_CLAUSE_PART = re.compile(r"(?:\s*(?:however|therefore|thus|hence|moreover|furthermore|instead|otherwise|"
+                          r"consequently|in addition|in contrast|in fact|for example|for instance)\s*,)?[^,;:]{0,80}",
+                          re.IGNORECASE)
 _COPULAS = frozenset("is are was were".split())
 COPULA_RELATIVE_WORDS = 6  # "is a gram-positive anaerobic rod that": the relative pronoun's distance from the copula
 # Words that open a subordinate or relative clause: a verb phrase after one belongs to that clause.
@@ -175,7 +186,8 @@ def split_coordination(text: str, start: int, end: int, regions: _Regions) -> li
             # continues the subordinate clause, whose subject is not the sentence's: kept whole, not given the
             # sentence's subject ("The management of rhabdomyolysis is nephrotoxic")
             continue
-        if not (continues or (clause_ok and _starts_clause(right_words))):
+        if not (continues or (clause_ok and _starts_clause(_WORD.findall(_CLAUSE_PART.match(text, m.end(),
+                                                                                           end).group())))):
             continue
         spans.append((cursor, m.start(), predicate))
         cursor, predicate = m.end(), continues

@@ -145,3 +145,18 @@ def test_question_marks_inside_an_open_bracket_do_not_end_a_unit():
     text = 'We now have: (2) ["being" ? "bellyache" ? "widen"] < (3) "cider" < (4) ["depression" ? "decant"] < (5) "eel".'
     assert claims(text) == [text]
     assert claims("Is it croup? It could be.") == ["Is it croup?", "It could be."]
+
+
+@pytest.mark.parametrize("text, expected", [
+    # the last item of a list is no clause subject ...
+    ("Strep pharyngitis presents with fever, sore throat, and pharyngeal erythema, and is treated with rest.",
+     ["Strep pharyngitis presents with fever, sore throat, and pharyngeal erythema, and is treated with rest."]),
+    ("To count houses that have a dog, a cat, and a turtle, we need inclusion-exclusion.",
+     ["To count houses that have a dog, a cat, and a turtle, we need inclusion-exclusion."]),
+    # ... while a clause after a connective adverb still is one
+    ("Gastroenteritis would present with nausea, vomiting, and diarrhea; however, it would not present with sepsis.",
+     ["Gastroenteritis would present with nausea, vomiting, and diarrhea",
+      "however, it would not present with sepsis."]),
+])
+def test_the_last_item_of_a_list_is_not_taken_for_a_clause(text, expected):
+    assert claims(text) == expected
