@@ -95,6 +95,15 @@ def backoff_s(attempt: int, base_s: float = 0.1, cap_s: float = 2.0) -> float:
     return random.uniform(0, min(cap_s, base_s * 2 ** attempt))
 
 
+def _timeout(timeout_s: float | None, default_s: float) -> float:
+    """A call's timeout: timeout_s, or the client's default when None (0 was the default too, silently)."""
+    if timeout_s is None:
+        return default_s
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be positive (or None for the client's default), not {timeout_s!r}")
+    return timeout_s
+
+
 def retry_pause_s(error: VerifierError, pause: float, cap_s: float = 2.0) -> float:
     """The pause before retrying after `error`: `pause` (a backoff_s), and at least the delay the server asked
     for in its RetryInfo (with up to 20% jitter, so the calls it shed together do not all come back together), but
@@ -114,13 +123,42 @@ class AsyncVerifierClient:
         self.timeout_s = timeout_s
         self.retries = retries
         self.metadata = tuple(metadata)
-        options = channel_options(max_message_bytes)
-        self._channel = (grpc.aio.secure_channel(target, credentials, options) if credentials
-                         else grpc.aio.insecure_channel(target, options))
-        self._knowledge = knowledge_service_pb2_grpc.KnowledgeServiceStub(self._channel)
-        self._info_gain = info_gain_service_pb2_grpc.InfoGainServiceStub(self._channel)
-        self._kb = knowledge_base_service_pb2_grpc.KnowledgeBaseServiceStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._credentials, self._options = credentials, channel_options(max_message_bytes)
+        # The channel is made on the first call, in the event loop that runs it (a grpc.aio channel belongs to one
+        # loop: a client built at module level failed its first call inside asyncio.run, "attached to a different
+        # loop"); a later asyncio.run gets a new one once the old loop is closed.
+        self._channel: grpc.aio.Channel | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    def _bound(self) -> grpc.aio.Channel:
+        loop = asyncio.get_running_loop()
+        if self._closed:
+            raise VerifierError("CANCELLED", "CLIENT_CLOSED", "this client was closed: make a new one")
+        if self._channel is None or self._loop is not loop:
+            if self._channel is not None and not self._loop.is_closed():
+                raise RuntimeError("this AsyncVerifierClient is in use by another event loop: make one client per "
+                                   "event loop (or use VerifierClient from threads)")
+            self._channel = (grpc.aio.secure_channel(self.target, self._credentials, self._options)
+                             if self._credentials else grpc.aio.insecure_channel(self.target, self._options))
+            self._loop = loop
+        return self._channel
+
+    @property
+    def _knowledge(self):
+        return knowledge_service_pb2_grpc.KnowledgeServiceStub(self._bound())
+
+    @property
+    def _info_gain(self):
+        return info_gain_service_pb2_grpc.InfoGainServiceStub(self._bound())
+
+    @property
+    def _kb(self):
+        return knowledge_base_service_pb2_grpc.KnowledgeBaseServiceStub(self._bound())
+
+    @property
+    def _health(self):
+        return health_pb2_grpc.HealthStub(self._bound())
 
     async def __aenter__(self) -> "AsyncVerifierClient":
         return self
@@ -129,10 +167,13 @@ class AsyncVerifierClient:
         await self.close()
 
     async def close(self) -> None:
-        await self._channel.close()
+        self._closed = True
+        if self._channel is not None and not self._loop.is_closed():
+            await self._channel.close()
 
-    async def _call(self, method, request, timeout_s: float | None):
-        deadline = time.monotonic() + (timeout_s or self.timeout_s)
+    async def _call(self, method, request, timeout_s: float | None, retries: int | None = None):
+        deadline = time.monotonic() + _timeout(timeout_s, self.timeout_s)
+        retries = self.retries if retries is None else retries
         attempt = 0
         while True:
             remaining = deadline - time.monotonic()
@@ -140,9 +181,12 @@ class AsyncVerifierClient:
                 return await method(request, timeout=max(remaining, 0.001), metadata=self.metadata)
             except grpc.aio.AioRpcError as exc:
                 error = VerifierError.from_rpc_error(exc)
-                pause = retry_pause_s(error, backoff_s(attempt))
-                if not error.retryable or attempt >= self.retries or deadline - time.monotonic() <= pause:
+                # the server's RetryInfo delay is waited in full while the deadline allows it (else no retry)
+                pause = retry_pause_s(error, backoff_s(attempt), cap_s=max(deadline - time.monotonic(), 0.0))
+                if not error.retryable or attempt >= retries or deadline - time.monotonic() <= pause:
                     raise error from None
+            except grpc.aio.UsageError as exc:  # the channel was closed under the call
+                raise VerifierError("CANCELLED", "CLIENT_CLOSED", f"the client's channel is closed ({exc})") from None
             attempt += 1
             await asyncio.sleep(pause)
 
@@ -217,7 +261,8 @@ class AsyncVerifierClient:
 
     async def reload_kb(self, timeout_s: float | None = None) -> tuple[str, str]:
         request = knowledge_base_service_pb2.ReloadKnowledgeBaseRequest()
-        response = await self._call(self._kb.ReloadKnowledgeBase, request, timeout_s)
+        # not retried: a reload whose answer was lost would be reported again as "nothing changed"
+        response = await self._call(self._kb.ReloadKnowledgeBase, request, timeout_s, retries=0)
         return response.previous_kb_id, response.kb_id
 
     async def _raise_if_load_failed(self, service: str) -> bool:

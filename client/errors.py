@@ -10,7 +10,7 @@ from google.rpc import error_details_pb2, status_pb2
 AUTH_CODES = ("UNAUTHENTICATED", "PERMISSION_DENIED")  # the server refuses the caller (its token), not the request
 
 
-@dataclass
+@dataclass(eq=False)  # an exception compares and hashes by identity (eq=True made it unhashable)
 class VerifierError(Exception):
     code: str  # gRPC status code name, e.g. "INVALID_ARGUMENT"
     reason: str
@@ -21,6 +21,12 @@ class VerifierError(Exception):
 
     def __post_init__(self) -> None:
         super().__init__(f"{self.code} [{self.reason}]: {self.message}")
+
+    def __reduce__(self):
+        # pickle and copy rebuild it from its fields (Exception's default passes the one message string to
+        # __init__, which needs code, reason and message): a process pool's worker that raised it broke the pool
+        return (type(self), (self.code, self.reason, self.message, dict(self.metadata), list(self.field_violations),
+                             self.retry_delay_s))
 
     @property
     def retryable(self) -> bool:

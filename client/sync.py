@@ -14,7 +14,7 @@ from kgverify.v1 import knowledge_service_pb2, knowledge_service_pb2_grpc
 
 from . import convert, requests
 from .aio import (DEFAULT_MAX_MESSAGE_BYTES, PROBE_INTERVAL_S, PROBE_METADATA, backoff_s, channel_options, load_probes,
-                  never_serves, retry_pause_s, unreachable_error)
+                  never_serves, retry_pause_s, unreachable_error, _timeout)
 from .errors import VerifierError
 from .types import ChainScore, SearchHit, SplitResult
 
@@ -46,17 +46,23 @@ class VerifierClient:
     def close(self) -> None:
         self._channel.close()
 
-    def _call(self, method, request, timeout_s: float | None):
-        deadline = time.monotonic() + (timeout_s or self.timeout_s)
+    def _call(self, method, request, timeout_s: float | None, retries: int | None = None):
+        deadline = time.monotonic() + _timeout(timeout_s, self.timeout_s)
+        retries = self.retries if retries is None else retries
         attempt = 0
         while True:
             try:
                 return method(request, timeout=max(deadline - time.monotonic(), 0.001), metadata=self.metadata)
             except grpc.RpcError as exc:
                 error = VerifierError.from_rpc_error(exc)
-                pause = retry_pause_s(error, backoff_s(attempt))
-                if not error.retryable or attempt >= self.retries or deadline - time.monotonic() <= pause:
+                # the server's RetryInfo delay is waited in full while the deadline allows it (else no retry)
+                pause = retry_pause_s(error, backoff_s(attempt), cap_s=max(deadline - time.monotonic(), 0.0))
+                if not error.retryable or attempt >= retries or deadline - time.monotonic() <= pause:
                     raise error from None
+            except ValueError as exc:
+                if "closed channel" not in str(exc):
+                    raise
+                raise VerifierError("CANCELLED", "CLIENT_CLOSED", "this client was closed: make a new one") from None
             attempt += 1
             time.sleep(pause)
 
@@ -117,8 +123,9 @@ class VerifierClient:
         return convert.kb_info(self._call(self._kb.GetKnowledgeBaseInfo, request, timeout_s))
 
     def reload_kb(self, timeout_s: float | None = None) -> tuple[str, str]:
+        # not retried: a reload whose answer was lost would be reported again as "nothing changed"
         response = self._call(self._kb.ReloadKnowledgeBase, knowledge_base_service_pb2.ReloadKnowledgeBaseRequest(),
-                              timeout_s)
+                              timeout_s, retries=0)
         return response.previous_kb_id, response.kb_id
 
     def _raise_if_load_failed(self, service: str) -> bool:
