@@ -12,7 +12,7 @@ import socket
 import tempfile
 import zlib
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 INPUT_FORMATS = ("jsonl", "csv", "parquet")
 EXPORT_FORMATS = ("csv", "parquet")
@@ -443,19 +443,25 @@ def could_be_torn_record(tail: bytes) -> bool:
     return _STATUS_KEY.startswith(rest) if len(rest) < len(_STATUS_KEY) else rest.startswith(_STATUS_KEY)
 
 
-def is_journal_file(path: Path, lines: int = 5) -> bool:
-    """Whether an existing file starts like a batch journal (its first JSON lines are batch records)."""
+def first_lines_hold(path: Path, test: Callable[[Any], bool], lines: int = 5) -> bool:
+    """Whether one of a file's first `lines` lines is JSON that passes `test` (False for a file that cannot be
+    read)."""
     try:
         with open(path, "rb") as fh:
             for _, line in zip(range(lines), fh):
                 try:
-                    if is_batch_record(json.loads(line)):
+                    if test(json.loads(line)):
                         return True
                 except (ValueError, RecursionError):
                     continue
     except OSError:
         return False
     return False
+
+
+def is_journal_file(path: Path, lines: int = 5) -> bool:
+    """Whether an existing file starts like a batch journal (its first JSON lines are batch records)."""
+    return first_lines_hold(path, is_batch_record, lines)
 
 
 def record_key(record: dict[str, Any]) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .batch_io import atomic_output, is_batch_record, is_journal_file, journal_records, same_file
+from .batch_io import atomic_output, first_lines_hold, is_batch_record, is_journal_file, journal_records, same_file
 from .render import printable
 from .report_html import fmt, fmt_pct, render_html, undefined_interval
 from .report_stats import METRICS, Chain, chain_of, compare, group_summary, step_gain_curve, text_of
@@ -137,17 +137,7 @@ def load_chains(inputs: list[Path], by: str) -> tuple[dict[str, list[Chain]], st
 
 def _holds_rows(path: Path, lines: int = 5) -> bool:
     """Whether a file without a record starts with JSON objects (an input dataset, e.g. one with number ids)."""
-    try:
-        with open(path, "rb") as fh:
-            for _, line in zip(range(lines), fh):
-                try:
-                    if isinstance(json.loads(line), dict):
-                        return True
-                except (ValueError, RecursionError):
-                    continue
-    except OSError:
-        return False
-    return False
+    return first_lines_hold(path, lambda value: isinstance(value, dict), lines)
 
 
 def default_baseline(chains: dict[str, list[Chain]]) -> str:

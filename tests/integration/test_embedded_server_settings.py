@@ -6,23 +6,14 @@ from __future__ import annotations
 
 import socket
 
-import pytest
-
 from client import AsyncVerifierClient
 from client.embedded import embedded_server
-from server.backends import registry
 from tests.conftest import make_settings
-from tests.fakes.backends import FakeEstimator, FakeJudge
-
-
-@pytest.fixture
-def fake_models(monkeypatch):
-    monkeypatch.setitem(registry.JUDGES, "nli", lambda ctx: FakeJudge())
-    monkeypatch.setitem(registry.ESTIMATORS, "nli", lambda ctx: FakeEstimator())
+from tests.integration.test_server_review4 import fake_models  # noqa: F401  (the fake judge and estimator)
 
 
 async def test_the_embedded_verifier_ignores_the_servers_metrics_port_and_tokens(cache_dir, demo_kb_path,
-                                                                                  fake_models):
+                                                                                  fake_models):  # noqa: F811
     with socket.socket() as taken:  # the metrics port of the server running beside the command
         taken.bind(("127.0.0.1", 0))
         taken.listen()
