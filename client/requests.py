@@ -66,9 +66,11 @@ def _strings(row: Mapping[str, Any], key: str, numbers: bool = False) -> list[st
     value = row.get(key)
     if value is None:
         return []
-    if not isinstance(value, list) or not all(isinstance(v, str) or (numbers and _whole_number(v)) for v in value):
+    # (a tuple too: a Python caller's steps=("…", "…") was refused as if the server had found it bad)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) or (numbers and _whole_number(v))
+                                                        for v in value):
         raise _bad(key, "must be a list of strings" + (" or whole numbers" if numbers else ""))
-    return [str(v) for v in value] if numbers else value
+    return [str(v) for v in value] if numbers else list(value)
 
 
 def _letters(count: int) -> list[str]:
@@ -173,6 +175,8 @@ def score_chain_request(kwargs: dict[str, Any]) -> kpb.ScoreChainRequest:
     """A ScoreChainRequest from client keyword arguments (the batch row fields plus options)."""
     kwargs = dict(kwargs)
     metrics = kwargs.pop("metrics", ("ki", "infogain"))
+    if isinstance(metrics, str):  # metrics="ki": one metric (it was read letter by letter, "not 'k'")
+        metrics = (metrics,)
     splitter = kwargs.pop("splitter", None)  # both metrics split the chain alike (ScoreInfoGain dropped it)
     knowledge = knowledge_options(splitter=splitter, **{k: kwargs.pop(k) for k in KNOWLEDGE_KEYS if k in kwargs})
     info_gain = info_gain_options(splitter=splitter, **{k: kwargs.pop(k) for k in INFO_GAIN_KEYS if k in kwargs})

@@ -128,3 +128,14 @@ async def test_a_reload_is_not_retried_and_a_retry_waits_the_servers_whole_delay
     assert info["kb_id"] == "kb" and len(calls) == 2
     assert calls[1] - calls[0] >= 2.5  # the server's RetryInfo delay, not the client's 2 s cap
     await client.close()
+
+
+def test_sequences_of_steps_and_choices_and_a_single_metric_name_are_taken_as_a_caller_means_them():
+    from client import requests as rq
+
+    request = rq.score_chain_request({"question": "Which drug?", "steps": ("Insulin lowers glucose.", "So insulin."),
+                                      "answer": "A", "choices": ("insulin", "metformin"), "metrics": "ki"})
+    assert list(request.steps) == ["Insulin lowers glucose.", "So insulin."]
+    assert list(request.choices) == ["insulin", "metformin"] and len(request.metrics) == 1
+    with pytest.raises(VerifierError, match="must be a list of strings"):
+        rq.score_chain_request({"steps": "Insulin lowers glucose."})  # a bare string is no list of steps
