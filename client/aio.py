@@ -113,6 +113,11 @@ def retry_pause_s(error: VerifierError, pause: float, cap_s: float = 2.0) -> flo
     return pause
 
 
+_STUBS = {"knowledge": knowledge_service_pb2_grpc.KnowledgeServiceStub,
+          "info_gain": info_gain_service_pb2_grpc.InfoGainServiceStub,
+          "kb": knowledge_base_service_pb2_grpc.KnowledgeBaseServiceStub, "health": health_pb2_grpc.HealthStub}
+
+
 class AsyncVerifierClient:
     """Calls every kgverify RPC; results are plain dataclasses, errors one VerifierError."""
 
@@ -142,23 +147,17 @@ class AsyncVerifierClient:
             self._channel = (grpc.aio.secure_channel(self.target, self._credentials, self._options)
                              if self._credentials else grpc.aio.insecure_channel(self.target, self._options))
             self._loop = loop
+            self._stubs = {name: stub(self._channel) for name, stub in _STUBS.items()}  # once per channel
         return self._channel
 
-    @property
-    def _knowledge(self):
-        return knowledge_service_pb2_grpc.KnowledgeServiceStub(self._bound())
+    def _stub(self, name: str):
+        self._bound()
+        return self._stubs[name]
 
-    @property
-    def _info_gain(self):
-        return info_gain_service_pb2_grpc.InfoGainServiceStub(self._bound())
-
-    @property
-    def _kb(self):
-        return knowledge_base_service_pb2_grpc.KnowledgeBaseServiceStub(self._bound())
-
-    @property
-    def _health(self):
-        return health_pb2_grpc.HealthStub(self._bound())
+    _knowledge = property(lambda self: self._stub("knowledge"))
+    _info_gain = property(lambda self: self._stub("info_gain"))
+    _kb = property(lambda self: self._stub("kb"))
+    _health = property(lambda self: self._stub("health"))
 
     async def __aenter__(self) -> "AsyncVerifierClient":
         return self
